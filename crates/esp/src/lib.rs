@@ -1,1 +1,24 @@
+//! ESP in transport mode with AES-GCM (RFC 4303 + RFC 4106), sealing and opening in place.
+//!
+//! - [`OutboundSa::seal`] encrypts the IP packet at the start of a [`PacketBuf`]: the IP header
+//!   moves 16 bytes into the headroom, ESP header and IV fill the gap, trailer and ICV go into
+//!   the tailroom; the payload is encrypted where it lies.
+//! - [`InboundSa::open`] checks the replay window (cheap), opens the AEAD, and only then marks
+//!   the sequence number as seen (RFC 4303 §3.4.3).
+//! - The IV is the 64-bit sequence number, so it never repeats under one key; the sender
+//!   refuses to seal at its hard limit and reports its soft limit (rekey wanted).
+//! - Keys zeroize on drop and print as `<redacted>`.
 #![forbid(unsafe_code)]
+
+mod key;
+mod replay;
+mod sa;
+mod time;
+
+pub use key::{Algorithm, KeyError, SaKey};
+pub use replay::{DEFAULT_WINDOW, ReplayError, ReplayWindow};
+pub use sa::{
+    InboundSa, Lifetimes, Limit, Limits, OVERHEAD_MAX, OpenError, Opened, OutboundSa, SaConfig,
+    SealError, Sealed, spi_of,
+};
+pub use time::Instant;

@@ -19,7 +19,7 @@
 //! |         Integrity Check Value (16 octets for AES-GCM)         |
 //! +-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+
 //! ```
-use crate::{be32, put32, Error, Result};
+use crate::{Error, Result, be32, put32};
 
 /// SPI + sequence number.
 pub const HEADER_LEN: usize = 8;
@@ -46,7 +46,7 @@ impl<T: AsRef<[u8]>> Packet<T> {
         if len < HEADER_LEN + IV_LEN + TRAILER_LEN + ICV_LEN {
             return Err(Error::Truncated);
         }
-        if (len - HEADER_LEN - IV_LEN - ICV_LEN) % 4 != 0 {
+        if !(len - HEADER_LEN - IV_LEN - ICV_LEN).is_multiple_of(4) {
             return Err(Error::Malformed);
         }
         Ok(Self { buf })
@@ -59,7 +59,9 @@ impl<T: AsRef<[u8]>> Packet<T> {
         be32(self.buf.as_ref(), 4)
     }
     pub fn iv(&self) -> [u8; IV_LEN] {
-        self.buf.as_ref()[HEADER_LEN..HEADER_LEN + IV_LEN].try_into().unwrap_or_default()
+        self.buf.as_ref()[HEADER_LEN..HEADER_LEN + IV_LEN]
+            .try_into()
+            .unwrap_or_default()
     }
     /// Encrypted payload and trailer.
     pub fn ciphertext(&self) -> &[u8] {
@@ -107,9 +109,15 @@ pub fn parse_trailer(plaintext: &[u8]) -> Result<(usize, u8)> {
         [.., p, nh] => (usize::from(*p), *nh),
         _ => return Err(Error::Truncated),
     };
-    let payload_len = n.checked_sub(TRAILER_LEN + pad_len).ok_or(Error::Malformed)?;
+    let payload_len = n
+        .checked_sub(TRAILER_LEN + pad_len)
+        .ok_or(Error::Malformed)?;
     let pad = &plaintext[payload_len..n - TRAILER_LEN];
-    if pad.iter().enumerate().any(|(i, &p)| usize::from(p) != i + 1) {
+    if pad
+        .iter()
+        .enumerate()
+        .any(|(i, &p)| usize::from(p) != i + 1)
+    {
         return Err(Error::Malformed);
     }
     Ok((payload_len, next))
@@ -146,9 +154,15 @@ mod tests {
         emit_header(&mut b, 0x1234_5678, 42).unwrap();
         b[8..16].copy_from_slice(&7u64.to_be_bytes());
         let p = Packet::new_checked(&b[..]).unwrap();
-        assert_eq!((p.spi(), p.seq(), u64::from_be_bytes(p.iv())), (0x1234_5678, 42, 7));
+        assert_eq!(
+            (p.spi(), p.seq(), u64::from_be_bytes(p.iv())),
+            (0x1234_5678, 42, 7)
+        );
         assert_eq!(p.ciphertext().len(), 4);
-        assert_eq!(Packet::new_checked(&b[..b.len() - 1]).unwrap_err(), Error::Malformed);
+        assert_eq!(
+            Packet::new_checked(&b[..b.len() - 1]).unwrap_err(),
+            Error::Malformed
+        );
         assert_eq!(Packet::new_checked(&b[..20]).unwrap_err(), Error::Truncated);
     }
 }

@@ -17,7 +17,7 @@
 //! |                    Options                    |    Padding    |
 //! +-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+
 //! ```
-use crate::{be16, checksum, put16, Error, Result};
+use crate::{Error, Result, be16, checksum, put16};
 
 pub const MIN_HEADER_LEN: usize = 20;
 
@@ -173,9 +173,17 @@ impl Repr {
         let b = out.get_mut(..MIN_HEADER_LEN).ok_or(Error::NoRoom)?;
         b[field::VER_IHL] = 0x45;
         b[field::TOS] = self.tos;
-        put16(b, field::TOTAL_LEN, self.payload_len.checked_add(20).ok_or(Error::Malformed)?);
+        put16(
+            b,
+            field::TOTAL_LEN,
+            self.payload_len.checked_add(20).ok_or(Error::Malformed)?,
+        );
         put16(b, field::IDENT, self.ident);
-        put16(b, field::FLAGS_FRAG, if self.dont_frag { 0x4000 } else { 0 });
+        put16(
+            b,
+            field::FLAGS_FRAG,
+            if self.dont_frag { 0x4000 } else { 0 },
+        );
         b[field::TTL] = self.ttl;
         b[field::PROTOCOL] = self.protocol;
         b[field::SRC].copy_from_slice(&self.src);
@@ -192,7 +200,16 @@ mod tests {
     use super::*;
 
     fn sample() -> Repr {
-        Repr { src: [10, 0, 0, 1], dst: [10, 0, 0, 2], protocol: 6, ttl: 64, ident: 0x1c46, tos: 0, dont_frag: true, payload_len: 4 }
+        Repr {
+            src: [10, 0, 0, 1],
+            dst: [10, 0, 0, 2],
+            protocol: 6,
+            ttl: 64,
+            ident: 0x1c46,
+            tos: 0,
+            dont_frag: true,
+            payload_len: 4,
+        }
     }
 
     #[test]
@@ -230,7 +247,10 @@ mod tests {
         assert_eq!(Packet::new_checked(&v6[..]).unwrap_err(), Error::Malformed);
         let mut ihl4 = b;
         ihl4[0] = 0x44;
-        assert_eq!(Packet::new_checked(&ihl4[..]).unwrap_err(), Error::Malformed);
+        assert_eq!(
+            Packet::new_checked(&ihl4[..]).unwrap_err(),
+            Error::Malformed
+        );
         assert_eq!(Packet::new_checked(&b[..23]).unwrap_err(), Error::Truncated);
         assert_eq!(Packet::new_checked(&b[..19]).unwrap_err(), Error::Truncated);
     }

@@ -10,7 +10,7 @@
 //! |               Destination Address (128 bits)                  |
 //! +-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+
 //! ```
-use crate::{be16, put16, Error, Result};
+use crate::{Error, Result, be16, put16};
 
 pub const HEADER_LEN: usize = 40;
 /// Limit on the number of extension headers walked; more is a malformed packet.
@@ -123,7 +123,11 @@ pub struct Walk {
 
 /// Walks the extension headers of the IPv6 packet `b` (fixed header included).
 pub fn walk(b: &[u8]) -> Result<Walk> {
-    let end = HEADER_LEN + usize::from(be16(b.get(..HEADER_LEN).ok_or(Error::Truncated)?, field::PAYLOAD_LEN));
+    let end = HEADER_LEN
+        + usize::from(be16(
+            b.get(..HEADER_LEN).ok_or(Error::Truncated)?,
+            field::PAYLOAD_LEN,
+        ));
     let b = b.get(..end).ok_or(Error::Truncated)?;
     let mut nh = b[field::NEXT_HEADER];
     let mut off = HEADER_LEN;
@@ -147,7 +151,14 @@ pub fn walk(b: &[u8]) -> Result<Walk> {
             }
             upper => {
                 let (esp_offset, esp_nh_field) = esp.unwrap_or((off, nh_field));
-                return Ok(Walk { upper, upper_offset: off, esp_offset, esp_nh_field, upper_nh_field: nh_field, later_fragment });
+                return Ok(Walk {
+                    upper,
+                    upper_offset: off,
+                    esp_offset,
+                    esp_nh_field,
+                    upper_nh_field: nh_field,
+                    later_fragment,
+                });
             }
         };
         if matches!(nh, ext::HOP_BY_HOP | ext::ROUTING | ext::FRAGMENT) {
@@ -165,7 +176,14 @@ pub fn walk(b: &[u8]) -> Result<Walk> {
         if later_fragment {
             // Nothing after a non-first fragment's header can be parsed.
             let (esp_offset, esp_nh_field) = esp.unwrap_or((off, nh_field));
-            return Ok(Walk { upper: nh, upper_offset: off, esp_offset, esp_nh_field, upper_nh_field: nh_field, later_fragment });
+            return Ok(Walk {
+                upper: nh,
+                upper_offset: off,
+                esp_offset,
+                esp_nh_field,
+                upper_nh_field: nh_field,
+                later_fragment,
+            });
         }
     }
     Err(Error::TooDeep)
@@ -218,7 +236,15 @@ mod tests {
         src[15] = 1;
         let mut dst = src;
         dst[15] = 2;
-        Repr { src, dst, next_header: nh, hop_limit: 64, traffic_class: 0xb8, flow_label: 0x12345, payload_len: len }
+        Repr {
+            src,
+            dst,
+            next_header: nh,
+            hop_limit: 64,
+            traffic_class: 0xb8,
+            flow_label: 0x12345,
+            payload_len: len,
+        }
     }
 
     #[test]
@@ -227,7 +253,17 @@ mod tests {
         repr(17, 8).emit(&mut b).unwrap();
         let p = Packet::new_checked(&b[..]).unwrap();
         assert_eq!(Repr::parse(&p), repr(17, 8));
-        assert_eq!(p.walk().unwrap(), Walk { upper: 17, upper_offset: 40, esp_offset: 40, esp_nh_field: 6, upper_nh_field: 6, later_fragment: false });
+        assert_eq!(
+            p.walk().unwrap(),
+            Walk {
+                upper: 17,
+                upper_offset: 40,
+                esp_offset: 40,
+                esp_nh_field: 6,
+                upper_nh_field: 6,
+                later_fragment: false
+            }
+        );
     }
 
     #[test]
@@ -243,7 +279,10 @@ mod tests {
         assert_eq!(w.upper, 6);
         assert_eq!(w.upper_offset, 72);
         // ESP goes before the destination options, and the routing header names it.
-        assert_eq!((w.esp_offset, w.esp_nh_field, w.upper_nh_field), (64, 48, 64));
+        assert_eq!(
+            (w.esp_offset, w.esp_nh_field, w.upper_nh_field),
+            (64, 48, 64)
+        );
     }
 
     #[test]

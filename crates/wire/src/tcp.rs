@@ -16,7 +16,7 @@
 //! |           Checksum            |         Urgent Pointer        |
 //! +-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+
 //! ```
-use crate::{be16, be32, checksum, put16, put32, Error, Result};
+use crate::{Error, Result, be16, be32, checksum, put16, put32};
 
 pub const MIN_HEADER_LEN: usize = 20;
 pub const CHECKSUM_OFFSET: usize = 16;
@@ -116,7 +116,14 @@ pub struct Repr {
 
 impl Repr {
     pub fn parse<T: AsRef<[u8]>>(s: &Segment<T>) -> Self {
-        Self { src_port: s.src_port(), dst_port: s.dst_port(), seq: s.seq(), ack: s.ack(), flags: s.flags(), window: s.window() }
+        Self {
+            src_port: s.src_port(),
+            dst_port: s.dst_port(),
+            seq: s.seq(),
+            ack: s.ack(),
+            flags: s.flags(),
+            window: s.window(),
+        }
     }
     /// Writes a 20-byte header at the start of `segment` (whose payload follows it already) and,
     /// with `pseudo` given, the checksum over the whole segment.
@@ -147,7 +154,14 @@ mod tests {
 
     #[test]
     fn round_trips_with_valid_checksum() {
-        let r = Repr { src_port: 40000, dst_port: 80, seq: 1, ack: 2, flags: flags::ACK | flags::PSH, window: 512 };
+        let r = Repr {
+            src_port: 40000,
+            dst_port: 80,
+            seq: 1,
+            ack: 2,
+            flags: flags::ACK | flags::PSH,
+            window: 512,
+        };
         let mut b = [0u8; 25];
         b[20..].copy_from_slice(b"hello");
         let pseudo = checksum::pseudo_v4([10, 0, 0, 1], [10, 0, 0, 2], 6, 25);
@@ -157,7 +171,11 @@ mod tests {
         assert!(s.verify_checksum(pseudo));
         assert_eq!(s.payload(), b"hello");
         b[24] ^= 1;
-        assert!(!Segment::new_checked(&b[..]).unwrap().verify_checksum(pseudo));
+        assert!(
+            !Segment::new_checked(&b[..])
+                .unwrap()
+                .verify_checksum(pseudo)
+        );
     }
 
     #[test]

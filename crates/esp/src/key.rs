@@ -1,0 +1,145 @@
+//! Key material of one SA (RFC 4106 §8.1: the AES key followed by a 4-byte salt).
+use zeroize::{Zeroize, ZeroizeOnDrop};
+
+/// The AEADs zsfc speaks. Both use a 16-byte ICV (RFC 4106 §6) and an 8-byte explicit IV.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Algorithm {
+    Aes128Gcm,
+    Aes256Gcm,
+}
+
+impl Algorithm {
+    pub const fn key_len(self) -> usize {
+        match self {
+            Self::Aes128Gcm => 16,
+            Self::Aes256Gcm => 32,
+        }
+    }
+    /// Key plus salt (RFC 4106 §8.1: KEYMAT of 20 or 36 octets).
+    pub const fn keymat_len(self) -> usize {
+        self.key_len() + SALT_LEN
+    }
+    pub(crate) fn aead(self) -> &'static aws_lc_rs::aead::Algorithm {
+        match self {
+            Self::Aes128Gcm => &aws_lc_rs::aead::AES_128_GCM,
+            Self::Aes256Gcm => &aws_lc_rs::aead::AES_256_GCM,
+        }
+    }
+}
+
+pub(crate) const SALT_LEN: usize = 4;
+const MAX_KEYMAT: usize = 36;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum KeyError {
+    #[error("key material must be {expected} bytes (key + 4-byte salt), got {got}")]
+    Length { expected: usize, got: usize },
+    #[error("the crypto library refused the key")]
+    Rejected,
+}
+
+/// Key and salt of one SA. Zeroized on drop; `Debug` prints no byte of it.
+#[derive(Clone, Zeroize, ZeroizeOnDrop)]
+pub struct SaKey {
+    #[zeroize(skip)]
+    alg: Algorithm,
+    bytes: [u8; MAX_KEYMAT],
+}
+
+impl core::fmt::Debug for SaKey {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        write!(f, "SaKey({:?}, <redacted>)", self.alg)
+    }
+}
+
+impl PartialEq for SaKey {
+    /// Constant-time comparison (used by tests and the control plane, never on the hot path).
+    fn eq(&self, other: &Self) -> bool {
+        self.alg == other.alg
+            && aws_lc_rs::constant_time::verify_slices_are_equal(self.keymat(), other.keymat())
+                .is_ok()
+    }
+}
+
+impl SaKey {
+    /// Takes `keymat` = key ‖ salt. The caller should zeroize its own copy.
+    pub fn new(alg: Algorithm, keymat: &[u8]) -> Result<Self, KeyError> {
+        if keymat.len() != alg.keymat_len() {
+            return Err(KeyError::Length {
+                expected: alg.keymat_len(),
+                got: keymat.len(),
+            });
+        }
+        let mut bytes = [0u8; MAX_KEYMAT];
+        bytes[..keymat.len()].copy_from_slice(keymat);
+        Ok(Self { alg, bytes })
+    }
+
+    /// Fresh key material from the OS CSPRNG (through AWS-LC).
+    pub fn generate(alg: Algorithm) -> Result<Self, KeyError> {
+        let mut bytes = [0u8; MAX_KEYMAT];
+        aws_lc_rs::rand::fill(&mut bytes[..alg.keymat_len()]).map_err(|_| KeyError::Rejected)?;
+        Ok(Self { alg, bytes })
+    }
+
+    pub fn algorithm(&self) -> Algorithm {
+        self.alg
+    }
+
+    pub(crate) fn keymat(&self) -> &[u8] {
+        &self.bytes[..self.alg.keymat_len()]
+    }
+
+    pub(crate) fn key(&self) -> &[u8] {
+        &self.bytes[..self.alg.key_len()]
+    }
+
+    pub(crate) fn salt(&self) -> [u8; SALT_LEN] {
+        let k = self.alg.key_len();
+        [
+            self.bytes[k],
+            self.bytes[k + 1],
+            self.bytes[k + 2],
+            self.bytes[k + 3],
+        ]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_output_is_redacted() {
+        let k = SaKey::new(Algorithm::Aes128Gcm, &[0x41; 20]).unwrap();
+        let s = format!("{k:?}");
+        assert!(s.contains("redacted"));
+        assert!(!s.contains("65") && !s.contains("41"));
+    }
+
+    #[test]
+    fn rejects_wrong_keymat_length() {
+        assert_eq!(
+            SaKey::new(Algorithm::Aes256Gcm, &[0; 32]).unwrap_err(),
+            KeyError::Length {
+                expected: 36,
+                got: 32
+            }
+        );
+    }
+
+    #[test]
+    fn zeroize_clears_every_key_byte() {
+        let mut k = SaKey::new(Algorithm::Aes256Gcm, &[0x5a; 36]).unwrap();
+        k.zeroize();
+        assert!(k.bytes.iter().all(|&b| b == 0));
+    }
+
+    #[test]
+    fn generated_keys_differ() {
+        let a = SaKey::generate(Algorithm::Aes256Gcm).unwrap();
+        let b = SaKey::generate(Algorithm::Aes256Gcm).unwrap();
+        assert_ne!(a, b);
+        assert_eq!(a.salt().len(), 4);
+    }
+}

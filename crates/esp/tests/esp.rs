@@ -1,0 +1,278 @@
+//! ESP seal/open behaviour on real IPv4 and IPv6 packets.
+use zsfc_esp::*;
+use zsfc_wire::{PacketBuf, checksum, ip, ipv4, ipv6, tcp, udp};
+
+const SPI: u32 = 0x0100_0001;
+
+fn v4_tcp(payload: &[u8]) -> Vec<u8> {
+    let mut b = vec![0u8; 40 + payload.len()];
+    b[40..].copy_from_slice(payload);
+    let pseudo = checksum::pseudo_v4([10, 0, 0, 1], [10, 0, 0, 2], 6, (20 + payload.len()) as u16);
+    tcp::Repr {
+        src_port: 40000,
+        dst_port: 80,
+        seq: 7,
+        ack: 9,
+        flags: tcp::flags::ACK,
+        window: 100,
+    }
+    .emit(&mut b[20..], Some(pseudo))
+    .unwrap();
+    ipv4::Repr {
+        src: [10, 0, 0, 1],
+        dst: [10, 0, 0, 2],
+        protocol: 6,
+        ttl: 64,
+        ident: 3,
+        tos: 0,
+        dont_frag: true,
+        payload_len: (20 + payload.len()) as u16,
+    }
+    .emit(&mut b)
+    .unwrap();
+    b
+}
+
+/// IPv6 + hop-by-hop (8) + destination options (8) + UDP.
+fn v6_udp_ext(payload: &[u8]) -> Vec<u8> {
+    let l4 = 8 + payload.len();
+    let mut b = vec![0u8; 40 + 16 + l4];
+    b[64..].copy_from_slice(payload);
+    udp::Repr {
+        src_port: 5000,
+        dst_port: 53,
+    }
+    .emit(
+        &mut b[56..],
+        payload.len(),
+        Some(checksum::pseudo_v6([1; 16], [2; 16], 17, l4 as u32)),
+    )
+    .unwrap();
+    b[40] = ipv6::ext::DEST_OPTS;
+    b[48] = 17;
+    ipv6::Repr {
+        src: [1; 16],
+        dst: [2; 16],
+        next_header: ipv6::ext::HOP_BY_HOP,
+        hop_limit: 9,
+        traffic_class: 0,
+        flow_label: 1,
+        payload_len: (16 + l4) as u16,
+    }
+    .emit(&mut b)
+    .unwrap();
+    b
+}
+
+fn pair(alg: Algorithm, esn: bool, lifetimes: Lifetimes) -> (OutboundSa, InboundSa) {
+    let key = SaKey::generate(alg).unwrap();
+    let cfg = SaConfig {
+        esn,
+        lifetimes,
+        ..SaConfig::new(SPI, key)
+    };
+    (
+        OutboundSa::new(&cfg, Instant::ZERO).unwrap(),
+        InboundSa::new(&cfg, Instant::ZERO).unwrap(),
+    )
+}
+
+#[test]
+fn seals_and_opens_ipv4_and_ipv6_for_both_key_sizes_and_all_paddings() {
+    for alg in [Algorithm::Aes128Gcm, Algorithm::Aes256Gcm] {
+        for esn in [false, true] {
+            let (mut tx, mut rx) = pair(alg, esn, Lifetimes::default());
+            for n in 0..9 {
+                for orig in [v4_tcp(&vec![0x61; n]), v6_udp_ext(&vec![0x62; n])] {
+                    let mut b = PacketBuf::from_slice(&orig);
+                    let head_before = b.headroom();
+                    let sealed = tx.seal(Instant::ZERO, &mut b).unwrap();
+                    assert_eq!(
+                        b.headroom(),
+                        head_before - 16,
+                        "only the IP header moved into the headroom"
+                    );
+                    let s = ip::parse(b.as_slice()).unwrap();
+                    assert_eq!(s.tuple.protocol, 50);
+                    assert_eq!(s.total_len, b.len());
+                    assert_eq!((b.len() - s.l4_offset - 16 - 16) % 4, 0);
+                    assert_eq!(spi_of(b.as_slice()).unwrap(), SPI);
+                    let iv = &b.as_slice()[s.l4_offset + 8..s.l4_offset + 16];
+                    assert_eq!(
+                        iv,
+                        &sealed.seq.to_be_bytes(),
+                        "IV is the 64-bit sequence number"
+                    );
+                    assert!(
+                        !b.as_slice()
+                            .windows(4)
+                            .any(|w| w == [0x61; 4] || w == [0x62; 4]),
+                        "payload is encrypted"
+                    );
+                    let opened = rx.open(Instant::ZERO, &mut b).unwrap();
+                    assert_eq!(opened.seq, sealed.seq);
+                    assert_eq!(b.as_slice(), &orig[..]);
+                    if orig[0] >> 4 == 4 {
+                        assert!(
+                            ipv4::Packet::new_checked(b.as_slice())
+                                .unwrap()
+                                .verify_checksum()
+                        );
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn independent_aes_gcm_decrypts_our_packets() {
+    use aes_gcm::aead::{AeadInPlace, KeyInit};
+    let keymat = [7u8; 36];
+    for esn in [false, true] {
+        let cfg = SaConfig {
+            esn,
+            ..SaConfig::new(SPI, SaKey::new(Algorithm::Aes256Gcm, &keymat).unwrap())
+        };
+        let mut tx = OutboundSa::new(&cfg, Instant::ZERO).unwrap();
+        let orig = v4_tcp(b"interop check");
+        let mut b = PacketBuf::from_slice(&orig);
+        let sealed = tx.seal(Instant::ZERO, &mut b).unwrap();
+        let pkt = b.as_slice();
+        let esp = &pkt[20..];
+        // RFC 4106 §4: nonce = salt ‖ IV; §5: AAD = SPI ‖ seq (or SPI ‖ ESN).
+        let mut nonce = [0u8; 12];
+        nonce[..4].copy_from_slice(&keymat[32..]);
+        nonce[4..].copy_from_slice(&esp[8..16]);
+        let mut aad = SPI.to_be_bytes().to_vec();
+        if esn {
+            aad.extend_from_slice(&sealed.seq.to_be_bytes());
+        } else {
+            aad.extend_from_slice(&(sealed.seq as u32).to_be_bytes());
+        }
+        let mut body = esp[16..esp.len() - 16].to_vec();
+        let tag = aes_gcm::Tag::clone_from_slice(&esp[esp.len() - 16..]);
+        aes_gcm::Aes256Gcm::new_from_slice(&keymat[..32])
+            .unwrap()
+            .decrypt_in_place_detached(&nonce.into(), &aad, &mut body, &tag)
+            .unwrap();
+        let (len, nh) = zsfc_wire::esp::parse_trailer(&body).unwrap();
+        assert_eq!(nh, 6);
+        assert_eq!(&body[..len], &orig[20..]);
+    }
+}
+
+#[test]
+fn any_changed_byte_of_esp_is_rejected() {
+    let cfg = SaConfig::new(SPI, SaKey::generate(Algorithm::Aes256Gcm).unwrap());
+    let mut tx = OutboundSa::new(&cfg, Instant::ZERO).unwrap();
+    let mut b = PacketBuf::from_slice(&v4_tcp(b"tamper me"));
+    tx.seal(Instant::ZERO, &mut b).unwrap();
+    let sealed = b.as_slice().to_vec();
+    InboundSa::new(&cfg, Instant::ZERO)
+        .unwrap()
+        .open(Instant::ZERO, &mut PacketBuf::from_slice(&sealed))
+        .unwrap();
+    for i in 20..sealed.len() {
+        for bit in [0x01, 0x80] {
+            let mut t = sealed.clone();
+            t[i] ^= bit;
+            let mut rx = InboundSa::new(&cfg, Instant::ZERO).unwrap();
+            assert!(
+                rx.open(Instant::ZERO, &mut PacketBuf::from_slice(&t))
+                    .is_err(),
+                "byte {i} ^ {bit:#x} was accepted"
+            );
+            assert_eq!(rx.highest_seq(), 0, "a rejected packet moved the window");
+        }
+    }
+}
+
+#[test]
+fn replayed_packet_is_rejected_and_only_after_authentication_moves_the_window() {
+    let (mut tx, mut rx) = pair(Algorithm::Aes128Gcm, true, Lifetimes::default());
+    let mut b = PacketBuf::from_slice(&v4_tcp(b"once"));
+    tx.seal(Instant::ZERO, &mut b).unwrap();
+    let copy = b.as_slice().to_vec();
+    rx.open(Instant::ZERO, &mut b).unwrap();
+    let mut again = PacketBuf::from_slice(&copy);
+    assert!(matches!(
+        rx.open(Instant::ZERO, &mut again),
+        Err(OpenError::Replay(ReplayError::Replayed))
+    ));
+    // A forged packet with a high sequence number fails authentication and leaves the window.
+    let mut forged = copy.clone();
+    forged[24..28].copy_from_slice(&1000u32.to_be_bytes());
+    assert_eq!(
+        rx.open(Instant::ZERO, &mut PacketBuf::from_slice(&forged)),
+        Err(OpenError::Auth)
+    );
+    assert_eq!(rx.highest_seq(), 1);
+}
+
+#[test]
+fn sender_reports_soft_and_refuses_at_hard_limit() {
+    let lt = Lifetimes {
+        soft: Limits {
+            packets: 2,
+            ..Limits::UNLIMITED
+        },
+        hard: Limits {
+            packets: 3,
+            time_ns: 10_000_000_000,
+            ..Limits::UNLIMITED
+        },
+    };
+    let (mut tx, mut rx) = pair(Algorithm::Aes256Gcm, true, lt);
+    let mut out = Vec::new();
+    for _ in 0..3 {
+        let mut b = PacketBuf::from_slice(&v4_tcp(b"x"));
+        out.push(tx.seal(Instant::ZERO, &mut b).unwrap().rekey_wanted);
+        rx.open(Instant::ZERO, &mut b).unwrap();
+    }
+    assert_eq!(out, vec![false, true, true]);
+    let mut b = PacketBuf::from_slice(&v4_tcp(b"x"));
+    assert_eq!(
+        tx.seal(Instant::ZERO, &mut b),
+        Err(SealError::HardLimit(Limit::Packets))
+    );
+    let (mut tx, mut rx) = pair(Algorithm::Aes256Gcm, true, lt);
+    let mut b = PacketBuf::from_slice(&v4_tcp(b"x"));
+    tx.seal(Instant::ZERO, &mut b).unwrap();
+    assert_eq!(
+        tx.seal(
+            Instant::from_secs(10),
+            &mut PacketBuf::from_slice(&v4_tcp(b"x"))
+        ),
+        Err(SealError::HardLimit(Limit::Time))
+    );
+    assert_eq!(
+        rx.open(Instant::from_secs(11), &mut b),
+        Err(OpenError::Expired(Limit::Time))
+    );
+}
+
+#[test]
+fn refuses_non_ip_and_later_fragments() {
+    let (mut tx, _) = pair(Algorithm::Aes256Gcm, true, Lifetimes::default());
+    assert!(matches!(
+        tx.seal(Instant::ZERO, &mut PacketBuf::from_slice(b"\x00garbage")),
+        Err(SealError::Packet(_))
+    ));
+    let mut frag = v4_tcp(b"frag");
+    frag[7] = 5; // fragment offset 5
+    let mut p = ipv4::Packet::new_checked(&mut frag[..]).unwrap();
+    p.fill_checksum();
+    assert!(matches!(
+        tx.seal(Instant::ZERO, &mut PacketBuf::from_slice(&frag)),
+        Err(SealError::Packet(_))
+    ));
+}
+
+#[test]
+fn debug_output_redacts_keys() {
+    let (tx, rx) = pair(Algorithm::Aes256Gcm, true, Lifetimes::default());
+    for s in [format!("{tx:?}"), format!("{rx:?}")] {
+        assert!(s.contains("<redacted>"), "{s}");
+    }
+}
