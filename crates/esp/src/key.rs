@@ -56,8 +56,7 @@ impl PartialEq for SaKey {
     /// Constant-time comparison (used by tests and the control plane, never on the hot path).
     fn eq(&self, other: &Self) -> bool {
         self.alg == other.alg
-            && aws_lc_rs::constant_time::verify_slices_are_equal(self.keymat(), other.keymat())
-                .is_ok()
+            && aws_lc_rs::constant_time::verify_slices_are_equal(self.keymat(), other.keymat()).is_ok()
     }
 }
 
@@ -65,10 +64,7 @@ impl SaKey {
     /// Takes `keymat` = key ‖ salt. The caller should zeroize its own copy.
     pub fn new(alg: Algorithm, keymat: &[u8]) -> Result<Self, KeyError> {
         if keymat.len() != alg.keymat_len() {
-            return Err(KeyError::Length {
-                expected: alg.keymat_len(),
-                got: keymat.len(),
-            });
+            return Err(KeyError::Length { expected: alg.keymat_len(), got: keymat.len() });
         }
         let mut bytes = [0u8; MAX_KEYMAT];
         bytes[..keymat.len()].copy_from_slice(keymat);
@@ -96,12 +92,7 @@ impl SaKey {
 
     pub(crate) fn salt(&self) -> [u8; SALT_LEN] {
         let k = self.alg.key_len();
-        [
-            self.bytes[k],
-            self.bytes[k + 1],
-            self.bytes[k + 2],
-            self.bytes[k + 3],
-        ]
+        [self.bytes[k], self.bytes[k + 1], self.bytes[k + 2], self.bytes[k + 3]]
     }
 }
 
@@ -119,13 +110,7 @@ mod tests {
 
     #[test]
     fn rejects_wrong_keymat_length() {
-        assert_eq!(
-            SaKey::new(Algorithm::Aes256Gcm, &[0; 32]).unwrap_err(),
-            KeyError::Length {
-                expected: 36,
-                got: 32
-            }
-        );
+        assert_eq!(SaKey::new(Algorithm::Aes256Gcm, &[0; 32]).unwrap_err(), KeyError::Length { expected: 36, got: 32 });
     }
 
     #[test]

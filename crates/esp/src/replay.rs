@@ -32,10 +32,7 @@ pub struct ReplayWindow {
 
 impl core::fmt::Debug for ReplayWindow {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        f.debug_struct("ReplayWindow")
-            .field("top", &self.top)
-            .field("size", &self.size)
-            .finish()
+        f.debug_struct("ReplayWindow").field("top", &self.top).field("size", &self.size).finish()
     }
 }
 
@@ -45,11 +42,7 @@ impl ReplayWindow {
         let size = size.clamp(64, MAX_WINDOW).div_ceil(64) * 64;
         // One spare word: the word holding `top` is partly "future".
         let words = (size / 64 + 1).next_power_of_two();
-        Self {
-            top: 0,
-            size,
-            bits: vec![0; words as usize].into_boxed_slice(),
-        }
+        Self { top: 0, size, bits: vec![0; words as usize].into_boxed_slice() }
     }
 
     pub fn size(&self) -> u64 {
@@ -107,19 +100,12 @@ impl ReplayWindow {
 
     /// Infers the full 64-bit sequence number from its low 32 bits (RFC 4303 Appendix A2.2).
     /// `None` when the value lies before sequence number 0.
-    #[expect(
-        clippy::int_plus_one,
-        reason = "RFC 4303 A2.2 wording; `tl - w` would underflow at tl = w - 1"
-    )]
+    #[expect(clippy::int_plus_one, reason = "RFC 4303 A2.2 wording; `tl - w` would underflow at tl = w - 1")]
     pub fn infer_esn(&self, seq_lo: u32) -> Option<u64> {
         let (th, tl) = ((self.top >> 32) as u32, self.top as u32);
         let w = self.size as u32;
         let hi = if tl >= w - 1 {
-            if seq_lo >= tl - w + 1 {
-                Some(th)
-            } else {
-                th.checked_add(1)
-            }
+            if seq_lo >= tl - w + 1 { Some(th) } else { th.checked_add(1) }
         } else if seq_lo >= tl.wrapping_sub(w).wrapping_add(1) {
             th.checked_sub(1)
         } else {
@@ -160,19 +146,13 @@ mod tests {
         let mut w = ReplayWindow::new(1024);
         w.mark((5u64 << 32) | 10);
         // Just after the wrap: a late packet from the previous epoch.
-        assert_eq!(
-            w.infer_esn(u32::MAX - 3),
-            Some((4u64 << 32) | u64::from(u32::MAX - 3))
-        );
+        assert_eq!(w.infer_esn(u32::MAX - 3), Some((4u64 << 32) | u64::from(u32::MAX - 3)));
         assert_eq!(w.infer_esn(11), Some((5u64 << 32) | 11));
         let mut w = ReplayWindow::new(1024);
         w.mark((5u64 << 32) | u64::from(u32::MAX - 10));
         // Just before the wrap: a new packet from the next epoch.
         assert_eq!(w.infer_esn(3), Some((6u64 << 32) | 3));
-        assert_eq!(
-            w.infer_esn(u32::MAX - 20),
-            Some((5u64 << 32) | u64::from(u32::MAX - 20))
-        );
+        assert_eq!(w.infer_esn(u32::MAX - 20), Some((5u64 << 32) | u64::from(u32::MAX - 20)));
         let w = ReplayWindow::new(64);
         assert_eq!(w.infer_esn(u32::MAX), None);
     }

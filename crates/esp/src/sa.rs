@@ -21,11 +21,7 @@ pub struct Limits {
 }
 
 impl Limits {
-    pub const UNLIMITED: Self = Self {
-        packets: u64::MAX,
-        bytes: u64::MAX,
-        time_ns: u64::MAX,
-    };
+    pub const UNLIMITED: Self = Self { packets: u64::MAX, bytes: u64::MAX, time_ns: u64::MAX };
 }
 
 /// Soft (ask for a rekey) and hard (stop using the key) lifetimes, as in RFC 9061's
@@ -38,10 +34,7 @@ pub struct Lifetimes {
 
 impl Default for Lifetimes {
     fn default() -> Self {
-        Self {
-            soft: Limits::UNLIMITED,
-            hard: Limits::UNLIMITED,
-        }
+        Self { soft: Limits::UNLIMITED, hard: Limits::UNLIMITED }
     }
 }
 
@@ -69,13 +62,7 @@ pub struct SaConfig {
 
 impl SaConfig {
     pub fn new(spi: u32, key: SaKey) -> Self {
-        Self {
-            spi,
-            key,
-            esn: true,
-            replay_window: DEFAULT_WINDOW,
-            lifetimes: Lifetimes::default(),
-        }
+        Self { spi, key, esn: true, replay_window: DEFAULT_WINDOW, lifetimes: Lifetimes::default() }
     }
 }
 
@@ -101,8 +88,8 @@ impl Drop for Crypto {
 
 impl Crypto {
     fn new(cfg: &SaConfig, now: Instant) -> Result<Self, crate::KeyError> {
-        let unbound = UnboundKey::new(cfg.key.algorithm().aead(), cfg.key.key())
-            .map_err(|_| crate::KeyError::Rejected)?;
+        let unbound =
+            UnboundKey::new(cfg.key.algorithm().aead(), cfg.key.key()).map_err(|_| crate::KeyError::Rejected)?;
         Ok(Self {
             spi: cfg.spi,
             alg: cfg.key.algorithm(),
@@ -194,10 +181,7 @@ impl core::fmt::Debug for OutboundSa {
 
 impl OutboundSa {
     pub fn new(cfg: &SaConfig, now: Instant) -> Result<Self, crate::KeyError> {
-        Ok(Self {
-            c: Crypto::new(cfg, now)?,
-            seq: 0,
-        })
+        Ok(Self { c: Crypto::new(cfg, now)?, seq: 0 })
     }
 
     pub fn spi(&self) -> u32 {
@@ -234,26 +218,17 @@ impl OutboundSa {
         if new_total > usize::from(u16::MAX) + if s.is_v4() { 0 } else { ipv6::HEADER_LEN } {
             return Err(SealError::TooBig);
         }
-        if buf.headroom() < HDR_IV
-            || buf.tailroom() + (buf.len() - s.total_len) < pad + TRAILER_LEN + ICV_LEN
-        {
+        if buf.headroom() < HDR_IV || buf.tailroom() + (buf.len() - s.total_len) < pad + TRAILER_LEN + ICV_LEN {
             return Err(SealError::Packet(zsfc_wire::Error::NoRoom));
         }
         // Link-layer padding after the IP packet is not part of it.
-        buf.trim_back(buf.len() - s.total_len)
-            .map_err(SealError::Packet)?;
+        buf.trim_back(buf.len() - s.total_len).map_err(SealError::Packet)?;
 
         let next_header = buf.as_slice()[s.esp_nh_field];
-        wesp::emit_trailer(
-            buf.push_back(pad + TRAILER_LEN)
-                .map_err(SealError::Packet)?,
-            next_header,
-        )
-        .map_err(SealError::Packet)?;
-        buf.push_back(ICV_LEN).map_err(SealError::Packet)?;
-        let gap = buf
-            .open_gap(s.esp_offset, HDR_IV)
+        wesp::emit_trailer(buf.push_back(pad + TRAILER_LEN).map_err(SealError::Packet)?, next_header)
             .map_err(SealError::Packet)?;
+        buf.push_back(ICV_LEN).map_err(SealError::Packet)?;
+        let gap = buf.open_gap(s.esp_offset, HDR_IV).map_err(SealError::Packet)?;
         wesp::emit_header(gap, self.c.spi, seq as u32).map_err(SealError::Packet)?;
         let iv = seq.to_be_bytes();
         gap[HEADER_LEN..].copy_from_slice(&iv);
@@ -324,20 +299,13 @@ pub fn spi_of(b: &[u8]) -> Result<u32, OpenError> {
     if s.tuple.protocol != wesp::PROTOCOL || s.later_fragment {
         return Err(OpenError::Packet(zsfc_wire::Error::Unsupported));
     }
-    let p = b
-        .get(s.l4_offset..s.total_len)
-        .ok_or(OpenError::Packet(zsfc_wire::Error::Truncated))?;
-    Ok(wesp::Packet::new_checked(p)
-        .map_err(OpenError::Packet)?
-        .spi())
+    let p = b.get(s.l4_offset..s.total_len).ok_or(OpenError::Packet(zsfc_wire::Error::Truncated))?;
+    Ok(wesp::Packet::new_checked(p).map_err(OpenError::Packet)?.spi())
 }
 
 impl InboundSa {
     pub fn new(cfg: &SaConfig, now: Instant) -> Result<Self, crate::KeyError> {
-        Ok(Self {
-            c: Crypto::new(cfg, now)?,
-            window: ReplayWindow::new(cfg.replay_window),
-        })
+        Ok(Self { c: Crypto::new(cfg, now)?, window: ReplayWindow::new(cfg.replay_window) })
     }
 
     pub fn spi(&self) -> u32 {
@@ -362,8 +330,7 @@ impl InboundSa {
         }
         let esp_at = s.l4_offset;
         let (spi, seq_lo, iv) = {
-            let p = wesp::Packet::new_checked(&buf.as_slice()[esp_at..s.total_len])
-                .map_err(OpenError::Packet)?;
+            let p = wesp::Packet::new_checked(&buf.as_slice()[esp_at..s.total_len]).map_err(OpenError::Packet)?;
             (p.spi(), p.seq(), p.iv())
         };
         if spi != self.c.spi {
@@ -374,29 +341,22 @@ impl InboundSa {
         }
         // 1. Cheap check before any crypto (RFC 4303 §3.4.3).
         let seq = if self.c.esn {
-            self.window
-                .infer_esn(seq_lo)
-                .ok_or(OpenError::Replay(ReplayError::TooOld))?
+            self.window.infer_esn(seq_lo).ok_or(OpenError::Replay(ReplayError::TooOld))?
         } else {
             u64::from(seq_lo)
         };
         self.window.check(seq).map_err(OpenError::Replay)?;
         // 2. Authenticate and decrypt.
-        buf.trim_back(buf.len() - s.total_len)
-            .map_err(OpenError::Packet)?;
+        buf.trim_back(buf.len() - s.total_len).map_err(OpenError::Packet)?;
         let (aad, aad_len) = self.c.aad(seq);
         let nonce = self.c.nonce(iv);
         let pkt = buf.as_mut_slice();
         let sealed = &mut pkt[esp_at + HDR_IV..];
-        let plain = self
-            .c
-            .aead
-            .open_in_place(nonce, Aad::from(&aad[..aad_len]), sealed)
-            .map_err(|_| OpenError::Auth)?;
+        let plain =
+            self.c.aead.open_in_place(nonce, Aad::from(&aad[..aad_len]), sealed).map_err(|_| OpenError::Auth)?;
         // 3. Only an authentic packet moves the window.
         self.window.mark(seq);
-        let (payload_len, next_header) =
-            wesp::parse_trailer(plain).map_err(|_| OpenError::Trailer)?;
+        let (payload_len, next_header) = wesp::parse_trailer(plain).map_err(|_| OpenError::Trailer)?;
         let strip_tail = plain.len() - payload_len + ICV_LEN;
         pkt[s.l4_nh_field] = next_header;
         let new_total = s.total_len - HDR_IV - strip_tail;
@@ -443,17 +403,11 @@ mod tests {
 
     #[test]
     fn never_wraps_a_32_bit_sequence_number() {
-        let cfg = SaConfig {
-            esn: false,
-            ..SaConfig::new(1, SaKey::generate(Algorithm::Aes128Gcm).unwrap())
-        };
+        let cfg = SaConfig { esn: false, ..SaConfig::new(1, SaKey::generate(Algorithm::Aes128Gcm).unwrap()) };
         let mut tx = OutboundSa::new(&cfg, Instant::ZERO).unwrap();
         tx.seq = u64::from(u32::MAX) - 1;
         assert!(tx.seal(Instant::ZERO, &mut packet()).unwrap().rekey_wanted);
-        assert_eq!(
-            tx.seal(Instant::ZERO, &mut packet()),
-            Err(SealError::HardLimit(Limit::SequenceNumbers))
-        );
+        assert_eq!(tx.seal(Instant::ZERO, &mut packet()), Err(SealError::HardLimit(Limit::SequenceNumbers)));
     }
 
     #[test]

@@ -8,16 +8,9 @@ fn v4_tcp(payload: &[u8]) -> Vec<u8> {
     let mut b = vec![0u8; 40 + payload.len()];
     b[40..].copy_from_slice(payload);
     let pseudo = checksum::pseudo_v4([10, 0, 0, 1], [10, 0, 0, 2], 6, (20 + payload.len()) as u16);
-    tcp::Repr {
-        src_port: 40000,
-        dst_port: 80,
-        seq: 7,
-        ack: 9,
-        flags: tcp::flags::ACK,
-        window: 100,
-    }
-    .emit(&mut b[20..], Some(pseudo))
-    .unwrap();
+    tcp::Repr { src_port: 40000, dst_port: 80, seq: 7, ack: 9, flags: tcp::flags::ACK, window: 100 }
+        .emit(&mut b[20..], Some(pseudo))
+        .unwrap();
     ipv4::Repr {
         src: [10, 0, 0, 1],
         dst: [10, 0, 0, 2],
@@ -38,16 +31,9 @@ fn v6_udp_ext(payload: &[u8]) -> Vec<u8> {
     let l4 = 8 + payload.len();
     let mut b = vec![0u8; 40 + 16 + l4];
     b[64..].copy_from_slice(payload);
-    udp::Repr {
-        src_port: 5000,
-        dst_port: 53,
-    }
-    .emit(
-        &mut b[56..],
-        payload.len(),
-        Some(checksum::pseudo_v6([1; 16], [2; 16], 17, l4 as u32)),
-    )
-    .unwrap();
+    udp::Repr { src_port: 5000, dst_port: 53 }
+        .emit(&mut b[56..], payload.len(), Some(checksum::pseudo_v6([1; 16], [2; 16], 17, l4 as u32)))
+        .unwrap();
     b[40] = ipv6::ext::DEST_OPTS;
     b[48] = 17;
     ipv6::Repr {
@@ -66,15 +52,8 @@ fn v6_udp_ext(payload: &[u8]) -> Vec<u8> {
 
 fn pair(alg: Algorithm, esn: bool, lifetimes: Lifetimes) -> (OutboundSa, InboundSa) {
     let key = SaKey::generate(alg).unwrap();
-    let cfg = SaConfig {
-        esn,
-        lifetimes,
-        ..SaConfig::new(SPI, key)
-    };
-    (
-        OutboundSa::new(&cfg, Instant::ZERO).unwrap(),
-        InboundSa::new(&cfg, Instant::ZERO).unwrap(),
-    )
+    let cfg = SaConfig { esn, lifetimes, ..SaConfig::new(SPI, key) };
+    (OutboundSa::new(&cfg, Instant::ZERO).unwrap(), InboundSa::new(&cfg, Instant::ZERO).unwrap())
 }
 
 #[test]
@@ -87,37 +66,20 @@ fn seals_and_opens_ipv4_and_ipv6_for_both_key_sizes_and_all_paddings() {
                     let mut b = PacketBuf::from_slice(&orig);
                     let head_before = b.headroom();
                     let sealed = tx.seal(Instant::ZERO, &mut b).unwrap();
-                    assert_eq!(
-                        b.headroom(),
-                        head_before - 16,
-                        "only the IP header moved into the headroom"
-                    );
+                    assert_eq!(b.headroom(), head_before - 16, "only the IP header moved into the headroom");
                     let s = ip::parse(b.as_slice()).unwrap();
                     assert_eq!(s.tuple.protocol, 50);
                     assert_eq!(s.total_len, b.len());
                     assert_eq!((b.len() - s.l4_offset - 16 - 16) % 4, 0);
                     assert_eq!(spi_of(b.as_slice()).unwrap(), SPI);
                     let iv = &b.as_slice()[s.l4_offset + 8..s.l4_offset + 16];
-                    assert_eq!(
-                        iv,
-                        &sealed.seq.to_be_bytes(),
-                        "IV is the 64-bit sequence number"
-                    );
-                    assert!(
-                        !b.as_slice()
-                            .windows(4)
-                            .any(|w| w == [0x61; 4] || w == [0x62; 4]),
-                        "payload is encrypted"
-                    );
+                    assert_eq!(iv, &sealed.seq.to_be_bytes(), "IV is the 64-bit sequence number");
+                    assert!(!b.as_slice().windows(4).any(|w| w == [0x61; 4] || w == [0x62; 4]), "payload is encrypted");
                     let opened = rx.open(Instant::ZERO, &mut b).unwrap();
                     assert_eq!(opened.seq, sealed.seq);
                     assert_eq!(b.as_slice(), &orig[..]);
                     if orig[0] >> 4 == 4 {
-                        assert!(
-                            ipv4::Packet::new_checked(b.as_slice())
-                                .unwrap()
-                                .verify_checksum()
-                        );
+                        assert!(ipv4::Packet::new_checked(b.as_slice()).unwrap().verify_checksum());
                     }
                 }
             }
@@ -130,10 +92,7 @@ fn independent_aes_gcm_decrypts_our_packets() {
     use aes_gcm::aead::{AeadInPlace, KeyInit};
     let keymat = [7u8; 36];
     for esn in [false, true] {
-        let cfg = SaConfig {
-            esn,
-            ..SaConfig::new(SPI, SaKey::new(Algorithm::Aes256Gcm, &keymat).unwrap())
-        };
+        let cfg = SaConfig { esn, ..SaConfig::new(SPI, SaKey::new(Algorithm::Aes256Gcm, &keymat).unwrap()) };
         let mut tx = OutboundSa::new(&cfg, Instant::ZERO).unwrap();
         let orig = v4_tcp(b"interop check");
         let mut b = PacketBuf::from_slice(&orig);
@@ -169,18 +128,14 @@ fn any_changed_byte_of_esp_is_rejected() {
     let mut b = PacketBuf::from_slice(&v4_tcp(b"tamper me"));
     tx.seal(Instant::ZERO, &mut b).unwrap();
     let sealed = b.as_slice().to_vec();
-    InboundSa::new(&cfg, Instant::ZERO)
-        .unwrap()
-        .open(Instant::ZERO, &mut PacketBuf::from_slice(&sealed))
-        .unwrap();
+    InboundSa::new(&cfg, Instant::ZERO).unwrap().open(Instant::ZERO, &mut PacketBuf::from_slice(&sealed)).unwrap();
     for i in 20..sealed.len() {
         for bit in [0x01, 0x80] {
             let mut t = sealed.clone();
             t[i] ^= bit;
             let mut rx = InboundSa::new(&cfg, Instant::ZERO).unwrap();
             assert!(
-                rx.open(Instant::ZERO, &mut PacketBuf::from_slice(&t))
-                    .is_err(),
+                rx.open(Instant::ZERO, &mut PacketBuf::from_slice(&t)).is_err(),
                 "byte {i} ^ {bit:#x} was accepted"
             );
             assert_eq!(rx.highest_seq(), 0, "a rejected packet moved the window");
@@ -196,32 +151,19 @@ fn replayed_packet_is_rejected_and_only_after_authentication_moves_the_window() 
     let copy = b.as_slice().to_vec();
     rx.open(Instant::ZERO, &mut b).unwrap();
     let mut again = PacketBuf::from_slice(&copy);
-    assert!(matches!(
-        rx.open(Instant::ZERO, &mut again),
-        Err(OpenError::Replay(ReplayError::Replayed))
-    ));
+    assert!(matches!(rx.open(Instant::ZERO, &mut again), Err(OpenError::Replay(ReplayError::Replayed))));
     // A forged packet with a high sequence number fails authentication and leaves the window.
     let mut forged = copy.clone();
     forged[24..28].copy_from_slice(&1000u32.to_be_bytes());
-    assert_eq!(
-        rx.open(Instant::ZERO, &mut PacketBuf::from_slice(&forged)),
-        Err(OpenError::Auth)
-    );
+    assert_eq!(rx.open(Instant::ZERO, &mut PacketBuf::from_slice(&forged)), Err(OpenError::Auth));
     assert_eq!(rx.highest_seq(), 1);
 }
 
 #[test]
 fn sender_reports_soft_and_refuses_at_hard_limit() {
     let lt = Lifetimes {
-        soft: Limits {
-            packets: 2,
-            ..Limits::UNLIMITED
-        },
-        hard: Limits {
-            packets: 3,
-            time_ns: 10_000_000_000,
-            ..Limits::UNLIMITED
-        },
+        soft: Limits { packets: 2, ..Limits::UNLIMITED },
+        hard: Limits { packets: 3, time_ns: 10_000_000_000, ..Limits::UNLIMITED },
     };
     let (mut tx, mut rx) = pair(Algorithm::Aes256Gcm, true, lt);
     let mut out = Vec::new();
@@ -232,41 +174,26 @@ fn sender_reports_soft_and_refuses_at_hard_limit() {
     }
     assert_eq!(out, vec![false, true, true]);
     let mut b = PacketBuf::from_slice(&v4_tcp(b"x"));
-    assert_eq!(
-        tx.seal(Instant::ZERO, &mut b),
-        Err(SealError::HardLimit(Limit::Packets))
-    );
+    assert_eq!(tx.seal(Instant::ZERO, &mut b), Err(SealError::HardLimit(Limit::Packets)));
     let (mut tx, mut rx) = pair(Algorithm::Aes256Gcm, true, lt);
     let mut b = PacketBuf::from_slice(&v4_tcp(b"x"));
     tx.seal(Instant::ZERO, &mut b).unwrap();
     assert_eq!(
-        tx.seal(
-            Instant::from_secs(10),
-            &mut PacketBuf::from_slice(&v4_tcp(b"x"))
-        ),
+        tx.seal(Instant::from_secs(10), &mut PacketBuf::from_slice(&v4_tcp(b"x"))),
         Err(SealError::HardLimit(Limit::Time))
     );
-    assert_eq!(
-        rx.open(Instant::from_secs(11), &mut b),
-        Err(OpenError::Expired(Limit::Time))
-    );
+    assert_eq!(rx.open(Instant::from_secs(11), &mut b), Err(OpenError::Expired(Limit::Time)));
 }
 
 #[test]
 fn refuses_non_ip_and_later_fragments() {
     let (mut tx, _) = pair(Algorithm::Aes256Gcm, true, Lifetimes::default());
-    assert!(matches!(
-        tx.seal(Instant::ZERO, &mut PacketBuf::from_slice(b"\x00garbage")),
-        Err(SealError::Packet(_))
-    ));
+    assert!(matches!(tx.seal(Instant::ZERO, &mut PacketBuf::from_slice(b"\x00garbage")), Err(SealError::Packet(_))));
     let mut frag = v4_tcp(b"frag");
     frag[7] = 5; // fragment offset 5
     let mut p = ipv4::Packet::new_checked(&mut frag[..]).unwrap();
     p.fill_checksum();
-    assert!(matches!(
-        tx.seal(Instant::ZERO, &mut PacketBuf::from_slice(&frag)),
-        Err(SealError::Packet(_))
-    ));
+    assert!(matches!(tx.seal(Instant::ZERO, &mut PacketBuf::from_slice(&frag)), Err(SealError::Packet(_))));
 }
 
 #[test]

@@ -48,12 +48,7 @@ impl PacketBuf {
     /// An empty buffer of `capacity` bytes whose data starts after `headroom` bytes.
     pub fn new(capacity: usize, headroom: usize) -> Self {
         let headroom = headroom.min(capacity);
-        Self {
-            data: vec![0; capacity].into_boxed_slice(),
-            start: headroom,
-            end: headroom,
-            meta: PacketMeta::default(),
-        }
+        Self { data: vec![0; capacity].into_boxed_slice(), start: headroom, end: headroom, meta: PacketMeta::default() }
     }
 
     /// A buffer holding a copy of `bytes`, with the default head- and tailroom.

@@ -64,10 +64,7 @@ mod tests {
     #[test]
     fn matches_rfc1071_example() {
         // RFC 1071 §3: 0001 f203 f4f5 f6f7 sums to ddf2.
-        assert_eq!(
-            fold(sum(&[0x00, 0x01, 0xf2, 0x03, 0xf4, 0xf5, 0xf6, 0xf7])),
-            0xddf2
-        );
+        assert_eq!(fold(sum(&[0x00, 0x01, 0xf2, 0x03, 0xf4, 0xf5, 0xf6, 0xf7])), 0xddf2);
     }
 
     #[test]
@@ -77,9 +74,7 @@ mod tests {
 
     #[test]
     fn incremental_update_equals_recomputation() {
-        let mut data = [
-            0x45u8, 0, 0, 60, 0x1c, 0x46, 0x40, 0, 0x40, 6, 0, 0, 10, 0, 0, 1, 10, 0, 0, 2,
-        ];
+        let mut data = [0x45u8, 0, 0, 60, 0x1c, 0x46, 0x40, 0, 0x40, 6, 0, 0, 10, 0, 0, 1, 10, 0, 0, 2];
         let c = finish(sum(&data));
         let old = [data[12], data[13], data[14], data[15]];
         data[12..16].copy_from_slice(&[192, 168, 7, 9]);
@@ -87,9 +82,6 @@ mod tests {
         let c2 = finish(sum(&data));
         let old16 = u16::from_be_bytes([data[8], data[9]]);
         data[8] = 0x3f;
-        assert_eq!(
-            update16(c2, old16, u16::from_be_bytes([data[8], data[9]])),
-            finish(sum(&data))
-        );
+        assert_eq!(update16(c2, old16, u16::from_be_bytes([data[8], data[9]])), finish(sum(&data)));
     }
 }

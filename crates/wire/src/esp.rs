@@ -59,9 +59,7 @@ impl<T: AsRef<[u8]>> Packet<T> {
         be32(self.buf.as_ref(), 4)
     }
     pub fn iv(&self) -> [u8; IV_LEN] {
-        self.buf.as_ref()[HEADER_LEN..HEADER_LEN + IV_LEN]
-            .try_into()
-            .unwrap_or_default()
+        self.buf.as_ref()[HEADER_LEN..HEADER_LEN + IV_LEN].try_into().unwrap_or_default()
     }
     /// Encrypted payload and trailer.
     pub fn ciphertext(&self) -> &[u8] {
@@ -109,15 +107,9 @@ pub fn parse_trailer(plaintext: &[u8]) -> Result<(usize, u8)> {
         [.., p, nh] => (usize::from(*p), *nh),
         _ => return Err(Error::Truncated),
     };
-    let payload_len = n
-        .checked_sub(TRAILER_LEN + pad_len)
-        .ok_or(Error::Malformed)?;
+    let payload_len = n.checked_sub(TRAILER_LEN + pad_len).ok_or(Error::Malformed)?;
     let pad = &plaintext[payload_len..n - TRAILER_LEN];
-    if pad
-        .iter()
-        .enumerate()
-        .any(|(i, &p)| usize::from(p) != i + 1)
-    {
+    if pad.iter().enumerate().any(|(i, &p)| usize::from(p) != i + 1) {
         return Err(Error::Malformed);
     }
     Ok((payload_len, next))
@@ -154,15 +146,9 @@ mod tests {
         emit_header(&mut b, 0x1234_5678, 42).unwrap();
         b[8..16].copy_from_slice(&7u64.to_be_bytes());
         let p = Packet::new_checked(&b[..]).unwrap();
-        assert_eq!(
-            (p.spi(), p.seq(), u64::from_be_bytes(p.iv())),
-            (0x1234_5678, 42, 7)
-        );
+        assert_eq!((p.spi(), p.seq(), u64::from_be_bytes(p.iv())), (0x1234_5678, 42, 7));
         assert_eq!(p.ciphertext().len(), 4);
-        assert_eq!(
-            Packet::new_checked(&b[..b.len() - 1]).unwrap_err(),
-            Error::Malformed
-        );
+        assert_eq!(Packet::new_checked(&b[..b.len() - 1]).unwrap_err(), Error::Malformed);
         assert_eq!(Packet::new_checked(&b[..20]).unwrap_err(), Error::Truncated);
     }
 }

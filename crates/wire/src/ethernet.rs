@@ -56,11 +56,7 @@ pub struct Repr {
 
 impl Repr {
     pub fn parse<T: AsRef<[u8]>>(f: &Frame<T>) -> Self {
-        Self {
-            dst: f.dst(),
-            src: f.src(),
-            ethertype: f.ethertype(),
-        }
+        Self { dst: f.dst(), src: f.src(), ethertype: f.ethertype() }
     }
     /// Writes the header into the first [`HEADER_LEN`] bytes of `out`.
     pub fn emit(&self, out: &mut [u8]) -> Result<()> {
@@ -78,11 +74,7 @@ mod tests {
 
     #[test]
     fn round_trips_an_mpls_frame() {
-        let r = Repr {
-            dst: [2, 0, 0, 0, 0, 1],
-            src: [2, 0, 0, 0, 0, 2],
-            ethertype: ethertype::MPLS,
-        };
+        let r = Repr { dst: [2, 0, 0, 0, 0, 1], src: [2, 0, 0, 0, 0, 2], ethertype: ethertype::MPLS };
         let mut b = [0u8; 18];
         r.emit(&mut b).unwrap();
         let f = Frame::new_checked(&b[..]).unwrap();
@@ -92,9 +84,6 @@ mod tests {
 
     #[test]
     fn rejects_short_frame() {
-        assert_eq!(
-            Frame::new_checked(&[0u8; 13][..]).unwrap_err(),
-            Error::Truncated
-        );
+        assert_eq!(Frame::new_checked(&[0u8; 13][..]).unwrap_err(), Error::Truncated);
     }
 }

@@ -73,12 +73,7 @@ pub struct Repr {
 
 impl Repr {
     pub fn parse<T: AsRef<[u8]>>(m: &Message<T>) -> Self {
-        Self {
-            msg_type: m.msg_type(),
-            code: m.code(),
-            ident: m.echo_ident(),
-            seq: m.echo_seq(),
-        }
+        Self { msg_type: m.msg_type(), code: m.code(), ident: m.echo_ident(), seq: m.echo_seq() }
     }
     /// Writes the header at the start of `message` (payload in place) with its checksum.
     pub fn emit(&self, message: &mut [u8], pseudo: u32) -> Result<()> {
@@ -103,35 +98,20 @@ mod tests {
     #[test]
     fn round_trips_echo_v4_and_v6() {
         let mut b = [0u8; 12];
-        let r = Repr {
-            msg_type: ECHO_REQUEST_V4,
-            code: 0,
-            ident: 7,
-            seq: 9,
-        };
+        let r = Repr { msg_type: ECHO_REQUEST_V4, code: 0, ident: 7, seq: 9 };
         r.emit(&mut b, 0).unwrap();
         let m = Message::new_checked(&b[..]).unwrap();
         assert_eq!(Repr::parse(&m), r);
         assert!(m.verify_checksum(0));
         let pseudo = checksum::pseudo_v6([1; 16], [2; 16], 58, 12);
-        let r6 = Repr {
-            msg_type: ECHO_REQUEST_V6,
-            ..r
-        };
+        let r6 = Repr { msg_type: ECHO_REQUEST_V6, ..r };
         r6.emit(&mut b, pseudo).unwrap();
-        assert!(
-            Message::new_checked(&b[..])
-                .unwrap()
-                .verify_checksum(pseudo)
-        );
+        assert!(Message::new_checked(&b[..]).unwrap().verify_checksum(pseudo));
         assert!(!Message::new_checked(&b[..]).unwrap().verify_checksum(0));
     }
 
     #[test]
     fn rejects_short_message() {
-        assert_eq!(
-            Message::new_checked(&[0u8; 7][..]).unwrap_err(),
-            Error::Truncated
-        );
+        assert_eq!(Message::new_checked(&[0u8; 7][..]).unwrap_err(), Error::Truncated);
     }
 }

@@ -25,13 +25,7 @@ pub struct FiveTuple {
 impl FiveTuple {
     /// The tuple of the answer to this packet.
     pub fn reversed(&self) -> Self {
-        Self {
-            src: self.dst,
-            dst: self.src,
-            protocol: self.protocol,
-            src_port: self.dst_port,
-            dst_port: self.src_port,
-        }
+        Self { src: self.dst, dst: self.src, protocol: self.protocol, src_port: self.dst_port, dst_port: self.src_port }
     }
 }
 
@@ -99,22 +93,13 @@ pub fn parse(b: &[u8]) -> Result<Summary> {
         };
     let (src_port, dst_port) = match proto {
         protocol::TCP | protocol::UDP if !later_fragment => {
-            let h = b
-                .get(l4..l4 + 4)
-                .filter(|_| l4 + 4 <= total)
-                .ok_or(Error::Truncated)?;
+            let h = b.get(l4..l4 + 4).filter(|_| l4 + 4 <= total).ok_or(Error::Truncated)?;
             (be16(h, 0), be16(h, 2))
         }
         _ => (0, 0),
     };
     Ok(Summary {
-        tuple: FiveTuple {
-            src,
-            dst,
-            protocol: proto,
-            src_port,
-            dst_port,
-        },
+        tuple: FiveTuple { src, dst, protocol: proto, src_port, dst_port },
         l4_offset: l4,
         total_len: total,
         esp_offset,
@@ -148,10 +133,7 @@ mod tests {
         let s = parse(&b).unwrap();
         assert_eq!(s.tuple.src_port, 5000);
         assert_eq!(s.tuple.dst_port, 53);
-        assert_eq!(
-            (s.l4_offset, s.total_len, s.esp_offset, s.esp_nh_field),
-            (20, 28, 20, 9)
-        );
+        assert_eq!((s.l4_offset, s.total_len, s.esp_offset, s.esp_nh_field), (20, 28, 20, 9));
         assert_eq!(s.tuple.reversed().reversed(), s.tuple);
     }
 
@@ -171,10 +153,7 @@ mod tests {
         .unwrap();
         b[40..44].copy_from_slice(&[0, 80, 1, 0]);
         let s = parse(&b).unwrap();
-        assert_eq!(
-            (s.tuple.protocol, s.tuple.src_port, s.tuple.dst_port),
-            (6, 80, 256)
-        );
+        assert_eq!((s.tuple.protocol, s.tuple.src_port, s.tuple.dst_port), (6, 80, 256));
         let mut short = [0u8; 42];
         ipv6::Repr {
             src: [1; 16],

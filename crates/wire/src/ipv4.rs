@@ -173,17 +173,9 @@ impl Repr {
         let b = out.get_mut(..MIN_HEADER_LEN).ok_or(Error::NoRoom)?;
         b[field::VER_IHL] = 0x45;
         b[field::TOS] = self.tos;
-        put16(
-            b,
-            field::TOTAL_LEN,
-            self.payload_len.checked_add(20).ok_or(Error::Malformed)?,
-        );
+        put16(b, field::TOTAL_LEN, self.payload_len.checked_add(20).ok_or(Error::Malformed)?);
         put16(b, field::IDENT, self.ident);
-        put16(
-            b,
-            field::FLAGS_FRAG,
-            if self.dont_frag { 0x4000 } else { 0 },
-        );
+        put16(b, field::FLAGS_FRAG, if self.dont_frag { 0x4000 } else { 0 });
         b[field::TTL] = self.ttl;
         b[field::PROTOCOL] = self.protocol;
         b[field::SRC].copy_from_slice(&self.src);
@@ -247,10 +239,7 @@ mod tests {
         assert_eq!(Packet::new_checked(&v6[..]).unwrap_err(), Error::Malformed);
         let mut ihl4 = b;
         ihl4[0] = 0x44;
-        assert_eq!(
-            Packet::new_checked(&ihl4[..]).unwrap_err(),
-            Error::Malformed
-        );
+        assert_eq!(Packet::new_checked(&ihl4[..]).unwrap_err(), Error::Malformed);
         assert_eq!(Packet::new_checked(&b[..23]).unwrap_err(), Error::Truncated);
         assert_eq!(Packet::new_checked(&b[..19]).unwrap_err(), Error::Truncated);
     }

@@ -123,11 +123,7 @@ pub struct Walk {
 
 /// Walks the extension headers of the IPv6 packet `b` (fixed header included).
 pub fn walk(b: &[u8]) -> Result<Walk> {
-    let end = HEADER_LEN
-        + usize::from(be16(
-            b.get(..HEADER_LEN).ok_or(Error::Truncated)?,
-            field::PAYLOAD_LEN,
-        ));
+    let end = HEADER_LEN + usize::from(be16(b.get(..HEADER_LEN).ok_or(Error::Truncated)?, field::PAYLOAD_LEN));
     let b = b.get(..end).ok_or(Error::Truncated)?;
     let mut nh = b[field::NEXT_HEADER];
     let mut off = HEADER_LEN;
@@ -236,15 +232,7 @@ mod tests {
         src[15] = 1;
         let mut dst = src;
         dst[15] = 2;
-        Repr {
-            src,
-            dst,
-            next_header: nh,
-            hop_limit: 64,
-            traffic_class: 0xb8,
-            flow_label: 0x12345,
-            payload_len: len,
-        }
+        Repr { src, dst, next_header: nh, hop_limit: 64, traffic_class: 0xb8, flow_label: 0x12345, payload_len: len }
     }
 
     #[test]
@@ -279,10 +267,7 @@ mod tests {
         assert_eq!(w.upper, 6);
         assert_eq!(w.upper_offset, 72);
         // ESP goes before the destination options, and the routing header names it.
-        assert_eq!(
-            (w.esp_offset, w.esp_nh_field, w.upper_nh_field),
-            (64, 48, 64)
-        );
+        assert_eq!((w.esp_offset, w.esp_nh_field, w.upper_nh_field), (64, 48, 64));
     }
 
     #[test]

@@ -25,26 +25,14 @@ pub struct Lse(u32);
 
 impl core::fmt::Debug for Lse {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        write!(
-            f,
-            "Lse(label={} tc={} s={} ttl={})",
-            self.label(),
-            self.tc(),
-            self.bos() as u8,
-            self.ttl()
-        )
+        write!(f, "Lse(label={} tc={} s={} ttl={})", self.label(), self.tc(), self.bos() as u8, self.ttl())
     }
 }
 
 impl Lse {
     /// Builds an entry; `label` is masked to 20 bits and `tc` to 3.
     pub fn new(label: u32, tc: u8, bos: bool, ttl: u8) -> Self {
-        Self(
-            ((label & LABEL_MAX) << 12)
-                | (u32::from(tc & 7) << 9)
-                | (u32::from(bos) << 8)
-                | u32::from(ttl),
-        )
+        Self(((label & LABEL_MAX) << 12) | (u32::from(tc & 7) << 9) | (u32::from(bos) << 8) | u32::from(ttl))
     }
     pub fn from_bytes(b: [u8; 4]) -> Self {
         Self(u32::from_be_bytes(b))
@@ -92,11 +80,7 @@ pub fn stack_depth(b: &[u8], max_depth: usize) -> Result<usize> {
             return Ok(i + 1);
         }
     }
-    if b.len() >= max_depth * LSE_LEN {
-        Err(Error::TooDeep)
-    } else {
-        Err(Error::Truncated)
-    }
+    if b.len() >= max_depth * LSE_LEN { Err(Error::TooDeep) } else { Err(Error::Truncated) }
 }
 
 /// Iterates over the entries of a stack previously measured with [`stack_depth`].
@@ -148,10 +132,7 @@ mod tests {
     fn lse_fields_match_rfc3032_layout() {
         let e = Lse::new(0xABCDE, 5, true, 64);
         assert_eq!(e.to_bytes(), [0xAB, 0xCD, 0xEB, 64]);
-        assert_eq!(
-            (e.label(), e.tc(), e.bos(), e.ttl()),
-            (0xABCDE, 5, true, 64)
-        );
+        assert_eq!((e.label(), e.tc(), e.bos(), e.ttl()), (0xABCDE, 5, true, 64));
         assert_eq!(Lse::from_bytes(e.to_bytes()), e);
         assert_eq!(e.with_ttl(3).ttl(), 3);
         assert!(!e.with_bos(false).bos());
@@ -162,10 +143,7 @@ mod tests {
         let mut b = [0u8; 12];
         emit_stack(&[100, 200, 300], 64, &mut b).unwrap();
         assert_eq!(stack_depth(&b, 16), Ok(3));
-        assert_eq!(
-            entries(&b).map(Lse::label).collect::<Vec<_>>(),
-            vec![100, 200, 300]
-        );
+        assert_eq!(entries(&b).map(Lse::label).collect::<Vec<_>>(), vec![100, 200, 300]);
         assert_eq!(stack_depth(&b, 2), Err(Error::TooDeep));
         assert_eq!(stack_depth(&b[..8], 16), Err(Error::Truncated));
         assert_eq!(stack_depth(&b[..7], 16), Err(Error::Truncated));
@@ -181,12 +159,7 @@ mod tests {
     #[test]
     fn recognises_mpls_in_udp() {
         let mut d = vec![0u8; 8 + 8];
-        crate::udp::Repr {
-            src_port: 50000,
-            dst_port: in_udp::PORT,
-        }
-        .emit(&mut d, 8, None)
-        .unwrap();
+        crate::udp::Repr { src_port: 50000, dst_port: in_udp::PORT }.emit(&mut d, 8, None).unwrap();
         emit_stack(&[20, 21], 9, &mut d[8..]).unwrap();
         assert_eq!(in_udp::check(&d, 16), Ok((8, 2)));
         d[3] = 1;

@@ -111,13 +111,7 @@ impl<T: AsRef<[u8]>> Header<T> {
     }
     /// Iterates over MD type 2 context headers (empty for MD type 1).
     pub fn tlvs(&self) -> Tlvs<'_> {
-        Tlvs {
-            rest: if self.md_type() == MD_TYPE_2 {
-                self.context()
-            } else {
-                &[]
-            },
-        }
+        Tlvs { rest: if self.md_type() == MD_TYPE_2 { self.context() } else { &[] } }
     }
 }
 
@@ -171,11 +165,7 @@ impl<'a> Iterator for Tlvs<'a> {
         let h = self.rest.get(..4)?;
         let vlen = usize::from(h[3] & 0x7f);
         let value = self.rest.get(4..4 + vlen)?;
-        let tlv = Tlv {
-            class: be16(h, 0),
-            tlv_type: h[2],
-            value,
-        };
+        let tlv = Tlv { class: be16(h, 0), tlv_type: h[2], value };
         self.rest = self.rest.get(tlv.wire_len()..).unwrap_or(&[]);
         Some(tlv)
     }
@@ -208,11 +198,7 @@ impl<'a> Repr<'a> {
     }
     pub fn emit(&self, out: &mut [u8]) -> Result<()> {
         let len = self.wire_len();
-        if len > MAX_LEN
-            || !self.context.len().is_multiple_of(4)
-            || self.spi > 0xff_ffff
-            || self.ttl > 63
-        {
+        if len > MAX_LEN || !self.context.len().is_multiple_of(4) || self.spi > 0xff_ffff || self.ttl > 63 {
             return Err(Error::Malformed);
         }
         let b = out.get_mut(..len).ok_or(Error::NoRoom)?;
@@ -232,27 +218,13 @@ mod tests {
 
     #[test]
     fn round_trips_md2_with_context_headers() {
-        let t1 = Tlv {
-            class: 0x0000,
-            tlv_type: 0x04,
-            value: b"subscriber-1",
-        };
-        let t2 = Tlv {
-            class: 0x0000,
-            tlv_type: 0x05,
-            value: &[9, 9, 9],
-        };
+        let t1 = Tlv { class: 0x0000, tlv_type: 0x04, value: b"subscriber-1" };
+        let t2 = Tlv { class: 0x0000, tlv_type: 0x05, value: &[9, 9, 9] };
         let mut ctx = vec![0u8; t1.wire_len() + t2.wire_len()];
         t1.emit(&mut ctx).unwrap();
         t2.emit(&mut ctx[t1.wire_len()..]).unwrap();
-        let r = Repr {
-            ttl: 63,
-            md_type: MD_TYPE_2,
-            next_proto: next_proto::IPV4,
-            spi: 0xABCDEF,
-            si: 255,
-            context: &ctx,
-        };
+        let r =
+            Repr { ttl: 63, md_type: MD_TYPE_2, next_proto: next_proto::IPV4, spi: 0xABCDEF, si: 255, context: &ctx };
         let mut b = vec![0u8; r.wire_len()];
         r.emit(&mut b).unwrap();
         assert!(looks_like_nsh(b[0]));
@@ -263,14 +235,7 @@ mod tests {
 
     #[test]
     fn setters_change_only_their_field() {
-        let r = Repr {
-            ttl: 10,
-            md_type: MD_TYPE_2,
-            next_proto: 1,
-            spi: 7,
-            si: 5,
-            context: &[],
-        };
+        let r = Repr { ttl: 10, md_type: MD_TYPE_2, next_proto: 1, spi: 7, si: 5, context: &[] };
         let mut b = [0u8; 8];
         r.emit(&mut b).unwrap();
         let mut h = Header::new_checked(&mut b[..]).unwrap();
@@ -281,14 +246,7 @@ mod tests {
 
     #[test]
     fn rejects_bad_version_lengths_and_overrunning_tlvs() {
-        let r = Repr {
-            ttl: 1,
-            md_type: MD_TYPE_2,
-            next_proto: 1,
-            spi: 1,
-            si: 1,
-            context: &[0, 0, 1, 4, 1, 2, 3, 4],
-        };
+        let r = Repr { ttl: 1, md_type: MD_TYPE_2, next_proto: 1, spi: 1, si: 1, context: &[0, 0, 1, 4, 1, 2, 3, 4] };
         let mut b = vec![0u8; 16];
         r.emit(&mut b).unwrap();
         let mut bad = b.clone();
@@ -297,10 +255,7 @@ mod tests {
         assert_eq!(Header::new_checked(&b[..15]).unwrap_err(), Error::Truncated);
         let mut over = b.clone();
         over[11] = 8; // TLV claims 8 bytes, only 4 follow
-        assert_eq!(
-            Header::new_checked(&over[..]).unwrap_err(),
-            Error::Malformed
-        );
+        assert_eq!(Header::new_checked(&over[..]).unwrap_err(), Error::Malformed);
         let mut md1 = b.clone();
         md1[2] = MD_TYPE_1;
         assert_eq!(Header::new_checked(&md1[..]).unwrap_err(), Error::Malformed);

@@ -154,14 +154,7 @@ mod tests {
 
     #[test]
     fn round_trips_with_valid_checksum() {
-        let r = Repr {
-            src_port: 40000,
-            dst_port: 80,
-            seq: 1,
-            ack: 2,
-            flags: flags::ACK | flags::PSH,
-            window: 512,
-        };
+        let r = Repr { src_port: 40000, dst_port: 80, seq: 1, ack: 2, flags: flags::ACK | flags::PSH, window: 512 };
         let mut b = [0u8; 25];
         b[20..].copy_from_slice(b"hello");
         let pseudo = checksum::pseudo_v4([10, 0, 0, 1], [10, 0, 0, 2], 6, 25);
@@ -171,11 +164,7 @@ mod tests {
         assert!(s.verify_checksum(pseudo));
         assert_eq!(s.payload(), b"hello");
         b[24] ^= 1;
-        assert!(
-            !Segment::new_checked(&b[..])
-                .unwrap()
-                .verify_checksum(pseudo)
-        );
+        assert!(!Segment::new_checked(&b[..]).unwrap().verify_checksum(pseudo));
     }
 
     #[test]

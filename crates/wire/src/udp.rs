@@ -54,9 +54,7 @@ impl<T: AsRef<[u8]>> Datagram<T> {
     /// A zero checksum means "none" over IPv4 (RFC 768).
     pub fn verify_checksum(&self, pseudo: u32) -> bool {
         self.checksum() == 0
-            || checksum::finish(
-                pseudo + checksum::sum(&self.buf.as_ref()[..usize::from(self.len())]),
-            ) == 0
+            || checksum::finish(pseudo + checksum::sum(&self.buf.as_ref()[..usize::from(self.len())])) == 0
     }
 }
 
@@ -81,10 +79,7 @@ pub struct Repr {
 
 impl Repr {
     pub fn parse<T: AsRef<[u8]>>(d: &Datagram<T>) -> Self {
-        Self {
-            src_port: d.src_port(),
-            dst_port: d.dst_port(),
-        }
+        Self { src_port: d.src_port(), dst_port: d.dst_port() }
     }
     /// Writes the header at the start of `datagram` (payload of `payload_len` bytes follows it
     /// already) and the checksum when `pseudo` is given (else 0, "no checksum").
@@ -117,10 +112,7 @@ mod tests {
         let mut b = [0u8; 12];
         b[8..].copy_from_slice(b"ping");
         let pseudo = checksum::pseudo_v4([10, 0, 0, 1], [10, 0, 0, 2], 17, 12);
-        let r = Repr {
-            src_port: 5353,
-            dst_port: 53,
-        };
+        let r = Repr { src_port: 5353, dst_port: 53 };
         r.emit(&mut b, 4, Some(pseudo)).unwrap();
         let d = Datagram::new_checked(&b[..]).unwrap();
         assert_eq!(Repr::parse(&d), r);
