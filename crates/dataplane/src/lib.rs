@@ -1,1 +1,39 @@
+//! The sans-IO data plane of a zsfc node: classifier, SFF, caching SFC proxy, egress.
+//!
+//! A [`Node`] is a plain struct. A driver hands it packets with the current time and acts on
+//! the [`Verdict`] it returns; the node never reads a clock, opens a socket or spawns a task.
+//! Every drop has a [`DropReason`] and is counted.
 #![forbid(unsafe_code)]
+
+pub mod classifier;
+mod drop;
+mod node;
+pub mod proxy;
+pub mod sf;
+
+pub use classifier::{Action, Classifier, Prefix, Rule};
+pub use drop::{DropCounters, DropReason};
+pub use node::{
+    ChainSpec, ConfigError, Event, LabelAction, Node, NodeSettings, NodeStats, NshSpec, SaUse, SfAttach, SfReport,
+    SfSpec, Verdict,
+};
+pub use proxy::{KeyMode, ProxyStats};
+pub use sf::{ServiceFunction, SfContext, SfVerdict};
+pub use zsfc_esp::Instant;
+pub use zsfc_wire::PacketBuf;
+
+/// A neighbouring node, as the driver numbers its peers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct NodeId(pub u32);
+
+/// A chain (service function path); also the NSH service path identifier.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ChainId(pub u32);
+
+/// An outbound SA slot on one node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct SaIdx(pub u32);
+
+/// A service function instance on one node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct SfId(pub u32);

@@ -43,6 +43,18 @@ pub enum Error {
 
 pub type Result<T> = core::result::Result<T, Error>;
 
+/// Reads a big-endian `u16` at `at`, or 0 past the end (for callers that checked lengths).
+#[inline]
+pub fn be_u16(b: &[u8], at: usize) -> u16 {
+    b.get(at..at + 2).map_or(0, |s| u16::from_be_bytes([s[0], s[1]]))
+}
+
+/// Reads a big-endian `u32` at `at`, or 0 past the end (for callers that checked lengths).
+#[inline]
+pub fn be_u32(b: &[u8], at: usize) -> u32 {
+    b.get(at..at + 4).map_or(0, |s| u32::from_be_bytes([s[0], s[1], s[2], s[3]]))
+}
+
 /// Reads a big-endian `u16` at `at`; callers have checked the length.
 #[inline]
 pub(crate) fn be16(b: &[u8], at: usize) -> u16 {

@@ -1,0 +1,189 @@
+//! Every reason a packet can be dropped, each with its own counter (VPP's `*_error.def` idea).
+
+macro_rules! drop_reasons {
+    ($($(#[$doc:meta])* $variant:ident => $name:literal,)*) => {
+        /// Why a packet was dropped. One counter per variant; the names are the metric labels.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+        #[repr(u8)]
+        pub enum DropReason {
+            $($(#[$doc])* $variant,)*
+        }
+
+        impl DropReason {
+            pub const ALL: &'static [DropReason] = &[$(DropReason::$variant,)*];
+            pub const COUNT: usize = Self::ALL.len();
+
+            /// The snake_case name used in metrics and reports.
+            pub const fn name(self) -> &'static str {
+                match self {
+                    $(DropReason::$variant => $name,)*
+                }
+            }
+        }
+    };
+}
+
+drop_reasons! {
+    /// A header or the length it declares runs past the end of the packet.
+    Truncated => "truncated",
+    /// A header field holds a value its standard forbids.
+    Malformed => "malformed",
+    /// Valid, but a protocol or feature zsfc does not carry (fragments into ESP, ESP in ESP...).
+    Unsupported => "unsupported",
+    /// More labels than the configured depth limit.
+    LabelStackTooDeep => "label_stack_too_deep",
+    /// The top label is not known at this node.
+    UnknownLabel => "unknown_label",
+    /// An MPLS or NSH TTL reached zero (a loop, or a path too long).
+    TtlExpired => "ttl_expired",
+    /// The label stack ends at an SF label: the path has no destination.
+    MissingServiceLabel => "missing_service_label",
+    /// Labels remain below a service (delivery) label.
+    LabelsBelowService => "labels_below_service",
+    /// Not enough head- or tailroom left in the buffer.
+    NoBufferRoom => "no_buffer_room",
+    /// No flow entry and no rule matched, or a rule denied (default deny).
+    NoMatchingRule => "no_matching_rule",
+    /// The flow table is full; the entry was not added.
+    FlowTableFull => "flow_table_full",
+    /// A chain, SA or SF named by configuration is missing.
+    NotConfigured => "not_configured",
+    /// No inbound SA with this SPI.
+    EspBadSpi => "esp_bad_spi",
+    /// Sequence number already seen or left of the anti-replay window.
+    EspReplay => "esp_replay",
+    /// ICV check failed: tampered, forged or wrong key.
+    EspAuthFailed => "esp_auth_failed",
+    /// The decrypted ESP trailer is inconsistent.
+    EspBadTrailer => "esp_bad_trailer",
+    /// Not an ESP packet where one was expected, or an ESP packet that cannot be parsed.
+    EspMalformed => "esp_malformed",
+    /// The sealed packet would not fit an IP length field.
+    EspTooBig => "esp_too_big",
+    /// The SA's hard lifetime is reached (fail closed until a new SA arrives).
+    SaExpired => "sa_expired",
+    /// The inbound SA is meant for another role (re-seal vs. terminate) than the label asks.
+    SaRoleMismatch => "sa_role_mismatch",
+    /// Proxy RX: a packet without SFC encapsulation, or without fields to key it (RX_IGNORED).
+    ProxyRxIgnored => "proxy_rx_ignored",
+    /// Proxy RX: a packet with the same key is already cached (RX_COLLISION).
+    ProxyCollision => "proxy_collision",
+    /// Proxy TX: the packet from the SF has no key (TX_IGNORED).
+    ProxyTxIgnored => "proxy_tx_ignored",
+    /// Proxy TX: no cached headers for the packet (TX_NOT_CACHED: evicted, or made by the SF).
+    ProxyNotCached => "proxy_not_cached",
+    /// Firewall SF: an ACL rule denied the packet.
+    SfFirewallDeny => "sf_firewall_deny",
+    /// DPI SF: the payload contains a blocked pattern.
+    SfDpiMatch => "sf_dpi_match",
+    /// Rate limiter SF: no token left.
+    SfRateLimited => "sf_rate_limited",
+    /// NAT SF: a returning packet has no translation entry.
+    SfNatNoMapping => "sf_nat_no_mapping",
+    /// NAT SF: no free port in the pool.
+    SfNatExhausted => "sf_nat_exhausted",
+    /// Delay SF: its queue is full.
+    SfQueueFull => "sf_queue_full",
+    /// An SF could not parse the packet it was given.
+    SfBadPacket => "sf_bad_packet",
+}
+
+/// One counter per [`DropReason`]. Plain integers: each worker owns its own set.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DropCounters([u64; DropReason::COUNT]);
+
+impl Default for DropCounters {
+    fn default() -> Self {
+        Self([0; DropReason::COUNT])
+    }
+}
+
+impl DropCounters {
+    #[inline]
+    pub fn add(&mut self, r: DropReason) {
+        if let Some(c) = self.0.get_mut(r as usize) {
+            *c += 1;
+        }
+    }
+    pub fn get(&self, r: DropReason) -> u64 {
+        self.0.get(r as usize).copied().unwrap_or(0)
+    }
+    pub fn total(&self) -> u64 {
+        self.0.iter().sum()
+    }
+    /// The non-zero counters, by name.
+    pub fn nonzero(&self) -> impl Iterator<Item = (DropReason, u64)> + '_ {
+        DropReason::ALL.iter().map(|&r| (r, self.get(r))).filter(|&(_, n)| n > 0)
+    }
+    /// Adds every counter of `other` (aggregation over workers).
+    pub fn merge(&mut self, other: &Self) {
+        for (a, b) in self.0.iter_mut().zip(other.0.iter()) {
+            *a += b;
+        }
+    }
+}
+
+impl From<zsfc_wire::Error> for DropReason {
+    fn from(e: zsfc_wire::Error) -> Self {
+        use zsfc_wire::Error as E;
+        match e {
+            E::Truncated => Self::Truncated,
+            E::Malformed => Self::Malformed,
+            E::TooDeep => Self::LabelStackTooDeep,
+            E::Unsupported => Self::Unsupported,
+            E::NoRoom => Self::NoBufferRoom,
+        }
+    }
+}
+
+impl From<zsfc_esp::OpenError> for DropReason {
+    fn from(e: zsfc_esp::OpenError) -> Self {
+        use zsfc_esp::OpenError as E;
+        match e {
+            E::Packet(_) => Self::EspMalformed,
+            E::WrongSpi => Self::EspBadSpi,
+            E::Replay(_) => Self::EspReplay,
+            E::Auth => Self::EspAuthFailed,
+            E::Trailer => Self::EspBadTrailer,
+            E::Expired(_) => Self::SaExpired,
+        }
+    }
+}
+
+impl From<zsfc_esp::SealError> for DropReason {
+    fn from(e: zsfc_esp::SealError) -> Self {
+        use zsfc_esp::SealError as E;
+        match e {
+            E::HardLimit(_) => Self::SaExpired,
+            E::Packet(zsfc_wire::Error::NoRoom) => Self::NoBufferRoom,
+            E::Packet(zsfc_wire::Error::Unsupported) => Self::Unsupported,
+            E::Packet(w) => w.into(),
+            E::TooBig => Self::EspTooBig,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_unique_snake_case() {
+        let mut names: Vec<_> = DropReason::ALL.iter().map(|r| r.name()).collect();
+        assert!(names.iter().all(|n| n.chars().all(|c| c.is_ascii_lowercase() || c == '_')));
+        names.sort_unstable();
+        names.dedup();
+        assert_eq!(names.len(), DropReason::COUNT);
+    }
+
+    #[test]
+    fn counts_per_reason() {
+        let mut c = DropCounters::default();
+        c.add(DropReason::EspReplay);
+        c.add(DropReason::EspReplay);
+        c.add(DropReason::SaExpired);
+        assert_eq!(c.get(DropReason::EspReplay), 2);
+        assert_eq!(c.total(), 3);
+        assert_eq!(c.nonzero().count(), 2);
+    }
+}

@@ -1,0 +1,822 @@
+//! The node engine: the roles of one zsfc node over one packet at a time.
+//!
+//! Packets enter through three doors, all returning a [`Verdict`]:
+//! - [`Node::handle_local`]: a plain IP packet from this node's local side (clients at an
+//!   ingress, the service at an egress). Classifier: pick a chain, seal with the chain's SA,
+//!   push NSH and labels.
+//! - [`Node::handle_from_domain`]: a labelled packet from another node. SFF: look up the top
+//!   label; forward it, or pop it and run the local SF through the proxy, or deliver.
+//! - [`Node::handle_from_sf`]: a packet coming back from an external SF.
+use crate::proxy::{self, CacheKey, KeyMode, ProxyCache, ProxyStats};
+use crate::sf::{ServiceFunction, SfContext, SfVerdict};
+use crate::{ChainId, Classifier, DropCounters, DropReason, NodeId, SaIdx, SfId};
+use std::collections::{HashMap, VecDeque};
+use zsfc_esp::{InboundSa, Instant, OutboundSa, SaConfig, spi_of};
+use zsfc_wire::mpls::{self, LSE_LEN, Lse};
+use zsfc_wire::{PacketBuf, ip, nsh};
+
+/// What the driver must do with a packet.
+#[derive(Debug)]
+pub enum Verdict {
+    /// Send the labelled packet to the node `NodeId`.
+    Forward(NodeId, PacketBuf),
+    /// Hand the plain IP packet to the local side (the service at an egress, the client at an
+    /// ingress).
+    Deliver(PacketBuf),
+    /// Send the packet to the external SF `SfId` over its attachment circuit.
+    ToSf(SfId, PacketBuf),
+    /// An SF holds the packet; it comes out of [`Node::poll_output`] later.
+    Held,
+    /// Drop the packet (already counted under its reason). The buffer can be reused.
+    Drop(DropReason, PacketBuf),
+}
+
+/// What the top label means at this node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LabelAction {
+    /// A service function instance on this node: pop, run it, continue.
+    Sf(SfId),
+    /// The end of chains here: pop, strip, decrypt, deliver locally.
+    Deliver,
+    /// Belongs to another node: decrement TTL and forward there.
+    Remote(NodeId),
+}
+
+/// The job of an inbound SA at this node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SaUse {
+    /// Decrypt for delivery (egress or ingress return).
+    Terminate,
+    /// Decrypt for an intrusive SF, then re-encrypt with this node's own outbound SA.
+    Reseal(SaIdx),
+}
+
+/// An NSH to push below the labels.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NshSpec {
+    /// Initial service index.
+    pub si: u8,
+    /// Encoded MD type 2 context headers.
+    pub context: Vec<u8>,
+}
+
+/// A chain as the classifier of this node knows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChainSpec {
+    pub id: ChainId,
+    /// Label stack, top first; the last is the delivery label of the far end.
+    pub labels: Vec<u32>,
+    /// The outbound SA this node seals the chain's packets with.
+    pub sa: SaIdx,
+    pub nsh: Option<NshSpec>,
+    /// Initial TTL of every label.
+    pub ttl: u8,
+}
+
+/// Where an SF runs.
+pub enum SfAttach {
+    /// Inside the node process.
+    InProcess(Box<dyn ServiceFunction>),
+    /// A separate SFC-unaware program reached through an attachment circuit.
+    External,
+}
+
+impl core::fmt::Debug for SfAttach {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            Self::InProcess(sf) => write!(f, "InProcess({})", sf.kind()),
+            Self::External => f.write_str("External"),
+        }
+    }
+}
+
+/// An SF instance to add to a node.
+#[derive(Debug)]
+pub struct SfSpec {
+    pub label: u32,
+    pub name: String,
+    /// Intrusive SFs see the decrypted packet; non-intrusive ones only the ESP packet.
+    pub intrusive: bool,
+    pub key_mode: KeyMode,
+    pub attach: SfAttach,
+    pub cache_capacity: usize,
+    /// Cached headers older than this are removed by [`Node::housekeeping`].
+    pub cache_max_age: core::time::Duration,
+}
+
+impl SfSpec {
+    pub fn in_process(label: u32, name: &str, intrusive: bool, sf: Box<dyn ServiceFunction>) -> Self {
+        Self {
+            label,
+            name: name.to_owned(),
+            intrusive,
+            key_mode: KeyMode::Metadata,
+            attach: SfAttach::InProcess(sf),
+            cache_capacity: proxy::DEFAULT_CAPACITY,
+            cache_max_age: core::time::Duration::from_secs(2),
+        }
+    }
+    pub fn external(label: u32, name: &str, intrusive: bool) -> Self {
+        Self {
+            key_mode: KeyMode::Headers,
+            attach: SfAttach::External,
+            ..Self::in_process(label, name, intrusive, Box::new(Nothing))
+        }
+    }
+}
+
+/// Placeholder replaced by `SfSpec::external`.
+struct Nothing;
+impl ServiceFunction for Nothing {
+    fn kind(&self) -> &'static str {
+        "nothing"
+    }
+    fn process(&mut self, _: &SfContext<'_>, pkt: PacketBuf) -> SfVerdict {
+        SfVerdict::Pass(pkt)
+    }
+    fn counters(&self, _: &mut dyn FnMut(&'static str, u64)) {}
+}
+
+/// Limits of a node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NodeSettings {
+    /// Deepest label stack accepted (RFC 3032 has no limit; deeper is a counted drop).
+    pub max_label_depth: usize,
+    /// Exact flow entries the classifier holds.
+    pub max_flows: usize,
+}
+
+impl Default for NodeSettings {
+    fn default() -> Self {
+        Self { max_label_depth: mpls::DEFAULT_MAX_DEPTH, max_flows: 65536 }
+    }
+}
+
+/// Why a configuration change was refused; the message names the offending field.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ConfigError {
+    #[error("chain {chain}: labels: {why}")]
+    ChainLabels { chain: u32, why: String },
+    #[error("chain {chain}: sa: outbound SA {sa} is not installed")]
+    ChainSa { chain: u32, sa: u32 },
+    #[error("chain {chain}: nsh: {why}")]
+    ChainNsh { chain: u32, why: String },
+    #[error("chain {chain}: ttl must be at least 1")]
+    ChainTtl { chain: u32 },
+    #[error("sf {name}: {why}")]
+    Sf { name: String, why: String },
+    #[error("label {label}: {why}")]
+    Label { label: u32, why: String },
+    #[error("sa spi {spi:#x}: {why}")]
+    Sa { spi: u32, why: String },
+}
+
+/// Events the node reports to its agent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Event {
+    /// An outbound SA reached its soft lifetime: ask the controller for a new one.
+    RekeyWanted { sa: SaIdx, spi: u32 },
+}
+
+/// Packet counts by what happened (drops are in [`DropCounters`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct NodeStats {
+    pub classified: u64,
+    pub forwarded: u64,
+    pub delivered: u64,
+    pub to_external_sf: u64,
+    pub from_external_sf: u64,
+}
+
+/// What one SF instance did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SfReport {
+    pub id: SfId,
+    pub label: u32,
+    pub name: String,
+    pub kind: &'static str,
+    pub intrusive: bool,
+    pub external: bool,
+    pub proxy: ProxyStats,
+    pub cached: usize,
+    pub counters: Vec<(&'static str, u64)>,
+}
+
+struct Chain {
+    encap: Vec<u8>,
+    /// Offset of the NSH Next Protocol byte in `encap`.
+    nsh_next_proto: Option<usize>,
+    sa: SaIdx,
+}
+
+struct OutboundSlot {
+    sa: OutboundSa,
+    rekey_reported: bool,
+}
+
+struct InboundSlot {
+    sa: InboundSa,
+    usage: SaUse,
+}
+
+struct SfSlot {
+    label: u32,
+    name: String,
+    intrusive: bool,
+    key_mode: KeyMode,
+    attach: SfAttach,
+    cache: ProxyCache,
+    cache_max_age: core::time::Duration,
+}
+
+const MAX_EVENTS: usize = 1024;
+
+/// One node's data plane.
+pub struct Node {
+    settings: NodeSettings,
+    labels: HashMap<u32, LabelAction>,
+    chains: HashMap<ChainId, Chain>,
+    classifier: Classifier,
+    outbound: Vec<Option<OutboundSlot>>,
+    inbound: HashMap<u32, InboundSlot>,
+    sfs: Vec<SfSlot>,
+    drops: DropCounters,
+    stats: NodeStats,
+    events: VecDeque<Event>,
+}
+
+impl core::fmt::Debug for Node {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("Node")
+            .field("labels", &self.labels.len())
+            .field("chains", &self.chains.len())
+            .field("sfs", &self.sfs.len())
+            .field("inbound_sas", &self.inbound.len())
+            .field("stats", &self.stats)
+            .finish()
+    }
+}
+
+/// Where a packet's processing goes next.
+enum Step {
+    /// Labels on top again: continue routing.
+    Route(PacketBuf),
+    Done(Verdict),
+}
+
+impl Node {
+    pub fn new(settings: NodeSettings) -> Self {
+        Self {
+            settings,
+            labels: HashMap::new(),
+            chains: HashMap::new(),
+            classifier: Classifier::new(settings.max_flows),
+            outbound: Vec::new(),
+            inbound: HashMap::new(),
+            sfs: Vec::new(),
+            drops: DropCounters::default(),
+            stats: NodeStats::default(),
+            events: VecDeque::new(),
+        }
+    }
+
+    // ---- configuration -------------------------------------------------------------------
+
+    pub fn classifier_mut(&mut self) -> &mut Classifier {
+        &mut self.classifier
+    }
+
+    pub fn classifier(&self) -> &Classifier {
+        &self.classifier
+    }
+
+    pub fn set_label(&mut self, label: u32, action: LabelAction) -> Result<(), ConfigError> {
+        check_label(label)?;
+        if let LabelAction::Sf(id) = action
+            && self.sfs.get(id.0 as usize).is_none()
+        {
+            return Err(ConfigError::Label { label, why: format!("SF {} does not exist", id.0) });
+        }
+        self.labels.insert(label, action);
+        Ok(())
+    }
+
+    pub fn remove_label(&mut self, label: u32) -> Option<LabelAction> {
+        self.labels.remove(&label)
+    }
+
+    pub fn install_outbound(&mut self, idx: SaIdx, cfg: &SaConfig, now: Instant) -> Result<(), ConfigError> {
+        let sa = OutboundSa::new(cfg, now).map_err(|e| ConfigError::Sa { spi: cfg.spi, why: e.to_string() })?;
+        let i = idx.0 as usize;
+        if self.outbound.len() <= i {
+            self.outbound.resize_with(i + 1, || None);
+        }
+        self.outbound[i] = Some(OutboundSlot { sa, rekey_reported: false });
+        Ok(())
+    }
+
+    pub fn remove_outbound(&mut self, idx: SaIdx) -> bool {
+        self.outbound.get_mut(idx.0 as usize).and_then(Option::take).is_some()
+    }
+
+    pub fn install_inbound(&mut self, cfg: &SaConfig, usage: SaUse, now: Instant) -> Result<(), ConfigError> {
+        if self.inbound.contains_key(&cfg.spi) {
+            return Err(ConfigError::Sa { spi: cfg.spi, why: "an inbound SA with this SPI is installed".into() });
+        }
+        let sa = InboundSa::new(cfg, now).map_err(|e| ConfigError::Sa { spi: cfg.spi, why: e.to_string() })?;
+        self.inbound.insert(cfg.spi, InboundSlot { sa, usage });
+        Ok(())
+    }
+
+    pub fn remove_inbound(&mut self, spi: u32) -> bool {
+        self.inbound.remove(&spi).is_some()
+    }
+
+    /// Adds or replaces a chain this node classifies onto.
+    pub fn add_chain(&mut self, spec: ChainSpec) -> Result<(), ConfigError> {
+        let chain = spec.id.0;
+        let bad = |why: &str| ConfigError::ChainLabels { chain, why: why.to_owned() };
+        if spec.labels.is_empty() {
+            return Err(bad("at least one label (the delivery label) is needed"));
+        }
+        if spec.labels.len() > self.settings.max_label_depth {
+            return Err(bad(&format!(
+                "{} labels exceed the depth limit {}",
+                spec.labels.len(),
+                self.settings.max_label_depth
+            )));
+        }
+        for &l in &spec.labels {
+            check_label(l).map_err(|e| bad(&e.to_string()))?;
+        }
+        if spec.ttl == 0 {
+            return Err(ConfigError::ChainTtl { chain });
+        }
+        if self.outbound.get(spec.sa.0 as usize).is_none_or(Option::is_none) {
+            return Err(ConfigError::ChainSa { chain, sa: spec.sa.0 });
+        }
+        let mut encap = vec![0u8; spec.labels.len() * LSE_LEN];
+        mpls::emit_stack(&spec.labels, spec.ttl, &mut encap).map_err(|e| bad(&e.to_string()))?;
+        let mut nsh_next_proto = None;
+        if let Some(n) = &spec.nsh {
+            let r = nsh::Repr {
+                ttl: 63,
+                md_type: nsh::MD_TYPE_2,
+                next_proto: nsh::next_proto::IPV4,
+                spi: chain,
+                si: n.si,
+                context: &n.context,
+            };
+            let at = encap.len();
+            encap.resize(at + r.wire_len(), 0);
+            r.emit(&mut encap[at..]).map_err(|e| ConfigError::ChainNsh { chain, why: e.to_string() })?;
+            nsh::Header::new_checked(&encap[at..])
+                .map_err(|e| ConfigError::ChainNsh { chain, why: format!("context headers: {e}") })?;
+            nsh_next_proto = Some(at + 3);
+        }
+        self.chains.insert(spec.id, Chain { encap, nsh_next_proto, sa: spec.sa });
+        Ok(())
+    }
+
+    pub fn remove_chain(&mut self, id: ChainId) -> bool {
+        self.chains.remove(&id).is_some()
+    }
+
+    /// Points a chain at another outbound SA (the switch step of a rekey).
+    pub fn set_chain_sa(&mut self, id: ChainId, sa: SaIdx) -> Result<(), ConfigError> {
+        if self.outbound.get(sa.0 as usize).is_none_or(Option::is_none) {
+            return Err(ConfigError::ChainSa { chain: id.0, sa: sa.0 });
+        }
+        let c =
+            self.chains.get_mut(&id).ok_or(ConfigError::ChainLabels { chain: id.0, why: "no such chain".into() })?;
+        c.sa = sa;
+        Ok(())
+    }
+
+    /// Adds an SF instance and binds its label to it.
+    pub fn add_sf(&mut self, spec: SfSpec) -> Result<SfId, ConfigError> {
+        let sf_err = |why: &str| ConfigError::Sf { name: spec.name.clone(), why: why.to_owned() };
+        check_label(spec.label).map_err(|e| sf_err(&e.to_string()))?;
+        if matches!(spec.attach, SfAttach::External) && spec.key_mode == KeyMode::Metadata {
+            return Err(sf_err("key_mode: an external SF cannot carry per-packet metadata; use headers"));
+        }
+        if self.labels.contains_key(&spec.label) {
+            return Err(sf_err(&format!("label {} is already bound", spec.label)));
+        }
+        let id = SfId(self.sfs.len() as u32);
+        self.sfs.push(SfSlot {
+            label: spec.label,
+            name: spec.name,
+            intrusive: spec.intrusive,
+            key_mode: spec.key_mode,
+            attach: spec.attach,
+            cache: ProxyCache::new(spec.cache_capacity),
+            cache_max_age: spec.cache_max_age,
+        });
+        self.labels.insert(spec.label, LabelAction::Sf(id));
+        Ok(id)
+    }
+
+    // ---- observation -----------------------------------------------------------------------
+
+    pub fn drops(&self) -> &DropCounters {
+        &self.drops
+    }
+
+    pub fn stats(&self) -> &NodeStats {
+        &self.stats
+    }
+
+    pub fn poll_event(&mut self) -> Option<Event> {
+        self.events.pop_front()
+    }
+
+    pub fn sf_ids(&self) -> impl Iterator<Item = SfId> + '_ {
+        (0..self.sfs.len() as u32).map(SfId)
+    }
+
+    pub fn sf_report(&self, id: SfId) -> Option<SfReport> {
+        let s = self.sfs.get(id.0 as usize)?;
+        let mut counters = Vec::new();
+        let kind = match &s.attach {
+            SfAttach::InProcess(sf) => {
+                sf.counters(&mut |n, v| counters.push((n, v)));
+                sf.kind()
+            }
+            SfAttach::External => "external",
+        };
+        Some(SfReport {
+            id,
+            label: s.label,
+            name: s.name.clone(),
+            kind,
+            intrusive: s.intrusive,
+            external: matches!(s.attach, SfAttach::External),
+            proxy: s.cache.stats,
+            cached: s.cache.len(),
+            counters,
+        })
+    }
+
+    /// Packets held in proxy caches (waiting for their SF) over all SFs.
+    pub fn cached_packets(&self) -> usize {
+        self.sfs.iter().map(|s| s.cache.len()).sum()
+    }
+
+    // ---- packet entry points ---------------------------------------------------------------
+
+    fn drop(&mut self, r: DropReason, buf: PacketBuf) -> Verdict {
+        self.drops.add(r);
+        Verdict::Drop(r, buf)
+    }
+
+    /// Classifier: a plain IP packet from the local side.
+    pub fn handle_local(&mut self, now: Instant, mut buf: PacketBuf) -> Verdict {
+        let s = match ip::parse(buf.as_slice()) {
+            Ok(s) => s,
+            Err(e) => return self.drop(e.into(), buf),
+        };
+        let Some(chain_id) = self.classifier.classify(&s.tuple) else {
+            return self.drop(DropReason::NoMatchingRule, buf);
+        };
+        let Some(chain) = self.chains.get(&chain_id) else {
+            return self.drop(DropReason::NotConfigured, buf);
+        };
+        let Some(Some(slot)) = self.outbound.get_mut(chain.sa.0 as usize) else {
+            return self.drop(DropReason::NotConfigured, buf);
+        };
+        buf.meta = Default::default();
+        match slot.sa.seal(now, &mut buf) {
+            Ok(sealed) => {
+                if sealed.rekey_wanted && !slot.rekey_reported && self.events.len() < MAX_EVENTS {
+                    slot.rekey_reported = true;
+                    self.events.push_back(Event::RekeyWanted { sa: chain.sa, spi: slot.sa.spi() });
+                }
+            }
+            Err(e) => return self.drop(e.into(), buf),
+        }
+        match buf.push_front(chain.encap.len()) {
+            Ok(h) => {
+                h.copy_from_slice(&chain.encap);
+                if let Some(at) = chain.nsh_next_proto {
+                    h[at] = if s.is_v4() { nsh::next_proto::IPV4 } else { nsh::next_proto::IPV6 };
+                }
+            }
+            Err(_) => return self.drop(DropReason::NoBufferRoom, buf),
+        }
+        self.stats.classified += 1;
+        self.route(now, buf, false)
+    }
+
+    /// SFF: a labelled packet (label stack first) from another node.
+    pub fn handle_from_domain(&mut self, now: Instant, buf: PacketBuf) -> Verdict {
+        self.route(now, buf, true)
+    }
+
+    /// Proxy TX: a packet coming back from the external SF `sf`.
+    pub fn handle_from_sf(&mut self, now: Instant, sf: SfId, buf: PacketBuf) -> Verdict {
+        self.stats.from_external_sf += 1;
+        match self.sf_tx(now, sf, buf) {
+            Step::Route(b) => self.route(now, b, false),
+            Step::Done(v) => v,
+        }
+    }
+
+    /// Packets that SFs held (delay) and release at `now`; call until `None`.
+    pub fn poll_output(&mut self, now: Instant) -> Option<Verdict> {
+        for i in 0..self.sfs.len() {
+            let released = match self.sfs.get_mut(i).map(|s| &mut s.attach) {
+                Some(SfAttach::InProcess(sf)) => sf.poll_release(now),
+                _ => None,
+            };
+            if let Some(b) = released {
+                return Some(match self.sf_tx(now, SfId(i as u32), b) {
+                    Step::Route(b) => self.route(now, b, false),
+                    Step::Done(v) => v,
+                });
+            }
+        }
+        None
+    }
+
+    /// The next time [`poll_output`](Self::poll_output) has something to release.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.sfs
+            .iter()
+            .filter_map(|s| match &s.attach {
+                SfAttach::InProcess(sf) => sf.poll_timeout(),
+                SfAttach::External => None,
+            })
+            .min()
+    }
+
+    /// Periodic upkeep: forgets cached headers of packets their SF never returned.
+    pub fn housekeeping(&mut self, now: Instant) -> usize {
+        self.sfs.iter_mut().map(|s| s.cache.expire(now, s.cache_max_age)).sum()
+    }
+
+    /// The SFF loop: act on top labels until the packet leaves this node.
+    fn route(&mut self, now: Instant, mut buf: PacketBuf, mut arrived: bool) -> Verdict {
+        // Each turn pops a label or returns, so the stack depth bounds the loop.
+        for _ in 0..=self.settings.max_label_depth {
+            let depth = match mpls::stack_depth(buf.as_slice(), self.settings.max_label_depth) {
+                Ok(d) => d,
+                Err(e) => return self.drop(e.into(), buf),
+            };
+            let Ok(top) = Lse::read(buf.as_slice()) else {
+                return self.drop(DropReason::Truncated, buf);
+            };
+            let Some(&action) = self.labels.get(&top.label()) else {
+                return self.drop(DropReason::UnknownLabel, buf);
+            };
+            match action {
+                LabelAction::Remote(peer) => {
+                    if arrived {
+                        // A transit hop: RFC 3032 §2.4.1, decrement and drop at zero.
+                        if top.ttl() <= 1 {
+                            return self.drop(DropReason::TtlExpired, buf);
+                        }
+                        buf.as_mut_slice()[..LSE_LEN].copy_from_slice(&top.with_ttl(top.ttl() - 1).to_bytes());
+                    }
+                    self.stats.forwarded += 1;
+                    return Verdict::Forward(peer, buf);
+                }
+                LabelAction::Sf(id) => {
+                    if depth == 1 {
+                        return self.drop(DropReason::MissingServiceLabel, buf);
+                    }
+                    if let Err(r) = pop_label(&mut buf, top) {
+                        return self.drop(r, buf);
+                    }
+                    match self.sf_rx(now, id, buf) {
+                        Step::Route(b) => buf = b,
+                        Step::Done(v) => return v,
+                    }
+                    arrived = false;
+                }
+                LabelAction::Deliver => {
+                    if depth != 1 {
+                        return self.drop(DropReason::LabelsBelowService, buf);
+                    }
+                    if let Err(e) = buf.pull_front(LSE_LEN) {
+                        return self.drop(e.into(), buf);
+                    }
+                    return self.deliver(now, buf);
+                }
+            }
+        }
+        self.drop(DropReason::LabelStackTooDeep, buf)
+    }
+
+    /// Egress: strip the NSH, decrypt with a terminating SA, deliver.
+    fn deliver(&mut self, now: Instant, mut buf: PacketBuf) -> Verdict {
+        if buf.as_slice().first().is_some_and(|&b| nsh::looks_like_nsh(b)) {
+            let len = match nsh::Header::new_checked(buf.as_slice()) {
+                Ok(h) => h.len(),
+                Err(e) => return self.drop(e.into(), buf),
+            };
+            if let Err(e) = buf.pull_front(len) {
+                return self.drop(e.into(), buf);
+            }
+        }
+        let spi = match spi_of(buf.as_slice()) {
+            Ok(s) => s,
+            Err(e) => return self.drop(e.into(), buf),
+        };
+        let Some(slot) = self.inbound.get_mut(&spi) else {
+            return self.drop(DropReason::EspBadSpi, buf);
+        };
+        if slot.usage != SaUse::Terminate {
+            return self.drop(DropReason::SaRoleMismatch, buf);
+        }
+        if let Err(e) = slot.sa.open(now, &mut buf) {
+            return self.drop(e.into(), buf);
+        }
+        buf.meta = Default::default();
+        self.stats.delivered += 1;
+        Verdict::Deliver(buf)
+    }
+
+    /// Proxy RX: cache what is left of the encapsulation, decrypt for an intrusive SF, run an
+    /// in-process SF or hand the packet to an external one.
+    fn sf_rx(&mut self, now: Instant, id: SfId, mut buf: PacketBuf) -> Step {
+        let max_depth = self.settings.max_label_depth;
+        let Some(slot) = self.sfs.get_mut(id.0 as usize) else {
+            return Step::Done(self.drop(DropReason::NotConfigured, buf));
+        };
+        let (encap_len, has_nsh) = match encap_len(buf.as_slice(), max_depth) {
+            Ok(v) => v,
+            Err(r) => {
+                slot.cache.stats.rx_ignored += 1;
+                return Step::Done(self.drop(r, buf));
+            }
+        };
+        let ticket = match slot.cache.stage(&buf.as_slice()[..encap_len]) {
+            Ok(t) => t,
+            Err(_) => return Step::Done(self.drop(DropReason::NoBufferRoom, buf)),
+        };
+        if let Err(e) = buf.pull_front(encap_len) {
+            slot.cache.abort(ticket);
+            return Step::Done(self.drop(e.into(), buf));
+        }
+        let mut reseal = None;
+        if slot.intrusive {
+            let opened = match spi_of(buf.as_slice()) {
+                Err(e) => Err(e.into()),
+                Ok(spi) => match self.inbound.get_mut(&spi) {
+                    None => Err(DropReason::EspBadSpi),
+                    Some(InboundSlot { usage: SaUse::Terminate, .. }) => Err(DropReason::SaRoleMismatch),
+                    Some(InboundSlot { sa, usage: SaUse::Reseal(out) }) => {
+                        reseal = Some(*out);
+                        sa.open(now, &mut buf).map_err(DropReason::from)
+                    }
+                },
+            };
+            if let Err(r) = opened {
+                slot.cache.abort(ticket);
+                return Step::Done(self.drop(r, buf));
+            }
+        }
+        let key = match slot.key_mode {
+            KeyMode::Metadata => {
+                let k = slot.cache.next_meta_key();
+                buf.meta.proxy_key = Some(k);
+                CacheKey::Meta(k)
+            }
+            KeyMode::Headers => match proxy::header_key(buf.as_slice()) {
+                Some(k) => CacheKey::Header(k),
+                None => {
+                    slot.cache.abort(ticket);
+                    slot.cache.stats.rx_ignored += 1;
+                    return Step::Done(self.drop(DropReason::ProxyRxIgnored, buf));
+                }
+            },
+        };
+        if slot.cache.commit(ticket, key, reseal, now).is_err() {
+            return Step::Done(self.drop(DropReason::ProxyCollision, buf));
+        }
+        let verdict = match &mut slot.attach {
+            SfAttach::External => {
+                self.stats.to_external_sf += 1;
+                return Step::Done(Verdict::ToSf(id, buf));
+            }
+            SfAttach::InProcess(sf) => {
+                let metadata = if has_nsh { slot.cache.peek(&key).map_or(&[][..], nsh_context) } else { &[] };
+                sf.process(&SfContext { now, label: slot.label, metadata }, buf)
+            }
+        };
+        match verdict {
+            SfVerdict::Pass(b) => self.sf_tx(now, id, b),
+            SfVerdict::Drop(b, r) => {
+                slot_forget(&mut self.sfs, id, &key);
+                Step::Done(self.drop(r, b))
+            }
+            SfVerdict::Held => Step::Done(Verdict::Held),
+        }
+    }
+
+    /// Proxy TX: find the cached encapsulation, re-seal with this node's SA for an intrusive
+    /// SF, restore the headers, decrement the NSH service index on the SF's behalf.
+    fn sf_tx(&mut self, now: Instant, id: SfId, mut buf: PacketBuf) -> Step {
+        let Some(slot) = self.sfs.get_mut(id.0 as usize) else {
+            return Step::Done(self.drop(DropReason::NotConfigured, buf));
+        };
+        let key = match slot.key_mode {
+            KeyMode::Metadata => buf.meta.proxy_key.take().map(CacheKey::Meta),
+            KeyMode::Headers => proxy::header_key(buf.as_slice()).map(CacheKey::Header),
+        };
+        let Some(key) = key else {
+            slot.cache.stats.tx_ignored += 1;
+            return Step::Done(self.drop(DropReason::ProxyTxIgnored, buf));
+        };
+        let outbound = &mut self.outbound;
+        let events = &mut self.events;
+        let max_depth = self.settings.max_label_depth;
+        let restored = slot.cache.take_with(&key, |hdr, reseal| {
+            if let Some(idx) = reseal {
+                let Some(Some(out)) = outbound.get_mut(idx.0 as usize) else {
+                    return Err(DropReason::NotConfigured);
+                };
+                let sealed = out.sa.seal(now, &mut buf).map_err(DropReason::from)?;
+                if sealed.rekey_wanted && !out.rekey_reported && events.len() < MAX_EVENTS {
+                    out.rekey_reported = true;
+                    events.push_back(Event::RekeyWanted { sa: idx, spi: out.sa.spi() });
+                }
+            }
+            let h = buf.push_front(hdr.len()).map_err(|_| DropReason::NoBufferRoom)?;
+            h.copy_from_slice(hdr);
+            if let Some(si) = mpls::stack_depth(hdr, max_depth).ok().map(|d| d * LSE_LEN + 7) {
+                // RFC 8300 §2.3: the proxy decrements the SI on behalf of an SFC-unaware SF.
+                if hdr.get(si - 7).is_some_and(|b| nsh::looks_like_nsh(*b))
+                    && let Some(b) = h.get_mut(si)
+                {
+                    *b = b.saturating_sub(1);
+                }
+            }
+            Ok(())
+        });
+        match restored {
+            None => Step::Done(self.drop(DropReason::ProxyNotCached, buf)),
+            Some(Err(r)) => Step::Done(self.drop(r, buf)),
+            Some(Ok(())) => Step::Route(buf),
+        }
+    }
+}
+
+fn slot_forget(sfs: &mut [SfSlot], id: SfId, key: &CacheKey) {
+    if let Some(s) = sfs.get_mut(id.0 as usize) {
+        // The SF dropped the packet: its headers will never be asked for.
+        let _ = s.cache.take_with(key, |_, _| ());
+        s.cache.stats.tx_success = s.cache.stats.tx_success.saturating_sub(1);
+    }
+}
+
+fn check_label(label: u32) -> Result<(), ConfigError> {
+    if !(mpls::FIRST_UNRESERVED_LABEL..=mpls::LABEL_MAX).contains(&label) {
+        return Err(ConfigError::Label {
+            label,
+            why: format!("must be in {}..={}", mpls::FIRST_UNRESERVED_LABEL, mpls::LABEL_MAX),
+        });
+    }
+    Ok(())
+}
+
+/// Pops the top label `top`, carrying its TTL minus one into the new top entry (RFC 3032
+/// §2.4.1 uniform model: the minimum of the two).
+fn pop_label(buf: &mut PacketBuf, top: Lse) -> Result<(), DropReason> {
+    if top.ttl() <= 1 {
+        return Err(DropReason::TtlExpired);
+    }
+    let b = buf.as_mut_slice();
+    let next = Lse::read(b.get(LSE_LEN..).unwrap_or(&[]))?;
+    let ttl = next.ttl().min(top.ttl() - 1);
+    if let Some(n) = b.get_mut(LSE_LEN..2 * LSE_LEN) {
+        n.copy_from_slice(&next.with_ttl(ttl).to_bytes());
+    }
+    buf.pull_front(LSE_LEN)?;
+    Ok(())
+}
+
+/// Length of the SFC encapsulation at the start of `b` (labels, then an NSH if one follows the
+/// bottom label) and whether an NSH is there.
+fn encap_len(b: &[u8], max_depth: usize) -> Result<(usize, bool), DropReason> {
+    let labels = mpls::stack_depth(b, max_depth)? * LSE_LEN;
+    match b.get(labels) {
+        None => Err(DropReason::Truncated),
+        Some(&x) if nsh::looks_like_nsh(x) => {
+            let h = nsh::Header::new_checked(b.get(labels..).unwrap_or(&[]))?;
+            Ok((labels + h.len(), true))
+        }
+        Some(_) => Ok((labels, false)),
+    }
+}
+
+/// The NSH context headers inside cached encapsulation bytes.
+fn nsh_context(hdr: &[u8]) -> &[u8] {
+    let at = mpls::stack_depth(hdr, mpls::DEFAULT_MAX_DEPTH).map_or(hdr.len(), |d| d * LSE_LEN);
+    let rest = hdr.get(at..).unwrap_or(&[]);
+    match nsh::Header::new_checked(rest) {
+        Ok(h) => rest.get(nsh::BASE_LEN..h.len()).unwrap_or(&[]),
+        Err(_) => &[],
+    }
+}
