@@ -1,1 +1,35 @@
-fn main() {}
+//! `zsfc`: the one binary of zsfc.
+#![forbid(unsafe_code)]
+
+mod demo;
+
+use clap::{Parser, Subcommand};
+
+/// Secure service function chaining for zero-trust networks.
+#[derive(Debug, Parser)]
+#[command(version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the six-SF reference chain in memory and report what happened to the traffic.
+    Demo(demo::Args),
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Demo(a) => demo::run(&a),
+    };
+    match result {
+        Ok(true) => std::process::ExitCode::SUCCESS,
+        Ok(false) => std::process::ExitCode::from(1),
+        Err(e) => {
+            eprintln!("zsfc: {e:#}");
+            std::process::ExitCode::from(2)
+        }
+    }
+}

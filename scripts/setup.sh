@@ -1,0 +1,15 @@
+# Sourced by run.sh and test.sh: installs what building zsfc needs on a fresh Debian machine.
+need() { command -v "$1" >/dev/null 2>&1; }
+if ! need cc || ! need make; then
+  echo "installing build tools (apt-get)..."
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq build-essential >/dev/null
+fi
+if ! need cargo; then
+  if [ -x "$HOME/.cargo/bin/cargo" ]; then
+    export PATH="$HOME/.cargo/bin:$PATH"
+  else
+    echo "installing the Rust toolchain (rustup)..."
+    curl -sSf https://sh.rustup.rs | sh -s -- -y --profile minimal -c clippy,rustfmt
+    export PATH="$HOME/.cargo/bin:$PATH"
+  fi
+fi
