@@ -24,12 +24,14 @@ pub(crate) struct Args {
     jitter_us: u64,
 }
 
-const FLOWS: [(&str, fn() -> Flow); 4] = [
-    ("client 10.1.0.5  TCP -> 10.9.0.1:80", || Flow::tcp("10.1.0.5", 40000, scenario::SERVICE_V4, 80)),
-    ("client 10.1.0.6  UDP -> 10.9.0.1:53", || Flow::udp("10.1.0.6", 5353, scenario::SERVICE_V4, 53)),
-    ("client fd01::5   TCP -> [fd09::1]:80", || Flow::tcp("fd01::5", 40001, scenario::SERVICE_V6, 80)),
-    ("client fd01::6   UDP -> [fd09::1]:53", || Flow::udp("fd01::6", 5354, scenario::SERVICE_V6, 53)),
-];
+fn flows() -> [(&'static str, Flow); 4] {
+    [
+        ("client 10.1.0.5  TCP -> 10.9.0.1:80", Flow::tcp("10.1.0.5", 40000, scenario::SERVICE_V4, 80)),
+        ("client 10.1.0.6  UDP -> 10.9.0.1:53", Flow::udp("10.1.0.6", 5353, scenario::SERVICE_V4, 53)),
+        ("client fd01::5   TCP -> [fd09::1]:80", Flow::tcp("fd01::5", 40001, scenario::SERVICE_V6, 80)),
+        ("client fd01::6   UDP -> [fd09::1]:53", Flow::udp("fd01::6", 5354, scenario::SERVICE_V6, 53)),
+    ]
+}
 
 /// Returns Ok(true) when every packet met its expected fate.
 pub(crate) fn run(a: &Args) -> anyhow::Result<bool> {
@@ -51,7 +53,7 @@ pub(crate) fn run(a: &Args) -> anyhow::Result<bool> {
     let mut sent: BTreeMap<usize, (u32, u32)> = BTreeMap::new(); // flow -> (packets, with "test")
     let t0 = sim.now;
     for i in 0..a.packets {
-        for (f, (_, mk)) in FLOWS.iter().enumerate() {
+        for (f, (_, flow)) in flows().iter().enumerate() {
             let test = i % 10 == 7;
             let mut payload = format!("flow{f} packet{i} ").into_bytes();
             if test {
@@ -59,7 +61,7 @@ pub(crate) fn run(a: &Args) -> anyhow::Result<bool> {
             }
             payload.resize(64 + (i as usize * 97) % 1300, b'.');
             let at = t0 + core::time::Duration::from_micros(u64::from(i) * 100 + f as u64);
-            sim.send_local(INGRESS, at, &packets::build(&mk(), i + 1, &payload));
+            sim.send_local(INGRESS, at, &packets::build(flow, i + 1, &payload));
             let e = sent.entry(f).or_default();
             e.0 += 1;
             e.1 += u32::from(test);
@@ -72,10 +74,9 @@ pub(crate) fn run(a: &Args) -> anyhow::Result<bool> {
     let nat_of = |f: &Flow| if f.src.is_ipv4() { scenario::NAT_V4 } else { scenario::NAT_V6 };
     println!("{:<40} {:>6} {:>11} {:>12} {:>14}", "traffic", "sent", "DPI-blocked", "at service", "answers back");
     let mut ok = svc.malformed.is_empty() && cl.malformed.is_empty();
-    for (f, (name, mk)) in FLOWS.iter().enumerate() {
-        let flow = mk();
+    for (f, (name, flow)) in flows().iter().enumerate() {
         let (n, tests) = sent.get(&f).copied().unwrap_or_default();
-        let nat: std::net::IpAddr = nat_of(&flow).parse()?;
+        let nat: std::net::IpAddr = nat_of(flow).parse()?;
         let at_service = svc
             .received
             .iter()
