@@ -2,7 +2,7 @@
 //! gateway inserts one per authenticated connection), then 5-tuple rules in order; nothing
 //! matched means deny.
 use crate::ChainId;
-use std::collections::HashMap;
+type HashMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
 use std::net::IpAddr;
 use zsfc_wire::ip::FiveTuple;
 
@@ -118,7 +118,7 @@ pub struct Classifier {
 impl Classifier {
     /// A classifier holding at most `max_flows` exact entries (allocated up front).
     pub fn new(max_flows: usize) -> Self {
-        Self { flows: HashMap::with_capacity(max_flows), max_flows, rules: Vec::new() }
+        Self { flows: HashMap::with_capacity_and_hasher(max_flows, Default::default()), max_flows, rules: Vec::new() }
     }
 
     /// Appends a rule; rules are tried in the order they were added.

@@ -10,7 +10,11 @@
 use crate::proxy::{self, CacheKey, KeyMode, ProxyCache, ProxyStats};
 use crate::sf::{ServiceFunction, SfContext, SfVerdict};
 use crate::{ChainId, Classifier, DropCounters, DropReason, NodeId, SaIdx, SfId};
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
+
+/// Hash maps of the engine: seeded per process (keys can be attacker-influenced), faster than
+/// SipHash on the small keys of the hot path.
+type HashMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
 use zsfc_esp::{InboundSa, Instant, OutboundSa, SaConfig, spi_of};
 use zsfc_wire::mpls::{self, LSE_LEN, Lse};
 use zsfc_wire::{PacketBuf, ip, nsh};
@@ -268,11 +272,11 @@ impl Node {
     pub fn new(settings: NodeSettings) -> Self {
         Self {
             settings,
-            labels: HashMap::new(),
-            chains: HashMap::new(),
+            labels: HashMap::default(),
+            chains: HashMap::default(),
             classifier: Classifier::new(settings.max_flows),
             outbound: Vec::new(),
-            inbound: HashMap::new(),
+            inbound: HashMap::default(),
             sfs: Vec::new(),
             drops: DropCounters::default(),
             stats: NodeStats::default(),
@@ -644,11 +648,11 @@ impl Node {
         let Some(slot) = self.sfs.get_mut(id.0 as usize) else {
             return Step::Done(self.drop(DropReason::NotConfigured, buf));
         };
-        let (encap_len, has_nsh) = match encap_len(buf.as_slice(), max_depth) {
+        let (encap_len, has_nsh) = match proxy::encap_len(buf.as_slice(), max_depth) {
             Ok(v) => v,
-            Err(r) => {
+            Err(e) => {
                 slot.cache.stats.rx_ignored += 1;
-                return Step::Done(self.drop(r, buf));
+                return Step::Done(self.drop(e.into(), buf));
             }
         };
         let ticket = match slot.cache.stage(&buf.as_slice()[..encap_len]) {
@@ -795,20 +799,6 @@ fn pop_label(buf: &mut PacketBuf, top: Lse) -> Result<(), DropReason> {
     }
     buf.pull_front(LSE_LEN)?;
     Ok(())
-}
-
-/// Length of the SFC encapsulation at the start of `b` (labels, then an NSH if one follows the
-/// bottom label) and whether an NSH is there.
-fn encap_len(b: &[u8], max_depth: usize) -> Result<(usize, bool), DropReason> {
-    let labels = mpls::stack_depth(b, max_depth)? * LSE_LEN;
-    match b.get(labels) {
-        None => Err(DropReason::Truncated),
-        Some(&x) if nsh::looks_like_nsh(x) => {
-            let h = nsh::Header::new_checked(b.get(labels..).unwrap_or(&[]))?;
-            Ok((labels + h.len(), true))
-        }
-        Some(_) => Ok((labels, false)),
-    }
 }
 
 /// The NSH context headers inside cached encapsulation bytes.

@@ -12,7 +12,8 @@
 //! The cache never grows: it is allocated once; when full, the least recently used entry is
 //! evicted (counted), and its packet will later be a counted `TX_NOT_CACHED` drop.
 use crate::SaIdx;
-use std::collections::HashMap;
+use core::hash::BuildHasher;
+use hashbrown::HashTable;
 use zsfc_esp::Instant;
 use zsfc_wire::{be_u16, be_u32, ip, mpls, nsh};
 
@@ -95,6 +96,20 @@ fn ipv6_octets(a: std::net::IpAddr) -> [u8; 16] {
     }
 }
 
+/// Length of the SFC encapsulation at the start of `b` (a label stack, then an NSH when the
+/// byte after the bottom label starts one) and whether an NSH is there.
+pub fn encap_len(b: &[u8], max_depth: usize) -> Result<(usize, bool), zsfc_wire::Error> {
+    let labels = mpls::stack_depth(b, max_depth)? * mpls::LSE_LEN;
+    match b.get(labels) {
+        None => Err(zsfc_wire::Error::Truncated),
+        Some(&x) if nsh::looks_like_nsh(x) => {
+            let h = nsh::Header::new_checked(b.get(labels..).unwrap_or(&[]))?;
+            Ok((labels + h.len(), true))
+        }
+        Some(_) => Ok((labels, false)),
+    }
+}
+
 /// The key a cache entry is stored under.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum CacheKey {
@@ -131,6 +146,7 @@ pub enum InsertError {
 
 struct Entry {
     key: CacheKey,
+    hash: u64,
     prev: u32,
     next: u32,
     reseal: Option<SaIdx>,
@@ -140,8 +156,12 @@ struct Entry {
 }
 
 /// A fixed-capacity LRU map from packet key to the SFC headers stripped from that packet.
+///
+/// The index is a hash table of entry numbers, hashed once per operation with a per-process
+/// random seed (foldhash): keys are attacker-influenced, and the table never grows.
 pub struct ProxyCache {
-    map: HashMap<CacheKey, u32>,
+    map: HashTable<u32>,
+    hasher: foldhash::fast::RandomState,
     entries: Vec<Entry>,
     free: Vec<u32>,
     /// Most and least recently inserted.
@@ -170,6 +190,7 @@ impl ProxyCache {
         let entries = (0..=capacity)
             .map(|_| Entry {
                 key: CacheKey::Meta(0),
+                hash: 0,
                 prev: NIL,
                 next: NIL,
                 reseal: None,
@@ -179,7 +200,8 @@ impl ProxyCache {
             })
             .collect();
         Self {
-            map: HashMap::with_capacity(capacity),
+            map: HashTable::with_capacity(capacity + 1),
+            hasher: foldhash::fast::RandomState::default(),
             entries,
             free: (0..=capacity as u32).rev().collect(),
             capacity,
@@ -237,11 +259,24 @@ impl ProxyCache {
         self.head = i;
     }
 
+    /// Removes entry `i` (whose hash is `hash`) from the index.
+    fn unindex(&mut self, i: u32, hash: u64) {
+        if let Ok(e) = self.map.find_entry(hash, |&j| j == i) {
+            e.remove();
+        }
+    }
+
+    /// Finds the entry for `key` (hashed to `hash`).
+    fn find(&self, key: &CacheKey, hash: u64) -> Option<u32> {
+        let entries = &self.entries;
+        self.map.find(hash, |&j| entries.get(j as usize).is_some_and(|e| e.key == *key)).copied()
+    }
+
     fn evict_lru(&mut self) -> Option<u32> {
         let t = self.tail;
-        let key = self.entries.get(t as usize)?.key;
+        let hash = self.entries.get(t as usize)?.hash;
         self.unlink(t);
-        self.map.remove(&key);
+        self.unindex(t, hash);
         self.stats.evicted += 1;
         Some(t)
     }
@@ -268,7 +303,8 @@ impl ProxyCache {
     /// Files a staged entry under `key`. A key already present is a collision: the packet
     /// cannot be told apart from one the SF still holds (seed 003 drops it; so do we).
     pub fn commit(&mut self, t: Ticket, key: CacheKey, reseal: Option<SaIdx>, now: Instant) -> Result<(), InsertError> {
-        if self.map.contains_key(&key) {
+        let hash = self.hasher.hash_one(key);
+        if self.find(&key, hash).is_some() {
             self.free.push(t.0);
             self.stats.rx_collision += 1;
             return Err(InsertError::Collision);
@@ -280,11 +316,13 @@ impl ProxyCache {
         }
         if let Some(e) = self.entries.get_mut(t.0 as usize) {
             e.key = key;
+            e.hash = hash;
             e.reseal = reseal;
             e.inserted = now;
         }
         self.link_front(t.0);
-        self.map.insert(key, t.0);
+        let entries = &self.entries;
+        self.map.insert_unique(hash, t.0, |&j| entries.get(j as usize).map_or(0, |e| e.hash));
         self.stats.rx_success += 1;
         Ok(())
     }
@@ -303,7 +341,7 @@ impl ProxyCache {
 
     /// The cached headers under `key`, without removing them.
     pub fn peek(&self, key: &CacheKey) -> Option<&[u8]> {
-        let e = self.entries.get(*self.map.get(key)? as usize)?;
+        let e = self.entries.get(self.find(key, self.hasher.hash_one(key))? as usize)?;
         e.hdr.get(..usize::from(e.len))
     }
 
@@ -315,9 +353,9 @@ impl ProxyCache {
             if now.saturating_since(e.inserted) < max_age {
                 break;
             }
-            let (t, key) = (self.tail, e.key);
+            let (t, hash) = (self.tail, e.hash);
             self.unlink(t);
-            self.map.remove(&key);
+            self.unindex(t, hash);
             self.free.push(t);
             self.stats.expired += 1;
             n += 1;
@@ -328,10 +366,14 @@ impl ProxyCache {
     /// Removes the entry for `key` and lends its headers and re-seal SA to `f`. `None` (and a
     /// TX_NOT_CACHED count) when nothing is cached under `key`.
     pub fn take_with<R>(&mut self, key: &CacheKey, f: impl FnOnce(&[u8], Option<SaIdx>) -> R) -> Option<R> {
-        let Some(i) = self.map.remove(key) else {
+        let hash = self.hasher.hash_one(key);
+        let entries = &self.entries;
+        let found = self.map.find_entry(hash, |&j| entries.get(j as usize).is_some_and(|e| e.key == *key));
+        let Ok(found) = found else {
             self.stats.tx_not_cached += 1;
             return None;
         };
+        let i = found.remove().0;
         self.unlink(i);
         self.free.push(i);
         let e = self.entries.get(i as usize)?;

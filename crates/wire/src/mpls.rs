@@ -71,16 +71,15 @@ impl Lse {
 /// entry with S=1. A stack deeper than `max_depth` is [`Error::TooDeep`]; one that runs off the
 /// end of `b` is [`Error::Truncated`].
 pub fn stack_depth(b: &[u8], max_depth: usize) -> Result<usize> {
-    for (i, e) in b.chunks(LSE_LEN).enumerate() {
-        if i >= max_depth {
-            return Err(Error::TooDeep);
-        }
-        let e: [u8; 4] = e.try_into().map_err(|_| Error::Truncated)?;
-        if Lse::from_bytes(e).bos() {
-            return Ok(i + 1);
+    for i in 0..max_depth {
+        // The S bit is the lowest bit of the third byte of an entry.
+        match b.get(i * LSE_LEN..i * LSE_LEN + LSE_LEN) {
+            Some(e) if e[2] & 1 != 0 => return Ok(i + 1),
+            Some(_) => {}
+            None => return Err(Error::Truncated),
         }
     }
-    if b.len() >= max_depth * LSE_LEN { Err(Error::TooDeep) } else { Err(Error::Truncated) }
+    Err(Error::TooDeep)
 }
 
 /// Iterates over the entries of a stack previously measured with [`stack_depth`].
