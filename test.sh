@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Every check CI runs: formatting, lints, all tests, and a short run of every fuzz target.
-# FUZZ_SECONDS sets the run per fuzz target (default 15).
+# FUZZ_SECONDS sets the run per fuzz target (default 10).
 set -euo pipefail
 cd "$(dirname "$0")"
 source scripts/setup.sh
@@ -12,8 +12,8 @@ step "cargo clippy -D warnings"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 step "tests"
 cargo nextest run --workspace --locked --no-fail-fast 2>/dev/null || cargo test --workspace --locked --no-fail-fast
-step "fuzz smoke (${FUZZ_SECONDS:-15}s per target)"
-scripts/fuzz.sh "${FUZZ_SECONDS:-15}"
+step "fuzz smoke (${FUZZ_SECONDS:-10}s per target)"
+scripts/fuzz.sh "${FUZZ_SECONDS:-10}"
 step "main job (zsfc demo)"
 cargo run --release --locked -q -p zsfc-cli -- demo --packets 40 --pcap target/demo.pcap >/dev/null
 echo "all checks passed"

@@ -44,8 +44,6 @@ drop_reasons! {
     NoBufferRoom => "no_buffer_room",
     /// No flow entry and no rule matched, or a rule denied (default deny).
     NoMatchingRule => "no_matching_rule",
-    /// The flow table is full; the entry was not added.
-    FlowTableFull => "flow_table_full",
     /// A chain, SA or SF named by configuration is missing.
     NotConfigured => "not_configured",
     /// No inbound SA with this SPI.

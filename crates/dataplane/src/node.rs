@@ -810,3 +810,60 @@ fn nsh_context(hdr: &[u8]) -> &[u8] {
         Err(_) => &[],
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use zsfc_esp::{Algorithm, SaKey};
+
+    fn node_with_sa() -> Node {
+        let mut n = Node::new(NodeSettings { max_label_depth: 4, ..NodeSettings::default() });
+        let sa = SaConfig::new(0x77, SaKey::generate(Algorithm::Aes128Gcm).unwrap());
+        n.install_outbound(SaIdx(0), &sa, Instant::ZERO).unwrap();
+        n
+    }
+
+    fn chain(labels: Vec<u32>, sa: u32) -> ChainSpec {
+        ChainSpec { id: ChainId(7), labels, sa: SaIdx(sa), nsh: None, ttl: 64 }
+    }
+
+    #[test]
+    fn refuses_bad_chains_naming_the_field() {
+        let mut n = node_with_sa();
+        let e = n.add_chain(chain(vec![20, 21, 22, 23, 24], 0)).unwrap_err();
+        assert_eq!(e.to_string(), "chain 7: labels: 5 labels exceed the depth limit 4");
+        let e = n.add_chain(chain(vec![3], 0)).unwrap_err();
+        assert!(e.to_string().starts_with("chain 7: labels: label 3: must be in 16..="), "{e}");
+        assert_eq!(
+            n.add_chain(chain(vec![20], 5)).unwrap_err().to_string(),
+            "chain 7: sa: outbound SA 5 is not installed"
+        );
+        assert!(n.add_chain(chain(vec![], 0)).unwrap_err().to_string().contains("at least one label"));
+        let bad_nsh = ChainSpec { nsh: Some(NshSpec { si: 1, context: vec![0, 0, 1, 9] }), ..chain(vec![20], 0) };
+        assert!(n.add_chain(bad_nsh).unwrap_err().to_string().starts_with("chain 7: nsh:"));
+        n.add_chain(chain(vec![20, 21], 0)).unwrap();
+    }
+
+    #[test]
+    fn refuses_bad_sfs_labels_and_duplicate_spis() {
+        let mut n = node_with_sa();
+        let ext = SfSpec { key_mode: KeyMode::Metadata, ..SfSpec::external(100, "dpi", true) };
+        assert!(n.add_sf(ext).unwrap_err().to_string().starts_with("sf dpi: key_mode:"));
+        n.add_sf(SfSpec::external(100, "dpi", true)).unwrap();
+        assert!(
+            n.add_sf(SfSpec::external(100, "dpi2", true))
+                .unwrap_err()
+                .to_string()
+                .contains("label 100 is already bound")
+        );
+        assert!(n.set_label(101, LabelAction::Sf(SfId(9))).is_err());
+        let sa = SaConfig::new(0x88, SaKey::generate(Algorithm::Aes128Gcm).unwrap());
+        n.install_inbound(&sa, SaUse::Terminate, Instant::ZERO).unwrap();
+        assert!(
+            n.install_inbound(&sa, SaUse::Terminate, Instant::ZERO)
+                .unwrap_err()
+                .to_string()
+                .starts_with("sa spi 0x88:")
+        );
+    }
+}

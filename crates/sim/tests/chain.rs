@@ -254,3 +254,40 @@ fn node_refuses_a_labelled_packet_at_its_local_door() {
     assert!(matches!(v, Verdict::Drop(DropReason::Malformed, _)), "{v:?}");
     let _ = Instant::ZERO;
 }
+
+#[test]
+fn soft_lifetime_asks_for_a_rekey_once_and_hard_lifetime_fails_closed() {
+    use zsfc_dataplane::Event;
+    use zsfc_esp::{Lifetimes, Limits};
+    let mut b = zsfc_sim::domain::DomainBuilder::default();
+    b.lifetimes = Lifetimes {
+        soft: Limits { packets: 3, ..Limits::UNLIMITED },
+        hard: Limits { packets: 5, ..Limits::UNLIMITED },
+    };
+    let c = b.node("ingress", Box::new(ClientSide::default()));
+    let s = b.node("egress", Box::new(FakeEchoService::default()));
+    b.deliver_label(s, 999);
+    let rule = zsfc_dataplane::Rule::between(
+        zsfc_dataplane::Prefix::any_v4(),
+        zsfc_dataplane::Prefix::any_v4(),
+        zsfc_dataplane::Action::Chain(zsfc_dataplane::ChainId(1)),
+    );
+    b.chain(zsfc_sim::domain::ChainDef {
+        id: 1,
+        classifier: c,
+        rules: vec![rule],
+        hops: vec![],
+        deliver: 999,
+        nsh: None,
+    });
+    let mut sim = b.build().unwrap();
+    let flow = Flow::udp("10.0.0.1", 1, "10.0.0.2", 2);
+    for i in 0..8 {
+        sim.send_local(0, sim.now, &packets::build(&flow, i, b"x"));
+    }
+    sim.run(1000);
+    assert_eq!(sim.local::<FakeEchoService>(1).unwrap().received.len(), 5);
+    assert_eq!(sim.dropped(DropReason::SaExpired), 3);
+    assert!(matches!(sim.nodes[0].node.poll_event(), Some(Event::RekeyWanted { spi: 0x1000, .. })));
+    assert_eq!(sim.nodes[0].node.poll_event(), None);
+}
