@@ -11,7 +11,11 @@ cargo fmt --all -- --check
 step "cargo clippy -D warnings"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 step "tests"
-cargo nextest run --workspace --locked --no-fail-fast 2>/dev/null || cargo test --workspace --locked --no-fail-fast
+if command -v cargo-nextest >/dev/null 2>&1; then
+  cargo nextest run --workspace --locked --no-fail-fast
+else
+  cargo test --workspace --locked --no-fail-fast
+fi
 step "fuzz smoke (${FUZZ_SECONDS:-10}s per target)"
 scripts/fuzz.sh "${FUZZ_SECONDS:-10}"
 step "main job (zsfc demo)"

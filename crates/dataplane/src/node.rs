@@ -712,7 +712,7 @@ impl Node {
         match verdict {
             SfVerdict::Pass(b) => self.sf_tx(now, id, b),
             SfVerdict::Drop(b, r) => {
-                slot_forget(&mut self.sfs, id, &key);
+                slot.cache.forget(&key);
                 Step::Done(self.drop(r, b))
             }
             SfVerdict::Held => Step::Done(Verdict::Held),
@@ -764,14 +764,6 @@ impl Node {
             Some(Err(r)) => Step::Done(self.drop(r, buf)),
             Some(Ok(())) => Step::Route(buf),
         }
-    }
-}
-
-fn slot_forget(sfs: &mut [SfSlot], id: SfId, key: &CacheKey) {
-    if let Some(s) = sfs.get_mut(id.0 as usize) {
-        // The SF dropped the packet: its headers will never be asked for.
-        let _ = s.cache.take_with(key, |_, _| ());
-        s.cache.stats.tx_success = s.cache.stats.tx_success.saturating_sub(1);
     }
 }
 

@@ -129,6 +129,8 @@ pub struct ProxyStats {
     pub evicted: u64,
     /// Entries older than the maximum age, removed by [`ProxyCache::expire`].
     pub expired: u64,
+    /// Entries removed because the (in-process) SF dropped their packet.
+    pub sf_dropped: u64,
 }
 
 /// A staged cache entry that has no key yet.
@@ -361,6 +363,20 @@ impl ProxyCache {
             n += 1;
         }
         n
+    }
+
+    /// Removes the entry of a packet its SF dropped (no TX will come for it).
+    pub fn forget(&mut self, key: &CacheKey) -> bool {
+        let hash = self.hasher.hash_one(key);
+        let entries = &self.entries;
+        let Ok(found) = self.map.find_entry(hash, |&j| entries.get(j as usize).is_some_and(|e| e.key == *key)) else {
+            return false;
+        };
+        let i = found.remove().0;
+        self.unlink(i);
+        self.free.push(i);
+        self.stats.sf_dropped += 1;
+        true
     }
 
     /// Removes the entry for `key` and lends its headers and re-seal SA to `f`. `None` (and a

@@ -244,6 +244,8 @@ fn firewall_denies_ssh_inside_the_chain() {
     sim.run(1000);
     assert_eq!(sim.dropped(DropReason::SfFirewallDeny), 1);
     assert_eq!(sim.cached_packets(), 0, "a drop by an in-process SF frees its cache entry");
+    let fw = sim.nodes[1].node.sf_report(zsfc_dataplane::SfId(0)).unwrap();
+    assert_eq!((fw.proxy.rx_success, fw.proxy.sf_dropped, fw.proxy.tx_success), (1, 1, 0));
 }
 
 #[test]
