@@ -4,6 +4,12 @@
 set -euo pipefail
 cd "$(dirname "$0")"
 source scripts/setup.sh
+# The interop tests decode zsfc's packets with Wireshark's dissectors.
+if ! command -v tshark >/dev/null 2>&1; then
+  echo "installing tshark (apt-get)..."
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get install -y -qq tshark >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq tshark >/dev/null; }
+fi
 step() { printf '\n== %s\n' "$*"; }
 
 step "cargo fmt --check"
