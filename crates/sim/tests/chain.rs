@@ -293,3 +293,102 @@ fn soft_lifetime_asks_for_a_rekey_once_and_hard_lifetime_fails_closed() {
     assert!(matches!(sim.nodes[0].node.poll_event(), Some(Event::RekeyWanted { spi: 0x1000, .. })));
     assert_eq!(sim.nodes[0].node.poll_event(), None);
 }
+
+#[test]
+fn nsh_and_its_metadata_survive_every_proxy_with_the_service_index_counting_the_sfs() {
+    let mut sim = domain(true);
+    sim.capture = true;
+    sim.send_local(INGRESS, sim.now, &packets::build(&flows()[0], 1, b"meta"));
+    sim.run(10_000);
+    assert_eq!(service(&sim).received.len(), 1);
+    // On the last forward link (node-c -> egress) after six SFs: [999][NSH][IPv4 ESP].
+    let last = sim.captured.iter().find(|c| c.from == 3 && c.to == EGRESS).expect("packet to egress");
+    let depth = mpls::stack_depth(&last.bytes, 16).unwrap();
+    assert_eq!(depth, 1);
+    let h = zsfc_wire::nsh::Header::new_checked(&last.bytes[4..]).unwrap();
+    assert_eq!((h.spi(), h.si(), h.next_proto()), (1, 255 - 6, zsfc_wire::nsh::next_proto::IPV4));
+    let tlvs: Vec<_> = h.tlvs().collect();
+    assert_eq!(tlvs.len(), 1);
+    assert_eq!(tlvs[0].value, b"subscriber-0001");
+    assert_eq!(ip::parse(&last.bytes[4 + h.len()..]).unwrap().tuple.protocol, ip::protocol::ESP);
+}
+
+/// A test SF that records the metadata the node shows it.
+struct MetadataSpy(std::sync::Arc<std::sync::Mutex<Vec<Vec<u8>>>>);
+
+impl zsfc_dataplane::ServiceFunction for MetadataSpy {
+    fn kind(&self) -> &'static str {
+        "metadata_spy"
+    }
+    fn process(&mut self, ctx: &zsfc_dataplane::SfContext<'_>, pkt: PacketBuf) -> zsfc_dataplane::SfVerdict {
+        self.0.lock().unwrap().push(ctx.metadata.to_vec());
+        zsfc_dataplane::SfVerdict::Pass(pkt)
+    }
+    fn counters(&self, _: &mut dyn FnMut(&'static str, u64)) {}
+}
+
+#[test]
+fn in_process_sfs_read_the_nsh_context_headers() {
+    use zsfc_sim::domain::{ChainDef, DomainBuilder, SfKind};
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let mut b = DomainBuilder::default();
+    let c = b.node("ingress", Box::new(ClientSide::default()));
+    let n = b.node("sf", Box::new(ClientSide::default()));
+    let s = b.node("egress", Box::new(FakeEchoService::default()));
+    b.sf(n, 500, "spy", false, SfKind::InProcess(Box::new(MetadataSpy(seen.clone()))));
+    b.deliver_label(s, 999);
+    let t = zsfc_wire::nsh::Tlv { class: 0x0000, tlv_type: 0x05, value: b"tenant-42" };
+    let mut ctx = vec![0u8; t.wire_len()];
+    t.emit(&mut ctx).unwrap();
+    let rule = zsfc_dataplane::Rule::between(
+        zsfc_dataplane::Prefix::any_v4(),
+        zsfc_dataplane::Prefix::any_v4(),
+        zsfc_dataplane::Action::Chain(zsfc_dataplane::ChainId(3)),
+    );
+    let nsh = Some(zsfc_dataplane::NshSpec { si: 9, context: ctx.clone() });
+    b.chain(ChainDef { id: 3, classifier: c, rules: vec![rule], hops: vec![500], deliver: 999, nsh });
+    let mut sim = b.build().unwrap();
+    sim.send_local(0, sim.now, &packets::build(&Flow::udp("10.0.0.1", 1, "10.0.0.2", 2), 1, b"x"));
+    sim.run(1000);
+    assert_eq!(*seen.lock().unwrap(), vec![ctx]);
+    assert_eq!(sim.local::<FakeEchoService>(2).unwrap().received.len(), 1);
+}
+
+#[test]
+fn a_duplicate_inside_an_external_sf_is_a_counted_collision() {
+    // node-b's first SF is the external, non-intrusive counter: it keys packets by ESP SPI and
+    // sequence number and cannot check replay, so a duplicate arriving while the original is
+    // inside the SF collides.
+    let mut sim = domain(false);
+    let grabbed = std::rc::Rc::new(std::cell::RefCell::new(None));
+    let g = grabbed.clone();
+    sim.intercept = Some(Box::new(move |from, to, buf| {
+        if (from, to) == (1, 2) && g.borrow().is_none() {
+            *g.borrow_mut() = Some(buf.as_slice().to_vec());
+            return false;
+        }
+        true
+    }));
+    sim.send_local(INGRESS, sim.now, &packets::build(&flows()[0], 1, b"twice"));
+    sim.run(10_000);
+    let pkt = grabbed.borrow().clone().expect("packet on node-a -> node-b");
+    sim.inject_domain(2, sim.now, &pkt);
+    sim.inject_domain(2, sim.now, &pkt);
+    sim.run(10_000);
+    assert_eq!(sim.dropped(DropReason::ProxyCollision), 1, "{:?}", sim.drops);
+    assert_eq!(service(&sim).received.len(), 1);
+    let counter = sim.nodes[2].node.sf_report(zsfc_dataplane::SfId(0)).unwrap();
+    assert_eq!((counter.proxy.rx_success, counter.proxy.rx_collision, counter.proxy.tx_success), (1, 1, 1));
+}
+
+#[test]
+fn a_packet_an_external_sf_made_up_is_not_cached_and_dropped() {
+    let mut sim = domain(false);
+    let stray = packets::build(&flows()[0], 99, b"from nowhere");
+    let v = sim.nodes[1].node.handle_from_sf(sim.now, zsfc_dataplane::SfId(1), PacketBuf::from_slice(&stray));
+    assert!(matches!(v, Verdict::Drop(DropReason::ProxyNotCached, _)), "{v:?}");
+    let v = sim.nodes[1].node.handle_from_sf(sim.now, zsfc_dataplane::SfId(1), PacketBuf::from_slice(b"\x00junk"));
+    assert!(matches!(v, Verdict::Drop(DropReason::ProxyTxIgnored, _)), "{v:?}");
+    let dpi = sim.nodes[1].node.sf_report(zsfc_dataplane::SfId(1)).unwrap();
+    assert_eq!((dpi.proxy.tx_not_cached, dpi.proxy.tx_ignored), (1, 1));
+}
