@@ -117,29 +117,24 @@ impl SfSpec {
             key_mode: KeyMode::Metadata,
             attach: SfAttach::InProcess(sf),
             cache_capacity: proxy::DEFAULT_CAPACITY,
-            cache_max_age: core::time::Duration::from_secs(2),
+            cache_max_age: DEFAULT_CACHE_MAX_AGE,
         }
     }
     pub fn external(label: u32, name: &str, intrusive: bool) -> Self {
         Self {
+            label,
+            name: name.to_owned(),
+            intrusive,
             key_mode: KeyMode::Headers,
             attach: SfAttach::External,
-            ..Self::in_process(label, name, intrusive, Box::new(Nothing))
+            cache_capacity: proxy::DEFAULT_CAPACITY,
+            cache_max_age: DEFAULT_CACHE_MAX_AGE,
         }
     }
 }
 
-/// Placeholder replaced by `SfSpec::external`.
-struct Nothing;
-impl ServiceFunction for Nothing {
-    fn kind(&self) -> &'static str {
-        "nothing"
-    }
-    fn process(&mut self, _: &SfContext<'_>, pkt: PacketBuf) -> SfVerdict {
-        SfVerdict::Pass(pkt)
-    }
-    fn counters(&self, _: &mut dyn FnMut(&'static str, u64)) {}
-}
+/// How long a proxy keeps the headers of a packet its SF has not returned.
+pub const DEFAULT_CACHE_MAX_AGE: core::time::Duration = core::time::Duration::from_secs(2);
 
 /// Limits of a node.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

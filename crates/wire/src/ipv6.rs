@@ -14,6 +14,7 @@ use crate::{Error, Result, be16, put16};
 
 pub const HEADER_LEN: usize = 40;
 /// Limit on the number of extension headers walked; more is a malformed packet.
+/// (RFC 8200 §4.1 orders at most 7 kinds, each once except destination options.)
 pub const MAX_EXT_HEADERS: usize = 8;
 
 /// Next-header values of the extension headers zsfc walks.
@@ -182,7 +183,7 @@ pub fn walk(b: &[u8]) -> Result<Walk> {
             });
         }
     }
-    Err(Error::TooDeep)
+    Err(Error::Malformed)
 }
 
 /// The fields of a fixed IPv6 header.
@@ -287,7 +288,7 @@ mod tests {
         for i in 0..10 {
             b[40 + 8 * i] = ext::DEST_OPTS;
         }
-        assert_eq!(walk(&b), Err(Error::TooDeep));
+        assert_eq!(walk(&b), Err(Error::Malformed));
         let mut t = vec![0u8; 40 + 4];
         repr(ext::HOP_BY_HOP, 4).emit(&mut t).unwrap();
         t[41] = 3;

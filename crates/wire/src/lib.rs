@@ -30,7 +30,7 @@ pub enum Error {
     /// A field holds a value the standard forbids (bad version, header length, ...).
     #[error("malformed")]
     Malformed,
-    /// More nested headers (labels, extension headers) than the configured limit.
+    /// More MPLS labels than the configured limit.
     #[error("too deep")]
     TooDeep,
     /// Valid, but not something zsfc handles.
