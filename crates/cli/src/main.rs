@@ -1,6 +1,7 @@
 //! `zsfc`: the one binary of zsfc.
 #![forbid(unsafe_code)]
 
+mod config;
 mod demo;
 
 use clap::{Parser, Subcommand};
@@ -17,12 +18,16 @@ struct Cli {
 enum Command {
     /// Run the six-SF reference chain in memory and report what happened to the traffic.
     Demo(demo::Args),
+    /// Work with node configuration files.
+    #[command(subcommand)]
+    Config(config::Command),
 }
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Demo(a) => demo::run(&a),
+        Command::Config(c) => config::run(&c),
     };
     match result {
         Ok(true) => std::process::ExitCode::SUCCESS,

@@ -1,0 +1,307 @@
+//! Reading, writing, checking and building a [`NodeConfig`] into a running [`Node`].
+use crate::VERSION;
+use crate::model::*;
+use std::collections::HashSet;
+use zsfc_dataplane::{
+    Action, ChainId, ChainSpec, Instant, LabelAction, Node, NodeId, NodeSettings, NshSpec, Prefix, Rule, SaIdx, SaUse,
+    ServiceFunction, SfSpec,
+};
+use zsfc_esp::{Lifetimes, Limits, SaKey};
+use zsfc_functions as f;
+
+/// A configuration that cannot be used, with the field at fault.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum FieldError {
+    /// The text is not a configuration (syntax, unknown field, wrong type); the message gives
+    /// line, column and field.
+    #[error("{0}")]
+    Syntax(String),
+    #[error("{field}: {why}")]
+    Field { field: String, why: String },
+}
+
+fn bad(field: impl Into<String>, why: impl ToString) -> FieldError {
+    FieldError::Field { field: field.into(), why: why.to_string() }
+}
+
+impl NodeConfig {
+    pub fn from_toml(text: &str) -> Result<Self, FieldError> {
+        toml::from_str(text).map_err(|e| FieldError::Syntax(e.to_string()))
+    }
+
+    pub fn to_toml(&self) -> Result<String, FieldError> {
+        toml::to_string(self).map_err(|e| FieldError::Syntax(e.to_string()))
+    }
+
+    /// Checks the whole configuration and builds the node's data plane. Nothing is half-built:
+    /// the first error stops it and names its field.
+    pub fn build(&self, now: Instant) -> Result<Node, FieldError> {
+        // A dry run first, so that a mistake late in the file leaves no pcap file behind.
+        self.check()?;
+        self.build_inner(now, false)
+    }
+
+    /// Checks everything [`build`](Self::build) checks without side effects (a logger's pcap
+    /// file is not created; its directory must exist).
+    pub fn check(&self) -> Result<(), FieldError> {
+        self.build_inner(Instant::ZERO, true).map(drop)
+    }
+
+    fn build_inner(&self, now: Instant, dry_run: bool) -> Result<Node, FieldError> {
+        if self.version != VERSION {
+            return Err(bad(
+                "version",
+                format!("{} is not supported; this zsfc reads version {VERSION}", self.version),
+            ));
+        }
+        if self.name.trim().is_empty() {
+            return Err(bad("name", "must not be empty"));
+        }
+        let s = self.settings;
+        if !(1..=64).contains(&s.max_label_depth) {
+            return Err(bad("settings.max_label_depth", format!("{} is outside 1..=64", s.max_label_depth)));
+        }
+        let mut node = Node::new(NodeSettings { max_label_depth: s.max_label_depth, max_flows: s.max_flows });
+
+        let mut peers = HashSet::new();
+        for (i, p) in self.peers.iter().enumerate() {
+            if !peers.insert(p.id) {
+                return Err(bad(format!("peers[{i}].id"), format!("peer id {} is used twice", p.id)));
+            }
+        }
+
+        let mut sf_labels = HashSet::new();
+        for (i, sf) in self.sfs.iter().enumerate() {
+            let at = format!("sfs[{i}]");
+            let mut spec = match (sf.external, &sf.function) {
+                (true, None) => SfSpec::external(sf.label, &sf.name, sf.intrusive),
+                (false, Some(func)) => {
+                    let built =
+                        function(func, dry_run).map_err(|(sub, why)| bad(format!("{at}.function{sub}"), why))?;
+                    SfSpec::in_process(sf.label, &sf.name, sf.intrusive, built)
+                }
+                (true, Some(_)) => {
+                    return Err(bad(format!("{at}.function"), "an external SF has no built-in function"));
+                }
+                (false, None) => {
+                    return Err(bad(
+                        format!("{at}.function"),
+                        "missing: an in-process SF needs a function (or external = true)",
+                    ));
+                }
+            };
+            if let Some(c) = sf.cache_capacity {
+                if c == 0 {
+                    return Err(bad(format!("{at}.cache_capacity"), "must be at least 1"));
+                }
+                spec.cache_capacity = c;
+            }
+            if let Some(ms) = sf.cache_max_age_ms {
+                spec.cache_max_age = core::time::Duration::from_millis(ms);
+            }
+            node.add_sf(spec).map_err(|e| bad(&at, e))?;
+            sf_labels.insert(sf.label);
+        }
+
+        for (i, l) in self.labels.iter().enumerate() {
+            let at = format!("labels[{i}]");
+            if sf_labels.contains(&l.label) {
+                return Err(bad(format!("{at}.label"), format!("{} is the label of an SF on this node", l.label)));
+            }
+            let action = match (l.peer, l.deliver) {
+                (Some(p), false) if peers.contains(&p) => LabelAction::Remote(NodeId(p)),
+                (Some(p), false) => return Err(bad(format!("{at}.peer"), format!("no peer with id {p} in peers"))),
+                (None, true) => LabelAction::Deliver,
+                _ => return Err(bad(&at, "give exactly one of `peer` and `deliver = true`")),
+            };
+            node.set_label(l.label, action).map_err(|e| bad(format!("{at}.label"), e))?;
+        }
+
+        let mut outbound = HashSet::new();
+        for (i, o) in self.outbound_sas.iter().enumerate() {
+            let at = format!("outbound_sas[{i}]");
+            if !outbound.insert(o.index) {
+                return Err(bad(format!("{at}.index"), format!("outbound SA index {} is used twice", o.index)));
+            }
+            let cfg = sa_config(&o.sa).map_err(|(sub, why)| bad(format!("{at}.sa.{sub}"), why))?;
+            node.install_outbound(SaIdx(o.index), &cfg, now).map_err(|e| bad(format!("{at}.sa"), e))?;
+        }
+        for (i, inb) in self.inbound_sas.iter().enumerate() {
+            let at = format!("inbound_sas[{i}]");
+            let usage = match inb.reseal {
+                None => SaUse::Terminate,
+                Some(x) if outbound.contains(&x) => SaUse::Reseal(SaIdx(x)),
+                Some(x) => return Err(bad(format!("{at}.reseal"), format!("no outbound SA with index {x}"))),
+            };
+            let cfg = sa_config(&inb.sa).map_err(|(sub, why)| bad(format!("{at}.sa.{sub}"), why))?;
+            node.install_inbound(&cfg, usage, now).map_err(|e| bad(format!("{at}.sa.spi"), e))?;
+        }
+
+        let mut chains = HashSet::new();
+        for (i, c) in self.chains.iter().enumerate() {
+            let at = format!("chains[{i}]");
+            if !chains.insert(c.id) {
+                return Err(bad(format!("{at}.id"), format!("chain id {} is used twice", c.id)));
+            }
+            let nsh = match &c.nsh {
+                None => None,
+                Some(n) => Some(NshSpec {
+                    si: n.si,
+                    context: nsh_context(&n.context).map_err(|(j, why)| bad(format!("{at}.nsh.context[{j}]"), why))?,
+                }),
+            };
+            let spec = ChainSpec { id: ChainId(c.id), labels: c.labels.clone(), sa: SaIdx(c.sa), nsh, ttl: c.ttl };
+            node.add_chain(spec).map_err(|e| bad(&at, e))?;
+        }
+
+        for (i, r) in self.rules.iter().enumerate() {
+            let at = format!("rules[{i}]");
+            let src: Prefix = r.src.parse().map_err(|e| bad(format!("{at}.src"), e))?;
+            let dst: Prefix = r.dst.parse().map_err(|e| bad(format!("{at}.dst"), e))?;
+            let action = match (r.chain, r.deny) {
+                (Some(c), false) if chains.contains(&c) => Action::Chain(ChainId(c)),
+                (Some(c), false) => return Err(bad(format!("{at}.chain"), format!("no chain with id {c} in chains"))),
+                (None, true) => Action::Deny,
+                _ => return Err(bad(&at, "give exactly one of `chain` and `deny = true`")),
+            };
+            for (name, (lo, hi)) in [("src_ports", r.src_ports), ("dst_ports", r.dst_ports)] {
+                if lo > hi {
+                    return Err(bad(format!("{at}.{name}"), format!("range {lo}..={hi} is empty")));
+                }
+            }
+            node.classifier_mut().push_rule(Rule {
+                src,
+                dst,
+                protocol: r.protocol.map(Protocol::number),
+                src_ports: r.src_ports,
+                dst_ports: r.dst_ports,
+                action,
+            });
+        }
+        Ok(node)
+    }
+}
+
+fn limits(l: &LimitsConfig) -> Limits {
+    Limits {
+        packets: l.packets.unwrap_or(u64::MAX),
+        bytes: l.bytes.unwrap_or(u64::MAX),
+        time_ns: l.seconds.map_or(u64::MAX, |s| s.saturating_mul(1_000_000_000)),
+    }
+}
+
+/// The ESP configuration of `p`, or the failing sub-field and why.
+fn sa_config(p: &SaParams) -> Result<zsfc_esp::SaConfig, (&'static str, String)> {
+    let alg = match p.algorithm {
+        Algorithm::Aes128Gcm => zsfc_esp::Algorithm::Aes128Gcm,
+        Algorithm::Aes256Gcm => zsfc_esp::Algorithm::Aes256Gcm,
+    };
+    let key = SaKey::new(alg, &p.keymat.0).map_err(|e| ("keymat", e.to_string()))?;
+    if p.spi < 256 {
+        // RFC 4303 §2.1: SPIs 1-255 are reserved by IANA, 0 is never sent.
+        return Err(("spi", format!("{} is reserved (0-255)", p.spi)));
+    }
+    Ok(zsfc_esp::SaConfig {
+        spi: p.spi,
+        key,
+        esn: p.esn,
+        replay_window: p.replay_window,
+        lifetimes: Lifetimes { soft: limits(&p.lifetime.soft), hard: limits(&p.lifetime.hard) },
+    })
+}
+
+/// Encodes context headers, or the index of the failing one and why.
+fn nsh_context(tlvs: &[TlvConfig]) -> Result<Vec<u8>, (usize, String)> {
+    let mut out = Vec::new();
+    for (j, t) in tlvs.iter().enumerate() {
+        let tlv = zsfc_wire::nsh::Tlv { class: t.class, tlv_type: t.tlv_type, value: t.value.as_bytes() };
+        let at = out.len();
+        out.resize(at + tlv.wire_len(), 0);
+        tlv.emit(&mut out[at..]).map_err(|_| (j, format!("value is {} bytes; at most 127", t.value.len())))?;
+    }
+    if out.len() + zsfc_wire::nsh::BASE_LEN > zsfc_wire::nsh::MAX_LEN {
+        return Err((tlvs.len().saturating_sub(1), format!("the NSH would be {} bytes; at most 252", out.len() + 8)));
+    }
+    Ok(out)
+}
+
+/// Builds a built-in SF, or names the failing sub-field (with its leading dot) and why.
+fn function(func: &Function, dry_run: bool) -> Result<Box<dyn ServiceFunction>, (String, String)> {
+    let sub = |s: &str, why: String| (format!(".{s}"), why);
+    Ok(match func {
+        Function::Forward => Box::new(f::Forward::default()),
+        Function::Counter => Box::new(f::Counter::default()),
+        Function::Firewall { default, rules } => {
+            let mut acl = Vec::new();
+            for (j, r) in rules.iter().enumerate() {
+                let prefix = |field: &str, v: &Option<String>| -> Result<Option<Prefix>, (String, String)> {
+                    v.as_deref().map(str::parse).transpose().map_err(|e: zsfc_dataplane::classifier::PrefixError| {
+                        sub(&format!("rules[{j}].{field}"), e.to_string())
+                    })
+                };
+                acl.push(f::AclRule {
+                    src: prefix("src", &r.src)?,
+                    dst: prefix("dst", &r.dst)?,
+                    protocol: r.protocol.map(Protocol::number),
+                    dst_ports: r.dst_ports,
+                    verdict: acl_verdict(r.action),
+                });
+            }
+            Box::new(f::Firewall::new(acl, acl_verdict(*default)))
+        }
+        Function::Dpi { patterns } => Box::new(f::Dpi::new(patterns).map_err(|e| sub("patterns", e.to_string()))?),
+        Function::Nat { v4, v6, ports, idle_timeout_s } => {
+            if v4.is_none() && v6.is_none() {
+                return Err(sub("v4", "give an outside address: v4, v6 or both".into()));
+            }
+            if ports.0 > ports.1 || ports.0 == 0 {
+                return Err(sub("ports", format!("range {}..={} is empty or starts at 0", ports.0, ports.1)));
+            }
+            Box::new(f::SourceNat::new(f::NatConfig {
+                v4: *v4,
+                v6: *v6,
+                ports: *ports,
+                idle_timeout: core::time::Duration::from_secs(*idle_timeout_s),
+            }))
+        }
+        Function::RateLimiter { rate_bytes_per_s, burst_bytes } => {
+            if *rate_bytes_per_s == 0 {
+                return Err(sub("rate_bytes_per_s", "must be greater than 0".into()));
+            }
+            if *burst_bytes < 1500 {
+                return Err(sub("burst_bytes", format!("{burst_bytes} is below one 1500-byte packet")));
+            }
+            Box::new(f::RateLimiter::new(*rate_bytes_per_s, *burst_bytes))
+        }
+        Function::Delay { delay_us, capacity } => {
+            if *capacity == 0 {
+                return Err(sub("capacity", "must be at least 1".into()));
+            }
+            Box::new(f::Delay::new(core::time::Duration::from_micros(*delay_us), *capacity))
+        }
+        Function::Logger { pcap, snaplen } => {
+            let sink: Box<dyn std::io::Write + Send> = if dry_run {
+                let dir = pcap.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(std::path::Path::new("."));
+                if !dir.is_dir() {
+                    return Err(sub(
+                        "pcap",
+                        format!("cannot create {}: no directory {}", pcap.display(), dir.display()),
+                    ));
+                }
+                Box::new(std::io::sink())
+            } else {
+                let file = std::fs::File::create(pcap)
+                    .map_err(|e| sub("pcap", format!("cannot create {}: {e}", pcap.display())))?;
+                Box::new(std::io::BufWriter::new(file))
+            };
+            Box::new(f::PacketLogger::new(sink, *snaplen).map_err(|e| sub("pcap", e.to_string()))?)
+        }
+    })
+}
+
+fn acl_verdict(a: AclAction) -> f::AclVerdict {
+    match a {
+        AclAction::Allow => f::AclVerdict::Allow,
+        AclAction::Deny => f::AclVerdict::Deny,
+    }
+}

@@ -1,0 +1,32 @@
+//! The configuration of one node: its peers, labels, service functions, SAs, chains and
+//! classification rules. It is the data model the controller will push and what a node reads
+//! from a file: serializable (TOML here, JSON through serde), versioned, and checked as a whole
+//! before anything is built, with errors that name the field (`sfs[1].function.patterns: ...`).
+//!
+//! ```toml
+//! version = 1
+//! name = "node-a"
+//! [[peers]]
+//! id = 1
+//! name = "egress"
+//! address = "192.0.2.10:6635"
+//! [[labels]]
+//! label = 999
+//! peer = 1
+//! [[sfs]]
+//! label = 1002
+//! name = "dpi"
+//! intrusive = true
+//! function = { kind = "dpi", patterns = ["test"] }
+//! ```
+//! See `examples/` for whole domains.
+#![forbid(unsafe_code)]
+
+mod build;
+mod model;
+
+pub use build::FieldError;
+pub use model::*;
+
+/// The configuration format version this build reads and writes.
+pub const VERSION: u32 = 1;

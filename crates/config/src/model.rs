@@ -1,0 +1,356 @@
+//! The serialized shapes. Every struct refuses unknown fields, so a typo is an error, not a
+//! silently ignored setting.
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use std::net::{Ipv4Addr, Ipv6Addr};
+use zeroize::Zeroizing;
+
+/// One node's whole configuration.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodeConfig {
+    /// Format version; see [`crate::VERSION`].
+    pub version: u32,
+    pub name: String,
+    #[serde(default)]
+    pub settings: Settings,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub peers: Vec<Peer>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub labels: Vec<LabelEntry>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub sfs: Vec<SfConfig>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub outbound_sas: Vec<OutboundSaConfig>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub inbound_sas: Vec<InboundSaConfig>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub chains: Vec<ChainConfig>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub rules: Vec<RuleConfig>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Settings {
+    pub max_label_depth: usize,
+    pub max_flows: usize,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        let d = zsfc_dataplane::NodeSettings::default();
+        Self { max_label_depth: d.max_label_depth, max_flows: d.max_flows }
+    }
+}
+
+/// A neighbouring node. `address` is where its packets go (`host:port`, MPLS-in-UDP); drivers
+/// that do not use it may leave it out.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Peer {
+    pub id: u32,
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub address: Option<String>,
+}
+
+/// A label this node does not own an SF for: either delivered here or sent to a peer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LabelEntry {
+    pub label: u32,
+    /// Send packets with this top label to the peer with this id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub peer: Option<u32>,
+    /// Chains end here: decrypt and deliver to the local side.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub deliver: bool,
+}
+
+/// A service function instance on this node.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SfConfig {
+    pub label: u32,
+    pub name: String,
+    /// Sees decrypted packets (and re-encrypts with this node's SA).
+    pub intrusive: bool,
+    /// An SFC-unaware program behind an attachment circuit (no `function` then).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub external: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub function: Option<Function>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cache_capacity: Option<usize>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cache_max_age_ms: Option<u64>,
+}
+
+/// A built-in service function and its parameters.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum Function {
+    Forward,
+    Counter,
+    Firewall {
+        #[serde(default = "allow")]
+        default: AclAction,
+        #[serde(default)]
+        rules: Vec<AclRuleConfig>,
+    },
+    Dpi {
+        patterns: Vec<String>,
+    },
+    Nat {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        v4: Option<Ipv4Addr>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        v6: Option<Ipv6Addr>,
+        #[serde(default = "nat_ports")]
+        ports: (u16, u16),
+        #[serde(default = "nat_idle")]
+        idle_timeout_s: u64,
+    },
+    RateLimiter {
+        rate_bytes_per_s: u64,
+        burst_bytes: u64,
+    },
+    Delay {
+        delay_us: u64,
+        #[serde(default = "delay_capacity")]
+        capacity: usize,
+    },
+    Logger {
+        pcap: std::path::PathBuf,
+        #[serde(default = "snaplen")]
+        snaplen: usize,
+    },
+}
+
+fn allow() -> AclAction {
+    AclAction::Allow
+}
+fn nat_ports() -> (u16, u16) {
+    (20000, 29999)
+}
+fn nat_idle() -> u64 {
+    300
+}
+fn delay_capacity() -> usize {
+    4096
+}
+fn snaplen() -> usize {
+    65535
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AclAction {
+    Allow,
+    Deny,
+}
+
+/// One firewall ACL line; absent fields match anything.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AclRuleConfig {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub src: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dst: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub protocol: Option<Protocol>,
+    #[serde(default = "all_ports")]
+    pub dst_ports: (u16, u16),
+    pub action: AclAction,
+}
+
+fn all_ports() -> (u16, u16) {
+    (0, u16::MAX)
+}
+
+/// An IP protocol by name or number.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum Protocol {
+    Name(ProtocolName),
+    Number(u8),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ProtocolName {
+    Tcp,
+    Udp,
+    Icmp,
+    Icmpv6,
+}
+
+impl Protocol {
+    pub fn number(self) -> u8 {
+        use zsfc_wire::ip::protocol as p;
+        match self {
+            Self::Number(n) => n,
+            Self::Name(ProtocolName::Tcp) => p::TCP,
+            Self::Name(ProtocolName::Udp) => p::UDP,
+            Self::Name(ProtocolName::Icmp) => p::ICMP,
+            Self::Name(ProtocolName::Icmpv6) => p::ICMPV6,
+        }
+    }
+}
+
+/// AES-GCM key size.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Algorithm {
+    #[serde(rename = "aes-128-gcm")]
+    Aes128Gcm,
+    #[serde(rename = "aes-256-gcm")]
+    Aes256Gcm,
+}
+
+/// Key material (key ‖ 4-byte salt) written as hex. Zeroized on drop, redacted in `Debug`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct KeyMaterial(pub Zeroizing<Vec<u8>>);
+
+impl core::fmt::Debug for KeyMaterial {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str("KeyMaterial(<redacted>)")
+    }
+}
+
+impl Serialize for KeyMaterial {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let h = Zeroizing::new(hex::encode(&*self.0));
+        s.serialize_str(&h)
+    }
+}
+
+impl<'de> Deserialize<'de> for KeyMaterial {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = Zeroizing::new(String::deserialize(d)?);
+        let bytes = hex::decode(s.as_str()).map_err(|_| serde::de::Error::custom("key material must be hex"))?;
+        Ok(Self(Zeroizing::new(bytes)))
+    }
+}
+
+/// Lifetime limits; absent means unlimited.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitsConfig {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub packets: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bytes: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seconds: Option<u64>,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LifetimeConfig {
+    #[serde(default)]
+    pub soft: LimitsConfig,
+    #[serde(default)]
+    pub hard: LimitsConfig,
+}
+
+/// The parameters every SA has (RFC 9061 `ietf-i2nsf-ikeless` names where they exist).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SaParams {
+    pub spi: u32,
+    pub algorithm: Algorithm,
+    pub keymat: KeyMaterial,
+    #[serde(default = "yes")]
+    pub esn: bool,
+    #[serde(default = "replay_window")]
+    pub replay_window: u64,
+    #[serde(default)]
+    pub lifetime: LifetimeConfig,
+}
+
+fn yes() -> bool {
+    true
+}
+fn replay_window() -> u64 {
+    zsfc_esp::DEFAULT_WINDOW
+}
+
+/// An SA this node seals with; chains and re-sealing SFs name it by `index`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OutboundSaConfig {
+    pub index: u32,
+    pub sa: SaParams,
+}
+
+/// An SA this node opens with, and what it opens for.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InboundSaConfig {
+    pub sa: SaParams,
+    /// Re-seal with this outbound SA after an intrusive SF; absent: terminate (deliver).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reseal: Option<u32>,
+}
+
+/// A chain this node classifies onto.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ChainConfig {
+    pub id: u32,
+    /// Top first; the last is the delivery label.
+    pub labels: Vec<u32>,
+    /// Outbound SA index.
+    pub sa: u32,
+    #[serde(default = "ttl")]
+    pub ttl: u8,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nsh: Option<NshConfig>,
+}
+
+fn ttl() -> u8 {
+    64
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NshConfig {
+    #[serde(default = "si")]
+    pub si: u8,
+    #[serde(default)]
+    pub context: Vec<TlvConfig>,
+}
+
+fn si() -> u8 {
+    255
+}
+
+/// One MD type 2 context header; `value` is text.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlvConfig {
+    #[serde(default)]
+    pub class: u16,
+    #[serde(rename = "type")]
+    pub tlv_type: u8,
+    pub value: String,
+}
+
+/// A classification rule: tried in order, first match wins, nothing matched means deny.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RuleConfig {
+    pub src: String,
+    pub dst: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub protocol: Option<Protocol>,
+    #[serde(default = "all_ports")]
+    pub src_ports: (u16, u16),
+    #[serde(default = "all_ports")]
+    pub dst_ports: (u16, u16),
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub chain: Option<u32>,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub deny: bool,
+}
