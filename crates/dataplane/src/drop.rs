@@ -32,6 +32,9 @@ drop_reasons! {
     Unsupported => "unsupported",
     /// More labels than the configured depth limit.
     LabelStackTooDeep => "label_stack_too_deep",
+    /// A packet from outside the domain (the local side) that carries an MPLS label stack or an
+    /// NSH: SFC encapsulation never enters from outside.
+    EncapFromOutside => "encap_from_outside",
     /// The top label is not known at this node.
     UnknownLabel => "unknown_label",
     /// An MPLS or NSH TTL reached zero (a loop, or a path too long).

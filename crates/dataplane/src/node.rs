@@ -473,7 +473,12 @@ impl Node {
     pub fn handle_local(&mut self, now: Instant, mut buf: PacketBuf) -> Verdict {
         let s = match ip::parse(buf.as_slice()) {
             Ok(s) => s,
-            Err(e) => return self.drop(e.into(), buf),
+            Err(e) => {
+                let b = buf.as_slice();
+                let encap =
+                    mpls::stack_depth(b, self.settings.max_label_depth).is_ok() || nsh::Header::new_checked(b).is_ok();
+                return self.drop(if encap { DropReason::EncapFromOutside } else { e.into() }, buf);
+            }
         };
         let Some(chain_id) = self.classifier.classify(&s.tuple) else {
             return self.drop(DropReason::NoMatchingRule, buf);

@@ -253,7 +253,13 @@ fn node_refuses_a_labelled_packet_at_its_local_door() {
     // MPLS from outside the domain: the local side only accepts plain IP.
     let (mut sim, pkt) = first_packet_on_link(INGRESS, 1);
     let v = sim.nodes[INGRESS].node.handle_local(sim.now, PacketBuf::from_slice(&pkt));
+    assert!(matches!(v, Verdict::Drop(DropReason::EncapFromOutside, _)), "{v:?}");
+    // Neither IP nor a label stack (no bottom-of-stack bit) nor an NSH: malformed.
+    let mut junk = [0u8; 40];
+    junk[0] = 0x50;
+    let v = sim.nodes[INGRESS].node.handle_local(sim.now, PacketBuf::from_slice(&junk));
     assert!(matches!(v, Verdict::Drop(DropReason::Malformed, _)), "{v:?}");
+    assert_eq!(sim.nodes[INGRESS].node.drops().get(DropReason::EncapFromOutside), 1);
     let _ = Instant::ZERO;
 }
 
