@@ -1,6 +1,8 @@
 //! `zsfc config`: node configuration files.
 use anyhow::Context;
-use zsfc_config::NodeConfig;
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
+use zsfc_config::{NodeConfig, Topology};
 
 #[derive(Debug, clap::Subcommand)]
 pub(crate) enum Command {
@@ -9,11 +11,58 @@ pub(crate) enum Command {
         #[arg(required = true)]
         files: Vec<std::path::PathBuf>,
     },
+    /// Compile a domain topology into one node configuration per node (fresh keys; files are
+    /// written readable by their owner only, since they hold key material).
+    Compile {
+        topology: std::path::PathBuf,
+        /// Directory for NODE.toml files (created if missing).
+        #[arg(long)]
+        out: std::path::PathBuf,
+    },
 }
 
 /// Ok(true) when every file is valid; each problem is printed as FILE: FIELD: WHY.
 pub(crate) fn run(c: &Command) -> anyhow::Result<bool> {
-    let Command::Check { files } = c;
+    match c {
+        Command::Check { files } => check(files),
+        Command::Compile { topology, out } => compile(topology, out),
+    }
+}
+
+fn compile(topology: &std::path::Path, out: &std::path::Path) -> anyhow::Result<bool> {
+    let text = std::fs::read_to_string(topology).with_context(|| format!("reading {}", topology.display()))?;
+    let cfgs = match Topology::from_toml(&text).and_then(|t| t.compile()) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("{}: {e}", topology.display());
+            return Ok(false);
+        }
+    };
+    std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
+    for cfg in &cfgs {
+        let path = out.join(format!("{}.toml", cfg.name));
+        let body = zeroize::Zeroizing::new(cfg.to_toml()?);
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&path)
+            .with_context(|| format!("writing {}", path.display()))?;
+        f.write_all(body.as_bytes()).with_context(|| format!("writing {}", path.display()))?;
+        println!(
+            "{}: node {:?}, {} SFs, {} chains, {} SAs",
+            path.display(),
+            cfg.name,
+            cfg.sfs.len(),
+            cfg.chains.len(),
+            cfg.outbound_sas.len() + cfg.inbound_sas.len()
+        );
+    }
+    Ok(true)
+}
+
+fn check(files: &[std::path::PathBuf]) -> anyhow::Result<bool> {
     let mut ok = true;
     for f in files {
         let text = std::fs::read_to_string(f).with_context(|| format!("reading {}", f.display()))?;

@@ -20,7 +20,7 @@ pub enum FieldError {
     Field { field: String, why: String },
 }
 
-fn bad(field: impl Into<String>, why: impl ToString) -> FieldError {
+pub(crate) fn bad(field: impl Into<String>, why: impl ToString) -> FieldError {
     FieldError::Field { field: field.into(), why: why.to_string() }
 }
 
@@ -223,6 +223,11 @@ fn nsh_context(tlvs: &[TlvConfig]) -> Result<Vec<u8>, (usize, String)> {
         return Err((tlvs.len().saturating_sub(1), format!("the NSH would be {} bytes; at most 252", out.len() + 8)));
     }
     Ok(out)
+}
+
+/// Checks a built-in SF's parameters without side effects.
+pub(crate) fn check_function(func: &Function) -> Result<(), (String, String)> {
+    function(func, true).map(drop)
 }
 
 /// Builds a built-in SF, or names the failing sub-field (with its leading dot) and why.

@@ -24,9 +24,11 @@
 
 mod build;
 mod model;
+mod topology;
 
 pub use build::FieldError;
 pub use model::*;
+pub use topology::*;
 
 /// The configuration format version this build reads and writes.
 pub const VERSION: u32 = 1;

@@ -78,6 +78,13 @@ impl SaKey {
         Ok(Self { alg, bytes })
     }
 
+    /// Fresh key material as bytes, for a controller that must hand it to other nodes.
+    pub fn generate_keymat(alg: Algorithm) -> Result<zeroize::Zeroizing<Vec<u8>>, KeyError> {
+        let mut v = zeroize::Zeroizing::new(vec![0u8; alg.keymat_len()]);
+        aws_lc_rs::rand::fill(&mut v).map_err(|_| KeyError::Rejected)?;
+        Ok(v)
+    }
+
     pub fn algorithm(&self) -> Algorithm {
         self.alg
     }

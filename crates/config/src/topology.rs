@@ -1,0 +1,335 @@
+//! A whole domain in one file, compiled into one [`NodeConfig`] per node — the controller's job
+//! in miniature, used by tests and `zsfc config compile` until the controller exists.
+//!
+//! The compiler allocates labels, numbers chains, makes every node a peer of every other, and
+//! places the SAs: **one SA per encrypting hop** (the classifier, each intrusive SF, the
+//! endpoint), each with fresh key material from the OS CSPRNG and a unique SPI.
+//!
+//! ```toml
+//! version = 1
+//! nodes = [{ name = "ingress" }, { name = "sf" }, { name = "egress" }]
+//! endpoints = [{ name = "web", node = "egress" }, { name = "clients", node = "ingress" }]
+//! sfs = [{ name = "dpi", node = "sf", intrusive = true, function = { kind = "dpi", patterns = ["test"] } }]
+//! [[chains]]
+//! name = "to-web"
+//! classifier = "ingress"
+//! sfs = ["dpi"]
+//! to = "web"
+//! rules = [{ src = "10.1.0.0/24", dst = "10.9.0.1" }]
+//! [[chains]]
+//! name = "from-web"
+//! classifier = "egress"
+//! to = "clients"
+//! rules = [{ src = "10.9.0.1", dst = "10.1.0.0/24" }]
+//! ```
+use crate::build::{bad, check_function};
+use crate::model::*;
+use crate::{FieldError, VERSION};
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Topology {
+    pub version: u32,
+    pub nodes: Vec<TopoNode>,
+    #[serde(default)]
+    pub endpoints: Vec<TopoEndpoint>,
+    #[serde(default)]
+    pub sfs: Vec<TopoSf>,
+    #[serde(default)]
+    pub chains: Vec<TopoChain>,
+    #[serde(default)]
+    pub sa: SaDefaults,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TopoNode {
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub address: Option<String>,
+}
+
+/// Where chains end: packets are decrypted and delivered to the local side of `node`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TopoEndpoint {
+    pub name: String,
+    pub node: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub label: Option<u32>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TopoSf {
+    pub name: String,
+    pub node: String,
+    pub intrusive: bool,
+    #[serde(default)]
+    pub external: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub function: Option<Function>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub label: Option<u32>,
+}
+
+/// A unidirectional chain; the way back is another chain (it may take other SFs).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TopoChain {
+    pub name: String,
+    /// The node whose classifier puts packets on this chain.
+    pub classifier: String,
+    #[serde(default)]
+    pub sfs: Vec<String>,
+    /// The endpoint the chain ends at.
+    pub to: String,
+    pub rules: Vec<TopoRule>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nsh: Option<NshConfig>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TopoRule {
+    pub src: String,
+    pub dst: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub protocol: Option<Protocol>,
+    #[serde(default = "all_ports")]
+    pub src_ports: (u16, u16),
+    #[serde(default = "all_ports")]
+    pub dst_ports: (u16, u16),
+}
+
+fn all_ports() -> (u16, u16) {
+    (0, u16::MAX)
+}
+
+/// Parameters of every generated SA.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SaDefaults {
+    pub algorithm: Algorithm,
+    pub esn: bool,
+    pub replay_window: u64,
+    pub lifetime: LifetimeConfig,
+}
+
+impl Default for SaDefaults {
+    fn default() -> Self {
+        Self {
+            algorithm: Algorithm::Aes256Gcm,
+            esn: true,
+            replay_window: zsfc_esp::DEFAULT_WINDOW,
+            lifetime: LifetimeConfig::default(),
+        }
+    }
+}
+
+const FIRST_ENDPOINT_LABEL: u32 = 100;
+const FIRST_SF_LABEL: u32 = 1000;
+const FIRST_SPI: u32 = 0x1000;
+
+impl Topology {
+    pub fn from_toml(text: &str) -> Result<Self, FieldError> {
+        toml::from_str(text).map_err(|e| FieldError::Syntax(e.to_string()))
+    }
+
+    /// One configuration per node, in the order of `nodes`. Node `i` is peer id `i` everywhere.
+    pub fn compile(&self) -> Result<Vec<NodeConfig>, FieldError> {
+        if self.version != VERSION {
+            return Err(bad(
+                "version",
+                format!("{} is not supported; this zsfc reads version {VERSION}", self.version),
+            ));
+        }
+        if self.nodes.is_empty() {
+            return Err(bad("nodes", "at least one node is needed"));
+        }
+        let node_ix = index(self.nodes.iter().map(|n| n.name.as_str()), "nodes")?;
+        let ep_ix = index(self.endpoints.iter().map(|e| e.name.as_str()), "endpoints")?;
+        let sf_ix = index(self.sfs.iter().map(|s| s.name.as_str()), "sfs")?;
+        let node_of = |field: String, name: &str| {
+            node_ix.get(name).copied().ok_or_else(|| bad(field, format!("no node named {name:?}")))
+        };
+
+        // Labels: given or allocated; unique across the domain.
+        let mut owner: HashMap<u32, String> = HashMap::new();
+        let mut claim = |label: u32, field: String| -> Result<u32, FieldError> {
+            if let Some(prev) = owner.insert(label, field.clone()) {
+                return Err(bad(field, format!("label {label} is already used by {prev}")));
+            }
+            Ok(label)
+        };
+        let mut ep_label = Vec::new();
+        let mut ep_node = Vec::new();
+        for (i, e) in self.endpoints.iter().enumerate() {
+            ep_node.push(node_of(format!("endpoints[{i}].node"), &e.node)?);
+            ep_label.push(claim(e.label.unwrap_or(FIRST_ENDPOINT_LABEL + i as u32), format!("endpoints[{i}]"))?);
+        }
+        let mut sf_label = Vec::new();
+        let mut sf_node = Vec::new();
+        for (i, s) in self.sfs.iter().enumerate() {
+            sf_node.push(node_of(format!("sfs[{i}].node"), &s.node)?);
+            sf_label.push(claim(s.label.unwrap_or(FIRST_SF_LABEL + i as u32), format!("sfs[{i}]"))?);
+            match (&s.function, s.external) {
+                (Some(f), false) => {
+                    check_function(f).map_err(|(sub, why)| bad(format!("sfs[{i}].function{sub}"), why))?
+                }
+                (None, true) => {}
+                (Some(_), true) => {
+                    return Err(bad(format!("sfs[{i}].function"), "an external SF has no built-in function"));
+                }
+                (None, false) => {
+                    return Err(bad(
+                        format!("sfs[{i}].function"),
+                        "missing: an in-process SF needs a function (or external = true)",
+                    ));
+                }
+            }
+        }
+
+        let peers: Vec<Peer> = self
+            .nodes
+            .iter()
+            .enumerate()
+            .map(|(i, n)| Peer { id: i as u32, name: n.name.clone(), address: n.address.clone() })
+            .collect();
+        let mut cfgs: Vec<NodeConfig> = self
+            .nodes
+            .iter()
+            .enumerate()
+            .map(|(i, n)| NodeConfig {
+                version: VERSION,
+                name: n.name.clone(),
+                settings: Settings::default(),
+                peers: peers.iter().filter(|p| p.id != i as u32).cloned().collect(),
+                labels: Vec::new(),
+                sfs: Vec::new(),
+                outbound_sas: Vec::new(),
+                inbound_sas: Vec::new(),
+                chains: Vec::new(),
+                rules: Vec::new(),
+            })
+            .collect();
+        // Every label: an SF or endpoint on its own node, a route to its owner elsewhere.
+        let owned: Vec<(u32, usize)> = ep_label
+            .iter()
+            .copied()
+            .zip(ep_node.iter().copied())
+            .chain(sf_label.iter().copied().zip(sf_node.iter().copied()))
+            .collect();
+        for (n, cfg) in cfgs.iter_mut().enumerate() {
+            for (j, &(label, o)) in owned.iter().enumerate() {
+                if o != n {
+                    cfg.labels.push(LabelEntry { label, peer: Some(o as u32), deliver: false });
+                } else if j < ep_label.len() {
+                    cfg.labels.push(LabelEntry { label, peer: None, deliver: true });
+                }
+            }
+        }
+        for (i, s) in self.sfs.iter().enumerate() {
+            cfgs[sf_node[i]].sfs.push(SfConfig {
+                label: sf_label[i],
+                name: s.name.clone(),
+                intrusive: s.intrusive,
+                external: s.external,
+                function: s.function.clone(),
+                cache_capacity: None,
+                cache_max_age_ms: None,
+            });
+        }
+
+        let mut spi = FIRST_SPI;
+        let mut next_out = vec![0u32; cfgs.len()];
+        let _ = index(self.chains.iter().map(|c| c.name.as_str()), "chains")?;
+        for (ci, c) in self.chains.iter().enumerate() {
+            let at = format!("chains[{ci}]");
+            let classifier = node_of(format!("{at}.classifier"), &c.classifier)?;
+            let to = *ep_ix
+                .get(c.to.as_str())
+                .ok_or_else(|| bad(format!("{at}.to"), format!("no endpoint named {:?}", c.to)))?;
+            if c.rules.is_empty() {
+                return Err(bad(format!("{at}.rules"), "at least one rule is needed, or no packet takes the chain"));
+            }
+            let mut labels = Vec::new();
+            // Encrypting points: the classifier, each intrusive SF, the endpoint's node.
+            let mut points = vec![classifier];
+            for (k, name) in c.sfs.iter().enumerate() {
+                let s = *sf_ix
+                    .get(name.as_str())
+                    .ok_or_else(|| bad(format!("{at}.sfs[{k}]"), format!("no SF named {name:?}")))?;
+                labels.push(sf_label[s]);
+                if self.sfs[s].intrusive {
+                    points.push(sf_node[s]);
+                }
+            }
+            labels.push(ep_label[to]);
+            points.push(ep_node[to]);
+            let out: Vec<u32> = points[..points.len() - 1]
+                .iter()
+                .map(|&n| {
+                    next_out[n] += 1;
+                    next_out[n] - 1
+                })
+                .collect();
+            for (k, w) in points.windows(2).enumerate() {
+                let sa = self.sa_params(spi).map_err(|e| bad(format!("{at}: SA {k}"), e))?;
+                spi += 1;
+                cfgs[w[0]].outbound_sas.push(OutboundSaConfig { index: out[k], sa: sa.clone() });
+                cfgs[w[1]].inbound_sas.push(InboundSaConfig { sa, reseal: out.get(k + 1).copied() });
+            }
+            let id = ci as u32 + 1;
+            let cl = &mut cfgs[classifier];
+            cl.chains.push(ChainConfig { id, labels, sa: out[0], ttl: 64, nsh: c.nsh.clone() });
+            for r in &c.rules {
+                cl.rules.push(RuleConfig {
+                    src: r.src.clone(),
+                    dst: r.dst.clone(),
+                    protocol: r.protocol,
+                    src_ports: r.src_ports,
+                    dst_ports: r.dst_ports,
+                    chain: Some(id),
+                    deny: false,
+                });
+            }
+        }
+        // What the compiler cannot see (prefix syntax, depth limits) the node check finds.
+        for cfg in &cfgs {
+            cfg.check().map_err(|e| bad(format!("node {:?}", cfg.name), e))?;
+        }
+        Ok(cfgs)
+    }
+
+    fn sa_params(&self, spi: u32) -> Result<SaParams, zsfc_esp::KeyError> {
+        let alg = match self.sa.algorithm {
+            Algorithm::Aes128Gcm => zsfc_esp::Algorithm::Aes128Gcm,
+            Algorithm::Aes256Gcm => zsfc_esp::Algorithm::Aes256Gcm,
+        };
+        Ok(SaParams {
+            spi,
+            algorithm: self.sa.algorithm,
+            keymat: KeyMaterial(zsfc_esp::SaKey::generate_keymat(alg)?),
+            esn: self.sa.esn,
+            replay_window: self.sa.replay_window,
+            lifetime: self.sa.lifetime,
+        })
+    }
+}
+
+/// Maps names to positions; a duplicate or empty name is an error at `list[i].name`.
+fn index<'a>(names: impl Iterator<Item = &'a str>, list: &str) -> Result<HashMap<&'a str, usize>, FieldError> {
+    let mut m = HashMap::new();
+    for (i, n) in names.enumerate() {
+        if n.trim().is_empty() {
+            return Err(bad(format!("{list}[{i}].name"), "must not be empty"));
+        }
+        if m.insert(n, i).is_some() {
+            return Err(bad(format!("{list}[{i}].name"), format!("{n:?} is used twice")));
+        }
+    }
+    Ok(m)
+}

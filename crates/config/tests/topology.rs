@@ -1,0 +1,113 @@
+//! A domain topology compiled into node configurations: SA placement, labels, errors.
+use std::collections::HashSet;
+use zsfc_config::{NodeConfig, Topology};
+use zsfc_dataplane::{DropReason, Instant};
+use zsfc_sim::packets::{self, Flow};
+use zsfc_sim::{ClientSide, FakeEchoService, Sim, SimNode};
+
+/// The example in `examples/`, so that it cannot drift from what is tested.
+const TOPOLOGY: &str = include_str!("../../../examples/inmemory-topology.toml");
+
+fn sim_of(cfgs: &[NodeConfig]) -> Sim {
+    let nodes = cfgs
+        .iter()
+        .map(|c| SimNode {
+            name: c.name.clone(),
+            node: c.build(Instant::from_secs(1)).unwrap(),
+            local: if c.name == "egress" {
+                Box::new(FakeEchoService::default())
+            } else {
+                Box::new(ClientSide::default())
+            },
+            external: Default::default(),
+        })
+        .collect();
+    Sim::new(nodes)
+}
+
+#[test]
+fn compiled_domain_carries_traffic_both_ways_through_nat() {
+    let cfgs = Topology::from_toml(TOPOLOGY).unwrap().compile().unwrap();
+    let mut sim = sim_of(&cfgs);
+    let flow = Flow::udp("10.1.0.9", 5000, "10.9.0.1", 53);
+    for i in 0..20u32 {
+        let p = if i % 5 == 0 { format!("q{i} test") } else { format!("q{i}") };
+        sim.send_local(0, sim.now, &packets::build(&flow, i, p.as_bytes()));
+    }
+    sim.send_local(0, sim.now, &packets::build(&Flow::tcp("10.1.0.9", 5000, "10.9.0.1", 22), 1, b"ssh"));
+    sim.run(100_000);
+    let svc = sim.local::<FakeEchoService>(4).unwrap();
+    assert_eq!(svc.received.len(), 16);
+    assert!(svc.received.iter().all(|p| p.flow.src == "192.0.2.1".parse::<std::net::IpAddr>().unwrap()));
+    let cl = sim.local::<ClientSide>(0).unwrap();
+    assert_eq!(cl.received.len(), 16);
+    assert!(cl.received.iter().all(|p| p.flow == flow.reversed()));
+    assert_eq!(sim.dropped(DropReason::SfDpiMatch), 4);
+    assert_eq!(sim.dropped(DropReason::SfFirewallDeny), 1);
+}
+
+#[test]
+fn one_sa_per_encrypting_hop_and_no_key_at_a_non_intrusive_node() {
+    let cfgs = Topology::from_toml(TOPOLOGY).unwrap().compile().unwrap();
+    let by = |n: &str| cfgs.iter().find(|c| c.name == n).unwrap();
+    // to-web: ingress -> firewall -> dpi (both node-a) -> counter (obs) -> nat (node-b) -> egress
+    // SAs: ingress->a, a(fw)->a(dpi), a(dpi)->b, b->egress; from-web: egress->b, b->ingress.
+    let outbound: usize = cfgs.iter().map(|c| c.outbound_sas.len()).sum();
+    let inbound: usize = cfgs.iter().map(|c| c.inbound_sas.len()).sum();
+    assert_eq!((outbound, inbound), (6, 6));
+    let obs = by("obs");
+    assert!(obs.outbound_sas.is_empty() && obs.inbound_sas.is_empty(), "the non-intrusive counter's node holds no key");
+    assert_eq!(by("node-a").inbound_sas.iter().filter(|s| s.reseal.is_some()).count(), 2);
+    assert_eq!(by("ingress").inbound_sas.iter().filter(|s| s.reseal.is_none()).count(), 1);
+    let spis: HashSet<u32> = cfgs.iter().flat_map(|c| c.outbound_sas.iter().map(|s| s.sa.spi)).collect();
+    assert_eq!(spis.len(), 6, "SPIs are unique");
+    let keys: HashSet<Vec<u8>> =
+        cfgs.iter().flat_map(|c| c.outbound_sas.iter().map(|s| s.sa.keymat.0.to_vec())).collect();
+    assert_eq!(keys.len(), 6, "every SA has its own key");
+    // Chains live at their classifier, with the labels in path order.
+    assert_eq!(by("ingress").chains[0].labels, vec![1000, 1001, 1002, 1003, 100]);
+    assert_eq!(by("egress").chains[0].labels, vec![1003, 1002, 101]);
+}
+
+#[test]
+fn compiles_again_with_fresh_keys() {
+    let t = Topology::from_toml(TOPOLOGY).unwrap();
+    let (a, b) = (t.compile().unwrap(), t.compile().unwrap());
+    assert_ne!(a[0].outbound_sas[0].sa.keymat, b[0].outbound_sas[0].sa.keymat);
+    assert_eq!(a[0].outbound_sas[0].sa.spi, b[0].outbound_sas[0].sa.spi);
+}
+
+#[test]
+fn topology_mistakes_name_the_field() {
+    let cases = [
+        (
+            TOPOLOGY.replace("sfs = [\"firewall\", \"dpi\"", "sfs = [\"firewall\", \"dpii\""),
+            "chains[0].sfs[1]: no SF named \"dpii\"",
+        ),
+        (TOPOLOGY.replace("node = \"obs\"", "node = \"observer\""), "sfs[2].node: no node named \"observer\""),
+        (TOPOLOGY.replace("to = \"web\"", "to = \"www\""), "chains[0].to: no endpoint named \"www\""),
+        (TOPOLOGY.replace("patterns = [\"test\"]", "patterns = []"), "sfs[1].function.patterns:"),
+        (TOPOLOGY.replace("{ name = \"obs\" }", "{ name = \"node-a\" }"), "nodes[2].name: \"node-a\" is used twice"),
+        (
+            TOPOLOGY.replace("name = \"counter\"\nnode = \"obs\"", "name = \"counter\"\nnode = \"obs\"\nlabel = 1000"),
+            "sfs[2]: label 1000 is already used by sfs[0]",
+        ),
+        (
+            TOPOLOGY.replace("src = \"10.1.0.0/24\"", "src = \"10.1.0.0/99\""),
+            "node \"ingress\": rules[0].src: prefix length 99",
+        ),
+        (
+            TOPOLOGY.replace("rules = [{ src = \"10.9.0.1\", dst = \"0.0.0.0/0\" }]", "rules = []"),
+            "chains[1].rules: at least one rule",
+        ),
+        (TOPOLOGY.replace("version = 1", "version = 0"), "version: 0 is not supported"),
+        (TOPOLOGY.replace("intrusive = false", "intrusive = false\nweight = 3"), "unknown field `weight`"),
+    ];
+    for (text, want) in cases {
+        let err = Topology::from_toml(&text)
+            .and_then(|t| t.compile())
+            .err()
+            .unwrap_or_else(|| panic!("accepted; wanted {want:?}"));
+        assert!(err.to_string().contains(want), "wanted {want:?}, got: {err}");
+    }
+}
