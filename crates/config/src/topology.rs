@@ -269,22 +269,16 @@ impl Topology {
             }
             labels.push(ep_label[to]);
             points.push(ep_node[to]);
-            let out: Vec<u32> = points[..points.len() - 1]
-                .iter()
-                .map(|&n| {
-                    next_out[n] += 1;
-                    next_out[n] - 1
-                })
-                .collect();
-            for (k, w) in points.windows(2).enumerate() {
+            let hops = plan_sas(&points, &mut next_out);
+            for (k, h) in hops.iter().enumerate() {
                 let sa = self.sa_params(spi).map_err(|e| bad(format!("{at}: SA {k}"), e))?;
                 spi += 1;
-                cfgs[w[0]].outbound_sas.push(OutboundSaConfig { index: out[k], sa: sa.clone() });
-                cfgs[w[1]].inbound_sas.push(InboundSaConfig { sa, reseal: out.get(k + 1).copied() });
+                cfgs[h.from].outbound_sas.push(OutboundSaConfig { index: h.out, sa: sa.clone() });
+                cfgs[h.to].inbound_sas.push(InboundSaConfig { sa, reseal: h.reseal });
             }
             let id = ci as u32 + 1;
             let cl = &mut cfgs[classifier];
-            cl.chains.push(ChainConfig { id, labels, sa: out[0], ttl: 64, nsh: c.nsh.clone() });
+            cl.chains.push(ChainConfig { id, labels, sa: hops[0].out, ttl: 64, nsh: c.nsh.clone() });
             for r in &c.rules {
                 cl.rules.push(RuleConfig {
                     src: r.src.clone(),
@@ -320,6 +314,36 @@ impl Topology {
     }
 }
 
+/// One SA of a chain, from one encrypting point to the next.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SaHop {
+    /// Node that seals, and the outbound SA index it uses there.
+    pub from: usize,
+    pub out: u32,
+    /// Node that opens.
+    pub to: usize,
+    /// The outbound index the opening node re-seals with (an intrusive SF), or `None` (the end).
+    pub reseal: Option<u32>,
+}
+
+/// Places the SAs of one chain (DESIGN.md "Keys"): `points` are the nodes that encrypt, in path
+/// order — the classifier, the node of each intrusive SF, the endpoint's node. Each adjacent pair
+/// gets its own SA; `next_out[n]` numbers node `n`'s outbound SAs and is advanced.
+pub fn plan_sas(points: &[usize], next_out: &mut [u32]) -> Vec<SaHop> {
+    let mut out = Vec::with_capacity(points.len().saturating_sub(1));
+    for &n in points.iter().take(points.len().saturating_sub(1)) {
+        if let Some(c) = next_out.get_mut(n) {
+            out.push(*c);
+            *c += 1;
+        }
+    }
+    points
+        .windows(2)
+        .zip(out.iter().enumerate())
+        .map(|(w, (k, &o))| SaHop { from: w[0], out: o, to: w[1], reseal: out.get(k + 1).copied() })
+        .collect()
+}
+
 /// Maps names to positions; a duplicate or empty name is an error at `list[i].name`.
 fn index<'a>(names: impl Iterator<Item = &'a str>, list: &str) -> Result<HashMap<&'a str, usize>, FieldError> {
     let mut m = HashMap::new();
@@ -332,4 +356,26 @@ fn index<'a>(names: impl Iterator<Item = &'a str>, list: &str) -> Result<HashMap
         }
     }
     Ok(m)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plans_one_sa_per_pair_of_encrypting_points() {
+        // classifier 0, intrusive SFs on 1 and 1 again, endpoint 2.
+        let mut next = vec![0, 5, 0];
+        let hops = plan_sas(&[0, 1, 1, 2], &mut next);
+        assert_eq!(
+            hops,
+            vec![
+                SaHop { from: 0, out: 0, to: 1, reseal: Some(5) },
+                SaHop { from: 1, out: 5, to: 1, reseal: Some(6) },
+                SaHop { from: 1, out: 6, to: 2, reseal: None },
+            ]
+        );
+        assert_eq!(next, vec![1, 7, 0]);
+        assert!(plan_sas(&[3], &mut next).is_empty());
+    }
 }

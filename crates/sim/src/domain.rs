@@ -1,5 +1,6 @@
-//! Builds a simulated domain from nodes, SFs and chains, and places the SAs the way the
-//! controller will: one SA per encrypting hop (DESIGN.md "Keys"). A chain
+//! Builds a simulated domain from nodes, SF *instances* and chains (so tests can plug in their
+//! own SFs and the simulation can run "external" ones), placing the SAs with the same
+//! [`zsfc_config::plan_sas`] the topology compiler uses: one SA per encrypting hop. A chain
 //! `C -> a -> b(non-intrusive) -> c -> S` gets the SAs C->a, a->c and c->S; b holds no key.
 use crate::{LocalSide, Sim, SimNode};
 use std::collections::HashMap;
@@ -161,33 +162,28 @@ impl DomainBuilder {
                 }
             }
             points.push(*owner.get(&c.deliver).ok_or(BuildError::UnknownLabel { chain: c.id, label: c.deliver })?);
-            let out_idx: Vec<SaIdx> = points[..points.len() - 1]
-                .iter()
-                .map(|&n| {
-                    let i = SaIdx(next_sa[n]);
-                    next_sa[n] += 1;
-                    i
-                })
-                .collect();
-            for (k, w) in points.windows(2).enumerate() {
-                let (from, to) = (w[0], w[1]);
+            let hops = zsfc_config::plan_sas(&points, &mut next_sa);
+            for h in &hops {
                 let key = SaKey::generate(self.algorithm).map_err(|_| BuildError::Key)?;
                 let sa = SaConfig { lifetimes: self.lifetimes, ..SaConfig::new(next_spi, key) };
                 next_spi += 1;
-                let f = &mut nodes[from];
-                f.node.install_outbound(out_idx[k], &sa, now).map_err(cfg_err(&f.name))?;
-                let usage = match out_idx.get(k + 1) {
-                    Some(&next) => SaUse::Reseal(next),
-                    None => SaUse::Terminate,
-                };
-                let t = &mut nodes[to];
+                let f = &mut nodes[h.from];
+                f.node.install_outbound(SaIdx(h.out), &sa, now).map_err(cfg_err(&f.name))?;
+                let usage = h.reseal.map_or(SaUse::Terminate, |r| SaUse::Reseal(SaIdx(r)));
+                let t = &mut nodes[h.to];
                 t.node.install_inbound(&sa, usage, now).map_err(cfg_err(&t.name))?;
             }
             let mut labels = c.hops.clone();
             labels.push(c.deliver);
             let cl = &mut nodes[c.classifier];
             cl.node
-                .add_chain(ChainSpec { id: ChainId(c.id), labels, sa: out_idx[0], nsh: c.nsh, ttl: 64 })
+                .add_chain(ChainSpec {
+                    id: ChainId(c.id),
+                    labels,
+                    sa: SaIdx(hops.first().map_or(0, |h| h.out)),
+                    nsh: c.nsh,
+                    ttl: 64,
+                })
                 .map_err(cfg_err(&cl.name))?;
             for r in c.rules {
                 cl.node.classifier_mut().push_rule(r);
