@@ -86,26 +86,10 @@ pub struct TopoChain {
     pub sfs: Vec<String>,
     /// The endpoint the chain ends at.
     pub to: String,
-    pub rules: Vec<TopoRule>,
+    /// Classification rules at the classifier; `chain` and `deny` are implied and left out.
+    pub rules: Vec<RuleConfig>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub nsh: Option<NshConfig>,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct TopoRule {
-    pub src: String,
-    pub dst: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub protocol: Option<Protocol>,
-    #[serde(default = "all_ports")]
-    pub src_ports: (u16, u16),
-    #[serde(default = "all_ports")]
-    pub dst_ports: (u16, u16),
-}
-
-fn all_ports() -> (u16, u16) {
-    (0, u16::MAX)
 }
 
 /// Parameters of every generated SA.
@@ -279,16 +263,14 @@ impl Topology {
             let id = ci as u32 + 1;
             let cl = &mut cfgs[classifier];
             cl.chains.push(ChainConfig { id, labels, sa: hops[0].out, ttl: 64, nsh: c.nsh.clone() });
-            for r in &c.rules {
-                cl.rules.push(RuleConfig {
-                    src: r.src.clone(),
-                    dst: r.dst.clone(),
-                    protocol: r.protocol,
-                    src_ports: r.src_ports,
-                    dst_ports: r.dst_ports,
-                    chain: Some(id),
-                    deny: false,
-                });
+            for (j, r) in c.rules.iter().enumerate() {
+                if r.chain.is_some() || r.deny {
+                    return Err(bad(
+                        format!("{at}.rules[{j}]"),
+                        "`chain` and `deny` are implied by the chain; leave them out",
+                    ));
+                }
+                cl.rules.push(RuleConfig { chain: Some(id), ..r.clone() });
             }
         }
         // What the compiler cannot see (prefix syntax, depth limits) the node check finds.

@@ -101,6 +101,10 @@ fn topology_mistakes_name_the_field() {
             "chains[1].rules: at least one rule",
         ),
         (TOPOLOGY.replace("version = 1", "version = 0"), "version: 0 is not supported"),
+        (
+            TOPOLOGY.replace("dst = \"10.9.0.1\" }", "dst = \"10.9.0.1\", chain = 2 }"),
+            "chains[0].rules[0]: `chain` and `deny` are implied",
+        ),
         (TOPOLOGY.replace("intrusive = false", "intrusive = false\nweight = 3"), "unknown field `weight`"),
     ];
     for (text, want) in cases {
