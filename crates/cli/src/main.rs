@@ -3,6 +3,7 @@
 
 mod config;
 mod demo;
+mod node;
 
 use clap::{Parser, Subcommand};
 
@@ -18,6 +19,8 @@ struct Cli {
 enum Command {
     /// Run the six-SF reference chain in memory and report what happened to the traffic.
     Demo(demo::Args),
+    /// Run one node: its data plane over MPLS-in-UDP and its TUN local side, until SIGTERM.
+    Node(node::Args),
     /// Work with node configuration files.
     #[command(subcommand)]
     Config(config::Command),
@@ -28,6 +31,7 @@ fn main() -> std::process::ExitCode {
     let result = match cli.command {
         Command::Demo(a) => demo::run(&a),
         Command::Config(c) => config::run(&c),
+        Command::Node(a) => node::run(&a),
     };
     match result {
         Ok(true) => std::process::ExitCode::SUCCESS,

@@ -23,10 +23,12 @@
 #![forbid(unsafe_code)]
 
 mod build;
+mod io;
 mod model;
 mod topology;
 
 pub use build::FieldError;
+pub use io::{IoSettings, TunSettings};
 pub use model::*;
 pub use topology::*;
 

@@ -27,6 +27,37 @@ pub struct NodeConfig {
     pub chains: Vec<ChainConfig>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub rules: Vec<RuleConfig>,
+    /// How this node talks to its peers (a node process needs it; the simulation does not).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub transport: Option<TransportConfig>,
+    /// The local side: a TUN device carrying the clients' or the service's plain IP traffic.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub local: Option<LocalConfig>,
+}
+
+/// MPLS-in-UDP (RFC 7510) between nodes: this node listens on `listen`; peers' `address`es are
+/// where their packets go.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TransportConfig {
+    pub listen: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LocalConfig {
+    /// TUN device name.
+    pub tun: String,
+    /// Addresses of the device, as prefixes (`10.1.0.1/24`, `fd01::1/64`).
+    #[serde(default)]
+    pub addresses: Vec<String>,
+    /// Inner MTU: leaves room for the outer headers, labels and ESP so nothing fragments.
+    #[serde(default = "mtu")]
+    pub mtu: u16,
+}
+
+fn mtu() -> u16 {
+    1280
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

@@ -197,6 +197,8 @@ impl Topology {
                 inbound_sas: Vec::new(),
                 chains: Vec::new(),
                 rules: Vec::new(),
+                transport: None,
+                local: None,
             })
             .collect();
         // Every label: an SF or endpoint on its own node, a route to its owner elsewhere.

@@ -137,6 +137,19 @@ impl PacketBuf {
         Ok(&mut self.data[self.end - n..self.end])
     }
 
+    /// Appends bytes written by `f` into the free space after the data, keeping `tailroom`
+    /// bytes free (for a driver's `recv` into the buffer). `f` returns how many it wrote.
+    pub fn append_with<E>(
+        &mut self,
+        tailroom: usize,
+        f: impl FnOnce(&mut [u8]) -> core::result::Result<usize, E>,
+    ) -> core::result::Result<usize, E> {
+        let limit = self.data.len().saturating_sub(tailroom).max(self.end);
+        let n = f(&mut self.data[self.end..limit])?;
+        self.end += n.min(limit - self.end);
+        Ok(n)
+    }
+
     /// Removes `n` bytes from the back.
     pub fn trim_back(&mut self, n: usize) -> Result<()> {
         if n > self.len() {
@@ -197,6 +210,17 @@ mod tests {
         assert_eq!(b.as_slice(), b"IPHDRdata");
         assert_eq!(b.close_gap(5, 10), Err(Error::Truncated));
         assert_eq!(b.open_gap(5, 9), Err(Error::NoRoom));
+    }
+
+    #[test]
+    fn append_with_keeps_the_tailroom_free() {
+        let mut b = PacketBuf::new(16, 4);
+        let n = b.append_with(2, |space| {
+            assert_eq!(space.len(), 10);
+            space[..3].copy_from_slice(b"abc");
+            Ok::<_, ()>(3)
+        });
+        assert_eq!((n, b.as_slice(), b.tailroom()), (Ok(3), &b"abc"[..], 9));
     }
 
     #[test]

@@ -1,0 +1,182 @@
+//! Real processes in network namespaces: three `zsfc node` processes (ingress, an SF node with a
+//! DPI SF, egress) on one L2 segment, MPLS-in-UDP between them, TUN devices on the ingress and
+//! egress; a real UDP client and echo server use the kernel's own stacks. Needs root, `ip` and
+//! /dev/net/tun. Every namespace and process is removed at the end, also on failure.
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+use zsfc_config::{LocalConfig, NodeConfig, Topology, TransportConfig};
+
+/// Namespaces and processes of one test; dropped → everything is killed and deleted.
+struct Lab {
+    prefix: String,
+    namespaces: Vec<String>,
+    children: Vec<Child>,
+    dir: std::path::PathBuf,
+}
+
+impl Lab {
+    fn new() -> Self {
+        let prefix = format!("zt{}", std::process::id());
+        let dir = std::env::temp_dir().join(format!("zsfc-netns-{prefix}"));
+        std::fs::create_dir_all(&dir).unwrap();
+        Self { prefix, namespaces: Vec::new(), children: Vec::new(), dir }
+    }
+
+    fn ns(&mut self, name: &str) -> String {
+        let n = format!("{}-{name}", self.prefix);
+        ip(&["netns", "add", &n]);
+        ip(&["-n", &n, "link", "set", "lo", "up"]);
+        self.namespaces.push(n.clone());
+        n
+    }
+
+    fn spawn(&mut self, ns: &str, args: &[&str], stdout: Stdio) -> usize {
+        let c = Command::new("ip")
+            .args(["netns", "exec", ns])
+            .args(args)
+            .stdout(stdout)
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        self.children.push(c);
+        self.children.len() - 1
+    }
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        for c in &mut self.children {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        for n in &self.namespaces {
+            let _ = Command::new("ip").args(["netns", "del", n]).status();
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn ip(args: &[&str]) {
+    let out = Command::new("ip").args(args).output().expect("the ip command (iproute2)");
+    assert!(out.status.success(), "ip {}: {}", args.join(" "), String::from_utf8_lossy(&out.stderr));
+}
+
+fn wait_for(what: &str, mut ok: impl FnMut() -> bool) {
+    let t = Instant::now();
+    while !ok() {
+        assert!(t.elapsed() < Duration::from_secs(10), "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn sigterm(c: &Child) {
+    let _ = Command::new("kill").args(["-TERM", &c.id().to_string()]).status();
+}
+
+const TOPOLOGY: &str = r#"
+version = 1
+nodes = [{ name = "ingress", address = "192.168.77.1:6635" }, { name = "sf", address = "192.168.77.2:6635" }, { name = "egress", address = "192.168.77.3:6635" }]
+endpoints = [{ name = "service", node = "egress" }, { name = "clients", node = "ingress" }]
+sfs = [{ name = "dpi", node = "sf", intrusive = true, function = { kind = "dpi", patterns = ["test"] } }]
+[[chains]]
+name = "to-service"
+classifier = "ingress"
+sfs = ["dpi"]
+to = "service"
+rules = [{ src = "10.1.0.0/24", dst = "10.9.0.0/24", protocol = "udp" }]
+[[chains]]
+name = "back"
+classifier = "egress"
+to = "clients"
+rules = [{ src = "10.9.0.0/24", dst = "10.1.0.0/24", protocol = "udp" }]
+"#;
+
+const ECHO: &str = "import socket\ns=socket.socket(socket.AF_INET,socket.SOCK_DGRAM)\ns.bind(('10.9.0.1',7007))\nwhile True:\n d,a=s.recvfrom(2048)\n s.sendto(b're:'+d,a)\n";
+
+const CLIENT: &str = "import socket,sys\ns=socket.socket(socket.AF_INET,socket.SOCK_DGRAM)\ns.bind(('10.1.0.1',0))\ns.settimeout(1.5)\nfor m in sys.argv[1:]:\n s.sendto(m.encode(),('10.9.0.1',7007))\n try:\n  print(s.recv(2048).decode())\n except socket.timeout:\n  print('timeout')\n";
+
+fn usable() -> bool {
+    let root = Command::new("id").arg("-u").output().map(|o| o.stdout == b"0\n").unwrap_or(false);
+    root && std::path::Path::new("/dev/net/tun").exists()
+}
+
+#[test]
+fn udp_through_a_dpi_chain_between_node_processes() {
+    assert!(usable(), "this test needs root and /dev/net/tun (CI machines have both)");
+    let mut lab = Lab::new();
+    let br = lab.ns("br");
+    ip(&["-n", &br, "link", "add", "br0", "type", "bridge"]);
+    ip(&["-n", &br, "link", "set", "br0", "up"]);
+    let names = ["ingress", "sf", "egress"];
+    let mut nss = Vec::new();
+    for (i, name) in names.iter().enumerate() {
+        let ns = lab.ns(name);
+        let port = format!("p{i}");
+        ip(&["link", "add", "eth0", "netns", &ns, "type", "veth", "peer", "name", &port, "netns", &br]);
+        ip(&["-n", &ns, "addr", "add", &format!("192.168.77.{}/24", i + 1), "dev", "eth0"]);
+        ip(&["-n", &ns, "link", "set", "eth0", "up"]);
+        ip(&["-n", &br, "link", "set", &port, "master", "br0"]);
+        ip(&["-n", &br, "link", "set", &port, "up"]);
+        nss.push(ns);
+    }
+
+    let mut cfgs: Vec<NodeConfig> = Topology::from_toml(TOPOLOGY).unwrap().compile().unwrap();
+    let bin = env!("CARGO_BIN_EXE_zsfc");
+    let mut nodes = Vec::new();
+    for (i, cfg) in cfgs.iter_mut().enumerate() {
+        cfg.transport = Some(TransportConfig { listen: format!("192.168.77.{}:6635", i + 1) });
+        cfg.local = match i {
+            0 => Some(LocalConfig { tun: "zsfc0".into(), addresses: vec!["10.1.0.1/24".into()], mtu: 1280 }),
+            2 => Some(LocalConfig { tun: "zsfc0".into(), addresses: vec!["10.9.0.1/24".into()], mtu: 1280 }),
+            _ => None,
+        };
+        let path = lab.dir.join(format!("{}.toml", cfg.name));
+        std::fs::write(&path, cfg.to_toml().unwrap()).unwrap();
+        let ns = nss[i].clone();
+        nodes.push(lab.spawn(&ns, &[bin, "node", "--config", path.to_str().unwrap()], Stdio::piped()));
+    }
+    for i in [0, 2] {
+        let ns = nss[i].clone();
+        wait_for("the TUN device", || {
+            Command::new("ip").args(["-n", &ns, "link", "show", "zsfc0"]).output().is_ok_and(|o| o.status.success())
+        });
+        ip(&["-n", &ns, "link", "set", "zsfc0", "up"]);
+    }
+    ip(&["-n", &nss[0], "route", "add", "10.9.0.0/24", "dev", "zsfc0"]);
+    ip(&["-n", &nss[2], "route", "add", "10.1.0.0/24", "dev", "zsfc0"]);
+    let egress = nss[2].clone();
+    lab.spawn(&egress, &["python3", "-c", ECHO], Stdio::null());
+    std::thread::sleep(Duration::from_millis(300));
+
+    let out = Command::new("ip")
+        .args(["netns", "exec", &nss[0], "python3", "-c", CLIENT, "hello", "a test payload", "bye"])
+        .output()
+        .unwrap();
+    let replies = String::from_utf8_lossy(&out.stdout).to_string();
+
+    // Stop the nodes and read their reports.
+    for &n in &nodes {
+        sigterm(&lab.children[n]);
+    }
+    let mut reports = Vec::new();
+    for &n in &nodes {
+        let c = &mut lab.children[n];
+        let t = Instant::now();
+        while c.try_wait().unwrap().is_none() {
+            assert!(t.elapsed() < Duration::from_secs(5), "a node ignored SIGTERM");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let mut s = String::new();
+        use std::io::Read;
+        c.stdout.take().unwrap().read_to_string(&mut s).unwrap();
+        reports.push(s);
+    }
+    assert_eq!(
+        replies.lines().collect::<Vec<_>>(),
+        vec!["re:hello", "timeout", "re:bye"],
+        "client saw:\n{replies}\nreports:\n{reports:#?}"
+    );
+    assert!(reports[1].contains("matched=1"), "the SF node's DPI matched the test payload:\n{}", reports[1]);
+    assert!(reports[0].contains("classified 3"), "{}", reports[0]);
+    assert!(reports[2].contains("delivered 2"), "{}", reports[2]);
+}
