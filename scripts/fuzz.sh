@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs every fuzz target for $1 seconds (default 15) on the stable toolchain (no sanitizer;
-# Rust's own bounds checks turn memory errors into panics, which libFuzzer reports as crashes).
+# Rust's own bounds checks turn memory errors into panics, which libFuzzer reports as crashes),
+# with debug assertions on, so that an integer overflow is a crash too.
 # Installs cargo-fuzz when missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -11,7 +12,7 @@ trap 'rm -f "$log"' EXIT
 total=0
 for t in $(cargo fuzz list); do
   mkdir -p "fuzz/corpus/$t"
-  if ! cargo fuzz run --sanitizer none --release "$t" "fuzz/corpus/$t" -- -max_total_time="$secs" -print_final_stats=1 >"$log" 2>&1; then
+  if ! cargo fuzz run --sanitizer none --release --debug-assertions "$t" "fuzz/corpus/$t" -- -max_total_time="$secs" -print_final_stats=1 >"$log" 2>&1; then
     tail -40 "$log"
     echo "fuzz target $t FAILED (artifacts in fuzz/artifacts/$t)"
     exit 1

@@ -83,17 +83,20 @@ name = "to-service"
 classifier = "ingress"
 sfs = ["dpi"]
 to = "service"
-rules = [{ src = "10.1.0.0/24", dst = "10.9.0.0/24", protocol = "udp" }]
+rules = [{ src = "10.1.0.0/24", dst = "10.9.0.0/24", protocol = "udp" }, { src = "10.1.0.0/24", dst = "10.9.0.0/24", protocol = "tcp" }]
 [[chains]]
 name = "back"
 classifier = "egress"
 to = "clients"
-rules = [{ src = "10.9.0.0/24", dst = "10.1.0.0/24", protocol = "udp" }]
+rules = [{ src = "10.9.0.0/24", dst = "10.1.0.0/24", protocol = "udp" }, { src = "10.9.0.0/24", dst = "10.1.0.0/24", protocol = "tcp" }]
 "#;
 
 const ECHO: &str = "import socket\ns=socket.socket(socket.AF_INET,socket.SOCK_DGRAM)\ns.bind(('10.9.0.1',7007))\nwhile True:\n d,a=s.recvfrom(2048)\n s.sendto(b're:'+d,a)\n";
 
 const CLIENT: &str = "import socket,sys\ns=socket.socket(socket.AF_INET,socket.SOCK_DGRAM)\ns.bind(('10.1.0.1',0))\ns.settimeout(1.5)\nfor m in sys.argv[1:]:\n s.sendto(m.encode(),('10.9.0.1',7007))\n try:\n  print(s.recv(2048).decode())\n except socket.timeout:\n  print('timeout')\n";
+
+/// Fetches each path from the HTTP server and prints its length or the failure.
+const FETCH: &str = "import sys,urllib.request\nfor p in sys.argv[1:]:\n try:\n  print(len(urllib.request.urlopen('http://10.9.0.1:8080/'+p, timeout=3).read()))\n except Exception as e:\n  print('failed')\n";
 
 fn usable() -> bool {
     let root = Command::new("id").arg("-u").output().map(|o| o.stdout == b"0\n").unwrap_or(false);
@@ -146,13 +149,20 @@ fn udp_through_a_dpi_chain_between_node_processes() {
     ip(&["-n", &nss[2], "route", "add", "10.1.0.0/24", "dev", "zsfc0"]);
     let egress = nss[2].clone();
     lab.spawn(&egress, &["python3", "-c", ECHO], Stdio::null());
-    std::thread::sleep(Duration::from_millis(300));
+    // A web page of 1.2 MB: real kernel TCP at both ends, through the chain.
+    let www = lab.dir.join("www");
+    std::fs::create_dir_all(&www).unwrap();
+    let page: Vec<u8> = (0..1_200_000u32).map(|i| b"abcdefghijklmnopqrstuvwxyz0123456789"[(i % 36) as usize]).collect();
+    std::fs::write(www.join("page.bin"), &page).unwrap();
+    std::fs::write(www.join("test.html"), b"never served").unwrap();
+    let server = ["python3", "-m", "http.server", "8080", "--bind", "10.9.0.1", "--directory", www.to_str().unwrap()];
+    lab.spawn(&egress, &server, Stdio::null());
+    std::thread::sleep(Duration::from_millis(500));
 
-    let out = Command::new("ip")
-        .args(["netns", "exec", &nss[0], "python3", "-c", CLIENT, "hello", "a test payload", "bye"])
-        .output()
-        .unwrap();
-    let replies = String::from_utf8_lossy(&out.stdout).to_string();
+    let client = ["netns", "exec", &nss[0], "python3", "-c", CLIENT, "hello", "a test payload", "bye"];
+    let replies = String::from_utf8_lossy(&Command::new("ip").args(client).output().unwrap().stdout).to_string();
+    let fetch = ["netns", "exec", &nss[0], "python3", "-c", FETCH, "page.bin", "test.html"];
+    let fetched = String::from_utf8_lossy(&Command::new("ip").args(fetch).output().unwrap().stdout).to_string();
 
     // Stop the nodes and read their reports.
     for &n in &nodes {
@@ -169,6 +179,7 @@ fn udp_through_a_dpi_chain_between_node_processes() {
         let mut s = String::new();
         use std::io::Read;
         c.stdout.take().unwrap().read_to_string(&mut s).unwrap();
+        c.stderr.take().unwrap().read_to_string(&mut s).unwrap();
         reports.push(s);
     }
     assert_eq!(
@@ -176,7 +187,18 @@ fn udp_through_a_dpi_chain_between_node_processes() {
         vec!["re:hello", "timeout", "re:bye"],
         "client saw:\n{replies}\nreports:\n{reports:#?}"
     );
-    assert!(reports[1].contains("matched=1"), "the SF node's DPI matched the test payload:\n{}", reports[1]);
-    assert!(reports[0].contains("classified 3"), "{}", reports[0]);
-    assert!(reports[2].contains("delivered 2"), "{}", reports[2]);
+    assert_eq!(
+        fetched.lines().collect::<Vec<_>>(),
+        vec!["1200000", "failed"],
+        "HTTP through the chain:\n{fetched}\nreports:\n{reports:#?}"
+    );
+    // The UDP "test" datagram and the "GET /test.html" segment (and its retransmissions).
+    let matched: u64 = reports[1]
+        .split("matched=")
+        .nth(1)
+        .and_then(|r| r.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0);
+    assert!(matched >= 2, "the SF node DPI matched the test payloads:\n{reports:#?}\n{fetched}");
+    assert!(reports[1].contains("drop sf_dpi_match"), "{}", reports[1]);
 }

@@ -100,13 +100,15 @@ impl ReplayWindow {
 
     /// Infers the full 64-bit sequence number from its low 32 bits (RFC 4303 Appendix A2.2).
     /// `None` when the value lies before sequence number 0.
-    #[expect(clippy::int_plus_one, reason = "RFC 4303 A2.2 wording; `tl - w` would underflow at tl = w - 1")]
     pub fn infer_esn(&self, seq_lo: u32) -> Option<u64> {
         let (th, tl) = ((self.top >> 32) as u32, self.top as u32);
         let w = self.size as u32;
+        // RFC 4303 A2.2 writes `Tl - W + 1`; grouped as `Tl - (W - 1)` it cannot underflow
+        // in case A (Tl >= W - 1), and is computed modulo 2^32 in case B.
+        let bottom = tl.wrapping_sub(w - 1);
         let hi = if tl >= w - 1 {
-            if seq_lo >= tl - w + 1 { Some(th) } else { th.checked_add(1) }
-        } else if seq_lo >= tl.wrapping_sub(w).wrapping_add(1) {
+            if seq_lo >= bottom { Some(th) } else { th.checked_add(1) }
+        } else if seq_lo >= bottom {
             th.checked_sub(1)
         } else {
             Some(th)
@@ -155,6 +157,19 @@ mod tests {
         assert_eq!(w.infer_esn(u32::MAX - 20), Some((5u64 << 32) | u64::from(u32::MAX - 20)));
         let w = ReplayWindow::new(64);
         assert_eq!(w.infer_esn(u32::MAX), None);
+    }
+
+    #[test]
+    fn infers_at_the_window_edge_without_overflow() {
+        // Found by the namespace test: top = W - 1 made `Tl - W + 1` underflow (debug panic).
+        for top in [1022u64, 1023, 1024, (7 << 32) | 1023] {
+            let mut w = ReplayWindow::new(1024);
+            w.mark(top);
+            let lo = top as u32;
+            assert_eq!(w.infer_esn(lo + 1), Some(top + 1), "top {top}");
+            assert_eq!(w.infer_esn(lo), Some(top));
+            assert_eq!(w.infer_esn(lo.saturating_sub(1000)), Some(top - u64::from(lo.min(1000))));
+        }
     }
 
     /// The model: a set of accepted numbers and the RFC 4303 rule.
