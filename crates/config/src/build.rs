@@ -61,7 +61,14 @@ impl NodeConfig {
         if !(1..=64).contains(&s.max_label_depth) {
             return Err(bad("settings.max_label_depth", format!("{} is outside 1..=64", s.max_label_depth)));
         }
-        let mut node = Node::new(NodeSettings { max_label_depth: s.max_label_depth, max_flows: s.max_flows });
+        if s.tcp_mss_clamp.is_some_and(|m| m < 536) {
+            return Err(bad("settings.tcp_mss_clamp", "below 536, the smallest MSS every IPv4 host must accept"));
+        }
+        let mut node = Node::new(NodeSettings {
+            max_label_depth: s.max_label_depth,
+            max_flows: s.max_flows,
+            tcp_mss_clamp: s.tcp_mss_clamp,
+        });
 
         let mut peers = HashSet::new();
         for (i, p) in self.peers.iter().enumerate() {

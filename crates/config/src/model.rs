@@ -65,12 +65,15 @@ fn mtu() -> u16 {
 pub struct Settings {
     pub max_label_depth: usize,
     pub max_flows: usize,
+    /// Largest MSS a TCP SYN entering the domain here may announce.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tcp_mss_clamp: Option<u16>,
 }
 
 impl Default for Settings {
     fn default() -> Self {
         let d = zsfc_dataplane::NodeSettings::default();
-        Self { max_label_depth: d.max_label_depth, max_flows: d.max_flows }
+        Self { max_label_depth: d.max_label_depth, max_flows: d.max_flows, tcp_mss_clamp: d.tcp_mss_clamp }
     }
 }
 

@@ -167,6 +167,10 @@ fn round_trips_through_toml_and_never_prints_keys() {
 fn refuses_mistakes_naming_the_field() {
     let cases: Vec<(String, &str)> = vec![
         (ingress().replace("version = 1", "version = 2"), "version: 2 is not supported"),
+        (
+            ingress().replace("name = \"ingress\"", "name = \"ingress\"\nsettings = { tcp_mss_clamp = 100 }"),
+            "settings.tcp_mss_clamp: below 536",
+        ),
         (ingress().replace("name = \"ingress\"", "name = \"ingress\"\ncolour = \"blue\""), "unknown field `colour`"),
         (
             ingress().replace(&format!("keymat = \"{K1}\""), "keymat = \"abcd\""),

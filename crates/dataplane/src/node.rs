@@ -17,7 +17,7 @@ use std::collections::VecDeque;
 type HashMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
 use zsfc_esp::{InboundSa, Instant, OutboundSa, SaConfig, spi_of};
 use zsfc_wire::mpls::{self, LSE_LEN, Lse};
-use zsfc_wire::{PacketBuf, ip, nsh};
+use zsfc_wire::{PacketBuf, ip, nsh, tcp};
 
 /// What the driver must do with a packet.
 #[derive(Debug)]
@@ -143,11 +143,14 @@ pub struct NodeSettings {
     pub max_label_depth: usize,
     /// Exact flow entries the classifier holds.
     pub max_flows: usize,
+    /// Largest TCP MSS a SYN entering the domain may announce, so that segments still fit the
+    /// underlay after labels, NSH and ESP are added (`None`: leave SYNs as they are).
+    pub tcp_mss_clamp: Option<u16>,
 }
 
 impl Default for NodeSettings {
     fn default() -> Self {
-        Self { max_label_depth: mpls::DEFAULT_MAX_DEPTH, max_flows: 65536 }
+        Self { max_label_depth: mpls::DEFAULT_MAX_DEPTH, max_flows: 65536, tcp_mss_clamp: None }
     }
 }
 
@@ -185,6 +188,8 @@ pub struct NodeStats {
     pub delivered: u64,
     pub to_external_sf: u64,
     pub from_external_sf: u64,
+    /// TCP SYNs whose MSS the classifier lowered.
+    pub mss_clamped: u64,
 }
 
 /// What one SF instance did.
@@ -490,6 +495,15 @@ impl Node {
             return self.drop(DropReason::NotConfigured, buf);
         };
         buf.meta = Default::default();
+        if let Some(max) = self.settings.tcp_mss_clamp
+            && s.tuple.protocol == ip::protocol::TCP
+            && !s.later_fragment
+            && let Some(seg) = buf.as_mut_slice().get_mut(s.l4_offset..s.total_len)
+            && let Ok(mut seg) = tcp::Segment::new_checked(seg)
+            && seg.clamp_mss(max).is_some_and(|old| old > max)
+        {
+            self.stats.mss_clamped += 1;
+        }
         match slot.sa.seal(now, &mut buf) {
             Ok(sealed) => {
                 if sealed.rekey_wanted && !slot.rekey_reported && self.events.len() < MAX_EVENTS {

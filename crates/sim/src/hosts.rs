@@ -38,10 +38,13 @@ impl LocalSide for ClientSide {
 pub struct FakeEchoService {
     pub received: Vec<Parsed>,
     pub malformed: Vec<Vec<u8>>,
+    /// The bytes of every packet delivered, in order.
+    pub raw: Vec<Vec<u8>>,
 }
 
 impl LocalSide for FakeEchoService {
     fn deliver(&mut self, _: Instant, pkt: &[u8]) -> Vec<Vec<u8>> {
+        self.raw.push(pkt.to_vec());
         match packets::dissect(pkt) {
             Some(p) if p.checksums_ok => {
                 let mut payload = b"re:".to_vec();

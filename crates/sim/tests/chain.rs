@@ -397,3 +397,49 @@ fn a_packet_an_external_sf_made_up_is_not_cached_and_dropped() {
     let dpi = sim.nodes[1].node.sf_report(zsfc_dataplane::SfId(1)).unwrap();
     assert_eq!((dpi.proxy.tx_not_cached, dpi.proxy.tx_ignored), (1, 1));
 }
+
+#[test]
+fn the_classifier_clamps_the_mss_of_syns_entering_the_domain() {
+    use zsfc_sim::domain::{ChainDef, DomainBuilder};
+    use zsfc_wire::{checksum, ipv4, tcp};
+    let mut b = DomainBuilder::default();
+    b.settings.tcp_mss_clamp = Some(1200);
+    let c = b.node("ingress", Box::new(ClientSide::default()));
+    let s = b.node("egress", Box::new(FakeEchoService::default()));
+    b.deliver_label(s, 999);
+    let rule = zsfc_dataplane::Rule::between(
+        zsfc_dataplane::Prefix::any_v4(),
+        zsfc_dataplane::Prefix::any_v4(),
+        zsfc_dataplane::Action::Chain(zsfc_dataplane::ChainId(1)),
+    );
+    b.chain(ChainDef { id: 1, classifier: c, rules: vec![rule], hops: vec![], deliver: 999, nsh: None });
+    let mut sim = b.build().unwrap();
+    // A SYN announcing MSS 1460.
+    let mut syn = vec![0u8; 44];
+    tcp::Repr { src_port: 40000, dst_port: 80, seq: 1, ack: 0, flags: tcp::flags::SYN, window: 1000 }
+        .emit(&mut syn[20..], None)
+        .unwrap();
+    syn[32] = 6 << 4;
+    syn[40..44].copy_from_slice(&[2, 4, 0x05, 0xb4]);
+    let pseudo = checksum::pseudo_v4([10, 0, 0, 1], [10, 0, 0, 2], 6, 24);
+    tcp::Segment::new_checked(&mut syn[20..]).unwrap().fill_checksum(pseudo);
+    ipv4::Repr {
+        src: [10, 0, 0, 1],
+        dst: [10, 0, 0, 2],
+        protocol: 6,
+        ttl: 64,
+        ident: 1,
+        tos: 0,
+        dont_frag: true,
+        payload_len: 24,
+    }
+    .emit(&mut syn)
+    .unwrap();
+    sim.send_local(0, sim.now, &syn);
+    sim.run(100);
+    let svc = sim.local::<FakeEchoService>(1).unwrap();
+    assert_eq!(svc.received.len(), 1, "malformed: {:?}", svc.malformed.len());
+    assert!(svc.received[0].checksums_ok);
+    assert_eq!(&svc.raw[0][40..44], &[2, 4, 0x04, 0xb0], "MSS 1200 at the service");
+    assert_eq!(sim.nodes[0].node.stats().mss_clamped, 1);
+}

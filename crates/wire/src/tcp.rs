@@ -103,6 +103,50 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> Segment<T> {
     }
 }
 
+/// TCP option kinds (RFC 9293 §3.2).
+pub mod option {
+    pub const END: u8 = 0;
+    pub const NOP: u8 = 1;
+    pub const MSS: u8 = 2;
+}
+
+impl<T: AsRef<[u8]> + AsMut<[u8]>> Segment<T> {
+    /// Lowers the MSS option of a SYN to at most `max` and fixes the checksum incrementally
+    /// (RFC 1624). Returns the MSS before clamping when there was one. Malformed options stop
+    /// the walk without a change.
+    pub fn clamp_mss(&mut self, max: u16) -> Option<u16> {
+        if self.flags() & flags::SYN == 0 {
+            return None;
+        }
+        let hl = self.header_len();
+        let b = self.buf.as_mut();
+        let mut at = MIN_HEADER_LEN;
+        while at < hl {
+            match b[at] {
+                option::END => return None,
+                option::NOP => at += 1,
+                kind => {
+                    let len = usize::from(*b.get(at + 1)?);
+                    if len < 2 || at + len > hl {
+                        return None;
+                    }
+                    if kind == option::MSS && len == 4 {
+                        let old = be16(b, at + 2);
+                        if old > max {
+                            put16(b, at + 2, max);
+                            let c = checksum::update16(be16(b, CHECKSUM_OFFSET), old, max);
+                            put16(b, CHECKSUM_OFFSET, c);
+                        }
+                        return Some(old);
+                    }
+                    at += len;
+                }
+            }
+        }
+        None
+    }
+}
+
 /// The fields of a TCP header without options.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Repr {
@@ -165,6 +209,28 @@ mod tests {
         assert_eq!(s.payload(), b"hello");
         b[24] ^= 1;
         assert!(!Segment::new_checked(&b[..]).unwrap().verify_checksum(pseudo));
+    }
+
+    #[test]
+    fn clamps_the_mss_of_a_syn_and_keeps_the_checksum_valid() {
+        // SYN with options NOP, NOP, MSS 1460, then 4 bytes of padding (NOP NOP NOP END).
+        let mut b = [0u8; 32];
+        let pseudo = checksum::pseudo_v4([10, 0, 0, 1], [10, 0, 0, 2], 6, 32);
+        Repr { src_port: 1, dst_port: 2, seq: 3, ack: 0, flags: flags::SYN, window: 9 }.emit(&mut b, None).unwrap();
+        b[12] = 8 << 4;
+        b[20..32].copy_from_slice(&[1, 1, 2, 4, 0x05, 0xb4, 1, 1, 1, 1, 1, 0]);
+        let mut s = Segment::new_checked(&mut b[..]).unwrap();
+        s.fill_checksum(pseudo);
+        assert_eq!(s.clamp_mss(1200), Some(1460));
+        assert!(s.verify_checksum(pseudo));
+        assert_eq!(&s.options()[2..6], &[2, 4, 0x04, 0xb0]);
+        assert_eq!(s.clamp_mss(1300), Some(1200), "an MSS below the clamp stays");
+        let mut not_syn = b;
+        not_syn[13] = flags::ACK;
+        assert_eq!(Segment::new_checked(&mut not_syn[..]).unwrap().clamp_mss(100), None);
+        let mut broken = b;
+        broken[23] = 40; // MSS option length runs past the header
+        assert_eq!(Segment::new_checked(&mut broken[..]).unwrap().clamp_mss(100), None);
     }
 
     #[test]
