@@ -4,7 +4,7 @@
 //! /dev/net/tun. Every namespace and process is removed at the end, also on failure.
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
-use zsfc_config::{LocalConfig, NodeConfig, Topology, TransportConfig};
+use zsfc_config::{NodeConfig, Topology};
 
 /// Namespaces and processes of one test; dropped → everything is killed and deleted.
 struct Lab {
@@ -75,7 +75,11 @@ fn sigterm(c: &Child) {
 
 const TOPOLOGY: &str = r#"
 version = 1
-nodes = [{ name = "ingress", address = "192.168.77.1:6635" }, { name = "sf", address = "192.168.77.2:6635" }, { name = "egress", address = "192.168.77.3:6635" }]
+nodes = [
+  { name = "ingress", address = "192.168.77.1:6635", local = { tun = "zsfc0", addresses = ["10.1.0.1/24"] } },
+  { name = "sf", address = "192.168.77.2:6635" },
+  { name = "egress", address = "192.168.77.3:6635", local = { tun = "zsfc0", addresses = ["10.9.0.1/24"] } },
+]
 endpoints = [{ name = "service", node = "egress" }, { name = "clients", node = "ingress" }]
 sfs = [{ name = "dpi", node = "sf", intrusive = true, function = { kind = "dpi", patterns = ["test"] } }]
 [[chains]]
@@ -123,16 +127,10 @@ fn udp_through_a_dpi_chain_between_node_processes() {
         nss.push(ns);
     }
 
-    let mut cfgs: Vec<NodeConfig> = Topology::from_toml(TOPOLOGY).unwrap().compile().unwrap();
+    let cfgs: Vec<NodeConfig> = Topology::from_toml(TOPOLOGY).unwrap().compile().unwrap();
     let bin = env!("CARGO_BIN_EXE_zsfc");
     let mut nodes = Vec::new();
-    for (i, cfg) in cfgs.iter_mut().enumerate() {
-        cfg.transport = Some(TransportConfig { listen: format!("192.168.77.{}:6635", i + 1) });
-        cfg.local = match i {
-            0 => Some(LocalConfig { tun: "zsfc0".into(), addresses: vec!["10.1.0.1/24".into()], mtu: 1280 }),
-            2 => Some(LocalConfig { tun: "zsfc0".into(), addresses: vec!["10.9.0.1/24".into()], mtu: 1280 }),
-            _ => None,
-        };
+    for (i, cfg) in cfgs.iter().enumerate() {
         let path = lab.dir.join(format!("{}.toml", cfg.name));
         std::fs::write(&path, cfg.to_toml().unwrap()).unwrap();
         let ns = nss[i].clone();

@@ -47,8 +47,14 @@ pub struct Topology {
 #[serde(deny_unknown_fields)]
 pub struct TopoNode {
     pub name: String,
+    /// Where peers reach this node (MPLS-in-UDP), and where it listens.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub address: Option<String>,
+    /// The node's TUN local side (nodes with endpoints).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub local: Option<LocalConfig>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tcp_mss_clamp: Option<u16>,
 }
 
 /// Where chains end: packets are decrypted and delivered to the local side of `node`.
@@ -189,7 +195,7 @@ impl Topology {
             .map(|(i, n)| NodeConfig {
                 version: VERSION,
                 name: n.name.clone(),
-                settings: Settings::default(),
+                settings: Settings { tcp_mss_clamp: n.tcp_mss_clamp, ..Settings::default() },
                 peers: peers.iter().filter(|p| p.id != i as u32).cloned().collect(),
                 labels: Vec::new(),
                 sfs: Vec::new(),
@@ -197,8 +203,8 @@ impl Topology {
                 inbound_sas: Vec::new(),
                 chains: Vec::new(),
                 rules: Vec::new(),
-                transport: None,
-                local: None,
+                transport: n.address.clone().map(|listen| TransportConfig { listen }),
+                local: n.local.clone(),
             })
             .collect();
         // Every label: an SF or endpoint on its own node, a route to its owner elsewhere.

@@ -115,3 +115,28 @@ fn topology_mistakes_name_the_field() {
         assert!(err.to_string().contains(want), "wanted {want:?}, got: {err}");
     }
 }
+
+/// The topology of docs/DEPLOYMENT.md, so that the guide cannot drift from the code.
+fn deployment_topology() -> String {
+    let doc = include_str!("../../../docs/DEPLOYMENT.md");
+    let blocks: Vec<&str> = doc.split("```toml\n").skip(1).filter_map(|b| b.split("```").next()).collect();
+    assert_eq!(blocks.len(), 1, "the guide has one TOML block");
+    blocks[0].to_owned()
+}
+
+#[test]
+fn the_deployment_guide_compiles_into_ready_to_run_node_files() {
+    let cfgs = Topology::from_toml(&deployment_topology()).unwrap().compile().unwrap();
+    assert_eq!(cfgs.iter().map(|c| c.name.as_str()).collect::<Vec<_>>(), vec!["ingress", "sf-1", "egress"]);
+    let sas: usize = cfgs.iter().map(|c| c.outbound_sas.len()).sum();
+    assert_eq!(sas, 3, "ingress->sf-1, sf-1->egress, egress->ingress");
+    for c in &cfgs {
+        let again = NodeConfig::from_toml(&c.to_toml().unwrap()).unwrap();
+        again.check().unwrap();
+        let io = again.io_settings().unwrap();
+        assert_eq!(io.peers.len(), 2);
+        assert_eq!(io.tun.is_some(), c.name != "sf-1");
+    }
+    assert_eq!(cfgs[0].io_settings().unwrap().listen, "198.51.100.10:6635".parse().unwrap());
+    assert_eq!(cfgs[0].settings.tcp_mss_clamp, Some(1200));
+}
