@@ -10,16 +10,7 @@ const SIZES: [usize; 4] = [64, 512, 1400, 9000];
 /// An IPv4/UDP packet of `size` bytes in total.
 fn packet(size: usize) -> Vec<u8> {
     let mut b = vec![0x5a; size];
-    let r = ipv4::Repr {
-        src: [10, 0, 0, 1],
-        dst: [10, 0, 0, 2],
-        protocol: 17,
-        ttl: 64,
-        ident: 1,
-        tos: 0,
-        dont_frag: true,
-        payload_len: (size - 20) as u16,
-    };
+    let r = ipv4::Repr::new([10, 0, 0, 1], [10, 0, 0, 2], 17, (size - 20) as u16);
     r.emit(&mut b).unwrap();
     b
 }

@@ -11,18 +11,7 @@ fn v4_tcp(payload: &[u8]) -> Vec<u8> {
     tcp::Repr { src_port: 40000, dst_port: 80, seq: 7, ack: 9, flags: tcp::flags::ACK, window: 100 }
         .emit(&mut b[20..], Some(pseudo))
         .unwrap();
-    ipv4::Repr {
-        src: [10, 0, 0, 1],
-        dst: [10, 0, 0, 2],
-        protocol: 6,
-        ttl: 64,
-        ident: 3,
-        tos: 0,
-        dont_frag: true,
-        payload_len: (20 + payload.len()) as u16,
-    }
-    .emit(&mut b)
-    .unwrap();
+    ipv4::Repr::new([10, 0, 0, 1], [10, 0, 0, 2], 6, (20 + payload.len()) as u16).emit(&mut b).unwrap();
     b
 }
 

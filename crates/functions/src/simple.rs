@@ -128,9 +128,7 @@ pub(crate) mod testutil {
         } else {
             udp::Repr { src_port: sp, dst_port: dp }.emit(&mut b[20..], payload.len(), Some(pseudo)).unwrap();
         }
-        ipv4::Repr { src, dst, protocol: proto, ttl: 64, ident: 1, tos: 0, dont_frag: true, payload_len: len }
-            .emit(&mut b)
-            .unwrap();
+        ipv4::Repr::new(src, dst, proto, len).emit(&mut b).unwrap();
         b
     }
 

@@ -40,6 +40,26 @@ fn send_traffic(sim: &mut Sim, n: u32, spacing_us: u64) -> Vec<(Flow, Vec<u8>)> 
     sent
 }
 
+/// An ingress and an egress with one chain that takes every IPv4 packet through no SF.
+fn two_nodes(configure: impl FnOnce(&mut zsfc_sim::domain::DomainBuilder)) -> Sim {
+    use zsfc_dataplane::{Action, ChainId, Prefix, Rule};
+    let mut b = zsfc_sim::domain::DomainBuilder::default();
+    configure(&mut b);
+    let c = b.node("ingress", Box::new(ClientSide::default()));
+    let s = b.node("egress", Box::new(FakeEchoService::default()));
+    b.deliver_label(s, 999);
+    let rule = Rule::between(Prefix::any_v4(), Prefix::any_v4(), Action::Chain(ChainId(1)));
+    b.chain(zsfc_sim::domain::ChainDef {
+        id: 1,
+        classifier: c,
+        rules: vec![rule],
+        hops: vec![],
+        deliver: 999,
+        nsh: None,
+    });
+    b.build().expect("two-node domain builds")
+}
+
 fn service(sim: &Sim) -> &FakeEchoService {
     sim.local::<FakeEchoService>(EGRESS).expect("service")
 }
@@ -266,28 +286,12 @@ fn node_refuses_a_labelled_packet_at_its_local_door() {
 fn soft_lifetime_asks_for_a_rekey_once_and_hard_lifetime_fails_closed() {
     use zsfc_dataplane::Event;
     use zsfc_esp::{Lifetimes, Limits};
-    let mut b = zsfc_sim::domain::DomainBuilder::default();
-    b.lifetimes = Lifetimes {
-        soft: Limits { packets: 3, ..Limits::UNLIMITED },
-        hard: Limits { packets: 5, ..Limits::UNLIMITED },
-    };
-    let c = b.node("ingress", Box::new(ClientSide::default()));
-    let s = b.node("egress", Box::new(FakeEchoService::default()));
-    b.deliver_label(s, 999);
-    let rule = zsfc_dataplane::Rule::between(
-        zsfc_dataplane::Prefix::any_v4(),
-        zsfc_dataplane::Prefix::any_v4(),
-        zsfc_dataplane::Action::Chain(zsfc_dataplane::ChainId(1)),
-    );
-    b.chain(zsfc_sim::domain::ChainDef {
-        id: 1,
-        classifier: c,
-        rules: vec![rule],
-        hops: vec![],
-        deliver: 999,
-        nsh: None,
+    let mut sim = two_nodes(|b| {
+        b.lifetimes = Lifetimes {
+            soft: Limits { packets: 3, ..Limits::UNLIMITED },
+            hard: Limits { packets: 5, ..Limits::UNLIMITED },
+        };
     });
-    let mut sim = b.build().unwrap();
     let flow = Flow::udp("10.0.0.1", 1, "10.0.0.2", 2);
     for i in 0..8 {
         sim.send_local(0, sim.now, &packets::build(&flow, i, b"x"));
@@ -400,20 +404,8 @@ fn a_packet_an_external_sf_made_up_is_not_cached_and_dropped() {
 
 #[test]
 fn the_classifier_clamps_the_mss_of_syns_entering_the_domain() {
-    use zsfc_sim::domain::{ChainDef, DomainBuilder};
     use zsfc_wire::{checksum, ipv4, tcp};
-    let mut b = DomainBuilder::default();
-    b.settings.tcp_mss_clamp = Some(1200);
-    let c = b.node("ingress", Box::new(ClientSide::default()));
-    let s = b.node("egress", Box::new(FakeEchoService::default()));
-    b.deliver_label(s, 999);
-    let rule = zsfc_dataplane::Rule::between(
-        zsfc_dataplane::Prefix::any_v4(),
-        zsfc_dataplane::Prefix::any_v4(),
-        zsfc_dataplane::Action::Chain(zsfc_dataplane::ChainId(1)),
-    );
-    b.chain(ChainDef { id: 1, classifier: c, rules: vec![rule], hops: vec![], deliver: 999, nsh: None });
-    let mut sim = b.build().unwrap();
+    let mut sim = two_nodes(|b| b.settings.tcp_mss_clamp = Some(1200));
     // A SYN announcing MSS 1460.
     let mut syn = vec![0u8; 44];
     tcp::Repr { src_port: 40000, dst_port: 80, seq: 1, ack: 0, flags: tcp::flags::SYN, window: 1000 }
@@ -423,18 +415,7 @@ fn the_classifier_clamps_the_mss_of_syns_entering_the_domain() {
     syn[40..44].copy_from_slice(&[2, 4, 0x05, 0xb4]);
     let pseudo = checksum::pseudo_v4([10, 0, 0, 1], [10, 0, 0, 2], 6, 24);
     tcp::Segment::new_checked(&mut syn[20..]).unwrap().fill_checksum(pseudo);
-    ipv4::Repr {
-        src: [10, 0, 0, 1],
-        dst: [10, 0, 0, 2],
-        protocol: 6,
-        ttl: 64,
-        ident: 1,
-        tos: 0,
-        dont_frag: true,
-        payload_len: 24,
-    }
-    .emit(&mut syn)
-    .unwrap();
+    ipv4::Repr::new([10, 0, 0, 1], [10, 0, 0, 2], 6, 24).emit(&mut syn).unwrap();
     sim.send_local(0, sim.now, &syn);
     sim.run(100);
     let svc = sim.local::<FakeEchoService>(1).unwrap();

@@ -35,16 +35,7 @@ fn over_udp(labelled: &[u8]) -> Vec<u8> {
     udp::Repr { src_port: mpls::in_udp::entropy_port(7), dst_port: mpls::in_udp::PORT }
         .emit(&mut p[20..], labelled.len(), None)
         .unwrap();
-    let r = ipv4::Repr {
-        src: [192, 168, 0, 1],
-        dst: [192, 168, 0, 2],
-        protocol: 17,
-        ttl: 64,
-        ident: 9,
-        tos: 0,
-        dont_frag: true,
-        payload_len: (8 + labelled.len()) as u16,
-    };
+    let r = ipv4::Repr::new([192, 168, 0, 1], [192, 168, 0, 2], 17, (8 + labelled.len()) as u16);
     r.emit(&mut p).unwrap();
     p
 }

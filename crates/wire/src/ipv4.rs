@@ -156,6 +156,11 @@ pub struct Repr {
 }
 
 impl Repr {
+    /// A header as hosts send it: TTL 64, identification 0, TOS 0, don't fragment.
+    pub fn new(src: [u8; 4], dst: [u8; 4], protocol: u8, payload_len: u16) -> Self {
+        Self { src, dst, protocol, ttl: 64, ident: 0, tos: 0, dont_frag: true, payload_len }
+    }
+
     pub fn parse<T: AsRef<[u8]>>(p: &Packet<T>) -> Self {
         Self {
             src: p.src(),
