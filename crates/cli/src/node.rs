@@ -4,13 +4,16 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 use zsfc_config::NodeConfig;
 use zsfc_dataplane::Instant;
-use zsfc_io::{Drivers, TunSpec};
+use zsfc_io::{AttachmentSpec, Drivers, TunSpec};
 
 #[derive(Debug, clap::Args)]
 pub(crate) struct Args {
     /// The node's configuration file.
     #[arg(long)]
     config: std::path::PathBuf,
+    /// Written once every device exists and the gateway (if any) listens: the node is ready.
+    #[arg(long)]
+    ready_file: Option<std::path::PathBuf>,
 }
 
 pub(crate) fn run(a: &Args) -> anyhow::Result<bool> {
@@ -20,7 +23,50 @@ pub(crate) fn run(a: &Args) -> anyhow::Result<bool> {
     let mut node = cfg.build(Instant::ZERO).with_context(|| a.config.display().to_string())?;
     drop(text);
     let tun = io.tun.as_ref().map(|t| TunSpec { name: t.name.clone(), addresses: t.addresses.clone(), mtu: t.mtu });
-    let mut drivers = Drivers::open(io.listen, &io.peers, tun.as_ref())?;
+    let mut attachments = Vec::new();
+    for a in &io.attachments {
+        let sf = node
+            .sf_ids()
+            .find(|&id| node.sf_report(id).is_some_and(|r| r.name == a.sf))
+            .with_context(|| format!("the external SF {:?} was not built", a.sf))?;
+        attachments.push(AttachmentSpec { sf, to_sf: a.to_sf.clone(), from_sf: a.from_sf.clone(), mtu: a.mtu });
+    }
+    let mut drivers = Drivers::open(io.listen, &io.peers, tun.as_ref(), &attachments)?;
+    let (control_tx, control_rx) = std::sync::mpsc::channel();
+    let gateway = match &io.gateway {
+        None => None,
+        Some(g) => {
+            let settings = zsfc_gateway::GatewaySettings {
+                listen: g.listen,
+                ca: g.ca.clone(),
+                cert: g.cert.clone(),
+                key: g.key.clone(),
+                inner_source: g.inner_source,
+                policy: zsfc_gateway::Policy {
+                    services: g
+                        .services
+                        .iter()
+                        .map(|(name, address, chain)| zsfc_gateway::Service {
+                            name: name.clone(),
+                            address: *address,
+                            chain: zsfc_dataplane::ChainId(*chain),
+                        })
+                        .collect(),
+                    grants: g
+                        .grants
+                        .iter()
+                        .map(|(identity, services)| zsfc_gateway::Grant {
+                            identity: identity.clone(),
+                            services: services.clone(),
+                        })
+                        .collect(),
+                },
+            };
+            let gw = zsfc_gateway::start(settings, control_tx).context("starting the gateway")?;
+            eprintln!("zsfc node {:?}: gateway listening on {} (mutual TLS 1.3)", cfg.name, gw.local_addr);
+            Some(gw)
+        }
+    };
     let stop = Arc::new(AtomicBool::new(false));
     for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
         signal_hook::flag::register(sig, Arc::clone(&stop)).context("installing signal handlers")?;
@@ -32,14 +78,29 @@ pub(crate) fn run(a: &Args) -> anyhow::Result<bool> {
         io.peers.len(),
         tun.as_ref().map(|t| format!(", local side on {}", t.name)).unwrap_or_default()
     );
-    drivers.run(&mut node, &stop)?;
+    if let Some(p) = &a.ready_file {
+        std::fs::write(p, b"ready\n").with_context(|| format!("writing {}", p.display()))?;
+    }
+    drivers.run(&mut node, &stop, Some(&control_rx))?;
 
     // Final report on stdout: what the drivers and the engine did.
     let s = drivers.stats;
     println!(
-        "node {}: udp rx {} tx {} unknown-source {}; tun rx {} tx {}; undeliverable {}",
-        cfg.name, s.udp_rx, s.udp_tx, s.udp_unknown_source, s.tun_rx, s.tun_tx, s.undeliverable
+        "node {}: udp rx {} tx {} unknown-source {}; tun rx {} tx {}; sf rx {} tx {}; undeliverable {}",
+        cfg.name, s.udp_rx, s.udp_tx, s.udp_unknown_source, s.tun_rx, s.tun_tx, s.sf_rx, s.sf_tx, s.undeliverable
     );
+    if let Some(gw) = &gateway {
+        let g = &gw.stats;
+        let refused: Vec<String> =
+            zsfc_gateway::Refusal::ALL.iter().map(|&r| format!("{}={}", r.name(), g.refused(r))).collect();
+        println!(
+            "gateway: accepted {} served {} refused {}",
+            g.accepted.load(std::sync::atomic::Ordering::Relaxed),
+            g.served.load(std::sync::atomic::Ordering::Relaxed),
+            refused.join(" ")
+        );
+        println!("flows: inserted {} refused {}", s.flows_inserted, s.flows_refused);
+    }
     let n = node.stats();
     println!("engine: classified {} forwarded {} delivered {}", n.classified, n.forwarded, n.delivered);
     for (r, c) in node.drops().nonzero() {

@@ -1,7 +1,9 @@
 //! The process-side settings of a node, parsed and checked with field names.
 use crate::build::bad;
-use crate::{FieldError, NodeConfig};
+use crate::{FieldError, GatewayConfig, NodeConfig};
+use std::collections::HashSet;
 use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
 
 /// Parsed transport and local-side settings.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -10,6 +12,37 @@ pub struct IoSettings {
     /// Peer id → where its MPLS-in-UDP packets go.
     pub peers: Vec<(u32, SocketAddr)>,
     pub tun: Option<TunSettings>,
+    pub attachments: Vec<AttachmentSettings>,
+    pub gateway: Option<GatewaySettings>,
+}
+
+/// The gateway's settings, parsed: services are (name, address, chain id), grants (identity,
+/// service names).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GatewaySettings {
+    pub listen: SocketAddr,
+    pub ca: PathBuf,
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    pub inner_source: IpAddr,
+    pub services: Vec<(String, SocketAddr, u32)>,
+    pub grants: Vec<(String, Vec<String>)>,
+}
+
+/// The attachment circuit of the external SF `sf` (its name in `sfs`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AttachmentSettings {
+    pub sf: String,
+    pub to_sf: String,
+    pub from_sf: String,
+    pub mtu: u16,
+}
+
+fn device_name(field: String, name: &str) -> Result<(), FieldError> {
+    if name.is_empty() || name.len() > 15 || name.contains(['/', ' ']) {
+        return Err(bad(field, format!("{name:?}: a device name has 1 to 15 characters, no '/' or space")));
+    }
+    Ok(())
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -40,9 +73,7 @@ impl NodeConfig {
         let tun = match &self.local {
             None => None,
             Some(l) => {
-                if l.tun.is_empty() || l.tun.len() > 15 {
-                    return Err(bad("local.tun", "a device name has 1 to 15 characters"));
-                }
+                device_name("local.tun".into(), &l.tun)?;
                 if l.mtu < 576 {
                     return Err(bad("local.mtu", format!("{} is below 576", l.mtu)));
                 }
@@ -63,6 +94,90 @@ impl NodeConfig {
                 Some(TunSettings { name: l.tun.clone(), addresses, mtu: l.mtu })
             }
         };
-        Ok(IoSettings { listen, peers, tun })
+        let mut attachments = Vec::new();
+        for (i, sf) in self.sfs.iter().enumerate() {
+            match (&sf.attachment, sf.external) {
+                (None, false) => {}
+                (Some(_), false) => {
+                    return Err(bad(format!("sfs[{i}].attachment"), "only an external SF has an attachment circuit"));
+                }
+                (None, true) => {
+                    return Err(bad(
+                        format!("sfs[{i}].attachment"),
+                        "missing: a node process reaches an external SF over an attachment circuit",
+                    ));
+                }
+                (Some(a), true) => {
+                    device_name(format!("sfs[{i}].attachment.to_sf"), &a.to_sf)?;
+                    device_name(format!("sfs[{i}].attachment.from_sf"), &a.from_sf)?;
+                    if a.to_sf == a.from_sf {
+                        return Err(bad(format!("sfs[{i}].attachment.from_sf"), "must differ from to_sf"));
+                    }
+                    if a.mtu < 576 {
+                        return Err(bad(format!("sfs[{i}].attachment.mtu"), format!("{} is below 576", a.mtu)));
+                    }
+                    attachments.push(AttachmentSettings {
+                        sf: sf.name.clone(),
+                        to_sf: a.to_sf.clone(),
+                        from_sf: a.from_sf.clone(),
+                        mtu: a.mtu,
+                    });
+                }
+            }
+        }
+        let gateway = self.gateway.as_ref().map(|g| self.gateway_settings(g)).transpose()?;
+        Ok(IoSettings { listen, peers, tun, attachments, gateway })
+    }
+
+    fn gateway_settings(&self, g: &GatewayConfig) -> Result<GatewaySettings, FieldError> {
+        let listen =
+            g.listen.parse().map_err(|_| bad("gateway.listen", format!("{:?} is not ADDRESS:PORT", g.listen)))?;
+        let inner_source = g
+            .inner_source
+            .parse()
+            .map_err(|_| bad("gateway.inner_source", format!("{:?} is not an address", g.inner_source)))?;
+        for (field, v) in [("ca", &g.ca), ("cert", &g.cert), ("key", &g.key)] {
+            if v.is_empty() {
+                return Err(bad(format!("gateway.{field}"), "must name a PEM file"));
+            }
+        }
+        let chains: HashSet<u32> = self.chains.iter().map(|c| c.id).collect();
+        let mut services = Vec::new();
+        let mut names = HashSet::new();
+        for (i, s) in g.services.iter().enumerate() {
+            let at = format!("gateway.services[{i}]");
+            if s.name.is_empty() || !names.insert(s.name.to_ascii_lowercase()) {
+                return Err(bad(format!("{at}.name"), format!("{:?} is empty or used twice", s.name)));
+            }
+            let addr: SocketAddr = s
+                .address
+                .parse()
+                .map_err(|_| bad(format!("{at}.address"), format!("{:?} is not ADDRESS:PORT", s.address)))?;
+            if !chains.contains(&s.chain) {
+                return Err(bad(format!("{at}.chain"), format!("no chain {} on this node", s.chain)));
+            }
+            services.push((s.name.clone(), addr, s.chain));
+        }
+        let mut grants = Vec::new();
+        for (i, c) in g.clients.iter().enumerate() {
+            if c.identity.trim().is_empty() {
+                return Err(bad(format!("gateway.clients[{i}].identity"), "must not be empty"));
+            }
+            for (j, s) in c.services.iter().enumerate() {
+                if !names.contains(&s.to_ascii_lowercase()) {
+                    return Err(bad(format!("gateway.clients[{i}].services[{j}]"), format!("no service named {s:?}")));
+                }
+            }
+            grants.push((c.identity.clone(), c.services.clone()));
+        }
+        Ok(GatewaySettings {
+            listen,
+            ca: g.ca.clone().into(),
+            cert: g.cert.clone().into(),
+            key: g.key.clone().into(),
+            inner_source,
+            services,
+            grants,
+        })
     }
 }

@@ -28,7 +28,7 @@ mod model;
 mod topology;
 
 pub use build::FieldError;
-pub use io::{IoSettings, TunSettings};
+pub use io::{AttachmentSettings, GatewaySettings, IoSettings, TunSettings};
 pub use model::*;
 pub use topology::*;
 

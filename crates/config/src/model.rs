@@ -33,6 +33,44 @@ pub struct NodeConfig {
     /// The local side: a TUN device carrying the clients' or the service's plain IP traffic.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub local: Option<LocalConfig>,
+    /// The mutual-TLS ingress gateway (ingress nodes).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gateway: Option<GatewayConfig>,
+}
+
+/// The ingress gateway: where clients connect with TLS, the PEM files of the domain CA and of
+/// the gateway's certificate, the address inner connections come from (on the local side), the
+/// services (by server name) and which client identity may use which.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GatewayConfig {
+    pub listen: String,
+    pub ca: String,
+    pub cert: String,
+    pub key: String,
+    pub inner_source: String,
+    #[serde(default)]
+    pub services: Vec<GatewayService>,
+    #[serde(default)]
+    pub clients: Vec<GatewayClient>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GatewayService {
+    /// The server name (SNI) clients ask for.
+    pub name: String,
+    /// `address:port` of the service, reached through `chain`.
+    pub address: String,
+    pub chain: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GatewayClient {
+    /// The subject common name of the client's certificate.
+    pub identity: String,
+    pub services: Vec<String>,
 }
 
 /// MPLS-in-UDP (RFC 7510) between nodes: this node listens on `listen`; peers' `address`es are
@@ -118,6 +156,24 @@ pub struct SfConfig {
     pub cache_capacity: Option<usize>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cache_max_age_ms: Option<u64>,
+    /// How a node process reaches an external SF (the simulation needs none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attachment: Option<AttachmentConfig>,
+}
+
+/// The attachment circuit of an external SF: two TUN devices the node creates; packets for the
+/// SF are written to `to_sf`, the SF routes them out of `from_sf` back to the node.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AttachmentConfig {
+    pub to_sf: String,
+    pub from_sf: String,
+    #[serde(default = "attachment_mtu")]
+    pub mtu: u16,
+}
+
+fn attachment_mtu() -> u16 {
+    1500
 }
 
 /// A built-in service function and its parameters.

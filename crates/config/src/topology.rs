@@ -79,6 +79,9 @@ pub struct TopoSf {
     pub function: Option<Function>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub label: Option<u32>,
+    /// How the node process reaches an external SF.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attachment: Option<AttachmentConfig>,
 }
 
 /// A unidirectional chain; the way back is another chain (it may take other SFs).
@@ -205,6 +208,7 @@ impl Topology {
                 rules: Vec::new(),
                 transport: n.address.clone().map(|listen| TransportConfig { listen }),
                 local: n.local.clone(),
+                gateway: None,
             })
             .collect();
         // Every label: an SF or endpoint on its own node, a route to its owner elsewhere.
@@ -232,6 +236,7 @@ impl Topology {
                 function: s.function.clone(),
                 cache_capacity: None,
                 cache_max_age_ms: None,
+                attachment: s.attachment.clone(),
             });
         }
 

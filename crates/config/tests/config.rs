@@ -279,3 +279,69 @@ function = {{ kind = "rate_limiter", rate_bytes_per_s = 1000000, burst_bytes = 1
     );
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// The ingress with a transport, a gateway and (on the SF node) an external SF with its circuit.
+fn with_process_settings(node: &str) -> String {
+    let transport = "\n[transport]\nlisten = \"192.0.2.1:6635\"\n";
+    match node {
+        "ingress" => format!(
+            "{}{transport}{}",
+            ingress(),
+            r#"
+[gateway]
+listen = "172.16.0.1:443"
+ca = "ca.pem"
+cert = "gw.pem"
+key = "gw.key"
+inner_source = "10.1.0.1"
+services = [{ name = "web.example", address = "10.9.0.1:80", chain = 1 }]
+clients = [{ identity = "alice", services = ["web.example"] }]
+"#
+        ),
+        _ => format!(
+            "{}{transport}",
+            sf_node().replace(
+                "function = { kind = \"counter\" }",
+                "external = true\nattachment = { to_sf = \"ac0-in\", from_sf = \"ac0-out\" }"
+            )
+        ),
+    }
+}
+
+#[test]
+fn process_settings_are_parsed_and_mistakes_name_the_field() {
+    let ing = NodeConfig::from_toml(&with_process_settings("ingress")).unwrap().io_settings().unwrap();
+    let gw = ing.gateway.unwrap();
+    assert_eq!(gw.services, vec![("web.example".to_owned(), "10.9.0.1:80".parse().unwrap(), 1)]);
+    assert_eq!(gw.grants, vec![("alice".to_owned(), vec!["web.example".to_owned()])]);
+    let sf = NodeConfig::from_toml(&with_process_settings("sf")).unwrap().io_settings().unwrap();
+    assert_eq!(sf.attachments.len(), 1);
+    assert_eq!((sf.attachments[0].to_sf.as_str(), sf.attachments[0].mtu), ("ac0-in", 1500));
+
+    let cases: Vec<(String, &str)> = vec![
+        (
+            with_process_settings("ingress").replace("chain = 1 }", "chain = 4 }"),
+            "gateway.services[0].chain: no chain 4",
+        ),
+        (
+            with_process_settings("ingress").replace("services = [\"web.example\"]", "services = [\"mail\"]"),
+            "gateway.clients[0].services[0]: no service named \"mail\"",
+        ),
+        (with_process_settings("ingress").replace("10.9.0.1:80", "10.9.0.1"), "gateway.services[0].address"),
+        (with_process_settings("ingress").replace("\"172.16.0.1:443\"", "\"gw\""), "gateway.listen"),
+        (with_process_settings("ingress").replace("\"10.1.0.1\"", "\"ten\""), "gateway.inner_source"),
+        (with_process_settings("sf").replace("\"ac0-out\"", "\"ac0-in\""), "sfs[1].attachment.from_sf: must differ"),
+        (with_process_settings("sf").replace("\"ac0-out\"", "\"a-much-too-long-name\""), "sfs[1].attachment.from_sf"),
+        (
+            with_process_settings("sf").replace("\nattachment = { to_sf = \"ac0-in\", from_sf = \"ac0-out\" }", ""),
+            "sfs[1].attachment: missing",
+        ),
+    ];
+    for (text, want) in cases {
+        let err = NodeConfig::from_toml(&text)
+            .and_then(|c| c.io_settings())
+            .err()
+            .unwrap_or_else(|| panic!("accepted; wanted an error containing {want:?}"));
+        assert!(err.to_string().contains(want), "wanted {want:?}, got: {err}");
+    }
+}

@@ -1,20 +1,27 @@
 //! The one crate that touches the operating system's network: it moves packets between sockets
-//! or devices and a [`Node`], and owns the loop. Today: MPLS-in-UDP (RFC 7510) between nodes and
-//! a TUN device for the local side, on one thread. (Planned: batching with recvmmsg/sendmmsg or
-//! GSO/GRO, AF_PACKET rings, attachment circuits for external SFs, worker threads.)
+//! or devices and a [`Node`], and owns the loop. Drivers today: MPLS-in-UDP (RFC 7510) between
+//! nodes, a TUN device for the local side (clients at an ingress, the service at an egress), and
+//! attachment circuits to external SFC-unaware SFs (a TUN device pair that the SF's host routes
+//! between). One thread; readiness through epoll. (Planned: recvmmsg/sendmmsg or GSO/GRO
+//! batching, AF_PACKET rings for Ethernet + MPLS links, worker threads.)
 #![forbid(unsafe_code)]
 
-use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
-use std::net::{SocketAddr, UdpSocket};
-use std::os::fd::AsFd;
+use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags, EpollTimeout};
+use std::net::{IpAddr, SocketAddr, UdpSocket};
 use std::sync::atomic::{AtomicBool, Ordering};
-use zsfc_dataplane::{Instant, Node, PacketBuf, Verdict};
+use std::sync::mpsc::Receiver;
+use zsfc_dataplane::{ChainId, Instant, Node, PacketBuf, SfId, Verdict};
 use zsfc_wire::buffer::{DEFAULT_HEADROOM, DEFAULT_TAILROOM};
+use zsfc_wire::ip::FiveTuple;
 
 /// Largest packet read from a socket or device.
 const MAX_PACKET: usize = 65535;
-/// Packets read from one source before looking at the other.
+/// Packets read from one source before looking at the others.
 const BATCH: usize = 64;
+/// Epoll tokens: the UDP socket, the local TUN, then attachment `i` at `FIRST_AC + i`.
+const TOKEN_UDP: u64 = 0;
+const TOKEN_TUN: u64 = 1;
+const FIRST_AC: u64 = 2;
 
 /// What the drivers did (the engine counts its own drops).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -25,8 +32,14 @@ pub struct IoStats {
     pub udp_unknown_source: u64,
     pub tun_rx: u64,
     pub tun_tx: u64,
-    /// Verdicts the drivers could not carry out (no peer address, no TUN, no external SF
-    /// attachment yet, a failed send).
+    /// Packets sent to and received from external SFs over their attachment circuits.
+    pub sf_tx: u64,
+    pub sf_rx: u64,
+    /// Flow entries the gateway asked for, and the ones the full flow table refused.
+    pub flows_inserted: u64,
+    pub flows_refused: u64,
+    /// Verdicts the drivers could not carry out (no peer address, no TUN, no attachment
+    /// circuit for the SF, a failed send).
     pub undeliverable: u64,
 }
 
@@ -40,12 +53,57 @@ pub enum IoError {
     Io(#[from] std::io::Error),
 }
 
+impl From<nix::errno::Errno> for IoError {
+    fn from(e: nix::errno::Errno) -> Self {
+        Self::Io(e.into())
+    }
+}
+
+/// A TUN device to create: name, addresses (address, prefix length) and MTU.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TunSpec {
+    pub name: String,
+    pub addresses: Vec<(IpAddr, u8)>,
+    pub mtu: u16,
+}
+
+/// The attachment circuit of one external SF: the node writes the SF's packets to the TUN device
+/// `to_sf` and reads what the SF sends on from `from_sf`. The SF's host (a network namespace, a
+/// VM, the machine itself) owns both interfaces and routes from one to the other; `zsfc up`
+/// moves them into the SF's namespace.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AttachmentSpec {
+    pub sf: SfId,
+    pub to_sf: String,
+    pub from_sf: String,
+    pub mtu: u16,
+}
+
+/// A change to the engine asked for by another thread (the ingress gateway). Applied by the
+/// packet loop before it reads the next packets, so a flow entry sent before a connection's
+/// first packet is in place when that packet arrives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Control {
+    InsertFlow(FiveTuple, ChainId),
+    RemoveFlow(FiveTuple),
+}
+
+struct Attachment {
+    sf: SfId,
+    to_sf: tun_rs::SyncDevice,
+    from_sf: tun_rs::SyncDevice,
+}
+
 /// The drivers of one node process.
 pub struct Drivers {
     udp: UdpSocket,
     /// Peer addresses indexed by peer id.
     peers: Vec<Option<SocketAddr>>,
     tun: Option<tun_rs::SyncDevice>,
+    attachments: Vec<Attachment>,
+    /// Attachment index by `SfId`.
+    ac_of_sf: Vec<Option<usize>>,
+    epoll: Epoll,
     pool: Vec<PacketBuf>,
     pub stats: IoStats,
 }
@@ -55,22 +113,34 @@ impl core::fmt::Debug for Drivers {
         f.debug_struct("Drivers")
             .field("udp", &self.udp.local_addr().ok())
             .field("tun", &self.tun.is_some())
+            .field("attachments", &self.attachments.len())
             .field("stats", &self.stats)
             .finish()
     }
 }
 
-/// A TUN device to create: name, addresses (address, prefix length) and MTU.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TunSpec {
-    pub name: String,
-    pub addresses: Vec<(std::net::IpAddr, u8)>,
-    pub mtu: u16,
+fn open_tun(t: &TunSpec) -> Result<tun_rs::SyncDevice, IoError> {
+    let tun_err = |source| IoError::Tun { name: t.name.clone(), source };
+    let mut b = tun_rs::DeviceBuilder::new().name(t.name.clone()).mtu(t.mtu);
+    for &(a, len) in &t.addresses {
+        b = match a {
+            IpAddr::V4(v4) => b.ipv4(v4, len, None),
+            IpAddr::V6(v6) => b.ipv6(v6, len),
+        };
+    }
+    let dev = b.build_sync().map_err(tun_err)?;
+    dev.set_nonblocking(true).map_err(tun_err)?;
+    Ok(dev)
 }
 
 impl Drivers {
-    /// Binds the MPLS-in-UDP socket and creates the TUN device, if any.
-    pub fn open(listen: SocketAddr, peers: &[(u32, SocketAddr)], tun: Option<&TunSpec>) -> Result<Self, IoError> {
+    /// Binds the MPLS-in-UDP socket and creates the TUN devices.
+    pub fn open(
+        listen: SocketAddr,
+        peers: &[(u32, SocketAddr)],
+        tun: Option<&TunSpec>,
+        attachments: &[AttachmentSpec],
+    ) -> Result<Self, IoError> {
         let udp = UdpSocket::bind(listen).map_err(|source| IoError::Bind { addr: listen, source })?;
         udp.set_nonblocking(true)?;
         let mut table = Vec::new();
@@ -81,23 +151,35 @@ impl Drivers {
             }
             table[i] = Some(addr);
         }
-        let tun = match tun {
-            None => None,
-            Some(t) => {
-                let tun_err = |source| IoError::Tun { name: t.name.clone(), source };
-                let mut b = tun_rs::DeviceBuilder::new().name(t.name.clone()).mtu(t.mtu);
-                for &(a, len) in &t.addresses {
-                    b = match a {
-                        std::net::IpAddr::V4(v4) => b.ipv4(v4, len, None),
-                        std::net::IpAddr::V6(v6) => b.ipv6(v6, len),
-                    };
-                }
-                let dev = b.build_sync().map_err(tun_err)?;
-                dev.set_nonblocking(true).map_err(tun_err)?;
-                Some(dev)
+        let tun = tun.map(open_tun).transpose()?;
+        let epoll = Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC)?;
+        epoll.add(&udp, EpollEvent::new(EpollFlags::EPOLLIN, TOKEN_UDP))?;
+        if let Some(t) = &tun {
+            epoll.add(t, EpollEvent::new(EpollFlags::EPOLLIN, TOKEN_TUN))?;
+        }
+        let mut acs = Vec::new();
+        let mut ac_of_sf = Vec::new();
+        for (i, a) in attachments.iter().enumerate() {
+            let spec = |name: &str| TunSpec { name: name.to_owned(), addresses: Vec::new(), mtu: a.mtu };
+            let ac = Attachment { sf: a.sf, to_sf: open_tun(&spec(&a.to_sf))?, from_sf: open_tun(&spec(&a.from_sf))? };
+            epoll.add(&ac.from_sf, EpollEvent::new(EpollFlags::EPOLLIN, FIRST_AC + i as u64))?;
+            let k = a.sf.0 as usize;
+            if ac_of_sf.len() <= k {
+                ac_of_sf.resize(k + 1, None);
             }
-        };
-        Ok(Self { udp, peers: table, tun, pool: Vec::new(), stats: IoStats::default() })
+            ac_of_sf[k] = Some(i);
+            acs.push(ac);
+        }
+        Ok(Self {
+            udp,
+            peers: table,
+            tun,
+            attachments: acs,
+            ac_of_sf,
+            epoll,
+            pool: Vec::new(),
+            stats: IoStats::default(),
+        })
     }
 
     fn buffer(&mut self) -> PacketBuf {
@@ -117,101 +199,137 @@ impl Drivers {
 
     /// Carries out a verdict.
     fn act(&mut self, v: Verdict) {
-        match v {
+        let (sent, b) = match v {
             Verdict::Forward(peer, b) => {
-                match self.peers.get(peer.0 as usize).copied().flatten() {
-                    Some(addr) if self.udp.send_to(b.as_slice(), addr).is_ok() => self.stats.udp_tx += 1,
-                    _ => self.stats.undeliverable += 1,
-                }
-                self.recycle(b);
+                let addr = self.peers.get(peer.0 as usize).copied().flatten();
+                let ok = addr.is_some_and(|a| self.udp.send_to(b.as_slice(), a).is_ok());
+                self.stats.udp_tx += u64::from(ok);
+                (ok, b)
             }
             Verdict::Deliver(b) => {
-                match &self.tun {
-                    Some(t) if t.send(b.as_slice()).is_ok() => self.stats.tun_tx += 1,
-                    _ => self.stats.undeliverable += 1,
-                }
-                self.recycle(b);
+                let ok = self.tun.as_ref().is_some_and(|t| t.send(b.as_slice()).is_ok());
+                self.stats.tun_tx += u64::from(ok);
+                (ok, b)
             }
-            Verdict::ToSf(_, b) => {
-                self.stats.undeliverable += 1;
-                self.recycle(b);
+            Verdict::ToSf(sf, b) => {
+                let ac = self.ac_of_sf.get(sf.0 as usize).copied().flatten();
+                let ok = ac.is_some_and(|i| self.attachments[i].to_sf.send(b.as_slice()).is_ok());
+                self.stats.sf_tx += u64::from(ok);
+                (ok, b)
             }
-            Verdict::Held => {}
-            Verdict::Drop(_, b) => self.recycle(b),
-        }
+            Verdict::Held => return,
+            Verdict::Drop(_, b) => (true, b),
+        };
+        self.stats.undeliverable += u64::from(!sent);
+        self.recycle(b);
     }
 
     fn is_peer(&self, from: &SocketAddr) -> bool {
         self.peers.iter().flatten().any(|p| p.ip() == from.ip())
     }
 
-    /// Runs `node` until `stop` is set: reads both sources, hands packets to the engine, acts on
-    /// verdicts, releases held packets on time and does the engine's housekeeping every second.
-    pub fn run(&mut self, node: &mut Node, stop: &AtomicBool) -> Result<(), IoError> {
-        let epoch = std::time::Instant::now();
-        let now = || Instant::from_nanos(epoch.elapsed().as_nanos() as u64);
-        let mut next_housekeeping = now() + core::time::Duration::from_secs(1);
-        while !stop.load(Ordering::Relaxed) {
-            let t = now();
-            let wait_ms =
-                node.poll_timeout().map_or(100, |d| (d.as_nanos().saturating_sub(t.as_nanos()) / 1_000_000).min(100));
-            let (udp_ready, tun_ready) = {
-                let mut fds = vec![PollFd::new(self.udp.as_fd(), PollFlags::POLLIN)];
-                if let Some(tun) = &self.tun {
-                    fds.push(PollFd::new(tun.as_fd(), PollFlags::POLLIN));
-                }
-                match poll(&mut fds, PollTimeout::try_from(wait_ms as i32).unwrap_or(PollTimeout::NONE)) {
-                    Ok(_) | Err(nix::errno::Errno::EINTR) => {}
-                    Err(e) => return Err(IoError::Io(e.into())),
-                }
-                let ready =
-                    |f: Option<&PollFd<'_>>| f.and_then(PollFd::revents).is_some_and(|r| r.contains(PollFlags::POLLIN));
-                (ready(fds.first()), ready(fds.get(1)))
-            };
-            if udp_ready {
-                for _ in 0..BATCH {
-                    let mut b = self.buffer();
-                    let mut from = None;
+    fn apply(&mut self, node: &mut Node, c: Control) {
+        match c {
+            Control::InsertFlow(t, chain) => match node.classifier_mut().insert_flow(t, chain) {
+                Ok(()) => self.stats.flows_inserted += 1,
+                Err(_) => self.stats.flows_refused += 1,
+            },
+            Control::RemoveFlow(t) => {
+                node.classifier_mut().remove_flow(&t);
+            }
+        }
+    }
+
+    /// Reads up to one batch from the source `token` and hands each packet to the engine.
+    fn drain(&mut self, node: &mut Node, token: u64, now: &impl Fn() -> Instant) -> Result<(), IoError> {
+        for _ in 0..BATCH {
+            let mut b = self.buffer();
+            let mut from = None;
+            let read = match token {
+                TOKEN_UDP => {
                     let udp = &self.udp;
-                    match b.append_with(DEFAULT_TAILROOM, |space| {
+                    b.append_with(DEFAULT_TAILROOM, |space| {
                         udp.recv_from(space).map(|(n, a)| {
                             from = Some(a);
                             n
                         })
-                    }) {
-                        Ok(_) => {}
-                        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                            self.recycle(b);
-                            break;
-                        }
-                        Err(e) => return Err(e.into()),
-                    }
+                    })
+                }
+                TOKEN_TUN => match &self.tun {
+                    Some(t) => b.append_with(DEFAULT_TAILROOM, |space| t.recv(space)),
+                    None => return Ok(()),
+                },
+                t => match self.attachments.get((t - FIRST_AC) as usize) {
+                    Some(ac) => b.append_with(DEFAULT_TAILROOM, |space| ac.from_sf.recv(space)),
+                    None => return Ok(()),
+                },
+            };
+            match read {
+                Ok(_) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                    self.recycle(b);
+                    return Ok(());
+                }
+                Err(e) => return Err(e.into()),
+            }
+            let v = match token {
+                TOKEN_UDP => {
                     if !from.is_some_and(|a| self.is_peer(&a)) {
                         self.stats.udp_unknown_source += 1;
                         self.recycle(b);
                         continue;
                     }
                     self.stats.udp_rx += 1;
-                    let v = node.handle_from_domain(now(), b);
-                    self.act(v);
+                    node.handle_from_domain(now(), b)
+                }
+                TOKEN_TUN => {
+                    self.stats.tun_rx += 1;
+                    node.handle_local(now(), b)
+                }
+                t => {
+                    self.stats.sf_rx += 1;
+                    let sf = self.attachments[(t - FIRST_AC) as usize].sf;
+                    node.handle_from_sf(now(), sf, b)
+                }
+            };
+            self.act(v);
+        }
+        Ok(())
+    }
+
+    /// Runs `node` until `stop` is set: applies control messages, reads every ready source,
+    /// hands packets to the engine, acts on verdicts, releases held packets on time and does the
+    /// engine's housekeeping every second.
+    pub fn run(
+        &mut self,
+        node: &mut Node,
+        stop: &AtomicBool,
+        control: Option<&Receiver<Control>>,
+    ) -> Result<(), IoError> {
+        let epoch = std::time::Instant::now();
+        let now = || Instant::from_nanos(epoch.elapsed().as_nanos() as u64);
+        let mut next_housekeeping = now() + core::time::Duration::from_secs(1);
+        let mut events = [EpollEvent::empty(); 16];
+        while !stop.load(Ordering::Relaxed) {
+            let t = now();
+            let wait_ms =
+                node.poll_timeout().map_or(100, |d| (d.as_nanos().saturating_sub(t.as_nanos()) / 1_000_000).min(100));
+            let n = match self
+                .epoll
+                .wait(&mut events, EpollTimeout::try_from(wait_ms as i32).unwrap_or(EpollTimeout::NONE))
+            {
+                Ok(n) => n,
+                Err(nix::errno::Errno::EINTR) => 0,
+                Err(e) => return Err(e.into()),
+            };
+            // Control first: a flow entry must be in place before its connection's packets.
+            if let Some(rx) = control {
+                while let Ok(c) = rx.try_recv() {
+                    self.apply(node, c);
                 }
             }
-            if tun_ready {
-                for _ in 0..BATCH {
-                    let mut b = self.buffer();
-                    let Some(tun) = &self.tun else { break };
-                    match b.append_with(DEFAULT_TAILROOM, |space| tun.recv(space)) {
-                        Ok(_) => {}
-                        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                            self.recycle(b);
-                            break;
-                        }
-                        Err(e) => return Err(e.into()),
-                    }
-                    self.stats.tun_rx += 1;
-                    let v = node.handle_local(now(), b);
-                    self.act(v);
-                }
+            for e in &events[..n] {
+                self.drain(node, e.data(), &now)?;
             }
             while let Some(v) = node.poll_output(now()) {
                 self.act(v);

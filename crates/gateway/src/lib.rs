@@ -1,0 +1,370 @@
+//! The ingress gateway: terminates the clients' mutual TLS (TLS 1.3 only, client certificate
+//! required and verified against the domain CA), takes the client's identity from its
+//! certificate, asks the [`Policy`] whether that identity may use the service its SNI names
+//! (default deny), and then opens the inner connection to the service — the traffic that
+//! traverses the chain. The flow entry that steers the inner connection onto the service's chain
+//! goes to the packet loop *before* the connection's first packet exists.
+//!
+//! Every refusal is counted by [`Refusal`] and logged with the peer, the identity (when known)
+//! and the reason.
+#![forbid(unsafe_code)]
+
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject};
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::Sender;
+use std::time::Duration;
+use zsfc_dataplane::ChainId;
+use zsfc_io::Control;
+use zsfc_wire::ip::{FiveTuple, protocol};
+
+/// How long a client may take to finish the TLS handshake.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a flow entry outlives its connection, so the last FIN/ACK exchange still finds it.
+const FLOW_LINGER: Duration = Duration::from_secs(5);
+
+/// A service reachable through the gateway.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Service {
+    /// The server name clients ask for (SNI); also the name in policies.
+    pub name: String,
+    /// Where the inner connection goes (through the chain).
+    pub address: SocketAddr,
+    pub chain: ChainId,
+}
+
+/// One client identity and the services it may use.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Grant {
+    pub identity: String,
+    pub services: Vec<String>,
+}
+
+/// Identity → allowed services → chain. Anything not granted is refused.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Policy {
+    pub services: Vec<Service>,
+    pub grants: Vec<Grant>,
+}
+
+impl Policy {
+    /// The service `identity` reaches by asking for `sni`, or why not.
+    pub fn decide(&self, identity: &str, sni: Option<&str>) -> Result<&Service, Refusal> {
+        let sni = sni.ok_or(Refusal::NoServerName)?;
+        let service = self.services.iter().find(|s| s.name.eq_ignore_ascii_case(sni)).ok_or(Refusal::UnknownService)?;
+        let granted = self
+            .grants
+            .iter()
+            .filter(|g| g.identity == identity)
+            .any(|g| g.services.iter().any(|s| s.eq_ignore_ascii_case(&service.name)));
+        if granted { Ok(service) } else { Err(Refusal::NotAllowed) }
+    }
+}
+
+/// Why a client connection was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Refusal {
+    /// The client presented no certificate.
+    NoCertificate,
+    /// The client's certificate does not verify against the domain CA (another CA, expired,
+    /// wrong usage).
+    UntrustedCertificate,
+    /// Any other handshake failure (not TLS, TLS 1.2 only, timeout).
+    HandshakeFailed,
+    /// The certificate verified but carries no usable identity (no subject common name).
+    NoIdentity,
+    /// The client named no service (no SNI).
+    NoServerName,
+    /// The SNI names no service of this gateway.
+    UnknownService,
+    /// The identity is not granted the service.
+    NotAllowed,
+    /// The inner connection to the service failed.
+    ServiceUnreachable,
+}
+
+impl Refusal {
+    pub const ALL: [Refusal; 8] = [
+        Refusal::NoCertificate,
+        Refusal::UntrustedCertificate,
+        Refusal::HandshakeFailed,
+        Refusal::NoIdentity,
+        Refusal::NoServerName,
+        Refusal::UnknownService,
+        Refusal::NotAllowed,
+        Refusal::ServiceUnreachable,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Refusal::NoCertificate => "no_certificate",
+            Refusal::UntrustedCertificate => "untrusted_certificate",
+            Refusal::HandshakeFailed => "handshake_failed",
+            Refusal::NoIdentity => "no_identity",
+            Refusal::NoServerName => "no_server_name",
+            Refusal::UnknownService => "unknown_service",
+            Refusal::NotAllowed => "not_allowed",
+            Refusal::ServiceUnreachable => "service_unreachable",
+        }
+    }
+}
+
+/// What the gateway did; shared with the node process for its report.
+#[derive(Debug, Default)]
+pub struct GatewayStats {
+    pub accepted: AtomicU64,
+    pub served: AtomicU64,
+    refused: [AtomicU64; Refusal::ALL.len()],
+}
+
+impl GatewayStats {
+    pub fn refused(&self, r: Refusal) -> u64 {
+        self.refused[r as usize].load(Ordering::Relaxed)
+    }
+    fn refuse(&self, r: Refusal) {
+        self.refused[r as usize].fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// Everything the gateway needs.
+#[derive(Debug, Clone)]
+pub struct GatewaySettings {
+    pub listen: SocketAddr,
+    /// PEM files: the domain CA (client certificates must chain to it), the gateway's own
+    /// certificate chain and private key.
+    pub ca: PathBuf,
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    /// The address inner connections come from: the node's local side (TUN).
+    pub inner_source: IpAddr,
+    pub policy: Policy,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum GatewayError {
+    #[error("reading {path}: {why}")]
+    Pem { path: PathBuf, why: String },
+    #[error("TLS configuration: {0}")]
+    Tls(String),
+    #[error("listening on {addr}: {source}")]
+    Listen { addr: SocketAddr, source: std::io::Error },
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// Builds the TLS 1.3 server configuration with mandatory client certificates from `ca`.
+pub fn server_config(ca: &PathBuf, cert: &PathBuf, key: &PathBuf) -> Result<rustls::ServerConfig, GatewayError> {
+    let pem_err = |path: &PathBuf| {
+        let path = path.clone();
+        move |e: rustls::pki_types::pem::Error| GatewayError::Pem { path, why: e.to_string() }
+    };
+    let mut roots = rustls::RootCertStore::empty();
+    for c in CertificateDer::pem_file_iter(ca).map_err(pem_err(ca))? {
+        roots.add(c.map_err(pem_err(ca))?).map_err(|e| GatewayError::Tls(e.to_string()))?;
+    }
+    if roots.is_empty() {
+        return Err(GatewayError::Pem { path: ca.clone(), why: "no certificate in the file".into() });
+    }
+    let chain: Vec<CertificateDer<'static>> =
+        CertificateDer::pem_file_iter(cert).map_err(pem_err(cert))?.collect::<Result<_, _>>().map_err(pem_err(cert))?;
+    let key = PrivateKeyDer::from_pem_file(key).map_err(pem_err(key))?;
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
+        .build()
+        .map_err(|e| GatewayError::Tls(e.to_string()))?;
+    rustls::ServerConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .map_err(|e| GatewayError::Tls(e.to_string()))?
+        .with_client_cert_verifier(verifier)
+        .with_single_cert(chain, key)
+        .map_err(|e| GatewayError::Tls(e.to_string()))
+}
+
+/// The subject common name of a DER certificate: the client's identity.
+pub fn identity_of(cert: &CertificateDer<'_>) -> Option<String> {
+    let (_, c) = x509_parser::parse_x509_certificate(cert.as_ref()).ok()?;
+    let cn = c.subject().iter_common_name().next()?.as_str().ok()?.trim().to_owned();
+    (!cn.is_empty()).then_some(cn)
+}
+
+/// Sorts a failed handshake into a refusal reason.
+fn handshake_refusal(e: &std::io::Error) -> Refusal {
+    match e.get_ref().and_then(|i| i.downcast_ref::<rustls::Error>()) {
+        Some(rustls::Error::NoCertificatesPresented) => Refusal::NoCertificate,
+        Some(rustls::Error::InvalidCertificate(_)) => Refusal::UntrustedCertificate,
+        _ => Refusal::HandshakeFailed,
+    }
+}
+
+/// A running gateway: its stats, and the thread that runs it (it lives as long as the process).
+#[derive(Debug)]
+pub struct Gateway {
+    pub stats: Arc<GatewayStats>,
+    pub local_addr: SocketAddr,
+}
+
+/// Binds the listener now (so a bad address fails the node's start) and serves clients on a
+/// thread of its own. Flow entries go to the packet loop through `control`.
+pub fn start(settings: GatewaySettings, control: Sender<Control>) -> Result<Gateway, GatewayError> {
+    let tls = Arc::new(server_config(&settings.ca, &settings.cert, &settings.key)?);
+    let listener = std::net::TcpListener::bind(settings.listen)
+        .map_err(|source| GatewayError::Listen { addr: settings.listen, source })?;
+    listener.set_nonblocking(true)?;
+    let local_addr = listener.local_addr()?;
+    let stats = Arc::new(GatewayStats::default());
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let shared = Arc::new(Shared { settings, control, stats: stats.clone() });
+    std::thread::Builder::new().name("gateway".into()).spawn(move || {
+        rt.block_on(async move {
+            let listener = match tokio::net::TcpListener::from_std(listener) {
+                Ok(l) => l,
+                Err(e) => return eprintln!("gateway: {e}"),
+            };
+            let acceptor = tokio_rustls::TlsAcceptor::from(tls);
+            loop {
+                let Ok((tcp, peer)) = listener.accept().await else { continue };
+                let (acceptor, shared) = (acceptor.clone(), shared.clone());
+                tokio::spawn(async move { shared.serve(acceptor, tcp, peer).await });
+            }
+        });
+    })?;
+    Ok(Gateway { stats, local_addr })
+}
+
+struct Shared {
+    settings: GatewaySettings,
+    control: Sender<Control>,
+    stats: Arc<GatewayStats>,
+}
+
+impl Shared {
+    fn refuse(&self, peer: SocketAddr, identity: Option<&str>, sni: Option<&str>, r: Refusal, detail: &str) {
+        self.stats.refuse(r);
+        eprintln!(
+            "gateway: refused {peer} identity={} service={} reason={}{}{detail}",
+            identity.unwrap_or("-"),
+            sni.unwrap_or("-"),
+            r.name(),
+            if detail.is_empty() { "" } else { ": " }
+        );
+    }
+
+    async fn serve(&self, acceptor: tokio_rustls::TlsAcceptor, tcp: tokio::net::TcpStream, peer: SocketAddr) {
+        self.stats.accepted.fetch_add(1, Ordering::Relaxed);
+        let mut tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+            Ok(Ok(s)) => s,
+            Ok(Err(e)) => return self.refuse(peer, None, None, handshake_refusal(&e), &e.to_string()),
+            Err(_) => return self.refuse(peer, None, None, Refusal::HandshakeFailed, "timed out"),
+        };
+        let (_, conn) = tls.get_ref();
+        let sni = conn.server_name().map(str::to_owned);
+        let Some(identity) = conn.peer_certificates().and_then(|c| c.first()).and_then(identity_of) else {
+            return self.refuse(peer, None, sni.as_deref(), Refusal::NoIdentity, "");
+        };
+        let service = match self.settings.policy.decide(&identity, sni.as_deref()) {
+            Ok(s) => s.clone(),
+            Err(r) => return self.refuse(peer, Some(&identity), sni.as_deref(), r, ""),
+        };
+        let mut inner = match self.connect(&service).await {
+            Ok(s) => s,
+            Err((tuple, e)) => {
+                if let Some(t) = tuple {
+                    let _ = self.control.send(Control::RemoveFlow(t));
+                }
+                return self.refuse(peer, Some(&identity), Some(&service.name), Refusal::ServiceUnreachable, &e);
+            }
+        };
+        let tuple = self.tuple(&inner, &service);
+        self.stats.served.fetch_add(1, Ordering::Relaxed);
+        eprintln!("gateway: {peer} identity={identity} service={} chain={}", service.name, service.chain.0);
+        let _ = tokio::io::copy_bidirectional(&mut tls, &mut inner).await;
+        drop(inner);
+        if let Some(t) = tuple {
+            tokio::time::sleep(FLOW_LINGER).await;
+            let _ = self.control.send(Control::RemoveFlow(t));
+        }
+    }
+
+    fn tuple(&self, s: &tokio::net::TcpStream, service: &Service) -> Option<FiveTuple> {
+        let local = s.local_addr().ok()?;
+        Some(FiveTuple {
+            src: local.ip(),
+            dst: service.address.ip(),
+            protocol: protocol::TCP,
+            src_port: local.port(),
+            dst_port: service.address.port(),
+        })
+    }
+
+    /// Binds the inner socket to the local side, steers its 5-tuple onto the service's chain,
+    /// and only then connects.
+    async fn connect(&self, service: &Service) -> Result<tokio::net::TcpStream, (Option<FiveTuple>, String)> {
+        let src = self.settings.inner_source;
+        let sock = if src.is_ipv4() { tokio::net::TcpSocket::new_v4() } else { tokio::net::TcpSocket::new_v6() }
+            .map_err(|e| (None, e.to_string()))?;
+        sock.bind(SocketAddr::new(src, 0)).map_err(|e| (None, format!("binding {src}: {e}")))?;
+        let local = sock.local_addr().map_err(|e| (None, e.to_string()))?;
+        let tuple = FiveTuple {
+            src: local.ip(),
+            dst: service.address.ip(),
+            protocol: protocol::TCP,
+            src_port: local.port(),
+            dst_port: service.address.port(),
+        };
+        self.control
+            .send(Control::InsertFlow(tuple, service.chain))
+            .map_err(|_| (None, "the packet loop is gone".into()))?;
+        match tokio::time::timeout(HANDSHAKE_TIMEOUT, sock.connect(service.address)).await {
+            Ok(Ok(s)) => Ok(s),
+            Ok(Err(e)) => Err((Some(tuple), format!("connecting to {}: {e}", service.address))),
+            Err(_) => Err((Some(tuple), format!("connecting to {}: timed out", service.address))),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn policy() -> Policy {
+        Policy {
+            services: vec![
+                Service { name: "web.example".into(), address: "10.9.0.1:80".parse().unwrap(), chain: ChainId(1) },
+                Service { name: "admin.example".into(), address: "10.9.0.2:80".parse().unwrap(), chain: ChainId(2) },
+            ],
+            grants: vec![
+                Grant { identity: "alice".into(), services: vec!["web.example".into(), "admin.example".into()] },
+                Grant { identity: "bob".into(), services: vec!["web.example".into()] },
+            ],
+        }
+    }
+
+    #[test]
+    fn policy_grants_only_what_is_listed() {
+        let p = policy();
+        assert_eq!(p.decide("alice", Some("admin.example")).map(|s| s.chain), Ok(ChainId(2)));
+        assert_eq!(p.decide("bob", Some("WEB.example")).map(|s| s.chain), Ok(ChainId(1)));
+        assert_eq!(p.decide("bob", Some("admin.example")), Err(Refusal::NotAllowed));
+        assert_eq!(p.decide("mallory", Some("web.example")), Err(Refusal::NotAllowed));
+        assert_eq!(p.decide("alice", Some("other.example")), Err(Refusal::UnknownService));
+        assert_eq!(p.decide("alice", None), Err(Refusal::NoServerName));
+        assert_eq!(Policy::default().decide("alice", Some("web.example")), Err(Refusal::UnknownService));
+    }
+
+    #[test]
+    fn identity_is_the_subject_common_name() {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let mut params = rcgen::CertificateParams::new(Vec::new()).unwrap();
+        params.distinguished_name.push(rcgen::DnType::CommonName, "alice");
+        let cert = params.self_signed(&key).unwrap();
+        assert_eq!(identity_of(cert.der()).as_deref(), Some("alice"));
+        let params = rcgen::CertificateParams::new(vec!["x.example".into()]).unwrap();
+        let mut params = params;
+        params.distinguished_name = rcgen::DistinguishedName::new();
+        let cert = params.self_signed(&key).unwrap();
+        assert_eq!(identity_of(cert.der()), None);
+        assert_eq!(identity_of(&CertificateDer::from(vec![1, 2, 3])), None);
+    }
+}
