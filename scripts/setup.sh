@@ -13,3 +13,13 @@ if ! need cargo; then
     export PATH="$HOME/.cargo/bin:$PATH"
   fi
 fi
+# What the namespace labs use: iproute2 (ip), iptables (external SFs), curl (clients with
+# certificates), python3 (the web and echo services), iperf3 (benchmarks).
+missing=""
+for p in ip:iproute2 iptables:iptables curl:curl python3:python3 iperf3:iperf3; do
+  need "${p%%:*}" || missing="$missing ${p#*:}"
+done
+if [ -n "$missing" ]; then
+  echo "installing$missing (apt-get)..."
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $missing >/dev/null
+fi

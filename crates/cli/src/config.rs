@@ -1,7 +1,5 @@
 //! `zsfc config`: node configuration files.
 use anyhow::Context;
-use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
 use zsfc_config::{NodeConfig, Topology};
 
 #[derive(Debug, clap::Subcommand)]
@@ -42,14 +40,7 @@ fn compile(topology: &std::path::Path, out: &std::path::Path) -> anyhow::Result<
     for cfg in &cfgs {
         let path = out.join(format!("{}.toml", cfg.name));
         let body = zeroize::Zeroizing::new(cfg.to_toml()?);
-        let mut f = std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(&path)
-            .with_context(|| format!("writing {}", path.display()))?;
-        f.write_all(body.as_bytes()).with_context(|| format!("writing {}", path.display()))?;
+        crate::pki::write_private(&path, body.as_bytes())?;
         println!(
             "{}: node {:?}, {} SFs, {} chains, {} SAs",
             path.display(),

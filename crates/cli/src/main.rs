@@ -4,6 +4,8 @@
 mod config;
 mod demo;
 mod node;
+mod pki;
+mod up;
 
 use clap::{Parser, Subcommand};
 
@@ -24,6 +26,14 @@ enum Command {
     /// Work with node configuration files.
     #[command(subcommand)]
     Config(config::Command),
+    /// Build a whole domain in network namespaces from a lab file, start it and wait until ready.
+    Up(up::UpArgs),
+    /// Stop and remove everything a lab created (also after a crash).
+    Down(up::DownArgs),
+    /// Check a running lab's expected outcomes by sending traffic as its clients.
+    Check(up::CheckArgs),
+    /// Up, check, down: exits 0 only if every expected outcome happened.
+    Run(up::UpArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -32,6 +42,10 @@ fn main() -> std::process::ExitCode {
         Command::Demo(a) => demo::run(&a),
         Command::Config(c) => config::run(&c),
         Command::Node(a) => node::run(&a),
+        Command::Up(a) => up::up(&a),
+        Command::Down(a) => up::down(&a),
+        Command::Check(a) => up::check(&a),
+        Command::Run(a) => up::run(&a),
     };
     match result {
         Ok(true) => std::process::ExitCode::SUCCESS,

@@ -46,18 +46,15 @@ pub(crate) fn run(a: &Args) -> anyhow::Result<bool> {
                     services: g
                         .services
                         .iter()
-                        .map(|(name, address, chain)| zsfc_gateway::Service {
-                            name: name.clone(),
-                            address: *address,
-                            chain: zsfc_dataplane::ChainId(*chain),
-                        })
+                        .map(|(name, address)| zsfc_gateway::Service { name: name.clone(), address: *address })
                         .collect(),
                     grants: g
                         .grants
                         .iter()
-                        .map(|(identity, services)| zsfc_gateway::Grant {
+                        .map(|(identity, service, chain)| zsfc_gateway::Grant {
                             identity: identity.clone(),
-                            services: services.clone(),
+                            service: service.clone(),
+                            chain: zsfc_dataplane::ChainId(*chain),
                         })
                         .collect(),
                 },

@@ -97,6 +97,15 @@ impl NodeConfig {
                     ));
                 }
             };
+            if sf.translates_addresses {
+                if !sf.external {
+                    return Err(bad(
+                        format!("{at}.translates_addresses"),
+                        "only for external SFs (in-process SFs keep their packets' metadata)",
+                    ));
+                }
+                spec.key_mode = zsfc_dataplane::KeyMode::Translated;
+            }
             if let Some(c) = sf.cache_capacity {
                 if c == 0 {
                     return Err(bad(format!("{at}.cache_capacity"), "must be at least 1"));

@@ -16,8 +16,8 @@ pub struct IoSettings {
     pub gateway: Option<GatewaySettings>,
 }
 
-/// The gateway's settings, parsed: services are (name, address, chain id), grants (identity,
-/// service names).
+/// The gateway's settings, parsed: services are (name, address), grants (identity, service,
+/// chain id).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct GatewaySettings {
     pub listen: SocketAddr,
@@ -25,8 +25,8 @@ pub struct GatewaySettings {
     pub cert: PathBuf,
     pub key: PathBuf,
     pub inner_source: IpAddr,
-    pub services: Vec<(String, SocketAddr, u32)>,
-    pub grants: Vec<(String, Vec<String>)>,
+    pub services: Vec<(String, SocketAddr)>,
+    pub grants: Vec<(String, String, u32)>,
 }
 
 /// The attachment circuit of the external SF `sf` (its name in `sfs`).
@@ -153,22 +153,21 @@ impl NodeConfig {
                 .address
                 .parse()
                 .map_err(|_| bad(format!("{at}.address"), format!("{:?} is not ADDRESS:PORT", s.address)))?;
-            if !chains.contains(&s.chain) {
-                return Err(bad(format!("{at}.chain"), format!("no chain {} on this node", s.chain)));
-            }
-            services.push((s.name.clone(), addr, s.chain));
+            services.push((s.name.clone(), addr));
         }
         let mut grants = Vec::new();
-        for (i, c) in g.clients.iter().enumerate() {
+        for (i, c) in g.grants.iter().enumerate() {
+            let at = format!("gateway.grants[{i}]");
             if c.identity.trim().is_empty() {
-                return Err(bad(format!("gateway.clients[{i}].identity"), "must not be empty"));
+                return Err(bad(format!("{at}.identity"), "must not be empty"));
             }
-            for (j, s) in c.services.iter().enumerate() {
-                if !names.contains(&s.to_ascii_lowercase()) {
-                    return Err(bad(format!("gateway.clients[{i}].services[{j}]"), format!("no service named {s:?}")));
-                }
+            if !names.contains(&c.service.to_ascii_lowercase()) {
+                return Err(bad(format!("{at}.service"), format!("no service named {:?}", c.service)));
             }
-            grants.push((c.identity.clone(), c.services.clone()));
+            if !chains.contains(&c.chain) {
+                return Err(bad(format!("{at}.chain"), format!("no chain {} on this node", c.chain)));
+            }
+            grants.push((c.identity.clone(), c.service.clone(), c.chain));
         }
         Ok(GatewaySettings {
             listen,

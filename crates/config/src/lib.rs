@@ -24,11 +24,13 @@
 
 mod build;
 mod io;
+mod lab;
 mod model;
 mod topology;
 
 pub use build::FieldError;
 pub use io::{AttachmentSettings, GatewaySettings, IoSettings, TunSettings};
+pub use lab::*;
 pub use model::*;
 pub use topology::*;
 

@@ -52,7 +52,7 @@ pub struct GatewayConfig {
     #[serde(default)]
     pub services: Vec<GatewayService>,
     #[serde(default)]
-    pub clients: Vec<GatewayClient>,
+    pub grants: Vec<GatewayGrant>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -60,17 +60,18 @@ pub struct GatewayConfig {
 pub struct GatewayService {
     /// The server name (SNI) clients ask for.
     pub name: String,
-    /// `address:port` of the service, reached through `chain`.
+    /// `address:port` of the service.
     pub address: String,
-    pub chain: u32,
 }
 
+/// The client `identity` (its certificate's subject common name) may use `service`; its
+/// connections take `chain`. Whatever is not granted is refused.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct GatewayClient {
-    /// The subject common name of the client's certificate.
+pub struct GatewayGrant {
     pub identity: String,
-    pub services: Vec<String>,
+    pub service: String,
+    pub chain: u32,
 }
 
 /// MPLS-in-UDP (RFC 7510) between nodes: this node listens on `listen`; peers' `address`es are
@@ -152,6 +153,10 @@ pub struct SfConfig {
     pub external: bool,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub function: Option<Function>,
+    /// The external SF translates addresses or ports (NAT): its caching proxy recognises
+    /// returning packets by the header fields translation leaves alone.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub translates_addresses: bool,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cache_capacity: Option<usize>,
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -75,6 +75,9 @@ pub struct TopoSf {
     pub intrusive: bool,
     #[serde(default)]
     pub external: bool,
+    /// See [`SfConfig::translates_addresses`].
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub translates_addresses: bool,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub function: Option<Function>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -96,7 +99,12 @@ pub struct TopoChain {
     /// The endpoint the chain ends at.
     pub to: String,
     /// Classification rules at the classifier; `chain` and `deny` are implied and left out.
+    #[serde(default)]
     pub rules: Vec<RuleConfig>,
+    /// The ingress gateway steers its connections onto this chain with flow entries, so the
+    /// chain may have no rules.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub gateway: bool,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub nsh: Option<NshConfig>,
 }
@@ -234,6 +242,7 @@ impl Topology {
                 intrusive: s.intrusive,
                 external: s.external,
                 function: s.function.clone(),
+                translates_addresses: s.translates_addresses,
                 cache_capacity: None,
                 cache_max_age_ms: None,
                 attachment: s.attachment.clone(),
@@ -249,8 +258,11 @@ impl Topology {
             let to = *ep_ix
                 .get(c.to.as_str())
                 .ok_or_else(|| bad(format!("{at}.to"), format!("no endpoint named {:?}", c.to)))?;
-            if c.rules.is_empty() {
-                return Err(bad(format!("{at}.rules"), "at least one rule is needed, or no packet takes the chain"));
+            if c.rules.is_empty() && !c.gateway {
+                return Err(bad(
+                    format!("{at}.rules"),
+                    "at least one rule is needed (or `gateway = true`), or no packet takes the chain",
+                ));
             }
             let mut labels = Vec::new();
             // Encrypting points: the classifier, each intrusive SF, the endpoint's node.

@@ -294,8 +294,8 @@ ca = "ca.pem"
 cert = "gw.pem"
 key = "gw.key"
 inner_source = "10.1.0.1"
-services = [{ name = "web.example", address = "10.9.0.1:80", chain = 1 }]
-clients = [{ identity = "alice", services = ["web.example"] }]
+services = [{ name = "web.example", address = "10.9.0.1:80" }]
+grants = [{ identity = "alice", service = "web.example", chain = 1 }]
 "#
         ),
         _ => format!(
@@ -312,20 +312,17 @@ clients = [{ identity = "alice", services = ["web.example"] }]
 fn process_settings_are_parsed_and_mistakes_name_the_field() {
     let ing = NodeConfig::from_toml(&with_process_settings("ingress")).unwrap().io_settings().unwrap();
     let gw = ing.gateway.unwrap();
-    assert_eq!(gw.services, vec![("web.example".to_owned(), "10.9.0.1:80".parse().unwrap(), 1)]);
-    assert_eq!(gw.grants, vec![("alice".to_owned(), vec!["web.example".to_owned()])]);
+    assert_eq!(gw.services, vec![("web.example".to_owned(), "10.9.0.1:80".parse().unwrap())]);
+    assert_eq!(gw.grants, vec![("alice".to_owned(), "web.example".to_owned(), 1)]);
     let sf = NodeConfig::from_toml(&with_process_settings("sf")).unwrap().io_settings().unwrap();
     assert_eq!(sf.attachments.len(), 1);
     assert_eq!((sf.attachments[0].to_sf.as_str(), sf.attachments[0].mtu), ("ac0-in", 1500));
 
     let cases: Vec<(String, &str)> = vec![
+        (with_process_settings("ingress").replace("chain = 1 }", "chain = 4 }"), "gateway.grants[0].chain: no chain 4"),
         (
-            with_process_settings("ingress").replace("chain = 1 }", "chain = 4 }"),
-            "gateway.services[0].chain: no chain 4",
-        ),
-        (
-            with_process_settings("ingress").replace("services = [\"web.example\"]", "services = [\"mail\"]"),
-            "gateway.clients[0].services[0]: no service named \"mail\"",
+            with_process_settings("ingress").replace("service = \"web.example\"", "service = \"mail\""),
+            "gateway.grants[0].service: no service named \"mail\"",
         ),
         (with_process_settings("ingress").replace("10.9.0.1:80", "10.9.0.1"), "gateway.services[0].address"),
         (with_process_settings("ingress").replace("\"172.16.0.1:443\"", "\"gw\""), "gateway.listen"),

@@ -233,6 +233,12 @@ struct SfSlot {
     cache_max_age: core::time::Duration,
 }
 
+impl SfSlot {
+    fn header_key(&self, pkt: &[u8]) -> Option<proxy::HeaderKey> {
+        if self.key_mode == KeyMode::Translated { proxy::translated_key(pkt) } else { proxy::header_key(pkt) }
+    }
+}
+
 const MAX_EVENTS: usize = 1024;
 
 /// One node's data plane.
@@ -701,7 +707,7 @@ impl Node {
                 buf.meta.proxy_key = Some(k);
                 CacheKey::Meta(k)
             }
-            KeyMode::Headers => match proxy::header_key(buf.as_slice()) {
+            KeyMode::Headers | KeyMode::Translated => match slot.header_key(buf.as_slice()) {
                 Some(k) => CacheKey::Header(k),
                 None => {
                     slot.cache.abort(ticket);
@@ -741,7 +747,7 @@ impl Node {
         };
         let key = match slot.key_mode {
             KeyMode::Metadata => buf.meta.proxy_key.take().map(CacheKey::Meta),
-            KeyMode::Headers => proxy::header_key(buf.as_slice()).map(CacheKey::Header),
+            KeyMode::Headers | KeyMode::Translated => slot.header_key(buf.as_slice()).map(CacheKey::Header),
         };
         let Some(key) = key else {
             slot.cache.stats.tx_ignored += 1;

@@ -8,6 +8,10 @@
 //!   as the metadata survives: in-process SFs.
 //! - [`CacheKey::Header`]: immutable header fields ([`header_key`]). Works for external SFs
 //!   that never see our metadata, as long as they do not rewrite those fields.
+//!   [`KeyMode::Translated`] leaves addresses and ports out of the key, so an external SF that
+//!   translates them (an iptables NAT) still returns recognisable packets: what is left (IPv4
+//!   identification / IPv6 flow label, TCP sequence and acknowledgment numbers, UDP length and
+//!   first payload bytes, ICMP type, code and sequence) is what NAT does not touch.
 //!
 //! The cache never grows: it is allocated once; when full, the least recently used entry is
 //! evicted (counted), and its packet will later be a counted `TX_NOT_CACHED` drop.
@@ -30,6 +34,8 @@ pub enum KeyMode {
     Metadata,
     /// Immutable header fields (external SFC-unaware SFs).
     Headers,
+    /// Header fields that address and port translation leaves alone (external NAT SFs).
+    Translated,
 }
 
 /// Immutable fields that identify one packet (seed 003 §IV-B.2). Mutable fields (TTL/hop limit,
@@ -52,6 +58,16 @@ pub struct HeaderKey {
 /// Computes the header key of the IP packet `pkt`; `None` when its protocol carries too little
 /// to tell packets apart (or it is a later fragment).
 pub fn header_key(pkt: &[u8]) -> Option<HeaderKey> {
+    header_key_in(pkt, false)
+}
+
+/// Like [`header_key`], but without the fields a NAT rewrites: addresses, ports, ICMP
+/// identifier.
+pub fn translated_key(pkt: &[u8]) -> Option<HeaderKey> {
+    header_key_in(pkt, true)
+}
+
+fn header_key_in(pkt: &[u8], translated: bool) -> Option<HeaderKey> {
     let s = ip::parse(pkt).ok()?;
     if s.later_fragment {
         return None;
@@ -74,6 +90,15 @@ pub fn header_key(pkt: &[u8]) -> Option<HeaderKey> {
         _ => return None,
     };
     let (mut src, mut dst) = ([0u8; 16], [0u8; 16]);
+    if translated {
+        let l4 = match s.tuple.protocol {
+            ip::protocol::TCP | ip::protocol::UDP => [0, l4w[1], l4w[2]],
+            ip::protocol::ICMP | ip::protocol::ICMPV6 => [l4w[0], l4w[1] & 0xffff, l4w[2]],
+            _ => l4w,
+        };
+        let id = if s.tuple.src.is_ipv4() { u32::from(be_u16(pkt, 4)) } else { be_u32(pkt, 0) & 0xf_ffff };
+        return Some(HeaderKey { src, dst, protocol: s.tuple.protocol, id, l4 });
+    }
     let id = match (s.tuple.src, s.tuple.dst) {
         (std::net::IpAddr::V4(a), std::net::IpAddr::V4(b)) => {
             src[..4].copy_from_slice(&a.octets());
@@ -442,6 +467,46 @@ mod tests {
         let t = c.stage(b"x").unwrap();
         c.abort(t);
         assert_eq!(c.len(), 1);
+    }
+
+    /// An IPv4 packet from `src`:`sport` to 10.9.0.1:80 with IP ID 0x1234: TCP (seq 7, ack 9)
+    /// or UDP with payload "ping".
+    fn packet(tcp: bool, src: [u8; 4], sport: u16) -> Vec<u8> {
+        let l4: Vec<u8> = if tcp {
+            let mut t = vec![0u8; 20];
+            t[4..8].copy_from_slice(&7u32.to_be_bytes());
+            t[8..12].copy_from_slice(&9u32.to_be_bytes());
+            t[12] = 0x50;
+            t
+        } else {
+            let mut u = vec![0u8; 8];
+            u[4..6].copy_from_slice(&12u16.to_be_bytes());
+            u.extend_from_slice(b"ping");
+            u
+        };
+        let mut p = vec![0x45, 0, 0, 0, 0x12, 0x34, 0, 0, 64, if tcp { 6 } else { 17 }, 0, 0];
+        p[2..4].copy_from_slice(&(20 + l4.len() as u16).to_be_bytes());
+        p.extend_from_slice(&src);
+        p.extend_from_slice(&[10, 9, 0, 1]);
+        p.extend_from_slice(&l4);
+        p[20..22].copy_from_slice(&sport.to_be_bytes());
+        p[22..24].copy_from_slice(&80u16.to_be_bytes());
+        p
+    }
+
+    #[test]
+    fn the_translated_key_survives_source_nat_and_the_header_key_does_not() {
+        for tcp in [true, false] {
+            let before = packet(tcp, [10, 1, 0, 1], 40000);
+            let after = packet(tcp, [10, 77, 0, 1], 1024);
+            assert_ne!(header_key(&before), header_key(&after));
+            assert_eq!(translated_key(&before), translated_key(&after));
+            assert!(translated_key(&before).is_some());
+            // Another packet of the flow (another IP ID) is another key.
+            let mut next = before.clone();
+            next[5] = 0x35;
+            assert_ne!(translated_key(&before), translated_key(&next));
+        }
     }
 
     proptest! {

@@ -32,14 +32,15 @@ pub struct Service {
     pub name: String,
     /// Where the inner connection goes (through the chain).
     pub address: SocketAddr,
-    pub chain: ChainId,
 }
 
-/// One client identity and the services it may use.
+/// One client identity may use one service, and its connections take `chain` (two identities
+/// may reach the same service through different chains).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Grant {
     pub identity: String,
-    pub services: Vec<String>,
+    pub service: String,
+    pub chain: ChainId,
 }
 
 /// Identity → allowed services → chain. Anything not granted is refused.
@@ -50,16 +51,15 @@ pub struct Policy {
 }
 
 impl Policy {
-    /// The service `identity` reaches by asking for `sni`, or why not.
-    pub fn decide(&self, identity: &str, sni: Option<&str>) -> Result<&Service, Refusal> {
+    /// The service `identity` reaches by asking for `sni`, and the chain it takes, or why not.
+    pub fn decide(&self, identity: &str, sni: Option<&str>) -> Result<(&Service, ChainId), Refusal> {
         let sni = sni.ok_or(Refusal::NoServerName)?;
         let service = self.services.iter().find(|s| s.name.eq_ignore_ascii_case(sni)).ok_or(Refusal::UnknownService)?;
-        let granted = self
-            .grants
+        self.grants
             .iter()
-            .filter(|g| g.identity == identity)
-            .any(|g| g.services.iter().any(|s| s.eq_ignore_ascii_case(&service.name)));
-        if granted { Ok(service) } else { Err(Refusal::NotAllowed) }
+            .find(|g| g.identity == identity && g.service.eq_ignore_ascii_case(&service.name))
+            .map(|g| (service, g.chain))
+            .ok_or(Refusal::NotAllowed)
     }
 }
 
@@ -263,11 +263,11 @@ impl Shared {
         let Some(identity) = conn.peer_certificates().and_then(|c| c.first()).and_then(identity_of) else {
             return self.refuse(peer, None, sni.as_deref(), Refusal::NoIdentity, "");
         };
-        let service = match self.settings.policy.decide(&identity, sni.as_deref()) {
-            Ok(s) => s.clone(),
+        let (service, chain) = match self.settings.policy.decide(&identity, sni.as_deref()) {
+            Ok((s, c)) => (s.clone(), c),
             Err(r) => return self.refuse(peer, Some(&identity), sni.as_deref(), r, ""),
         };
-        let mut inner = match self.connect(&service).await {
+        let mut inner = match self.connect(&service, chain).await {
             Ok(s) => s,
             Err((tuple, e)) => {
                 if let Some(t) = tuple {
@@ -278,7 +278,7 @@ impl Shared {
         };
         let tuple = self.tuple(&inner, &service);
         self.stats.served.fetch_add(1, Ordering::Relaxed);
-        eprintln!("gateway: {peer} identity={identity} service={} chain={}", service.name, service.chain.0);
+        eprintln!("gateway: {peer} identity={identity} service={} chain={}", service.name, chain.0);
         let _ = tokio::io::copy_bidirectional(&mut tls, &mut inner).await;
         drop(inner);
         if let Some(t) = tuple {
@@ -300,7 +300,11 @@ impl Shared {
 
     /// Binds the inner socket to the local side, steers its 5-tuple onto the service's chain,
     /// and only then connects.
-    async fn connect(&self, service: &Service) -> Result<tokio::net::TcpStream, (Option<FiveTuple>, String)> {
+    async fn connect(
+        &self,
+        service: &Service,
+        chain: ChainId,
+    ) -> Result<tokio::net::TcpStream, (Option<FiveTuple>, String)> {
         let src = self.settings.inner_source;
         let sock = if src.is_ipv4() { tokio::net::TcpSocket::new_v4() } else { tokio::net::TcpSocket::new_v6() }
             .map_err(|e| (None, e.to_string()))?;
@@ -313,9 +317,7 @@ impl Shared {
             src_port: local.port(),
             dst_port: service.address.port(),
         };
-        self.control
-            .send(Control::InsertFlow(tuple, service.chain))
-            .map_err(|_| (None, "the packet loop is gone".into()))?;
+        self.control.send(Control::InsertFlow(tuple, chain)).map_err(|_| (None, "the packet loop is gone".into()))?;
         match tokio::time::timeout(HANDSHAKE_TIMEOUT, sock.connect(service.address)).await {
             Ok(Ok(s)) => Ok(s),
             Ok(Err(e)) => Err((Some(tuple), format!("connecting to {}: {e}", service.address))),
@@ -331,12 +333,13 @@ mod tests {
     fn policy() -> Policy {
         Policy {
             services: vec![
-                Service { name: "web.example".into(), address: "10.9.0.1:80".parse().unwrap(), chain: ChainId(1) },
-                Service { name: "admin.example".into(), address: "10.9.0.2:80".parse().unwrap(), chain: ChainId(2) },
+                Service { name: "web.example".into(), address: "10.9.0.1:80".parse().unwrap() },
+                Service { name: "admin.example".into(), address: "10.9.0.2:80".parse().unwrap() },
             ],
             grants: vec![
-                Grant { identity: "alice".into(), services: vec!["web.example".into(), "admin.example".into()] },
-                Grant { identity: "bob".into(), services: vec!["web.example".into()] },
+                Grant { identity: "alice".into(), service: "web.example".into(), chain: ChainId(1) },
+                Grant { identity: "alice".into(), service: "admin.example".into(), chain: ChainId(2) },
+                Grant { identity: "bob".into(), service: "web.example".into(), chain: ChainId(3) },
             ],
         }
     }
@@ -344,8 +347,9 @@ mod tests {
     #[test]
     fn policy_grants_only_what_is_listed() {
         let p = policy();
-        assert_eq!(p.decide("alice", Some("admin.example")).map(|s| s.chain), Ok(ChainId(2)));
-        assert_eq!(p.decide("bob", Some("WEB.example")).map(|s| s.chain), Ok(ChainId(1)));
+        assert_eq!(p.decide("alice", Some("admin.example")).map(|(_, c)| c), Ok(ChainId(2)));
+        assert_eq!(p.decide("alice", Some("web.example")).map(|(_, c)| c), Ok(ChainId(1)));
+        assert_eq!(p.decide("bob", Some("WEB.example")).map(|(s, c)| (s.address.port(), c)), Ok((80, ChainId(3))));
         assert_eq!(p.decide("bob", Some("admin.example")), Err(Refusal::NotAllowed));
         assert_eq!(p.decide("mallory", Some("web.example")), Err(Refusal::NotAllowed));
         assert_eq!(p.decide("alice", Some("other.example")), Err(Refusal::UnknownService));

@@ -121,14 +121,14 @@ impl core::fmt::Debug for Drivers {
 
 fn open_tun(t: &TunSpec) -> Result<tun_rs::SyncDevice, IoError> {
     let tun_err = |source| IoError::Tun { name: t.name.clone(), source };
-    let mut b = tun_rs::DeviceBuilder::new().name(t.name.clone()).mtu(t.mtu);
+    let dev = tun_rs::DeviceBuilder::new().name(t.name.clone()).mtu(t.mtu).build_sync().map_err(tun_err)?;
     for &(a, len) in &t.addresses {
-        b = match a {
-            IpAddr::V4(v4) => b.ipv4(v4, len, None),
-            IpAddr::V6(v6) => b.ipv6(v6, len),
-        };
+        match a {
+            IpAddr::V4(v4) => dev.add_address_v4(v4, len),
+            IpAddr::V6(v6) => dev.add_address_v6(v6, len),
+        }
+        .map_err(tun_err)?;
     }
-    let dev = b.build_sync().map_err(tun_err)?;
     dev.set_nonblocking(true).map_err(tun_err)?;
     Ok(dev)
 }

@@ -1,0 +1,681 @@
+//! `zsfc up`, `zsfc down`, `zsfc check` and `zsfc run`: a whole domain in network namespaces
+//! from one lab file ([`zsfc_config::Lab`]).
+//!
+//! `up` plans everything first (so a mistake in the file changes nothing), then creates the
+//! namespaces, links, PKI and node files, starts every process, waits until each node is ready
+//! and each service listens, and prints a summary. Everything it creates is named after the lab
+//! (`zsfc-NAME-*` namespaces, `STATE/NAME`), so `down` finds and removes it all, also after a
+//! crash of `up` or of a node.
+use crate::pki::{Ca, write_private};
+use anyhow::{Context, bail};
+use std::net::IpAddr;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+use zsfc_config::{CertChoice, Lab, LabPlan, Outcome, ServiceKind};
+
+/// How long a node or service may take to become ready.
+const READY_TIMEOUT: Duration = Duration::from_secs(20);
+/// How long a client waits for an answer before a request counts as blocked.
+const BLOCK_TIMEOUT_S: u32 = 4;
+
+#[derive(Debug, clap::Args)]
+pub(crate) struct UpArgs {
+    /// The lab file.
+    file: PathBuf,
+    /// Where labs keep their files (certificates, node files, logs).
+    #[arg(long, default_value = "/run/zsfc")]
+    state_dir: PathBuf,
+}
+
+#[derive(Debug, clap::Args)]
+pub(crate) struct DownArgs {
+    /// The lab's name.
+    name: String,
+    #[arg(long, default_value = "/run/zsfc")]
+    state_dir: PathBuf,
+}
+
+#[derive(Debug, clap::Args)]
+pub(crate) struct CheckArgs {
+    /// The lab's name.
+    name: String,
+    #[arg(long, default_value = "/run/zsfc")]
+    state_dir: PathBuf,
+}
+
+/// The paths of one lab's state.
+struct State {
+    dir: PathBuf,
+}
+
+impl State {
+    fn new(root: &Path, name: &str) -> Self {
+        Self { dir: root.join(name) }
+    }
+    fn pki(&self) -> PathBuf {
+        self.dir.join("pki")
+    }
+    fn log(&self, who: &str) -> PathBuf {
+        self.dir.join("logs").join(format!("{who}.log"))
+    }
+    fn lab_file(&self) -> PathBuf {
+        self.dir.join("lab.toml")
+    }
+}
+
+fn load(file: &Path) -> anyhow::Result<Lab> {
+    let text = std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
+    Lab::from_toml(&text).map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))
+}
+
+fn plan(lab: &Lab, file: &Path, state: &State) -> anyhow::Result<LabPlan> {
+    lab.plan(&state.dir).map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))
+}
+
+/// Runs a command; its failure is an error that shows the command and what it printed.
+fn sh(program: &str, args: &[&str]) -> anyhow::Result<String> {
+    let out = Command::new(program)
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .with_context(|| format!("running {program} (is it installed?)"))?;
+    if !out.status.success() {
+        bail!("{program} {}: {}", args.join(" "), String::from_utf8_lossy(&out.stderr).trim());
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+fn ip(args: &[&str]) -> anyhow::Result<()> {
+    sh("ip", args).map(drop)
+}
+
+/// Runs `args` inside namespace `ns`.
+fn in_ns(ns: &str, args: &[&str]) -> anyhow::Result<String> {
+    let mut all = vec!["netns", "exec", ns];
+    all.extend_from_slice(args);
+    sh("ip", &all)
+}
+
+fn sysctl(ns: &str, settings: &[&str]) -> anyhow::Result<()> {
+    let mut args = vec!["sysctl", "-qw"];
+    args.extend_from_slice(settings);
+    in_ns(ns, &args).map(drop)
+}
+
+fn add_ns(ns: &str) -> anyhow::Result<()> {
+    ip(&["netns", "add", ns])?;
+    ip(&["-n", ns, "link", "set", "lo", "up"])
+}
+
+/// Starts a long-running process in `ns`, detached from this one (its own process group, output
+/// to its log), and returns its pid.
+fn spawn(ns: &str, args: &[&str], log: &Path) -> anyhow::Result<u32> {
+    let out = std::fs::File::create(log).with_context(|| format!("creating {}", log.display()))?;
+    let child = Command::new("ip")
+        .args(["netns", "exec", ns])
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(out.try_clone()?)
+        .stderr(out)
+        .process_group(0)
+        .spawn()
+        .with_context(|| format!("starting {} in {ns}", args.join(" ")))?;
+    Ok(child.id())
+}
+
+fn wait_until(what: &str, log: Option<&Path>, mut ok: impl FnMut() -> bool) -> anyhow::Result<()> {
+    let t = Instant::now();
+    while !ok() {
+        if t.elapsed() > READY_TIMEOUT {
+            let tail = log.and_then(|l| std::fs::read_to_string(l).ok()).unwrap_or_default();
+            bail!("timed out waiting for {what}{}{}", if tail.is_empty() { "" } else { "; its log:\n" }, tail.trim());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Ok(())
+}
+
+fn listening(ns: &str, udp: bool, port: u16) -> bool {
+    let filter = format!("sport = :{port}");
+    in_ns(ns, &["ss", "-Hn", if udp { "-lu" } else { "-lt" }, &filter]).is_ok_and(|o| !o.trim().is_empty())
+}
+
+/// The namespaces of lab `name` that exist now.
+fn lab_namespaces(name: &str) -> Vec<String> {
+    let prefix = format!("zsfc-{name}-");
+    sh("ip", &["netns", "list"])
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.split_whitespace().next())
+        .filter(|n| n.starts_with(&prefix))
+        .map(str::to_owned)
+        .collect()
+}
+
+pub(crate) fn up(a: &UpArgs) -> anyhow::Result<bool> {
+    let lab = load(&a.file)?;
+    let state = State::new(&a.state_dir, &lab.name);
+    let plan = plan(&lab, &a.file, &state)?;
+    if !lab_namespaces(&lab.name).is_empty() || state.dir.exists() {
+        bail!("lab {:?} is already up (or left over): run `zsfc down {}` first", lab.name, lab.name);
+    }
+    match build(&lab, &plan, &state) {
+        Ok(()) => {
+            summary(&plan, &state);
+            Ok(true)
+        }
+        Err(e) => {
+            eprintln!("zsfc up: {e:#}\nremoving what was built...");
+            teardown(&lab.name, &state, false);
+            Err(e.context(format!("lab {:?} could not be brought up", lab.name)))
+        }
+    }
+}
+
+fn build(lab: &Lab, plan: &LabPlan, state: &State) -> anyhow::Result<()> {
+    for d in [state.dir.clone(), state.pki().join("clients"), state.pki().join("outsider"), state.dir.join("logs")] {
+        std::fs::create_dir_all(&d).with_context(|| format!("creating {}", d.display()))?;
+    }
+    std::fs::write(state.lab_file(), toml::to_string(lab)?)?;
+    make_pki(plan, state)?;
+
+    // The domain segment: one bridge, one veth per node.
+    add_ns(&plan.bridge_ns)?;
+    ip(&["-n", &plan.bridge_ns, "link", "add", "br0", "type", "bridge"])?;
+    ip(&["-n", &plan.bridge_ns, "link", "set", "br0", "up"])?;
+    let mtu = plan.link_mtu.to_string();
+    for (i, n) in plan.nodes.iter().enumerate() {
+        add_ns(&n.ns)?;
+        let port = format!("n{i}");
+        ip(&[
+            "link",
+            "add",
+            "eth0",
+            "mtu",
+            &mtu,
+            "netns",
+            &n.ns,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            &port,
+            "mtu",
+            &mtu,
+            "netns",
+            &plan.bridge_ns,
+        ])?;
+        ip(&["-n", &n.ns, "addr", "add", &n.address, "dev", "eth0"])?;
+        ip(&["-n", &n.ns, "link", "set", "eth0", "up"])?;
+        ip(&["-n", &plan.bridge_ns, "link", "set", &port, "master", "br0", "up"])?;
+    }
+    // The client network on the gateway node.
+    let gw = &plan.nodes[plan.gateway.node];
+    ip(&["-n", &gw.ns, "link", "add", "clients", "type", "bridge"])?;
+    ip(&["-n", &gw.ns, "addr", "add", &format!("{}/24", plan.gateway.address), "dev", "clients"])?;
+    ip(&["-n", &gw.ns, "link", "set", "clients", "up"])?;
+    sysctl(&gw.ns, &["net.ipv4.ip_forward=1"])?;
+    for (k, c) in plan.clients.iter().enumerate() {
+        add_ns(&c.ns)?;
+        let port = format!("c{k}");
+        ip(&["link", "add", "eth0", "netns", &c.ns, "type", "veth", "peer", "name", &port, "netns", &gw.ns])?;
+        ip(&["-n", &c.ns, "addr", "add", &format!("{}/24", c.address), "dev", "eth0"])?;
+        ip(&["-n", &c.ns, "link", "set", "eth0", "up"])?;
+        ip(&["-n", &c.ns, "route", "add", "default", "via", &plan.gateway.address.to_string()])?;
+        ip(&["-n", &gw.ns, "link", "set", &port, "master", "clients", "up"])?;
+    }
+
+    // The nodes.
+    let bin = std::env::current_exe().context("finding the zsfc binary")?;
+    let bin = bin.to_str().context("the zsfc binary's path is not UTF-8")?;
+    for n in &plan.nodes {
+        let cfg = state.dir.join(format!("{}.toml", n.name));
+        write_private(&cfg, zeroize::Zeroizing::new(n.config.to_toml()?).as_bytes())?;
+        let ready = state.dir.join(format!("{}.ready", n.name));
+        let args = [
+            bin,
+            "node",
+            "--config",
+            cfg.to_str().unwrap_or_default(),
+            "--ready-file",
+            ready.to_str().unwrap_or_default(),
+        ];
+        let pid = spawn(&n.ns, &args, &state.log(&n.name))?;
+        std::fs::write(state.dir.join(format!("{}.pid", n.name)), pid.to_string())?;
+    }
+    for n in &plan.nodes {
+        let ready = state.dir.join(format!("{}.ready", n.name));
+        wait_until(&format!("node {}", n.name), Some(&state.log(&n.name)), || ready.exists())?;
+        if n.config.local.is_some() {
+            ip(&["-n", &n.ns, "link", "set", zsfc_config::LOCAL_DEV, "up"])?;
+            for r in &n.local_routes {
+                ip(&["-n", &n.ns, "route", "add", r, "dev", zsfc_config::LOCAL_DEV])?;
+            }
+        }
+    }
+
+    // External SFs: their own namespace, holding both ends of the attachment circuit.
+    for sf in &plan.external_sfs {
+        let node_ns = &plan.nodes[sf.node].ns;
+        add_ns(&sf.ns)?;
+        for dev in [&sf.to_sf, &sf.from_sf] {
+            ip(&["-n", node_ns, "link", "set", dev, "netns", &sf.ns])?;
+            ip(&["-n", &sf.ns, "link", "set", dev, "up"])?;
+        }
+        sysctl(
+            &sf.ns,
+            &["net.ipv4.ip_forward=1", "net.ipv4.conf.all.rp_filter=0", "net.ipv4.conf.default.rp_filter=0"],
+        )?;
+        sysctl(&sf.ns, &[&format!("net.ipv4.conf.{}.rp_filter=0", sf.to_sf)])?;
+        ip(&["-n", &sf.ns, "route", "add", "default", "dev", &sf.from_sf])?;
+        for rule in &sf.iptables {
+            let mut args = vec!["iptables"];
+            args.extend(rule.iter().map(String::as_str));
+            in_ns(&sf.ns, &args).with_context(|| format!("SF {}: an iptables rule", sf.name))?;
+        }
+    }
+
+    // Services.
+    for s in &plan.services {
+        let ns = &plan.nodes[s.node].ns;
+        let log = state.log(&format!("service-{}", s.name));
+        let port = s.port.to_string();
+        let addr = s.address.to_string();
+        let pid = match s.kind {
+            ServiceKind::Http => {
+                let www = state.dir.join(format!("www-{}", s.name));
+                write_site(&www, s.files, s.bytes)?;
+                let dir = www.to_str().unwrap_or_default();
+                spawn(ns, &["python3", "-m", "http.server", &port, "--bind", &addr, "--directory", dir], &log)?
+            }
+            ServiceKind::UdpEcho => spawn(ns, &["python3", "-c", UDP_ECHO, &addr, &port], &log)?,
+        };
+        std::fs::write(state.dir.join(format!("service-{}.pid", s.name)), pid.to_string())?;
+        wait_until(&format!("service {}", s.name), Some(&log), || {
+            listening(ns, s.kind == ServiceKind::UdpEcho, s.port)
+        })?;
+    }
+    Ok(())
+}
+
+const UDP_ECHO: &str = "import socket,sys\ns=socket.socket(socket.AF_INET,socket.SOCK_DGRAM)\ns.bind((sys.argv[1],int(sys.argv[2])))\nwhile True:\n d,a=s.recvfrom(65535)\n s.sendto(b're:'+d,a)\n";
+
+fn index_html(files: u32) -> String {
+    let parts = files.saturating_sub(1);
+    format!(
+        "<html><body>{}</body></html>\n",
+        (1..=parts).map(|i| format!("<img src=\"part{i}.bin\">")).collect::<String>()
+    )
+}
+
+/// The files of a service's web page: `index.html` naming `files - 1` parts, `bytes` in all.
+pub(crate) fn site_files(files: u32, bytes: u64) -> Vec<(String, u64)> {
+    let parts = files.saturating_sub(1);
+    let index = index_html(files);
+    let rest = bytes.saturating_sub(index.len() as u64);
+    let mut out = vec![("index.html".to_owned(), index.len() as u64)];
+    for i in 1..=parts {
+        let size = rest / u64::from(parts) + u64::from(u64::from(i) <= rest % u64::from(parts));
+        out.push((format!("part{i}.bin"), size));
+    }
+    out
+}
+
+fn write_site(dir: &Path, files: u32, bytes: u64) -> anyhow::Result<()> {
+    std::fs::create_dir_all(dir)?;
+    let alphabet = b"abcdefghijklmnopqrstuvwxyz0123456789";
+    for (i, (name, size)) in site_files(files, bytes).into_iter().enumerate() {
+        let body: Vec<u8> = if i == 0 {
+            index_html(files).into_bytes()
+        } else {
+            (0..size).map(|k| alphabet[(k % alphabet.len() as u64) as usize]).collect()
+        };
+        std::fs::write(dir.join(name), body)?;
+    }
+    // Outside the page: a file whose name a DPI rule for "test" catches in the request.
+    std::fs::write(dir.join("test.html"), b"<p>you passed</p>\n")?;
+    Ok(())
+}
+
+fn make_pki(plan: &LabPlan, state: &State) -> anyhow::Result<()> {
+    let pki = state.pki();
+    let ca = Ca::new(&format!("zsfc {} domain CA", plan.name))?;
+    std::fs::write(pki.join("ca.pem"), ca.pem())?;
+    let gw_ip: IpAddr = plan.gateway.address.into();
+    let (cert, key) = ca.issue("gateway", true, &plan.gateway.server_names, &[gw_ip])?;
+    std::fs::write(pki.join("gateway.pem"), cert)?;
+    write_private(&pki.join("gateway.key"), key.as_bytes())?;
+    // Same names from a CA nobody trusts: what a client from elsewhere would present.
+    let outsider = Ca::new(&format!("zsfc {} outsider CA", plan.name))?;
+    for c in &plan.clients {
+        let (cert, key) = ca.issue(&c.name, false, &[], &[])?;
+        std::fs::write(pki.join("clients").join(format!("{}.pem", c.name)), cert)?;
+        write_private(&pki.join("clients").join(format!("{}.key", c.name)), key.as_bytes())?;
+        let (cert, key) = outsider.issue(&c.name, false, &[], &[])?;
+        std::fs::write(pki.join("outsider").join(format!("{}.pem", c.name)), cert)?;
+        write_private(&pki.join("outsider").join(format!("{}.key", c.name)), key.as_bytes())?;
+    }
+    Ok(())
+}
+
+fn summary(plan: &LabPlan, state: &State) {
+    let gw = &plan.nodes[plan.gateway.node];
+    println!("lab {} is up (state in {})", plan.name, state.dir.display());
+    println!(
+        "  links: MPLS-in-UDP on one segment (bridge in {}), MTU {}, inner MTU {}",
+        plan.bridge_ns, plan.link_mtu, plan.inner_mtu
+    );
+    for n in &plan.nodes {
+        let roles: Vec<&str> = [
+            (n.config.gateway.is_some(), "gateway+classifier"),
+            (!n.config.sfs.is_empty(), "SFF+proxy"),
+            (n.config.labels.iter().any(|l| l.deliver) && n.config.gateway.is_none(), "egress"),
+        ]
+        .into_iter()
+        .filter_map(|(on, r)| on.then_some(r))
+        .collect();
+        let sfs: Vec<&str> = n.config.sfs.iter().map(|s| s.name.as_str()).collect();
+        println!("  node {:<10} ns {:<24} {} {} SFs [{}]", n.name, n.ns, n.address, roles.join(","), sfs.join(","));
+    }
+    for sf in &plan.external_sfs {
+        println!(
+            "  external SF {} in ns {} ({} -> {}, iptables rules: {})",
+            sf.name,
+            sf.ns,
+            sf.to_sf,
+            sf.from_sf,
+            sf.iptables.len()
+        );
+    }
+    for s in &plan.services {
+        println!(
+            "  service {} ({}) at {}:{} on node {}",
+            s.name, s.server_name, s.address, s.port, plan.nodes[s.node].name
+        );
+    }
+    for c in &plan.clients {
+        println!("  client {} in ns {} at {}", c.name, c.ns, c.address);
+    }
+    if let (Some(c), Some(s)) = (plan.clients.first(), plan.services.iter().find(|s| s.kind == ServiceKind::Http)) {
+        let pki = state.pki();
+        println!("try, as {}:", c.name);
+        println!(
+            "  ip netns exec {} curl --cacert {} --cert {} --key {} --resolve {}:{}:{} https://{}:{}/index.html",
+            c.ns,
+            pki.join("ca.pem").display(),
+            pki.join("clients").join(format!("{}.pem", c.name)).display(),
+            pki.join("clients").join(format!("{}.key", c.name)).display(),
+            s.server_name,
+            plan.gateway.port,
+            plan.gateway.address,
+            s.server_name,
+            plan.gateway.port
+        );
+    }
+    println!("  the gateway's log: {}", state.log(&gw.name).display());
+    println!("stop with: zsfc down {}", plan.name);
+}
+
+pub(crate) fn down(a: &DownArgs) -> anyhow::Result<bool> {
+    let state = State::new(&a.state_dir, &a.name);
+    let found = !lab_namespaces(&a.name).is_empty() || state.dir.exists();
+    if !found {
+        println!("lab {} is not up; nothing to remove", a.name);
+        return Ok(true);
+    }
+    teardown(&a.name, &state, true);
+    let left = lab_namespaces(&a.name);
+    if !left.is_empty() {
+        bail!("namespaces left behind: {}", left.join(" "));
+    }
+    println!("lab {} is down", a.name);
+    Ok(true)
+}
+
+fn signal(pid: &str, sig: &str) {
+    let _ = Command::new("kill").args([sig, pid]).stderr(Stdio::null()).status();
+}
+
+/// Stops every process of the lab (SIGTERM, then SIGKILL), shows the nodes' final reports,
+/// deletes its namespaces (their veths and TUN devices go with them) and its state.
+fn teardown(name: &str, state: &State, report: bool) {
+    let namespaces = lab_namespaces(name);
+    let pids = |ns: &[String]| -> Vec<String> {
+        ns.iter()
+            .flat_map(|n| {
+                sh("ip", &["netns", "pids", n]).unwrap_or_default().lines().map(str::to_owned).collect::<Vec<_>>()
+            })
+            .collect()
+    };
+    for p in pids(&namespaces) {
+        signal(&p, "-TERM");
+    }
+    let t = Instant::now();
+    while !pids(&namespaces).is_empty() && t.elapsed() < Duration::from_secs(5) {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    for p in pids(&namespaces) {
+        signal(&p, "-KILL");
+    }
+    if report {
+        show_reports(state);
+    }
+    for n in &namespaces {
+        let _ = sh("ip", &["netns", "del", n]);
+    }
+    let _ = std::fs::remove_dir_all(&state.dir);
+}
+
+/// The final report lines of every node log (what each node printed on SIGTERM).
+fn show_reports(state: &State) {
+    let Ok(entries) = std::fs::read_dir(state.dir.join("logs")) else { return };
+    let mut logs: Vec<PathBuf> = entries.filter_map(|e| e.ok().map(|e| e.path())).collect();
+    logs.sort();
+    for l in logs {
+        let text = std::fs::read_to_string(&l).unwrap_or_default();
+        let report: Vec<&str> = text
+            .lines()
+            .filter(|x| {
+                ["node ", "engine:", "drop ", "sf ", "gateway: accepted", "flows:"].iter().any(|p| x.starts_with(p))
+            })
+            .collect();
+        if !report.is_empty() {
+            println!("{}", report.join("\n"));
+        }
+    }
+}
+
+/// One checked outcome.
+#[derive(Debug)]
+pub(crate) struct Checked {
+    pub what: String,
+    pub want: String,
+    pub got: String,
+    pub ok: bool,
+}
+
+pub(crate) fn check(a: &CheckArgs) -> anyhow::Result<bool> {
+    let state = State::new(&a.state_dir, &a.name);
+    let lab = load(&state.lab_file()).with_context(|| format!("is lab {:?} up?", a.name))?;
+    let plan = plan(&lab, &state.lab_file(), &state)?;
+    let results = run_checks(&lab, &plan, &state)?;
+    Ok(print_checks(&results))
+}
+
+fn print_checks(results: &[Checked]) -> bool {
+    println!("{:<48} {:<32} {:<36} result", "what", "expected", "happened");
+    for r in results {
+        println!("{:<48} {:<32} {:<36} {}", r.what, r.want, r.got, if r.ok { "ok" } else { "FAILED" });
+    }
+    let failed = results.iter().filter(|r| !r.ok).count();
+    println!("{} of {} outcomes as expected", results.len() - failed, results.len());
+    failed == 0
+}
+
+fn run_checks(lab: &Lab, plan: &LabPlan, state: &State) -> anyhow::Result<Vec<Checked>> {
+    let gw_log = state.log(&plan.nodes[plan.gateway.node].name);
+    let refusals = |reason: &str| {
+        std::fs::read_to_string(&gw_log)
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| l.starts_with("gateway: refused") && l.contains(&format!("reason={reason}")))
+            .count()
+    };
+    let mut out = Vec::new();
+    for e in &lab.expect {
+        let client = plan.clients.iter().find(|c| c.name == e.client).context("client")?;
+        let service = plan.services.iter().find(|s| s.name == e.service).context("service")?;
+        let cert = match e.certificate {
+            CertChoice::Own => " with its certificate",
+            CertChoice::None => " without a certificate",
+            CertChoice::Outsider => " with another CA's certificate",
+        };
+        let what = format!("{}{cert}: {} {}", e.client, e.service, e.request);
+        let want = match (e.outcome, &e.reason) {
+            (Outcome::Refused, Some(r)) => format!("refused ({r})"),
+            (o, _) => format!("{o:?}").to_lowercase(),
+        };
+        let before = e.reason.as_deref().map(&refusals);
+        let (got, outcome) = match service.kind {
+            ServiceKind::Http => https_request(plan, state, client, service, &e.request, e.certificate)?,
+            ServiceKind::UdpEcho => udp_request(client, service, &e.request)?,
+        };
+        let mut ok = outcome == Some(e.outcome);
+        if let (Some(r), Some(n)) = (e.reason.as_deref(), before) {
+            // The gateway logs after it decides; give it a moment.
+            let t = Instant::now();
+            while refusals(r) <= n && t.elapsed() < Duration::from_secs(2) {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            ok &= refusals(r) > n;
+        }
+        out.push(Checked { what, want, got, ok });
+    }
+    Ok(out)
+}
+
+/// Fetches over mutual TLS with curl in the client's namespace. `/` fetches the whole page.
+fn https_request(
+    plan: &LabPlan,
+    state: &State,
+    client: &zsfc_config::PlannedClient,
+    service: &zsfc_config::PlannedService,
+    request: &str,
+    cert: CertChoice,
+) -> anyhow::Result<(String, Option<Outcome>)> {
+    let pki = state.pki();
+    let host = &service.server_name;
+    let resolve = format!("{host}:{}:{}", plan.gateway.port, plan.gateway.address);
+    let (paths, want_bytes): (Vec<String>, Option<u64>) = if request == "/" {
+        let files = site_files(service.files, service.bytes);
+        (files.iter().map(|(n, _)| format!("/{n}")).collect(), Some(service.bytes))
+    } else {
+        (vec![request.to_owned()], None)
+    };
+    let urls: Vec<String> = paths.iter().map(|p| format!("https://{host}:{}{p}", plan.gateway.port)).collect();
+    let ca = pki.join("ca.pem");
+    let dir = match cert {
+        CertChoice::Own => Some(pki.join("clients")),
+        CertChoice::Outsider => Some(pki.join("outsider")),
+        CertChoice::None => None,
+    };
+    let cert_files = dir.map(|d| (d.join(format!("{}.pem", client.name)), d.join(format!("{}.key", client.name))));
+    let max_time = BLOCK_TIMEOUT_S.to_string();
+    let mut args: Vec<String> = ["netns", "exec", &client.ns, "curl", "-s", "--max-time", &max_time, "--cacert"]
+        .into_iter()
+        .map(str::to_owned)
+        .collect();
+    args.push(ca.display().to_string());
+    if let Some((c, k)) = &cert_files {
+        args.extend(["--cert".into(), c.display().to_string(), "--key".into(), k.display().to_string()]);
+    }
+    args.extend(["--resolve".into(), resolve, "-w".into(), "%{http_code} %{size_download}\\n".into()]);
+    for u in &urls {
+        args.extend(["-o".into(), "/dev/null".into(), u.clone()]);
+    }
+    let t = Instant::now();
+    let out = Command::new("ip").args(&args).stdin(Stdio::null()).output().context("running curl")?;
+    let secs = t.elapsed().as_secs_f64();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let mut ok_files = 0;
+    let mut bytes = 0u64;
+    for l in stdout.lines() {
+        let mut f = l.split_whitespace();
+        if f.next() == Some("200") {
+            ok_files += 1;
+            bytes += f.next().and_then(|b| b.parse::<u64>().ok()).unwrap_or(0);
+        }
+    }
+    let code = out.status.code().unwrap_or(-1);
+    let served = code == 0 && ok_files == urls.len() && want_bytes.is_none_or(|w| w == bytes);
+    Ok(match (served, code) {
+        (true, _) => (format!("{ok_files} files, {bytes} B in {secs:.2} s"), Some(Outcome::Served)),
+        (false, 0) => (format!("answered, but: {}", stdout.trim().replace('\n', ", ")), None),
+        // curl 28: the operation timed out (the session stood, no answer came).
+        (false, 28) => (format!("no answer in {BLOCK_TIMEOUT_S} s"), Some(Outcome::Blocked)),
+        (false, c) => (format!("refused by the gateway (curl {c})"), Some(Outcome::Refused)),
+    })
+}
+
+/// Sends one datagram from the client's namespace and waits for the echo.
+fn udp_request(
+    client: &zsfc_config::PlannedClient,
+    service: &zsfc_config::PlannedService,
+    request: &str,
+) -> anyhow::Result<(String, Option<Outcome>)> {
+    const SEND: &str = "import socket,sys\ns=socket.socket(socket.AF_INET,socket.SOCK_DGRAM)\ns.settimeout(float(sys.argv[4]))\ns.sendto(sys.argv[3].encode(),(sys.argv[1],int(sys.argv[2])))\ntry:\n print(s.recv(65535).decode())\nexcept socket.timeout:\n print('<timeout>')\n";
+    let out = in_ns(
+        &client.ns,
+        &[
+            "python3",
+            "-c",
+            SEND,
+            &service.address.to_string(),
+            &service.port.to_string(),
+            request,
+            &BLOCK_TIMEOUT_S.to_string(),
+        ],
+    )?;
+    let answer = out.trim();
+    Ok(if answer == format!("re:{request}") {
+        (format!("echo {answer:?}"), Some(Outcome::Served))
+    } else {
+        (format!("no echo ({answer})"), Some(Outcome::Blocked))
+    })
+}
+
+/// `zsfc run FILE`: up, check every expected outcome, down — always down, also on failure.
+pub(crate) fn run(a: &UpArgs) -> anyhow::Result<bool> {
+    let lab = load(&a.file)?;
+    let state = State::new(&a.state_dir, &lab.name);
+    up(a)?;
+    let plan = plan(&lab, &a.file, &state)?;
+    let results = run_checks(&lab, &plan, &state);
+    println!();
+    let ok = match &results {
+        Ok(r) => print_checks(r),
+        Err(e) => {
+            eprintln!("zsfc run: checking failed: {e:#}");
+            false
+        }
+    };
+    println!("\ntearing down; the nodes' final reports:");
+    down(&DownArgs { name: lab.name.clone(), state_dir: a.state_dir.clone() })?;
+    Ok(ok && results.is_ok())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_site_has_its_files_and_bytes() {
+        let files = site_files(9, 1_200_000);
+        assert_eq!(files.len(), 9);
+        assert_eq!(files.iter().map(|f| f.1).sum::<u64>(), 1_200_000);
+        assert_eq!(files[0].0, "index.html");
+        assert_eq!(site_files(1, 10).len(), 1);
+    }
+}

@@ -1,0 +1,597 @@
+//! A lab: a whole domain for `zsfc up` — nodes, the ingress gateway, services, SFs (built-in or
+//! external iptables programs), chains with their clients, and the outcomes `zsfc run` checks.
+//! [`Lab::plan`] turns it into everything `up` builds: namespaces, addresses, routes, one
+//! [`NodeConfig`] per node (through [`Topology::compile`]), the external SFs' set-up, the
+//! services to start. Planning touches nothing, so every mistake is reported before anything
+//! exists.
+//!
+//! Addressing (all of it lives inside the lab's namespaces):
+//! - the domain segment, one bridge: node `i` is `10.200.0.(i+1)/24`, MPLS-in-UDP on port 6635;
+//! - the client network on the gateway node: `172.16.0.1/24`, client `k` is `172.16.0.(10+k)`;
+//! - the gateway's local side (TUN `zsfc0`): `10.1.0.1/24`, where inner connections come from;
+//! - service `j`: `10.9.0.(j+1)` on the TUN `zsfc0` of its node.
+use crate::build::{bad, check_function};
+use crate::model::*;
+use crate::topology::*;
+use crate::{FieldError, VERSION};
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+use std::net::Ipv4Addr;
+use std::path::Path;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Lab {
+    pub version: u32,
+    /// Names the lab's namespaces (`zsfc-NAME-...`) and its state directory.
+    pub name: String,
+    /// MTU of the links between nodes (1500, or a jumbo MTU such as 9000). The inner MTU and
+    /// the TCP MSS clamp follow from it and the encapsulation overhead.
+    #[serde(default = "link_mtu")]
+    pub mtu: u16,
+    pub nodes: Vec<LabNode>,
+    pub gateway: LabGateway,
+    pub services: Vec<LabService>,
+    #[serde(default)]
+    pub sfs: Vec<LabSf>,
+    pub chains: Vec<LabChain>,
+    #[serde(default)]
+    pub clients: Vec<LabClient>,
+    #[serde(default)]
+    pub expect: Vec<Expect>,
+    #[serde(default)]
+    pub sa: SaDefaults,
+}
+
+fn link_mtu() -> u16 {
+    1500
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LabNode {
+    pub name: String,
+}
+
+/// The node that runs the mutual-TLS gateway and classifies the clients' traffic.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LabGateway {
+    pub node: String,
+    #[serde(default = "https_port")]
+    pub port: u16,
+}
+
+fn https_port() -> u16 {
+    443
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ServiceKind {
+    /// A static web site: `files` files of `bytes` bytes in all (an index page and its parts).
+    Http,
+    /// Answers each UDP datagram with `re:` and the datagram.
+    UdpEcho,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LabService {
+    pub name: String,
+    pub node: String,
+    pub kind: ServiceKind,
+    pub port: u16,
+    #[serde(default = "page_files")]
+    pub files: u32,
+    #[serde(default = "page_bytes")]
+    pub bytes: u64,
+    /// The SFs the answers cross on their way back to the clients (a chain of its own).
+    #[serde(default)]
+    pub return_sfs: Vec<String>,
+    /// Addresses the service sees clients as besides the gateway and the client network (a
+    /// NAT SF's pool): answers to them take the return chain too.
+    #[serde(default)]
+    pub return_prefixes: Vec<String>,
+}
+
+fn page_files() -> u32 {
+    9
+}
+fn page_bytes() -> u64 {
+    1_200_000
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LabSf {
+    pub name: String,
+    pub node: String,
+    pub intrusive: bool,
+    /// A built-in SF.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub function: Option<Function>,
+    /// An external SFC-unaware SF: its own namespace routing between two interfaces, with these
+    /// iptables rules (each an iptables argument list, such as
+    /// `"-A FORWARD -m string --string test --algo bm -j DROP"` or
+    /// `"-t nat -A POSTROUTING -j SNAT --to-source 10.77.0.1"`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub iptables: Option<Vec<String>>,
+    /// The external SF translates addresses or ports (an iptables NAT).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub translates_addresses: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LabChain {
+    pub name: String,
+    pub service: String,
+    /// The clients whose connections to the service take this chain (the gateway's policy:
+    /// whoever is in no chain of a service may not use it).
+    #[serde(default)]
+    pub clients: Vec<String>,
+    #[serde(default)]
+    pub sfs: Vec<String>,
+    /// Non-TLS traffic from the client network to the service that takes this chain, by
+    /// 5-tuple rules (UDP, ICMP).
+    #[serde(default)]
+    pub datagrams: Vec<LabDatagrams>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LabDatagrams {
+    pub protocol: Protocol,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port: Option<u16>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LabClient {
+    pub name: String,
+}
+
+/// An outcome `zsfc run` (and `zsfc check`) verifies against the running lab.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Expect {
+    pub client: String,
+    pub service: String,
+    /// The path fetched over HTTPS, or the datagram sent to a UDP service.
+    #[serde(default = "root_path")]
+    pub request: String,
+    /// The certificate the client presents.
+    #[serde(default)]
+    pub certificate: CertChoice,
+    pub outcome: Outcome,
+    /// For `refused`: the reason the gateway must log (`no_certificate`, `not_allowed`, ...).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+fn root_path() -> String {
+    "/".into()
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CertChoice {
+    /// The client's own certificate from the domain CA.
+    #[default]
+    Own,
+    /// No certificate at all.
+    None,
+    /// A certificate with the client's name from another CA.
+    Outsider,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    /// The whole answer arrived (every file of the page, or the echo).
+    Served,
+    /// The TLS session stood but the request never got an answer: an SF dropped it.
+    Blocked,
+    /// The gateway refused the client (and its log says why).
+    Refused,
+}
+
+/// Everything `zsfc up` builds.
+#[derive(Debug, Clone)]
+pub struct LabPlan {
+    pub name: String,
+    /// Prefix of every namespace of the lab.
+    pub prefix: String,
+    /// The namespace holding the domain segment's bridge.
+    pub bridge_ns: String,
+    pub nodes: Vec<PlannedNode>,
+    pub gateway: PlannedGateway,
+    pub clients: Vec<PlannedClient>,
+    pub external_sfs: Vec<PlannedSf>,
+    pub services: Vec<PlannedService>,
+    pub link_mtu: u16,
+    pub inner_mtu: u16,
+}
+
+#[derive(Debug, Clone)]
+pub struct PlannedNode {
+    pub name: String,
+    pub ns: String,
+    /// Address on the domain segment, with prefix length.
+    pub address: String,
+    pub config: NodeConfig,
+    /// Routes into the local side (`zsfc0`) once it exists.
+    pub local_routes: Vec<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct PlannedGateway {
+    pub node: usize,
+    pub address: Ipv4Addr,
+    pub port: u16,
+    /// Service name → server name (SNI) the gateway's certificate carries.
+    pub server_names: Vec<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct PlannedClient {
+    pub name: String,
+    pub ns: String,
+    pub address: Ipv4Addr,
+}
+
+#[derive(Debug, Clone)]
+pub struct PlannedSf {
+    pub name: String,
+    pub node: usize,
+    pub ns: String,
+    pub to_sf: String,
+    pub from_sf: String,
+    pub iptables: Vec<Vec<String>>,
+}
+
+#[derive(Debug, Clone)]
+pub struct PlannedService {
+    pub name: String,
+    pub server_name: String,
+    pub node: usize,
+    pub address: Ipv4Addr,
+    pub port: u16,
+    pub kind: ServiceKind,
+    pub files: u32,
+    pub bytes: u64,
+}
+
+pub const CLIENT_NET: &str = "172.16.0.0/24";
+pub const GATEWAY_ADDR: Ipv4Addr = Ipv4Addr::new(172, 16, 0, 1);
+pub const INNER_SOURCE: Ipv4Addr = Ipv4Addr::new(10, 1, 0, 1);
+pub const SERVICE_NET: &str = "10.9.0.0/24";
+/// The TUN device of a node's local side.
+pub const LOCAL_DEV: &str = "zsfc0";
+
+/// Bytes the domain adds to an inner packet on a link: outer IPv4 + UDP (28), up to `labels`
+/// label stack entries, ESP header (8) + IV (8) + ICV (16) + pad length/next header (2) and up to
+/// 3 bytes of padding.
+pub fn encapsulation_overhead(labels: usize) -> u16 {
+    (28 + 4 * labels + 8 + 8 + 16 + 2 + 3) as u16
+}
+
+impl Lab {
+    pub fn from_toml(text: &str) -> Result<Self, FieldError> {
+        toml::from_str(text).map_err(|e| FieldError::Syntax(e.to_string()))
+    }
+
+    /// Checks the lab and plans it; `state` is where `up` keeps its files (certificates).
+    pub fn plan(&self, state: &Path) -> Result<LabPlan, FieldError> {
+        if self.version != VERSION {
+            return Err(bad(
+                "version",
+                format!("{} is not supported; this zsfc reads version {VERSION}", self.version),
+            ));
+        }
+        if self.name.is_empty()
+            || self.name.len() > 16
+            || !self.name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        {
+            return Err(bad("name", "1 to 16 characters of a-z, 0-9 and '-'"));
+        }
+        if !(1280..=9000).contains(&self.mtu) {
+            return Err(bad("mtu", format!("{} is outside 1280..=9000", self.mtu)));
+        }
+        let prefix = format!("zsfc-{}", self.name);
+        let nodes = names(self.nodes.iter().map(|n| n.name.as_str()), "nodes")?;
+        let services = names(self.services.iter().map(|s| s.name.as_str()), "services")?;
+        let sfs = names(self.sfs.iter().map(|s| s.name.as_str()), "sfs")?;
+        let clients = names(self.clients.iter().map(|c| c.name.as_str()), "clients")?;
+        let _ = names(self.chains.iter().map(|c| c.name.as_str()), "chains")?;
+        if self.nodes.len() > 200 || self.clients.len() > 200 || self.services.len() > 200 {
+            return Err(bad("nodes", "at most 200 nodes, clients and services each"));
+        }
+        let node_of = |field: String, name: &str| {
+            nodes.get(name).copied().ok_or_else(|| bad(field, format!("no node named {name:?}")))
+        };
+        let gw = node_of("gateway.node".into(), &self.gateway.node)?;
+
+        // Topology: endpoints are the clients (at the gateway) and one per node with services.
+        let mut topo = Topology {
+            version: VERSION,
+            nodes: Vec::new(),
+            endpoints: vec![TopoEndpoint { name: "clients".into(), node: self.gateway.node.clone(), label: None }],
+            sfs: Vec::new(),
+            chains: Vec::new(),
+            sa: self.sa,
+        };
+        let mut planned_services = Vec::new();
+        for (j, s) in self.services.iter().enumerate() {
+            let at = format!("services[{j}]");
+            let node = node_of(format!("{at}.node"), &s.node)?;
+            if node == gw {
+                return Err(bad(format!("{at}.node"), "a service lives on a node other than the gateway's"));
+            }
+            if s.port == 0 {
+                return Err(bad(format!("{at}.port"), "must not be 0"));
+            }
+            if s.kind == ServiceKind::Http && (s.files == 0 || s.files > 1000 || s.bytes < u64::from(s.files)) {
+                return Err(bad(format!("{at}.files"), "1 to 1000 files of at least one byte each"));
+            }
+            let ep = format!("svc-{}", s.node);
+            if !topo.endpoints.iter().any(|e| e.name == ep) {
+                topo.endpoints.push(TopoEndpoint { name: ep, node: s.node.clone(), label: None });
+            }
+            planned_services.push(PlannedService {
+                name: s.name.clone(),
+                server_name: format!("{}.{}", s.name, self.name),
+                node,
+                address: Ipv4Addr::new(10, 9, 0, j as u8 + 1),
+                port: s.port,
+                kind: s.kind.clone(),
+                files: s.files,
+                bytes: s.bytes,
+            });
+        }
+        let mut external_sfs = Vec::new();
+        for (k, s) in self.sfs.iter().enumerate() {
+            let at = format!("sfs[{k}]");
+            let node = node_of(format!("{at}.node"), &s.node)?;
+            let attachment = match (&s.function, &s.iptables) {
+                (Some(f), None) => {
+                    check_function(f).map_err(|(sub, why)| bad(format!("{at}.function{sub}"), why))?;
+                    None
+                }
+                (None, Some(rules)) => {
+                    let mut parsed = Vec::new();
+                    for (r, rule) in rules.iter().enumerate() {
+                        let args: Vec<String> = rule.split_whitespace().map(str::to_owned).collect();
+                        if args.is_empty() {
+                            return Err(bad(format!("{at}.iptables[{r}]"), "an empty rule"));
+                        }
+                        parsed.push(args);
+                    }
+                    let (to_sf, from_sf) = (format!("ac{k}in"), format!("ac{k}out"));
+                    external_sfs.push(PlannedSf {
+                        name: s.name.clone(),
+                        node,
+                        ns: format!("{prefix}-sf-{}", s.name),
+                        to_sf: to_sf.clone(),
+                        from_sf: from_sf.clone(),
+                        iptables: parsed,
+                    });
+                    Some(AttachmentConfig { to_sf, from_sf, mtu: self.mtu })
+                }
+                _ => return Err(bad(at, "give exactly one of `function` (built-in) and `iptables` (external)")),
+            };
+            topo.sfs.push(TopoSf {
+                name: s.name.clone(),
+                node: s.node.clone(),
+                intrusive: s.intrusive,
+                external: attachment.is_some(),
+                translates_addresses: s.translates_addresses,
+                function: s.function.clone(),
+                label: None,
+                attachment,
+            });
+        }
+        let sf_exists = |field: String, name: &str| {
+            if sfs.contains_key(name) { Ok(()) } else { Err(bad(field, format!("no SF named {name:?}"))) }
+        };
+
+        // Chains: the ones the file names, then one return chain per service.
+        let mut grants: Vec<GatewayGrant> = Vec::new();
+        let mut longest = 1;
+        for (c, ch) in self.chains.iter().enumerate() {
+            let at = format!("chains[{c}]");
+            let j = *services
+                .get(ch.service.as_str())
+                .ok_or_else(|| bad(format!("{at}.service"), format!("no service named {:?}", ch.service)))?;
+            for (k, sf) in ch.sfs.iter().enumerate() {
+                sf_exists(format!("{at}.sfs[{k}]"), sf)?;
+            }
+            let svc = &planned_services[j];
+            for (k, client) in ch.clients.iter().enumerate() {
+                if !clients.contains_key(client.as_str()) {
+                    return Err(bad(format!("{at}.clients[{k}]"), format!("no client named {client:?}")));
+                }
+                if let Some(g) = grants.iter().find(|g| g.identity == *client && g.service == svc.server_name) {
+                    return Err(bad(
+                        format!("{at}.clients[{k}]"),
+                        format!("{client:?} already reaches {:?} through chain {}", ch.service, g.chain),
+                    ));
+                }
+                grants.push(GatewayGrant {
+                    identity: client.clone(),
+                    service: svc.server_name.clone(),
+                    chain: c as u32 + 1,
+                });
+            }
+            let rules = ch
+                .datagrams
+                .iter()
+                .map(|d| RuleConfig {
+                    src: CLIENT_NET.into(),
+                    dst: format!("{}/32", svc.address),
+                    protocol: Some(d.protocol),
+                    src_ports: (0, u16::MAX),
+                    dst_ports: d.port.map_or((0, u16::MAX), |p| (p, p)),
+                    chain: None,
+                    deny: false,
+                })
+                .collect();
+            longest = longest.max(ch.sfs.len() + 1);
+            topo.chains.push(TopoChain {
+                name: ch.name.clone(),
+                classifier: self.gateway.node.clone(),
+                sfs: ch.sfs.clone(),
+                to: format!("svc-{}", self.services[j].node),
+                rules,
+                gateway: true,
+                nsh: None,
+            });
+        }
+        for (j, s) in self.services.iter().enumerate() {
+            for (k, sf) in s.return_sfs.iter().enumerate() {
+                sf_exists(format!("services[{j}].return_sfs[{k}]"), sf)?;
+            }
+            longest = longest.max(s.return_sfs.len() + 1);
+            let src = format!("{}/32", planned_services[j].address);
+            topo.chains.push(TopoChain {
+                name: format!("{}-return", s.name),
+                classifier: s.node.clone(),
+                sfs: s.return_sfs.clone(),
+                to: "clients".into(),
+                rules: [format!("{INNER_SOURCE}/32"), CLIENT_NET.into()]
+                    .into_iter()
+                    .chain(s.return_prefixes.iter().cloned())
+                    .map(|dst| RuleConfig {
+                        src: src.clone(),
+                        dst,
+                        protocol: None,
+                        src_ports: (0, u16::MAX),
+                        dst_ports: (0, u16::MAX),
+                        chain: None,
+                        deny: false,
+                    })
+                    .collect(),
+                gateway: false,
+                nsh: None,
+            });
+        }
+        for (i, e) in self.expect.iter().enumerate() {
+            if !clients.contains_key(e.client.as_str()) {
+                return Err(bad(format!("expect[{i}].client"), format!("no client named {:?}", e.client)));
+            }
+            if !services.contains_key(e.service.as_str()) {
+                return Err(bad(format!("expect[{i}].service"), format!("no service named {:?}", e.service)));
+            }
+            if e.reason.is_some() && e.outcome != Outcome::Refused {
+                return Err(bad(format!("expect[{i}].reason"), "only a refusal has a reason"));
+            }
+        }
+
+        // MTU: what is left of the link after the deepest stack, and the MSS that fits in it.
+        let inner_mtu = self.mtu - encapsulation_overhead(longest);
+        let mss = inner_mtu - 40;
+        topo.nodes = self
+            .nodes
+            .iter()
+            .enumerate()
+            .map(|(i, n)| {
+                let mut addresses = Vec::new();
+                if i == gw {
+                    addresses.push(format!("{INNER_SOURCE}/24"));
+                }
+                addresses.extend(planned_services.iter().filter(|s| s.node == i).map(|s| format!("{}/32", s.address)));
+                TopoNode {
+                    name: n.name.clone(),
+                    address: Some(format!("10.200.0.{}:6635", i + 1)),
+                    local: (!addresses.is_empty()).then(|| LocalConfig {
+                        tun: LOCAL_DEV.into(),
+                        addresses,
+                        mtu: inner_mtu,
+                    }),
+                    tcp_mss_clamp: Some(mss),
+                }
+            })
+            .collect();
+        let mut configs = topo.compile().map_err(|e| match e {
+            FieldError::Field { field, why } => bad(format!("(compiled topology) {field}"), why),
+            other => other,
+        })?;
+        let pki = state.join("pki");
+        configs[gw].gateway = Some(GatewayConfig {
+            listen: format!("{GATEWAY_ADDR}:{}", self.gateway.port),
+            ca: pki.join("ca.pem").display().to_string(),
+            cert: pki.join("gateway.pem").display().to_string(),
+            key: pki.join("gateway.key").display().to_string(),
+            inner_source: INNER_SOURCE.to_string(),
+            services: planned_services
+                .iter()
+                .map(|s| GatewayService { name: s.server_name.clone(), address: format!("{}:{}", s.address, s.port) })
+                .collect(),
+            grants,
+        });
+        let nodes = configs
+            .into_iter()
+            .enumerate()
+            .map(|(i, config)| PlannedNode {
+                name: config.name.clone(),
+                ns: format!("{prefix}-{}", config.name),
+                address: format!("10.200.0.{}/24", i + 1),
+                local_routes: if i == gw {
+                    vec![SERVICE_NET.into()]
+                } else if planned_services.iter().any(|s| s.node == i) {
+                    let mut routes = vec![format!("{INNER_SOURCE}/32"), CLIENT_NET.into()];
+                    for s in self.services.iter().filter(|s| s.node == self.nodes[i].name) {
+                        routes.extend(s.return_prefixes.iter().cloned());
+                    }
+                    routes
+                } else {
+                    Vec::new()
+                },
+                config,
+            })
+            .collect();
+        Ok(LabPlan {
+            name: self.name.clone(),
+            bridge_ns: format!("{prefix}-net"),
+            gateway: PlannedGateway {
+                node: gw,
+                address: GATEWAY_ADDR,
+                port: self.gateway.port,
+                server_names: planned_services.iter().map(|s| s.server_name.clone()).collect(),
+            },
+            clients: self
+                .clients
+                .iter()
+                .enumerate()
+                .map(|(k, c)| PlannedClient {
+                    name: c.name.clone(),
+                    ns: format!("{prefix}-c-{}", c.name),
+                    address: Ipv4Addr::new(172, 16, 0, 10 + k as u8),
+                })
+                .collect(),
+            prefix,
+            nodes,
+            external_sfs,
+            services: planned_services,
+            link_mtu: self.mtu,
+            inner_mtu,
+        })
+    }
+}
+
+/// Names to positions; empty, duplicate or unsafe names (they become namespace and file names)
+/// are errors at `list[i].name`.
+fn names<'a>(names: impl Iterator<Item = &'a str>, list: &str) -> Result<HashMap<&'a str, usize>, FieldError> {
+    let mut m = HashMap::new();
+    for (i, n) in names.enumerate() {
+        if n.is_empty() || n.len() > 24 || !n.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') {
+            return Err(bad(format!("{list}[{i}].name"), format!("{n:?}: 1 to 24 characters of a-z, 0-9, '-', '_'")));
+        }
+        if m.insert(n, i).is_some() {
+            return Err(bad(format!("{list}[{i}].name"), format!("{n:?} is used twice")));
+        }
+    }
+    Ok(m)
+}
