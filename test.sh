@@ -24,6 +24,8 @@ else
 fi
 step "fuzz smoke (${FUZZ_SECONDS:-10}s per target)"
 scripts/fuzz.sh "${FUZZ_SECONDS:-10}"
-step "main job (zsfc demo)"
+step "in-memory demo (zsfc demo)"
 cargo run --release --locked -q -p zsfc-cli -- demo --packets 40 --pcap target/demo.pcap >/dev/null
+step "main job (zsfc run examples/quickstart.toml)"
+target/release/zsfc run examples/quickstart.toml --state-dir target/labs
 echo "all checks passed"

@@ -51,7 +51,9 @@ struct State {
 }
 
 impl State {
+    /// The state of lab `name` under `root`, as an absolute path (node processes get it).
     fn new(root: &Path, name: &str) -> Self {
+        let root = std::path::absolute(root).unwrap_or_else(|_| root.to_path_buf());
         Self { dir: root.join(name) }
     }
     fn pki(&self) -> PathBuf {

@@ -33,7 +33,8 @@ drop_reasons! {
     /// More labels than the configured depth limit.
     LabelStackTooDeep => "label_stack_too_deep",
     /// A packet from outside the domain (the local side) that carries an MPLS label stack or an
-    /// NSH: SFC encapsulation never enters from outside.
+    /// NSH, or is addressed to an MPLS tunnel (MPLS-in-UDP port 6635, MPLS-in-IP): SFC
+    /// encapsulation never enters from outside.
     EncapFromOutside => "encap_from_outside",
     /// The top label is not known at this node.
     UnknownLabel => "unknown_label",

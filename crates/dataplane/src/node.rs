@@ -19,6 +19,15 @@ use zsfc_esp::{InboundSa, Instant, OutboundSa, SaConfig, spi_of};
 use zsfc_wire::mpls::{self, LSE_LEN, Lse};
 use zsfc_wire::{PacketBuf, ip, nsh, tcp};
 
+/// IP protocol number of MPLS-in-IP (RFC 4023).
+const MPLS_IN_IP: u8 = 137;
+
+/// An IP packet from outside that carries a label stack to the domain's own tunnel endpoints
+/// (MPLS-in-UDP, MPLS-in-IP): never let it in, it would arrive as if steered.
+fn carries_sfc_encapsulation(t: &ip::FiveTuple) -> bool {
+    t.protocol == MPLS_IN_IP || (t.protocol == ip::protocol::UDP && t.dst_port == mpls::in_udp::PORT)
+}
+
 /// What the driver must do with a packet.
 #[derive(Debug)]
 pub enum Verdict {
@@ -491,6 +500,9 @@ impl Node {
                 return self.drop(if encap { DropReason::EncapFromOutside } else { e.into() }, buf);
             }
         };
+        if carries_sfc_encapsulation(&s.tuple) {
+            return self.drop(DropReason::EncapFromOutside, buf);
+        }
         let Some(chain_id) = self.classifier.classify(&s.tuple) else {
             return self.drop(DropReason::NoMatchingRule, buf);
         };

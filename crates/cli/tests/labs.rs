@@ -1,0 +1,297 @@
+//! Whole labs in network namespaces, built by `zsfc up` from the files in examples/, with real
+//! clients (curl with certificates, UDP sockets), real services, real captures (tshark). Needs
+//! root, iproute2, iptables, curl, python3 and tshark (./test.sh installs them). Each test runs
+//! its lab under a unique name and a private state directory, and `zsfc down` runs at the end
+//! also when the test fails.
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_zsfc");
+
+/// A lab from an example file, renamed so that tests (and a user's labs) never collide.
+struct LabRun {
+    name: String,
+    file: PathBuf,
+    state: PathBuf,
+    up: bool,
+}
+
+impl LabRun {
+    fn new(example: &str, tag: &str) -> Self {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples").join(format!("{example}.toml"));
+        let text = std::fs::read_to_string(&root).unwrap();
+        let name = format!("t{}{tag}", std::process::id() % 100_000);
+        let line = text.lines().find(|l| l.starts_with("name = ")).unwrap();
+        let text = text.replacen(line, &format!("name = \"{name}\""), 1);
+        let dir = std::env::temp_dir().join(format!("zsfc-labs-{name}"));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("lab.toml");
+        std::fs::write(&file, text).unwrap();
+        Self { name, file, state: dir.join("state"), up: false }
+    }
+
+    fn zsfc(&self, args: &[&str]) -> Output {
+        let state = self.state.to_str().unwrap();
+        Command::new(BIN).args(args).args(["--state-dir", state]).stdin(Stdio::null()).output().unwrap()
+    }
+
+    fn run(&self) -> String {
+        let out = self.zsfc(&["run", self.file.to_str().unwrap()]);
+        let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        assert!(out.status.success(), "zsfc run {}:\n{text}", self.name);
+        text
+    }
+
+    fn up(&mut self) {
+        self.up = true;
+        let out = self.zsfc(&["up", self.file.to_str().unwrap()]);
+        assert!(
+            out.status.success(),
+            "zsfc up: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    fn check(&self) -> String {
+        let out = self.zsfc(&["check", &self.name]);
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(out.status.success(), "zsfc check:\n{text}{}", String::from_utf8_lossy(&out.stderr));
+        text
+    }
+
+    /// `zsfc down`; returns what it printed (the nodes' final reports).
+    fn down(&mut self) -> String {
+        self.up = false;
+        let out = self.zsfc(&["down", &self.name]);
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(out.status.success(), "zsfc down:\n{text}{}", String::from_utf8_lossy(&out.stderr));
+        text
+    }
+
+    fn ns(&self, which: &str) -> String {
+        format!("zsfc-{}-{which}", self.name)
+    }
+
+    fn state_file(&self, rel: &str) -> PathBuf {
+        self.state.join(&self.name).join(rel)
+    }
+
+    fn namespaces_left(&self) -> Vec<String> {
+        let out = Command::new("ip").args(["netns", "list"]).output().unwrap();
+        let prefix = format!("zsfc-{}-", self.name);
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter_map(|l| l.split_whitespace().next())
+            .filter(|n| n.starts_with(&prefix))
+            .map(str::to_owned)
+            .collect()
+    }
+}
+
+impl Drop for LabRun {
+    fn drop(&mut self) {
+        if self.up {
+            let _ = self.zsfc(&["down", &self.name]);
+        }
+        let _ = std::fs::remove_dir_all(self.file.parent().unwrap());
+    }
+}
+
+/// A tshark capture on `dev` in `ns`, stopped on drop.
+struct Capture {
+    child: Child,
+    file: PathBuf,
+}
+
+impl Capture {
+    fn start(ns: &str, dev: &str, file: PathBuf) -> Self {
+        let child = Command::new("ip")
+            .args(["netns", "exec", ns, "tshark", "-q", "-i", dev, "-w"])
+            .arg(&file)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("tshark (./test.sh installs it)");
+        let t = Instant::now();
+        while std::fs::metadata(&file).map(|m| m.len()).unwrap_or(0) == 0 {
+            assert!(t.elapsed() < Duration::from_secs(15), "tshark did not start capturing on {dev} in {ns}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        std::thread::sleep(Duration::from_millis(300));
+        Self { child, file }
+    }
+
+    /// Stops the capture and returns `fields` of every packet (one line per packet).
+    fn fields(mut self, fields: &[&str]) -> Vec<String> {
+        std::thread::sleep(Duration::from_millis(300));
+        let _ = Command::new("kill").args(["-INT", &self.child.id().to_string()]).status();
+        let _ = self.child.wait();
+        let mut cmd = Command::new("tshark");
+        cmd.arg("-r").arg(&self.file).args(["-T", "fields", "-E", "separator=;"]);
+        for f in fields {
+            cmd.args(["-e", f]);
+        }
+        let out = cmd.output().unwrap();
+        assert!(out.status.success(), "tshark -r: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).lines().map(str::to_owned).collect()
+    }
+}
+
+impl Drop for Capture {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn usable() {
+    let root = Command::new("id").arg("-u").output().map(|o| o.stdout == b"0\n").unwrap_or(false);
+    assert!(root && Path::new("/dev/net/tun").exists(), "these tests need root and /dev/net/tun (CI has both)");
+}
+
+fn count(report: &str, prefix: &str) -> u64 {
+    report
+        .lines()
+        .find_map(|l| l.strip_prefix(prefix))
+        .and_then(|r| r.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0)
+}
+
+#[test]
+fn quickstart_serves_blocks_and_refuses() {
+    usable();
+    let lab = LabRun::new("quickstart", "q");
+    let out = lab.run();
+    assert!(out.contains("5 of 5 outcomes as expected"), "{out}");
+    for reason in ["no_certificate", "untrusted_certificate", "not_allowed"] {
+        assert!(out.contains(&format!("{reason}=")) && !out.contains(&format!("{reason}=0 ")), "{reason}:\n{out}");
+    }
+    assert!(count(&out, "drop sf_dpi_match ") >= 1, "{out}");
+    assert!(lab.namespaces_left().is_empty());
+}
+
+#[test]
+fn seed_testbed_with_captures_inside_the_domain_and_at_the_service() {
+    usable();
+    let mut lab = LabRun::new("seed-testbed", "s");
+    lab.up();
+    let dir = lab.state.parent().unwrap().to_path_buf();
+    // sf1 forwards without decrypting: its link must show labels and ESP, never HTTP.
+    let sf1 = Capture::start(&lab.ns("sf1"), "eth0", dir.join("sf1.pcapng"));
+    // The service's side of the egress: plain IP, no labels, no ESP.
+    let svc = Capture::start(&lab.ns("egress"), "zsfc0", dir.join("service.pcapng"));
+    let table = lab.check();
+    assert!(table.contains("5 of 5 outcomes as expected"), "{table}");
+    let ipt =
+        Command::new("ip").args(["netns", "exec", &lab.ns("sf-dpi"), "iptables", "-nvxL", "FORWARD"]).output().unwrap();
+    let ipt = String::from_utf8_lossy(&ipt.stdout).into_owned();
+
+    let inside = sf1.fields(&["udp.dstport", "mpls.label", "esp.spi", "http.request.method", "tcp.port"]);
+    let at_service = svc.fields(&["mpls.label", "esp.spi", "http.request.method", "ip.dst"]);
+    let report = lab.down();
+
+    let encrypted = inside.iter().filter(|l| {
+        let f: Vec<&str> = l.split(';').collect();
+        f.len() >= 3 && f[0] == "6635" && !f[1].is_empty() && !f[2].is_empty()
+    });
+    assert!(encrypted.count() > 500, "MPLS-in-UDP with ESP on sf1's link:\n{}", inside.join("\n"));
+    assert!(inside.iter().all(|l| l.split(';').nth(3).is_none_or(str::is_empty)), "plaintext HTTP on sf1's link");
+    assert!(inside.iter().all(|l| l.split(';').nth(4).is_none_or(str::is_empty)), "inner TCP visible on sf1's link");
+    let raw = std::fs::read(dir.join("sf1.pcapng")).unwrap();
+    assert!(
+        !raw.windows(5).any(|w| w == b"GET /") && !raw.windows(8).any(|w| w == b"HTTP/1.0"),
+        "plaintext in the capture"
+    );
+
+    assert!(at_service.iter().any(|l| l.split(';').nth(2) == Some("GET")), "requests reach the service");
+    assert!(
+        at_service.iter().all(|l| l.starts_with(";;")),
+        "MPLS or ESP reached the service:\n{}",
+        at_service.join("\n")
+    );
+
+    // The iptables rule in the external SF's namespace dropped client2's "test" request.
+    let dropped: u64 = ipt
+        .lines()
+        .find(|l| l.contains("STRING match"))
+        .and_then(|l| l.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0);
+    assert!(dropped >= 1, "the DPI rule dropped nothing:\n{ipt}");
+    assert!(count(&report, "sf forward rx_success=") > 500, "{report}");
+    assert!(lab.namespaces_left().is_empty());
+}
+
+#[test]
+fn nat_sf_behind_the_caching_proxy_and_udp_through_a_chain() {
+    usable();
+    let mut nat = LabRun::new("nat", "n");
+    nat.up();
+    let table = nat.check();
+    assert!(table.contains("1 of 1 outcomes as expected"), "{table}");
+    // The web server saw the NAT's address, not the gateway's.
+    let log = std::fs::read_to_string(nat.state_file("logs/service-web.log")).unwrap();
+    assert!(log.contains("10.77.0.1") && !log.contains("10.1.0.1"), "service log:\n{log}");
+    let report = nat.down();
+    // Every packet the NAT returned was recognised despite its rewritten addresses and ports.
+    let rx = count(&report, "sf nat rx_success=");
+    let tx =
+        report.lines().find_map(|l| l.strip_prefix("sf nat ")).map(|l| count(&l.replace(' ', "\n"), "tx_success="));
+    assert!(rx > 100 && tx == Some(rx), "{report}");
+
+    let udp = LabRun::new("udp", "u");
+    let out = udp.run();
+    assert!(out.contains("1 of 1 outcomes as expected"), "{out}");
+    assert!(out.contains("sf firewall rx_success=1 tx_success=1 allowed=1"), "{out}");
+}
+
+#[test]
+fn labelled_packets_from_the_client_side_are_dropped_and_counted_at_the_ingress() {
+    usable();
+    let mut lab = LabRun::new("udp", "i");
+    lab.up();
+    // An MPLS-in-UDP datagram (label 100, bottom of stack, TTL 64, then an ESP-looking header)
+    // sent by a client towards the service's address and the MPLS-in-UDP port.
+    const INJECT: &str = "import socket\ns=socket.socket(socket.AF_INET,socket.SOCK_DGRAM)\npkt=bytes([0x00,0x06,0x41,0x40])+bytes([0x45,0,0,40,0,1,0,0,64,50,0,0,10,1,0,1,10,9,0,1])+bytes(20)\nfor _ in range(3):\n s.sendto(pkt,('10.9.0.1',6635))\n";
+    let out = Command::new("ip").args(["netns", "exec", &lab.ns("c-alice"), "python3", "-c", INJECT]).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    std::thread::sleep(Duration::from_millis(300));
+    let report = lab.down();
+    let ingress: String = report
+        .lines()
+        .skip_while(|l| !l.starts_with("node ingress"))
+        .take_while(|l| !l.starts_with("node sf"))
+        .collect::<Vec<_>>()
+        .join("\n");
+    assert_eq!(count(&ingress, "drop encap_from_outside "), 3, "{report}");
+}
+
+#[test]
+fn down_removes_everything_after_a_node_is_killed() {
+    usable();
+    let mut lab = LabRun::new("quickstart", "k");
+    lab.up();
+    let pid = std::fs::read_to_string(lab.state_file("sf.pid")).unwrap();
+    let status = Command::new("kill").args(["-KILL", pid.trim()]).status().unwrap();
+    assert!(status.success());
+    let pids: Vec<String> = ["ingress", "egress", "service-web"]
+        .iter()
+        .map(|n| std::fs::read_to_string(lab.state_file(&format!("{n}.pid"))).unwrap().trim().to_owned())
+        .collect();
+    assert!(!lab.namespaces_left().is_empty());
+    lab.down();
+    assert!(lab.namespaces_left().is_empty(), "{:?}", lab.namespaces_left());
+    for p in pids.iter().chain([&pid.trim().to_owned()]) {
+        // Gone, or a zombie waiting for init to reap it (it runs no more).
+        let stat = std::fs::read_to_string(format!("/proc/{p}/stat")).unwrap_or_default();
+        let state = stat.rsplit(')').next().and_then(|r| r.split_whitespace().next()).unwrap_or("");
+        assert!(stat.is_empty() || state == "Z", "process {p} survived `zsfc down`: {stat}");
+    }
+    assert!(!lab.state_file("").exists(), "state left behind");
+    // Nothing of the lab in the root namespace either.
+    let links = Command::new("ip").args(["-o", "link"]).output().unwrap();
+    assert!(!String::from_utf8_lossy(&links.stdout).contains(&lab.name));
+}

@@ -1,0 +1,111 @@
+//! Lab files (`zsfc up`): every example plans; the plan holds what `up` builds; mistakes are
+//! reported with the field at fault before anything exists.
+use std::path::Path;
+use zsfc_config::{Lab, encapsulation_overhead};
+
+const EXAMPLES: [(&str, &str); 4] = [
+    ("quickstart", include_str!("../../../examples/quickstart.toml")),
+    ("seed-testbed", include_str!("../../../examples/seed-testbed.toml")),
+    ("nat", include_str!("../../../examples/nat.toml")),
+    ("udp", include_str!("../../../examples/udp.toml")),
+];
+
+#[test]
+fn every_example_plans() {
+    for (name, text) in EXAMPLES {
+        let lab = Lab::from_toml(text).unwrap_or_else(|e| panic!("{name}: {e}"));
+        let plan = lab.plan(Path::new("/run/zsfc/x")).unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert!(!plan.nodes.is_empty(), "{name}");
+        for n in &plan.nodes {
+            n.config.check().unwrap_or_else(|e| panic!("{name}: node {}: {e}", n.name));
+            n.config.io_settings().unwrap_or_else(|e| panic!("{name}: node {}: {e}", n.name));
+        }
+    }
+}
+
+#[test]
+fn the_seed_testbed_plan_has_its_chains_policy_and_external_sf() {
+    let plan = Lab::from_toml(EXAMPLES[1].1).unwrap().plan(Path::new("/state")).unwrap();
+    assert_eq!(
+        plan.nodes.iter().map(|n| n.ns.as_str()).collect::<Vec<_>>(),
+        ["zsfc-seed-ingress", "zsfc-seed-sf1", "zsfc-seed-sf2", "zsfc-seed-egress"]
+    );
+    let ingress = &plan.nodes[0].config;
+    let gw = ingress.gateway.as_ref().unwrap();
+    assert_eq!(gw.ca, "/state/pki/ca.pem");
+    assert_eq!(gw.listen, "172.16.0.1:443");
+    let grants: Vec<(&str, &str, u32)> =
+        gw.grants.iter().map(|g| (g.identity.as_str(), g.service.as_str(), g.chain)).collect();
+    assert_eq!(grants, [("client1", "web.seed", 1), ("client2", "web.seed", 2)]);
+    // client1's chain crosses one SF, client2's two; both end at the egress's endpoint label.
+    let chains: Vec<usize> = ingress.chains.iter().map(|c| c.labels.len()).collect();
+    assert_eq!(chains, [2, 3]);
+    // The external DPI: attachment devices on sf2, its own namespace and rule.
+    let sf2 = &plan.nodes[2].config;
+    let a = sf2.sfs[0].attachment.as_ref().unwrap();
+    assert!(sf2.sfs[0].external && sf2.sfs[0].intrusive);
+    assert_eq!(plan.external_sfs[0].ns, "zsfc-seed-sf-dpi");
+    assert_eq!(
+        (plan.external_sfs[0].to_sf.as_str(), plan.external_sfs[0].from_sf.as_str()),
+        (a.to_sf.as_str(), a.from_sf.as_str())
+    );
+    assert_eq!(plan.external_sfs[0].iptables[0][..2], ["-A", "FORWARD"]);
+    // One SA per encrypting hop: ingress→egress (chain 1: sf1 is not intrusive), ingress→sf2
+    // and sf2→egress (chain 2), egress→ingress (the way back). sf1 holds no payload key.
+    let sas: Vec<usize> = plan.nodes.iter().map(|n| n.config.outbound_sas.len() + n.config.inbound_sas.len()).collect();
+    assert_eq!(sas, [2 + 1, 0, 1 + 1, 2 + 1]);
+    // Inner MTU and MSS follow the deepest stack (3 labels) on a 1500-byte link.
+    assert_eq!(plan.inner_mtu, 1500 - encapsulation_overhead(3));
+    assert_eq!(ingress.settings.tcp_mss_clamp, Some(plan.inner_mtu - 40));
+    assert_eq!(ingress.local.as_ref().unwrap().mtu, plan.inner_mtu);
+}
+
+#[test]
+fn lab_mistakes_name_the_field() {
+    let q = EXAMPLES[0].1;
+    let cases: Vec<(String, &str)> = vec![
+        (q.replace("name = \"quickstart\"", "name = \"Quick Start\""), "name: 1 to 16 characters"),
+        (q.replace("version = 1", "version = 3"), "version: 3 is not supported"),
+        (
+            q.replace("gateway = { node = \"ingress\" }", "gateway = { node = \"gw\" }"),
+            "gateway.node: no node named \"gw\"",
+        ),
+        (
+            q.replace("clients = [\"alice\"]", "clients = [\"carol\"]"),
+            "chains[0].clients[0]: no client named \"carol\"",
+        ),
+        (q.replace("sfs = [\"dpi\"]", "sfs = [\"ips\"]"), "chains[0].sfs[0]: no SF named \"ips\""),
+        (
+            q.replace("service = \"web\"\nclients", "service = \"mail\"\nclients"),
+            "chains[0].service: no service named \"mail\"",
+        ),
+        (
+            q.replace("node = \"egress\"\nkind", "node = \"ingress\"\nkind"),
+            "services[0].node: a service lives on a node other than the gateway's",
+        ),
+        (
+            q.replace("function = { kind = \"dpi\", patterns = [\"test\"] }", ""),
+            "sfs[0]: give exactly one of `function`",
+        ),
+        (q.replace("patterns = [\"test\"]", "patterns = []"), "sfs[0].function.patterns"),
+        (q.replace("kind = \"http\"", "kind = \"gopher\""), "unknown variant `gopher`"),
+        (q.replace("version = 1", "version = 1\nmtu = 100"), "mtu: 100 is outside"),
+        (
+            q.replace("outcome = \"served\"           # the whole page", "outcome = \"served\"\nreason = \"x\""),
+            "expect[0].reason: only a refusal",
+        ),
+        (q.replace("client = \"bob\"", "client = \"eve\""), "expect[4].client: no client named \"eve\""),
+        (q.replace("nodes = [{ name = \"ingress\" }", "nodes = [{ name = \"in/gress\" }"), "nodes[0].name"),
+        (
+            format!("{q}\n[[chains]]\nname = \"again\"\nservice = \"web\"\nclients = [\"alice\"]\n"),
+            "chains[1].clients[0]: \"alice\" already reaches \"web\" through chain 1",
+        ),
+    ];
+    for (text, want) in cases {
+        let err = Lab::from_toml(&text)
+            .and_then(|l| l.plan(Path::new("/s")))
+            .err()
+            .unwrap_or_else(|| panic!("accepted; wanted an error containing {want:?}"));
+        assert!(err.to_string().contains(want), "wanted {want:?}, got: {err}");
+    }
+}
