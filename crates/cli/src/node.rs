@@ -83,8 +83,18 @@ pub(crate) fn run(a: &Args) -> anyhow::Result<bool> {
     // Final report on stdout: what the drivers and the engine did.
     let s = drivers.stats;
     println!(
-        "node {}: udp rx {} tx {} unknown-source {}; tun rx {} tx {}; sf rx {} tx {}; undeliverable {}",
-        cfg.name, s.udp_rx, s.udp_tx, s.udp_unknown_source, s.tun_rx, s.tun_tx, s.sf_rx, s.sf_tx, s.undeliverable
+        "node {}: udp rx {} tx {} ({} receives, {} sends) unknown-source {}; tun rx {} tx {}; sf rx {} tx {}; undeliverable {}",
+        cfg.name,
+        s.udp_rx,
+        s.udp_tx,
+        s.udp_recv_calls,
+        s.udp_send_calls,
+        s.udp_unknown_source,
+        s.tun_rx,
+        s.tun_tx,
+        s.sf_rx,
+        s.sf_tx,
+        s.undeliverable
     );
     if let Some(gw) = &gateway {
         let g = &gw.stats;

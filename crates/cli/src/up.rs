@@ -293,6 +293,7 @@ fn build(lab: &Lab, plan: &LabPlan, state: &State) -> anyhow::Result<()> {
                 spawn(ns, &["python3", "-m", "http.server", &port, "--bind", &addr, "--directory", dir], &log)?
             }
             ServiceKind::UdpEcho => spawn(ns, &["python3", "-c", UDP_ECHO, &addr, &port], &log)?,
+            ServiceKind::Iperf3 => spawn(ns, &["iperf3", "-s", "-B", &addr, "-p", &port], &log)?,
         };
         std::fs::write(state.dir.join(format!("service-{}.pid", s.name)), pid.to_string())?;
         wait_until(&format!("service {}", s.name), Some(&log), || {
@@ -543,6 +544,7 @@ fn run_checks(lab: &Lab, plan: &LabPlan, state: &State) -> anyhow::Result<Vec<Ch
         let (got, outcome) = match service.kind {
             ServiceKind::Http => https_request(plan, state, client, service, &e.request, e.certificate)?,
             ServiceKind::UdpEcho => udp_request(client, service, &e.request)?,
+            ServiceKind::Iperf3 => bail!("expect[]: an iperf3 service is for benchmarks, not for expected outcomes"),
         };
         let mut ok = outcome == Some(e.outcome);
         if let (Some(r), Some(n)) = (e.reason.as_deref(), before) {

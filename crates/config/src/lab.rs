@@ -73,6 +73,8 @@ pub enum ServiceKind {
     Http,
     /// Answers each UDP datagram with `re:` and the datagram.
     UdpEcho,
+    /// An iperf3 server (benchmarks).
+    Iperf3,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -133,15 +135,15 @@ pub struct LabChain {
     pub clients: Vec<String>,
     #[serde(default)]
     pub sfs: Vec<String>,
-    /// Non-TLS traffic from the client network to the service that takes this chain, by
-    /// 5-tuple rules (UDP, ICMP).
+    /// Traffic from the client network to the service that takes this chain without the
+    /// gateway (UDP, ICMP, plain TCP), by 5-tuple rules.
     #[serde(default)]
-    pub datagrams: Vec<LabDatagrams>,
+    pub rules: Vec<LabRule>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct LabDatagrams {
+pub struct LabRule {
     pub protocol: Protocol,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub port: Option<u16>,
@@ -426,7 +428,7 @@ impl Lab {
                 });
             }
             let rules = ch
-                .datagrams
+                .rules
                 .iter()
                 .map(|d| RuleConfig {
                     src: CLIENT_NET.into(),

@@ -6,10 +6,13 @@
 //! batching, AF_PACKET rings for Ethernet + MPLS links, worker threads.)
 #![forbid(unsafe_code)]
 
+mod udp;
+
 use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags, EpollTimeout};
 use std::net::{IpAddr, SocketAddr, UdpSocket};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::Receiver;
+use udp::UdpLink;
 use zsfc_dataplane::{ChainId, Instant, Node, PacketBuf, SfId, Verdict};
 use zsfc_wire::buffer::{DEFAULT_HEADROOM, DEFAULT_TAILROOM};
 use zsfc_wire::ip::FiveTuple;
@@ -28,6 +31,9 @@ const FIRST_AC: u64 = 2;
 pub struct IoStats {
     pub udp_rx: u64,
     pub udp_tx: u64,
+    /// System calls that received and sent them (GRO and GSO put many in one).
+    pub udp_recv_calls: u64,
+    pub udp_send_calls: u64,
     /// Datagrams from an address that is no peer's: dropped before the engine sees them.
     pub udp_unknown_source: u64,
     pub tun_rx: u64,
@@ -96,7 +102,9 @@ struct Attachment {
 
 /// The drivers of one node process.
 pub struct Drivers {
-    udp: UdpSocket,
+    udp: UdpLink,
+    /// Datagrams of one receive, before the engine sees them.
+    inbox: Vec<(SocketAddr, PacketBuf)>,
     /// Peer addresses indexed by peer id.
     peers: Vec<Option<SocketAddr>>,
     tun: Option<tun_rs::SyncDevice>,
@@ -111,7 +119,7 @@ pub struct Drivers {
 impl core::fmt::Debug for Drivers {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         f.debug_struct("Drivers")
-            .field("udp", &self.udp.local_addr().ok())
+            .field("udp", &self.udp.sock.local_addr().ok())
             .field("tun", &self.tun.is_some())
             .field("attachments", &self.attachments.len())
             .field("stats", &self.stats)
@@ -154,6 +162,7 @@ impl Drivers {
         let tun = tun.map(open_tun).transpose()?;
         let epoll = Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC)?;
         epoll.add(&udp, EpollEvent::new(EpollFlags::EPOLLIN, TOKEN_UDP))?;
+        let udp = UdpLink::new(udp);
         if let Some(t) = &tun {
             epoll.add(t, EpollEvent::new(EpollFlags::EPOLLIN, TOKEN_TUN))?;
         }
@@ -172,6 +181,7 @@ impl Drivers {
         }
         Ok(Self {
             udp,
+            inbox: Vec::with_capacity(BATCH),
             peers: table,
             tun,
             attachments: acs,
@@ -200,12 +210,16 @@ impl Drivers {
     /// Carries out a verdict.
     fn act(&mut self, v: Verdict) {
         let (sent, b) = match v {
-            Verdict::Forward(peer, b) => {
-                let addr = self.peers.get(peer.0 as usize).copied().flatten();
-                let ok = addr.is_some_and(|a| self.udp.send_to(b.as_slice(), a).is_ok());
-                self.stats.udp_tx += u64::from(ok);
-                (ok, b)
-            }
+            Verdict::Forward(peer, b) => match self.peers.get(peer.0 as usize).copied().flatten() {
+                Some(a) => {
+                    self.udp.queue(a, b);
+                    if self.udp.pending() >= BATCH {
+                        self.flush();
+                    }
+                    return;
+                }
+                None => (false, b),
+            },
             Verdict::Deliver(b) => {
                 let ok = self.tun.as_ref().is_some_and(|t| t.send(b.as_slice()).is_ok());
                 self.stats.tun_tx += u64::from(ok);
@@ -224,6 +238,19 @@ impl Drivers {
         self.recycle(b);
     }
 
+    /// Sends the queued MPLS-in-UDP packets.
+    fn flush(&mut self) {
+        let pool = &mut self.pool;
+        let f = self.udp.flush(|b| {
+            if pool.len() < 4 * BATCH {
+                pool.push(b);
+            }
+        });
+        self.stats.udp_tx += f.sent;
+        self.stats.undeliverable += f.failed;
+        self.stats.udp_send_calls += f.syscalls;
+    }
+
     fn is_peer(&self, from: &SocketAddr) -> bool {
         self.peers.iter().flatten().any(|p| p.ip() == from.ip())
     }
@@ -240,21 +267,49 @@ impl Drivers {
         }
     }
 
-    /// Reads up to one batch from the source `token` and hands each packet to the engine.
+    /// Receives up to one batch of (coalesced) MPLS-in-UDP buffers and hands each datagram to
+    /// the engine.
+    fn drain_udp(&mut self, node: &mut Node, now: &impl Fn() -> Instant) -> Result<(), IoError> {
+        for _ in 0..BATCH {
+            let Self { udp, inbox, pool, .. } = self;
+            let got = udp.recv(|from, d| {
+                let mut b = pool
+                    .pop()
+                    .unwrap_or_else(|| PacketBuf::new(DEFAULT_HEADROOM + MAX_PACKET + DEFAULT_TAILROOM, DEFAULT_HEADROOM));
+                b.reset(DEFAULT_HEADROOM);
+                if b.set(d, DEFAULT_HEADROOM).is_ok() {
+                    inbox.push((from, b));
+                }
+            })?;
+            if !got {
+                break;
+            }
+            self.stats.udp_recv_calls += 1;
+            let mut inbox = core::mem::take(&mut self.inbox);
+            for (from, b) in inbox.drain(..) {
+                if !self.is_peer(&from) {
+                    self.stats.udp_unknown_source += 1;
+                    self.recycle(b);
+                    continue;
+                }
+                self.stats.udp_rx += 1;
+                let v = node.handle_from_domain(now(), b);
+                self.act(v);
+            }
+            self.inbox = inbox;
+        }
+        self.flush();
+        Ok(())
+    }
+
+    /// Reads up to one batch from the device source `token` and hands each packet to the engine.
     fn drain(&mut self, node: &mut Node, token: u64, now: &impl Fn() -> Instant) -> Result<(), IoError> {
+        if token == TOKEN_UDP {
+            return self.drain_udp(node, now);
+        }
         for _ in 0..BATCH {
             let mut b = self.buffer();
-            let mut from = None;
             let read = match token {
-                TOKEN_UDP => {
-                    let udp = &self.udp;
-                    b.append_with(DEFAULT_TAILROOM, |space| {
-                        udp.recv_from(space).map(|(n, a)| {
-                            from = Some(a);
-                            n
-                        })
-                    })
-                }
                 TOKEN_TUN => match &self.tun {
                     Some(t) => b.append_with(DEFAULT_TAILROOM, |space| t.recv(space)),
                     None => return Ok(()),
@@ -273,15 +328,6 @@ impl Drivers {
                 Err(e) => return Err(e.into()),
             }
             let v = match token {
-                TOKEN_UDP => {
-                    if !from.is_some_and(|a| self.is_peer(&a)) {
-                        self.stats.udp_unknown_source += 1;
-                        self.recycle(b);
-                        continue;
-                    }
-                    self.stats.udp_rx += 1;
-                    node.handle_from_domain(now(), b)
-                }
                 TOKEN_TUN => {
                     self.stats.tun_rx += 1;
                     node.handle_local(now(), b)
@@ -294,6 +340,7 @@ impl Drivers {
             };
             self.act(v);
         }
+        self.flush();
         Ok(())
     }
 
@@ -334,6 +381,7 @@ impl Drivers {
             while let Some(v) = node.poll_output(now()) {
                 self.act(v);
             }
+            self.flush();
             if now() >= next_housekeeping {
                 node.housekeeping(now());
                 next_housekeeping = now() + core::time::Duration::from_secs(1);
