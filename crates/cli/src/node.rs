@@ -83,7 +83,7 @@ pub(crate) fn run(a: &Args) -> anyhow::Result<bool> {
     // Final report on stdout: what the drivers and the engine did.
     let s = drivers.stats;
     println!(
-        "node {}: udp rx {} tx {} ({} receives, {} sends) unknown-source {}; tun rx {} tx {}; sf rx {} tx {}; undeliverable {}",
+        "node {}: udp rx {} tx {} ({} receives, {} sends) unknown-source {}; tun rx {} ({} reads) tx {}; sf rx {} tx {}; undeliverable {}",
         cfg.name,
         s.udp_rx,
         s.udp_tx,
@@ -91,6 +91,7 @@ pub(crate) fn run(a: &Args) -> anyhow::Result<bool> {
         s.udp_send_calls,
         s.udp_unknown_source,
         s.tun_rx,
+        s.tun_reads,
         s.tun_tx,
         s.sf_rx,
         s.sf_tx,

@@ -215,14 +215,17 @@ fn build(lab: &Lab, plan: &LabPlan, state: &State) -> anyhow::Result<()> {
     }
     // The client network on the gateway node.
     let gw = &plan.nodes[plan.gateway.node];
-    ip(&["-n", &gw.ns, "link", "add", "clients", "type", "bridge"])?;
+    ip(&["-n", &gw.ns, "link", "add", "clients", "mtu", &mtu, "type", "bridge"])?;
     ip(&["-n", &gw.ns, "addr", "add", &format!("{}/24", plan.gateway.address), "dev", "clients"])?;
     ip(&["-n", &gw.ns, "link", "set", "clients", "up"])?;
     sysctl(&gw.ns, &["net.ipv4.ip_forward=1"])?;
     for (k, c) in plan.clients.iter().enumerate() {
         add_ns(&c.ns)?;
         let port = format!("c{k}");
-        ip(&["link", "add", "eth0", "netns", &c.ns, "type", "veth", "peer", "name", &port, "netns", &gw.ns])?;
+        ip(&[
+            "link", "add", "eth0", "mtu", &mtu, "netns", &c.ns, "type", "veth", "peer", "name", &port, "mtu", &mtu,
+            "netns", &gw.ns,
+        ])?;
         ip(&["-n", &c.ns, "addr", "add", &format!("{}/24", c.address), "dev", "eth0"])?;
         ip(&["-n", &c.ns, "link", "set", "eth0", "up"])?;
         ip(&["-n", &c.ns, "route", "add", "default", "via", &plan.gateway.address.to_string()])?;

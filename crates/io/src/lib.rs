@@ -6,8 +6,10 @@
 //! batching, AF_PACKET rings for Ethernet + MPLS links, worker threads.)
 #![forbid(unsafe_code)]
 
+mod local;
 mod udp;
 
+use local::LocalTun;
 use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags, EpollTimeout};
 use std::net::{IpAddr, SocketAddr, UdpSocket};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -19,6 +21,8 @@ use zsfc_wire::ip::FiveTuple;
 
 /// Largest packet read from a socket or device.
 const MAX_PACKET: usize = 65535;
+/// Transmit queue of the local TUN device (packets the kernel holds for us to read).
+const LOCAL_TX_QUEUE: u32 = 10_000;
 /// Packets read from one source before looking at the others.
 const BATCH: usize = 64;
 /// Epoll tokens: the UDP socket, the local TUN, then attachment `i` at `FIRST_AC + i`.
@@ -38,6 +42,8 @@ pub struct IoStats {
     pub udp_unknown_source: u64,
     pub tun_rx: u64,
     pub tun_tx: u64,
+    /// Reads from the local TUN (one read may carry a TCP super-packet of many segments).
+    pub tun_reads: u64,
     /// Packets sent to and received from external SFs over their attachment circuits.
     pub sf_tx: u64,
     pub sf_rx: u64,
@@ -107,7 +113,7 @@ pub struct Drivers {
     inbox: Vec<(SocketAddr, PacketBuf)>,
     /// Peer addresses indexed by peer id.
     peers: Vec<Option<SocketAddr>>,
-    tun: Option<tun_rs::SyncDevice>,
+    tun: Option<LocalTun>,
     attachments: Vec<Attachment>,
     /// Attachment index by `SfId`.
     ac_of_sf: Vec<Option<usize>>,
@@ -127,9 +133,15 @@ impl core::fmt::Debug for Drivers {
     }
 }
 
-fn open_tun(t: &TunSpec) -> Result<tun_rs::SyncDevice, IoError> {
+/// Creates a TUN device; `offload` turns on the virtio-net header with TSO/checksum offloads
+/// and a long transmit queue (the local side; never an attachment circuit).
+fn open_tun(t: &TunSpec, offload: bool) -> Result<tun_rs::SyncDevice, IoError> {
     let tun_err = |source| IoError::Tun { name: t.name.clone(), source };
-    let dev = tun_rs::DeviceBuilder::new().name(t.name.clone()).mtu(t.mtu).build_sync().map_err(tun_err)?;
+    let mut b = tun_rs::DeviceBuilder::new().name(t.name.clone()).mtu(t.mtu);
+    if offload {
+        b = b.offload(true).tx_queue_len(LOCAL_TX_QUEUE);
+    }
+    let dev = b.build_sync().map_err(tun_err)?;
     for &(a, len) in &t.addresses {
         match a {
             IpAddr::V4(v4) => dev.add_address_v4(v4, len),
@@ -159,18 +171,25 @@ impl Drivers {
             }
             table[i] = Some(addr);
         }
-        let tun = tun.map(open_tun).transpose()?;
+        let tun = match tun {
+            Some(t) => Some(LocalTun::new(open_tun(t, true)?, t.mtu)),
+            None => None,
+        };
         let epoll = Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC)?;
         epoll.add(&udp, EpollEvent::new(EpollFlags::EPOLLIN, TOKEN_UDP))?;
         let udp = UdpLink::new(udp);
         if let Some(t) = &tun {
-            epoll.add(t, EpollEvent::new(EpollFlags::EPOLLIN, TOKEN_TUN))?;
+            epoll.add(&t.dev, EpollEvent::new(EpollFlags::EPOLLIN, TOKEN_TUN))?;
         }
         let mut acs = Vec::new();
         let mut ac_of_sf = Vec::new();
         for (i, a) in attachments.iter().enumerate() {
             let spec = |name: &str| TunSpec { name: name.to_owned(), addresses: Vec::new(), mtu: a.mtu };
-            let ac = Attachment { sf: a.sf, to_sf: open_tun(&spec(&a.to_sf))?, from_sf: open_tun(&spec(&a.from_sf))? };
+            let ac = Attachment {
+                sf: a.sf,
+                to_sf: open_tun(&spec(&a.to_sf), false)?,
+                from_sf: open_tun(&spec(&a.from_sf), false)?,
+            };
             epoll.add(&ac.from_sf, EpollEvent::new(EpollFlags::EPOLLIN, FIRST_AC + i as u64))?;
             let k = a.sf.0 as usize;
             if ac_of_sf.len() <= k {
@@ -220,11 +239,14 @@ impl Drivers {
                 }
                 None => (false, b),
             },
-            Verdict::Deliver(b) => {
-                let ok = self.tun.as_ref().is_some_and(|t| t.send(b.as_slice()).is_ok());
-                self.stats.tun_tx += u64::from(ok);
-                (ok, b)
-            }
+            Verdict::Deliver(b) => match &mut self.tun {
+                Some(t) => {
+                    let w = t.queue(b.as_slice());
+                    self.count_written(w);
+                    (true, b)
+                }
+                None => (false, b),
+            },
             Verdict::ToSf(sf, b) => {
                 let ac = self.ac_of_sf.get(sf.0 as usize).copied().flatten();
                 let ok = ac.is_some_and(|i| self.attachments[i].to_sf.send(b.as_slice()).is_ok());
@@ -238,8 +260,17 @@ impl Drivers {
         self.recycle(b);
     }
 
-    /// Sends the queued MPLS-in-UDP packets.
+    fn count_written(&mut self, w: local::Written) {
+        self.stats.tun_tx += w.packets;
+        self.stats.undeliverable += w.failed;
+    }
+
+    /// Sends the queued MPLS-in-UDP packets and writes the queued local packets.
     fn flush(&mut self) {
+        if let Some(t) = &mut self.tun {
+            let w = t.flush();
+            self.count_written(w);
+        }
         let pool = &mut self.pool;
         let f = self.udp.flush(|b| {
             if pool.len() < 4 * BATCH {
@@ -273,9 +304,9 @@ impl Drivers {
         for _ in 0..BATCH {
             let Self { udp, inbox, pool, .. } = self;
             let got = udp.recv(|from, d| {
-                let mut b = pool
-                    .pop()
-                    .unwrap_or_else(|| PacketBuf::new(DEFAULT_HEADROOM + MAX_PACKET + DEFAULT_TAILROOM, DEFAULT_HEADROOM));
+                let mut b = pool.pop().unwrap_or_else(|| {
+                    PacketBuf::new(DEFAULT_HEADROOM + MAX_PACKET + DEFAULT_TAILROOM, DEFAULT_HEADROOM)
+                });
                 b.reset(DEFAULT_HEADROOM);
                 if b.set(d, DEFAULT_HEADROOM).is_ok() {
                     inbox.push((from, b));
@@ -302,22 +333,49 @@ impl Drivers {
         Ok(())
     }
 
+    /// Reads up to one batch of (offloaded) reads from the local TUN and hands each packet to
+    /// the engine's classifier.
+    fn drain_local(&mut self, node: &mut Node, now: &impl Fn() -> Instant) -> Result<(), IoError> {
+        for _ in 0..BATCH {
+            let Self { tun, inbox, pool, .. } = self;
+            let Some(tun) = tun else { return Ok(()) };
+            let any = SocketAddr::from(([0, 0, 0, 0], 0));
+            let got = tun.recv(|d| {
+                let mut b = pool.pop().unwrap_or_else(|| {
+                    PacketBuf::new(DEFAULT_HEADROOM + MAX_PACKET + DEFAULT_TAILROOM, DEFAULT_HEADROOM)
+                });
+                if b.set(d, DEFAULT_HEADROOM).is_ok() {
+                    inbox.push((any, b));
+                }
+            })?;
+            if !got {
+                break;
+            }
+            self.stats.tun_reads += 1;
+            let mut inbox = core::mem::take(&mut self.inbox);
+            for (_, b) in inbox.drain(..) {
+                self.stats.tun_rx += 1;
+                let v = node.handle_local(now(), b);
+                self.act(v);
+            }
+            self.inbox = inbox;
+        }
+        self.flush();
+        Ok(())
+    }
+
     /// Reads up to one batch from the device source `token` and hands each packet to the engine.
     fn drain(&mut self, node: &mut Node, token: u64, now: &impl Fn() -> Instant) -> Result<(), IoError> {
-        if token == TOKEN_UDP {
-            return self.drain_udp(node, now);
+        match token {
+            TOKEN_UDP => return self.drain_udp(node, now),
+            TOKEN_TUN => return self.drain_local(node, now),
+            _ => {}
         }
         for _ in 0..BATCH {
             let mut b = self.buffer();
-            let read = match token {
-                TOKEN_TUN => match &self.tun {
-                    Some(t) => b.append_with(DEFAULT_TAILROOM, |space| t.recv(space)),
-                    None => return Ok(()),
-                },
-                t => match self.attachments.get((t - FIRST_AC) as usize) {
-                    Some(ac) => b.append_with(DEFAULT_TAILROOM, |space| ac.from_sf.recv(space)),
-                    None => return Ok(()),
-                },
+            let read = match self.attachments.get((token - FIRST_AC) as usize) {
+                Some(ac) => b.append_with(DEFAULT_TAILROOM, |space| ac.from_sf.recv(space)),
+                None => return Ok(()),
             };
             match read {
                 Ok(_) => {}
@@ -327,17 +385,9 @@ impl Drivers {
                 }
                 Err(e) => return Err(e.into()),
             }
-            let v = match token {
-                TOKEN_TUN => {
-                    self.stats.tun_rx += 1;
-                    node.handle_local(now(), b)
-                }
-                t => {
-                    self.stats.sf_rx += 1;
-                    let sf = self.attachments[(t - FIRST_AC) as usize].sf;
-                    node.handle_from_sf(now(), sf, b)
-                }
-            };
+            self.stats.sf_rx += 1;
+            let sf = self.attachments[(token - FIRST_AC) as usize].sf;
+            let v = node.handle_from_sf(now(), sf, b);
             self.act(v);
         }
         self.flush();

@@ -144,7 +144,11 @@ impl UdpLink {
                 }
             };
             let n = run.len() as u64;
-            if ok { f.sent += n } else { f.failed += n }
+            if ok {
+                f.sent += n
+            } else {
+                f.failed += n
+            }
             f.syscalls += 1;
             i = j;
         }
