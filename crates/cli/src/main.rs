@@ -1,6 +1,7 @@
 //! `zsfc`: the one binary of zsfc.
 #![forbid(unsafe_code)]
 
+mod bench;
 mod config;
 mod demo;
 mod node;
@@ -34,6 +35,9 @@ enum Command {
     Check(up::CheckArgs),
     /// Up, check, down: exits 0 only if every expected outcome happened.
     Run(up::UpArgs),
+    /// Measure: goodput through chains, page load times.
+    #[command(subcommand)]
+    Bench(bench::Command),
 }
 
 fn main() -> std::process::ExitCode {
@@ -46,6 +50,7 @@ fn main() -> std::process::ExitCode {
         Command::Down(a) => up::down(&a),
         Command::Check(a) => up::check(&a),
         Command::Run(a) => up::run(&a),
+        Command::Bench(c) => bench::run(&c),
     };
     match result {
         Ok(true) => std::process::ExitCode::SUCCESS,

@@ -77,7 +77,7 @@ fn plan(lab: &Lab, file: &Path, state: &State) -> anyhow::Result<LabPlan> {
 }
 
 /// Runs a command; its failure is an error that shows the command and what it printed.
-fn sh(program: &str, args: &[&str]) -> anyhow::Result<String> {
+pub(crate) fn sh(program: &str, args: &[&str]) -> anyhow::Result<String> {
     let out = Command::new(program)
         .args(args)
         .stdin(Stdio::null())
@@ -89,31 +89,31 @@ fn sh(program: &str, args: &[&str]) -> anyhow::Result<String> {
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
-fn ip(args: &[&str]) -> anyhow::Result<()> {
+pub(crate) fn ip(args: &[&str]) -> anyhow::Result<()> {
     sh("ip", args).map(drop)
 }
 
 /// Runs `args` inside namespace `ns`.
-fn in_ns(ns: &str, args: &[&str]) -> anyhow::Result<String> {
+pub(crate) fn in_ns(ns: &str, args: &[&str]) -> anyhow::Result<String> {
     let mut all = vec!["netns", "exec", ns];
     all.extend_from_slice(args);
     sh("ip", &all)
 }
 
-fn sysctl(ns: &str, settings: &[&str]) -> anyhow::Result<()> {
+pub(crate) fn sysctl(ns: &str, settings: &[&str]) -> anyhow::Result<()> {
     let mut args = vec!["sysctl", "-qw"];
     args.extend_from_slice(settings);
     in_ns(ns, &args).map(drop)
 }
 
-fn add_ns(ns: &str) -> anyhow::Result<()> {
+pub(crate) fn add_ns(ns: &str) -> anyhow::Result<()> {
     ip(&["netns", "add", ns])?;
     ip(&["-n", ns, "link", "set", "lo", "up"])
 }
 
 /// Starts a long-running process in `ns`, detached from this one (its own process group, output
 /// to its log), and returns its pid.
-fn spawn(ns: &str, args: &[&str], log: &Path) -> anyhow::Result<u32> {
+pub(crate) fn spawn(ns: &str, args: &[&str], log: &Path) -> anyhow::Result<u32> {
     let out = std::fs::File::create(log).with_context(|| format!("creating {}", log.display()))?;
     let child = Command::new("ip")
         .args(["netns", "exec", ns])
@@ -127,7 +127,7 @@ fn spawn(ns: &str, args: &[&str], log: &Path) -> anyhow::Result<u32> {
     Ok(child.id())
 }
 
-fn wait_until(what: &str, log: Option<&Path>, mut ok: impl FnMut() -> bool) -> anyhow::Result<()> {
+pub(crate) fn wait_until(what: &str, log: Option<&Path>, mut ok: impl FnMut() -> bool) -> anyhow::Result<()> {
     let t = Instant::now();
     while !ok() {
         if t.elapsed() > READY_TIMEOUT {
@@ -139,13 +139,13 @@ fn wait_until(what: &str, log: Option<&Path>, mut ok: impl FnMut() -> bool) -> a
     Ok(())
 }
 
-fn listening(ns: &str, udp: bool, port: u16) -> bool {
+pub(crate) fn listening(ns: &str, udp: bool, port: u16) -> bool {
     let filter = format!("sport = :{port}");
     in_ns(ns, &["ss", "-Hn", if udp { "-lu" } else { "-lt" }, &filter]).is_ok_and(|o| !o.trim().is_empty())
 }
 
 /// The namespaces of lab `name` that exist now.
-fn lab_namespaces(name: &str) -> Vec<String> {
+pub(crate) fn lab_namespaces(name: &str) -> Vec<String> {
     let prefix = format!("zsfc-{name}-");
     sh("ip", &["netns", "list"])
         .unwrap_or_default()
@@ -154,6 +154,51 @@ fn lab_namespaces(name: &str) -> Vec<String> {
         .filter(|n| n.starts_with(&prefix))
         .map(str::to_owned)
         .collect()
+}
+
+/// A lab built from a [`Lab`] value (benchmarks); torn down when dropped.
+pub(crate) struct RunningLab {
+    pub(crate) plan: LabPlan,
+    state: State,
+}
+
+impl RunningLab {
+    pub(crate) fn start(lab: &Lab, state_root: &Path) -> anyhow::Result<Self> {
+        let state = State::new(state_root, &lab.name);
+        let plan = lab.plan(&state.dir).map_err(|e| anyhow::anyhow!("lab {}: {e}", lab.name))?;
+        if !lab_namespaces(&lab.name).is_empty() || state.dir.exists() {
+            teardown(&lab.name, &state, false);
+        }
+        if let Err(e) = build(lab, &plan, &state) {
+            teardown(&lab.name, &state, false);
+            return Err(e);
+        }
+        Ok(Self { plan, state })
+    }
+
+    /// Peak resident memory of each node process (name, KiB), from /proc.
+    pub(crate) fn node_peak_rss(&self) -> Vec<(String, u64)> {
+        self.plan
+            .nodes
+            .iter()
+            .filter_map(|n| {
+                let pid = std::fs::read_to_string(self.state.dir.join(format!("{}.pid", n.name))).ok()?;
+                let status = std::fs::read_to_string(format!("/proc/{}/status", pid.trim())).ok()?;
+                let kib = status.lines().find_map(|l| l.strip_prefix("VmHWM:"))?.trim().trim_end_matches("kB").trim();
+                Some((n.name.clone(), kib.parse().ok()?))
+            })
+            .collect()
+    }
+
+    pub(crate) fn pki(&self) -> PathBuf {
+        self.state.pki()
+    }
+}
+
+impl Drop for RunningLab {
+    fn drop(&mut self) {
+        teardown(&self.plan.name, &self.state, false);
+    }
 }
 
 pub(crate) fn up(a: &UpArgs) -> anyhow::Result<bool> {
@@ -545,7 +590,7 @@ fn run_checks(lab: &Lab, plan: &LabPlan, state: &State) -> anyhow::Result<Vec<Ch
         };
         let before = e.reason.as_deref().map(&refusals);
         let (got, outcome) = match service.kind {
-            ServiceKind::Http => https_request(plan, state, client, service, &e.request, e.certificate)?,
+            ServiceKind::Http => fetch_page(plan, &state.pki(), client, service, &e.request, e.certificate)?,
             ServiceKind::UdpEcho => udp_request(client, service, &e.request)?,
             ServiceKind::Iperf3 => bail!("expect[]: an iperf3 service is for benchmarks, not for expected outcomes"),
         };
@@ -564,15 +609,14 @@ fn run_checks(lab: &Lab, plan: &LabPlan, state: &State) -> anyhow::Result<Vec<Ch
 }
 
 /// Fetches over mutual TLS with curl in the client's namespace. `/` fetches the whole page.
-fn https_request(
+pub(crate) fn fetch_page(
     plan: &LabPlan,
-    state: &State,
+    pki: &Path,
     client: &zsfc_config::PlannedClient,
     service: &zsfc_config::PlannedService,
     request: &str,
     cert: CertChoice,
 ) -> anyhow::Result<(String, Option<Outcome>)> {
-    let pki = state.pki();
     let host = &service.server_name;
     let resolve = format!("{host}:{}:{}", plan.gateway.port, plan.gateway.address);
     let (paths, want_bytes): (Vec<String>, Option<u64>) = if request == "/" {

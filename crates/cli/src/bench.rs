@@ -1,0 +1,285 @@
+//! `zsfc bench chain` and `zsfc bench pageload`: the seed 000 experiments on this machine, in
+//! network namespaces, with real traffic (iperf3, curl over mutual TLS). Every run is bounded in
+//! time; progress goes to stderr, the table to stdout, `--json FILE` writes the numbers.
+use crate::up::{RunningLab, add_ns, in_ns, ip, lab_namespaces, sh, sysctl};
+use anyhow::{Context, bail};
+use serde::Serialize;
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::time::Instant;
+use zsfc_config::{
+    CertChoice, Function, Lab, LabChain, LabClient, LabGateway, LabNode, LabRule, LabService, LabSf, Protocol,
+    ProtocolName, SaDefaults, ServiceKind,
+};
+
+#[derive(Debug, clap::Subcommand)]
+pub(crate) enum Command {
+    /// TCP goodput through 0..6 SFs: kernel forwarding vs zsfc forwarding vs intrusive SFs.
+    Chain(ChainArgs),
+    /// The 9-file, 1.2 MB page over mutual TLS, through the DPI chain and through no SF.
+    Pageload(PageloadArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub(crate) struct ChainArgs {
+    /// Numbers of SFs in the chain.
+    #[arg(long, value_delimiter = ',', default_value = "0,1,2,4,6")]
+    sfs: Vec<usize>,
+    /// Modes: kernel (plain IP forwarding, no zsfc), forward (zsfc, SFs do not decrypt),
+    /// intrusive (every SF decrypts and re-encrypts).
+    #[arg(long, value_delimiter = ',', default_value = "kernel,forward,intrusive")]
+    modes: Vec<String>,
+    /// Link MTUs inside the domain.
+    #[arg(long, value_delimiter = ',', default_value = "1500,9000")]
+    mtu: Vec<u16>,
+    /// Seconds of traffic per run.
+    #[arg(long, default_value_t = 5)]
+    seconds: u32,
+    /// Parallel TCP streams.
+    #[arg(long, default_value_t = 4)]
+    streams: u32,
+    /// Write the rows as JSON.
+    #[arg(long)]
+    json: Option<PathBuf>,
+    #[arg(long, default_value = "/run/zsfc-bench")]
+    state_dir: PathBuf,
+}
+
+#[derive(Debug, clap::Args)]
+pub(crate) struct PageloadArgs {
+    /// Fetches per path (the median is reported).
+    #[arg(long, default_value_t = 7)]
+    runs: usize,
+    #[arg(long)]
+    json: Option<PathBuf>,
+    #[arg(long, default_value = "/run/zsfc-bench")]
+    state_dir: PathBuf,
+}
+
+#[derive(Debug, Serialize)]
+struct Row {
+    sfs: usize,
+    mode: String,
+    mtu: u16,
+    goodput_mbps: f64,
+    /// Largest peak resident memory of a node process (KiB); 0 for the kernel mode.
+    peak_rss_kib: u64,
+}
+
+pub(crate) fn run(c: &Command) -> anyhow::Result<bool> {
+    match c {
+        Command::Chain(a) => chain(a),
+        Command::Pageload(a) => pageload(a),
+    }
+}
+
+fn tcp() -> Protocol {
+    Protocol::Name(ProtocolName::Tcp)
+}
+
+/// A lab: client → ingress → `n` SF nodes (one forwarding SF each) → egress with iperf3.
+fn chain_lab(n: usize, intrusive: bool, mtu: u16) -> Lab {
+    let mut nodes = vec![LabNode { name: "ingress".into() }];
+    nodes.extend((1..=n).map(|i| LabNode { name: format!("sf{i}") }));
+    nodes.push(LabNode { name: "egress".into() });
+    Lab {
+        version: zsfc_config::VERSION,
+        name: "bench".into(),
+        mtu,
+        nodes,
+        gateway: LabGateway { node: "ingress".into(), port: 443 },
+        services: vec![LabService {
+            name: "perf".into(),
+            node: "egress".into(),
+            kind: ServiceKind::Iperf3,
+            port: 5201,
+            files: 9,
+            bytes: 1_200_000,
+            return_sfs: Vec::new(),
+            return_prefixes: Vec::new(),
+        }],
+        sfs: (1..=n)
+            .map(|i| LabSf {
+                name: format!("f{i}"),
+                node: format!("sf{i}"),
+                intrusive,
+                function: Some(Function::Forward),
+                iptables: None,
+                translates_addresses: false,
+            })
+            .collect(),
+        chains: vec![LabChain {
+            name: "perf".into(),
+            service: "perf".into(),
+            clients: Vec::new(),
+            sfs: (1..=n).map(|i| format!("f{i}")).collect(),
+            rules: vec![LabRule { protocol: tcp(), port: None }],
+        }],
+        clients: vec![LabClient { name: "c".into() }],
+        expect: Vec::new(),
+        sa: SaDefaults::default(),
+    }
+}
+
+/// iperf3 from `client_ns` to `server`; received goodput in Mb/s.
+fn iperf(client_ns: &str, server: &str, seconds: u32, streams: u32) -> anyhow::Result<f64> {
+    let out = in_ns(
+        client_ns,
+        &["iperf3", "-c", server, "-t", &seconds.to_string(), "-P", &streams.to_string(), "-J", "--connect-timeout", "3000"],
+    )
+    .context("iperf3")?;
+    let v: serde_json::Value = serde_json::from_str(&out).context("iperf3's JSON")?;
+    let bps = v["end"]["sum_received"]["bits_per_second"].as_f64().context("iperf3 reported no goodput")?;
+    Ok(bps / 1e6)
+}
+
+/// The kernel baseline: as many namespaces in a line as the zsfc chain has (client, ingress,
+/// `n` SF nodes, egress), plain IP forwarding between them, iperf3 at the end.
+fn kernel_run(n: usize, mtu: u16, seconds: u32, streams: u32) -> anyhow::Result<f64> {
+    let names: Vec<String> = (0..n + 3).map(|i| format!("zsfc-kbench-{i}")).collect();
+    let cleanup = || {
+        for ns in lab_namespaces("kbench") {
+            let _ = sh("ip", &["netns", "del", &ns]);
+        }
+    };
+    cleanup();
+    let result = (|| -> anyhow::Result<f64> {
+        let mtu = mtu.to_string();
+        for ns in &names {
+            add_ns(ns)?;
+            sysctl(ns, &["net.ipv4.ip_forward=1"])?;
+        }
+        // Link i joins node i (10.250.i.1) and node i+1 (10.250.i.2).
+        for i in 0..names.len() - 1 {
+            let (a, b) = (&names[i], &names[i + 1]);
+            ip(&["link", "add", "kr", "mtu", &mtu, "netns", a, "type", "veth", "peer", "name", "kl", "mtu", &mtu, "netns", b])?;
+            ip(&["-n", a, "link", "set", "kr", "up"])?;
+            ip(&["-n", b, "link", "set", "kl", "up"])?;
+            ip(&["-n", a, "addr", "add", &format!("10.250.{i}.1/24"), "dev", "kr"])?;
+            ip(&["-n", b, "addr", "add", &format!("10.250.{i}.2/24"), "dev", "kl"])?;
+        }
+        let last = names.len() - 1;
+        for (j, ns) in names.iter().enumerate() {
+            if j < last {
+                ip(&["-n", ns, "route", "add", "default", "via", &format!("10.250.{j}.2")])?;
+            } else {
+                ip(&["-n", ns, "route", "add", "default", "via", &format!("10.250.{}.1", j - 1)])?;
+            }
+            for k in 0..j.saturating_sub(1) {
+                if j < last {
+                    ip(&["-n", ns, "route", "add", &format!("10.250.{k}.0/24"), "via", &format!("10.250.{}.1", j - 1)])?;
+                }
+            }
+        }
+        let server = format!("10.250.{}.2", last - 1);
+        let srv = std::process::Command::new("ip")
+            .args(["netns", "exec", &names[last], "iperf3", "-s", "-1", "-B", &server])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()?;
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        let r = iperf(&names[0], &server, seconds, streams);
+        let mut srv = srv;
+        let _ = srv.kill();
+        let _ = srv.wait();
+        r
+    })();
+    cleanup();
+    result
+}
+
+fn chain(a: &ChainArgs) -> anyhow::Result<bool> {
+    for m in &a.modes {
+        if !["kernel", "forward", "intrusive"].contains(&m.as_str()) {
+            bail!("--modes: {m:?} is not kernel, forward or intrusive");
+        }
+    }
+    let total = a.mtu.len() * a.sfs.len() * a.modes.len();
+    let mut rows = Vec::new();
+    let mut k = 0;
+    for &mtu in &a.mtu {
+        for &n in &a.sfs {
+            for mode in &a.modes {
+                k += 1;
+                eprint!("[{k}/{total}] {n} SFs, {mode}, MTU {mtu}: ");
+                let (goodput, rss) = if mode == "kernel" {
+                    (kernel_run(n, mtu, a.seconds, a.streams)?, 0)
+                } else {
+                    let lab = RunningLab::start(&chain_lab(n, mode == "intrusive", mtu), &a.state_dir)?;
+                    let g = iperf(&lab.plan.clients[0].ns, &lab.plan.services[0].address.to_string(), a.seconds, a.streams)?;
+                    let rss = lab.node_peak_rss().iter().map(|r| r.1).max().unwrap_or(0);
+                    (g, rss)
+                };
+                eprintln!("{goodput:.0} Mb/s");
+                rows.push(Row { sfs: n, mode: mode.clone(), mtu, goodput_mbps: goodput, peak_rss_kib: rss });
+            }
+        }
+    }
+    println!("{:>4} {:>10} {:>6} {:>14} {:>16}", "SFs", "mode", "MTU", "goodput Mb/s", "node peak RSS");
+    for r in &rows {
+        let rss = if r.peak_rss_kib == 0 { "-".into() } else { format!("{} KiB", r.peak_rss_kib) };
+        println!("{:>4} {:>10} {:>6} {:>14.0} {:>16}", r.sfs, r.mode, r.mtu, r.goodput_mbps, rss);
+    }
+    if let Some(p) = &a.json {
+        std::fs::write(p, serde_json::to_string_pretty(&serde_json::json!({ "rows": rows }))?)?;
+    }
+    Ok(true)
+}
+
+/// A lab with one web service and two clients: `dpi` through an intrusive DPI SF, `direct`
+/// through no SF; both through the mutual-TLS gateway.
+fn pageload_lab() -> Lab {
+    let text = r#"
+version = 1
+name = "pageload"
+nodes = [{ name = "ingress" }, { name = "sf" }, { name = "egress" }]
+gateway = { node = "ingress" }
+clients = [{ name = "dpi" }, { name = "direct" }]
+services = [{ name = "web", node = "egress", kind = "http", port = 80 }]
+sfs = [{ name = "dpi", node = "sf", intrusive = true, function = { kind = "dpi", patterns = ["test"] } }]
+chains = [
+  { name = "via-dpi", service = "web", clients = ["dpi"], sfs = ["dpi"] },
+  { name = "direct", service = "web", clients = ["direct"] },
+]
+"#;
+    #[allow(clippy::expect_used)]
+    Lab::from_toml(text).expect("the built-in pageload lab parses")
+}
+
+fn pageload(a: &PageloadArgs) -> anyhow::Result<bool> {
+    let lab = RunningLab::start(&pageload_lab(), &a.state_dir)?;
+    let svc = lab.plan.services[0].clone();
+    let mut times: [Vec<f64>; 2] = [Vec::new(), Vec::new()];
+    for run in 0..a.runs {
+        // Interleaved, so a busy moment of the machine hits both.
+        for (i, client) in lab.plan.clients.iter().enumerate() {
+            let t = Instant::now();
+            let (got, outcome) =
+                crate::up::fetch_page(&lab.plan, &lab.pki(), client, &svc, "/", CertChoice::Own)?;
+            let s = t.elapsed().as_secs_f64();
+            if outcome != Some(zsfc_config::Outcome::Served) {
+                bail!("run {run}: client {} did not get the page: {got}", client.name);
+            }
+            eprintln!("[{}/{}] {}: {s:.3} s", run + 1, a.runs, client.name);
+            times[i].push(s);
+        }
+    }
+    let median = |v: &mut Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    let chain_s = median(&mut times[0]);
+    let nochain_s = median(&mut times[1]);
+    println!("page: {} files, {} bytes, median of {} fetches over mutual TLS", svc.files, svc.bytes, a.runs);
+    println!("  through the DPI chain: {chain_s:.3} s");
+    println!("  through no SF:         {nochain_s:.3} s");
+    println!("  ratio:                 {:.2}", chain_s / nochain_s);
+    for (n, kib) in lab.node_peak_rss() {
+        println!("  node {n}: peak RSS {kib} KiB");
+    }
+    if let Some(p) = &a.json {
+        let v = serde_json::json!({ "chain_s": chain_s, "nochain_s": nochain_s, "ratio": chain_s / nochain_s });
+        std::fs::write(p, serde_json::to_string_pretty(&v)?)?;
+    }
+    Ok(true)
+}
