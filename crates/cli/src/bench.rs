@@ -8,8 +8,8 @@ use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::Instant;
 use zsfc_config::{
-    CertChoice, Function, Lab, LabChain, LabClient, LabGateway, LabNode, LabRule, LabService, LabSf, Protocol,
-    ProtocolName, SaDefaults, ServiceKind,
+    CertChoice, Function, Lab, LabChain, LabClient, LabGateway, LabNode, LabRule, LabService, LabSf, LabTransport,
+    Protocol, ProtocolName, SaDefaults, ServiceKind,
 };
 
 #[derive(Debug, clap::Subcommand)]
@@ -32,6 +32,9 @@ pub(crate) struct ChainArgs {
     /// Link MTUs inside the domain.
     #[arg(long, value_delimiter = ',', default_value = "1500,9000")]
     mtu: Vec<u16>,
+    /// How nodes reach each other: udp (MPLS-in-UDP) or ethernet (Ethernet + MPLS frames).
+    #[arg(long, default_value = "udp")]
+    transport: String,
     /// Seconds of traffic per run.
     #[arg(long, default_value_t = 5)]
     seconds: u32,
@@ -78,7 +81,7 @@ fn tcp() -> Protocol {
 }
 
 /// A lab: client → ingress → `n` SF nodes (one forwarding SF each) → egress with iperf3.
-fn chain_lab(n: usize, intrusive: bool, mtu: u16) -> Lab {
+fn chain_lab(n: usize, intrusive: bool, mtu: u16, transport: LabTransport) -> Lab {
     let mut nodes = vec![LabNode { name: "ingress".into() }];
     nodes.extend((1..=n).map(|i| LabNode { name: format!("sf{i}") }));
     nodes.push(LabNode { name: "egress".into() });
@@ -86,6 +89,7 @@ fn chain_lab(n: usize, intrusive: bool, mtu: u16) -> Lab {
         version: zsfc_config::VERSION,
         name: "bench".into(),
         mtu,
+        transport,
         nodes,
         gateway: LabGateway { node: "ingress".into(), port: 443 },
         services: vec![LabService {
@@ -125,7 +129,18 @@ fn chain_lab(n: usize, intrusive: bool, mtu: u16) -> Lab {
 fn iperf(client_ns: &str, server: &str, seconds: u32, streams: u32) -> anyhow::Result<f64> {
     let out = in_ns(
         client_ns,
-        &["iperf3", "-c", server, "-t", &seconds.to_string(), "-P", &streams.to_string(), "-J", "--connect-timeout", "3000"],
+        &[
+            "iperf3",
+            "-c",
+            server,
+            "-t",
+            &seconds.to_string(),
+            "-P",
+            &streams.to_string(),
+            "-J",
+            "--connect-timeout",
+            "3000",
+        ],
     )
     .context("iperf3")?;
     let v: serde_json::Value = serde_json::from_str(&out).context("iperf3's JSON")?;
@@ -152,7 +167,10 @@ fn kernel_run(n: usize, mtu: u16, seconds: u32, streams: u32) -> anyhow::Result<
         // Link i joins node i (10.250.i.1) and node i+1 (10.250.i.2).
         for i in 0..names.len() - 1 {
             let (a, b) = (&names[i], &names[i + 1]);
-            ip(&["link", "add", "kr", "mtu", &mtu, "netns", a, "type", "veth", "peer", "name", "kl", "mtu", &mtu, "netns", b])?;
+            ip(&[
+                "link", "add", "kr", "mtu", &mtu, "netns", a, "type", "veth", "peer", "name", "kl", "mtu", &mtu,
+                "netns", b,
+            ])?;
             ip(&["-n", a, "link", "set", "kr", "up"])?;
             ip(&["-n", b, "link", "set", "kl", "up"])?;
             ip(&["-n", a, "addr", "add", &format!("10.250.{i}.1/24"), "dev", "kr"])?;
@@ -167,7 +185,15 @@ fn kernel_run(n: usize, mtu: u16, seconds: u32, streams: u32) -> anyhow::Result<
             }
             for k in 0..j.saturating_sub(1) {
                 if j < last {
-                    ip(&["-n", ns, "route", "add", &format!("10.250.{k}.0/24"), "via", &format!("10.250.{}.1", j - 1)])?;
+                    ip(&[
+                        "-n",
+                        ns,
+                        "route",
+                        "add",
+                        &format!("10.250.{k}.0/24"),
+                        "via",
+                        &format!("10.250.{}.1", j - 1),
+                    ])?;
                 }
             }
         }
@@ -194,6 +220,11 @@ fn chain(a: &ChainArgs) -> anyhow::Result<bool> {
             bail!("--modes: {m:?} is not kernel, forward or intrusive");
         }
     }
+    let transport = match a.transport.as_str() {
+        "udp" => LabTransport::Udp,
+        "ethernet" => LabTransport::Ethernet,
+        t => bail!("--transport: {t:?} is not udp or ethernet"),
+    };
     let total = a.mtu.len() * a.sfs.len() * a.modes.len();
     let mut rows = Vec::new();
     let mut k = 0;
@@ -205,8 +236,13 @@ fn chain(a: &ChainArgs) -> anyhow::Result<bool> {
                 let (goodput, rss) = if mode == "kernel" {
                     (kernel_run(n, mtu, a.seconds, a.streams)?, 0)
                 } else {
-                    let lab = RunningLab::start(&chain_lab(n, mode == "intrusive", mtu), &a.state_dir)?;
-                    let g = iperf(&lab.plan.clients[0].ns, &lab.plan.services[0].address.to_string(), a.seconds, a.streams)?;
+                    let lab = RunningLab::start(&chain_lab(n, mode == "intrusive", mtu, transport), &a.state_dir)?;
+                    let g = iperf(
+                        &lab.plan.clients[0].ns,
+                        &lab.plan.services[0].address.to_string(),
+                        a.seconds,
+                        a.streams,
+                    )?;
                     let rss = lab.node_peak_rss().iter().map(|r| r.1).max().unwrap_or(0);
                     (g, rss)
                 };
@@ -254,8 +290,7 @@ fn pageload(a: &PageloadArgs) -> anyhow::Result<bool> {
         // Interleaved, so a busy moment of the machine hits both.
         for (i, client) in lab.plan.clients.iter().enumerate() {
             let t = Instant::now();
-            let (got, outcome) =
-                crate::up::fetch_page(&lab.plan, &lab.pki(), client, &svc, "/", CertChoice::Own)?;
+            let (got, outcome) = crate::up::fetch_page(&lab.plan, &lab.pki(), client, &svc, "/", CertChoice::Own)?;
             let s = t.elapsed().as_secs_f64();
             if outcome != Some(zsfc_config::Outcome::Served) {
                 bail!("run {run}: client {} did not get the page: {got}", client.name);

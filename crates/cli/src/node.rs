@@ -3,8 +3,9 @@ use anyhow::Context;
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 use zsfc_config::NodeConfig;
+use zsfc_config::PeerLink;
 use zsfc_dataplane::Instant;
-use zsfc_io::{AttachmentSpec, Drivers, TunSpec};
+use zsfc_io::{AttachmentSpec, Drivers, PeerAddr, TransportSpec, TunSpec};
 
 #[derive(Debug, clap::Args)]
 pub(crate) struct Args {
@@ -31,7 +32,21 @@ pub(crate) fn run(a: &Args) -> anyhow::Result<bool> {
             .with_context(|| format!("the external SF {:?} was not built", a.sf))?;
         attachments.push(AttachmentSpec { sf, to_sf: a.to_sf.clone(), from_sf: a.from_sf.clone(), mtu: a.mtu });
     }
-    let mut drivers = Drivers::open(io.listen, &io.peers, tun.as_ref(), &attachments)?;
+    let peers: Vec<(u32, PeerAddr)> = io
+        .peers
+        .iter()
+        .map(|&(id, l)| {
+            (
+                id,
+                match l {
+                    PeerLink::Udp(a) => PeerAddr::Udp(a),
+                    PeerLink::Ethernet(m) => PeerAddr::Ethernet(m),
+                },
+            )
+        })
+        .collect();
+    let transport = TransportSpec { listen: io.listen, ethernet: io.ethernet.clone() };
+    let mut drivers = Drivers::open(&transport, &peers, tun.as_ref(), &attachments)?;
     let (control_tx, control_rx) = std::sync::mpsc::channel();
     let gateway = match &io.gateway {
         None => None,
@@ -69,9 +84,10 @@ pub(crate) fn run(a: &Args) -> anyhow::Result<bool> {
         signal_hook::flag::register(sig, Arc::clone(&stop)).context("installing signal handlers")?;
     }
     eprintln!(
-        "zsfc node {:?}: listening on {} ({} peers){}",
+        "zsfc node {:?}: {}{} ({} peers){}",
         cfg.name,
-        io.listen,
+        io.listen.map(|l| format!("MPLS-in-UDP on {l}")).unwrap_or_default(),
+        io.ethernet.as_ref().map(|e| format!(" Ethernet+MPLS on {e}")).unwrap_or_default(),
         io.peers.len(),
         tun.as_ref().map(|t| format!(", local side on {}", t.name)).unwrap_or_default()
     );
@@ -83,12 +99,15 @@ pub(crate) fn run(a: &Args) -> anyhow::Result<bool> {
     // Final report on stdout: what the drivers and the engine did.
     let s = drivers.stats;
     println!(
-        "node {}: udp rx {} tx {} ({} receives, {} sends) unknown-source {}; tun rx {} ({} reads) tx {}; sf rx {} tx {}; undeliverable {}",
+        "node {}: udp rx {} tx {} ({} receives, {} sends) eth rx {} tx {} other {} unknown-source {}; tun rx {} ({} reads) tx {}; sf rx {} tx {}; undeliverable {}",
         cfg.name,
         s.udp_rx,
         s.udp_tx,
         s.udp_recv_calls,
         s.udp_send_calls,
+        s.eth_rx,
+        s.eth_tx,
+        s.eth_other,
         s.udp_unknown_source,
         s.tun_rx,
         s.tun_reads,

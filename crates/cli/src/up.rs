@@ -255,6 +255,9 @@ fn build(lab: &Lab, plan: &LabPlan, state: &State) -> anyhow::Result<()> {
             &plan.bridge_ns,
         ])?;
         ip(&["-n", &n.ns, "addr", "add", &n.address, "dev", "eth0"])?;
+        if let Some(mac) = &n.mac {
+            ip(&["-n", &n.ns, "link", "set", "eth0", "address", mac])?;
+        }
         ip(&["-n", &n.ns, "link", "set", "eth0", "up"])?;
         ip(&["-n", &plan.bridge_ns, "link", "set", &port, "master", "br0", "up"])?;
     }

@@ -186,7 +186,8 @@ fn seed_testbed_with_captures_inside_the_domain_and_at_the_service() {
     let mut lab = LabRun::new("seed-testbed", "s");
     lab.up();
     let dir = lab.state.parent().unwrap().to_path_buf();
-    // sf1 forwards without decrypting: its link must show labels and ESP, never HTTP.
+    // sf1 forwards without decrypting: its link (Ethernet + MPLS, as in the seed) must show
+    // labels and ESP, never HTTP.
     let sf1 = Capture::start(&lab.ns("sf1"), "eth0", dir.join("sf1.pcapng"));
     // The service's side of the egress: plain IP, no labels, no ESP.
     let svc = Capture::start(&lab.ns("egress"), "zsfc0", dir.join("service.pcapng"));
@@ -196,18 +197,17 @@ fn seed_testbed_with_captures_inside_the_domain_and_at_the_service() {
         Command::new("ip").args(["netns", "exec", &lab.ns("sf-dpi"), "iptables", "-nvxL", "FORWARD"]).output().unwrap();
     let ipt = String::from_utf8_lossy(&ipt.stdout).into_owned();
 
-    let inside = sf1.fields(&["udp.dstport", "mpls.label", "esp.spi", "http.request.method", "tcp.port"]);
+    let inside = sf1.fields(&["eth.type", "mpls.label", "esp.spi", "http.request.method", "tcp.port"]);
     let at_service = svc.fields(&["mpls.label", "esp.spi", "http.request.method", "ip.dst"]);
     let report = lab.down();
 
-    // Every MPLS-in-UDP frame carries labels and ESP. (A capture sees a GSO burst of datagrams
-    // as one frame, so there are fewer frames than packets.)
-    let tunnel: Vec<&String> = inside.iter().filter(|l| l.starts_with("6635;")).collect();
+    // Every MPLS frame carries labels and ESP.
+    let tunnel: Vec<&String> = inside.iter().filter(|l| l.starts_with("0x8847;")).collect();
     let encrypted = tunnel.iter().filter(|l| {
         let f: Vec<&str> = l.split(';').collect();
         f.len() >= 3 && !f[1].is_empty() && !f[2].is_empty()
     });
-    assert!(tunnel.len() > 20 && encrypted.count() == tunnel.len(), "sf1's link:\n{}", inside.join("\n"));
+    assert!(tunnel.len() > 500 && encrypted.count() == tunnel.len(), "sf1's link:\n{}", inside.join("\n"));
     assert!(inside.iter().all(|l| l.split(';').nth(3).is_none_or(str::is_empty)), "plaintext HTTP on sf1's link");
     assert!(inside.iter().all(|l| l.split(';').nth(4).is_none_or(str::is_empty)), "inner TCP visible on sf1's link");
     let raw = std::fs::read(dir.join("sf1.pcapng")).unwrap();

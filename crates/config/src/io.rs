@@ -8,9 +8,10 @@ use std::path::PathBuf;
 /// Parsed transport and local-side settings.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct IoSettings {
-    pub listen: SocketAddr,
-    /// Peer id → where its MPLS-in-UDP packets go.
-    pub peers: Vec<(u32, SocketAddr)>,
+    pub listen: Option<SocketAddr>,
+    pub ethernet: Option<String>,
+    /// Peer id → where its packets go.
+    pub peers: Vec<(u32, PeerLink)>,
     pub tun: Option<TunSettings>,
     pub attachments: Vec<AttachmentSettings>,
     pub gateway: Option<GatewaySettings>,
@@ -27,6 +28,27 @@ pub struct GatewaySettings {
     pub inner_source: IpAddr,
     pub services: Vec<(String, SocketAddr)>,
     pub grants: Vec<(String, String, u32)>,
+}
+
+/// Where a peer's packets go.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PeerLink {
+    Udp(SocketAddr),
+    Ethernet([u8; 6]),
+}
+
+/// Parses `aa:bb:cc:dd:ee:ff`.
+pub fn parse_mac(s: &str) -> Option<[u8; 6]> {
+    let mut out = [0u8; 6];
+    let mut parts = s.split(':');
+    for o in &mut out {
+        let p = parts.next()?;
+        if p.len() != 2 {
+            return None;
+        }
+        *o = u8::from_str_radix(p, 16).ok()?;
+    }
+    parts.next().is_none().then_some(out)
 }
 
 /// The attachment circuit of the external SF `sf` (its name in `sfs`).
@@ -58,16 +80,41 @@ impl NodeConfig {
         let t = self
             .transport
             .as_ref()
-            .ok_or_else(|| bad("transport", "missing: a node process needs `transport.listen`"))?;
-        let listen =
-            t.listen.parse().map_err(|_| bad("transport.listen", format!("{:?} is not ADDRESS:PORT", t.listen)))?;
+            .ok_or_else(|| bad("transport", "missing: a node process needs `listen` and/or `ethernet`"))?;
+        if t.listen.is_none() && t.ethernet.is_none() {
+            return Err(bad("transport", "give `listen` (MPLS-in-UDP) and/or `ethernet` (an interface)"));
+        }
+        let listen = match &t.listen {
+            Some(l) => Some(l.parse().map_err(|_| bad("transport.listen", format!("{l:?} is not ADDRESS:PORT")))?),
+            None => None,
+        };
+        if let Some(e) = &t.ethernet {
+            device_name("transport.ethernet".into(), e)?;
+        }
         let mut peers = Vec::new();
         for (i, p) in self.peers.iter().enumerate() {
-            if let Some(a) = &p.address {
-                peers.push((
-                    p.id,
-                    a.parse().map_err(|_| bad(format!("peers[{i}].address"), format!("{a:?} is not ADDRESS:PORT")))?,
-                ));
+            match (&p.address, &p.mac) {
+                (Some(_), Some(_)) => {
+                    return Err(bad(format!("peers[{i}]"), "give one of `address` (UDP) and `mac` (Ethernet)"));
+                }
+                (Some(a), None) => {
+                    if listen.is_none() {
+                        return Err(bad(format!("peers[{i}].address"), "MPLS-in-UDP needs `transport.listen`"));
+                    }
+                    let a = a
+                        .parse()
+                        .map_err(|_| bad(format!("peers[{i}].address"), format!("{a:?} is not ADDRESS:PORT")))?;
+                    peers.push((p.id, PeerLink::Udp(a)));
+                }
+                (None, Some(m)) => {
+                    if t.ethernet.is_none() {
+                        return Err(bad(format!("peers[{i}].mac"), "Ethernet needs `transport.ethernet`"));
+                    }
+                    let m = parse_mac(m)
+                        .ok_or_else(|| bad(format!("peers[{i}].mac"), format!("{m:?} is not aa:bb:cc:dd:ee:ff")))?;
+                    peers.push((p.id, PeerLink::Ethernet(m)));
+                }
+                (None, None) => {}
             }
         }
         let tun = match &self.local {
@@ -126,7 +173,7 @@ impl NodeConfig {
             }
         }
         let gateway = self.gateway.as_ref().map(|g| self.gateway_settings(g)).transpose()?;
-        Ok(IoSettings { listen, peers, tun, attachments, gateway })
+        Ok(IoSettings { listen, ethernet: t.ethernet.clone(), peers, tun, attachments, gateway })
     }
 
     fn gateway_settings(&self, g: &GatewayConfig) -> Result<GatewaySettings, FieldError> {

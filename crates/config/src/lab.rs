@@ -29,6 +29,9 @@ pub struct Lab {
     /// the TCP MSS clamp follow from it and the encapsulation overhead.
     #[serde(default = "link_mtu")]
     pub mtu: u16,
+    /// How nodes reach each other on the domain segment.
+    #[serde(default)]
+    pub transport: LabTransport,
     pub nodes: Vec<LabNode>,
     pub gateway: LabGateway,
     pub services: Vec<LabService>,
@@ -45,6 +48,16 @@ pub struct Lab {
 
 fn link_mtu() -> u16 {
     1500
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LabTransport {
+    /// MPLS-in-UDP (RFC 7510), port 6635, over IP on the segment.
+    #[default]
+    Udp,
+    /// Ethernet + MPLS (ethertype 0x8847) frames on the segment, as in the seed testbed.
+    Ethernet,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -223,6 +236,8 @@ pub struct PlannedNode {
     pub ns: String,
     /// Address on the domain segment, with prefix length.
     pub address: String,
+    /// MAC address of the node's `eth0` (Ethernet transport).
+    pub mac: Option<String>,
     pub config: NodeConfig,
     /// Routes into the local side (`zsfc0`) once it exists.
     pub local_routes: Vec<String>,
@@ -504,9 +519,12 @@ impl Lab {
                     addresses.push(format!("{INNER_SOURCE}/24"));
                 }
                 addresses.extend(planned_services.iter().filter(|s| s.node == i).map(|s| format!("{}/32", s.address)));
+                let eth = self.transport == LabTransport::Ethernet;
                 TopoNode {
                     name: n.name.clone(),
-                    address: Some(format!("10.200.0.{}:6635", i + 1)),
+                    address: (!eth).then(|| format!("10.200.0.{}:6635", i + 1)),
+                    ethernet: eth.then(|| "eth0".to_owned()),
+                    mac: eth.then(|| lab_mac(i)),
                     local: (!addresses.is_empty()).then(|| LocalConfig {
                         tun: LOCAL_DEV.into(),
                         addresses,
@@ -540,6 +558,7 @@ impl Lab {
                 name: config.name.clone(),
                 ns: format!("{prefix}-{}", config.name),
                 address: format!("10.200.0.{}/24", i + 1),
+                mac: (self.transport == LabTransport::Ethernet).then(|| lab_mac(i)),
                 local_routes: if i == gw {
                     vec![SERVICE_NET.into()]
                 } else if planned_services.iter().any(|s| s.node == i) {
@@ -581,6 +600,11 @@ impl Lab {
             inner_mtu,
         })
     }
+}
+
+/// The MAC address of node `i`'s domain interface (locally administered).
+fn lab_mac(i: usize) -> String {
+    format!("02:00:5a:00:{:02x}:{:02x}", (i + 1) >> 8, (i + 1) & 0xff)
 }
 
 /// Names to positions; empty, duplicate or unsafe names (they become namespace and file names)

@@ -29,7 +29,7 @@ mod model;
 mod topology;
 
 pub use build::FieldError;
-pub use io::{AttachmentSettings, GatewaySettings, IoSettings, TunSettings};
+pub use io::{AttachmentSettings, GatewaySettings, IoSettings, PeerLink, TunSettings, parse_mac};
 pub use lab::*;
 pub use model::*;
 pub use topology::*;

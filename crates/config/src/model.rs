@@ -74,12 +74,16 @@ pub struct GatewayGrant {
     pub chain: u32,
 }
 
-/// MPLS-in-UDP (RFC 7510) between nodes: this node listens on `listen`; peers' `address`es are
-/// where their packets go.
+/// How this node reaches its peers: MPLS-in-UDP (RFC 7510) on `listen` to peers with an
+/// `address`, and/or Ethernet + MPLS (ethertype 0x8847) on the interface `ethernet` to peers
+/// with a `mac`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TransportConfig {
-    pub listen: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub listen: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ethernet: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -116,8 +120,8 @@ impl Default for Settings {
     }
 }
 
-/// A neighbouring node. `address` is where its packets go (`host:port`, MPLS-in-UDP); drivers
-/// that do not use it may leave it out.
+/// A neighbouring node: `address` is where its MPLS-in-UDP packets go (`host:port`), `mac`
+/// where its Ethernet + MPLS frames go (one of the two; the simulation needs neither).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Peer {
@@ -125,6 +129,8 @@ pub struct Peer {
     pub name: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub address: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mac: Option<String>,
 }
 
 /// A label this node does not own an SF for: either delivered here or sent to a peer.

@@ -50,6 +50,12 @@ pub struct TopoNode {
     /// Where peers reach this node (MPLS-in-UDP), and where it listens.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub address: Option<String>,
+    /// The interface of the node's Ethernet + MPLS link, and the node's MAC address on it:
+    /// nodes that both have them talk over Ethernet, every other pair over MPLS-in-UDP.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ethernet: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mac: Option<String>,
     /// The node's TUN local side (nodes with endpoints).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub local: Option<LocalConfig>,
@@ -193,12 +199,24 @@ impl Topology {
             }
         }
 
-        let peers: Vec<Peer> = self
-            .nodes
-            .iter()
-            .enumerate()
-            .map(|(i, n)| Peer { id: i as u32, name: n.name.clone(), address: n.address.clone() })
-            .collect();
+        // A node with an Ethernet link reaches peers with a MAC over it; every other pair uses
+        // MPLS-in-UDP.
+        let peers_of = |me: &TopoNode, i: usize| -> Vec<Peer> {
+            self.nodes
+                .iter()
+                .enumerate()
+                .filter(|&(j, _)| j != i)
+                .map(|(j, n)| {
+                    let eth = me.ethernet.is_some() && n.mac.is_some();
+                    Peer {
+                        id: j as u32,
+                        name: n.name.clone(),
+                        address: if eth { None } else { n.address.clone() },
+                        mac: if eth { n.mac.clone() } else { None },
+                    }
+                })
+                .collect()
+        };
         let mut cfgs: Vec<NodeConfig> = self
             .nodes
             .iter()
@@ -207,14 +225,15 @@ impl Topology {
                 version: VERSION,
                 name: n.name.clone(),
                 settings: Settings { tcp_mss_clamp: n.tcp_mss_clamp, ..Settings::default() },
-                peers: peers.iter().filter(|p| p.id != i as u32).cloned().collect(),
+                peers: peers_of(n, i),
                 labels: Vec::new(),
                 sfs: Vec::new(),
                 outbound_sas: Vec::new(),
                 inbound_sas: Vec::new(),
                 chains: Vec::new(),
                 rules: Vec::new(),
-                transport: n.address.clone().map(|listen| TransportConfig { listen }),
+                transport: (n.address.is_some() || n.ethernet.is_some())
+                    .then(|| TransportConfig { listen: n.address.clone(), ethernet: n.ethernet.clone() }),
                 local: n.local.clone(),
                 gateway: None,
             })

@@ -317,6 +317,13 @@ fn process_settings_are_parsed_and_mistakes_name_the_field() {
     let sf = NodeConfig::from_toml(&with_process_settings("sf")).unwrap().io_settings().unwrap();
     assert_eq!(sf.attachments.len(), 1);
     assert_eq!((sf.attachments[0].to_sf.as_str(), sf.attachments[0].mtu), ("ac0-in", 1500));
+    // The same node over Ethernet: peers known by MAC.
+    let eth = with_process_settings("ingress")
+        .replace("listen = \"192.0.2.1:6635\"", "ethernet = \"eth0\"")
+        .replace("address = \"192.0.2.11:6635\"", "mac = \"02:00:5a:00:00:0b\"");
+    let eth = NodeConfig::from_toml(&eth).unwrap().io_settings().unwrap();
+    assert_eq!(eth.ethernet.as_deref(), Some("eth0"));
+    assert_eq!(eth.peers[0].1, zsfc_config::PeerLink::Ethernet([2, 0, 0x5a, 0, 0, 11]));
 
     let cases: Vec<(String, &str)> = vec![
         (with_process_settings("ingress").replace("chain = 1 }", "chain = 4 }"), "gateway.grants[0].chain: no chain 4"),
@@ -328,6 +335,17 @@ fn process_settings_are_parsed_and_mistakes_name_the_field() {
         (with_process_settings("ingress").replace("\"172.16.0.1:443\"", "\"gw\""), "gateway.listen"),
         (with_process_settings("ingress").replace("\"10.1.0.1\"", "\"ten\""), "gateway.inner_source"),
         (with_process_settings("sf").replace("\"ac0-out\"", "\"ac0-in\""), "sfs[1].attachment.from_sf: must differ"),
+        (
+            with_process_settings("ingress").replace("listen = \"192.0.2.1:6635\"", "ethernet = \"eth0\""),
+            "peers[0].address: MPLS-in-UDP needs `transport.listen`",
+        ),
+        (
+            with_process_settings("ingress")
+                .replace("listen = \"192.0.2.1:6635\"", "ethernet = \"eth0\"")
+                .replace("address = \"192.0.2.11:6635\"", "mac = \"02:00:00:00:00:zz\""),
+            "peers[0].mac: \"02:00:00:00:00:zz\" is not aa:bb:cc:dd:ee:ff",
+        ),
+        (with_process_settings("sf").replace("listen = \"192.0.2.1:6635\"", ""), "transport: give `listen`"),
         (with_process_settings("sf").replace("\"ac0-out\"", "\"a-much-too-long-name\""), "sfs[1].attachment.from_sf"),
         (
             with_process_settings("sf").replace("\nattachment = { to_sf = \"ac0-in\", from_sf = \"ac0-out\" }", ""),

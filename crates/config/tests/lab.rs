@@ -31,6 +31,11 @@ fn the_seed_testbed_plan_has_its_chains_policy_and_external_sf() {
         ["zsfc-seed-ingress", "zsfc-seed-sf1", "zsfc-seed-sf2", "zsfc-seed-egress"]
     );
     let ingress = &plan.nodes[0].config;
+    // Ethernet + MPLS on the segment, as in the seed: peers by MAC, no UDP socket.
+    assert_eq!(ingress.transport.as_ref().and_then(|t| t.ethernet.as_deref()), Some("eth0"));
+    assert!(ingress.transport.as_ref().is_some_and(|t| t.listen.is_none()));
+    assert_eq!(ingress.peers[0].mac.as_deref(), plan.nodes[1].mac.as_deref());
+    assert!(ingress.peers.iter().all(|p| p.address.is_none() && p.mac.is_some()));
     let gw = ingress.gateway.as_ref().unwrap();
     assert_eq!(gw.ca, "/state/pki/ca.pem");
     assert_eq!(gw.listen, "172.16.0.1:443");

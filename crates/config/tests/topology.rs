@@ -137,6 +137,6 @@ fn the_deployment_guide_compiles_into_ready_to_run_node_files() {
         assert_eq!(io.peers.len(), 2);
         assert_eq!(io.tun.is_some(), c.name != "sf-1");
     }
-    assert_eq!(cfgs[0].io_settings().unwrap().listen, "198.51.100.10:6635".parse().unwrap());
+    assert_eq!(cfgs[0].io_settings().unwrap().listen, Some("198.51.100.10:6635".parse().unwrap()));
     assert_eq!(cfgs[0].settings.tcp_mss_clamp, Some(1200));
 }

@@ -6,9 +6,11 @@
 //! batching, AF_PACKET rings for Ethernet + MPLS links, worker threads.)
 #![forbid(unsafe_code)]
 
+mod eth;
 mod local;
 mod udp;
 
+use eth::{EthLink, Frame};
 use local::LocalTun;
 use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags, EpollTimeout};
 use std::net::{IpAddr, SocketAddr, UdpSocket};
@@ -25,10 +27,12 @@ const MAX_PACKET: usize = 65535;
 const LOCAL_TX_QUEUE: u32 = 10_000;
 /// Packets read from one source before looking at the others.
 const BATCH: usize = 64;
-/// Epoll tokens: the UDP socket, the local TUN, then attachment `i` at `FIRST_AC + i`.
+/// Epoll tokens: the UDP socket, the local TUN, the Ethernet link, then attachment `i` at
+/// `FIRST_AC + i`.
 const TOKEN_UDP: u64 = 0;
 const TOKEN_TUN: u64 = 1;
-const FIRST_AC: u64 = 2;
+const TOKEN_ETH: u64 = 2;
+const FIRST_AC: u64 = 3;
 
 /// What the drivers did (the engine counts its own drops).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -38,8 +42,14 @@ pub struct IoStats {
     /// System calls that received and sent them (GRO and GSO put many in one).
     pub udp_recv_calls: u64,
     pub udp_send_calls: u64,
-    /// Datagrams from an address that is no peer's: dropped before the engine sees them.
+    /// Datagrams or MPLS frames from an address that is no peer's: dropped before the engine
+    /// sees them.
     pub udp_unknown_source: u64,
+    /// MPLS frames received and sent on the Ethernet link.
+    pub eth_rx: u64,
+    pub eth_tx: u64,
+    /// Other frames on that link (ARP, neighbour discovery, our own): not for the engine.
+    pub eth_other: u64,
     pub tun_rx: u64,
     pub tun_tx: u64,
     /// Reads from the local TUN (one read may carry a TCP super-packet of many segments).
@@ -59,6 +69,8 @@ pub struct IoStats {
 pub enum IoError {
     #[error("binding {addr}: {source}")]
     Bind { addr: SocketAddr, source: std::io::Error },
+    #[error("opening the Ethernet link {name}: {source}")]
+    Link { name: String, source: std::io::Error },
     #[error("creating TUN device {name}: {source}")]
     Tun { name: String, source: std::io::Error },
     #[error("{0}")]
@@ -107,12 +119,29 @@ struct Attachment {
 }
 
 /// The drivers of one node process.
+/// Where a peer's packets go: MPLS-in-UDP to an address, or Ethernet + MPLS to a MAC address on
+/// the node's Ethernet link.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PeerAddr {
+    Udp(SocketAddr),
+    Ethernet([u8; 6]),
+}
+
+/// The node's links into the domain: MPLS-in-UDP on `listen`, Ethernet + MPLS on the interface
+/// `ethernet`, or both (each peer uses the one its address is for).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct TransportSpec {
+    pub listen: Option<SocketAddr>,
+    pub ethernet: Option<String>,
+}
+
 pub struct Drivers {
-    udp: UdpLink,
+    udp: Option<UdpLink>,
+    eth: Option<EthLink>,
     /// Datagrams of one receive, before the engine sees them.
     inbox: Vec<(SocketAddr, PacketBuf)>,
     /// Peer addresses indexed by peer id.
-    peers: Vec<Option<SocketAddr>>,
+    peers: Vec<Option<PeerAddr>>,
     tun: Option<LocalTun>,
     attachments: Vec<Attachment>,
     /// Attachment index by `SfId`.
@@ -125,7 +154,8 @@ pub struct Drivers {
 impl core::fmt::Debug for Drivers {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         f.debug_struct("Drivers")
-            .field("udp", &self.udp.sock.local_addr().ok())
+            .field("udp", &self.udp.as_ref().and_then(|u| u.sock.local_addr().ok()))
+            .field("ethernet", &self.eth.as_ref().map(|e| e.interface.clone()))
             .field("tun", &self.tun.is_some())
             .field("attachments", &self.attachments.len())
             .field("stats", &self.stats)
@@ -156,13 +186,23 @@ fn open_tun(t: &TunSpec, offload: bool) -> Result<tun_rs::SyncDevice, IoError> {
 impl Drivers {
     /// Binds the MPLS-in-UDP socket and creates the TUN devices.
     pub fn open(
-        listen: SocketAddr,
-        peers: &[(u32, SocketAddr)],
+        transport: &TransportSpec,
+        peers: &[(u32, PeerAddr)],
         tun: Option<&TunSpec>,
         attachments: &[AttachmentSpec],
     ) -> Result<Self, IoError> {
-        let udp = UdpSocket::bind(listen).map_err(|source| IoError::Bind { addr: listen, source })?;
-        udp.set_nonblocking(true)?;
+        let udp = match transport.listen {
+            Some(listen) => {
+                let s = UdpSocket::bind(listen).map_err(|source| IoError::Bind { addr: listen, source })?;
+                s.set_nonblocking(true)?;
+                Some(UdpLink::new(s))
+            }
+            None => None,
+        };
+        let eth = match &transport.ethernet {
+            Some(name) => Some(EthLink::open(name).map_err(|source| IoError::Link { name: name.clone(), source })?),
+            None => None,
+        };
         let mut table = Vec::new();
         for &(id, addr) in peers {
             let i = id as usize;
@@ -176,8 +216,12 @@ impl Drivers {
             None => None,
         };
         let epoll = Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC)?;
-        epoll.add(&udp, EpollEvent::new(EpollFlags::EPOLLIN, TOKEN_UDP))?;
-        let udp = UdpLink::new(udp);
+        if let Some(u) = &udp {
+            epoll.add(&u.sock, EpollEvent::new(EpollFlags::EPOLLIN, TOKEN_UDP))?;
+        }
+        if let Some(e) = &eth {
+            epoll.add(e, EpollEvent::new(EpollFlags::EPOLLIN, TOKEN_ETH))?;
+        }
         if let Some(t) = &tun {
             epoll.add(&t.dev, EpollEvent::new(EpollFlags::EPOLLIN, TOKEN_TUN))?;
         }
@@ -200,6 +244,7 @@ impl Drivers {
         }
         Ok(Self {
             udp,
+            eth,
             inbox: Vec::with_capacity(BATCH),
             peers: table,
             tun,
@@ -229,16 +274,23 @@ impl Drivers {
     /// Carries out a verdict.
     fn act(&mut self, v: Verdict) {
         let (sent, b) = match v {
-            Verdict::Forward(peer, b) => match self.peers.get(peer.0 as usize).copied().flatten() {
-                Some(a) => {
-                    self.udp.queue(a, b);
-                    if self.udp.pending() >= BATCH {
-                        self.flush();
+            Verdict::Forward(peer, mut b) => {
+                match (self.peers.get(peer.0 as usize).copied().flatten(), &mut self.udp, &self.eth) {
+                    (Some(PeerAddr::Udp(a)), Some(udp), _) => {
+                        udp.queue(a, b);
+                        if udp.pending() >= BATCH {
+                            self.flush();
+                        }
+                        return;
                     }
-                    return;
+                    (Some(PeerAddr::Ethernet(mac)), _, Some(eth)) => {
+                        let ok = eth.send(mac, &mut b).is_ok();
+                        self.stats.eth_tx += u64::from(ok);
+                        (ok, b)
+                    }
+                    _ => (false, b),
                 }
-                None => (false, b),
-            },
+            }
             Verdict::Deliver(b) => match &mut self.tun {
                 Some(t) => {
                     let w = t.queue(b.as_slice());
@@ -272,18 +324,53 @@ impl Drivers {
             self.count_written(w);
         }
         let pool = &mut self.pool;
-        let f = self.udp.flush(|b| {
-            if pool.len() < 4 * BATCH {
-                pool.push(b);
-            }
-        });
-        self.stats.udp_tx += f.sent;
-        self.stats.undeliverable += f.failed;
-        self.stats.udp_send_calls += f.syscalls;
+        if let Some(udp) = &mut self.udp {
+            let f = udp.flush(|b| {
+                if pool.len() < 4 * BATCH {
+                    pool.push(b);
+                }
+            });
+            self.stats.udp_tx += f.sent;
+            self.stats.undeliverable += f.failed;
+            self.stats.udp_send_calls += f.syscalls;
+        }
     }
 
     fn is_peer(&self, from: &SocketAddr) -> bool {
-        self.peers.iter().flatten().any(|p| p.ip() == from.ip())
+        self.peers.iter().flatten().any(|p| matches!(p, PeerAddr::Udp(a) if a.ip() == from.ip()))
+    }
+
+    fn is_peer_mac(&self, from: &[u8; 6]) -> bool {
+        self.peers.iter().flatten().any(|p| *p == PeerAddr::Ethernet(*from))
+    }
+
+    /// Receives up to one batch of frames from the Ethernet link.
+    fn drain_eth(&mut self, node: &mut Node, now: &impl Fn() -> Instant) -> Result<(), IoError> {
+        for _ in 0..BATCH {
+            let mut b = self.buffer();
+            let Some(eth) = &self.eth else { return Ok(()) };
+            match eth.recv(&mut b)? {
+                None => {
+                    self.recycle(b);
+                    break;
+                }
+                Some(Frame::Other) => {
+                    self.stats.eth_other += 1;
+                    self.recycle(b);
+                }
+                Some(Frame::Mpls { src }) if !self.is_peer_mac(&src) => {
+                    self.stats.udp_unknown_source += 1;
+                    self.recycle(b);
+                }
+                Some(Frame::Mpls { .. }) => {
+                    self.stats.eth_rx += 1;
+                    let v = node.handle_from_domain(now(), b);
+                    self.act(v);
+                }
+            }
+        }
+        self.flush();
+        Ok(())
     }
 
     fn apply(&mut self, node: &mut Node, c: Control) {
@@ -303,6 +390,7 @@ impl Drivers {
     fn drain_udp(&mut self, node: &mut Node, now: &impl Fn() -> Instant) -> Result<(), IoError> {
         for _ in 0..BATCH {
             let Self { udp, inbox, pool, .. } = self;
+            let Some(udp) = udp else { return Ok(()) };
             let got = udp.recv(|from, d| {
                 let mut b = pool.pop().unwrap_or_else(|| {
                     PacketBuf::new(DEFAULT_HEADROOM + MAX_PACKET + DEFAULT_TAILROOM, DEFAULT_HEADROOM)
@@ -369,6 +457,7 @@ impl Drivers {
         match token {
             TOKEN_UDP => return self.drain_udp(node, now),
             TOKEN_TUN => return self.drain_local(node, now),
+            TOKEN_ETH => return self.drain_eth(node, now),
             _ => {}
         }
         for _ in 0..BATCH {
