@@ -18,6 +18,29 @@ pub(crate) enum Command {
     Chain(ChainArgs),
     /// The 9-file, 1.2 MB page over mutual TLS, through the DPI chain and through no SF.
     Pageload(PageloadArgs),
+    /// Seed 003 on one external SFC-unaware SF behind the caching proxy.
+    Proxy(ProxyArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub(crate) struct ProxyArgs {
+    /// Label stack depths the proxy caches.
+    #[arg(long, value_delimiter = ',', default_value = "1,3,5,10")]
+    labels: Vec<usize>,
+    /// Cache sizes for the delaying SF.
+    #[arg(long, value_delimiter = ',', default_value = "1000,2500,5000,10000,100000")]
+    cache_sizes: Vec<usize>,
+    /// Delay of the delaying SF, in milliseconds.
+    #[arg(long, default_value_t = 20)]
+    delay_ms: u64,
+    #[arg(long, default_value_t = 5)]
+    seconds: u32,
+    #[arg(long, default_value_t = 4)]
+    streams: u32,
+    #[arg(long)]
+    json: Option<PathBuf>,
+    #[arg(long, default_value = "/run/zsfc-bench")]
+    state_dir: PathBuf,
 }
 
 #[derive(Debug, clap::Args)]
@@ -73,6 +96,7 @@ pub(crate) fn run(c: &Command) -> anyhow::Result<bool> {
     match c {
         Command::Chain(a) => chain(a),
         Command::Pageload(a) => pageload(a),
+        Command::Proxy(a) => proxy(a),
     }
 }
 
@@ -110,6 +134,7 @@ fn chain_lab(n: usize, intrusive: bool, mtu: u16, transport: LabTransport) -> La
                 function: Some(Function::Forward),
                 iptables: None,
                 translates_addresses: false,
+                cache_capacity: None,
             })
             .collect(),
         chains: vec![LabChain {
@@ -315,6 +340,193 @@ fn pageload(a: &PageloadArgs) -> anyhow::Result<bool> {
     if let Some(p) = &a.json {
         let v = serde_json::json!({ "chain_s": chain_s, "nochain_s": nochain_s, "ratio": chain_s / nochain_s });
         std::fs::write(p, serde_json::to_string_pretty(&v)?)?;
+    }
+    Ok(true)
+}
+
+/// The proxy counters of SF `name` in the nodes' final reports.
+fn proxy_counters(report: &str, name: &str) -> serde_json::Map<String, serde_json::Value> {
+    let prefix = format!("sf {name} ");
+    let mut m = serde_json::Map::new();
+    if let Some(line) = report.lines().find(|l| l.starts_with(&prefix)) {
+        for (k, v) in line.split_whitespace().filter_map(|w| w.split_once('=')) {
+            if let Ok(n) = v.parse::<u64>() {
+                m.insert(k.to_owned(), n.into());
+            }
+        }
+    }
+    m
+}
+
+fn counter(m: &serde_json::Map<String, serde_json::Value>, k: &str) -> u64 {
+    m.get(k).and_then(serde_json::Value::as_u64).unwrap_or(0)
+}
+
+/// client → ingress → [the SF under test on `sfnode`] → egress (+ `extra` forwarding SFs there,
+/// each a label the proxy must cache) → iperf3. `clients` clients, each with its own chain and
+/// service through the same SF.
+fn proxy_lab(sf: LabSf, extra: usize, clients: usize) -> Lab {
+    let mut sfs = vec![sf.clone()];
+    sfs.extend((1..=extra).map(|i| LabSf {
+        name: format!("pad{i}"),
+        node: "egress".into(),
+        intrusive: false,
+        function: Some(Function::Forward),
+        iptables: None,
+        translates_addresses: false,
+        cache_capacity: None,
+    }));
+    let mut path = vec![sf.name.clone()];
+    path.extend((1..=extra).map(|i| format!("pad{i}")));
+    let mut lab = chain_lab(0, false, 1500, LabTransport::Udp);
+    lab.name = "pbench".into();
+    lab.nodes = ["ingress", "sfnode", "egress"].iter().map(|n| LabNode { name: (*n).into() }).collect();
+    lab.sfs = sfs;
+    lab.clients = (1..=clients).map(|i| LabClient { name: format!("c{i}") }).collect();
+    lab.services = (1..=clients)
+        .map(|i| LabService { name: format!("perf{i}"), port: 5200 + i as u16, ..lab.services[0].clone() })
+        .collect();
+    lab.chains = (1..=clients)
+        .map(|i| LabChain {
+            name: format!("p{i}"),
+            service: format!("perf{i}"),
+            clients: Vec::new(),
+            sfs: path.clone(),
+            rules: vec![LabRule { protocol: tcp(), port: Some(5200 + i as u16) }],
+        })
+        .collect();
+    lab
+}
+
+fn external(name: &str, rules: &[&str]) -> LabSf {
+    LabSf {
+        name: name.into(),
+        node: "sfnode".into(),
+        intrusive: false,
+        function: None,
+        iptables: Some(rules.iter().map(|r| (*r).to_owned()).collect()),
+        translates_addresses: false,
+        cache_capacity: None,
+    }
+}
+
+/// Runs iperf3 from every client of `lab` at once; goodput of each in Mb/s.
+fn iperf_all(lab: &RunningLab, seconds: u32, streams: u32) -> anyhow::Result<Vec<f64>> {
+    std::thread::scope(|s| {
+        let runs: Vec<_> = lab
+            .plan
+            .clients
+            .iter()
+            .zip(&lab.plan.services)
+            .map(|(c, svc)| {
+                let (ns, addr, port) = (c.ns.clone(), svc.address.to_string(), svc.port.to_string());
+                s.spawn(move || -> anyhow::Result<f64> {
+                    let out = in_ns(
+                        &ns,
+                        &[
+                            "iperf3",
+                            "-c",
+                            &addr,
+                            "-p",
+                            &port,
+                            "-t",
+                            &seconds.to_string(),
+                            "-P",
+                            &streams.to_string(),
+                            "-J",
+                            "--connect-timeout",
+                            "3000",
+                        ],
+                    )?;
+                    let v: serde_json::Value = serde_json::from_str(&out)?;
+                    Ok(v["end"]["sum_received"]["bits_per_second"].as_f64().context("no goodput")? / 1e6)
+                })
+            })
+            .collect();
+        runs.into_iter().map(|h| h.join().map_err(|_| anyhow::anyhow!("iperf3 thread panicked"))?).collect()
+    })
+}
+
+fn proxy(a: &ProxyArgs) -> anyhow::Result<bool> {
+    let accept = external("sf", &["-A FORWARD -j ACCEPT"]);
+    let mut out = serde_json::Map::new();
+
+    println!("1. goodput through one external SF behind the caching proxy, by label stack depth");
+    println!("{:>7} {:>14} {:>12} {:>12}", "labels", "goodput Mb/s", "rx_success", "tx_success");
+    let mut rows = Vec::new();
+    for &k in &a.labels {
+        eprint!("   {k} labels: ");
+        let lab = RunningLab::start(&proxy_lab(accept.clone(), k.saturating_sub(1), 1), &a.state_dir)?;
+        let g = iperf_all(&lab, a.seconds, a.streams)?[0];
+        let c = proxy_counters(&lab.finish(), "sf");
+        eprintln!("{g:.0} Mb/s");
+        println!("{k:>7} {g:>14.0} {:>12} {:>12}", counter(&c, "rx_success"), counter(&c, "tx_success"));
+        rows.push(serde_json::json!({ "labels": k, "goodput_mbps": g, "proxy": c }));
+    }
+    out.insert("labels".into(), rows.into());
+
+    println!("\n2. an SF that drops 1% of packets (iptables statistic)");
+    eprint!("   1% loss: ");
+    let lossy = external("sf", &["-A FORWARD -m statistic --mode random --probability 0.01 -j DROP"]);
+    let lab = RunningLab::start(&proxy_lab(lossy, 0, 1), &a.state_dir)?;
+    let g = iperf_all(&lab, a.seconds, a.streams)?[0];
+    let c = proxy_counters(&lab.finish(), "sf");
+    eprintln!("{g:.0} Mb/s");
+    println!(
+        "   goodput {g:.0} Mb/s; proxy: rx_success {} tx_success {} expired {} tx_not_cached {} cached at the end {}",
+        counter(&c, "rx_success"),
+        counter(&c, "tx_success"),
+        counter(&c, "expired"),
+        counter(&c, "tx_not_cached"),
+        counter(&c, "cached")
+    );
+    out.insert("loss_1pct".into(), serde_json::json!({ "goodput_mbps": g, "proxy": c }));
+
+    println!("\n3. a delaying SF ({} ms) by cache size", a.delay_ms);
+    println!("{:>8} {:>14} {:>10} {:>10} {:>16}", "cache", "goodput Mb/s", "evicted", "not_cached", "peak in flight");
+    let mut rows = Vec::new();
+    for &size in &a.cache_sizes {
+        eprint!("   cache {size}: ");
+        let delay = LabSf {
+            name: "sf".into(),
+            node: "sfnode".into(),
+            intrusive: false,
+            function: Some(Function::Delay { delay_us: a.delay_ms * 1000, capacity: size.max(1000) * 2 }),
+            iptables: None,
+            translates_addresses: false,
+            cache_capacity: Some(size),
+        };
+        let lab = RunningLab::start(&proxy_lab(delay, 0, 1), &a.state_dir)?;
+        let g = iperf_all(&lab, a.seconds, a.streams)?[0];
+        let c = proxy_counters(&lab.finish(), "sf");
+        eprintln!("{g:.0} Mb/s");
+        println!(
+            "{size:>8} {g:>14.0} {:>10} {:>10} {:>16}",
+            counter(&c, "evicted"),
+            counter(&c, "tx_not_cached"),
+            counter(&c, "peak_in_flight")
+        );
+        rows.push(serde_json::json!({ "cache": size, "goodput_mbps": g, "proxy": c }));
+    }
+    out.insert("delay".into(), rows.into());
+
+    println!("\n4. two chains through one external SF at once");
+    eprint!("   two chains: ");
+    let lab = RunningLab::start(&proxy_lab(accept, 0, 2), &a.state_dir)?;
+    let g = iperf_all(&lab, a.seconds, a.streams)?;
+    let c = proxy_counters(&lab.finish(), "sf");
+    eprintln!("{:.0} + {:.0} Mb/s", g[0], g[1]);
+    println!(
+        "   chain 1 {:.0} Mb/s, chain 2 {:.0} Mb/s; proxy: rx_success {} tx_success {} collisions {}",
+        g[0],
+        g[1],
+        counter(&c, "rx_success"),
+        counter(&c, "tx_success"),
+        counter(&c, "rx_collision")
+    );
+    out.insert("two_chains".into(), serde_json::json!({ "goodput_mbps": g, "proxy": c }));
+    if let Some(p) = &a.json {
+        std::fs::write(p, serde_json::to_string_pretty(&out)?)?;
     }
     Ok(true)
 }

@@ -136,12 +136,23 @@ pub(crate) fn run(a: &Args) -> anyhow::Result<bool> {
     for id in node.sf_ids() {
         if let Some(r) = node.sf_report(id) {
             let own: Vec<String> = r.counters.iter().map(|(k, v)| format!("{k}={v}")).collect();
+            let p = &r.proxy;
             println!(
-                "sf {} rx_success={} tx_success={} {}",
+                "sf {} rx_success={} tx_success={} {} proxy: rx_ignored={} rx_collision={} tx_ignored={} \
+                 tx_not_cached={} evicted={} expired={} sf_dropped={} peak_in_flight={} cached={}",
                 r.name,
-                r.proxy.rx_success,
-                r.proxy.tx_success,
-                own.join(" ")
+                p.rx_success,
+                p.tx_success,
+                own.join(" "),
+                p.rx_ignored,
+                p.rx_collision,
+                p.tx_ignored,
+                p.tx_not_cached,
+                p.evicted,
+                p.expired,
+                p.sf_dropped,
+                p.peak_in_flight,
+                r.cached
             );
         }
     }

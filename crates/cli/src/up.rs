@@ -160,6 +160,7 @@ pub(crate) fn lab_namespaces(name: &str) -> Vec<String> {
 pub(crate) struct RunningLab {
     pub(crate) plan: LabPlan,
     state: State,
+    down: bool,
 }
 
 impl RunningLab {
@@ -173,7 +174,7 @@ impl RunningLab {
             teardown(&lab.name, &state, false);
             return Err(e);
         }
-        Ok(Self { plan, state })
+        Ok(Self { plan, state, down: false })
     }
 
     /// Peak resident memory of each node process (name, KiB), from /proc.
@@ -195,9 +196,19 @@ impl RunningLab {
     }
 }
 
+impl RunningLab {
+    /// Stops the lab and returns the nodes' final reports.
+    pub(crate) fn finish(mut self) -> String {
+        self.down = true;
+        teardown(&self.plan.name, &self.state, true)
+    }
+}
+
 impl Drop for RunningLab {
     fn drop(&mut self) {
-        teardown(&self.plan.name, &self.state, false);
+        if !self.down {
+            teardown(&self.plan.name, &self.state, false);
+        }
     }
 }
 
@@ -479,7 +490,7 @@ pub(crate) fn down(a: &DownArgs) -> anyhow::Result<bool> {
         println!("lab {} is not up; nothing to remove", a.name);
         return Ok(true);
     }
-    teardown(&a.name, &state, true);
+    print!("{}", teardown(&a.name, &state, true));
     let left = lab_namespaces(&a.name);
     if !left.is_empty() {
         bail!("namespaces left behind: {}", left.join(" "));
@@ -494,7 +505,7 @@ fn signal(pid: &str, sig: &str) {
 
 /// Stops every process of the lab (SIGTERM, then SIGKILL), shows the nodes' final reports,
 /// deletes its namespaces (their veths and TUN devices go with them) and its state.
-fn teardown(name: &str, state: &State, report: bool) {
+fn teardown(name: &str, state: &State, report: bool) -> String {
     let namespaces = lab_namespaces(name);
     let pids = |ns: &[String]| -> Vec<String> {
         ns.iter()
@@ -513,18 +524,18 @@ fn teardown(name: &str, state: &State, report: bool) {
     for p in pids(&namespaces) {
         signal(&p, "-KILL");
     }
-    if report {
-        show_reports(state);
-    }
+    let reports = if report { final_reports(state) } else { String::new() };
     for n in &namespaces {
         let _ = sh("ip", &["netns", "del", n]);
     }
     let _ = std::fs::remove_dir_all(&state.dir);
+    reports
 }
 
 /// The final report lines of every node log (what each node printed on SIGTERM).
-fn show_reports(state: &State) {
-    let Ok(entries) = std::fs::read_dir(state.dir.join("logs")) else { return };
+fn final_reports(state: &State) -> String {
+    let mut out = String::new();
+    let Ok(entries) = std::fs::read_dir(state.dir.join("logs")) else { return out };
     let mut logs: Vec<PathBuf> = entries.filter_map(|e| e.ok().map(|e| e.path())).collect();
     logs.sort();
     for l in logs {
@@ -536,9 +547,11 @@ fn show_reports(state: &State) {
             })
             .collect();
         if !report.is_empty() {
-            println!("{}", report.join("\n"));
+            out.push_str(&report.join("\n"));
+            out.push('\n');
         }
     }
+    out
 }
 
 /// One checked outcome.

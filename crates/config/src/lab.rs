@@ -135,6 +135,9 @@ pub struct LabSf {
     /// The external SF translates addresses or ports (an iptables NAT).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub translates_addresses: bool,
+    /// Packets the SF's caching proxy can hold at once (default 4096).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cache_capacity: Option<usize>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -405,6 +408,7 @@ impl Lab {
                 intrusive: s.intrusive,
                 external: attachment.is_some(),
                 translates_addresses: s.translates_addresses,
+                cache_capacity: s.cache_capacity,
                 function: s.function.clone(),
                 label: None,
                 attachment,

@@ -91,6 +91,9 @@ pub struct TopoSf {
     /// How the node process reaches an external SF.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub attachment: Option<AttachmentConfig>,
+    /// See [`SfConfig::cache_capacity`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cache_capacity: Option<usize>,
 }
 
 /// A unidirectional chain; the way back is another chain (it may take other SFs).
@@ -262,7 +265,7 @@ impl Topology {
                 external: s.external,
                 function: s.function.clone(),
                 translates_addresses: s.translates_addresses,
-                cache_capacity: None,
+                cache_capacity: s.cache_capacity,
                 cache_max_age_ms: None,
                 attachment: s.attachment.clone(),
             });

@@ -156,6 +156,8 @@ pub struct ProxyStats {
     pub expired: u64,
     /// Entries removed because the (in-process) SF dropped their packet.
     pub sf_dropped: u64,
+    /// Most packets inside the SF at once (cache entries).
+    pub peak_in_flight: u64,
 }
 
 /// A staged cache entry that has no key yet.
@@ -351,6 +353,7 @@ impl ProxyCache {
         let entries = &self.entries;
         self.map.insert_unique(hash, t.0, |&j| entries.get(j as usize).map_or(0, |e| e.hash));
         self.stats.rx_success += 1;
+        self.stats.peak_in_flight = self.stats.peak_in_flight.max(self.map.len() as u64);
         Ok(())
     }
 

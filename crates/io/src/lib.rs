@@ -23,8 +23,8 @@ use zsfc_wire::ip::FiveTuple;
 
 /// Largest packet read from a socket or device.
 const MAX_PACKET: usize = 65535;
-/// Transmit queue of the local TUN device (packets the kernel holds for us to read).
-const LOCAL_TX_QUEUE: u32 = 10_000;
+/// Transmit queue of our TUN devices (packets the kernel holds for us to read).
+const TX_QUEUE: u32 = 10_000;
 /// Packets read from one source before looking at the others.
 const BATCH: usize = 64;
 /// Epoll tokens: the UDP socket, the local TUN, the Ethernet link, then attachment `i` at
@@ -163,13 +163,14 @@ impl core::fmt::Debug for Drivers {
     }
 }
 
-/// Creates a TUN device; `offload` turns on the virtio-net header with TSO/checksum offloads
-/// and a long transmit queue (the local side; never an attachment circuit).
+/// Creates a TUN device with a long transmit queue (the packets the kernel holds for us to
+/// read); `offload` turns on the virtio-net header with TSO/checksum offloads (the local side;
+/// never an attachment circuit).
 fn open_tun(t: &TunSpec, offload: bool) -> Result<tun_rs::SyncDevice, IoError> {
     let tun_err = |source| IoError::Tun { name: t.name.clone(), source };
-    let mut b = tun_rs::DeviceBuilder::new().name(t.name.clone()).mtu(t.mtu);
+    let mut b = tun_rs::DeviceBuilder::new().name(t.name.clone()).mtu(t.mtu).tx_queue_len(TX_QUEUE);
     if offload {
-        b = b.offload(true).tx_queue_len(LOCAL_TX_QUEUE);
+        b = b.offload(true);
     }
     let dev = b.build_sync().map_err(tun_err)?;
     for &(a, len) in &t.addresses {
