@@ -358,6 +358,12 @@ fn proxy_counters(report: &str, name: &str) -> serde_json::Map<String, serde_jso
     m
 }
 
+/// Stops a proxy lab: the SF's proxy counters and the largest node peak RSS (KiB).
+fn finish(lab: RunningLab) -> (serde_json::Map<String, serde_json::Value>, u64) {
+    let rss = lab.node_peak_rss().iter().map(|r| r.1).max().unwrap_or(0);
+    (proxy_counters(&lab.finish(), "sf"), rss)
+}
+
 fn counter(m: &serde_json::Map<String, serde_json::Value>, k: &str) -> u64 {
     m.get(k).and_then(serde_json::Value::as_u64).unwrap_or(0)
 }
@@ -452,16 +458,19 @@ fn proxy(a: &ProxyArgs) -> anyhow::Result<bool> {
     let mut out = serde_json::Map::new();
 
     println!("1. goodput through one external SF behind the caching proxy, by label stack depth");
-    println!("{:>7} {:>14} {:>12} {:>12}", "labels", "goodput Mb/s", "rx_success", "tx_success");
+    println!(
+        "{:>7} {:>14} {:>12} {:>12} {:>14}",
+        "labels", "goodput Mb/s", "rx_success", "tx_success", "node peak RSS"
+    );
     let mut rows = Vec::new();
     for &k in &a.labels {
         eprint!("   {k} labels: ");
         let lab = RunningLab::start(&proxy_lab(accept.clone(), k.saturating_sub(1), 1), &a.state_dir)?;
         let g = iperf_all(&lab, a.seconds, a.streams)?[0];
-        let c = proxy_counters(&lab.finish(), "sf");
+        let (c, rss) = finish(lab);
         eprintln!("{g:.0} Mb/s");
-        println!("{k:>7} {g:>14.0} {:>12} {:>12}", counter(&c, "rx_success"), counter(&c, "tx_success"));
-        rows.push(serde_json::json!({ "labels": k, "goodput_mbps": g, "proxy": c }));
+        println!("{k:>7} {g:>14.0} {:>12} {:>12} {rss:>10} KiB", counter(&c, "rx_success"), counter(&c, "tx_success"));
+        rows.push(serde_json::json!({ "labels": k, "goodput_mbps": g, "proxy": c, "peak_rss_kib": rss }));
     }
     out.insert("labels".into(), rows.into());
 
@@ -470,10 +479,11 @@ fn proxy(a: &ProxyArgs) -> anyhow::Result<bool> {
     let lossy = external("sf", &["-A FORWARD -m statistic --mode random --probability 0.01 -j DROP"]);
     let lab = RunningLab::start(&proxy_lab(lossy, 0, 1), &a.state_dir)?;
     let g = iperf_all(&lab, a.seconds, a.streams)?[0];
-    let c = proxy_counters(&lab.finish(), "sf");
+    let (c, rss) = finish(lab);
     eprintln!("{g:.0} Mb/s");
     println!(
-        "   goodput {g:.0} Mb/s; proxy: rx_success {} tx_success {} expired {} tx_not_cached {} cached at the end {}",
+        "   goodput {g:.0} Mb/s, node peak RSS {rss} KiB; proxy: rx_success {} tx_success {} expired {} \
+         tx_not_cached {} cached at the end {}",
         counter(&c, "rx_success"),
         counter(&c, "tx_success"),
         counter(&c, "expired"),
@@ -483,7 +493,10 @@ fn proxy(a: &ProxyArgs) -> anyhow::Result<bool> {
     out.insert("loss_1pct".into(), serde_json::json!({ "goodput_mbps": g, "proxy": c }));
 
     println!("\n3. a delaying SF ({} ms) by cache size", a.delay_ms);
-    println!("{:>8} {:>14} {:>10} {:>10} {:>16}", "cache", "goodput Mb/s", "evicted", "not_cached", "peak in flight");
+    println!(
+        "{:>8} {:>14} {:>10} {:>10} {:>16} {:>14}",
+        "cache", "goodput Mb/s", "evicted", "not_cached", "peak in flight", "node peak RSS"
+    );
     let mut rows = Vec::new();
     for &size in &a.cache_sizes {
         eprint!("   cache {size}: ");
@@ -498,15 +511,15 @@ fn proxy(a: &ProxyArgs) -> anyhow::Result<bool> {
         };
         let lab = RunningLab::start(&proxy_lab(delay, 0, 1), &a.state_dir)?;
         let g = iperf_all(&lab, a.seconds, a.streams)?[0];
-        let c = proxy_counters(&lab.finish(), "sf");
+        let (c, rss) = finish(lab);
         eprintln!("{g:.0} Mb/s");
         println!(
-            "{size:>8} {g:>14.0} {:>10} {:>10} {:>16}",
+            "{size:>8} {g:>14.0} {:>10} {:>10} {:>16} {rss:>10} KiB",
             counter(&c, "evicted"),
             counter(&c, "tx_not_cached"),
             counter(&c, "peak_in_flight")
         );
-        rows.push(serde_json::json!({ "cache": size, "goodput_mbps": g, "proxy": c }));
+        rows.push(serde_json::json!({ "cache": size, "goodput_mbps": g, "proxy": c, "peak_rss_kib": rss }));
     }
     out.insert("delay".into(), rows.into());
 
@@ -514,10 +527,11 @@ fn proxy(a: &ProxyArgs) -> anyhow::Result<bool> {
     eprint!("   two chains: ");
     let lab = RunningLab::start(&proxy_lab(accept, 0, 2), &a.state_dir)?;
     let g = iperf_all(&lab, a.seconds, a.streams)?;
-    let c = proxy_counters(&lab.finish(), "sf");
+    let (c, rss) = finish(lab);
     eprintln!("{:.0} + {:.0} Mb/s", g[0], g[1]);
     println!(
-        "   chain 1 {:.0} Mb/s, chain 2 {:.0} Mb/s; proxy: rx_success {} tx_success {} collisions {}",
+        "   chain 1 {:.0} Mb/s, chain 2 {:.0} Mb/s, node peak RSS {rss} KiB; proxy: rx_success {} tx_success {} \
+         collisions {}",
         g[0],
         g[1],
         counter(&c, "rx_success"),

@@ -25,7 +25,7 @@ pub struct Lab {
     pub version: u32,
     /// Names the lab's namespaces (`zsfc-NAME-...`) and its state directory.
     pub name: String,
-    /// MTU of the links between nodes (1500, or a jumbo MTU such as 9000). The inner MTU and
+    /// MTU of the links between nodes (1500, a jumbo MTU such as 9000, up to 65000 on veths). The inner MTU and
     /// the TCP MSS clamp follow from it and the encapsulation overhead.
     #[serde(default = "link_mtu")]
     pub mtu: u16,
@@ -317,8 +317,8 @@ impl Lab {
         {
             return Err(bad("name", "1 to 16 characters of a-z, 0-9 and '-'"));
         }
-        if !(1280..=9000).contains(&self.mtu) {
-            return Err(bad("mtu", format!("{} is outside 1280..=9000", self.mtu)));
+        if !(1280..=65_000).contains(&self.mtu) {
+            return Err(bad("mtu", format!("{} is outside 1280..=65000", self.mtu)));
         }
         let prefix = format!("zsfc-{}", self.name);
         let nodes = names(self.nodes.iter().map(|n| n.name.as_str()), "nodes")?;

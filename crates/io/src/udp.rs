@@ -21,7 +21,6 @@ pub(crate) struct UdpLink {
     pub(crate) sock: UdpSocket,
     gso: bool,
     rx: Vec<u8>,
-    tx: Vec<u8>,
     cmsg: Vec<u8>,
     /// Packets waiting for [`flush`](Self::flush), in verdict order.
     pending: Vec<(SocketAddr, PacketBuf)>,
@@ -51,7 +50,6 @@ impl UdpLink {
             sock,
             gso: true,
             rx: vec![0; 65_536],
-            tx: Vec::with_capacity(65_536),
             cmsg: nix::cmsg_space!(i32),
             pending: Vec::with_capacity(256),
         }
@@ -126,14 +124,15 @@ impl UdpLink {
             let ok = if run.len() == 1 {
                 self.sock.send_to(run[0].1.as_slice(), to).is_ok()
             } else {
-                self.tx.clear();
-                for (_, b) in run {
-                    self.tx.extend_from_slice(b.as_slice());
+                // The kernel gathers the packets from their own buffers: no copy here.
+                let mut iov = [IoSlice::new(&[]); MAX_SEGMENTS];
+                for (slot, (_, b)) in iov.iter_mut().zip(run) {
+                    *slot = IoSlice::new(b.as_slice());
                 }
                 let seg = size as u16;
                 let cmsg = [ControlMessage::UdpGsoSegments(&seg)];
                 let addr = SockaddrStorage::from(to);
-                match sendmsg(self.sock.as_raw_fd(), &[IoSlice::new(&self.tx)], &cmsg, MsgFlags::empty(), Some(&addr)) {
+                match sendmsg(self.sock.as_raw_fd(), &iov[..run.len()], &cmsg, MsgFlags::empty(), Some(&addr)) {
                     Ok(_) => true,
                     Err(nix::errno::Errno::EIO | nix::errno::Errno::EINVAL | nix::errno::Errno::EOPNOTSUPP) => {
                         // No GSO on this path: send them one by one from now on.
