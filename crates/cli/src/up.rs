@@ -313,6 +313,9 @@ fn build(lab: &Lab, plan: &LabPlan, state: &State) -> anyhow::Result<()> {
         let ready = state.dir.join(format!("{}.ready", n.name));
         wait_until(&format!("node {}", n.name), Some(&state.log(&n.name)), || ready.exists())?;
         if n.config.local.is_some() {
+            // Labs are IPv4 inside: no IPv6 neighbour discovery or router solicitations from
+            // the device (the classifier would count them as `no_matching_rule`).
+            sysctl(&n.ns, &[&format!("net.ipv6.conf.{}.disable_ipv6=1", zsfc_config::LOCAL_DEV)])?;
             ip(&["-n", &n.ns, "link", "set", zsfc_config::LOCAL_DEV, "up"])?;
             for r in &n.local_routes {
                 ip(&["-n", &n.ns, "route", "add", r, "dev", zsfc_config::LOCAL_DEV])?;
@@ -326,6 +329,7 @@ fn build(lab: &Lab, plan: &LabPlan, state: &State) -> anyhow::Result<()> {
         add_ns(&sf.ns)?;
         for dev in [&sf.to_sf, &sf.from_sf] {
             ip(&["-n", node_ns, "link", "set", dev, "netns", &sf.ns])?;
+            sysctl(&sf.ns, &[&format!("net.ipv6.conf.{dev}.disable_ipv6=1")])?;
             ip(&["-n", &sf.ns, "link", "set", dev, "up"])?;
         }
         sysctl(
