@@ -46,13 +46,7 @@ impl UdpLink {
         }
         // Without GRO the kernel hands us one datagram per receive; that works too.
         let _ = setsockopt(&sock, sockopt::UdpGroSegment, &true);
-        Self {
-            sock,
-            gso: true,
-            rx: vec![0; 65_536],
-            cmsg: nix::cmsg_space!(i32),
-            pending: Vec::with_capacity(256),
-        }
+        Self { sock, gso: true, rx: vec![0; 65_536], cmsg: nix::cmsg_space!(i32), pending: Vec::with_capacity(256) }
     }
 
     /// Receives one (possibly coalesced) buffer and calls `each` with every datagram in it.

@@ -1,0 +1,60 @@
+//! The benchmark commands run end to end (briefly) and write what they promise. Throughput is not
+//! asserted — it depends on the machine — only that every run measured something and the JSON has
+//! its documented shape. Needs root, iproute2, iperf3, iptables, curl (./test.sh installs them).
+use std::process::{Command, Stdio};
+
+const BIN: &str = env!("CARGO_BIN_EXE_zsfc");
+
+fn bench(args: &[&str], json: &std::path::Path, state: &std::path::Path) -> serde_json::Value {
+    let out = Command::new(BIN)
+        .arg("bench")
+        .args(args)
+        .arg("--json")
+        .arg(json)
+        .arg("--state-dir")
+        .arg(state)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "zsfc bench {}:\n{text}", args.join(" "));
+    serde_json::from_str(&std::fs::read_to_string(json).unwrap()).unwrap()
+}
+
+#[test]
+fn chain_pageload_and_proxy_benchmarks_measure_and_write_json() {
+    let dir = std::env::temp_dir().join(format!("zsfc-bench-test-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let state = dir.join("state");
+
+    let chain = bench(
+        &["chain", "--sfs", "1", "--modes", "kernel,intrusive", "--mtu", "1500", "--seconds", "1"],
+        &dir.join("chain.json"),
+        &state,
+    );
+    let rows = chain["rows"].as_array().unwrap();
+    assert_eq!(rows.len(), 2, "{chain}");
+    for (row, mode) in rows.iter().zip(["kernel", "intrusive"]) {
+        assert_eq!((row["sfs"].as_u64(), row["mode"].as_str(), row["mtu"].as_u64()), (Some(1), Some(mode), Some(1500)));
+        assert!(row["goodput_mbps"].as_f64().unwrap() > 0.0, "{row}");
+    }
+    assert!(rows[1]["peak_rss_kib"].as_u64().unwrap() > 0);
+
+    let page = bench(&["pageload", "--runs", "1"], &dir.join("page.json"), &state);
+    let (c, n) = (page["chain_s"].as_f64().unwrap(), page["nochain_s"].as_f64().unwrap());
+    assert!(c > 0.0 && n > 0.0 && (page["ratio"].as_f64().unwrap() - c / n).abs() < 1e-9, "{page}");
+
+    let proxy =
+        bench(&["proxy", "--labels", "3", "--cache-sizes", "1000", "--seconds", "1"], &dir.join("proxy.json"), &state);
+    let depth = &proxy["labels"][0];
+    assert_eq!(depth["labels"].as_u64(), Some(3));
+    assert!(depth["goodput_mbps"].as_f64().unwrap() > 0.0);
+    // An SF that forwards everything returns every packet it got, and the proxy knows each.
+    assert_eq!(depth["proxy"]["rx_success"], depth["proxy"]["tx_success"], "{proxy}");
+    assert!(proxy["loss_1pct"]["proxy"]["rx_success"].as_u64().unwrap() > 0);
+    assert_eq!(proxy["delay"][0]["cache"].as_u64(), Some(1000));
+    assert!(proxy["delay"][0]["proxy"]["peak_in_flight"].as_u64().unwrap() <= 1000);
+    assert_eq!(proxy["two_chains"]["goodput_mbps"].as_array().map(Vec::len), Some(2));
+    let _ = std::fs::remove_dir_all(&dir);
+    assert!(!Command::new("ip").args(["netns", "list"]).output().unwrap().stdout.windows(5).any(|w| w == b"bench"));
+}
