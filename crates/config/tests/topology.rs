@@ -116,12 +116,22 @@ fn topology_mistakes_name_the_field() {
     }
 }
 
-/// The topology of docs/DEPLOYMENT.md, so that the guide cannot drift from the code.
-fn deployment_topology() -> String {
+/// The TOML blocks of docs/DEPLOYMENT.md (the topology, then the gateway), so that the guide
+/// cannot drift from the code.
+fn deployment_blocks() -> Vec<String> {
     let doc = include_str!("../../../docs/DEPLOYMENT.md");
-    let blocks: Vec<&str> = doc.split("```toml\n").skip(1).filter_map(|b| b.split("```").next()).collect();
-    assert_eq!(blocks.len(), 1, "the guide has one TOML block");
-    blocks[0].to_owned()
+    let blocks: Vec<String> = doc
+        .split("```toml\n")
+        .skip(1)
+        .filter_map(|b| b.split("```").next())
+        .map(|b| b.lines().map(str::trim_start).collect::<Vec<_>>().join("\n"))
+        .collect();
+    assert_eq!(blocks.len(), 2, "the guide has two TOML blocks: the topology and the gateway");
+    blocks
+}
+
+fn deployment_topology() -> String {
+    deployment_blocks().remove(0)
 }
 
 #[test]
@@ -139,4 +149,8 @@ fn the_deployment_guide_compiles_into_ready_to_run_node_files() {
     }
     assert_eq!(cfgs[0].io_settings().unwrap().listen, Some("198.51.100.10:6635".parse().unwrap()));
     assert_eq!(cfgs[0].settings.tcp_mss_clamp, Some(1200));
+    // The guide's gateway block, added to the compiled ingress file, is a valid gateway.
+    let ingress = format!("{}\n{}", cfgs[0].to_toml().unwrap(), deployment_blocks()[1]);
+    let gw = NodeConfig::from_toml(&ingress).unwrap().io_settings().unwrap().gateway.unwrap();
+    assert_eq!(gw.grants, vec![("alice".to_owned(), "web.example.org".to_owned(), 1)]);
 }

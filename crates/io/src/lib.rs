@@ -140,6 +140,8 @@ pub struct Drivers {
     eth: Option<EthLink>,
     /// Datagrams of one receive, before the engine sees them.
     inbox: Vec<(SocketAddr, PacketBuf)>,
+    /// Frames of one Ethernet receive: the source MAC of MPLS frames, `None` for others.
+    eth_inbox: Vec<(Option<[u8; 6]>, PacketBuf)>,
     /// Peer addresses indexed by peer id.
     peers: Vec<Option<PeerAddr>>,
     tun: Option<LocalTun>,
@@ -247,6 +249,7 @@ impl Drivers {
             udp,
             eth,
             inbox: Vec::with_capacity(BATCH),
+            eth_inbox: Vec::with_capacity(BATCH),
             peers: table,
             tun,
             attachments: acs,
@@ -275,8 +278,8 @@ impl Drivers {
     /// Carries out a verdict.
     fn act(&mut self, v: Verdict) {
         let (sent, b) = match v {
-            Verdict::Forward(peer, mut b) => {
-                match (self.peers.get(peer.0 as usize).copied().flatten(), &mut self.udp, &self.eth) {
+            Verdict::Forward(peer, b) => {
+                match (self.peers.get(peer.0 as usize).copied().flatten(), &mut self.udp, &mut self.eth) {
                     (Some(PeerAddr::Udp(a)), Some(udp), _) => {
                         udp.queue(a, b);
                         if udp.pending() >= BATCH {
@@ -285,9 +288,12 @@ impl Drivers {
                         return;
                     }
                     (Some(PeerAddr::Ethernet(mac)), _, Some(eth)) => {
-                        let ok = eth.send(mac, &mut b).is_ok();
-                        self.stats.eth_tx += u64::from(ok);
-                        (ok, b)
+                        if !eth.queue(mac, b) {
+                            self.stats.undeliverable += 1;
+                        } else if eth.pending() >= BATCH {
+                            self.flush();
+                        }
+                        return;
                     }
                     _ => (false, b),
                 }
@@ -325,6 +331,15 @@ impl Drivers {
             self.count_written(w);
         }
         let pool = &mut self.pool;
+        if let Some(eth) = &mut self.eth {
+            let (sent, failed) = eth.flush(|b| {
+                if pool.len() < 4 * BATCH {
+                    pool.push(b);
+                }
+            });
+            self.stats.eth_tx += sent;
+            self.stats.undeliverable += failed;
+        }
         if let Some(udp) = &mut self.udp {
             let f = udp.flush(|b| {
                 if pool.len() < 4 * BATCH {
@@ -345,35 +360,6 @@ impl Drivers {
         self.peers.iter().flatten().any(|p| *p == PeerAddr::Ethernet(*from))
     }
 
-    /// Receives up to one batch of frames from the Ethernet link.
-    fn drain_eth(&mut self, node: &mut Node, now: &impl Fn() -> Instant) -> Result<(), IoError> {
-        for _ in 0..BATCH {
-            let mut b = self.buffer();
-            let Some(eth) = &self.eth else { return Ok(()) };
-            match eth.recv(&mut b)? {
-                None => {
-                    self.recycle(b);
-                    break;
-                }
-                Some(Frame::Other) => {
-                    self.stats.eth_other += 1;
-                    self.recycle(b);
-                }
-                Some(Frame::Mpls { src }) if !self.is_peer_mac(&src) => {
-                    self.stats.udp_unknown_source += 1;
-                    self.recycle(b);
-                }
-                Some(Frame::Mpls { .. }) => {
-                    self.stats.eth_rx += 1;
-                    let v = node.handle_from_domain(now(), b);
-                    self.act(v);
-                }
-            }
-        }
-        self.flush();
-        Ok(())
-    }
-
     fn apply(&mut self, node: &mut Node, c: Control) {
         match c {
             Control::InsertFlow(t, chain) => match node.classifier_mut().insert_flow(t, chain) {
@@ -384,6 +370,52 @@ impl Drivers {
                 node.classifier_mut().remove_flow(&t);
             }
         }
+    }
+
+    /// Receives up to a few batches of frames from the Ethernet link.
+    fn drain_eth(&mut self, node: &mut Node, now: &impl Fn() -> Instant) -> Result<(), IoError> {
+        for _ in 0..4 {
+            let Self { eth, eth_inbox, pool, .. } = self;
+            let Some(eth) = eth else { return Ok(()) };
+            let fresh = || {
+                pool.pop().unwrap_or_else(|| {
+                    PacketBuf::new(DEFAULT_HEADROOM + MAX_PACKET + DEFAULT_TAILROOM, DEFAULT_HEADROOM)
+                })
+            };
+            let n = eth.recv_batch(fresh, |f, b| {
+                eth_inbox.push((
+                    match f {
+                        Frame::Mpls { src } => Some(src),
+                        Frame::Other => None,
+                    },
+                    b,
+                ));
+            })?;
+            let mut inbox = core::mem::take(&mut self.eth_inbox);
+            for (src, b) in inbox.drain(..) {
+                match src {
+                    None => {
+                        self.stats.eth_other += 1;
+                        self.recycle(b);
+                    }
+                    Some(src) if !self.is_peer_mac(&src) => {
+                        self.stats.udp_unknown_source += 1;
+                        self.recycle(b);
+                    }
+                    Some(_) => {
+                        self.stats.eth_rx += 1;
+                        let v = node.handle_from_domain(now(), b);
+                        self.act(v);
+                    }
+                }
+            }
+            self.eth_inbox = inbox;
+            if n < 64 {
+                break;
+            }
+        }
+        self.flush();
+        Ok(())
     }
 
     /// Receives up to one batch of (coalesced) MPLS-in-UDP buffers and hands each datagram to
