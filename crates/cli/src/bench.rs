@@ -142,6 +142,7 @@ fn chain_lab(n: usize, intrusive: bool, mtu: u16, transport: LabTransport) -> La
             service: "perf".into(),
             clients: Vec::new(),
             sfs: (1..=n).map(|i| format!("f{i}")).collect(),
+            path: None,
             rules: vec![LabRule { protocol: tcp(), port: None }],
         }],
         clients: vec![LabClient { name: "c".into() }],
@@ -398,6 +399,7 @@ fn proxy_lab(sf: LabSf, extra: usize, clients: usize) -> Lab {
             service: format!("perf{i}"),
             clients: Vec::new(),
             sfs: path.clone(),
+            path: None,
             rules: vec![LabRule { protocol: tcp(), port: Some(5200 + i as u16) }],
         })
         .collect();

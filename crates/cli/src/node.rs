@@ -66,10 +66,11 @@ pub(crate) fn run(a: &Args) -> anyhow::Result<bool> {
                     grants: g
                         .grants
                         .iter()
-                        .map(|(identity, service, chain)| zsfc_gateway::Grant {
+                        .map(|(identity, service, chain, path)| zsfc_gateway::Grant {
                             identity: identity.clone(),
                             service: service.clone(),
                             chain: zsfc_dataplane::ChainId(*chain),
+                            path: path.clone(),
                         })
                         .collect(),
                 },

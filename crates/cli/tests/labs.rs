@@ -181,6 +181,16 @@ fn quickstart_serves_blocks_and_refuses() {
 }
 
 #[test]
+fn http_path_classification_picks_the_chain() {
+    usable();
+    let lab = LabRun::new("paths", "p");
+    let out = lab.run();
+    assert!(out.contains("3 of 3 outcomes as expected"), "{out}");
+    // The DPI saw index.html and test.html requests, never a part's.
+    assert!(count(&out, "drop sf_dpi_match ") >= 1, "{out}");
+}
+
+#[test]
 fn seed_testbed_with_captures_inside_the_domain_and_at_the_service() {
     usable();
     let mut lab = LabRun::new("seed-testbed", "s");

@@ -18,7 +18,7 @@ pub struct IoSettings {
 }
 
 /// The gateway's settings, parsed: services are (name, address), grants (identity, service,
-/// chain id).
+/// chain id, path prefix).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct GatewaySettings {
     pub listen: SocketAddr,
@@ -27,7 +27,7 @@ pub struct GatewaySettings {
     pub key: PathBuf,
     pub inner_source: IpAddr,
     pub services: Vec<(String, SocketAddr)>,
-    pub grants: Vec<(String, String, u32)>,
+    pub grants: Vec<(String, String, u32, Option<String>)>,
 }
 
 /// Where a peer's packets go.
@@ -214,7 +214,10 @@ impl NodeConfig {
             if !chains.contains(&c.chain) {
                 return Err(bad(format!("{at}.chain"), format!("no chain {} on this node", c.chain)));
             }
-            grants.push((c.identity.clone(), c.service.clone(), c.chain));
+            if c.path.as_ref().is_some_and(|p| !p.starts_with('/')) {
+                return Err(bad(format!("{at}.path"), "a path prefix starts with '/'"));
+            }
+            grants.push((c.identity.clone(), c.service.clone(), c.chain, c.path.clone()));
         }
         Ok(GatewaySettings {
             listen,

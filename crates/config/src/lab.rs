@@ -151,6 +151,10 @@ pub struct LabChain {
     pub clients: Vec<String>,
     #[serde(default)]
     pub sfs: Vec<String>,
+    /// Only the clients' connections whose first HTTP request's target starts with this take
+    /// this chain (classification by HTTP path; the longest matching prefix wins).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
     /// Traffic from the client network to the service that takes this chain without the
     /// gateway (UDP, ICMP, plain TCP), by 5-tuple rules.
     #[serde(default)]
@@ -434,7 +438,9 @@ impl Lab {
                 if !clients.contains_key(client.as_str()) {
                     return Err(bad(format!("{at}.clients[{k}]"), format!("no client named {client:?}")));
                 }
-                if let Some(g) = grants.iter().find(|g| g.identity == *client && g.service == svc.server_name) {
+                if let Some(g) =
+                    grants.iter().find(|g| g.identity == *client && g.service == svc.server_name && g.path == ch.path)
+                {
                     return Err(bad(
                         format!("{at}.clients[{k}]"),
                         format!("{client:?} already reaches {:?} through chain {}", ch.service, g.chain),
@@ -444,6 +450,7 @@ impl Lab {
                     identity: client.clone(),
                     service: svc.server_name.clone(),
                     chain: c as u32 + 1,
+                    path: ch.path.clone(),
                 });
             }
             let rules = ch

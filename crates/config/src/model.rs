@@ -72,6 +72,10 @@ pub struct GatewayGrant {
     pub identity: String,
     pub service: String,
     pub chain: u32,
+    /// Only connections whose first HTTP request's target starts with this (classification by
+    /// HTTP path; the longest matching prefix wins).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
 }
 
 /// How this node reaches its peers: MPLS-in-UDP (RFC 7510) on `listen` to peers with an

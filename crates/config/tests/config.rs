@@ -313,7 +313,7 @@ fn process_settings_are_parsed_and_mistakes_name_the_field() {
     let ing = NodeConfig::from_toml(&with_process_settings("ingress")).unwrap().io_settings().unwrap();
     let gw = ing.gateway.unwrap();
     assert_eq!(gw.services, vec![("web.example".to_owned(), "10.9.0.1:80".parse().unwrap())]);
-    assert_eq!(gw.grants, vec![("alice".to_owned(), "web.example".to_owned(), 1)]);
+    assert_eq!(gw.grants, vec![("alice".to_owned(), "web.example".to_owned(), 1, None)]);
     let sf = NodeConfig::from_toml(&with_process_settings("sf")).unwrap().io_settings().unwrap();
     assert_eq!(sf.attachments.len(), 1);
     assert_eq!((sf.attachments[0].to_sf.as_str(), sf.attachments[0].mtu), ("ac0-in", 1500));

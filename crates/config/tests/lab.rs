@@ -3,11 +3,12 @@
 use std::path::Path;
 use zsfc_config::{Lab, encapsulation_overhead};
 
-const EXAMPLES: [(&str, &str); 4] = [
+const EXAMPLES: [(&str, &str); 5] = [
     ("quickstart", include_str!("../../../examples/quickstart.toml")),
     ("seed-testbed", include_str!("../../../examples/seed-testbed.toml")),
     ("nat", include_str!("../../../examples/nat.toml")),
     ("udp", include_str!("../../../examples/udp.toml")),
+    ("paths", include_str!("../../../examples/paths.toml")),
 ];
 
 #[test]

@@ -152,5 +152,5 @@ fn the_deployment_guide_compiles_into_ready_to_run_node_files() {
     // The guide's gateway block, added to the compiled ingress file, is a valid gateway.
     let ingress = format!("{}\n{}", cfgs[0].to_toml().unwrap(), deployment_blocks()[1]);
     let gw = NodeConfig::from_toml(&ingress).unwrap().io_settings().unwrap().gateway.unwrap();
-    assert_eq!(gw.grants, vec![("alice".to_owned(), "web.example.org".to_owned(), 1)]);
+    assert_eq!(gw.grants, vec![("alice".to_owned(), "web.example.org".to_owned(), 1, None)]);
 }

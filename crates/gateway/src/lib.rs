@@ -35,12 +35,15 @@ pub struct Service {
 }
 
 /// One client identity may use one service, and its connections take `chain` (two identities
-/// may reach the same service through different chains).
+/// may reach the same service through different chains). With a `path`, the grant covers only
+/// connections whose first HTTP request's target starts with it (classification by HTTP path;
+/// the longest matching prefix wins, a grant without a path matches every path).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Grant {
     pub identity: String,
     pub service: String,
     pub chain: ChainId,
+    pub path: Option<String>,
 }
 
 /// Identity → allowed services → chain. Anything not granted is refused.
@@ -51,15 +54,40 @@ pub struct Policy {
 }
 
 impl Policy {
-    /// The service `identity` reaches by asking for `sni`, and the chain it takes, or why not.
-    pub fn decide(&self, identity: &str, sni: Option<&str>) -> Result<(&Service, ChainId), Refusal> {
+    fn grants_for<'a>(&'a self, identity: &'a str, service: &'a Service) -> impl Iterator<Item = &'a Grant> + 'a {
+        self.grants.iter().filter(move |g| g.identity == identity && g.service.eq_ignore_ascii_case(&service.name))
+    }
+
+    /// Whether the chain of `identity`'s connections to `sni` depends on the HTTP path.
+    pub fn needs_path(&self, identity: &str, sni: Option<&str>) -> bool {
+        let Some(service) = sni.and_then(|n| self.services.iter().find(|s| s.name.eq_ignore_ascii_case(n))) else {
+            return false;
+        };
+        self.grants_for(identity, service).any(|g| g.path.is_some())
+    }
+
+    /// The service `identity` reaches by asking for `sni` (and `path`, the target of the first
+    /// HTTP request, where [`needs_path`](Self::needs_path)), and the chain it takes, or why not.
+    pub fn decide(
+        &self,
+        identity: &str,
+        sni: Option<&str>,
+        path: Option<&str>,
+    ) -> Result<(&Service, ChainId), Refusal> {
         let sni = sni.ok_or(Refusal::NoServerName)?;
         let service = self.services.iter().find(|s| s.name.eq_ignore_ascii_case(sni)).ok_or(Refusal::UnknownService)?;
-        self.grants
-            .iter()
-            .find(|g| g.identity == identity && g.service.eq_ignore_ascii_case(&service.name))
+        if self.grants_for(identity, service).next().is_none() {
+            return Err(Refusal::NotAllowed);
+        }
+        self.grants_for(identity, service)
+            .filter(|g| match (&g.path, path) {
+                (None, _) => true,
+                (Some(prefix), Some(p)) => p.starts_with(prefix.as_str()),
+                (Some(_), None) => false,
+            })
+            .max_by_key(|g| g.path.as_ref().map_or(0, String::len))
             .map(|g| (service, g.chain))
-            .ok_or(Refusal::NotAllowed)
+            .ok_or(Refusal::PathNotAllowed)
     }
 }
 
@@ -83,10 +111,14 @@ pub enum Refusal {
     NotAllowed,
     /// The inner connection to the service failed.
     ServiceUnreachable,
+    /// The chain depends on the HTTP path, but no HTTP request line came.
+    NoHttpRequest,
+    /// No grant of the identity covers the requested path.
+    PathNotAllowed,
 }
 
 impl Refusal {
-    pub const ALL: [Refusal; 8] = [
+    pub const ALL: [Refusal; 10] = [
         Refusal::NoCertificate,
         Refusal::UntrustedCertificate,
         Refusal::HandshakeFailed,
@@ -95,6 +127,8 @@ impl Refusal {
         Refusal::UnknownService,
         Refusal::NotAllowed,
         Refusal::ServiceUnreachable,
+        Refusal::NoHttpRequest,
+        Refusal::PathNotAllowed,
     ];
 
     pub fn name(self) -> &'static str {
@@ -107,6 +141,8 @@ impl Refusal {
             Refusal::UnknownService => "unknown_service",
             Refusal::NotAllowed => "not_allowed",
             Refusal::ServiceUnreachable => "service_unreachable",
+            Refusal::NoHttpRequest => "no_http_request",
+            Refusal::PathNotAllowed => "path_not_allowed",
         }
     }
 }
@@ -189,6 +225,43 @@ pub fn identity_of(cert: &CertificateDer<'_>) -> Option<String> {
     (!cn.is_empty()).then_some(cn)
 }
 
+/// Most bytes read while looking for the HTTP request line.
+const MAX_REQUEST_LINE: usize = 8192;
+
+/// Reads from `r` into `head` until the first line is complete and returns its request target
+/// (`GET /a/b HTTP/1.1` → `/a/b`; an absolute URI gives its path), or `None`.
+async fn read_request_target<R: tokio::io::AsyncRead + Unpin>(r: &mut R, head: &mut Vec<u8>) -> Option<String> {
+    use tokio::io::AsyncReadExt;
+    let mut chunk = [0u8; 2048];
+    while !head.contains(&b'\n') {
+        if head.len() >= MAX_REQUEST_LINE {
+            return None;
+        }
+        let n = r.read(&mut chunk).await.ok()?;
+        if n == 0 {
+            return None;
+        }
+        head.extend_from_slice(&chunk[..n]);
+    }
+    request_target(head)
+}
+
+/// The target of an HTTP/1.x request line at the start of `head`.
+pub fn request_target(head: &[u8]) -> Option<String> {
+    let line = head.split(|&b| b == b'\n').next()?;
+    let line = std::str::from_utf8(line).ok()?.trim_end_matches('\r');
+    let mut parts = line.split(' ');
+    let (_method, target, version) = (parts.next()?, parts.next()?, parts.next()?);
+    if !version.starts_with("HTTP/1.") || parts.next().is_some() {
+        return None;
+    }
+    let path = match target.split_once("://") {
+        Some((_, rest)) => rest.find('/').map_or("/", |i| &rest[i..]),
+        None => target,
+    };
+    path.starts_with('/').then(|| path.to_owned())
+}
+
 /// Sorts a failed handshake into a refusal reason.
 fn handshake_refusal(e: &std::io::Error) -> Refusal {
     match e.get_ref().and_then(|i| i.downcast_ref::<rustls::Error>()) {
@@ -263,9 +336,22 @@ impl Shared {
         let Some(identity) = conn.peer_certificates().and_then(|c| c.first()).and_then(identity_of) else {
             return self.refuse(peer, None, sni.as_deref(), Refusal::NoIdentity, "");
         };
-        let (service, chain) = match self.settings.policy.decide(&identity, sni.as_deref()) {
+        // Classification by HTTP path: read the request line first (and pass it on later).
+        let mut head = Vec::new();
+        let path = if self.settings.policy.needs_path(&identity, sni.as_deref()) {
+            match tokio::time::timeout(HANDSHAKE_TIMEOUT, read_request_target(&mut tls, &mut head)).await {
+                Ok(Some(p)) => Some(p),
+                _ => return self.refuse(peer, Some(&identity), sni.as_deref(), Refusal::NoHttpRequest, ""),
+            }
+        } else {
+            None
+        };
+        let (service, chain) = match self.settings.policy.decide(&identity, sni.as_deref(), path.as_deref()) {
             Ok((s, c)) => (s.clone(), c),
-            Err(r) => return self.refuse(peer, Some(&identity), sni.as_deref(), r, ""),
+            Err(r) => {
+                let detail = path.map(|p| format!("path {p}")).unwrap_or_default();
+                return self.refuse(peer, Some(&identity), sni.as_deref(), r, &detail);
+            }
         };
         let mut inner = match self.connect(&service, chain).await {
             Ok(s) => s,
@@ -279,7 +365,10 @@ impl Shared {
         let tuple = self.tuple(&inner, &service);
         self.stats.served.fetch_add(1, Ordering::Relaxed);
         eprintln!("gateway: {peer} identity={identity} service={} chain={}", service.name, chain.0);
-        let _ = tokio::io::copy_bidirectional(&mut tls, &mut inner).await;
+        use tokio::io::AsyncWriteExt;
+        if inner.write_all(&head).await.is_ok() {
+            let _ = tokio::io::copy_bidirectional(&mut tls, &mut inner).await;
+        }
         drop(inner);
         if let Some(t) = tuple {
             tokio::time::sleep(FLOW_LINGER).await;
@@ -337,9 +426,27 @@ mod tests {
                 Service { name: "admin.example".into(), address: "10.9.0.2:80".parse().unwrap() },
             ],
             grants: vec![
-                Grant { identity: "alice".into(), service: "web.example".into(), chain: ChainId(1) },
-                Grant { identity: "alice".into(), service: "admin.example".into(), chain: ChainId(2) },
-                Grant { identity: "bob".into(), service: "web.example".into(), chain: ChainId(3) },
+                Grant { identity: "alice".into(), service: "web.example".into(), chain: ChainId(1), path: None },
+                Grant { identity: "alice".into(), service: "admin.example".into(), chain: ChainId(2), path: None },
+                Grant { identity: "bob".into(), service: "web.example".into(), chain: ChainId(3), path: None },
+                Grant {
+                    identity: "carol".into(),
+                    service: "web.example".into(),
+                    chain: ChainId(4),
+                    path: Some("/".into()),
+                },
+                Grant {
+                    identity: "carol".into(),
+                    service: "web.example".into(),
+                    chain: ChainId(5),
+                    path: Some("/static/".into()),
+                },
+                Grant {
+                    identity: "dave".into(),
+                    service: "web.example".into(),
+                    chain: ChainId(6),
+                    path: Some("/api/".into()),
+                },
             ],
         }
     }
@@ -347,14 +454,40 @@ mod tests {
     #[test]
     fn policy_grants_only_what_is_listed() {
         let p = policy();
-        assert_eq!(p.decide("alice", Some("admin.example")).map(|(_, c)| c), Ok(ChainId(2)));
-        assert_eq!(p.decide("alice", Some("web.example")).map(|(_, c)| c), Ok(ChainId(1)));
-        assert_eq!(p.decide("bob", Some("WEB.example")).map(|(s, c)| (s.address.port(), c)), Ok((80, ChainId(3))));
-        assert_eq!(p.decide("bob", Some("admin.example")), Err(Refusal::NotAllowed));
-        assert_eq!(p.decide("mallory", Some("web.example")), Err(Refusal::NotAllowed));
-        assert_eq!(p.decide("alice", Some("other.example")), Err(Refusal::UnknownService));
-        assert_eq!(p.decide("alice", None), Err(Refusal::NoServerName));
-        assert_eq!(Policy::default().decide("alice", Some("web.example")), Err(Refusal::UnknownService));
+        assert_eq!(p.decide("alice", Some("admin.example"), None).map(|(_, c)| c), Ok(ChainId(2)));
+        assert_eq!(p.decide("alice", Some("web.example"), None).map(|(_, c)| c), Ok(ChainId(1)));
+        assert_eq!(
+            p.decide("bob", Some("WEB.example"), None).map(|(s, c)| (s.address.port(), c)),
+            Ok((80, ChainId(3)))
+        );
+        assert_eq!(p.decide("bob", Some("admin.example"), None), Err(Refusal::NotAllowed));
+        assert_eq!(p.decide("mallory", Some("web.example"), None), Err(Refusal::NotAllowed));
+        assert_eq!(p.decide("alice", Some("other.example"), None), Err(Refusal::UnknownService));
+        assert_eq!(p.decide("alice", None, None), Err(Refusal::NoServerName));
+        assert_eq!(Policy::default().decide("alice", Some("web.example"), None), Err(Refusal::UnknownService));
+    }
+
+    #[test]
+    fn the_longest_matching_path_prefix_picks_the_chain() {
+        let p = policy();
+        assert!(p.needs_path("carol", Some("web.example")) && !p.needs_path("alice", Some("web.example")));
+        assert_eq!(p.decide("carol", Some("web.example"), Some("/static/a.css")).map(|(_, c)| c), Ok(ChainId(5)));
+        assert_eq!(p.decide("carol", Some("web.example"), Some("/index.html")).map(|(_, c)| c), Ok(ChainId(4)));
+        assert_eq!(p.decide("dave", Some("web.example"), Some("/api/v1")).map(|(_, c)| c), Ok(ChainId(6)));
+        assert_eq!(p.decide("dave", Some("web.example"), Some("/admin")), Err(Refusal::PathNotAllowed));
+        assert_eq!(p.decide("dave", Some("web.example"), None), Err(Refusal::PathNotAllowed));
+    }
+
+    #[test]
+    fn request_targets_are_read_from_the_request_line() {
+        assert_eq!(request_target(b"GET /a/b?x=1 HTTP/1.1\r\nHost: x\r\n\r\n").as_deref(), Some("/a/b?x=1"));
+        assert_eq!(request_target(b"GET http://h.example/p HTTP/1.1\r\n").as_deref(), Some("/p"));
+        assert_eq!(request_target(b"GET http://h.example HTTP/1.0\r\n").as_deref(), Some("/"));
+        assert_eq!(request_target(b"GET /a HTTP/2\r\n"), None);
+        assert_eq!(request_target(b"GET  /a HTTP/1.1\r\n"), None);
+        assert_eq!(request_target(b"\xff\xfe /a HTTP/1.1\r\n"), None);
+        assert_eq!(request_target(b"GET * HTTP/1.1\r\n"), None);
+        assert_eq!(request_target(b""), None);
     }
 
     #[test]
