@@ -467,6 +467,9 @@ fn summary(plan: &LabPlan, state: &State) {
     for c in &plan.clients {
         println!("  client {} in ns {} at {}", c.name, c.ns, c.address);
     }
+    for c in &plan.chains {
+        println!("  chain {c}");
+    }
     if let (Some(c), Some(s)) = (plan.clients.first(), plan.services.iter().find(|s| s.kind == ServiceKind::Http)) {
         let pki = state.pki();
         println!("try, as {}:", c.name);

@@ -235,6 +235,8 @@ pub struct LabPlan {
     pub services: Vec<PlannedService>,
     pub link_mtu: u16,
     pub inner_mtu: u16,
+    /// One line per chain: `name (id N): who → SF → ... → where`.
+    pub chains: Vec<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -425,6 +427,13 @@ impl Lab {
         // Chains: the ones the file names, then one return chain per service.
         let mut grants: Vec<GatewayGrant> = Vec::new();
         let mut longest = 1;
+        let mut described = Vec::new();
+        let path_of = |from: String, sfs: &[String], to: &str| {
+            let mut p = vec![from];
+            p.extend(sfs.iter().cloned());
+            p.push(to.to_owned());
+            p.join(" → ")
+        };
         for (c, ch) in self.chains.iter().enumerate() {
             let at = format!("chains[{c}]");
             let j = *services
@@ -467,6 +476,17 @@ impl Lab {
                 })
                 .collect();
             longest = longest.max(ch.sfs.len() + 1);
+            let mut who = if ch.clients.is_empty() { String::new() } else { ch.clients.join(",") };
+            if !ch.rules.is_empty() {
+                who = format!("{}{}client network", who, if who.is_empty() { "" } else { " + " });
+            }
+            described.push(format!(
+                "{} (id {}): {}{}",
+                ch.name,
+                c + 1,
+                path_of(who, &ch.sfs, &svc.name),
+                ch.path.as_ref().map(|p| format!(" for paths {p}*")).unwrap_or_default()
+            ));
             topo.chains.push(TopoChain {
                 name: ch.name.clone(),
                 classifier: self.gateway.node.clone(),
@@ -482,6 +502,12 @@ impl Lab {
                 sf_exists(format!("services[{j}].return_sfs[{k}]"), sf)?;
             }
             longest = longest.max(s.return_sfs.len() + 1);
+            described.push(format!(
+                "{}-return (id {}): {}",
+                s.name,
+                self.chains.len() + j + 1,
+                path_of(s.name.clone(), &s.return_sfs, "clients")
+            ));
             let src = format!("{}/32", planned_services[j].address);
             topo.chains.push(TopoChain {
                 name: format!("{}-return", s.name),
@@ -609,6 +635,7 @@ impl Lab {
             services: planned_services,
             link_mtu: self.mtu,
             inner_mtu,
+            chains: described,
         })
     }
 }

@@ -46,6 +46,14 @@ fn the_seed_testbed_plan_has_its_chains_policy_and_external_sf() {
     // client1's chain crosses one SF, client2's two; both end at the egress's endpoint label.
     let chains: Vec<usize> = ingress.chains.iter().map(|c| c.labels.len()).collect();
     assert_eq!(chains, [2, 3]);
+    assert_eq!(
+        plan.chains,
+        [
+            "client1-path (id 1): client1 → forward → web",
+            "client2-path (id 2): client2 → forward → dpi → web",
+            "web-return (id 3): web → clients"
+        ]
+    );
     // The external DPI: attachment devices on sf2, its own namespace and rule.
     let sf2 = &plan.nodes[2].config;
     let a = sf2.sfs[0].attachment.as_ref().unwrap();
