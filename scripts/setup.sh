@@ -14,9 +14,9 @@ if ! need cargo; then
   fi
 fi
 # What the namespace labs use: iproute2 (ip), iptables (external SFs), curl (clients with
-# certificates), python3 (the web and echo services), iperf3 (benchmarks).
+# certificates), python3 (the web and echo services), iperf3 (benchmarks), procps (sysctl, kill).
 missing=""
-for p in ip:iproute2 iptables:iptables curl:curl python3:python3 iperf3:iperf3; do
+for p in ip:iproute2 sysctl:procps iptables:iptables curl:curl python3:python3 iperf3:iperf3; do
   need "${p%%:*}" || missing="$missing ${p#*:}"
 done
 if [ -n "$missing" ]; then

@@ -506,8 +506,10 @@ pub(crate) fn down(a: &DownArgs) -> anyhow::Result<bool> {
     Ok(true)
 }
 
-fn signal(pid: &str, sig: &str) {
-    let _ = Command::new("kill").args([sig, pid]).stderr(Stdio::null()).status();
+fn signal(pid: &str, sig: nix::sys::signal::Signal) {
+    if let Ok(p) = pid.trim().parse::<i32>() {
+        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(p), sig);
+    }
 }
 
 /// Stops every process of the lab (SIGTERM, then SIGKILL), shows the nodes' final reports,
@@ -522,14 +524,14 @@ fn teardown(name: &str, state: &State, report: bool) -> String {
             .collect()
     };
     for p in pids(&namespaces) {
-        signal(&p, "-TERM");
+        signal(&p, nix::sys::signal::Signal::SIGTERM);
     }
     let t = Instant::now();
     while !pids(&namespaces).is_empty() && t.elapsed() < Duration::from_secs(5) {
         std::thread::sleep(Duration::from_millis(50));
     }
     for p in pids(&namespaces) {
-        signal(&p, "-KILL");
+        signal(&p, nix::sys::signal::Signal::SIGKILL);
     }
     let reports = if report { final_reports(state) } else { String::new() };
     for n in &namespaces {

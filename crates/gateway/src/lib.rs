@@ -478,6 +478,26 @@ mod tests {
         assert_eq!(p.decide("dave", Some("web.example"), None), Err(Refusal::PathNotAllowed));
     }
 
+    proptest::proptest! {
+        /// Whatever a client sends, reading the target never panics, and a target found is a
+        /// path that the first line of the input really contains.
+        #[test]
+        fn request_target_of_any_bytes(bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..300)) {
+            if let Some(t) = request_target(&bytes) {
+                let first = bytes.split(|&b| b == b'\n').next().unwrap_or_default();
+                proptest::prop_assert!(t.starts_with('/'));
+                proptest::prop_assert!(t == "/" || first.windows(t.len()).any(|w| w == t.as_bytes()));
+            }
+        }
+
+        /// Well-formed request lines give back their target.
+        #[test]
+        fn request_target_of_request_lines(path in "/[a-z0-9/._?=-]{0,40}", method in "[A-Z]{3,7}") {
+            let line = format!("{method} {path} HTTP/1.1\r\nHost: x\r\n\r\n");
+            proptest::prop_assert_eq!(request_target(line.as_bytes()), Some(path));
+        }
+    }
+
     #[test]
     fn request_targets_are_read_from_the_request_line() {
         assert_eq!(request_target(b"GET /a/b?x=1 HTTP/1.1\r\nHost: x\r\n\r\n").as_deref(), Some("/a/b?x=1"));
