@@ -90,6 +90,8 @@ struct Row {
     goodput_mbps: f64,
     /// Largest peak resident memory of a node process (KiB); 0 for the kernel mode.
     peak_rss_kib: u64,
+    /// Peak resident memory of each node process (KiB).
+    nodes_peak_rss_kib: std::collections::BTreeMap<String, u64>,
 }
 
 pub(crate) fn run(c: &Command) -> anyhow::Result<bool> {
@@ -259,25 +261,27 @@ fn chain(a: &ChainArgs) -> anyhow::Result<bool> {
             for mode in &a.modes {
                 k += 1;
                 eprint!("[{k}/{total}] {n} SFs, {mode}, MTU {mtu}: ");
-                let (goodput, rss) = if mode == "kernel" {
-                    (kernel_run(n, mtu, a.seconds, a.streams)?, 0)
+                let (goodput, nodes) = if mode == "kernel" {
+                    (kernel_run(n, mtu, a.seconds, a.streams)?, Vec::new())
                 } else {
                     let lab = RunningLab::start(&chain_lab(n, mode == "intrusive", mtu, transport), &a.state_dir)?;
-                    let g = iperf(
-                        &lab.plan.clients[0].ns,
-                        &lab.plan.services[0].address.to_string(),
-                        a.seconds,
-                        a.streams,
-                    )?;
-                    let rss = lab.node_peak_rss().iter().map(|r| r.1).max().unwrap_or(0);
-                    (g, rss)
+                    let server = lab.plan.services[0].address.to_string();
+                    (iperf(&lab.plan.clients[0].ns, &server, a.seconds, a.streams)?, lab.node_peak_rss())
                 };
-                eprintln!("{goodput:.0} Mb/s");
-                rows.push(Row { sfs: n, mode: mode.clone(), mtu, goodput_mbps: goodput, peak_rss_kib: rss });
+                let rss = nodes.iter().map(|r| r.1).max().unwrap_or(0);
+                eprintln!("{goodput:.0} Mb/s (max node RSS {rss} KiB)");
+                rows.push(Row {
+                    sfs: n,
+                    mode: mode.clone(),
+                    mtu,
+                    goodput_mbps: goodput,
+                    peak_rss_kib: rss,
+                    nodes_peak_rss_kib: nodes.into_iter().collect(),
+                });
             }
         }
     }
-    println!("{:>4} {:>10} {:>6} {:>14} {:>16}", "SFs", "mode", "MTU", "goodput Mb/s", "node peak RSS");
+    println!("{:>4} {:>10} {:>6} {:>14} {:>16}", "SFs", "mode", "MTU", "goodput Mb/s", "max node RSS");
     for r in &rows {
         let rss = if r.peak_rss_kib == 0 { "-".into() } else { format!("{} KiB", r.peak_rss_kib) };
         println!("{:>4} {:>10} {:>6} {:>14.0} {:>16}", r.sfs, r.mode, r.mtu, r.goodput_mbps, rss);

@@ -39,6 +39,8 @@ fn chain_pageload_and_proxy_benchmarks_measure_and_write_json() {
         assert!(row["goodput_mbps"].as_f64().unwrap() > 0.0, "{row}");
     }
     assert!(rows[1]["peak_rss_kib"].as_u64().unwrap() > 0);
+    let nodes = rows[1]["nodes_peak_rss_kib"].as_object().unwrap();
+    assert_eq!(nodes.keys().map(String::as_str).collect::<Vec<_>>(), ["egress", "ingress", "sf1"], "{chain}");
 
     let page = bench(&["pageload", "--runs", "1"], &dir.join("page.json"), &state);
     let (c, n) = (page["chain_s"].as_f64().unwrap(), page["nochain_s"].as_f64().unwrap());
