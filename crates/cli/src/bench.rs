@@ -33,14 +33,8 @@ pub(crate) struct ProxyArgs {
     /// Delay of the delaying SF, in milliseconds.
     #[arg(long, default_value_t = 20)]
     delay_ms: u64,
-    #[arg(long, default_value_t = 5)]
-    seconds: u32,
-    #[arg(long, default_value_t = 4)]
-    streams: u32,
-    #[arg(long)]
-    json: Option<PathBuf>,
-    #[arg(long, default_value = "/run/zsfc-bench")]
-    state_dir: PathBuf,
+    #[command(flatten)]
+    run: RunArgs,
 }
 
 #[derive(Debug, clap::Args)]
@@ -58,15 +52,23 @@ pub(crate) struct ChainArgs {
     /// How nodes reach each other: udp (MPLS-in-UDP) or ethernet (Ethernet + MPLS frames).
     #[arg(long, default_value = "udp")]
     transport: String,
+    #[command(flatten)]
+    run: RunArgs,
+}
+
+/// What every traffic benchmark takes.
+#[derive(Debug, clap::Args)]
+pub(crate) struct RunArgs {
     /// Seconds of traffic per run.
     #[arg(long, default_value_t = 5)]
     seconds: u32,
     /// Parallel TCP streams.
     #[arg(long, default_value_t = 4)]
     streams: u32,
-    /// Write the rows as JSON.
+    /// Write the results as JSON.
     #[arg(long)]
     json: Option<PathBuf>,
+    /// Where the benchmark labs keep their files.
     #[arg(long, default_value = "/run/zsfc-bench")]
     state_dir: PathBuf,
 }
@@ -262,11 +264,11 @@ fn chain(a: &ChainArgs) -> anyhow::Result<bool> {
                 k += 1;
                 eprint!("[{k}/{total}] {n} SFs, {mode}, MTU {mtu}: ");
                 let (goodput, nodes) = if mode == "kernel" {
-                    (kernel_run(n, mtu, a.seconds, a.streams)?, Vec::new())
+                    (kernel_run(n, mtu, a.run.seconds, a.run.streams)?, Vec::new())
                 } else {
-                    let lab = RunningLab::start(&chain_lab(n, mode == "intrusive", mtu, transport), &a.state_dir)?;
+                    let lab = RunningLab::start(&chain_lab(n, mode == "intrusive", mtu, transport), &a.run.state_dir)?;
                     let server = lab.plan.services[0].address.to_string();
-                    (iperf(&lab.plan.clients[0].ns, &server, a.seconds, a.streams)?, lab.node_peak_rss())
+                    (iperf(&lab.plan.clients[0].ns, &server, a.run.seconds, a.run.streams)?, lab.node_peak_rss())
                 };
                 let rss = nodes.iter().map(|r| r.1).max().unwrap_or(0);
                 eprintln!("{goodput:.0} Mb/s (max node RSS {rss} KiB)");
@@ -286,7 +288,7 @@ fn chain(a: &ChainArgs) -> anyhow::Result<bool> {
         let rss = if r.peak_rss_kib == 0 { "-".into() } else { format!("{} KiB", r.peak_rss_kib) };
         println!("{:>4} {:>10} {:>6} {:>14.0} {:>16}", r.sfs, r.mode, r.mtu, r.goodput_mbps, rss);
     }
-    if let Some(p) = &a.json {
+    if let Some(p) = &a.run.json {
         std::fs::write(p, serde_json::to_string_pretty(&serde_json::json!({ "rows": rows }))?)?;
     }
     Ok(true)
@@ -471,8 +473,8 @@ fn proxy(a: &ProxyArgs) -> anyhow::Result<bool> {
     let mut rows = Vec::new();
     for &k in &a.labels {
         eprint!("   {k} labels: ");
-        let lab = RunningLab::start(&proxy_lab(accept.clone(), k.saturating_sub(1), 1), &a.state_dir)?;
-        let g = iperf_all(&lab, a.seconds, a.streams)?[0];
+        let lab = RunningLab::start(&proxy_lab(accept.clone(), k.saturating_sub(1), 1), &a.run.state_dir)?;
+        let g = iperf_all(&lab, a.run.seconds, a.run.streams)?[0];
         let (c, rss) = finish(lab);
         eprintln!("{g:.0} Mb/s");
         println!("{k:>7} {g:>14.0} {:>12} {:>12} {rss:>10} KiB", counter(&c, "rx_success"), counter(&c, "tx_success"));
@@ -483,8 +485,8 @@ fn proxy(a: &ProxyArgs) -> anyhow::Result<bool> {
     println!("\n2. an SF that drops 1% of packets (iptables statistic)");
     eprint!("   1% loss: ");
     let lossy = external("sf", &["-A FORWARD -m statistic --mode random --probability 0.01 -j DROP"]);
-    let lab = RunningLab::start(&proxy_lab(lossy, 0, 1), &a.state_dir)?;
-    let g = iperf_all(&lab, a.seconds, a.streams)?[0];
+    let lab = RunningLab::start(&proxy_lab(lossy, 0, 1), &a.run.state_dir)?;
+    let g = iperf_all(&lab, a.run.seconds, a.run.streams)?[0];
     let (c, rss) = finish(lab);
     eprintln!("{g:.0} Mb/s");
     println!(
@@ -515,8 +517,8 @@ fn proxy(a: &ProxyArgs) -> anyhow::Result<bool> {
             translates_addresses: false,
             cache_capacity: Some(size),
         };
-        let lab = RunningLab::start(&proxy_lab(delay, 0, 1), &a.state_dir)?;
-        let g = iperf_all(&lab, a.seconds, a.streams)?[0];
+        let lab = RunningLab::start(&proxy_lab(delay, 0, 1), &a.run.state_dir)?;
+        let g = iperf_all(&lab, a.run.seconds, a.run.streams)?[0];
         let (c, rss) = finish(lab);
         eprintln!("{g:.0} Mb/s");
         println!(
@@ -531,8 +533,8 @@ fn proxy(a: &ProxyArgs) -> anyhow::Result<bool> {
 
     println!("\n4. two chains through one external SF at once");
     eprint!("   two chains: ");
-    let lab = RunningLab::start(&proxy_lab(accept, 0, 2), &a.state_dir)?;
-    let g = iperf_all(&lab, a.seconds, a.streams)?;
+    let lab = RunningLab::start(&proxy_lab(accept, 0, 2), &a.run.state_dir)?;
+    let g = iperf_all(&lab, a.run.seconds, a.run.streams)?;
     let (c, rss) = finish(lab);
     eprintln!("{:.0} + {:.0} Mb/s", g[0], g[1]);
     println!(
@@ -545,7 +547,7 @@ fn proxy(a: &ProxyArgs) -> anyhow::Result<bool> {
         counter(&c, "rx_collision")
     );
     out.insert("two_chains".into(), serde_json::json!({ "goodput_mbps": g, "proxy": c }));
-    if let Some(p) = &a.json {
+    if let Some(p) = &a.run.json {
         std::fs::write(p, serde_json::to_string_pretty(&out)?)?;
     }
     Ok(true)

@@ -186,6 +186,22 @@ fn open_tun(t: &TunSpec, offload: bool) -> Result<tun_rs::SyncDevice, IoError> {
     Ok(dev)
 }
 
+/// A buffer from the pool (or a new one when the pool is empty), ready to receive.
+fn take_buffer(pool: &mut Vec<PacketBuf>) -> PacketBuf {
+    let mut b = pool
+        .pop()
+        .unwrap_or_else(|| PacketBuf::new(DEFAULT_HEADROOM + MAX_PACKET + DEFAULT_TAILROOM, DEFAULT_HEADROOM));
+    b.reset(DEFAULT_HEADROOM);
+    b
+}
+
+/// Returns a buffer to the pool (which stays small: the rest are freed).
+fn give_back(pool: &mut Vec<PacketBuf>, b: PacketBuf) {
+    if pool.len() < 4 * BATCH {
+        pool.push(b);
+    }
+}
+
 impl Drivers {
     /// Binds the MPLS-in-UDP socket and creates the TUN devices.
     pub fn open(
@@ -261,18 +277,11 @@ impl Drivers {
     }
 
     fn buffer(&mut self) -> PacketBuf {
-        let mut b = self
-            .pool
-            .pop()
-            .unwrap_or_else(|| PacketBuf::new(DEFAULT_HEADROOM + MAX_PACKET + DEFAULT_TAILROOM, DEFAULT_HEADROOM));
-        b.reset(DEFAULT_HEADROOM);
-        b
+        take_buffer(&mut self.pool)
     }
 
     fn recycle(&mut self, b: PacketBuf) {
-        if self.pool.len() < 4 * BATCH {
-            self.pool.push(b);
-        }
+        give_back(&mut self.pool, b);
     }
 
     /// Carries out a verdict.
@@ -332,20 +341,12 @@ impl Drivers {
         }
         let pool = &mut self.pool;
         if let Some(eth) = &mut self.eth {
-            let (sent, failed) = eth.flush(|b| {
-                if pool.len() < 4 * BATCH {
-                    pool.push(b);
-                }
-            });
+            let (sent, failed) = eth.flush(|b| give_back(pool, b));
             self.stats.eth_tx += sent;
             self.stats.undeliverable += failed;
         }
         if let Some(udp) = &mut self.udp {
-            let f = udp.flush(|b| {
-                if pool.len() < 4 * BATCH {
-                    pool.push(b);
-                }
-            });
+            let f = udp.flush(|b| give_back(pool, b));
             self.stats.udp_tx += f.sent;
             self.stats.undeliverable += f.failed;
             self.stats.udp_send_calls += f.syscalls;
@@ -377,11 +378,7 @@ impl Drivers {
         for _ in 0..4 {
             let Self { eth, eth_inbox, pool, .. } = self;
             let Some(eth) = eth else { return Ok(()) };
-            let fresh = || {
-                pool.pop().unwrap_or_else(|| {
-                    PacketBuf::new(DEFAULT_HEADROOM + MAX_PACKET + DEFAULT_TAILROOM, DEFAULT_HEADROOM)
-                })
-            };
+            let fresh = || take_buffer(pool);
             let n = eth.recv_batch(fresh, |f, b| {
                 eth_inbox.push((
                     match f {
@@ -425,10 +422,7 @@ impl Drivers {
             let Self { udp, inbox, pool, .. } = self;
             let Some(udp) = udp else { return Ok(()) };
             let got = udp.recv(|from, d| {
-                let mut b = pool.pop().unwrap_or_else(|| {
-                    PacketBuf::new(DEFAULT_HEADROOM + MAX_PACKET + DEFAULT_TAILROOM, DEFAULT_HEADROOM)
-                });
-                b.reset(DEFAULT_HEADROOM);
+                let mut b = take_buffer(pool);
                 if b.set(d, DEFAULT_HEADROOM).is_ok() {
                     inbox.push((from, b));
                 }
@@ -462,9 +456,7 @@ impl Drivers {
             let Some(tun) = tun else { return Ok(()) };
             let any = SocketAddr::from(([0, 0, 0, 0], 0));
             let got = tun.recv(|d| {
-                let mut b = pool.pop().unwrap_or_else(|| {
-                    PacketBuf::new(DEFAULT_HEADROOM + MAX_PACKET + DEFAULT_TAILROOM, DEFAULT_HEADROOM)
-                });
+                let mut b = take_buffer(pool);
                 if b.set(d, DEFAULT_HEADROOM).is_ok() {
                     inbox.push((any, b));
                 }
