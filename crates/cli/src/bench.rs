@@ -155,24 +155,11 @@ fn chain_lab(n: usize, intrusive: bool, mtu: u16, transport: LabTransport) -> La
     }
 }
 
-/// iperf3 from `client_ns` to `server`; received goodput in Mb/s.
-fn iperf(client_ns: &str, server: &str, seconds: u32, streams: u32) -> anyhow::Result<f64> {
-    let out = in_ns(
-        client_ns,
-        &[
-            "iperf3",
-            "-c",
-            server,
-            "-t",
-            &seconds.to_string(),
-            "-P",
-            &streams.to_string(),
-            "-J",
-            "--connect-timeout",
-            "3000",
-        ],
-    )
-    .context("iperf3")?;
+/// iperf3 from `client_ns` to `server`:`port`; received goodput in Mb/s.
+fn iperf(client_ns: &str, server: &str, port: u16, seconds: u32, streams: u32) -> anyhow::Result<f64> {
+    let (port, seconds, streams) = (port.to_string(), seconds.to_string(), streams.to_string());
+    let args = ["iperf3", "-c", server, "-p", &port, "-t", &seconds, "-P", &streams, "-J", "--connect-timeout", "3000"];
+    let out = in_ns(client_ns, &args).context("iperf3")?;
     let v: serde_json::Value = serde_json::from_str(&out).context("iperf3's JSON")?;
     let bps = v["end"]["sum_received"]["bits_per_second"].as_f64().context("iperf3 reported no goodput")?;
     Ok(bps / 1e6)
@@ -234,7 +221,7 @@ fn kernel_run(n: usize, mtu: u16, seconds: u32, streams: u32) -> anyhow::Result<
             .stderr(Stdio::null())
             .spawn()?;
         std::thread::sleep(std::time::Duration::from_millis(300));
-        let r = iperf(&names[0], &server, seconds, streams);
+        let r = iperf(&names[0], &server, 5201, seconds, streams);
         let mut srv = srv;
         let _ = srv.kill();
         let _ = srv.wait();
@@ -268,7 +255,8 @@ fn chain(a: &ChainArgs) -> anyhow::Result<bool> {
                 } else {
                     let lab = RunningLab::start(&chain_lab(n, mode == "intrusive", mtu, transport), &a.run.state_dir)?;
                     let server = lab.plan.services[0].address.to_string();
-                    (iperf(&lab.plan.clients[0].ns, &server, a.run.seconds, a.run.streams)?, lab.node_peak_rss())
+                    let port = lab.plan.services[0].port;
+                    (iperf(&lab.plan.clients[0].ns, &server, port, a.run.seconds, a.run.streams)?, lab.node_peak_rss())
                 };
                 let rss = nodes.iter().map(|r| r.1).max().unwrap_or(0);
                 eprintln!("{goodput:.0} Mb/s (max node RSS {rss} KiB)");
@@ -433,28 +421,8 @@ fn iperf_all(lab: &RunningLab, seconds: u32, streams: u32) -> anyhow::Result<Vec
             .iter()
             .zip(&lab.plan.services)
             .map(|(c, svc)| {
-                let (ns, addr, port) = (c.ns.clone(), svc.address.to_string(), svc.port.to_string());
-                s.spawn(move || -> anyhow::Result<f64> {
-                    let out = in_ns(
-                        &ns,
-                        &[
-                            "iperf3",
-                            "-c",
-                            &addr,
-                            "-p",
-                            &port,
-                            "-t",
-                            &seconds.to_string(),
-                            "-P",
-                            &streams.to_string(),
-                            "-J",
-                            "--connect-timeout",
-                            "3000",
-                        ],
-                    )?;
-                    let v: serde_json::Value = serde_json::from_str(&out)?;
-                    Ok(v["end"]["sum_received"]["bits_per_second"].as_f64().context("no goodput")? / 1e6)
-                })
+                let addr = svc.address.to_string();
+                s.spawn(move || iperf(&c.ns, &addr, svc.port, seconds, streams))
             })
             .collect();
         runs.into_iter().map(|h| h.join().map_err(|_| anyhow::anyhow!("iperf3 thread panicked"))?).collect()
