@@ -4,6 +4,7 @@
 mod bench;
 mod config;
 mod demo;
+mod metrics;
 mod node;
 mod pki;
 mod up;

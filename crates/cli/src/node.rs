@@ -92,10 +92,17 @@ pub(crate) fn run(a: &Args) -> anyhow::Result<bool> {
         io.peers.len(),
         tun.as_ref().map(|t| format!(", local side on {}", t.name)).unwrap_or_default()
     );
+    let metrics = crate::metrics::Metrics::default();
+    if let Some(listen) = io.metrics {
+        let registry = metrics.registry(&cfg.name);
+        let gw = gateway.as_ref().map(|g| g.stats.clone());
+        let at = crate::metrics::serve(listen, registry, metrics.clone(), gw)?;
+        eprintln!("zsfc node {:?}: metrics on http://{at}/metrics", cfg.name);
+    }
     if let Some(p) = &a.ready_file {
         std::fs::write(p, b"ready\n").with_context(|| format!("writing {}", p.display()))?;
     }
-    drivers.run(&mut node, &stop, Some(&control_rx))?;
+    drivers.run(&mut node, &stop, Some(&control_rx), |io, node| metrics.publish(io, node))?;
 
     // Final report on stdout: what the drivers and the engine did.
     let s = drivers.stats;

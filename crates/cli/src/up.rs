@@ -487,6 +487,7 @@ fn summary(plan: &LabPlan, state: &State) {
         );
     }
     println!("  the gateway's log: {}", state.log(&gw.name).display());
+    println!("  a node's counters: ip netns exec {} curl -s http://{}/metrics", gw.ns, zsfc_config::METRICS_LISTEN);
     println!("stop with: zsfc down {}", plan.name);
 }
 

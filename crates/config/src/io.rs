@@ -15,6 +15,7 @@ pub struct IoSettings {
     pub tun: Option<TunSettings>,
     pub attachments: Vec<AttachmentSettings>,
     pub gateway: Option<GatewaySettings>,
+    pub metrics: Option<SocketAddr>,
 }
 
 /// The gateway's settings, parsed: services are (name, address), grants (identity, service,
@@ -173,7 +174,13 @@ impl NodeConfig {
             }
         }
         let gateway = self.gateway.as_ref().map(|g| self.gateway_settings(g)).transpose()?;
-        Ok(IoSettings { listen, ethernet: t.ethernet.clone(), peers, tun, attachments, gateway })
+        let metrics = match &self.metrics {
+            Some(m) => Some(
+                m.listen.parse().map_err(|_| bad("metrics.listen", format!("{:?} is not ADDRESS:PORT", m.listen)))?,
+            ),
+            None => None,
+        };
+        Ok(IoSettings { listen, ethernet: t.ethernet.clone(), peers, tun, attachments, gateway, metrics })
     }
 
     fn gateway_settings(&self, g: &GatewayConfig) -> Result<GatewaySettings, FieldError> {

@@ -9,7 +9,8 @@
 //! - the domain segment, one bridge: node `i` is `10.200.0.(i+1)/24`, MPLS-in-UDP on port 6635;
 //! - the client network on the gateway node: `172.16.0.1/24`, client `k` is `172.16.0.(10+k)`;
 //! - the gateway's local side (TUN `zsfc0`): `10.1.0.1/24`, where inner connections come from;
-//! - service `j`: `10.9.0.(j+1)` on the TUN `zsfc0` of its node.
+//! - service `j`: `10.9.0.(j+1)` on the TUN `zsfc0` of its node;
+//! - every node's metrics: `http://127.0.0.1:9464/metrics` inside its namespace.
 use crate::build::{bad, check_function};
 use crate::model::*;
 use crate::topology::*;
@@ -294,6 +295,8 @@ pub const CLIENT_NET: &str = "172.16.0.0/24";
 pub const GATEWAY_ADDR: Ipv4Addr = Ipv4Addr::new(172, 16, 0, 1);
 pub const INNER_SOURCE: Ipv4Addr = Ipv4Addr::new(10, 1, 0, 1);
 pub const SERVICE_NET: &str = "10.9.0.0/24";
+/// Where every lab node serves its metrics, inside its own namespace.
+pub const METRICS_LISTEN: &str = "127.0.0.1:9464";
 /// The TUN device of a node's local side.
 pub const LOCAL_DEV: &str = "zsfc0";
 
@@ -588,6 +591,9 @@ impl Lab {
                 .collect(),
             grants,
         });
+        for c in &mut configs {
+            c.metrics = Some(MetricsConfig { listen: METRICS_LISTEN.into() });
+        }
         let nodes = configs
             .into_iter()
             .enumerate()

@@ -36,6 +36,15 @@ pub struct NodeConfig {
     /// The mutual-TLS ingress gateway (ingress nodes).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub gateway: Option<GatewayConfig>,
+    /// Where the node serves its counters as Prometheus metrics (`GET /metrics`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metrics: Option<MetricsConfig>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetricsConfig {
+    pub listen: String,
 }
 
 /// The ingress gateway: where clients connect with TLS, the PEM files of the domain CA and of

@@ -239,6 +239,7 @@ impl Topology {
                     .then(|| TransportConfig { listen: n.address.clone(), ethernet: n.ethernet.clone() }),
                 local: n.local.clone(),
                 gateway: None,
+                metrics: None,
             })
             .collect();
         // Every label: an SF or endpoint on its own node, a route to its owner elsewhere.

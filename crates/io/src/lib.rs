@@ -510,16 +510,19 @@ impl Drivers {
 
     /// Runs `node` until `stop` is set: applies control messages, reads every ready source,
     /// hands packets to the engine, acts on verdicts, releases held packets on time and does the
-    /// engine's housekeeping every second.
+    /// engine's housekeeping every second. `tick` is called once a second with the drivers' and
+    /// the engine's counters (to publish them).
     pub fn run(
         &mut self,
         node: &mut Node,
         stop: &AtomicBool,
         control: Option<&Receiver<Control>>,
+        mut tick: impl FnMut(&IoStats, &Node),
     ) -> Result<(), IoError> {
         let epoch = std::time::Instant::now();
         let now = || Instant::from_nanos(epoch.elapsed().as_nanos() as u64);
         let mut next_housekeeping = now() + core::time::Duration::from_secs(1);
+        tick(&self.stats, node);
         let mut events = [EpollEvent::empty(); 16];
         while !stop.load(Ordering::Relaxed) {
             let t = now();
@@ -548,6 +551,7 @@ impl Drivers {
             self.flush();
             if now() >= next_housekeeping {
                 node.housekeeping(now());
+                tick(&self.stats, node);
                 next_housekeeping = now() + core::time::Duration::from_secs(1);
             }
         }
