@@ -36,6 +36,8 @@ enum Command {
     Check(up::CheckArgs),
     /// Up, check, down: exits 0 only if every expected outcome happened.
     Run(up::UpArgs),
+    /// Every node's live counters in a running lab (from its metrics endpoint).
+    Status(up::CheckArgs),
     /// Measure: goodput through chains, page load times.
     #[command(subcommand)]
     Bench(bench::Command),
@@ -51,6 +53,7 @@ fn main() -> std::process::ExitCode {
         Command::Down(a) => up::down(&a),
         Command::Check(a) => up::check(&a),
         Command::Run(a) => up::run(&a),
+        Command::Status(a) => up::status(&a),
         Command::Bench(c) => bench::run(&c),
     };
     match result {

@@ -488,6 +488,7 @@ fn summary(plan: &LabPlan, state: &State) {
     }
     println!("  the gateway's log: {}", state.log(&gw.name).display());
     println!("  a node's counters: ip netns exec {} curl -s http://{}/metrics", gw.ns, zsfc_config::METRICS_LISTEN);
+    println!("live counters: zsfc status {}; expected outcomes: zsfc check {}", plan.name, plan.name);
     println!("stop with: zsfc down {}", plan.name);
 }
 
@@ -571,6 +572,59 @@ pub(crate) struct Checked {
     pub want: String,
     pub got: String,
     pub ok: bool,
+}
+
+/// `zsfc status NAME`: every node's live counters, from its metrics endpoint.
+pub(crate) fn status(a: &CheckArgs) -> anyhow::Result<bool> {
+    let state = State::new(&a.state_dir, &a.name);
+    let lab = load(&state.lab_file()).with_context(|| format!("is lab {:?} up?", a.name))?;
+    let plan = plan(&lab, &state.lab_file(), &state)?;
+    let url = format!("http://{}/metrics", zsfc_config::METRICS_LISTEN);
+    let mut all_up = true;
+    for n in &plan.nodes {
+        let text = match in_ns(&n.ns, &["curl", "-s", "--max-time", "2", &url]) {
+            Ok(t) if !t.trim().is_empty() => t,
+            _ => {
+                println!("node {}: not answering", n.name);
+                all_up = false;
+                continue;
+            }
+        };
+        let value = |metric: &str, label: &str| -> Vec<(String, u64)> {
+            text.lines()
+                .filter(|l| l.starts_with(&format!("{metric}{{")))
+                .filter_map(|l| {
+                    let (labels, v) = l.rsplit_once(' ')?;
+                    let key = labels.split(&format!("{label}=\"")).nth(1)?.split('"').next()?;
+                    Some((key.to_owned(), v.parse().ok()?))
+                })
+                .collect()
+        };
+        let packets = value("zsfc_packets_total", "what");
+        let get = |k: &str| packets.iter().find(|p| p.0 == k).map_or(0, |p| p.1);
+        let drops: Vec<String> = value("zsfc_drops_total", "reason")
+            .into_iter()
+            .filter(|d| d.1 > 0)
+            .map(|(r, v)| format!("{r}={v}"))
+            .collect();
+        println!(
+            "node {:<10} classified {:>8} forwarded {:>8} delivered {:>8}  drops: {}",
+            n.name,
+            get("classified"),
+            get("forwarded"),
+            get("delivered"),
+            if drops.is_empty() { "none".to_owned() } else { drops.join(" ") }
+        );
+        let gw: Vec<String> = value("zsfc_gateway_total", "outcome")
+            .into_iter()
+            .filter(|g| g.1 > 0)
+            .map(|(o, v)| format!("{o}={v}"))
+            .collect();
+        if !gw.is_empty() {
+            println!("     gateway: {}", gw.join(" "));
+        }
+    }
+    Ok(all_up)
 }
 
 pub(crate) fn check(a: &CheckArgs) -> anyhow::Result<bool> {

@@ -315,3 +315,18 @@ fn down_removes_everything_after_a_node_is_killed() {
     let links = Command::new("ip").args(["-o", "link"]).output().unwrap();
     assert!(!String::from_utf8_lossy(&links.stdout).contains(&lab.name));
 }
+
+#[test]
+fn a_bad_lab_file_is_reported_with_file_and_field_and_builds_nothing() {
+    usable();
+    let lab = LabRun::new("quickstart", "e");
+    let text = std::fs::read_to_string(&lab.file).unwrap().replace("sfs = [\"dpi\"]", "sfs = [\"ips\"]");
+    std::fs::write(&lab.file, text).unwrap();
+    let out = lab.zsfc(&["up", lab.file.to_str().unwrap()]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    let want = format!("{}: chains[0].sfs[0]: no SF named \"ips\"", lab.file.display());
+    assert!(err.contains(&want), "wanted {want:?} in:\n{err}");
+    assert!(lab.namespaces_left().is_empty());
+    assert!(!lab.state_file("").exists());
+}
