@@ -52,6 +52,9 @@ pub(crate) struct ChainArgs {
     /// How nodes reach each other: udp (MPLS-in-UDP) or ethernet (Ethernet + MPLS frames).
     #[arg(long, default_value = "udp")]
     transport: String,
+    /// Worker lanes per node.
+    #[arg(long, default_value_t = 1)]
+    lanes: u32,
     #[command(flatten)]
     run: RunArgs,
 }
@@ -118,6 +121,7 @@ fn chain_lab(n: usize, intrusive: bool, mtu: u16, transport: LabTransport) -> La
         name: "bench".into(),
         mtu,
         transport,
+        lanes: 1,
         nodes,
         gateway: LabGateway { node: "ingress".into(), port: 443 },
         services: vec![LabService {
@@ -253,7 +257,9 @@ fn chain(a: &ChainArgs) -> anyhow::Result<bool> {
                 let (goodput, nodes) = if mode == "kernel" {
                     (kernel_run(n, mtu, a.run.seconds, a.run.streams)?, Vec::new())
                 } else {
-                    let lab = RunningLab::start(&chain_lab(n, mode == "intrusive", mtu, transport), &a.run.state_dir)?;
+                    let mut spec = chain_lab(n, mode == "intrusive", mtu, transport);
+                    spec.lanes = a.lanes;
+                    let lab = RunningLab::start(&spec, &a.run.state_dir)?;
                     let server = lab.plan.services[0].address.to_string();
                     let port = lab.plan.services[0].port;
                     (iperf(&lab.plan.clients[0].ns, &server, port, a.run.seconds, a.run.streams)?, lab.node_peak_rss())

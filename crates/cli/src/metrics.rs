@@ -29,15 +29,27 @@ pub(crate) struct Metrics {
     gateway: Family<Labels, Counter>,
 }
 
+/// The registry of node `node`: one set of families per worker lane (labelled `lane` when there
+/// are several).
+pub(crate) fn registry(node: &str, lanes: &[Metrics]) -> Registry {
+    let mut r = Registry::with_prefix_and_labels("zsfc", [("node".into(), node.to_owned().into())].into_iter());
+    if let [only] = lanes {
+        only.register(&mut r);
+    } else {
+        for (k, m) in lanes.iter().enumerate() {
+            m.register(r.sub_registry_with_label(("lane".into(), k.to_string().into())));
+        }
+    }
+    r
+}
+
 impl Metrics {
-    pub(crate) fn registry(&self, node: &str) -> Registry {
-        let mut r = Registry::with_prefix_and_labels("zsfc", [("node".into(), node.to_owned().into())].into_iter());
+    fn register(&self, r: &mut Registry) {
         r.register("packets", "Packets by where they went (driver and engine counters)", self.packets.clone());
         r.register("drops", "Packets dropped by the engine, by reason", self.drops.clone());
         r.register("sf", "Counters of each SF and its caching proxy", self.sf.clone());
         r.register("proxy_cached", "Packets inside each SF now (proxy cache entries)", self.cached.clone());
         r.register("gateway", "Gateway connections: accepted, served, refused by reason", self.gateway.clone());
-        r
     }
 
     fn set(family: &Family<Labels, Counter>, labels: Labels, v: u64) {

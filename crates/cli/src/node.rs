@@ -21,11 +21,16 @@ pub(crate) fn run(a: &Args) -> anyhow::Result<bool> {
     let text = std::fs::read_to_string(&a.config).with_context(|| format!("reading {}", a.config.display()))?;
     let cfg = NodeConfig::from_toml(&text).with_context(|| a.config.display().to_string())?;
     let io = cfg.io_settings().with_context(|| a.config.display().to_string())?;
-    let mut node = cfg.build(Instant::ZERO).with_context(|| a.config.display().to_string())?;
+    let lanes = cfg.settings.lanes;
+    let mut nodes = Vec::new();
+    for lane in 0..lanes {
+        nodes.push(cfg.build_lane(Instant::ZERO, lane).with_context(|| a.config.display().to_string())?);
+    }
     drop(text);
     let tun = io.tun.as_ref().map(|t| TunSpec { name: t.name.clone(), addresses: t.addresses.clone(), mtu: t.mtu });
     let mut attachments = Vec::new();
     for a in &io.attachments {
+        let node = &nodes[0];
         let sf = node
             .sf_ids()
             .find(|&id| node.sf_report(id).is_some_and(|r| r.name == a.sf))
@@ -46,8 +51,8 @@ pub(crate) fn run(a: &Args) -> anyhow::Result<bool> {
         })
         .collect();
     let transport = TransportSpec { listen: io.listen, ethernet: io.ethernet.clone() };
-    let mut drivers = Drivers::open(&transport, &peers, tun.as_ref(), &attachments)?;
-    let (control_tx, control_rx) = std::sync::mpsc::channel();
+    let mut drivers = Drivers::open_lanes(&transport, &peers, tun.as_ref(), &attachments, lanes as u16)?;
+    let (control_tx, control_rx): (Vec<_>, Vec<_>) = (0..lanes).map(|_| std::sync::mpsc::channel()).unzip();
     let gateway = match &io.gateway {
         None => None,
         Some(g) => {
@@ -85,30 +90,56 @@ pub(crate) fn run(a: &Args) -> anyhow::Result<bool> {
         signal_hook::flag::register(sig, Arc::clone(&stop)).context("installing signal handlers")?;
     }
     eprintln!(
-        "zsfc node {:?}: {}{} ({} peers){}",
+        "zsfc node {:?}: {}{} ({} peers){}{}",
         cfg.name,
         io.listen.map(|l| format!("MPLS-in-UDP on {l}")).unwrap_or_default(),
         io.ethernet.as_ref().map(|e| format!(" Ethernet+MPLS on {e}")).unwrap_or_default(),
         io.peers.len(),
-        tun.as_ref().map(|t| format!(", local side on {}", t.name)).unwrap_or_default()
+        tun.as_ref().map(|t| format!(", local side on {}", t.name)).unwrap_or_default(),
+        if lanes > 1 { format!(", {lanes} lanes") } else { String::new() }
     );
-    let metrics = crate::metrics::Metrics::default();
+    let metrics: Vec<crate::metrics::Metrics> = (0..lanes).map(|_| crate::metrics::Metrics::default()).collect();
     if let Some(listen) = io.metrics {
-        let registry = metrics.registry(&cfg.name);
+        let registry = crate::metrics::registry(&cfg.name, &metrics);
         let gw = gateway.as_ref().map(|g| g.stats.clone());
-        let at = crate::metrics::serve(listen, registry, metrics.clone(), gw)?;
+        let at = crate::metrics::serve(listen, registry, metrics[0].clone(), gw)?;
         eprintln!("zsfc node {:?}: metrics on http://{at}/metrics", cfg.name);
     }
     if let Some(p) = &a.ready_file {
         std::fs::write(p, b"ready\n").with_context(|| format!("writing {}", p.display()))?;
     }
-    drivers.run(&mut node, &stop, Some(&control_rx), |io, node| metrics.publish(io, node))?;
+    // One thread per lane; every lane stops on the same signal.
+    let results: Vec<Result<(), zsfc_io::IoError>> = std::thread::scope(|scope| {
+        let handles: Vec<_> = drivers
+            .iter_mut()
+            .zip(nodes.iter_mut())
+            .zip(control_rx.into_iter().zip(&metrics))
+            .map(|((d, n), (rx, m))| {
+                let stop = &stop;
+                scope.spawn(move || d.run(n, stop, Some(&rx), |io, node| m.publish(io, node)))
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().unwrap_or_else(|_| Err(zsfc_io::IoError::Io(std::io::Error::other("a lane panicked")))))
+            .collect()
+    });
+    for r in results {
+        r?;
+    }
 
-    // Final report on stdout: what the drivers and the engine did.
-    let s = drivers.stats;
+    // Final report on stdout: what the drivers and the engine of each lane did.
+    for (lane, (d, node)) in drivers.iter().zip(&nodes).enumerate() {
+        let name = if lanes > 1 { format!("{} lane {lane}", cfg.name) } else { cfg.name.clone() };
+        report(&name, &d.stats, node, if lane == 0 { gateway.as_ref() } else { None });
+    }
+    Ok(true)
+}
+
+fn report(name: &str, s: &zsfc_io::IoStats, node: &zsfc_dataplane::Node, gateway: Option<&zsfc_gateway::Gateway>) {
     println!(
         "node {}: udp rx {} tx {} ({} receives, {} sends) eth rx {} tx {} other {} unknown-source {}; tun rx {} ({} reads) tx {}; sf rx {} tx {}; undeliverable {}",
-        cfg.name,
+        name,
         s.udp_rx,
         s.udp_tx,
         s.udp_recv_calls,
@@ -124,7 +155,7 @@ pub(crate) fn run(a: &Args) -> anyhow::Result<bool> {
         s.sf_tx,
         s.undeliverable
     );
-    if let Some(gw) = &gateway {
+    if let Some(gw) = gateway {
         let g = &gw.stats;
         let refused: Vec<String> =
             zsfc_gateway::Refusal::ALL.iter().map(|&r| format!("{}={}", r.name(), g.refused(r))).collect();
@@ -164,5 +195,4 @@ pub(crate) fn run(a: &Args) -> anyhow::Result<bool> {
             );
         }
     }
-    Ok(true)
 }

@@ -36,18 +36,27 @@ impl NodeConfig {
     /// Checks the whole configuration and builds the node's data plane. Nothing is half-built:
     /// the first error stops it and names its field.
     pub fn build(&self, now: Instant) -> Result<Node, FieldError> {
+        self.build_lane(now, 0)
+    }
+
+    /// Builds the engine of worker lane `lane` (see [`Settings::lanes`]): the same data plane
+    /// with the lane's own SAs.
+    pub fn build_lane(&self, now: Instant, lane: u32) -> Result<Node, FieldError> {
         // A dry run first, so that a mistake late in the file leaves no pcap file behind.
         self.check()?;
-        self.build_inner(now, false)
+        if lane >= self.settings.lanes {
+            return Err(bad("settings.lanes", format!("there is no lane {lane} of {}", self.settings.lanes)));
+        }
+        self.build_inner(now, false, lane)
     }
 
     /// Checks everything [`build`](Self::build) checks without side effects (a logger's pcap
     /// file is not created; its directory must exist).
     pub fn check(&self) -> Result<(), FieldError> {
-        self.build_inner(Instant::ZERO, true).map(drop)
+        self.build_inner(Instant::ZERO, true, 0).map(drop)
     }
 
-    fn build_inner(&self, now: Instant, dry_run: bool) -> Result<Node, FieldError> {
+    fn build_inner(&self, now: Instant, dry_run: bool, lane: u32) -> Result<Node, FieldError> {
         if self.version != VERSION {
             return Err(bad(
                 "version",
@@ -60,6 +69,12 @@ impl NodeConfig {
         let s = self.settings;
         if !(1..=64).contains(&s.max_label_depth) {
             return Err(bad("settings.max_label_depth", format!("{} is outside 1..=64", s.max_label_depth)));
+        }
+        if !(1..=MAX_LANES).contains(&s.lanes) {
+            return Err(bad("settings.lanes", format!("{} is outside 1..={MAX_LANES}", s.lanes)));
+        }
+        if s.lanes > 1 {
+            self.check_lanes()?;
         }
         if s.tcp_mss_clamp.is_some_and(|m| m < 536) {
             return Err(bad("settings.tcp_mss_clamp", "below 536, the smallest MSS every IPv4 host must accept"));
@@ -139,7 +154,7 @@ impl NodeConfig {
             if !outbound.insert(o.index) {
                 return Err(bad(format!("{at}.index"), format!("outbound SA index {} is used twice", o.index)));
             }
-            let cfg = sa_config(&o.sa).map_err(|(sub, why)| bad(format!("{at}.sa.{sub}"), why))?;
+            let cfg = sa_config(&o.sa, lane).map_err(|(sub, why)| bad(format!("{at}.sa.{sub}"), why))?;
             node.install_outbound(SaIdx(o.index), &cfg, now).map_err(|e| bad(format!("{at}.sa"), e))?;
         }
         for (i, inb) in self.inbound_sas.iter().enumerate() {
@@ -149,7 +164,7 @@ impl NodeConfig {
                 Some(x) if outbound.contains(&x) => SaUse::Reseal(SaIdx(x)),
                 Some(x) => return Err(bad(format!("{at}.reseal"), format!("no outbound SA with index {x}"))),
             };
-            let cfg = sa_config(&inb.sa).map_err(|(sub, why)| bad(format!("{at}.sa.{sub}"), why))?;
+            let cfg = sa_config(&inb.sa, lane).map_err(|(sub, why)| bad(format!("{at}.sa.{sub}"), why))?;
             node.install_inbound(&cfg, usage, now).map_err(|e| bad(format!("{at}.sa.spi"), e))?;
         }
 
@@ -207,23 +222,64 @@ fn limits(l: &LimitsConfig) -> Limits {
 }
 
 /// The ESP configuration of `p`, or the failing sub-field and why.
-fn sa_config(p: &SaParams) -> Result<zsfc_esp::SaConfig, (&'static str, String)> {
+/// Most worker lanes a node may run.
+pub const MAX_LANES: u32 = 16;
+/// SPIs of lane `k` are the configured SPI with `k` in the top byte.
+const LANE_SPI_SHIFT: u32 = 24;
+
+/// The SA of worker lane `lane`: lane 0 is the configured SA; lane k has its own key material
+/// (HKDF from the configured) and the SPI `spi | k << 24`.
+fn sa_config(p: &SaParams, lane: u32) -> Result<zsfc_esp::SaConfig, (&'static str, String)> {
     let alg = match p.algorithm {
         Algorithm::Aes128Gcm => zsfc_esp::Algorithm::Aes128Gcm,
         Algorithm::Aes256Gcm => zsfc_esp::Algorithm::Aes256Gcm,
     };
-    let key = SaKey::new(alg, &p.keymat.0).map_err(|e| ("keymat", e.to_string()))?;
+    let keymat = SaKey::lane_keymat(&p.keymat.0, lane).map_err(|e| ("keymat", e.to_string()))?;
+    let key = SaKey::new(alg, &keymat).map_err(|e| ("keymat", e.to_string()))?;
     if p.spi < 256 {
         // RFC 4303 §2.1: SPIs 1-255 are reserved by IANA, 0 is never sent.
         return Err(("spi", format!("{} is reserved (0-255)", p.spi)));
     }
     Ok(zsfc_esp::SaConfig {
-        spi: p.spi,
+        spi: p.spi | (lane << LANE_SPI_SHIFT),
         key,
         esn: p.esn,
         replay_window: p.replay_window,
         lifetimes: Lifetimes { soft: limits(&p.lifetime.soft), hard: limits(&p.lifetime.hard) },
     })
+}
+
+impl NodeConfig {
+    /// What worker lanes need: MPLS-in-UDP only (each lane has its own port), SFs whose state
+    /// may be split by flow (no external SF, NAT, rate limiter or pcap logger), SPIs that leave
+    /// the top byte for the lane.
+    fn check_lanes(&self) -> Result<(), FieldError> {
+        if self.transport.as_ref().is_some_and(|t| t.ethernet.is_some()) {
+            return Err(bad("settings.lanes", "an Ethernet link runs one lane; use MPLS-in-UDP or lanes = 1"));
+        }
+        for (i, sf) in self.sfs.iter().enumerate() {
+            let why = match (&sf.function, sf.external) {
+                (_, true) => Some("an external SF has one attachment circuit"),
+                (Some(Function::Nat { .. }), _) => Some("a NAT keeps one translation table"),
+                (Some(Function::RateLimiter { .. }), _) => Some("a rate limiter keeps one budget"),
+                (Some(Function::Logger { .. }), _) => Some("a packet logger writes one file"),
+                _ => None,
+            };
+            if let Some(why) = why {
+                return Err(bad(format!("sfs[{i}]"), format!("{why}: it needs settings.lanes = 1")));
+            }
+        }
+        let spis = self.outbound_sas.iter().map(|o| ("outbound_sas".to_owned(), o.sa.spi));
+        for (list, spi) in spis.chain(self.inbound_sas.iter().map(|i| ("inbound_sas".to_owned(), i.sa.spi))) {
+            if spi >= 1 << LANE_SPI_SHIFT {
+                return Err(bad(
+                    list,
+                    format!("SPI {spi:#x} leaves no room for the lane (lanes need SPIs below 2^24)"),
+                ));
+            }
+        }
+        Ok(())
+    }
 }
 
 /// Encodes context headers, or the index of the failing one and why.

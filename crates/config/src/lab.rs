@@ -33,6 +33,9 @@ pub struct Lab {
     /// How nodes reach each other on the domain segment.
     #[serde(default)]
     pub transport: LabTransport,
+    /// Worker lanes of every node (threads with an engine each; see `settings.lanes`).
+    #[serde(default = "one_lane")]
+    pub lanes: u32,
     pub nodes: Vec<LabNode>,
     pub gateway: LabGateway,
     pub services: Vec<LabService>,
@@ -49,6 +52,10 @@ pub struct Lab {
 
 fn link_mtu() -> u16 {
     1500
+}
+
+fn one_lane() -> u32 {
+    1
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -593,6 +600,8 @@ impl Lab {
         });
         for c in &mut configs {
             c.metrics = Some(MetricsConfig { listen: METRICS_LISTEN.into() });
+            c.settings.lanes = self.lanes;
+            c.check().map_err(|e| bad("lanes", format!("node {:?}: {e}", c.name)))?;
         }
         let nodes = configs
             .into_iter()

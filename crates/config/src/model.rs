@@ -124,12 +124,21 @@ pub struct Settings {
     /// Largest MSS a TCP SYN entering the domain here may announce.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tcp_mss_clamp: Option<u16>,
+    /// Worker lanes: threads with an engine each, own UDP port (`listen` + lane), own TUN queue
+    /// and own SAs (derived per lane from the configured ones). Every node of a domain must have
+    /// the same number; lane k talks only to lane k of its peers.
+    #[serde(skip_serializing_if = "is_one")]
+    pub lanes: u32,
+}
+
+fn is_one(v: &u32) -> bool {
+    *v == 1
 }
 
 impl Default for Settings {
     fn default() -> Self {
         let d = zsfc_dataplane::NodeSettings::default();
-        Self { max_label_depth: d.max_label_depth, max_flows: d.max_flows, tcp_mss_clamp: d.tcp_mss_clamp }
+        Self { max_label_depth: d.max_label_depth, max_flows: d.max_flows, tcp_mss_clamp: d.tcp_mss_clamp, lanes: 1 }
     }
 }
 

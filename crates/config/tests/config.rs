@@ -215,6 +215,20 @@ fn refuses_mistakes_naming_the_field() {
             "labels[0].label: 1001 is the label of an SF",
         ),
         (duplicate_inbound_spi(), "inbound_sas[1].sa.spi: sa spi 0x1001: an inbound SA with this SPI is installed"),
+        (
+            ingress().replace("name = \"ingress\"", "name = \"ingress\"\nsettings = { lanes = 0 }"),
+            "settings.lanes: 0 is outside 1..=16",
+        ),
+        (
+            ingress().replace("name = \"ingress\"", "name = \"ingress\"\nsettings = { lanes = 17 }"),
+            "settings.lanes: 17 is outside",
+        ),
+        (
+            sf_node()
+                .replace("name = \"sf-node\"\n", "name = \"sf-node\"\nsettings = { lanes = 2 }\n")
+                .replace("function = { kind = \"counter\" }", "function = { kind = \"nat\", v4 = \"192.0.2.1\" }"),
+            "sfs[1]: a NAT keeps one translation table: it needs settings.lanes = 1",
+        ),
     ];
     for (text, want) in cases {
         let err = build(&text).err().unwrap_or_else(|| panic!("accepted; wanted an error containing {want:?}"));

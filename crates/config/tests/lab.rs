@@ -105,6 +105,10 @@ fn lab_mistakes_name_the_field() {
         (q.replace("kind = \"http\"", "kind = \"gopher\""), "unknown variant `gopher`"),
         (q.replace("version = 1", "version = 1\nmtu = 100"), "mtu: 100 is outside"),
         (
+            q.replace("version = 1", "version = 1\nlanes = 2\ntransport = \"ethernet\""),
+            "lanes: node \"ingress\": settings.lanes: an Ethernet link runs one lane",
+        ),
+        (
             q.replace("outcome = \"served\"           # the whole page", "outcome = \"served\"\nreason = \"x\""),
             "expect[0].reason: only a refusal",
         ),

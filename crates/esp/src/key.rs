@@ -85,6 +85,31 @@ impl SaKey {
         Ok(v)
     }
 
+    /// The key material of worker lane `lane` of an SA whose configured material is `keymat`:
+    /// lane 0 uses `keymat` itself; every other lane gets its own key and salt from
+    /// HKDF-SHA256(salt = "zsfc lane", ikm = keymat, info = lane). Both ends of the SA derive
+    /// the same; no two lanes share a key, so no GCM nonce is ever used twice under one key.
+    pub fn lane_keymat(keymat: &[u8], lane: u32) -> Result<zeroize::Zeroizing<Vec<u8>>, KeyError> {
+        let mut out = zeroize::Zeroizing::new(keymat.to_vec());
+        if lane == 0 {
+            return Ok(out);
+        }
+        struct Len(usize);
+        impl aws_lc_rs::hkdf::KeyType for Len {
+            fn len(&self) -> usize {
+                self.0
+            }
+        }
+        let info = lane.to_be_bytes();
+        let info = [&info[..]];
+        aws_lc_rs::hkdf::Salt::new(aws_lc_rs::hkdf::HKDF_SHA256, b"zsfc lane")
+            .extract(keymat)
+            .expand(&info, Len(out.len()))
+            .and_then(|okm| okm.fill(&mut out))
+            .map_err(|_| KeyError::Rejected)?;
+        Ok(out)
+    }
+
     pub fn algorithm(&self) -> Algorithm {
         self.alg
     }
@@ -113,6 +138,20 @@ mod tests {
         let s = format!("{k:?}");
         assert!(s.contains("redacted"));
         assert!(!s.contains("65") && !s.contains("41"));
+    }
+
+    #[test]
+    fn lanes_get_distinct_deterministic_keys() {
+        let base = [0x11u8; 36];
+        assert_eq!(&SaKey::lane_keymat(&base, 0).unwrap()[..], &base[..]);
+        let l1 = SaKey::lane_keymat(&base, 1).unwrap();
+        let l2 = SaKey::lane_keymat(&base, 2).unwrap();
+        assert_eq!(l1.len(), 36);
+        assert_ne!(&l1[..], &base[..]);
+        assert_ne!(&l1[..], &l2[..]);
+        assert_eq!(&SaKey::lane_keymat(&base, 1).unwrap()[..], &l1[..], "both ends derive the same");
+        assert_ne!(&SaKey::lane_keymat(&[0x12; 36], 1).unwrap()[..], &l1[..]);
+        assert_eq!(SaKey::lane_keymat(&[0x11; 20], 3).unwrap().len(), 20);
     }
 
     #[test]

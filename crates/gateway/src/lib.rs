@@ -279,8 +279,9 @@ pub struct Gateway {
 }
 
 /// Binds the listener now (so a bad address fails the node's start) and serves clients on a
-/// thread of its own. Flow entries go to the packet loop through `control`.
-pub fn start(settings: GatewaySettings, control: Sender<Control>) -> Result<Gateway, GatewayError> {
+/// thread of its own. Flow entries go to every packet loop (one per worker lane) through
+/// `control`.
+pub fn start(settings: GatewaySettings, control: Vec<Sender<Control>>) -> Result<Gateway, GatewayError> {
     let tls = Arc::new(server_config(&settings.ca, &settings.cert, &settings.key)?);
     let listener = std::net::TcpListener::bind(settings.listen)
         .map_err(|source| GatewayError::Listen { addr: settings.listen, source })?;
@@ -308,11 +309,18 @@ pub fn start(settings: GatewaySettings, control: Sender<Control>) -> Result<Gate
 
 struct Shared {
     settings: GatewaySettings,
-    control: Sender<Control>,
+    control: Vec<Sender<Control>>,
     stats: Arc<GatewayStats>,
 }
 
 impl Shared {
+    /// Sends `c` to every packet loop; `false` when one is gone.
+    fn tell(&self, c: Control) -> bool {
+        // Every lane gets it, even when one is gone.
+        let sent = self.control.iter().filter(|tx| tx.send(c).is_ok()).count();
+        sent == self.control.len()
+    }
+
     fn refuse(&self, peer: SocketAddr, identity: Option<&str>, sni: Option<&str>, r: Refusal, detail: &str) {
         self.stats.refuse(r);
         eprintln!(
@@ -357,7 +365,7 @@ impl Shared {
             Ok(s) => s,
             Err((tuple, e)) => {
                 if let Some(t) = tuple {
-                    let _ = self.control.send(Control::RemoveFlow(t));
+                    self.tell(Control::RemoveFlow(t));
                 }
                 return self.refuse(peer, Some(&identity), Some(&service.name), Refusal::ServiceUnreachable, &e);
             }
@@ -372,7 +380,7 @@ impl Shared {
         drop(inner);
         if let Some(t) = tuple {
             tokio::time::sleep(FLOW_LINGER).await;
-            let _ = self.control.send(Control::RemoveFlow(t));
+            self.tell(Control::RemoveFlow(t));
         }
     }
 
@@ -406,7 +414,9 @@ impl Shared {
             src_port: local.port(),
             dst_port: service.address.port(),
         };
-        self.control.send(Control::InsertFlow(tuple, chain)).map_err(|_| (None, "the packet loop is gone".into()))?;
+        if !self.tell(Control::InsertFlow(tuple, chain)) {
+            return Err((None, "the packet loop is gone".into()));
+        }
         match tokio::time::timeout(HANDSHAKE_TIMEOUT, sock.connect(service.address)).await {
             Ok(Ok(s)) => Ok(s),
             Ok(Err(e)) => Err((Some(tuple), format!("connecting to {}: {e}", service.address))),

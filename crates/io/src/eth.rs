@@ -29,10 +29,8 @@ pub(crate) struct EthLink {
     fd: OwnedFd,
     pub(crate) mac: [u8; 6],
     pub(crate) interface: String,
-    rx_hdrs: MultiHeaders<LinkAddr>,
     /// Buffers the next receive fills.
     rx_bufs: Vec<PacketBuf>,
-    tx_hdrs: MultiHeaders<LinkAddr>,
     /// Frames waiting for [`flush`](Self::flush).
     pending: Vec<PacketBuf>,
     /// No destination address: the socket is bound to its interface and frames carry their MAC.
@@ -71,9 +69,7 @@ impl EthLink {
             fd,
             mac,
             interface: interface.to_owned(),
-            rx_hdrs: MultiHeaders::preallocate(ETH_BATCH, None),
             rx_bufs: Vec::with_capacity(ETH_BATCH),
-            tx_hdrs: MultiHeaders::preallocate(ETH_BATCH, None),
             pending: Vec::with_capacity(ETH_BATCH),
             no_addrs: vec![None; ETH_BATCH],
         })
@@ -104,12 +100,15 @@ impl EthLink {
                 };
                 [IoSliceMut::new(space)]
             });
-            let results =
-                match recvmmsg(self.fd.as_raw_fd(), &mut self.rx_hdrs, iovs.iter_mut(), MsgFlags::MSG_DONTWAIT, None) {
-                    Ok(r) => r,
-                    Err(nix::errno::Errno::EAGAIN) => return Ok(0),
-                    Err(e) => return Err(e.into()),
-                };
+            // The message headers hold raw pointers (not `Send`), so they live for one call: one
+            // small allocation per batch, none per frame.
+            let mut hdrs = MultiHeaders::<LinkAddr>::preallocate(ETH_BATCH, None);
+            let results = match recvmmsg(self.fd.as_raw_fd(), &mut hdrs, iovs.iter_mut(), MsgFlags::MSG_DONTWAIT, None)
+            {
+                Ok(r) => r,
+                Err(nix::errno::Errno::EAGAIN) => return Ok(0),
+                Err(e) => return Err(e.into()),
+            };
             let mut n = 0;
             for (slot, r) in got.iter_mut().zip(results) {
                 *slot = (r.bytes, r.address.map_or(0, |a| a.pkttype()));
@@ -157,6 +156,7 @@ impl EthLink {
     pub(crate) fn flush(&mut self, mut recycle: impl FnMut(PacketBuf)) -> (u64, u64) {
         let (mut sent, mut failed) = (0u64, 0u64);
         let mut pending = core::mem::take(&mut self.pending);
+        let mut hdrs = MultiHeaders::<LinkAddr>::preallocate(ETH_BATCH, None);
         for chunk in pending.chunks(ETH_BATCH) {
             let mut it = chunk.iter();
             let iovs: [[IoSlice<'_>; 1]; ETH_BATCH] =
@@ -164,7 +164,7 @@ impl EthLink {
             let n = chunk.len();
             let r = sendmmsg(
                 self.fd.as_raw_fd(),
-                &mut self.tx_hdrs,
+                &mut hdrs,
                 iovs[..n].iter(),
                 &self.no_addrs[..n],
                 [],

@@ -168,11 +168,14 @@ impl core::fmt::Debug for Drivers {
 /// Creates a TUN device with a long transmit queue (the packets the kernel holds for us to
 /// read); `offload` turns on the virtio-net header with TSO/checksum offloads (the local side;
 /// never an attachment circuit).
-fn open_tun(t: &TunSpec, offload: bool) -> Result<tun_rs::SyncDevice, IoError> {
+fn open_tun(t: &TunSpec, offload: bool, multi_queue: bool) -> Result<tun_rs::SyncDevice, IoError> {
     let tun_err = |source| IoError::Tun { name: t.name.clone(), source };
     let mut b = tun_rs::DeviceBuilder::new().name(t.name.clone()).mtu(t.mtu).tx_queue_len(TX_QUEUE);
     if offload {
         b = b.offload(true);
+    }
+    if multi_queue {
+        b = b.multi_queue(true);
     }
     let dev = b.build_sync().map_err(tun_err)?;
     for &(a, len) in &t.addresses {
@@ -210,6 +213,55 @@ impl Drivers {
         tun: Option<&TunSpec>,
         attachments: &[AttachmentSpec],
     ) -> Result<Self, IoError> {
+        let tun = tun.map(|t| Ok::<_, IoError>((open_tun(t, true, false)?, t.mtu))).transpose()?;
+        Self::open_with(transport, peers, tun, attachments)
+    }
+
+    /// The drivers of `lanes` worker lanes: lane k listens on the MPLS-in-UDP port + k and sends
+    /// to its peers' port + k, and reads its own queue of one multi-queue TUN device. Lanes do
+    /// not use Ethernet links or attachment circuits (the configuration refuses them).
+    pub fn open_lanes(
+        transport: &TransportSpec,
+        peers: &[(u32, PeerAddr)],
+        tun: Option<&TunSpec>,
+        attachments: &[AttachmentSpec],
+        lanes: u16,
+    ) -> Result<Vec<Self>, IoError> {
+        if lanes <= 1 {
+            return Ok(vec![Self::open(transport, peers, tun, attachments)?]);
+        }
+        // One queue per lane: the device's first, then clones (each a new queue).
+        let mut queues: Vec<Option<(tun_rs::SyncDevice, u16)>> = Vec::new();
+        if let Some(t) = tun {
+            let tun_err = |source| IoError::Tun { name: t.name.clone(), source };
+            let first = open_tun(t, true, true)?;
+            for _ in 1..lanes {
+                let q = first.try_clone().map_err(tun_err)?;
+                q.set_nonblocking(true).map_err(tun_err)?;
+                queues.push(Some((q, t.mtu)));
+            }
+            queues.insert(0, Some((first, t.mtu)));
+        }
+        queues.resize_with(usize::from(lanes), || None);
+        let mut out = Vec::new();
+        for (lane, queue) in (0..lanes).zip(queues) {
+            let shift = |a: SocketAddr| SocketAddr::new(a.ip(), a.port().wrapping_add(lane));
+            let lane_transport = TransportSpec { listen: transport.listen.map(shift), ethernet: None };
+            let lane_peers: Vec<(u32, PeerAddr)> = peers
+                .iter()
+                .map(|&(id, p)| (id, if let PeerAddr::Udp(a) = p { PeerAddr::Udp(shift(a)) } else { p }))
+                .collect();
+            out.push(Self::open_with(&lane_transport, &lane_peers, queue, &[])?);
+        }
+        Ok(out)
+    }
+
+    fn open_with(
+        transport: &TransportSpec,
+        peers: &[(u32, PeerAddr)],
+        tun: Option<(tun_rs::SyncDevice, u16)>,
+        attachments: &[AttachmentSpec],
+    ) -> Result<Self, IoError> {
         let udp = match transport.listen {
             Some(listen) => {
                 let s = UdpSocket::bind(listen).map_err(|source| IoError::Bind { addr: listen, source })?;
@@ -230,10 +282,7 @@ impl Drivers {
             }
             table[i] = Some(addr);
         }
-        let tun = match tun {
-            Some(t) => Some(LocalTun::new(open_tun(t, true)?, t.mtu)),
-            None => None,
-        };
+        let tun = tun.map(|(dev, mtu)| LocalTun::new(dev, mtu));
         let epoll = Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC)?;
         if let Some(u) = &udp {
             epoll.add(&u.sock, EpollEvent::new(EpollFlags::EPOLLIN, TOKEN_UDP))?;
@@ -250,8 +299,8 @@ impl Drivers {
             let spec = |name: &str| TunSpec { name: name.to_owned(), addresses: Vec::new(), mtu: a.mtu };
             let ac = Attachment {
                 sf: a.sf,
-                to_sf: open_tun(&spec(&a.to_sf), false)?,
-                from_sf: open_tun(&spec(&a.from_sf), false)?,
+                to_sf: open_tun(&spec(&a.to_sf), false, false)?,
+                from_sf: open_tun(&spec(&a.from_sf), false, false)?,
             };
             epoll.add(&ac.from_sf, EpollEvent::new(EpollFlags::EPOLLIN, FIRST_AC + i as u64))?;
             let k = a.sf.0 as usize;
