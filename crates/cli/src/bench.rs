@@ -121,6 +121,7 @@ fn chain_lab(n: usize, intrusive: bool, mtu: u16, transport: LabTransport) -> La
         name: "bench".into(),
         mtu,
         transport,
+        attachments: zsfc_config::LabAttachments::Veth,
         lanes: 1,
         nodes,
         gateway: LabGateway { node: "ingress".into(), port: 443 },

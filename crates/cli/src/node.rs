@@ -5,7 +5,7 @@ use std::sync::atomic::AtomicBool;
 use zsfc_config::NodeConfig;
 use zsfc_config::PeerLink;
 use zsfc_dataplane::Instant;
-use zsfc_io::{AttachmentSpec, Drivers, PeerAddr, TransportSpec, TunSpec};
+use zsfc_io::{AttachmentKind, AttachmentSpec, Drivers, PeerAddr, TransportSpec, TunSpec};
 
 #[derive(Debug, clap::Args)]
 pub(crate) struct Args {
@@ -35,7 +35,11 @@ pub(crate) fn run(a: &Args) -> anyhow::Result<bool> {
             .sf_ids()
             .find(|&id| node.sf_report(id).is_some_and(|r| r.name == a.sf))
             .with_context(|| format!("the external SF {:?} was not built", a.sf))?;
-        attachments.push(AttachmentSpec { sf, to_sf: a.to_sf.clone(), from_sf: a.from_sf.clone(), mtu: a.mtu });
+        let kind = match a.veth_peer {
+            Some(to_sf_mac) => AttachmentKind::Veth { to_sf_mac },
+            None => AttachmentKind::Tun,
+        };
+        attachments.push(AttachmentSpec { sf, to_sf: a.to_sf.clone(), from_sf: a.from_sf.clone(), mtu: a.mtu, kind });
     }
     let peers: Vec<(u32, PeerAddr)> = io
         .peers

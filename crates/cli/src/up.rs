@@ -291,6 +291,32 @@ fn build(lab: &Lab, plan: &LabPlan, state: &State) -> anyhow::Result<()> {
         ip(&["-n", &gw.ns, "link", "set", &port, "master", "clients", "up"])?;
     }
 
+    // Veth attachment circuits exist before their node opens them.
+    for sf in &plan.external_sfs {
+        let Some(v) = &sf.veth else { continue };
+        let node_ns = &plan.nodes[sf.node].ns;
+        add_ns(&sf.ns)?;
+        for (node_end, sf_end) in [(&sf.to_sf, &v.sf_in), (&sf.from_sf, &v.sf_out)] {
+            ip(&[
+                "link", "add", node_end, "mtu", &mtu, "netns", node_ns, "type", "veth", "peer", "name", sf_end, "mtu",
+                &mtu, "netns", &sf.ns,
+            ])?;
+            // The node's kernel must not route what the SF sends back: only zsfc reads it.
+            sysctl(
+                node_ns,
+                &[
+                    &format!("net.ipv6.conf.{node_end}.disable_ipv6=1"),
+                    &format!("net.ipv4.conf.{node_end}.forwarding=0"),
+                ],
+            )?;
+        }
+        ip(&["-n", &sf.ns, "link", "set", &v.sf_in, "address", &v.sf_in_mac])?;
+        ip(&["-n", node_ns, "link", "set", &sf.from_sf, "address", &v.node_from_sf_mac])?;
+        for dev in [&sf.to_sf, &sf.from_sf] {
+            ip(&["-n", node_ns, "link", "set", dev, "up"])?;
+        }
+    }
+
     // The nodes.
     let bin = std::env::current_exe().context("finding the zsfc binary")?;
     let bin = bin.to_str().context("the zsfc binary's path is not UTF-8")?;
@@ -323,12 +349,21 @@ fn build(lab: &Lab, plan: &LabPlan, state: &State) -> anyhow::Result<()> {
         }
     }
 
-    // External SFs: their own namespace, holding both ends of the attachment circuit.
+    // External SFs: their own namespace, routing from the circuit's in side to its out side.
     for sf in &plan.external_sfs {
         let node_ns = &plan.nodes[sf.node].ns;
-        add_ns(&sf.ns)?;
-        for dev in [&sf.to_sf, &sf.from_sf] {
-            ip(&["-n", node_ns, "link", "set", dev, "netns", &sf.ns])?;
+        let (sf_in, sf_out) = match &sf.veth {
+            Some(v) => (v.sf_in.clone(), v.sf_out.clone()),
+            None => {
+                // TUN circuits: the node created both devices; they move into the SF's namespace.
+                add_ns(&sf.ns)?;
+                for dev in [&sf.to_sf, &sf.from_sf] {
+                    ip(&["-n", node_ns, "link", "set", dev, "netns", &sf.ns])?;
+                }
+                (sf.to_sf.clone(), sf.from_sf.clone())
+            }
+        };
+        for dev in [&sf_in, &sf_out] {
             sysctl(&sf.ns, &[&format!("net.ipv6.conf.{dev}.disable_ipv6=1")])?;
             ip(&["-n", &sf.ns, "link", "set", dev, "up"])?;
         }
@@ -336,8 +371,28 @@ fn build(lab: &Lab, plan: &LabPlan, state: &State) -> anyhow::Result<()> {
             &sf.ns,
             &["net.ipv4.ip_forward=1", "net.ipv4.conf.all.rp_filter=0", "net.ipv4.conf.default.rp_filter=0"],
         )?;
-        sysctl(&sf.ns, &[&format!("net.ipv4.conf.{}.rp_filter=0", sf.to_sf)])?;
-        ip(&["-n", &sf.ns, "route", "add", "default", "dev", &sf.from_sf])?;
+        sysctl(&sf.ns, &[&format!("net.ipv4.conf.{sf_in}.rp_filter=0")])?;
+        match &sf.veth {
+            Some(v) => {
+                // The way out: a next hop whose MAC is the node's end (no ARP needed).
+                ip(&["-n", &sf.ns, "addr", "add", "169.254.0.1/30", "dev", &sf_out])?;
+                ip(&[
+                    "-n",
+                    &sf.ns,
+                    "neigh",
+                    "add",
+                    "169.254.0.2",
+                    "lladdr",
+                    &v.node_from_sf_mac,
+                    "dev",
+                    &sf_out,
+                    "nud",
+                    "permanent",
+                ])?;
+                ip(&["-n", &sf.ns, "route", "add", "default", "via", "169.254.0.2", "dev", &sf_out])?;
+            }
+            None => ip(&["-n", &sf.ns, "route", "add", "default", "dev", &sf_out])?,
+        }
         for rule in &sf.iptables {
             let mut args = vec!["iptables"];
             args.extend(rule.iter().map(String::as_str));

@@ -262,6 +262,15 @@ fn nat_sf_behind_the_caching_proxy_and_udp_through_a_chain() {
         report.lines().find_map(|l| l.strip_prefix("sf nat ")).map(|l| count(&l.replace(' ', "\n"), "tx_success="));
     assert!(rx > 100 && tx == Some(rx), "{report}");
 
+    // The same NAT over a TUN attachment circuit instead of veth pairs.
+    let tun = LabRun::new("nat", "t");
+    let text =
+        std::fs::read_to_string(&tun.file).unwrap().replacen("\nnodes = ", "\nattachments = \"tun\"\nnodes = ", 1);
+    std::fs::write(&tun.file, text).unwrap();
+    let out = tun.run();
+    assert!(out.contains("1 of 1 outcomes as expected"), "{out}");
+    assert!(count(&out, "sf nat rx_success=") > 100, "{out}");
+
     let udp = LabRun::new("udp", "u");
     let out = udp.run();
     assert!(out.contains("1 of 1 outcomes as expected"), "{out}");

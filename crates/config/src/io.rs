@@ -1,6 +1,6 @@
 //! The process-side settings of a node, parsed and checked with field names.
 use crate::build::bad;
-use crate::{FieldError, GatewayConfig, NodeConfig};
+use crate::{AttachmentKindConfig, FieldError, GatewayConfig, NodeConfig};
 use std::collections::HashSet;
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
@@ -59,6 +59,8 @@ pub struct AttachmentSettings {
     pub to_sf: String,
     pub from_sf: String,
     pub mtu: u16,
+    /// `Some(SF's MAC)` for a veth attachment, `None` for TUN devices.
+    pub veth_peer: Option<[u8; 6]>,
 }
 
 fn device_name(field: String, name: &str) -> Result<(), FieldError> {
@@ -164,11 +166,30 @@ impl NodeConfig {
                     if a.mtu < 576 {
                         return Err(bad(format!("sfs[{i}].attachment.mtu"), format!("{} is below 576", a.mtu)));
                     }
+                    let veth_peer = match (a.kind, &a.to_sf_mac) {
+                        (AttachmentKindConfig::Tun, None) => None,
+                        (AttachmentKindConfig::Veth, Some(m)) => Some(parse_mac(m).ok_or_else(|| {
+                            bad(format!("sfs[{i}].attachment.to_sf_mac"), format!("{m:?} is not aa:bb:cc:dd:ee:ff"))
+                        })?),
+                        (AttachmentKindConfig::Veth, None) => {
+                            return Err(bad(
+                                format!("sfs[{i}].attachment.to_sf_mac"),
+                                "missing: a veth attachment needs the SF's MAC",
+                            ));
+                        }
+                        (AttachmentKindConfig::Tun, Some(_)) => {
+                            return Err(bad(
+                                format!("sfs[{i}].attachment.to_sf_mac"),
+                                "only a veth attachment has one",
+                            ));
+                        }
+                    };
                     attachments.push(AttachmentSettings {
                         sf: sf.name.clone(),
                         to_sf: a.to_sf.clone(),
                         from_sf: a.from_sf.clone(),
                         mtu: a.mtu,
+                        veth_peer,
                     });
                 }
             }

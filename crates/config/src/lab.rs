@@ -33,6 +33,9 @@ pub struct Lab {
     /// How nodes reach each other on the domain segment.
     #[serde(default)]
     pub transport: LabTransport,
+    /// What the attachment circuits of external SFs are made of.
+    #[serde(default)]
+    pub attachments: LabAttachments,
     /// Worker lanes of every node (threads with an engine each; see `settings.lanes`).
     #[serde(default = "one_lane")]
     pub lanes: u32,
@@ -281,9 +284,32 @@ pub struct PlannedSf {
     pub name: String,
     pub node: usize,
     pub ns: String,
+    /// The node's ends of the attachment circuit.
     pub to_sf: String,
     pub from_sf: String,
     pub iptables: Vec<Vec<String>>,
+    /// For veth circuits: the SF's interface names and MAC addresses (`in`, `out`) and the MAC
+    /// of the node's `from_sf` end (the SF's next hop).
+    pub veth: Option<PlannedVeth>,
+}
+
+#[derive(Debug, Clone)]
+pub struct PlannedVeth {
+    pub sf_in: String,
+    pub sf_in_mac: String,
+    pub sf_out: String,
+    pub node_from_sf_mac: String,
+}
+
+/// What attachment circuits are made of.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LabAttachments {
+    /// A veth pair in and a veth pair out; the SF's namespace routes between them.
+    #[default]
+    Veth,
+    /// Two TUN devices the node creates and `up` moves into the SF's namespace.
+    Tun,
 }
 
 #[derive(Debug, Clone)]
@@ -406,6 +432,16 @@ impl Lab {
                         parsed.push(args);
                     }
                     let (to_sf, from_sf) = (format!("ac{k}in"), format!("ac{k}out"));
+                    let veth = (self.attachments == LabAttachments::Veth).then(|| PlannedVeth {
+                        sf_in: "in0".into(),
+                        sf_in_mac: format!("02:00:5b:{:02x}:{:02x}:01", k >> 8, k & 0xff),
+                        sf_out: "out0".into(),
+                        node_from_sf_mac: format!("02:00:5b:{:02x}:{:02x}:02", k >> 8, k & 0xff),
+                    });
+                    let (kind, to_sf_mac) = match &veth {
+                        Some(v) => (AttachmentKindConfig::Veth, Some(v.sf_in_mac.clone())),
+                        None => (AttachmentKindConfig::Tun, None),
+                    };
                     external_sfs.push(PlannedSf {
                         name: s.name.clone(),
                         node,
@@ -413,8 +449,9 @@ impl Lab {
                         to_sf: to_sf.clone(),
                         from_sf: from_sf.clone(),
                         iptables: parsed,
+                        veth,
                     });
-                    Some(AttachmentConfig { to_sf, from_sf, mtu: self.mtu })
+                    Some(AttachmentConfig { to_sf, from_sf, mtu: self.mtu, kind, to_sf_mac })
                 }
                 _ => return Err(bad(at, "give exactly one of `function` (built-in) and `iptables` (external)")),
             };

@@ -194,8 +194,11 @@ pub struct SfConfig {
     pub attachment: Option<AttachmentConfig>,
 }
 
-/// The attachment circuit of an external SF: two TUN devices the node creates; packets for the
-/// SF are written to `to_sf`, the SF routes them out of `from_sf` back to the node.
+/// The attachment circuit of an external SF: packets for the SF leave on `to_sf`, the SF
+/// routes them out of its other interface back to the node's `from_sf`. With `kind = "tun"`
+/// (default) both are TUN devices the node creates; with `kind = "veth"` both are existing veth
+/// ends in the node's namespace whose peers belong to the SF, and `to_sf_mac` is the MAC address
+/// of the SF's interface on the `to_sf` link.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AttachmentConfig {
@@ -203,6 +206,22 @@ pub struct AttachmentConfig {
     pub from_sf: String,
     #[serde(default = "attachment_mtu")]
     pub mtu: u16,
+    #[serde(default, skip_serializing_if = "is_tun")]
+    pub kind: AttachmentKindConfig,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub to_sf_mac: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AttachmentKindConfig {
+    #[default]
+    Tun,
+    Veth,
+}
+
+fn is_tun(k: &AttachmentKindConfig) -> bool {
+    *k == AttachmentKindConfig::Tun
 }
 
 fn attachment_mtu() -> u16 {

@@ -64,6 +64,10 @@ fn the_seed_testbed_plan_has_its_chains_policy_and_external_sf() {
         (a.to_sf.as_str(), a.from_sf.as_str())
     );
     assert_eq!(plan.external_sfs[0].iptables[0][..2], ["-A", "FORWARD"]);
+    // A veth pair in, a veth pair out (the default): the node addresses the SF's `in` side.
+    let v = plan.external_sfs[0].veth.as_ref().unwrap();
+    assert_eq!(a.kind, zsfc_config::AttachmentKindConfig::Veth);
+    assert_eq!(a.to_sf_mac.as_deref(), Some(v.sf_in_mac.as_str()));
     // One SA per encrypting hop: ingress→egress (chain 1: sf1 is not intrusive), ingress→sf2
     // and sf2→egress (chain 2), egress→ingress (the way back). sf1 holds no payload key.
     let sas: Vec<usize> = plan.nodes.iter().map(|n| n.config.outbound_sas.len() + n.config.inbound_sas.len()).collect();

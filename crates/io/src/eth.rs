@@ -185,3 +185,91 @@ impl AsFd for EthLink {
         self.fd.as_fd()
     }
 }
+
+/// IP packets in Ethernet frames on one interface, for the veth attachment circuit of an
+/// external SF: frames go to the SF's MAC address, and the frames addressed to this interface
+/// come back. One frame per system call (an attachment carries one SF's traffic).
+pub(crate) struct IpOverEthernet {
+    fd: OwnedFd,
+    mac: [u8; 6],
+    /// Where frames go (the SF's interface); `None` for a receive-only side.
+    peer: Option<[u8; 6]>,
+}
+
+/// `sll_pkttype` of a frame addressed to this host.
+const PACKET_HOST: u8 = 0;
+const ETHERTYPE_IPV4: u16 = 0x0800;
+const ETHERTYPE_IPV6: u16 = 0x86dd;
+
+impl IpOverEthernet {
+    pub(crate) fn open(interface: &str, peer: Option<[u8; 6]>) -> io::Result<Self> {
+        let link = nix::ifaddrs::getifaddrs()?
+            .filter(|a| a.interface_name == interface)
+            .find_map(|a| a.address.and_then(|s| s.as_link_addr().copied()))
+            .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, format!("no interface named {interface:?}")))?;
+        let mac = link.addr().ok_or_else(|| io::Error::other(format!("{interface} has no MAC address")))?;
+        let fd = socket(
+            AddressFamily::Packet,
+            SockType::Raw,
+            SockFlag::SOCK_NONBLOCK | SockFlag::SOCK_CLOEXEC,
+            SockProtocol::EthAll,
+        )?;
+        bind(fd.as_raw_fd(), &link)?;
+        if peer.is_some() {
+            // The sending side never reads: keep what the kernel queues for it small.
+            let _ = setsockopt(&fd, sockopt::RcvBuf, &0);
+        } else if setsockopt(&fd, sockopt::RcvBufForce, &SOCKET_BUFFER).is_err() {
+            // The receiving side holds a burst coming back from the SF.
+            let _ = setsockopt(&fd, sockopt::RcvBuf, &SOCKET_BUFFER);
+        }
+        Ok(Self { fd, mac, peer })
+    }
+
+    /// Sends the IP packet in `b` in a frame to the peer (the header goes into the headroom).
+    pub(crate) fn send(&self, b: &mut PacketBuf) -> io::Result<()> {
+        let peer = self.peer.ok_or_else(|| io::Error::other("a receive-only side"))?;
+        let ethertype = if b.as_slice().first().is_some_and(|v| v >> 4 == 6) { ETHERTYPE_IPV6 } else { ETHERTYPE_IPV4 };
+        let h = b.push_front(HEADER).map_err(|e| io::Error::other(e.to_string()))?;
+        h[..6].copy_from_slice(&peer);
+        h[6..12].copy_from_slice(&self.mac);
+        h[12..14].copy_from_slice(&ethertype.to_be_bytes());
+        nix::sys::socket::send(self.fd.as_raw_fd(), b.as_slice(), MsgFlags::MSG_DONTWAIT)?;
+        Ok(())
+    }
+
+    /// Receives one frame into `b` (empty, with headroom): `Ok(Some(true))` when it held an IP
+    /// packet addressed to us (now alone in `b`), `Ok(Some(false))` for any other frame,
+    /// `Ok(None)` when nothing waits.
+    pub(crate) fn recv(&self, b: &mut PacketBuf) -> io::Result<Option<bool>> {
+        let mut pkttype = PACKET_HOST;
+        let fd = self.fd.as_raw_fd();
+        let got = b.append_with(DEFAULT_TAILROOM, |space| {
+            nix::sys::socket::recvfrom::<LinkAddr>(fd, space)
+                .map(|(n, a)| {
+                    pkttype = a.map_or(PACKET_HOST, |a| a.pkttype());
+                    n
+                })
+                .map_err(io::Error::from)
+        });
+        match got {
+            Ok(_) => {}
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(None),
+            Err(e) => return Err(e),
+        }
+        let f = b.as_slice();
+        let ours = pkttype == PACKET_HOST
+            && f.len() > HEADER
+            && f[..6] == self.mac
+            && matches!(u16::from_be_bytes([f[12], f[13]]), ETHERTYPE_IPV4 | ETHERTYPE_IPV6);
+        if !ours || b.pull_front(HEADER).is_err() {
+            return Ok(Some(false));
+        }
+        Ok(Some(true))
+    }
+}
+
+impl AsFd for IpOverEthernet {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.fd.as_fd()
+    }
+}

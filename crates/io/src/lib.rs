@@ -101,6 +101,47 @@ pub struct AttachmentSpec {
     pub to_sf: String,
     pub from_sf: String,
     pub mtu: u16,
+    pub kind: AttachmentKind,
+}
+
+/// What an attachment circuit is made of.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AttachmentKind {
+    /// Two TUN devices the node creates (and whoever runs the SF takes over).
+    Tun,
+    /// Two existing veth ends in the node's namespace whose peers are the SF's interfaces:
+    /// packets go in Ethernet frames to `to_sf_mac` (the SF's interface on the `to_sf` link)
+    /// and come back as frames to the `from_sf` end.
+    Veth { to_sf_mac: [u8; 6] },
+}
+
+/// One side of an attachment circuit.
+enum AcPort {
+    Tun(tun_rs::SyncDevice),
+    Veth(eth::IpOverEthernet),
+}
+
+impl AcPort {
+    fn open(name: &str, mtu: u16, kind: AttachmentKind, peer: Option<[u8; 6]>) -> Result<Self, IoError> {
+        Ok(match kind {
+            AttachmentKind::Tun => {
+                let spec = TunSpec { name: name.to_owned(), addresses: Vec::new(), mtu };
+                Self::Tun(open_tun(&spec, false, false)?)
+            }
+            AttachmentKind::Veth { .. } => Self::Veth(
+                eth::IpOverEthernet::open(name, peer)
+                    .map_err(|source| IoError::Link { name: name.to_owned(), source })?,
+            ),
+        })
+    }
+
+    fn fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        use std::os::fd::AsFd;
+        match self {
+            Self::Tun(t) => t.as_fd(),
+            Self::Veth(v) => v.as_fd(),
+        }
+    }
 }
 
 /// A change to the engine asked for by another thread (the ingress gateway). Applied by the
@@ -114,8 +155,8 @@ pub enum Control {
 
 struct Attachment {
     sf: SfId,
-    to_sf: tun_rs::SyncDevice,
-    from_sf: tun_rs::SyncDevice,
+    to_sf: AcPort,
+    from_sf: AcPort,
 }
 
 /// The drivers of one node process.
@@ -296,13 +337,16 @@ impl Drivers {
         let mut acs = Vec::new();
         let mut ac_of_sf = Vec::new();
         for (i, a) in attachments.iter().enumerate() {
-            let spec = |name: &str| TunSpec { name: name.to_owned(), addresses: Vec::new(), mtu: a.mtu };
+            let peer = match a.kind {
+                AttachmentKind::Veth { to_sf_mac } => Some(to_sf_mac),
+                AttachmentKind::Tun => None,
+            };
             let ac = Attachment {
                 sf: a.sf,
-                to_sf: open_tun(&spec(&a.to_sf), false, false)?,
-                from_sf: open_tun(&spec(&a.from_sf), false, false)?,
+                to_sf: AcPort::open(&a.to_sf, a.mtu, a.kind, peer)?,
+                from_sf: AcPort::open(&a.from_sf, a.mtu, a.kind, None)?,
             };
-            epoll.add(&ac.from_sf, EpollEvent::new(EpollFlags::EPOLLIN, FIRST_AC + i as u64))?;
+            epoll.add(ac.from_sf.fd(), EpollEvent::new(EpollFlags::EPOLLIN, FIRST_AC + i as u64))?;
             let k = a.sf.0 as usize;
             if ac_of_sf.len() <= k {
                 ac_of_sf.resize(k + 1, None);
@@ -364,9 +408,12 @@ impl Drivers {
                 }
                 None => (false, b),
             },
-            Verdict::ToSf(sf, b) => {
+            Verdict::ToSf(sf, mut b) => {
                 let ac = self.ac_of_sf.get(sf.0 as usize).copied().flatten();
-                let ok = ac.is_some_and(|i| self.attachments[i].to_sf.send(b.as_slice()).is_ok());
+                let ok = ac.is_some_and(|i| match &self.attachments[i].to_sf {
+                    AcPort::Tun(t) => t.send(b.as_slice()).is_ok(),
+                    AcPort::Veth(v) => v.send(&mut b).is_ok(),
+                });
                 self.stats.sf_tx += u64::from(ok);
                 (ok, b)
             }
@@ -536,12 +583,24 @@ impl Drivers {
         }
         for _ in 0..BATCH {
             let mut b = self.buffer();
-            let read = match self.attachments.get((token - FIRST_AC) as usize) {
-                Some(ac) => b.append_with(DEFAULT_TAILROOM, |space| ac.from_sf.recv(space)),
+            let read = match self.attachments.get((token - FIRST_AC) as usize).map(|ac| &ac.from_sf) {
+                Some(AcPort::Tun(t)) => b.append_with(DEFAULT_TAILROOM, |space| t.recv(space)).map(|_| Some(true)),
+                Some(AcPort::Veth(v)) => v.recv(&mut b),
                 None => return Ok(()),
             };
             match read {
-                Ok(_) => {}
+                Ok(Some(true)) => {}
+                Ok(Some(false)) => {
+                    // A frame on the veth that is not an IP packet for us (ARP, neighbour
+                    // discovery, our own frames).
+                    self.stats.eth_other += 1;
+                    self.recycle(b);
+                    continue;
+                }
+                Ok(None) => {
+                    self.recycle(b);
+                    return Ok(());
+                }
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
                     self.recycle(b);
                     return Ok(());
