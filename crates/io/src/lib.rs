@@ -157,6 +157,8 @@ struct Attachment {
     sf: SfId,
     to_sf: AcPort,
     from_sf: AcPort,
+    /// Largest packet (or frame) that comes back.
+    room: usize,
 }
 
 /// The drivers of one node process.
@@ -230,14 +232,21 @@ fn open_tun(t: &TunSpec, offload: bool, multi_queue: bool) -> Result<tun_rs::Syn
     Ok(dev)
 }
 
-/// A buffer from the pool (or a new one when the pool is empty), ready to receive.
-fn take_buffer(pool: &mut Vec<PacketBuf>) -> PacketBuf {
-    let mut b = pool
-        .pop()
-        .unwrap_or_else(|| PacketBuf::new(DEFAULT_HEADROOM + MAX_PACKET + DEFAULT_TAILROOM, DEFAULT_HEADROOM));
+/// A buffer with room for a packet of `room` bytes (plus head- and tailroom), from the pool when
+/// the pooled one is large enough. Sized to the packet, so a node holding many packets (a
+/// delaying SF, a full proxy cache) holds them in small buffers.
+fn take_buffer(pool: &mut Vec<PacketBuf>, room: usize) -> PacketBuf {
+    let need = DEFAULT_HEADROOM + room.min(MAX_PACKET) + DEFAULT_TAILROOM;
+    let mut b = match pool.pop() {
+        Some(b) if b.capacity() >= need => b,
+        _ => PacketBuf::new(need.next_multiple_of(BUFFER_GRAIN), DEFAULT_HEADROOM),
+    };
     b.reset(DEFAULT_HEADROOM);
     b
 }
+
+/// Buffers are allocated in multiples of this.
+const BUFFER_GRAIN: usize = 512;
 
 /// Returns a buffer to the pool (which stays small: the rest are freed).
 fn give_back(pool: &mut Vec<PacketBuf>, b: PacketBuf) {
@@ -345,6 +354,7 @@ impl Drivers {
                 sf: a.sf,
                 to_sf: AcPort::open(&a.to_sf, a.mtu, a.kind, peer)?,
                 from_sf: AcPort::open(&a.from_sf, a.mtu, a.kind, None)?,
+                room: usize::from(a.mtu) + 64,
             };
             epoll.add(ac.from_sf.fd(), EpollEvent::new(EpollFlags::EPOLLIN, FIRST_AC + i as u64))?;
             let k = a.sf.0 as usize;
@@ -369,8 +379,8 @@ impl Drivers {
         })
     }
 
-    fn buffer(&mut self) -> PacketBuf {
-        take_buffer(&mut self.pool)
+    fn buffer(&mut self, room: usize) -> PacketBuf {
+        take_buffer(&mut self.pool, room)
     }
 
     fn recycle(&mut self, b: PacketBuf) {
@@ -474,7 +484,8 @@ impl Drivers {
         for _ in 0..4 {
             let Self { eth, eth_inbox, pool, .. } = self;
             let Some(eth) = eth else { return Ok(()) };
-            let fresh = || take_buffer(pool);
+            // Frames up to the largest an interface may carry.
+            let fresh = || take_buffer(pool, MAX_PACKET);
             let n = eth.recv_batch(fresh, |f, b| {
                 eth_inbox.push((
                     match f {
@@ -518,7 +529,7 @@ impl Drivers {
             let Self { udp, inbox, pool, .. } = self;
             let Some(udp) = udp else { return Ok(()) };
             let got = udp.recv(|from, d| {
-                let mut b = take_buffer(pool);
+                let mut b = take_buffer(pool, d.len());
                 if b.set(d, DEFAULT_HEADROOM).is_ok() {
                     inbox.push((from, b));
                 }
@@ -552,7 +563,7 @@ impl Drivers {
             let Some(tun) = tun else { return Ok(()) };
             let any = SocketAddr::from(([0, 0, 0, 0], 0));
             let got = tun.recv(|d| {
-                let mut b = take_buffer(pool);
+                let mut b = take_buffer(pool, d.len());
                 if b.set(d, DEFAULT_HEADROOM).is_ok() {
                     inbox.push((any, b));
                 }
@@ -581,8 +592,9 @@ impl Drivers {
             TOKEN_ETH => return self.drain_eth(node, now),
             _ => {}
         }
+        let room = self.attachments.get((token - FIRST_AC) as usize).map_or(0, |a| a.room);
         for _ in 0..BATCH {
-            let mut b = self.buffer();
+            let mut b = self.buffer(room);
             let read = match self.attachments.get((token - FIRST_AC) as usize).map(|ac| &ac.from_sf) {
                 Some(AcPort::Tun(t)) => b.append_with(DEFAULT_TAILROOM, |space| t.recv(space)).map(|_| Some(true)),
                 Some(AcPort::Veth(v)) => v.recv(&mut b),
