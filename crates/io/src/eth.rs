@@ -45,20 +45,26 @@ pub(crate) enum Frame {
     Other,
 }
 
+/// A non-blocking AF_PACKET socket for every frame of `interface`, and the interface's MAC.
+fn bind_to(interface: &str) -> io::Result<(OwnedFd, [u8; 6])> {
+    let link = nix::ifaddrs::getifaddrs()?
+        .filter(|a| a.interface_name == interface)
+        .find_map(|a| a.address.and_then(|s| s.as_link_addr().copied()))
+        .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, format!("no interface named {interface:?}")))?;
+    let mac = link.addr().ok_or_else(|| io::Error::other(format!("{interface} has no MAC address")))?;
+    let fd = socket(
+        AddressFamily::Packet,
+        SockType::Raw,
+        SockFlag::SOCK_NONBLOCK | SockFlag::SOCK_CLOEXEC,
+        SockProtocol::EthAll,
+    )?;
+    bind(fd.as_raw_fd(), &link)?;
+    Ok((fd, mac))
+}
+
 impl EthLink {
     pub(crate) fn open(interface: &str) -> io::Result<Self> {
-        let link = nix::ifaddrs::getifaddrs()?
-            .filter(|a| a.interface_name == interface)
-            .find_map(|a| a.address.and_then(|s| s.as_link_addr().copied()))
-            .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, format!("no interface named {interface:?}")))?;
-        let mac = link.addr().ok_or_else(|| io::Error::other(format!("{interface} has no MAC address")))?;
-        let fd = socket(
-            AddressFamily::Packet,
-            SockType::Raw,
-            SockFlag::SOCK_NONBLOCK | SockFlag::SOCK_CLOEXEC,
-            SockProtocol::EthAll,
-        )?;
-        bind(fd.as_raw_fd(), &link)?;
+        let (fd, mac) = bind_to(interface)?;
         if setsockopt(&fd, sockopt::RcvBufForce, &SOCKET_BUFFER).is_err() {
             let _ = setsockopt(&fd, sockopt::RcvBuf, &SOCKET_BUFFER);
         }
@@ -203,18 +209,7 @@ const ETHERTYPE_IPV6: u16 = 0x86dd;
 
 impl IpOverEthernet {
     pub(crate) fn open(interface: &str, peer: Option<[u8; 6]>) -> io::Result<Self> {
-        let link = nix::ifaddrs::getifaddrs()?
-            .filter(|a| a.interface_name == interface)
-            .find_map(|a| a.address.and_then(|s| s.as_link_addr().copied()))
-            .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, format!("no interface named {interface:?}")))?;
-        let mac = link.addr().ok_or_else(|| io::Error::other(format!("{interface} has no MAC address")))?;
-        let fd = socket(
-            AddressFamily::Packet,
-            SockType::Raw,
-            SockFlag::SOCK_NONBLOCK | SockFlag::SOCK_CLOEXEC,
-            SockProtocol::EthAll,
-        )?;
-        bind(fd.as_raw_fd(), &link)?;
+        let (fd, mac) = bind_to(interface)?;
         if peer.is_some() {
             // The sending side never reads: keep what the kernel queues for it small.
             let _ = setsockopt(&fd, sockopt::RcvBuf, &0);
