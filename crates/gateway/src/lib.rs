@@ -361,8 +361,8 @@ impl Shared {
                 return self.refuse(peer, Some(&identity), sni.as_deref(), r, &detail);
             }
         };
-        let mut inner = match self.connect(&service, chain).await {
-            Ok(s) => s,
+        let (mut inner, tuple) = match self.connect(&service, chain).await {
+            Ok(connected) => connected,
             Err((tuple, e)) => {
                 if let Some(t) = tuple {
                     self.tell(Control::RemoveFlow(t));
@@ -370,7 +370,6 @@ impl Shared {
                 return self.refuse(peer, Some(&identity), Some(&service.name), Refusal::ServiceUnreachable, &e);
             }
         };
-        let tuple = self.tuple(&inner, &service);
         self.stats.served.fetch_add(1, Ordering::Relaxed);
         eprintln!("gateway: {peer} identity={identity} service={} chain={}", service.name, chain.0);
         use tokio::io::AsyncWriteExt;
@@ -378,30 +377,17 @@ impl Shared {
             let _ = tokio::io::copy_bidirectional(&mut tls, &mut inner).await;
         }
         drop(inner);
-        if let Some(t) = tuple {
-            tokio::time::sleep(FLOW_LINGER).await;
-            self.tell(Control::RemoveFlow(t));
-        }
-    }
-
-    fn tuple(&self, s: &tokio::net::TcpStream, service: &Service) -> Option<FiveTuple> {
-        let local = s.local_addr().ok()?;
-        Some(FiveTuple {
-            src: local.ip(),
-            dst: service.address.ip(),
-            protocol: protocol::TCP,
-            src_port: local.port(),
-            dst_port: service.address.port(),
-        })
+        tokio::time::sleep(FLOW_LINGER).await;
+        self.tell(Control::RemoveFlow(tuple));
     }
 
     /// Binds the inner socket to the local side, steers its 5-tuple onto the service's chain,
-    /// and only then connects.
+    /// and only then connects; returns the connection and the 5-tuple of its flow entry.
     async fn connect(
         &self,
         service: &Service,
         chain: ChainId,
-    ) -> Result<tokio::net::TcpStream, (Option<FiveTuple>, String)> {
+    ) -> Result<(tokio::net::TcpStream, FiveTuple), (Option<FiveTuple>, String)> {
         let src = self.settings.inner_source;
         let sock = if src.is_ipv4() { tokio::net::TcpSocket::new_v4() } else { tokio::net::TcpSocket::new_v6() }
             .map_err(|e| (None, e.to_string()))?;
@@ -418,7 +404,7 @@ impl Shared {
             return Err((None, "the packet loop is gone".into()));
         }
         match tokio::time::timeout(HANDSHAKE_TIMEOUT, sock.connect(service.address)).await {
-            Ok(Ok(s)) => Ok(s),
+            Ok(Ok(s)) => Ok((s, tuple)),
             Ok(Err(e)) => Err((Some(tuple), format!("connecting to {}: {e}", service.address))),
             Err(_) => Err((Some(tuple), format!("connecting to {}: timed out", service.address))),
         }
