@@ -126,6 +126,11 @@ impl Classifier {
         self.rules.push(r);
     }
 
+    /// Replaces every rule at once (a configuration push); flow entries stay.
+    pub fn set_rules(&mut self, rules: Vec<Rule>) {
+        self.rules = rules;
+    }
+
     pub fn rules(&self) -> &[Rule] {
         &self.rules
     }

@@ -187,6 +187,8 @@ pub enum ConfigError {
 pub enum Event {
     /// An outbound SA reached its soft lifetime: ask the controller for a new one.
     RekeyWanted { sa: SaIdx, spi: u32 },
+    /// An ESP packet named an SPI no inbound SA has (RFC 9061 `sadb-bad-spi`).
+    BadSpi { spi: u32 },
 }
 
 /// Packet counts by what happened (drops are in [`DropCounters`]).
@@ -397,6 +399,16 @@ impl Node {
         Ok(())
     }
 
+    /// The ids of the chains this node classifies onto.
+    pub fn chain_ids(&self) -> impl Iterator<Item = ChainId> + '_ {
+        self.chains.keys().copied()
+    }
+
+    /// The SPIs of the installed inbound SAs.
+    pub fn inbound_spis(&self) -> impl Iterator<Item = u32> + '_ {
+        self.inbound.keys().copied()
+    }
+
     pub fn remove_chain(&mut self, id: ChainId) -> bool {
         self.chains.remove(&id).is_some()
     }
@@ -486,6 +498,13 @@ impl Node {
 
     fn drop(&mut self, r: DropReason, buf: PacketBuf) -> Verdict {
         self.drops.add(r);
+        // Only the drop path pays for the report (RFC 9061 `sadb-bad-spi`); the agent rate-limits it.
+        if r == DropReason::EspBadSpi
+            && self.events.len() < MAX_EVENTS
+            && let Ok(spi) = spi_of(buf.as_slice())
+        {
+            self.events.push_back(Event::BadSpi { spi });
+        }
         Verdict::Drop(r, buf)
     }
 

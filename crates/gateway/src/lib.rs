@@ -12,7 +12,7 @@
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject};
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::Sender;
 use std::time::Duration;
@@ -276,6 +276,15 @@ fn handshake_refusal(e: &std::io::Error) -> Refusal {
 pub struct Gateway {
     pub stats: Arc<GatewayStats>,
     pub local_addr: SocketAddr,
+    policy: Arc<RwLock<Arc<Policy>>>,
+}
+
+impl Gateway {
+    /// Replaces the policy (a push from the controller); connections accepted from now on are
+    /// decided by it, open ones keep their chain.
+    pub fn set_policy(&self, policy: Policy) {
+        *self.policy.write().unwrap_or_else(std::sync::PoisonError::into_inner) = Arc::new(policy);
+    }
 }
 
 /// Binds the listener now (so a bad address fails the node's start) and serves clients on a
@@ -289,7 +298,8 @@ pub fn start(settings: GatewaySettings, control: Vec<Sender<Control>>) -> Result
     let local_addr = listener.local_addr()?;
     let stats = Arc::new(GatewayStats::default());
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-    let shared = Arc::new(Shared { settings, control, stats: stats.clone() });
+    let policy = Arc::new(RwLock::new(Arc::new(settings.policy.clone())));
+    let shared = Arc::new(Shared { settings, policy: policy.clone(), control, stats: stats.clone() });
     std::thread::Builder::new().name("gateway".into()).spawn(move || {
         rt.block_on(async move {
             let listener = match tokio::net::TcpListener::from_std(listener) {
@@ -304,20 +314,22 @@ pub fn start(settings: GatewaySettings, control: Vec<Sender<Control>>) -> Result
             }
         });
     })?;
-    Ok(Gateway { stats, local_addr })
+    Ok(Gateway { stats, local_addr, policy })
 }
 
 struct Shared {
     settings: GatewaySettings,
+    /// The live policy (`settings.policy` is the one the gateway started with).
+    policy: Arc<RwLock<Arc<Policy>>>,
     control: Vec<Sender<Control>>,
     stats: Arc<GatewayStats>,
 }
 
 impl Shared {
     /// Sends `c` to every packet loop; `false` when one is gone.
-    fn tell(&self, c: Control) -> bool {
+    fn tell(&self, c: impl Fn() -> Control) -> bool {
         // Every lane gets it, even when one is gone.
-        let sent = self.control.iter().filter(|tx| tx.send(c).is_ok()).count();
+        let sent = self.control.iter().filter(|tx| tx.send(c()).is_ok()).count();
         sent == self.control.len()
     }
 
@@ -346,7 +358,8 @@ impl Shared {
         };
         // Classification by HTTP path: read the request line first (and pass it on later).
         let mut head = Vec::new();
-        let path = if self.settings.policy.needs_path(&identity, sni.as_deref()) {
+        let policy = self.policy.read().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
+        let path = if policy.needs_path(&identity, sni.as_deref()) {
             match tokio::time::timeout(HANDSHAKE_TIMEOUT, read_request_target(&mut tls, &mut head)).await {
                 Ok(Some(p)) => Some(p),
                 _ => return self.refuse(peer, Some(&identity), sni.as_deref(), Refusal::NoHttpRequest, ""),
@@ -354,7 +367,7 @@ impl Shared {
         } else {
             None
         };
-        let (service, chain) = match self.settings.policy.decide(&identity, sni.as_deref(), path.as_deref()) {
+        let (service, chain) = match policy.decide(&identity, sni.as_deref(), path.as_deref()) {
             Ok((s, c)) => (s.clone(), c),
             Err(r) => {
                 let detail = path.map(|p| format!("path {p}")).unwrap_or_default();
@@ -365,7 +378,7 @@ impl Shared {
             Ok(connected) => connected,
             Err((tuple, e)) => {
                 if let Some(t) = tuple {
-                    self.tell(Control::RemoveFlow(t));
+                    self.tell(|| Control::RemoveFlow(t));
                 }
                 return self.refuse(peer, Some(&identity), Some(&service.name), Refusal::ServiceUnreachable, &e);
             }
@@ -378,7 +391,7 @@ impl Shared {
         }
         drop(inner);
         tokio::time::sleep(FLOW_LINGER).await;
-        self.tell(Control::RemoveFlow(tuple));
+        self.tell(|| Control::RemoveFlow(tuple));
     }
 
     /// Binds the inner socket to the local side, steers its 5-tuple onto the service's chain,
@@ -400,7 +413,7 @@ impl Shared {
             src_port: local.port(),
             dst_port: service.address.port(),
         };
-        if !self.tell(Control::InsertFlow(tuple, chain)) {
+        if !self.tell(|| Control::InsertFlow(tuple, chain)) {
             return Err((None, "the packet loop is gone".into()));
         }
         match tokio::time::timeout(HANDSHAKE_TIMEOUT, sock.connect(service.address)).await {

@@ -147,10 +147,22 @@ impl AcPort {
 /// A change to the engine asked for by another thread (the ingress gateway). Applied by the
 /// packet loop before it reads the next packets, so a flow entry sent before a connection's
 /// first packet is in place when that packet arrives.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Control {
     InsertFlow(FiveTuple, ChainId),
     RemoveFlow(FiveTuple),
+    /// Any other change to the engine (a configuration push from the controller: SAs, chains,
+    /// labels, rules), run between two batches with the loop's clock.
+    Configure(Box<dyn FnOnce(&mut Node, Instant) + Send>),
+}
+
+impl core::fmt::Debug for Control {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            Self::InsertFlow(t, c) => write!(f, "InsertFlow({t:?}, {c:?})"),
+            Self::RemoveFlow(t) => write!(f, "RemoveFlow({t:?})"),
+            Self::Configure(_) => f.write_str("Configure(..)"),
+        }
+    }
 }
 
 struct Attachment {
@@ -467,7 +479,7 @@ impl Drivers {
         self.peers.iter().flatten().any(|p| *p == PeerAddr::Ethernet(*from))
     }
 
-    fn apply(&mut self, node: &mut Node, c: Control) {
+    fn apply(&mut self, node: &mut Node, c: Control, now: Instant) {
         match c {
             Control::InsertFlow(t, chain) => match node.classifier_mut().insert_flow(t, chain) {
                 Ok(()) => self.stats.flows_inserted += 1,
@@ -476,6 +488,7 @@ impl Drivers {
             Control::RemoveFlow(t) => {
                 node.classifier_mut().remove_flow(&t);
             }
+            Control::Configure(f) => f(node, now),
         }
     }
 
@@ -659,7 +672,7 @@ impl Drivers {
             // Control first: a flow entry must be in place before its connection's packets.
             if let Some(rx) = control {
                 while let Ok(c) = rx.try_recv() {
-                    self.apply(node, c);
+                    self.apply(node, c, now());
                 }
             }
             for e in &events[..n] {
