@@ -229,7 +229,7 @@ const LANE_SPI_SHIFT: u32 = 24;
 
 /// The SA of worker lane `lane`: lane 0 is the configured SA; lane k has its own key material
 /// (HKDF from the configured) and the SPI `spi | k << 24`.
-fn sa_config(p: &SaParams, lane: u32) -> Result<zsfc_esp::SaConfig, (&'static str, String)> {
+pub fn sa_config(p: &SaParams, lane: u32) -> Result<zsfc_esp::SaConfig, (&'static str, String)> {
     let alg = match p.algorithm {
         Algorithm::Aes128Gcm => zsfc_esp::Algorithm::Aes128Gcm,
         Algorithm::Aes256Gcm => zsfc_esp::Algorithm::Aes256Gcm,

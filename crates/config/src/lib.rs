@@ -23,12 +23,13 @@
 #![forbid(unsafe_code)]
 
 mod build;
+pub mod ikeless;
 mod io;
 mod lab;
 mod model;
 mod topology;
 
-pub use build::FieldError;
+pub use build::{FieldError, sa_config};
 pub use io::{AttachmentSettings, GatewaySettings, IoSettings, PeerLink, TunSettings, parse_mac};
 pub use lab::*;
 pub use model::*;

@@ -39,6 +39,32 @@ pub struct NodeConfig {
     /// Where the node serves its counters as Prometheus metrics (`GET /metrics`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub metrics: Option<MetricsConfig>,
+    /// The controller that pushes this node's SAs, labels, chains, rules and gateway grants
+    /// (then the file holds none of them).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub controller: Option<ControllerConfig>,
+}
+
+/// Where the controller is and how the node proves who it is: a one-time bootstrap token the
+/// first time, the certificate it got for it after that.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ControllerConfig {
+    /// `host:port` of the controller's HTTPS API.
+    pub address: String,
+    /// The name in the controller's certificate.
+    #[serde(default = "controller_name")]
+    pub server_name: String,
+    /// PEM of the domain CA (verifies the controller).
+    pub ca: String,
+    /// Directory for the node's private key and certificate (created 0700 at enrolment).
+    pub identity_dir: String,
+    /// File holding the one-time bootstrap token; removed once the node is enrolled.
+    pub bootstrap: String,
+}
+
+fn controller_name() -> String {
+    "controller".into()
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

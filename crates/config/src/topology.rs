@@ -150,6 +150,12 @@ impl Topology {
 
     /// One configuration per node, in the order of `nodes`. Node `i` is peer id `i` everywhere.
     pub fn compile(&self) -> Result<Vec<NodeConfig>, FieldError> {
+        self.compile_from(FIRST_SPI).map(|(cfgs, _)| cfgs)
+    }
+
+    /// [`compile`](Self::compile) with fresh SAs numbered from `first_spi`; also returns the
+    /// next unused SPI (a controller never reuses one).
+    pub fn compile_from(&self, first_spi: u32) -> Result<(Vec<NodeConfig>, u32), FieldError> {
         if self.version != VERSION {
             return Err(bad(
                 "version",
@@ -240,6 +246,7 @@ impl Topology {
                 local: n.local.clone(),
                 gateway: None,
                 metrics: None,
+                controller: None,
             })
             .collect();
         // Every label: an SF or endpoint on its own node, a route to its owner elsewhere.
@@ -272,7 +279,7 @@ impl Topology {
             });
         }
 
-        let mut spi = FIRST_SPI;
+        let mut spi = first_spi;
         let mut next_out = vec![0u32; cfgs.len()];
         let _ = index(self.chains.iter().map(|c| c.name.as_str()), "chains")?;
         for (ci, c) in self.chains.iter().enumerate() {
@@ -325,7 +332,7 @@ impl Topology {
         for cfg in &cfgs {
             cfg.check().map_err(|e| bad(format!("node {:?}", cfg.name), e))?;
         }
-        Ok(cfgs)
+        Ok((cfgs, spi))
     }
 
     fn sa_params(&self, spi: u32) -> Result<SaParams, zsfc_esp::KeyError> {

@@ -12,9 +12,9 @@
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject};
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
-use std::sync::{Arc, RwLock};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::Sender;
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 use zsfc_dataplane::ChainId;
 use zsfc_io::Control;

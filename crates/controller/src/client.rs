@@ -1,0 +1,107 @@
+//! An HTTPS client for the controller's API (nodes and the `zsfc` operator commands): TLS 1.3,
+//! the controller verified against the domain CA, optionally with a client certificate.
+use http_body_util::{BodyExt, Full};
+use hyper::body::Bytes;
+use rustls_pki_types::pem::PemObject;
+use std::sync::Arc;
+use std::time::Duration;
+
+#[derive(Clone)]
+pub struct Client {
+    address: String,
+    server_name: rustls_pki_types::ServerName<'static>,
+    tls: tokio_rustls::TlsConnector,
+}
+
+impl core::fmt::Debug for Client {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("Client").field("address", &self.address).finish()
+    }
+}
+
+/// A reply: HTTP status and body.
+#[derive(Debug)]
+pub struct Reply {
+    pub status: u16,
+    pub body: Vec<u8>,
+}
+
+impl Reply {
+    /// The RFC 8040 error message, or the body as text.
+    pub fn message(&self) -> String {
+        serde_json::from_slice::<serde_json::Value>(&self.body)
+            .ok()
+            .and_then(|v| v["ietf-restconf:errors"]["error"][0]["error-message"].as_str().map(str::to_owned))
+            .unwrap_or_else(|| String::from_utf8_lossy(&self.body).into_owned())
+    }
+}
+
+impl Client {
+    /// `identity`: PEM certificate and key of the caller (`None`: no client certificate, as at
+    /// enrolment).
+    pub fn new(address: &str, server_name: &str, ca_pem: &str, identity: Option<(&str, &str)>) -> anyhow::Result<Self> {
+        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+        let mut roots = rustls::RootCertStore::empty();
+        for c in rustls_pki_types::CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {
+            roots.add(c?)?;
+        }
+        let b = rustls::ClientConfig::builder_with_provider(provider)
+            .with_protocol_versions(&[&rustls::version::TLS13])?
+            .with_root_certificates(roots);
+        let cfg = match identity {
+            None => b.with_no_client_auth(),
+            Some((cert, key)) => {
+                let chain =
+                    rustls_pki_types::CertificateDer::pem_slice_iter(cert.as_bytes()).collect::<Result<_, _>>()?;
+                b.with_client_auth_cert(chain, rustls_pki_types::PrivateKeyDer::from_pem_slice(key.as_bytes())?)?
+            }
+        };
+        Ok(Self {
+            address: address.to_owned(),
+            server_name: rustls_pki_types::ServerName::try_from(server_name.to_owned())?,
+            tls: tokio_rustls::TlsConnector::from(Arc::new(cfg)),
+        })
+    }
+
+    /// One request on its own connection, bounded by `timeout`.
+    pub async fn request(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<Vec<u8>>,
+        timeout: Duration,
+    ) -> anyhow::Result<Reply> {
+        tokio::time::timeout(timeout, self.request_inner(method, path, body))
+            .await
+            .map_err(|_| anyhow::anyhow!("{method} {path}: no answer within {timeout:?}"))?
+    }
+
+    async fn request_inner(&self, method: &str, path: &str, body: Option<Vec<u8>>) -> anyhow::Result<Reply> {
+        let tcp = tokio::net::TcpStream::connect(&self.address).await?;
+        tcp.set_nodelay(true)?;
+        let tls = self.tls.connect(self.server_name.clone(), tcp).await?;
+        let (mut send, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tls)).await?;
+        tokio::spawn(conn);
+        let req = hyper::Request::builder()
+            .method(method)
+            .uri(path)
+            .header(hyper::header::HOST, self.server_name.to_str().as_ref())
+            .header(hyper::header::CONTENT_TYPE, "application/yang-data+json")
+            .body(Full::new(Bytes::from(body.unwrap_or_default())))?;
+        let resp = send.send_request(req).await?;
+        let status = resp.status().as_u16();
+        let body = resp.into_body().collect().await?.to_bytes().to_vec();
+        Ok(Reply { status, body })
+    }
+
+    pub fn blocking(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<Vec<u8>>,
+        timeout: Duration,
+    ) -> anyhow::Result<Reply> {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+        rt.block_on(self.request(method, path, body, timeout))
+    }
+}

@@ -1,0 +1,113 @@
+//! The domain CA: issues the controller's, the gateway's, the clients' and (from a certificate
+//! signing request at enrolment) the nodes' certificates. Its key lives only in the
+//! controller's database (file mode 0600) and in memory.
+use rcgen::{
+    BasicConstraints, CertificateParams, CertificateSigningRequestParams, CertifiedIssuer, DnType, DnValue,
+    ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose, SanType,
+};
+use zeroize::Zeroizing;
+
+pub struct Ca {
+    issuer: Issuer<'static, KeyPair>,
+    cert_pem: String,
+    key_pem: Zeroizing<String>,
+}
+
+impl core::fmt::Debug for Ca {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str("Ca(<key redacted>)")
+    }
+}
+
+impl Ca {
+    /// A new self-signed CA named `name`.
+    pub fn new(name: &str) -> Result<Self, rcgen::Error> {
+        let mut p = CertificateParams::new(Vec::new())?;
+        p.distinguished_name.push(DnType::CommonName, name);
+        p.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
+        p.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+        let issued = CertifiedIssuer::self_signed(p, KeyPair::generate()?)?;
+        let cert_pem = issued.pem();
+        let key_pem = Zeroizing::new(issued.key().serialize_pem());
+        Self::from_pem(&cert_pem, &key_pem)
+    }
+
+    /// The CA stored by [`pem`](Self::pem) and [`key_pem`](Self::key_pem).
+    pub fn from_pem(cert_pem: &str, key_pem: &str) -> Result<Self, rcgen::Error> {
+        let key = KeyPair::from_pem(key_pem)?;
+        let issuer = Issuer::from_ca_cert_pem(cert_pem, key)?;
+        Ok(Self { issuer, cert_pem: cert_pem.to_owned(), key_pem: Zeroizing::new(key_pem.to_owned()) })
+    }
+
+    pub fn pem(&self) -> &str {
+        &self.cert_pem
+    }
+
+    pub fn key_pem(&self) -> &str {
+        &self.key_pem
+    }
+
+    /// Issues a certificate and its new key for `cn`; a server certificate carries `dns_names`
+    /// and `ips`.
+    pub fn issue(
+        &self,
+        cn: &str,
+        server: bool,
+        dns_names: &[String],
+        ips: &[std::net::IpAddr],
+    ) -> Result<(String, Zeroizing<String>), rcgen::Error> {
+        let mut p = CertificateParams::new(dns_names.to_vec())?;
+        p.subject_alt_names.extend(ips.iter().map(|ip| SanType::IpAddress(*ip)));
+        p.distinguished_name.push(DnType::CommonName, cn);
+        p.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+        p.extended_key_usages =
+            vec![if server { ExtendedKeyUsagePurpose::ServerAuth } else { ExtendedKeyUsagePurpose::ClientAuth }];
+        let key = KeyPair::generate()?;
+        let cert = p.signed_by(&key, &self.issuer)?;
+        Ok((cert.pem(), Zeroizing::new(key.serialize_pem())))
+    }
+
+    /// Signs a node's certificate signing request as a client certificate for `cn`, whatever
+    /// subject the request asked for: the identity comes from the bootstrap credential.
+    pub fn sign_csr(&self, csr_pem: &str, cn: &str) -> Result<String, rcgen::Error> {
+        let mut req = CertificateSigningRequestParams::from_pem(csr_pem)?;
+        let p = &mut req.params;
+        p.distinguished_name = rcgen::DistinguishedName::new();
+        p.distinguished_name.push(DnType::CommonName, DnValue::Utf8String(cn.to_owned()));
+        p.subject_alt_names.clear();
+        p.is_ca = IsCa::NoCa;
+        p.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+        p.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+        Ok(req.signed_by(&self.issuer)?.pem())
+    }
+}
+
+/// A node's new key and the CSR for it (the key never leaves the node).
+pub fn new_csr(cn: &str) -> Result<(String, Zeroizing<String>), rcgen::Error> {
+    let key = KeyPair::generate()?;
+    let mut p = CertificateParams::new(Vec::new())?;
+    p.distinguished_name.push(DnType::CommonName, cn);
+    let csr = p.serialize_request(&key)?;
+    Ok((csr.pem()?, Zeroizing::new(key.serialize_pem())))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_csr_is_signed_for_the_enrolled_name_only() {
+        let ca = Ca::new("test CA").unwrap();
+        let (csr, _key) = new_csr("i-claim-to-be-egress").unwrap();
+        let pem = ca.sign_csr(&csr, "sf1").unwrap();
+        let der = rustls_pki_types::pem::PemObject::from_pem_slice(pem.as_bytes())
+            .map(|c: rustls_pki_types::CertificateDer<'static>| c);
+        let der = der.unwrap();
+        let (_, cert) = x509_parser::parse_x509_certificate(&der).unwrap();
+        let cn: Vec<_> = cert.subject().iter_common_name().map(|c| c.as_str().unwrap().to_owned()).collect();
+        assert_eq!(cn, ["sf1"]);
+        // The CA survives a round trip through its stored form.
+        let again = Ca::from_pem(ca.pem(), ca.key_pem()).unwrap();
+        assert!(again.sign_csr(&csr, "sf2").is_ok());
+    }
+}

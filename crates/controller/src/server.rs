@@ -1,0 +1,369 @@
+//! The controller's HTTPS API: RESTCONF conventions (RFC 8040: `/restconf/data` for resources,
+//! `/restconf/operations` for operations, `{"module:input": ...}` bodies, `ietf-restconf:errors`
+//! on failure) over TLS 1.3. Enrolment needs no client certificate; every other call needs a
+//! certificate of the domain CA (a node's, for its own resources, or the operator's).
+use crate::audit::Kind;
+use crate::store::{Controller, Refusal};
+use axum::body::Bytes;
+use axum::extract::{Path, Query, State};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::{Extension, Router};
+use serde::Deserialize;
+use serde::de::DeserializeOwned;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use zeroize::Zeroizing;
+use zsfc_config::GatewayGrant;
+
+/// The OpenAPI document of this API (`docs/controller-openapi.json`), also served at
+/// `/openapi.json`.
+pub const OPENAPI: &str = include_str!("../../../docs/controller-openapi.json");
+
+/// Every route: method, path as the OpenAPI document writes it, and its handler.
+pub const API_ROUTES: &[(&str, &str)] = &[
+    ("post", "/restconf/operations/zsfc:enrol"),
+    ("get", "/restconf/data/zsfc:nodes/node={node}/desired"),
+    ("post", "/restconf/operations/zsfc:ack"),
+    ("post", "/restconf/operations/ietf-i2nsf-ikeless:sadb-expire"),
+    ("post", "/restconf/operations/ietf-i2nsf-ikeless:sadb-bad-spi"),
+    ("get", "/restconf/data/zsfc:domain"),
+    ("get", "/restconf/data/zsfc:nodes/node={node}"),
+    ("put", "/restconf/data/zsfc:domain/chain={name}"),
+    ("put", "/restconf/data/zsfc:domain/grants"),
+    ("post", "/restconf/operations/zsfc:rekey"),
+    ("get", "/openapi.json"),
+];
+
+/// How long a node's poll waits for a new document before an empty answer.
+const POLL_WAIT: Duration = Duration::from_secs(20);
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Who is calling: the certificate's CN (`None`: no client certificate) and the address.
+#[derive(Debug, Clone)]
+struct Peer {
+    identity: Option<String>,
+    addr: SocketAddr,
+}
+
+type Ctl = State<Arc<Controller>>;
+
+fn error(r: &Refusal) -> Response {
+    let body = serde_json::json!({"ietf-restconf:errors": {"error": [{
+        "error-type": if r.status >= 500 { "application" } else { "protocol" },
+        "error-tag": r.tag, "error-message": r.message,
+    }]}});
+    let status = StatusCode::from_u16(r.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    (status, [(header::CONTENT_TYPE, "application/yang-data+json")], body.to_string()).into_response()
+}
+
+fn ok(v: serde_json::Value) -> Response {
+    ([(header::CONTENT_TYPE, "application/yang-data+json")], v.to_string()).into_response()
+}
+
+/// Parses `{"<wrapper>": T}`; the message says where the body is wrong.
+fn input<T: DeserializeOwned>(body: &[u8], wrapper: &str) -> Result<T, Refusal> {
+    let mut v: serde_json::Value = serde_json::from_slice(body)
+        .map_err(|e| Refusal::new(400, "malformed-message", format!("body is not JSON: {e}")))?;
+    let inner = v
+        .get_mut(wrapper)
+        .map(serde_json::Value::take)
+        .ok_or_else(|| Refusal::new(400, "malformed-message", format!("body must be {{\"{wrapper}\": ...}}")))?;
+    serde_json::from_value(inner).map_err(|e| Refusal::new(400, "invalid-value", format!("{wrapper}: {e}")))
+}
+
+fn refuse_unauthenticated(ctl: &Controller, peer: &Peer, what: &str) -> Refusal {
+    ctl.audit(Kind::Refused, &peer.addr.to_string(), &format!("{what} without a client certificate"));
+    Refusal::new(401, "access-denied", "a client certificate of the domain CA is required")
+}
+
+/// The caller must be `node` itself (or the operator, when `operator_too`).
+fn require(ctl: &Controller, peer: &Peer, node: Option<&str>, what: &str) -> Result<String, Refusal> {
+    let Some(id) = &peer.identity else { return Err(refuse_unauthenticated(ctl, peer, what)) };
+    let allowed = id == crate::OPERATOR || node.is_some_and(|n| n == id);
+    if !allowed {
+        ctl.audit(Kind::Refused, id, &format!("{what} from {}: not allowed for this identity", peer.addr));
+        return Err(Refusal::new(403, "access-denied", format!("{id:?} may not {what}")));
+    }
+    Ok(id.clone())
+}
+
+fn list_key(key: &str, name: &str) -> Result<String, Refusal> {
+    key.strip_prefix(&format!("{name}="))
+        .filter(|k| !k.is_empty())
+        .map(str::to_owned)
+        .ok_or_else(|| Refusal::new(400, "invalid-value", format!("expected {name}=<key> in the path, got {key:?}")))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EnrolInput {
+    node: String,
+    token: Zeroizing<String>,
+    csr: String,
+}
+
+async fn enrol(State(ctl): Ctl, Extension(peer): Extension<Peer>, body: Bytes) -> Response {
+    let r = (|| {
+        let i: EnrolInput = input(&body, "zsfc:input")?;
+        let cert = ctl.enrol(&i.node, &i.token, &i.csr, &peer.addr.to_string())?;
+        Ok(serde_json::json!({"zsfc:output": {"certificate": cert, "ca": ctl.ca.pem()}}))
+    })();
+    r.map_or_else(|e: Refusal| error(&e), ok)
+}
+
+#[derive(Deserialize)]
+struct PollQuery {
+    #[serde(default)]
+    after: u64,
+    boot: String,
+}
+
+async fn desired(
+    State(ctl): Ctl,
+    Extension(peer): Extension<Peer>,
+    Path(key): Path<String>,
+    q: Result<Query<PollQuery>, axum::extract::rejection::QueryRejection>,
+) -> Response {
+    let node = match list_key(&key, "node") {
+        Ok(n) => n,
+        Err(e) => return error(&e),
+    };
+    let Ok(Query(q)) = q else {
+        return error(&Refusal::new(400, "invalid-value", "query: after=<version>&boot=<id> expected"));
+    };
+    if let Err(e) = require(&ctl, &Peer { identity: peer.identity.clone(), ..peer }, Some(&node), "poll its state")
+        .and_then(|id| if id == node { Ok(()) } else { Err(Refusal::new(403, "access-denied", "nodes only")) })
+    {
+        return error(&e);
+    }
+    match ctl.poll(&node, q.after, &q.boot, POLL_WAIT).await {
+        Some(p) => ([(header::CONTENT_TYPE, "application/yang-data+json")], p.body.to_vec()).into_response(),
+        None => StatusCode::NO_CONTENT.into_response(),
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AckInput {
+    node: String,
+    version: u64,
+    #[serde(default)]
+    error: Option<String>,
+}
+
+async fn ack(State(ctl): Ctl, Extension(peer): Extension<Peer>, body: Bytes) -> Response {
+    let r = (|| {
+        let i: AckInput = input(&body, "zsfc:input")?;
+        require(&ctl, &peer, Some(&i.node), "acknowledge")?;
+        ctl.ack(&i.node, i.version, i.error.as_deref());
+        Ok(serde_json::json!({}))
+    })();
+    r.map_or_else(|e: Refusal| error(&e), ok)
+}
+
+#[derive(Deserialize)]
+struct ExpireInput {
+    #[serde(rename = "ipsec-sa-name")]
+    name: String,
+    #[serde(rename = "soft-lifetime-expire", default = "yes")]
+    soft: bool,
+    #[serde(rename = "lifetime-current", default)]
+    _current: serde_json::Value,
+}
+
+fn yes() -> bool {
+    true
+}
+
+async fn sadb_expire(State(ctl): Ctl, Extension(peer): Extension<Peer>, body: Bytes) -> Response {
+    let r = (|| {
+        let id = require(&ctl, &peer, peer.identity.as_deref(), "notify")?;
+        let i: ExpireInput = input(&body, "ietf-i2nsf-ikeless:input")?;
+        ctl.expired(&id, &i.name, i.soft);
+        Ok(serde_json::json!({}))
+    })();
+    r.map_or_else(|e: Refusal| error(&e), ok)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BadSpiInput {
+    spi: u32,
+}
+
+async fn sadb_bad_spi(State(ctl): Ctl, Extension(peer): Extension<Peer>, body: Bytes) -> Response {
+    let r = (|| {
+        let id = require(&ctl, &peer, peer.identity.as_deref(), "notify")?;
+        let i: BadSpiInput = input(&body, "ietf-i2nsf-ikeless:input")?;
+        ctl.bad_spi(&id, i.spi);
+        Ok(serde_json::json!({}))
+    })();
+    r.map_or_else(|e: Refusal| error(&e), ok)
+}
+
+async fn domain(State(ctl): Ctl, Extension(peer): Extension<Peer>) -> Response {
+    match require(&ctl, &peer, None, "read the domain") {
+        Ok(_) => ok(ctl.status()),
+        Err(e) => error(&e),
+    }
+}
+
+async fn node(State(ctl): Ctl, Extension(peer): Extension<Peer>, Path(key): Path<String>) -> Response {
+    let r = (|| {
+        let node = list_key(&key, "node")?;
+        require(&ctl, &peer, Some(&node), "read a node")?;
+        let doc = ctl
+            .node_state(&node)
+            .ok_or_else(|| Refusal::new(404, "invalid-value", format!("no state for {node:?}")))?;
+        serde_json::to_value(doc).map_err(|e| Refusal::new(500, "operation-failed", e.to_string()))
+    })();
+    r.map_or_else(|e: Refusal| error(&e), ok)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ChainInput {
+    sfs: Vec<String>,
+}
+
+async fn chain(State(ctl): Ctl, Extension(peer): Extension<Peer>, Path(key): Path<String>, body: Bytes) -> Response {
+    let prep = (|| {
+        let name = list_key(&key, "chain")?;
+        let who = require(&ctl, &peer, None, "change a chain")?;
+        let i: ChainInput = input(&body, "zsfc:chain")?;
+        Ok((name, who, i))
+    })();
+    match prep {
+        Err(e) => error(&e),
+        Ok((name, who, i)) => match ctl.set_chain(&name, i.sfs, &who).await {
+            Ok(v) => ok(serde_json::json!({"zsfc:output": {"version": v}})),
+            Err(e) => error(&e),
+        },
+    }
+}
+
+async fn grants(State(ctl): Ctl, Extension(peer): Extension<Peer>, body: Bytes) -> Response {
+    let prep = (|| {
+        let who = require(&ctl, &peer, None, "change the policy")?;
+        let g: Vec<GatewayGrant> = input(&body, "zsfc:grants")?;
+        Ok((who, g))
+    })();
+    match prep {
+        Err(e) => error(&e),
+        Ok((who, g)) => match ctl.set_grants(g, &who).await {
+            Ok(v) => ok(serde_json::json!({"zsfc:output": {"version": v}})),
+            Err(e) => error(&e),
+        },
+    }
+}
+
+async fn rekey(State(ctl): Ctl, Extension(peer): Extension<Peer>) -> Response {
+    let who = match require(&ctl, &peer, None, "rekey") {
+        Ok(w) => w,
+        Err(e) => return error(&e),
+    };
+    match ctl.rollout(&format!("rekey requested by {who}")).await {
+        Ok(v) => ok(serde_json::json!({"zsfc:output": {"version": v}})),
+        Err(e) => error(&e),
+    }
+}
+
+async fn openapi() -> Response {
+    ([(header::CONTENT_TYPE, "application/json")], OPENAPI).into_response()
+}
+
+/// The router, built from [`API_ROUTES`] (so the table the OpenAPI test checks is the one
+/// served).
+fn router(ctl: Arc<Controller>) -> Router {
+    use axum::routing::{get, post, put};
+    let mut r = Router::new();
+    for &(method, path) in API_ROUTES {
+        // RFC 8040 list keys (`node={node}`) are whole path segments, parsed by the handler.
+        let axum_path = path.replace("node={node}", "{key}").replace("chain={name}", "{key}");
+        let route = match (method, path) {
+            (_, "/restconf/operations/zsfc:enrol") => post(enrol),
+            (_, "/restconf/data/zsfc:nodes/node={node}/desired") => get(desired),
+            (_, "/restconf/operations/zsfc:ack") => post(ack),
+            (_, "/restconf/operations/ietf-i2nsf-ikeless:sadb-expire") => post(sadb_expire),
+            (_, "/restconf/operations/ietf-i2nsf-ikeless:sadb-bad-spi") => post(sadb_bad_spi),
+            (_, "/restconf/data/zsfc:domain") => get(domain),
+            (_, "/restconf/data/zsfc:nodes/node={node}") => get(node),
+            (_, "/restconf/data/zsfc:domain/chain={name}") => put(chain),
+            (_, "/restconf/data/zsfc:domain/grants") => put(grants),
+            (_, "/restconf/operations/zsfc:rekey") => post(rekey),
+            (_, "/openapi.json") => get(openapi),
+            _ => unreachable!("every route in API_ROUTES has a handler"),
+        };
+        r = r.route(&axum_path, route);
+    }
+    r.fallback(|| async { error(&Refusal::new(404, "invalid-value", "no such resource")) }).with_state(ctl)
+}
+
+fn server_tls(ctl: &Controller, cert: &str, key: &str) -> anyhow::Result<rustls::ServerConfig> {
+    use rustls_pki_types::pem::PemObject;
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(rustls_pki_types::CertificateDer::from_pem_slice(ctl.ca.pem().as_bytes())?)?;
+    let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
+        .allow_unauthenticated()
+        .build()?;
+    let chain = vec![rustls_pki_types::CertificateDer::from_pem_slice(cert.as_bytes())?];
+    let key = rustls_pki_types::PrivateKeyDer::from_pem_slice(key.as_bytes())?;
+    Ok(rustls::ServerConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13])?
+        .with_client_cert_verifier(verifier)
+        .with_single_cert(chain, key)?)
+}
+
+fn common_name(cert: &rustls_pki_types::CertificateDer<'_>) -> Option<String> {
+    let (_, c) = x509_parser::parse_x509_certificate(cert).ok()?;
+    c.subject().iter_common_name().next()?.as_str().ok().map(str::to_owned)
+}
+
+/// Serves the API on `listener` until the process ends. The server certificate is issued now
+/// by the domain CA for `server_name` (its key is never written).
+pub async fn serve(ctl: Arc<Controller>, listener: tokio::net::TcpListener, server_name: &str) -> anyhow::Result<()> {
+    let (cert, key) = ctl.ca.issue(server_name, true, &[server_name.to_owned()], &[])?;
+    let tls = tokio_rustls::TlsAcceptor::from(Arc::new(server_tls(&ctl, &cert, &key)?));
+    drop(key);
+    let app = router(ctl.clone());
+    loop {
+        let Ok((tcp, addr)) = listener.accept().await else { continue };
+        let (tls, app, ctl) = (tls.clone(), app.clone(), ctl.clone());
+        tokio::spawn(async move {
+            let stream = match tokio::time::timeout(HANDSHAKE_TIMEOUT, tls.accept(tcp)).await {
+                Ok(Ok(s)) => s,
+                Ok(Err(e)) => return ctl.audit(Kind::Refused, &addr.to_string(), &format!("TLS handshake: {e}")),
+                Err(_) => return ctl.audit(Kind::Refused, &addr.to_string(), "TLS handshake timed out"),
+            };
+            let identity = stream.get_ref().1.peer_certificates().and_then(|c| c.first()).and_then(common_name);
+            let svc = app.layer(Extension(Peer { identity, addr }));
+            let svc = hyper_util::service::TowerToHyperService::new(svc);
+            let _ = hyper::server::conn::http1::Builder::new()
+                .serve_connection(hyper_util::rt::TokioIo::new(stream), svc)
+                .await;
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_openapi_document_lists_exactly_the_served_routes() {
+        let doc: serde_json::Value = serde_json::from_str(OPENAPI).unwrap();
+        let mut documented = Vec::new();
+        for (path, ops) in doc["paths"].as_object().unwrap() {
+            for method in ops.as_object().unwrap().keys() {
+                documented.push((method.clone(), path.clone()));
+            }
+        }
+        documented.sort();
+        let mut served: Vec<(String, String)> = API_ROUTES.iter().map(|&(m, p)| (m.to_owned(), p.to_owned())).collect();
+        served.sort();
+        assert_eq!(documented, served);
+    }
+}

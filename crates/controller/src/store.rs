@@ -1,0 +1,635 @@
+//! The controller's state and operations, independent of HTTP (see `server.rs`).
+use crate::audit::{self, Kind};
+use crate::pki::Ca;
+use crate::rollout;
+use rusqlite::{Connection, OptionalExtension, params};
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::{Notify, watch};
+use zeroize::Zeroizing;
+use zsfc_config::ikeless::{Direction, NodeState, sa_name};
+use zsfc_config::{GatewayGrant, Topology};
+
+/// What the controller runs: the compiled domain, who gets the gateway policy, and when to
+/// rekey. Stored in the database; changed at run time through the API.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DomainSpec {
+    pub name: String,
+    pub topology: Topology,
+    /// The node whose gateway takes `grants`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gateway_node: Option<String>,
+    #[serde(default)]
+    pub grants: Vec<GatewayGrant>,
+    #[serde(default)]
+    pub rekey: RekeySettings,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RekeySettings {
+    /// Rekey the whole domain this often (0: only on soft lifetime or on request).
+    pub period_s: u64,
+    /// How long the old SAs stay after the switch (packets in flight, SFs holding packets).
+    pub grace_ms: u64,
+    /// How long a push waits for a node's acknowledgement before it goes on without it.
+    pub ack_timeout_ms: u64,
+}
+
+impl Default for RekeySettings {
+    fn default() -> Self {
+        Self { period_s: 0, grace_ms: 300, ack_timeout_ms: 5000 }
+    }
+}
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS ca (id INTEGER PRIMARY KEY CHECK (id = 1), cert TEXT NOT NULL, key TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS nodes (name TEXT PRIMARY KEY, token_hash BLOB, enrolled_at INTEGER, boot TEXT, state TEXT);
+CREATE TABLE IF NOT EXISTS sas (spi INTEGER PRIMARY KEY, name TEXT NOT NULL, from_node TEXT, to_node TEXT,
+    created_at INTEGER NOT NULL, retired_at INTEGER);
+";
+
+/// The first SPI a domain hands out; below are RFC 4303's reserved values and room.
+const FIRST_SPI: u32 = 0x1000;
+/// SPIs stay below 2^24 so that worker lanes can put their number in the top byte.
+const SPI_LIMIT: u32 = 1 << 24;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("database: {0}")]
+    Db(#[from] rusqlite::Error),
+    #[error("certificate authority: {0}")]
+    Ca(#[from] rcgen::Error),
+    #[error("domain: {0}")]
+    Domain(String),
+}
+
+/// An API failure: HTTP status, RFC 8040 error-tag and message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refusal {
+    pub status: u16,
+    pub tag: &'static str,
+    pub message: String,
+}
+
+impl std::fmt::Display for Refusal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} {}: {}", self.status, self.tag, self.message)
+    }
+}
+
+impl Refusal {
+    pub fn new(status: u16, tag: &'static str, message: impl Into<String>) -> Self {
+        Self { status, tag, message: message.into() }
+    }
+}
+
+fn internal(e: impl std::fmt::Display) -> Refusal {
+    Refusal::new(500, "operation-failed", e.to_string())
+}
+
+/// A document waiting for its node.
+#[derive(Debug)]
+pub struct Pending {
+    pub version: u64,
+    /// The JSON; holds key material until it is superseded.
+    pub body: Zeroizing<Vec<u8>>,
+}
+
+struct NodeChan {
+    pending: watch::Sender<Option<Arc<Pending>>>,
+    acked: watch::Sender<u64>,
+}
+
+struct State {
+    domain: DomainSpec,
+    version: u64,
+    next_spi: u32,
+    /// Each node's last completed state, without keys.
+    docs: HashMap<String, NodeState>,
+    boots: HashMap<String, String>,
+    rolling: bool,
+}
+
+pub struct Controller {
+    db: Mutex<Connection>,
+    state: Mutex<State>,
+    nodes: HashMap<String, NodeChan>,
+    rollout_lock: tokio::sync::Mutex<()>,
+    wanted: Notify,
+    pub ca: Ca,
+    pub rollouts: AtomicU64,
+}
+
+impl core::fmt::Debug for Controller {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("Controller").field("nodes", &self.nodes.len()).finish()
+    }
+}
+
+fn sha256(b: &[u8]) -> Vec<u8> {
+    aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, b).as_ref().to_vec()
+}
+
+fn empty_state(version: u64) -> NodeState {
+    NodeState { version, ikeless: Default::default(), sfc: Default::default() }
+}
+
+/// What `init` hands to whoever deploys the nodes.
+pub struct Init {
+    /// One bootstrap token per node (hex), each usable once.
+    pub tokens: Vec<(String, Zeroizing<String>)>,
+}
+
+impl core::fmt::Debug for Init {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("Init").field("tokens", &self.tokens.len()).finish()
+    }
+}
+
+fn set_meta(db: &Connection, key: &str, value: &str) -> rusqlite::Result<()> {
+    db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?1, ?2)", params![key, value]).map(drop)
+}
+
+fn meta(db: &Connection, key: &str) -> rusqlite::Result<Option<String>> {
+    db.query_row("SELECT value FROM meta WHERE key = ?1", [key], |r| r.get(0)).optional()
+}
+
+impl Controller {
+    /// Creates the database of a new domain: the CA, the domain and one bootstrap token per
+    /// node (only their hashes are stored).
+    pub fn init(path: &Path, domain: &DomainSpec) -> Result<(Init, Ca), StartError> {
+        check_domain(domain).map_err(StartError::Domain)?;
+        let mut db = Connection::open(path)?;
+        restrict(path);
+        db.execute_batch(SCHEMA)?;
+        db.execute_batch(audit::SCHEMA)?;
+        if meta(&db, "domain")?.is_some() {
+            return Err(StartError::Domain(format!("{} already holds a domain", path.display())));
+        }
+        let ca = Ca::new(&format!("zsfc {} domain CA", domain.name))?;
+        let tx = db.transaction()?;
+        tx.execute("INSERT INTO ca (id, cert, key) VALUES (1, ?1, ?2)", params![ca.pem(), ca.key_pem()])?;
+        set_meta(&tx, "domain", &serde_json::to_string(domain).map_err(|e| StartError::Domain(e.to_string()))?)?;
+        set_meta(&tx, "version", "0")?;
+        set_meta(&tx, "next_spi", &FIRST_SPI.to_string())?;
+        let mut tokens = Vec::new();
+        for n in &domain.topology.nodes {
+            let mut raw = Zeroizing::new([0u8; 32]);
+            aws_lc_rs::rand::fill(raw.as_mut()).map_err(|_| StartError::Domain("no randomness".into()))?;
+            let token = Zeroizing::new(hex::encode(raw.as_ref()));
+            tx.execute(
+                "INSERT INTO nodes (name, token_hash) VALUES (?1, ?2)",
+                params![n.name, sha256(token.as_bytes())],
+            )?;
+            tokens.push((n.name.clone(), token));
+        }
+        audit::append(&tx, Kind::Start, &domain.name, &format!("domain created with {} nodes", tokens.len()))?;
+        tx.commit()?;
+        Ok((Init { tokens }, ca))
+    }
+
+    /// Opens an initialised database.
+    pub fn open(path: &Path) -> Result<Arc<Self>, StartError> {
+        let db = Connection::open(path)?;
+        db.execute_batch(SCHEMA)?;
+        db.execute_batch(audit::SCHEMA)?;
+        let text =
+            meta(&db, "domain")?.ok_or_else(|| StartError::Domain(format!("{} holds no domain", path.display())))?;
+        let domain: DomainSpec = serde_json::from_str(&text).map_err(|e| StartError::Domain(e.to_string()))?;
+        let (cert, key): (String, Zeroizing<String>) =
+            db.query_row("SELECT cert, key FROM ca WHERE id = 1", [], |r| Ok((r.get(0)?, Zeroizing::new(r.get(1)?))))?;
+        let ca = Ca::from_pem(&cert, &key)?;
+        let num = |k: &str| -> Result<u64, StartError> {
+            meta(&db, k)?.and_then(|v| v.parse().ok()).ok_or_else(|| StartError::Domain(format!("meta {k} is missing")))
+        };
+        let version = num("version")?;
+        let next_spi = num("next_spi")? as u32;
+        let mut docs = HashMap::new();
+        let mut boots = HashMap::new();
+        {
+            let mut q = db.prepare("SELECT name, boot, state FROM nodes")?;
+            let rows = q.query_map([], |r| {
+                Ok((r.get::<_, String>(0)?, r.get::<_, Option<String>>(1)?, r.get::<_, Option<String>>(2)?))
+            })?;
+            for row in rows {
+                let (name, boot, state) = row?;
+                if let Some(s) = state.and_then(|s| serde_json::from_str(&s).ok()) {
+                    docs.insert(name.clone(), s);
+                }
+                if let Some(b) = boot {
+                    boots.insert(name, b);
+                }
+            }
+        }
+        let nodes = domain
+            .topology
+            .nodes
+            .iter()
+            .map(|n| (n.name.clone(), NodeChan { pending: watch::channel(None).0, acked: watch::channel(0).0 }))
+            .collect();
+        audit::append(&db, Kind::Start, &domain.name, &format!("controller started at version {version}"))?;
+        Ok(Arc::new(Self {
+            db: Mutex::new(db),
+            state: Mutex::new(State { domain, version, next_spi, docs, boots, rolling: false }),
+            nodes,
+            rollout_lock: tokio::sync::Mutex::new(()),
+            wanted: Notify::new(),
+            ca,
+            rollouts: AtomicU64::new(0),
+        }))
+    }
+
+    fn db(&self) -> std::sync::MutexGuard<'_, Connection> {
+        self.db.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Appends to the audit log; a log that cannot be written is reported, not ignored.
+    pub fn audit(&self, kind: Kind, subject: &str, detail: &str) {
+        if let Err(e) = audit::append(&self.db(), kind, subject, detail) {
+            eprintln!("controller: audit log write failed: {e}");
+        }
+    }
+
+    pub fn domain(&self) -> DomainSpec {
+        self.state().domain.clone()
+    }
+
+    /// Enrolment: the node's one-time token buys a certificate for its CSR's key, with the
+    /// node's name as identity. A wrong, unknown or used token is refused and audited.
+    pub fn enrol(&self, node: &str, token: &str, csr: &str, peer: &str) -> Result<String, Refusal> {
+        let refuse = |why: &str| {
+            self.audit(Kind::Refused, node, &format!("enrolment from {peer}: {why}"));
+            Refusal::new(403, "access-denied", format!("enrolment refused: {why}"))
+        };
+        let mut db = self.db();
+        let row: Option<(Option<Vec<u8>>, Option<i64>)> = db
+            .query_row("SELECT token_hash, enrolled_at FROM nodes WHERE name = ?1", [node], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })
+            .optional()
+            .map_err(internal)?;
+        drop(db);
+        let Some((hash, enrolled)) = row else { return Err(refuse("no such node")) };
+        let Some(hash) = hash else {
+            return Err(refuse(if enrolled.is_some() { "the bootstrap token was already used" } else { "no token" }));
+        };
+        if aws_lc_rs::constant_time::verify_slices_are_equal(&hash, &sha256(token.as_bytes())).is_err() {
+            return Err(refuse("wrong bootstrap token"));
+        }
+        let cert = self.ca.sign_csr(csr, node).map_err(|e| Refusal::new(400, "invalid-value", format!("csr: {e}")))?;
+        db = self.db();
+        let tx = db.transaction().map_err(internal)?;
+        tx.execute(
+            "UPDATE nodes SET token_hash = NULL, enrolled_at = ?2 WHERE name = ?1",
+            params![node, audit::unix_ms()],
+        )
+        .map_err(internal)?;
+        audit::append(&tx, Kind::Enrol, node, &format!("enrolled from {peer}; token consumed")).map_err(internal)?;
+        tx.commit().map_err(internal)?;
+        Ok(cert)
+    }
+
+    /// Whether `node` belongs to the domain.
+    pub fn knows(&self, node: &str) -> bool {
+        self.nodes.contains_key(node)
+    }
+
+    /// Long poll: the node's document newer than `after`, or `None` after `wait`. A new `boot`
+    /// id means the node restarted and lost its SAs: it gets a fresh generation (and its peers'
+    /// SAs toward the old instance go with the old generation, RFC 9061 §4.2).
+    pub async fn poll(&self, node: &str, after: u64, boot: &str, wait: Duration) -> Option<Arc<Pending>> {
+        let chan = self.nodes.get(node)?;
+        let restarted = {
+            let mut st = self.state();
+            let prev = st.boots.insert(node.to_owned(), boot.to_owned());
+            if prev.as_deref() != Some(boot) {
+                st.docs.insert(node.to_owned(), empty_state(0));
+                let _ =
+                    self.db().execute("UPDATE nodes SET boot = ?2, state = NULL WHERE name = ?1", params![node, boot]);
+            }
+            prev.as_deref() != Some(boot)
+        };
+        if restarted {
+            self.audit(Kind::Push, node, &format!("node (re)started (boot {boot}): new SAs for the domain"));
+            self.request_rollout();
+        }
+        let mut rx = chan.pending.subscribe();
+        let fresh = |p: &Option<Arc<Pending>>| p.as_ref().is_some_and(|p| p.version > after);
+        let got = tokio::time::timeout(wait, rx.wait_for(fresh)).await;
+        match got {
+            Ok(Ok(p)) => p.clone(),
+            _ => None,
+        }
+    }
+
+    pub fn ack(&self, node: &str, version: u64, error: Option<&str>) {
+        let Some(chan) = self.nodes.get(node) else { return };
+        match error {
+            None => {
+                chan.acked.send_if_modified(|a| {
+                    let newer = version > *a;
+                    if newer {
+                        *a = version;
+                    }
+                    newer
+                });
+            }
+            Some(e) => self.audit(Kind::Push, node, &format!("version {version} refused by the node: {e}")),
+        }
+    }
+
+    /// `sadb-expire`: a soft lifetime asks for a rekey; a hard one is recorded.
+    pub fn expired(&self, node: &str, sa: &str, soft: bool) {
+        self.audit(Kind::Notification, node, &format!("sadb-expire {sa} ({})", if soft { "soft" } else { "hard" }));
+        if soft {
+            self.request_rollout();
+        }
+    }
+
+    pub fn bad_spi(&self, node: &str, spi: u32) {
+        self.audit(Kind::Notification, node, &format!("sadb-bad-spi {spi:#x}"));
+    }
+
+    /// Asks the background task for a rollout (requests coalesce).
+    pub fn request_rollout(&self) {
+        self.wanted.notify_one();
+    }
+
+    /// Rolls out on request, periodically (`rekey.period_s`) and once at start.
+    pub async fn run_background(self: Arc<Self>) {
+        self.wanted.notify_one();
+        loop {
+            let period = self.state().domain.rekey.period_s;
+            let tick = async {
+                if period == 0 {
+                    std::future::pending::<()>().await
+                } else {
+                    tokio::time::sleep(Duration::from_secs(period)).await
+                }
+            };
+            tokio::select! {
+                () = self.wanted.notified() => {}
+                () = tick => {}
+            }
+            if let Err(e) = self.rollout("scheduled").await {
+                eprintln!("controller: rollout failed: {e}");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        }
+    }
+
+    fn next_version(&self) -> Result<u64, Refusal> {
+        let mut st = self.state();
+        st.version += 1;
+        set_meta(&self.db(), "version", &st.version.to_string()).map_err(internal)?;
+        Ok(st.version)
+    }
+
+    fn publish(&self, node: &str, doc: &NodeState) -> Result<(), Refusal> {
+        let body = Zeroizing::new(serde_json::to_vec(doc).map_err(internal)?);
+        if let Some(c) = self.nodes.get(node) {
+            c.pending.send_replace(Some(Arc::new(Pending { version: doc.version, body })));
+        }
+        Ok(())
+    }
+
+    /// Waits until every node acknowledged `version`; returns the ones that did not in time.
+    async fn acks(&self, version: u64) -> Vec<String> {
+        let timeout = Duration::from_millis(self.state().domain.rekey.ack_timeout_ms);
+        let waits = self.nodes.iter().map(|(name, c)| {
+            let mut rx = c.acked.subscribe();
+            async move {
+                let ok = tokio::time::timeout(timeout, rx.wait_for(|a| *a >= version)).await.is_ok_and(|r| r.is_ok());
+                (!ok).then(|| name.clone())
+            }
+        });
+        let mut late = Vec::new();
+        for w in waits {
+            late.extend(w.await);
+        }
+        late
+    }
+
+    /// A new generation of SAs (and the current chains and grants) to every node, make before
+    /// break. Returns the final version.
+    pub async fn rollout(&self, reason: &str) -> Result<u64, Refusal> {
+        let _one_at_a_time = self.rollout_lock.lock().await;
+        let (olds, news, grace) = {
+            let mut st = self.state();
+            st.rolling = true;
+            let (cfgs, next) = st
+                .domain
+                .topology
+                .compile_from(st.next_spi)
+                .map_err(|e| Refusal::new(400, "invalid-value", e.to_string()))?;
+            if next >= SPI_LIMIT {
+                st.rolling = false;
+                return Err(Refusal::new(507, "resource-denied", "the domain has used every SPI below 2^24"));
+            }
+            // Persist the SPI counter and the SAs before any key leaves: never reuse an SPI.
+            {
+                let mut db = self.db();
+                let tx = db.transaction().map_err(internal)?;
+                set_meta(&tx, "next_spi", &next.to_string()).map_err(internal)?;
+                let now = audit::unix_ms();
+                for c in &cfgs {
+                    for o in &c.outbound_sas {
+                        tx.execute(
+                            "INSERT INTO sas (spi, name, from_node, created_at) VALUES (?1, ?2, ?3, ?4)
+                             ON CONFLICT(spi) DO UPDATE SET from_node = ?3",
+                            params![o.sa.spi, sa_name(o.sa.spi), c.name, now],
+                        )
+                        .map_err(internal)?;
+                    }
+                    for i in &c.inbound_sas {
+                        tx.execute(
+                            "INSERT INTO sas (spi, name, to_node, created_at) VALUES (?1, ?2, ?3, ?4)
+                             ON CONFLICT(spi) DO UPDATE SET to_node = ?3",
+                            params![i.sa.spi, sa_name(i.sa.spi), c.name, now],
+                        )
+                        .map_err(internal)?;
+                    }
+                }
+                tx.commit().map_err(internal)?;
+            }
+            st.next_spi = next;
+            let gw = st.domain.gateway_node.clone();
+            let news: Vec<(String, NodeState)> = cfgs
+                .iter()
+                .map(|c| {
+                    let grants = if gw.as_deref() == Some(&c.name) { st.domain.grants.clone() } else { Vec::new() };
+                    (c.name.clone(), NodeState::from_config(0, c, grants, |_| true))
+                })
+                .collect();
+            let olds: Vec<NodeState> =
+                news.iter().map(|(n, _)| st.docs.get(n).cloned().unwrap_or_else(|| empty_state(0))).collect();
+            (olds, news, Duration::from_millis(st.domain.rekey.grace_ms))
+        };
+        let result = self.three_steps(&olds, news, grace, reason).await;
+        self.state().rolling = false;
+        result
+    }
+
+    async fn three_steps(
+        &self,
+        olds: &[NodeState],
+        news: Vec<(String, NodeState)>,
+        grace: Duration,
+        reason: &str,
+    ) -> Result<u64, Refusal> {
+        let v1 = self.next_version()?;
+        for ((n, new), old) in news.iter().zip(olds) {
+            self.publish(n, &rollout::prepare(old, new, v1))?;
+        }
+        let late = self.acks(v1).await;
+        // Every node that acknowledged has its keys; nothing here needs them any more.
+        let news: Vec<(String, NodeState)> = news.into_iter().map(|(n, d)| (n, rollout::strip_keys(&d))).collect();
+        let v2 = self.next_version()?;
+        for ((n, new), old) in news.iter().zip(olds) {
+            self.publish(n, &rollout::switch(old, new, v2))?;
+        }
+        let late2 = self.acks(v2).await;
+        tokio::time::sleep(grace).await;
+        let v3 = self.next_version()?;
+        for (n, new) in &news {
+            self.publish(n, &rollout::finish(new, v3))?;
+        }
+        let late3 = self.acks(v3).await;
+        {
+            let mut st = self.state();
+            let db = self.db();
+            let now = audit::unix_ms();
+            for ((n, new), old) in news.iter().zip(olds) {
+                let done = rollout::finish(new, v3);
+                let _ = db.execute(
+                    "UPDATE nodes SET state = ?2 WHERE name = ?1",
+                    params![n, serde_json::to_string(&done).unwrap_or_default()],
+                );
+                for e in old.ikeless.sad.entries.iter().filter(|e| e.direction == Direction::Outbound) {
+                    let _ = db.execute("UPDATE sas SET retired_at = ?2 WHERE spi = ?1", params![e.config.spi, now]);
+                }
+                st.docs.insert(n.clone(), done);
+            }
+        }
+        self.rollouts.fetch_add(1, Ordering::Relaxed);
+        let sas: usize = news.iter().map(|(_, d)| d.ikeless.sad.entries.len()).sum::<usize>() / 2;
+        let mut detail = format!("{reason}: versions {v1}-{v3}, {sas} new SAs, make-before-break");
+        for (step, late) in [("install", &late), ("switch", &late2), ("remove", &late3)] {
+            if !late.is_empty() {
+                detail.push_str(&format!("; not acknowledged at {step}: {}", late.join(",")));
+            }
+        }
+        self.audit(Kind::Rekey, "domain", &detail);
+        Ok(v3)
+    }
+
+    /// Replaces the SFs of chain `name` (add, remove, reorder); new flows take the new path
+    /// once the rollout that follows is done.
+    pub async fn set_chain(&self, name: &str, sfs: Vec<String>, who: &str) -> Result<u64, Refusal> {
+        let before = {
+            let mut st = self.state();
+            let mut d = st.domain.clone();
+            let c = d
+                .topology
+                .chains
+                .iter_mut()
+                .find(|c| c.name == name)
+                .ok_or_else(|| Refusal::new(404, "invalid-value", format!("no chain named {name:?}")))?;
+            let before = std::mem::replace(&mut c.sfs, sfs.clone());
+            check_domain(&d).map_err(|e| Refusal::new(400, "invalid-value", e))?;
+            self.store_domain(&d)?;
+            st.domain = d;
+            before
+        };
+        self.audit(Kind::Policy, who, &format!("chain {name}: SFs {before:?} -> {sfs:?}"));
+        self.rollout(&format!("chain {name} changed")).await
+    }
+
+    /// Replaces the gateway policy.
+    pub async fn set_grants(&self, grants: Vec<GatewayGrant>, who: &str) -> Result<u64, Refusal> {
+        {
+            let mut st = self.state();
+            let mut d = st.domain.clone();
+            d.grants = grants.clone();
+            check_domain(&d).map_err(|e| Refusal::new(400, "invalid-value", e))?;
+            self.store_domain(&d)?;
+            st.domain = d;
+        }
+        let list: Vec<String> = grants.iter().map(|g| format!("{}->{}:{}", g.identity, g.service, g.chain)).collect();
+        self.audit(Kind::Policy, who, &format!("grants set to [{}]", list.join(", ")));
+        self.rollout("grants changed").await
+    }
+
+    fn store_domain(&self, d: &DomainSpec) -> Result<(), Refusal> {
+        set_meta(&self.db(), "domain", &serde_json::to_string(d).map_err(internal)?).map_err(internal)
+    }
+
+    /// The domain as the operator sees it (no key material).
+    pub fn status(&self) -> serde_json::Value {
+        let st = self.state();
+        let db = self.db();
+        let mut nodes = Vec::new();
+        let mut converged = !st.rolling;
+        for n in &st.domain.topology.nodes {
+            let acked = self.nodes.get(&n.name).map_or(0, |c| *c.acked.borrow());
+            let pushed =
+                self.nodes.get(&n.name).and_then(|c| c.pending.borrow().as_ref().map(|p| p.version)).unwrap_or(0);
+            converged &= pushed > 0 && acked >= pushed;
+            let enrolled: Option<i64> =
+                db.query_row("SELECT enrolled_at FROM nodes WHERE name = ?1", [&n.name], |r| r.get(0)).ok().flatten();
+            let sas = st.docs.get(&n.name).map_or(0, |d| d.ikeless.sad.entries.len());
+            nodes.push(serde_json::json!({
+                "name": n.name, "enrolled": enrolled.is_some(), "pushed-version": pushed,
+                "acked-version": acked, "sad-entries": sas,
+            }));
+        }
+        let chains: Vec<_> =
+            st.domain.topology.chains.iter().map(|c| serde_json::json!({"name": c.name, "sfs": c.sfs})).collect();
+        serde_json::json!({"zsfc:domain": {
+            "name": st.domain.name, "version": st.version, "rollouts": self.rollouts.load(Ordering::Relaxed),
+            "converged": converged, "nodes": nodes, "chains": chains, "grants": st.domain.grants,
+            "next-spi": st.next_spi,
+        }})
+    }
+
+    /// One node's current state without keys.
+    pub fn node_state(&self, node: &str) -> Option<NodeState> {
+        self.state().docs.get(node).cloned()
+    }
+}
+
+/// A domain must compile (every chain names existing SFs, every grant an existing chain).
+fn check_domain(d: &DomainSpec) -> Result<(), String> {
+    d.topology.compile().map_err(|e| e.to_string())?;
+    if d.topology.nodes.iter().any(|n| n.name == crate::OPERATOR) {
+        return Err(format!("no node may be called {:?}", crate::OPERATOR));
+    }
+    let chains = d.topology.chains.len() as u32;
+    for (i, g) in d.grants.iter().enumerate() {
+        if g.chain == 0 || g.chain > chains {
+            return Err(format!("grants[{i}].chain: no chain with id {}", g.chain));
+        }
+    }
+    if let Some(g) = &d.gateway_node
+        && !d.topology.nodes.iter().any(|n| &n.name == g)
+    {
+        return Err(format!("gateway_node: no node named {g:?}"));
+    }
+    Ok(())
+}
+
+fn restrict(path: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    let _ = std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600));
+}
