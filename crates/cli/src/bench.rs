@@ -157,6 +157,7 @@ fn chain_lab(n: usize, intrusive: bool, mtu: u16, transport: LabTransport) -> La
         clients: vec![LabClient { name: "c".into() }],
         expect: Vec::new(),
         sa: SaDefaults::default(),
+        controller: Default::default(),
     }
 }
 

@@ -1,8 +1,10 @@
 //! `zsfc`: the one binary of zsfc.
 #![forbid(unsafe_code)]
 
+mod agent;
 mod bench;
 mod config;
+mod control;
 mod demo;
 mod metrics;
 mod node;
@@ -38,6 +40,17 @@ enum Command {
     Run(up::UpArgs),
     /// Every node's live counters in a running lab (from its metrics endpoint).
     Status(up::CheckArgs),
+    /// Run a domain's controller (`zsfc up` starts one per lab).
+    Controller(control::ControllerArgs),
+    /// Rekey a lab's whole domain now, make-before-break.
+    Rekey(control::LabArgs),
+    /// Set the SFs of a chain of a running lab (add, remove, reorder).
+    Chain(control::ChainArgs),
+    /// Replace the gateway policy of a running lab.
+    Policy(control::PolicyArgs),
+    /// Work with the controller's audit log.
+    #[command(subcommand)]
+    Audit(control::AuditCommand),
     /// Measure: goodput through chains, page load times.
     #[command(subcommand)]
     Bench(bench::Command),
@@ -55,6 +68,11 @@ fn main() -> std::process::ExitCode {
         Command::Run(a) => up::run(&a),
         Command::Status(a) => up::status(&a),
         Command::Bench(c) => bench::run(&c),
+        Command::Controller(a) => control::controller(&a),
+        Command::Rekey(a) => control::rekey(&a),
+        Command::Chain(a) => control::chain(&a),
+        Command::Policy(a) => control::policy(&a),
+        Command::Audit(c) => control::audit(&c),
     };
     match result {
         Ok(true) => std::process::ExitCode::SUCCESS,

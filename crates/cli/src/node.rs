@@ -27,6 +27,11 @@ pub(crate) fn run(a: &Args) -> anyhow::Result<bool> {
         nodes.push(cfg.build_lane(Instant::ZERO, lane).with_context(|| a.config.display().to_string())?);
     }
     drop(text);
+    // Enrol (or load the node's certificate) before anything is opened: a refusal stops here.
+    let controller = match &cfg.controller {
+        Some(c) => Some(crate::agent::enrolled_client(c, &cfg.name).context("controller")?),
+        None => None,
+    };
     let tun = io.tun.as_ref().map(|t| TunSpec { name: t.name.clone(), addresses: t.addresses.clone(), mtu: t.mtu });
     let mut attachments = Vec::new();
     for a in &io.attachments {
@@ -57,9 +62,16 @@ pub(crate) fn run(a: &Args) -> anyhow::Result<bool> {
     let transport = TransportSpec { listen: io.listen, ethernet: io.ethernet.clone() };
     let mut drivers = Drivers::open_lanes(&transport, &peers, tun.as_ref(), &attachments, lanes as u16)?;
     let (control_tx, control_rx): (Vec<_>, Vec<_>) = (0..lanes).map(|_| std::sync::mpsc::channel()).unzip();
+    let agent_lanes = control_tx.clone();
+    let mut services = Vec::new();
     let gateway = match &io.gateway {
         None => None,
         Some(g) => {
+            services = g
+                .services
+                .iter()
+                .map(|(name, address)| zsfc_gateway::Service { name: name.clone(), address: *address })
+                .collect();
             let settings = zsfc_gateway::GatewaySettings {
                 listen: g.listen,
                 ca: g.ca.clone(),
@@ -86,7 +98,7 @@ pub(crate) fn run(a: &Args) -> anyhow::Result<bool> {
             };
             let gw = zsfc_gateway::start(settings, control_tx).context("starting the gateway")?;
             eprintln!("zsfc node {:?}: gateway listening on {} (mutual TLS 1.3)", cfg.name, gw.local_addr);
-            Some(gw)
+            Some(Arc::new(gw))
         }
     };
     let stop = Arc::new(AtomicBool::new(false));
@@ -109,8 +121,24 @@ pub(crate) fn run(a: &Args) -> anyhow::Result<bool> {
         let at = crate::metrics::serve(listen, registry, metrics[0].clone(), gw)?;
         eprintln!("zsfc node {:?}: metrics on http://{at}/metrics", cfg.name);
     }
-    if let Some(p) = &a.ready_file {
-        std::fs::write(p, b"ready\n").with_context(|| format!("writing {}", p.display()))?;
+    let (events_tx, events_rx) = std::sync::mpsc::channel();
+    match controller {
+        // Ready once the controller's first state is applied.
+        Some(client) => crate::agent::start(crate::agent::AgentSetup {
+            name: cfg.name.clone(),
+            client,
+            lanes: agent_lanes,
+            peers: io.peers.iter().map(|&(id, _)| id).collect(),
+            gateway: gateway.clone().map(|g| (g, services)),
+            ready_file: a.ready_file.clone(),
+            events: events_rx,
+        })?,
+        None => {
+            drop((events_rx, agent_lanes));
+            if let Some(p) = &a.ready_file {
+                std::fs::write(p, b"ready\n").with_context(|| format!("writing {}", p.display()))?;
+            }
+        }
     }
     // One thread per lane; every lane stops on the same signal.
     let results: Vec<Result<(), zsfc_io::IoError>> = std::thread::scope(|scope| {
@@ -119,8 +147,15 @@ pub(crate) fn run(a: &Args) -> anyhow::Result<bool> {
             .zip(nodes.iter_mut())
             .zip(control_rx.into_iter().zip(&metrics))
             .map(|((d, n), (rx, m))| {
-                let stop = &stop;
-                scope.spawn(move || d.run(n, stop, Some(&rx), |io, node| m.publish(io, node)))
+                let (stop, events) = (&stop, events_tx.clone());
+                scope.spawn(move || {
+                    d.run(n, stop, Some(&rx), |io, node| {
+                        m.publish(io, node);
+                        while let Some(e) = node.poll_event() {
+                            let _ = events.send(e);
+                        }
+                    })
+                })
             })
             .collect();
         handles
@@ -135,7 +170,7 @@ pub(crate) fn run(a: &Args) -> anyhow::Result<bool> {
     // Final report on stdout: what the drivers and the engine of each lane did.
     for (lane, (d, node)) in drivers.iter().zip(&nodes).enumerate() {
         let name = if lanes > 1 { format!("{} lane {lane}", cfg.name) } else { cfg.name.clone() };
-        report(&name, &d.stats, node, if lane == 0 { gateway.as_ref() } else { None });
+        report(&name, &d.stats, node, if lane == 0 { gateway.as_deref() } else { None });
     }
     Ok(true)
 }

@@ -6,7 +6,7 @@
 //! and each service listens, and prints a summary. Everything it creates is named after the lab
 //! (`zsfc-NAME-*` namespaces, `STATE/NAME`), so `down` finds and removes it all, also after a
 //! crash of `up` or of a node.
-use crate::pki::{Ca, write_private};
+use crate::pki::write_private;
 use anyhow::{Context, bail};
 use std::net::IpAddr;
 use std::os::unix::process::CommandExt;
@@ -14,6 +14,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 use zsfc_config::{CertChoice, Lab, LabPlan, Outcome, ServiceKind};
+use zsfc_controller::pki::Ca;
 
 /// How long a node or service may take to become ready.
 const READY_TIMEOUT: Duration = Duration::from_secs(20);
@@ -61,6 +62,9 @@ impl State {
     }
     fn log(&self, who: &str) -> PathBuf {
         self.dir.join("logs").join(format!("{who}.log"))
+    }
+    fn controller_db(&self) -> PathBuf {
+        self.dir.join("controller.db")
     }
     fn lab_file(&self) -> PathBuf {
         self.dir.join("lab.toml")
@@ -237,7 +241,24 @@ fn build(lab: &Lab, plan: &LabPlan, state: &State) -> anyhow::Result<()> {
         std::fs::create_dir_all(&d).with_context(|| format!("creating {}", d.display()))?;
     }
     std::fs::write(state.lab_file(), toml::to_string(lab)?)?;
-    make_pki(plan, state)?;
+    // The controller's database: the domain, its CA, one bootstrap token per node.
+    let spec = zsfc_controller::DomainSpec {
+        name: plan.name.clone(),
+        topology: plan.topology.clone(),
+        gateway_node: Some(plan.nodes[plan.gateway.node].name.clone()),
+        grants: plan.grants.clone(),
+        rekey: zsfc_controller::RekeySettings {
+            period_s: plan.controller.rekey_period_s,
+            grace_ms: plan.controller.grace_ms,
+            ..Default::default()
+        },
+    };
+    let (init, ca) = zsfc_controller::Controller::init(&state.controller_db(), &spec)?;
+    make_pki(plan, state, &ca)?;
+    drop(ca);
+    for (node, token) in &init.tokens {
+        write_private(&state.dir.join(format!("{node}.token")), token.as_bytes())?;
+    }
 
     // The domain segment: one bridge, one veth per node.
     add_ns(&plan.bridge_ns)?;
@@ -272,6 +293,41 @@ fn build(lab: &Lab, plan: &LabPlan, state: &State) -> anyhow::Result<()> {
         ip(&["-n", &n.ns, "link", "set", "eth0", "up"])?;
         ip(&["-n", &plan.bridge_ns, "link", "set", &port, "master", "br0", "up"])?;
     }
+    // The controller, on the domain segment in a namespace of its own.
+    let ctl_ns = format!("{}-ctl", plan.prefix);
+    add_ns(&ctl_ns)?;
+    ip(&[
+        "link",
+        "add",
+        "eth0",
+        "mtu",
+        &mtu,
+        "netns",
+        &ctl_ns,
+        "type",
+        "veth",
+        "peer",
+        "name",
+        "ctl",
+        "mtu",
+        &mtu,
+        "netns",
+        &plan.bridge_ns,
+    ])?;
+    ip(&["-n", &ctl_ns, "addr", "add", zsfc_config::CONTROLLER_PREFIX, "dev", "eth0"])?;
+    ip(&["-n", &ctl_ns, "link", "set", "eth0", "up"])?;
+    ip(&["-n", &ctl_ns, "link", "set", "lo", "up"])?;
+    ip(&["-n", &plan.bridge_ns, "link", "set", "ctl", "master", "br0", "up"])?;
+    let bin = std::env::current_exe().context("finding the zsfc binary")?;
+    let bin = bin.to_str().context("the zsfc binary's path is not UTF-8")?;
+    let db = state.controller_db();
+    let args =
+        [bin, "controller", "--db", db.to_str().unwrap_or_default(), "--listen", zsfc_config::CONTROLLER_ADDRESS];
+    let pid = spawn(&ctl_ns, &args, &state.log("controller"))?;
+    std::fs::write(state.dir.join("controller.pid"), pid.to_string())?;
+    let ctl_port: u16 = zsfc_config::CONTROLLER_ADDRESS.rsplit(':').next().and_then(|p| p.parse().ok()).unwrap_or(8443);
+    wait_until("the controller", Some(&state.log("controller")), || listening(&ctl_ns, false, ctl_port))?;
+
     // The client network on the gateway node.
     let gw = &plan.nodes[plan.gateway.node];
     ip(&["-n", &gw.ns, "link", "add", "clients", "mtu", &mtu, "type", "bridge"])?;
@@ -317,12 +373,26 @@ fn build(lab: &Lab, plan: &LabPlan, state: &State) -> anyhow::Result<()> {
         }
     }
 
-    // The nodes.
-    let bin = std::env::current_exe().context("finding the zsfc binary")?;
-    let bin = bin.to_str().context("the zsfc binary's path is not UTF-8")?;
+    // The nodes: their files hold no key, label, chain or rule; the controller pushes those.
     for n in &plan.nodes {
         let cfg = state.dir.join(format!("{}.toml", n.name));
-        write_private(&cfg, zeroize::Zeroizing::new(n.config.to_toml()?).as_bytes())?;
+        let mut file = n.config.clone();
+        file.labels.clear();
+        file.outbound_sas.clear();
+        file.inbound_sas.clear();
+        file.chains.clear();
+        file.rules.clear();
+        if let Some(g) = &mut file.gateway {
+            g.grants.clear();
+        }
+        file.controller = Some(zsfc_config::ControllerConfig {
+            address: zsfc_config::CONTROLLER_ADDRESS.into(),
+            server_name: "controller".into(),
+            ca: state.pki().join("ca.pem").display().to_string(),
+            identity_dir: state.dir.join(format!("{}.id", n.name)).display().to_string(),
+            bootstrap: state.dir.join(format!("{}.token", n.name)).display().to_string(),
+        });
+        write_private(&cfg, file.to_toml()?.as_bytes())?;
         let ready = state.dir.join(format!("{}.ready", n.name));
         let args = [
             bin,
@@ -348,6 +418,8 @@ fn build(lab: &Lab, plan: &LabPlan, state: &State) -> anyhow::Result<()> {
             }
         }
     }
+    // Every node runs the controller's latest state (keys, chains, policy).
+    crate::control::wait_converged(&state.dir, &plan.name, READY_TIMEOUT)?;
 
     // External SFs: their own namespace, routing from the circuit's in side to its out side.
     for sf in &plan.external_sfs {
@@ -463,10 +535,12 @@ fn write_site(dir: &Path, files: u32, bytes: u64) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn make_pki(plan: &LabPlan, state: &State) -> anyhow::Result<()> {
+fn make_pki(plan: &LabPlan, state: &State, ca: &Ca) -> anyhow::Result<()> {
     let pki = state.pki();
-    let ca = Ca::new(&format!("zsfc {} domain CA", plan.name))?;
     std::fs::write(pki.join("ca.pem"), ca.pem())?;
+    let (cert, key) = ca.issue(zsfc_controller::OPERATOR, false, &[], &[])?;
+    std::fs::write(pki.join("operator.pem"), cert)?;
+    write_private(&pki.join("operator.key"), key.as_bytes())?;
     let gw_ip: IpAddr = plan.gateway.address.into();
     let (cert, key) = ca.issue("gateway", true, &plan.gateway.server_names, &[gw_ip])?;
     std::fs::write(pki.join("gateway.pem"), cert)?;

@@ -174,43 +174,64 @@ impl NodeConfig {
             if !chains.insert(c.id) {
                 return Err(bad(format!("{at}.id"), format!("chain id {} is used twice", c.id)));
             }
-            let nsh = match &c.nsh {
-                None => None,
-                Some(n) => Some(NshSpec {
-                    si: n.si,
-                    context: nsh_context(&n.context).map_err(|(j, why)| bad(format!("{at}.nsh.context[{j}]"), why))?,
-                }),
-            };
-            let spec = ChainSpec { id: ChainId(c.id), labels: c.labels.clone(), sa: SaIdx(c.sa), nsh, ttl: c.ttl };
+            let spec = chain_spec(c.id, &c.labels, c.ttl, c.nsh.as_ref(), SaIdx(c.sa), &at)?;
             node.add_chain(spec).map_err(|e| bad(&at, e))?;
         }
 
         for (i, r) in self.rules.iter().enumerate() {
             let at = format!("rules[{i}]");
-            let src: Prefix = r.src.parse().map_err(|e| bad(format!("{at}.src"), e))?;
-            let dst: Prefix = r.dst.parse().map_err(|e| bad(format!("{at}.dst"), e))?;
-            let action = match (r.chain, r.deny) {
-                (Some(c), false) if chains.contains(&c) => Action::Chain(ChainId(c)),
-                (Some(c), false) => return Err(bad(format!("{at}.chain"), format!("no chain with id {c} in chains"))),
-                (None, true) => Action::Deny,
-                _ => return Err(bad(&at, "give exactly one of `chain` and `deny = true`")),
-            };
-            for (name, (lo, hi)) in [("src_ports", r.src_ports), ("dst_ports", r.dst_ports)] {
-                if lo > hi {
-                    return Err(bad(format!("{at}.{name}"), format!("range {lo}..={hi} is empty")));
-                }
+            if let Some(c) = r.chain
+                && !chains.contains(&c)
+            {
+                return Err(bad(format!("{at}.chain"), format!("no chain with id {c} in chains")));
             }
-            node.classifier_mut().push_rule(Rule {
-                src,
-                dst,
-                protocol: r.protocol.map(Protocol::number),
-                src_ports: r.src_ports,
-                dst_ports: r.dst_ports,
-                action,
-            });
+            node.classifier_mut().push_rule(rule(r, &at)?);
         }
         Ok(node)
     }
+}
+
+/// The engine's chain from its configured fields (`at` names the field in errors).
+pub fn chain_spec(
+    id: u32,
+    labels: &[u32],
+    ttl: u8,
+    nsh: Option<&NshConfig>,
+    sa: SaIdx,
+    at: &str,
+) -> Result<ChainSpec, FieldError> {
+    let nsh = match nsh {
+        None => None,
+        Some(n) => Some(NshSpec {
+            si: n.si,
+            context: nsh_context(&n.context).map_err(|(j, why)| bad(format!("{at}.nsh.context[{j}]"), why))?,
+        }),
+    };
+    Ok(ChainSpec { id: ChainId(id), labels: labels.to_vec(), sa, nsh, ttl })
+}
+
+/// The classifier's rule from a configured one (whether its chain exists is the caller's check).
+pub fn rule(r: &RuleConfig, at: &str) -> Result<Rule, FieldError> {
+    let src: Prefix = r.src.parse().map_err(|e| bad(format!("{at}.src"), e))?;
+    let dst: Prefix = r.dst.parse().map_err(|e| bad(format!("{at}.dst"), e))?;
+    let action = match (r.chain, r.deny) {
+        (Some(c), false) => Action::Chain(ChainId(c)),
+        (None, true) => Action::Deny,
+        _ => return Err(bad(at, "give exactly one of `chain` and `deny = true`")),
+    };
+    for (name, (lo, hi)) in [("src_ports", r.src_ports), ("dst_ports", r.dst_ports)] {
+        if lo > hi {
+            return Err(bad(format!("{at}.{name}"), format!("range {lo}..={hi} is empty")));
+        }
+    }
+    Ok(Rule {
+        src,
+        dst,
+        protocol: r.protocol.map(Protocol::number),
+        src_ports: r.src_ports,
+        dst_ports: r.dst_ports,
+        action,
+    })
 }
 
 fn limits(l: &LimitsConfig) -> Limits {
@@ -227,6 +248,16 @@ pub const MAX_LANES: u32 = 16;
 /// SPIs of lane `k` are the configured SPI with `k` in the top byte.
 const LANE_SPI_SHIFT: u32 = 24;
 
+/// The SPI worker lane `lane` uses for the configured `spi`.
+pub fn lane_spi(spi: u32, lane: u32) -> u32 {
+    spi | (lane << LANE_SPI_SHIFT)
+}
+
+/// The configured SPI behind a lane's SPI.
+pub fn configured_spi(lane_spi: u32) -> u32 {
+    lane_spi & ((1 << LANE_SPI_SHIFT) - 1)
+}
+
 /// The SA of worker lane `lane`: lane 0 is the configured SA; lane k has its own key material
 /// (HKDF from the configured) and the SPI `spi | k << 24`.
 pub fn sa_config(p: &SaParams, lane: u32) -> Result<zsfc_esp::SaConfig, (&'static str, String)> {
@@ -241,7 +272,7 @@ pub fn sa_config(p: &SaParams, lane: u32) -> Result<zsfc_esp::SaConfig, (&'stati
         return Err(("spi", format!("{} is reserved (0-255)", p.spi)));
     }
     Ok(zsfc_esp::SaConfig {
-        spi: p.spi | (lane << LANE_SPI_SHIFT),
+        spi: lane_spi(p.spi, lane),
         key,
         esn: p.esn,
         replay_window: p.replay_window,

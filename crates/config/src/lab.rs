@@ -51,7 +51,31 @@ pub struct Lab {
     pub expect: Vec<Expect>,
     #[serde(default)]
     pub sa: SaDefaults,
+    /// The controller every node enrols with and gets its SAs from.
+    #[serde(default)]
+    pub controller: LabController,
 }
+
+/// When the lab's controller rekeys. SAs without configured lifetimes get soft 50 min / hard
+/// 60 min under a controller: keys always expire.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LabController {
+    /// Rekey the whole domain this often (0: at soft lifetime and on `zsfc rekey` only).
+    pub rekey_period_s: u64,
+    /// How long old SAs stay after the switch to new ones.
+    pub grace_ms: u64,
+}
+
+impl Default for LabController {
+    fn default() -> Self {
+        Self { rekey_period_s: 0, grace_ms: 300 }
+    }
+}
+
+/// Where a lab's controller listens (in its own namespace on the domain segment).
+pub const CONTROLLER_ADDRESS: &str = "10.200.0.250:8443";
+pub const CONTROLLER_PREFIX: &str = "10.200.0.250/24";
 
 fn link_mtu() -> u16 {
     1500
@@ -234,6 +258,10 @@ pub enum Outcome {
 /// Everything `zsfc up` builds.
 #[derive(Debug, Clone)]
 pub struct LabPlan {
+    /// What the controller runs: the compiled domain (its SAs come from the controller).
+    pub topology: Topology,
+    pub grants: Vec<GatewayGrant>,
+    pub controller: LabController,
     pub name: String,
     /// Prefix of every namespace of the lab.
     pub prefix: String,
@@ -385,6 +413,19 @@ impl Lab {
             chains: Vec::new(),
             sa: self.sa,
         };
+        let lt = &mut topo.sa.lifetime;
+        if *lt == LifetimeConfig::default() {
+            lt.soft.seconds = Some(3000);
+            lt.hard.seconds = Some(3600);
+        }
+        if let (Some(soft), Some(hard)) = (lt.soft.seconds, lt.hard.seconds)
+            && soft >= hard
+        {
+            return Err(bad("sa.lifetime.soft.seconds", "must be below the hard lifetime (time to rekey)"));
+        }
+        if lt.hard.seconds == Some(0) {
+            return Err(bad("sa.lifetime.hard.seconds", "must be at least 1"));
+        }
         let mut planned_services = Vec::new();
         for (j, s) in self.services.iter().enumerate() {
             let at = format!("services[{j}]");
@@ -633,7 +674,7 @@ impl Lab {
                 .iter()
                 .map(|s| GatewayService { name: s.server_name.clone(), address: format!("{}:{}", s.address, s.port) })
                 .collect(),
-            grants,
+            grants: grants.clone(),
         });
         for c in &mut configs {
             c.metrics = Some(MetricsConfig { listen: METRICS_LISTEN.into() });
@@ -663,6 +704,9 @@ impl Lab {
             })
             .collect();
         Ok(LabPlan {
+            topology: topo,
+            grants,
+            controller: self.controller,
             name: self.name.clone(),
             bridge_ns: format!("{prefix}-net"),
             gateway: PlannedGateway {

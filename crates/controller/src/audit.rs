@@ -49,6 +49,14 @@ fn hash(prev: &[u8], seq: i64, at: i64, kind: &str, subject: &str, detail: &str)
     c.finish().as_ref().to_vec()
 }
 
+/// A database connection (to read the log without the rest of the controller).
+pub type Db = Connection;
+
+/// Opens a controller database for reading only.
+pub fn open_read_only(path: &std::path::Path) -> rusqlite::Result<Connection> {
+    Connection::open_with_flags(path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+}
+
 pub fn unix_ms() -> i64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
 }

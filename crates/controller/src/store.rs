@@ -368,7 +368,11 @@ impl Controller {
 
     /// Rolls out on request, periodically (`rekey.period_s`) and once at start.
     pub async fn run_background(self: Arc<Self>) {
-        self.wanted.notify_one();
+        // A restarted controller has forgotten every key: new SAs for nodes it knows. Nodes it
+        // has never heard of ask by polling.
+        if !self.state().boots.is_empty() {
+            self.wanted.notify_one();
+        }
         loop {
             let period = self.state().domain.rekey.period_s;
             let tick = async {
@@ -379,7 +383,10 @@ impl Controller {
                 }
             };
             tokio::select! {
-                () = self.wanted.notified() => {}
+                () = self.wanted.notified() => {
+                    // Let requests that come together (nodes starting) make one rollout.
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
                 () = tick => {}
             }
             if let Err(e) = self.rollout("scheduled").await {
@@ -406,11 +413,12 @@ impl Controller {
 
     /// Waits until every node acknowledged `version`; returns the ones that did not in time.
     async fn acks(&self, version: u64) -> Vec<String> {
-        let timeout = Duration::from_millis(self.state().domain.rekey.ack_timeout_ms);
+        let deadline = tokio::time::Instant::now() + Duration::from_millis(self.state().domain.rekey.ack_timeout_ms);
         let waits = self.nodes.iter().map(|(name, c)| {
             let mut rx = c.acked.subscribe();
             async move {
-                let ok = tokio::time::timeout(timeout, rx.wait_for(|a| *a >= version)).await.is_ok_and(|r| r.is_ok());
+                let ok =
+                    tokio::time::timeout_at(deadline, rx.wait_for(|a| *a >= version)).await.is_ok_and(|r| r.is_ok());
                 (!ok).then(|| name.clone())
             }
         });

@@ -152,8 +152,11 @@ pub enum Control {
     RemoveFlow(FiveTuple),
     /// Any other change to the engine (a configuration push from the controller: SAs, chains,
     /// labels, rules), run between two batches with the loop's clock.
-    Configure(Box<dyn FnOnce(&mut Node, Instant) + Send>),
+    Configure(Reconfigure),
 }
+
+/// A change to run on an engine, with the packet loop's clock.
+pub type Reconfigure = Box<dyn FnOnce(&mut Node, Instant) + Send>;
 
 impl core::fmt::Debug for Control {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
@@ -650,7 +653,7 @@ impl Drivers {
         node: &mut Node,
         stop: &AtomicBool,
         control: Option<&Receiver<Control>>,
-        mut tick: impl FnMut(&IoStats, &Node),
+        mut tick: impl FnMut(&IoStats, &mut Node),
     ) -> Result<(), IoError> {
         let epoch = std::time::Instant::now();
         let now = || Instant::from_nanos(epoch.elapsed().as_nanos() as u64);

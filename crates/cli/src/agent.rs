@@ -1,0 +1,397 @@
+//! A node's agent for the controller: enrols once with the node's one-time bootstrap token,
+//! then long-polls its desired state, makes every lane's engine match it (new SAs, labels,
+//! chains and rules first, removals last), acknowledges the version, and reports the engine's
+//! SA events (`sadb-expire` at soft lifetime, `sadb-bad-spi`).
+use anyhow::Context;
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::mpsc::{Receiver, Sender};
+use std::time::Duration;
+use zsfc_config::ikeless::{Direction, NodeState, StateChain, sa_name};
+use zsfc_config::{ControllerConfig, LabelEntry, RuleConfig, SaParams};
+use zsfc_controller::client::Client;
+use zsfc_dataplane::{ChainId, ChainSpec, Event, Instant, LabelAction, Node, NodeId, Rule, SaIdx, SaUse};
+use zsfc_io::Control;
+
+const POLL_TIMEOUT: Duration = Duration::from_secs(30);
+const ENROL_PATIENCE: Duration = Duration::from_secs(60);
+
+fn write_private(path: &Path, data: &[u8]) -> anyhow::Result<()> {
+    crate::pki::write_private(path, data)
+}
+
+/// A client holding the node's certificate, enrolling first if the node has none yet.
+pub(crate) fn enrolled_client(c: &ControllerConfig, node: &str) -> anyhow::Result<Client> {
+    let ca = std::fs::read_to_string(&c.ca).with_context(|| format!("controller.ca: reading {}", c.ca))?;
+    let dir = PathBuf::from(&c.identity_dir);
+    let (cert_path, key_path) = (dir.join("node.pem"), dir.join("node.key"));
+    if !cert_path.exists() {
+        let token = zeroize::Zeroizing::new(
+            std::fs::read_to_string(&c.bootstrap)
+                .with_context(|| format!("controller.bootstrap: reading {} (not enrolled yet)", c.bootstrap))?
+                .trim()
+                .to_owned(),
+        );
+        let (csr, key) = zsfc_controller::pki::new_csr(node)?;
+        let anonymous = Client::new(&c.address, &c.server_name, &ca, None)?;
+        let body = serde_json::json!({"zsfc:input": {"node": node, "token": token.as_str(), "csr": csr}});
+        let started = std::time::Instant::now();
+        let reply = loop {
+            match anonymous.blocking(
+                "POST",
+                "/restconf/operations/zsfc:enrol",
+                Some(body.to_string().into_bytes()),
+                Duration::from_secs(10),
+            ) {
+                Ok(r) => break r,
+                Err(e) if started.elapsed() < ENROL_PATIENCE => {
+                    eprintln!("zsfc node {node:?}: controller not reachable yet ({e:#}); retrying");
+                    std::thread::sleep(Duration::from_millis(500));
+                }
+                Err(e) => return Err(e.context("enrolling with the controller")),
+            }
+        };
+        if reply.status != 200 {
+            anyhow::bail!("enrolment refused ({}): {}", reply.status, reply.message());
+        }
+        let v: serde_json::Value = serde_json::from_slice(&reply.body)?;
+        let cert = v["zsfc:output"]["certificate"].as_str().context("enrolment answer without a certificate")?;
+        std::fs::create_dir_all(&dir)?;
+        std::os::unix::fs::PermissionsExt::set_mode(&mut std::fs::metadata(&dir)?.permissions(), 0o700);
+        write_private(&key_path, key.as_bytes())?;
+        write_private(&cert_path, cert.as_bytes())?;
+        // The token is spent; nothing else should find it.
+        let _ = std::fs::remove_file(&c.bootstrap);
+        eprintln!("zsfc node {node:?}: enrolled with the controller at {}", c.address);
+    }
+    let cert = std::fs::read_to_string(&cert_path)?;
+    let key = zeroize::Zeroizing::new(std::fs::read_to_string(&key_path)?);
+    Client::new(&c.address, &c.server_name, &ca, Some((&cert, &key)))
+}
+
+/// One change to an engine, applied by every lane with its own keys.
+enum Op {
+    InstallOut(SaIdx, SaParams),
+    InstallIn(SaParams, SaUse),
+    SetLabel(u32, LabelAction),
+    AddChain(ChainSpec),
+    SetRules(Vec<Rule>),
+    RemoveChain(ChainId),
+    RemoveLabel(u32),
+    RemoveIn(u32),
+    RemoveOut(SaIdx),
+}
+
+/// What the engines run now, as the agent applied it.
+#[derive(Default, Clone)]
+struct Applied {
+    out: HashMap<String, (u32, SaIdx)>,
+    inb: HashMap<String, u32>,
+    labels: HashMap<u32, LabelEntry>,
+    chains: HashMap<u32, StateChain>,
+    rules: Vec<RuleConfig>,
+    free: Vec<u32>,
+    next_slot: u32,
+}
+
+impl Applied {
+    fn slot(&mut self) -> SaIdx {
+        SaIdx(self.free.pop().unwrap_or_else(|| {
+            self.next_slot += 1;
+            self.next_slot - 1
+        }))
+    }
+
+    /// The operations that turn the current state into `doc`, and the state after them.
+    /// SAs listed without a key that this node does not have are skipped and reported.
+    fn plan(&self, doc: &NodeState, peers: &[u32]) -> anyhow::Result<(Vec<Op>, Applied, Vec<String>)> {
+        let rules = doc.check()?;
+        let mut next = self.clone();
+        let (mut ops, mut removals, mut missing) = (Vec::new(), Vec::new(), Vec::new());
+        let entries = &doc.ikeless.sad.entries;
+        next.out.clear();
+        for e in entries.iter().filter(|e| e.direction == Direction::Outbound) {
+            if let Some(&have) = self.out.get(&e.name) {
+                next.out.insert(e.name.clone(), have);
+            } else if e.has_key() {
+                let p = e.params().map_err(|(f, why)| anyhow::anyhow!("{}: {f}: {why}", e.name))?;
+                let slot = next.slot();
+                next.out.insert(e.name.clone(), (p.spi, slot));
+                ops.push(Op::InstallOut(slot, p));
+            } else {
+                missing.push(e.name.clone());
+            }
+        }
+        next.inb.clear();
+        for e in entries.iter().filter(|e| e.direction == Direction::Inbound) {
+            if let Some(&spi) = self.inb.get(&e.name) {
+                next.inb.insert(e.name.clone(), spi);
+            } else if e.has_key() {
+                let p = e.params().map_err(|(f, why)| anyhow::anyhow!("{}: {f}: {why}", e.name))?;
+                let usage = match &e.reseal {
+                    None => SaUse::Terminate,
+                    Some(r) => match next.out.get(r) {
+                        Some(&(_, slot)) => SaUse::Reseal(slot),
+                        None => {
+                            missing.push(r.clone());
+                            continue;
+                        }
+                    },
+                };
+                next.inb.insert(e.name.clone(), p.spi);
+                ops.push(Op::InstallIn(p, usage));
+            } else {
+                missing.push(e.name.clone());
+            }
+        }
+        next.labels.clear();
+        for (i, l) in doc.sfc.labels.iter().enumerate() {
+            let action = match (l.peer, l.deliver) {
+                (Some(p), false) if peers.contains(&p) => LabelAction::Remote(NodeId(p)),
+                (None, true) => LabelAction::Deliver,
+                _ => anyhow::bail!("zsfc:sfc.labels[{i}]: a known peer or deliver = true"),
+            };
+            if self.labels.get(&l.label) != Some(l) {
+                ops.push(Op::SetLabel(l.label, action));
+            }
+            next.labels.insert(l.label, l.clone());
+        }
+        next.chains.clear();
+        for (i, c) in doc.sfc.chains.iter().enumerate() {
+            let Some(&(_, slot)) = next.out.get(&c.sa) else {
+                missing.push(c.sa.clone());
+                continue;
+            };
+            if self.chains.get(&c.id) != Some(c) || !self.out.contains_key(&c.sa) {
+                let at = format!("zsfc:sfc.chains[{i}]");
+                ops.push(Op::AddChain(zsfc_config::chain_spec(c.id, &c.labels, c.ttl, c.nsh.as_ref(), slot, &at)?));
+            }
+            next.chains.insert(c.id, c.clone());
+        }
+        if rules != self.rules {
+            let built: Result<Vec<Rule>, _> =
+                rules.iter().enumerate().map(|(i, r)| zsfc_config::rule(r, &format!("spd-entry[{i}]"))).collect();
+            ops.push(Op::SetRules(built?));
+            next.rules = rules;
+        }
+        for id in self.chains.keys().filter(|id| !next.chains.contains_key(id)) {
+            removals.push(Op::RemoveChain(ChainId(*id)));
+        }
+        for l in self.labels.keys().filter(|l| !next.labels.contains_key(l)) {
+            removals.push(Op::RemoveLabel(*l));
+        }
+        for (_, &spi) in self.inb.iter().filter(|(n, _)| !next.inb.contains_key(*n)) {
+            removals.push(Op::RemoveIn(spi));
+        }
+        for (_, &(_, slot)) in self.out.iter().filter(|(n, _)| !next.out.contains_key(*n)) {
+            removals.push(Op::RemoveOut(slot));
+            next.free.push(slot.0);
+        }
+        ops.extend(removals);
+        Ok((ops, next, missing))
+    }
+}
+
+/// Runs `ops` on one lane's engine; the first failure stops it (the engine keeps what was done).
+fn apply_ops(node: &mut Node, ops: &[Op], lane: u32, now: Instant) -> Result<(), String> {
+    let sa = |p: &SaParams| zsfc_config::sa_config(p, lane).map_err(|(f, why)| format!("SA {:#x}: {f}: {why}", p.spi));
+    for op in ops {
+        match op {
+            Op::InstallOut(slot, p) => node.install_outbound(*slot, &sa(p)?, now).map_err(|e| e.to_string())?,
+            Op::InstallIn(p, usage) => node.install_inbound(&sa(p)?, *usage, now).map_err(|e| e.to_string())?,
+            Op::SetLabel(l, a) => node.set_label(*l, *a).map_err(|e| e.to_string())?,
+            Op::AddChain(spec) => node.add_chain(spec.clone()).map_err(|e| e.to_string())?,
+            Op::SetRules(r) => node.classifier_mut().set_rules(r.clone()),
+            Op::RemoveChain(id) => drop(node.remove_chain(*id)),
+            Op::RemoveLabel(l) => drop(node.remove_label(*l)),
+            Op::RemoveIn(spi) => drop(node.remove_inbound(zsfc_config::lane_spi(*spi, lane))),
+            Op::RemoveOut(slot) => drop(node.remove_outbound(*slot)),
+        }
+    }
+    Ok(())
+}
+
+/// What the agent needs from the node process.
+pub(crate) struct AgentSetup {
+    pub name: String,
+    pub client: Client,
+    pub lanes: Vec<Sender<Control>>,
+    pub peers: Vec<u32>,
+    pub gateway: Option<(Arc<zsfc_gateway::Gateway>, Vec<zsfc_gateway::Service>)>,
+    pub ready_file: Option<PathBuf>,
+    pub events: Receiver<Event>,
+}
+
+/// Starts the agent's threads (state and events); they live as long as the process.
+pub(crate) fn start(s: AgentSetup) -> anyhow::Result<()> {
+    let mut boot = [0u8; 8];
+    aws_lc_rs::rand::fill(&mut boot).map_err(|_| anyhow::anyhow!("no randomness"))?;
+    let boot = hex::encode(boot);
+    let (client, name) = (s.client.clone(), s.name.clone());
+    std::thread::Builder::new().name("agent-events".into()).spawn(move || report_events(&client, &name, &s.events))?;
+    let AgentSetup { name, client, lanes, peers, gateway, ready_file, .. } = s;
+    std::thread::Builder::new().name("agent".into()).spawn(move || {
+        let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+            Ok(rt) => rt,
+            Err(e) => return eprintln!("agent: {e}"),
+        };
+        rt.block_on(follow(name, boot, client, lanes, peers, gateway, ready_file));
+    })?;
+    Ok(())
+}
+
+async fn follow(
+    name: String,
+    boot: String,
+    client: Client,
+    lanes: Vec<Sender<Control>>,
+    peers: Vec<u32>,
+    gateway: Option<(Arc<zsfc_gateway::Gateway>, Vec<zsfc_gateway::Service>)>,
+    mut ready_file: Option<PathBuf>,
+) {
+    let mut applied = Applied::default();
+    let mut version = 0u64;
+    let mut unreachable = false;
+    loop {
+        let path = format!("/restconf/data/zsfc:nodes/node={name}/desired?after={version}&boot={boot}");
+        let reply = match client.request("GET", &path, None, POLL_TIMEOUT).await {
+            Ok(r) => r,
+            Err(e) => {
+                if !unreachable {
+                    eprintln!(
+                        "agent {name:?}: controller unreachable ({e:#}); the node keeps its SAs until their hard lifetime"
+                    );
+                    unreachable = true;
+                }
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                continue;
+            }
+        };
+        if unreachable {
+            eprintln!("agent {name:?}: controller reachable again");
+            unreachable = false;
+        }
+        match reply.status {
+            200 => {}
+            204 => continue,
+            s => {
+                eprintln!("agent {name:?}: poll answered {s}: {}", reply.message());
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                continue;
+            }
+        }
+        let result = match serde_json::from_slice::<NodeState>(&reply.body) {
+            Err(e) => Err(anyhow::anyhow!("not a node state: {e}")),
+            Ok(doc) => {
+                let v = doc.version;
+                apply(&doc, &mut applied, &peers, &lanes, gateway.as_ref()).await.map(|missing| (v, missing))
+            }
+        };
+        drop(reply);
+        let (v, error) = match result {
+            Ok((v, missing)) if missing.is_empty() => (v, None),
+            Ok((v, missing)) => (v, Some(format!("no key for SAs this node does not have: {}", missing.join(", ")))),
+            Err(e) => (version + 1, Some(format!("{e:#}"))),
+        };
+        version = version.max(v);
+        if let Some(e) = &error {
+            eprintln!("agent {name:?}: version {v}: {e}");
+        }
+        let body = serde_json::json!({"zsfc:input": {"node": name, "version": v, "error": error}});
+        if let Err(e) = client
+            .request("POST", "/restconf/operations/zsfc:ack", Some(body.to_string().into_bytes()), POLL_TIMEOUT)
+            .await
+        {
+            eprintln!("agent {name:?}: acknowledging version {v}: {e:#}");
+        }
+        if error.is_none()
+            && let Some(p) = ready_file.take()
+        {
+            let _ = std::fs::write(&p, b"ready\n");
+        }
+    }
+}
+
+async fn apply(
+    doc: &NodeState,
+    applied: &mut Applied,
+    peers: &[u32],
+    lanes: &[Sender<Control>],
+    gateway: Option<&(Arc<zsfc_gateway::Gateway>, Vec<zsfc_gateway::Service>)>,
+) -> anyhow::Result<Vec<String>> {
+    let (ops, next, missing) = applied.plan(doc, peers)?;
+    let ops = Arc::new(ops);
+    let (done_tx, done_rx) = std::sync::mpsc::channel();
+    for (lane, tx) in lanes.iter().enumerate() {
+        let (ops, done) = (ops.clone(), done_tx.clone());
+        tx.send(Control::Configure(Box::new(move |node, now| {
+            let _ = done.send(apply_ops(node, &ops, lane as u32, now));
+        })))
+        .map_err(|_| anyhow::anyhow!("lane {lane} is gone"))?;
+    }
+    drop((done_tx, ops));
+    let n = lanes.len();
+    let results = tokio::task::spawn_blocking(move || {
+        (0..n).map(|_| done_rx.recv_timeout(Duration::from_secs(5))).collect::<Vec<_>>()
+    })
+    .await?;
+    for (lane, r) in results.into_iter().enumerate() {
+        match r {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => anyhow::bail!("lane {lane}: {e}"),
+            Err(_) => anyhow::bail!("lane {lane} did not apply the change in time"),
+        }
+    }
+    *applied = next;
+    if let Some((gw, services)) = gateway {
+        let grants = doc
+            .sfc
+            .grants
+            .iter()
+            .map(|g| zsfc_gateway::Grant {
+                identity: g.identity.clone(),
+                service: g.service.clone(),
+                chain: ChainId(g.chain),
+                path: g.path.clone(),
+            })
+            .collect();
+        gw.set_policy(zsfc_gateway::Policy { services: services.clone(), grants });
+    }
+    Ok(missing)
+}
+
+/// Forwards the engines' SA events: one `sadb-expire` per SA, one `sadb-bad-spi` per SPI and
+/// 10 seconds.
+fn report_events(client: &Client, name: &str, events: &Receiver<Event>) {
+    let mut bad_spi_seen: HashMap<u32, std::time::Instant> = HashMap::new();
+    let mut expired_seen = std::collections::HashSet::new();
+    while let Ok(e) = events.recv() {
+        let (path, body) = match e {
+            Event::RekeyWanted { spi, .. } => {
+                let sa = sa_name(zsfc_config::configured_spi(spi));
+                if !expired_seen.insert(sa.clone()) {
+                    continue;
+                }
+                (
+                    "/restconf/operations/ietf-i2nsf-ikeless:sadb-expire",
+                    serde_json::json!({"ietf-i2nsf-ikeless:input": {"ipsec-sa-name": sa, "soft-lifetime-expire": true}}),
+                )
+            }
+            Event::BadSpi { spi } => {
+                let now = std::time::Instant::now();
+                if bad_spi_seen.get(&spi).is_some_and(|t| now.duration_since(*t) < Duration::from_secs(10)) {
+                    continue;
+                }
+                bad_spi_seen.insert(spi, now);
+                (
+                    "/restconf/operations/ietf-i2nsf-ikeless:sadb-bad-spi",
+                    serde_json::json!({"ietf-i2nsf-ikeless:input": {"spi": spi}}),
+                )
+            }
+        };
+        if let Err(e) = client.blocking("POST", path, Some(body.to_string().into_bytes()), Duration::from_secs(5)) {
+            eprintln!("agent {name:?}: reporting {e:#}");
+        }
+    }
+}

@@ -1,0 +1,187 @@
+//! `zsfc controller` (the process) and the operator's commands against a lab's controller:
+//! `zsfc rekey`, `zsfc chain`, `zsfc policy`, `zsfc audit verify`.
+use anyhow::{Context, bail};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+use zsfc_controller::Controller;
+use zsfc_controller::client::Client;
+
+#[derive(Debug, clap::Args)]
+pub(crate) struct ControllerArgs {
+    /// The controller's SQLite database (created by `zsfc up`, or `Controller::init`).
+    #[arg(long)]
+    db: PathBuf,
+    /// Where the HTTPS API listens.
+    #[arg(long)]
+    listen: String,
+    /// The name in the controller's certificate (what nodes verify).
+    #[arg(long, default_value = "controller")]
+    server_name: String,
+}
+
+pub(crate) fn controller(a: &ControllerArgs) -> anyhow::Result<bool> {
+    let ctl = Controller::open(&a.db).with_context(|| format!("opening {}", a.db.display()))?;
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+    rt.block_on(async {
+        let listener =
+            tokio::net::TcpListener::bind(&a.listen).await.with_context(|| format!("listening on {}", a.listen))?;
+        eprintln!(
+            "zsfc controller: domain {:?}, API on https://{} (TLS 1.3)",
+            ctl.domain().name,
+            listener.local_addr()?
+        );
+        tokio::spawn(ctl.clone().run_background());
+        zsfc_controller::serve(ctl, listener, &a.server_name).await
+    })?;
+    Ok(true)
+}
+
+/// The lab's controller as the operator reaches it.
+#[derive(Debug, clap::Args)]
+pub(crate) struct LabArgs {
+    /// The lab's name.
+    name: String,
+    #[arg(long, default_value = "/run/zsfc")]
+    state_dir: PathBuf,
+}
+
+/// Runs `f` with a client holding the operator's credentials of the lab whose state is in
+/// `dir`, on a thread that joins the controller's namespace (the caller's thread stays where
+/// it is).
+pub(crate) fn with_operator<T: Send>(
+    dir: &Path,
+    lab: &str,
+    f: impl FnOnce(&Client) -> anyhow::Result<T> + Send,
+) -> anyhow::Result<T> {
+    let pki = dir.join("pki");
+    let read = |p: PathBuf| {
+        std::fs::read_to_string(&p).with_context(|| format!("reading {} (is lab {lab:?} up?)", p.display()))
+    };
+    let (ca, cert, key) = (read(pki.join("ca.pem"))?, read(pki.join("operator.pem"))?, read(pki.join("operator.key"))?);
+    let key = zeroize::Zeroizing::new(key);
+    let ns = format!("zsfc-{lab}-ctl");
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            enter_ns(&ns)?;
+            let c = Client::new(zsfc_config::CONTROLLER_ADDRESS, "controller", &ca, Some((&cert, &key)))?;
+            f(&c)
+        })
+        .join()
+        .unwrap_or_else(|_| Err(anyhow::anyhow!("the operator thread panicked")))
+    })
+}
+
+/// Waits until every node acknowledged the controller's latest state.
+pub(crate) fn wait_converged(dir: &Path, lab: &str, patience: Duration) -> anyhow::Result<serde_json::Value> {
+    with_operator(dir, lab, |c| {
+        let t = std::time::Instant::now();
+        loop {
+            let v = call(c, "GET", "/restconf/data/zsfc:domain", None)?;
+            if v["zsfc:domain"]["converged"] == serde_json::Value::Bool(true) {
+                return Ok(v);
+            }
+            if t.elapsed() > patience {
+                bail!("the controller's state did not reach every node within {patience:?}: {v}");
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    })
+}
+
+/// Moves this (single-threaded) process into network namespace `ns`.
+pub(crate) fn enter_ns(ns: &str) -> anyhow::Result<()> {
+    let f = std::fs::File::open(format!("/run/netns/{ns}")).with_context(|| format!("namespace {ns}"))?;
+    nix::sched::setns(f, nix::sched::CloneFlags::CLONE_NEWNET).with_context(|| format!("entering {ns}"))?;
+    Ok(())
+}
+
+fn call(c: &Client, method: &str, path: &str, body: Option<serde_json::Value>) -> anyhow::Result<serde_json::Value> {
+    let r = c.blocking(method, path, body.map(|b| b.to_string().into_bytes()), Duration::from_secs(60))?;
+    if r.status != 200 {
+        bail!("{method} {path}: {} {}", r.status, r.message());
+    }
+    Ok(serde_json::from_slice(&r.body).unwrap_or_default())
+}
+
+pub(crate) fn rekey(a: &LabArgs) -> anyhow::Result<bool> {
+    let v = with_operator(&a.state_dir.join(&a.name), &a.name, |c| {
+        call(c, "POST", "/restconf/operations/zsfc:rekey", None)
+    })?;
+    println!("rekeyed: every node runs new SAs (version {})", v["zsfc:output"]["version"]);
+    Ok(true)
+}
+
+#[derive(Debug, clap::Args)]
+pub(crate) struct ChainArgs {
+    #[command(flatten)]
+    lab: LabArgs,
+    /// The chain's name.
+    chain: String,
+    /// Its SFs in path order (replaces the current list; empty: no SF).
+    sfs: Vec<String>,
+}
+
+pub(crate) fn chain(a: &ChainArgs) -> anyhow::Result<bool> {
+    let path = format!("/restconf/data/zsfc:domain/chain={}", a.chain);
+    let body = serde_json::json!({"zsfc:chain": {"sfs": a.sfs}});
+    let v = with_operator(&a.lab.state_dir.join(&a.lab.name), &a.lab.name, |c| call(c, "PUT", &path, Some(body)))?;
+    println!("chain {}: {:?} (version {}); new flows take it", a.chain, a.sfs, v["zsfc:output"]["version"]);
+    Ok(true)
+}
+
+#[derive(Debug, clap::Args)]
+pub(crate) struct PolicyArgs {
+    #[command(flatten)]
+    lab: LabArgs,
+    /// Grants as IDENTITY=SERVICE:CHAIN_ID (replaces the whole policy).
+    #[arg(long = "grant")]
+    grants: Vec<String>,
+}
+
+pub(crate) fn policy(a: &PolicyArgs) -> anyhow::Result<bool> {
+    let mut grants = Vec::new();
+    for g in &a.grants {
+        let parsed = g.split_once('=').and_then(|(id, rest)| {
+            let (svc, chain) = rest.split_once(':')?;
+            Some(serde_json::json!({"identity": id, "service": svc, "chain": chain.parse::<u32>().ok()?}))
+        });
+        grants.push(parsed.with_context(|| format!("--grant {g:?}: expected IDENTITY=SERVICE:CHAIN_ID"))?);
+    }
+    let body = serde_json::json!({"zsfc:grants": grants});
+    let v = with_operator(&a.lab.state_dir.join(&a.lab.name), &a.lab.name, |c| {
+        call(c, "PUT", "/restconf/data/zsfc:domain/grants", Some(body))
+    })?;
+    println!("policy: {} grants (version {})", grants.len(), v["zsfc:output"]["version"]);
+    Ok(true)
+}
+
+#[derive(Debug, clap::Subcommand)]
+pub(crate) enum AuditCommand {
+    /// Recompute the audit log's hash chain; names the first record that does not check.
+    Verify {
+        /// The controller's database.
+        db: PathBuf,
+    },
+}
+
+pub(crate) fn audit(c: &AuditCommand) -> anyhow::Result<bool> {
+    let AuditCommand::Verify { db } = c;
+    let conn = rusqlite_open(db)?;
+    match zsfc_controller::audit::verify(&conn)? {
+        zsfc_controller::audit::Verdict::Intact { records, head } => {
+            println!("audit log intact: {records} records, last hash {head}");
+            Ok(true)
+        }
+        zsfc_controller::audit::Verdict::Broken { seq, why } => {
+            println!("audit log TAMPERED: record {seq}: {why}");
+            Ok(false)
+        }
+    }
+}
+
+fn rusqlite_open(db: &Path) -> anyhow::Result<zsfc_controller::audit::Db> {
+    if !db.exists() {
+        bail!("{}: no such database", db.display());
+    }
+    Ok(zsfc_controller::audit::open_read_only(db)?)
+}
