@@ -20,6 +20,8 @@ pub(crate) enum Command {
     Pageload(PageloadArgs),
     /// Seed 003 on one external SFC-unaware SF behind the caching proxy.
     Proxy(ProxyArgs),
+    /// A UDP stream through a 3-SF chain while the controller rekeys every second.
+    Rekey(crate::bench_keys::RekeyArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -104,6 +106,7 @@ pub(crate) fn run(c: &Command) -> anyhow::Result<bool> {
         Command::Chain(a) => chain(a),
         Command::Pageload(a) => pageload(a),
         Command::Proxy(a) => proxy(a),
+        Command::Rekey(a) => crate::bench_keys::rekey(a),
     }
 }
 

@@ -3,12 +3,14 @@
 
 mod agent;
 mod bench;
+mod bench_keys;
 mod config;
 mod control;
 mod demo;
 mod metrics;
 mod node;
 mod pki;
+mod traffic;
 mod up;
 
 use clap::{Parser, Subcommand};
@@ -48,6 +50,8 @@ enum Command {
     Chain(control::ChainArgs),
     /// Replace the gateway policy of a running lab.
     Policy(control::PolicyArgs),
+    /// Send a paced, numbered UDP stream between two namespaces and count what arrived.
+    Traffic(traffic::TrafficArgs),
     /// Work with the controller's audit log.
     #[command(subcommand)]
     Audit(control::AuditCommand),
@@ -73,6 +77,7 @@ fn main() -> std::process::ExitCode {
         Command::Chain(a) => control::chain(&a),
         Command::Policy(a) => control::policy(&a),
         Command::Audit(c) => control::audit(&c),
+        Command::Traffic(a) => traffic::run(&a),
     };
     match result {
         Ok(true) => std::process::ExitCode::SUCCESS,

@@ -198,6 +198,11 @@ impl RunningLab {
     pub(crate) fn pki(&self) -> PathBuf {
         self.state.pki()
     }
+
+    /// The lab's state directory (its controller's database, credentials, logs).
+    pub(crate) fn state_dir(&self) -> &Path {
+        &self.state.dir
+    }
 }
 
 impl RunningLab {
