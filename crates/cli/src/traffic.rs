@@ -49,7 +49,13 @@ pub(crate) struct Stream {
 const PAYLOAD: usize = 64;
 
 impl Stream {
-    pub(crate) fn start(from_ns: &str, to_ns: &str, to: SocketAddr, rate: u64, length: Duration) -> anyhow::Result<Self> {
+    pub(crate) fn start(
+        from_ns: &str,
+        to_ns: &str,
+        to: SocketAddr,
+        rate: u64,
+        length: Duration,
+    ) -> anyhow::Result<Self> {
         let expected = (rate as f64 * length.as_secs_f64() * 1.2) as usize + 1024;
         let (bound_tx, bound_rx) = std::sync::mpsc::channel();
         let sending_done = Arc::new(AtomicBool::new(false));
@@ -119,7 +125,8 @@ impl Stream {
     pub(crate) fn finish(self) -> anyhow::Result<Counted> {
         let sent = self.sender.join().map_err(|_| anyhow::anyhow!("the sender panicked"))??;
         self.sending_done.store(true, Ordering::Relaxed);
-        let (received, duplicated, _) = self.receiver.join().map_err(|_| anyhow::anyhow!("the receiver panicked"))??;
+        let (received, duplicated, _) =
+            self.receiver.join().map_err(|_| anyhow::anyhow!("the receiver panicked"))??;
         Ok(Counted { sent, received, lost: sent.saturating_sub(received), duplicated })
     }
 }

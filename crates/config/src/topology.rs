@@ -120,7 +120,7 @@ pub struct TopoChain {
 
 /// Parameters of every generated SA.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, default)]
 pub struct SaDefaults {
     pub algorithm: Algorithm,
     pub esn: bool,

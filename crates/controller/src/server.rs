@@ -298,7 +298,11 @@ fn router(ctl: Arc<Controller>) -> Router {
         };
         r = r.route(&axum_path, route);
     }
-    r.fallback(|| async { error(&Refusal::new(404, "invalid-value", "no such resource")) }).with_state(ctl)
+    r.fallback(|| async { error(&Refusal::new(404, "invalid-value", "no such resource")) })
+        .method_not_allowed_fallback(|| async {
+            error(&Refusal::new(405, "operation-not-supported", "this resource does not take this method"))
+        })
+        .with_state(ctl)
 }
 
 fn server_tls(ctl: &Controller, cert: &str, key: &str) -> anyhow::Result<rustls::ServerConfig> {

@@ -1,0 +1,166 @@
+//! Helpers of the namespace tests: a lab brought up under a unique name and always brought
+//! down, tshark captures, counters from reports and metrics.
+#![allow(dead_code)] // each test binary uses its own part
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::Duration;
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_zsfc");
+
+/// A lab from an example file, renamed so that tests (and a user's labs) never collide.
+pub struct LabRun {
+    pub name: String,
+    pub file: PathBuf,
+    pub state: PathBuf,
+    pub up: bool,
+}
+
+impl LabRun {
+    pub fn new(example: &str, tag: &str) -> Self {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples").join(format!("{example}.toml"));
+        let text = std::fs::read_to_string(&root).unwrap();
+        let name = format!("t{}{tag}", std::process::id() % 100_000);
+        let line = text.lines().find(|l| l.starts_with("name = ")).unwrap();
+        let text = text.replacen(line, &format!("name = \"{name}\""), 1);
+        let dir = std::env::temp_dir().join(format!("zsfc-labs-{name}"));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("lab.toml");
+        std::fs::write(&file, text).unwrap();
+        Self { name, file, state: dir.join("state"), up: false }
+    }
+
+    pub fn zsfc(&self, args: &[&str]) -> Output {
+        let state = self.state.to_str().unwrap();
+        Command::new(BIN).args(args).args(["--state-dir", state]).stdin(Stdio::null()).output().unwrap()
+    }
+
+    pub fn run(&self) -> String {
+        let out = self.zsfc(&["run", self.file.to_str().unwrap()]);
+        let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        assert!(out.status.success(), "zsfc run {}:\n{text}", self.name);
+        text
+    }
+
+    pub fn up(&mut self) {
+        self.up = true;
+        let out = self.zsfc(&["up", self.file.to_str().unwrap()]);
+        assert!(
+            out.status.success(),
+            "zsfc up: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    pub fn check(&self) -> String {
+        let out = self.zsfc(&["check", &self.name]);
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(out.status.success(), "zsfc check:\n{text}{}", String::from_utf8_lossy(&out.stderr));
+        text
+    }
+
+    /// `zsfc down`; returns what it printed (the nodes' final reports).
+    pub fn down(&mut self) -> String {
+        self.up = false;
+        let out = self.zsfc(&["down", &self.name]);
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(out.status.success(), "zsfc down:\n{text}{}", String::from_utf8_lossy(&out.stderr));
+        text
+    }
+
+    pub fn ns(&self, which: &str) -> String {
+        format!("zsfc-{}-{which}", self.name)
+    }
+
+    pub fn state_file(&self, rel: &str) -> PathBuf {
+        self.state.join(&self.name).join(rel)
+    }
+
+    pub fn namespaces_left(&self) -> Vec<String> {
+        let out = Command::new("ip").args(["netns", "list"]).output().unwrap();
+        let prefix = format!("zsfc-{}-", self.name);
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter_map(|l| l.split_whitespace().next())
+            .filter(|n| n.starts_with(&prefix))
+            .map(str::to_owned)
+            .collect()
+    }
+}
+
+impl Drop for LabRun {
+    fn drop(&mut self) {
+        if self.up {
+            let _ = self.zsfc(&["down", &self.name]);
+        }
+        let _ = std::fs::remove_dir_all(self.file.parent().unwrap());
+    }
+}
+
+/// A tshark capture on `dev` in `ns`, stopped on drop.
+pub struct Capture {
+    child: Child,
+    file: PathBuf,
+}
+
+impl Capture {
+    pub fn start(ns: &str, dev: &str, file: PathBuf) -> Self {
+        let mut child = Command::new("ip")
+            .args(["netns", "exec", ns, "tshark", "-q", "-i", dev, "-w"])
+            .arg(&file)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("tshark (./test.sh installs it)");
+        // tshark says "Capturing on 'DEV'" once packets are being captured.
+        let stderr = child.stderr.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            use std::io::BufRead;
+            for line in std::io::BufReader::new(stderr).lines().map_while(Result::ok) {
+                if line.contains("Capturing on") {
+                    let _ = tx.send(());
+                }
+            }
+        });
+        rx.recv_timeout(Duration::from_secs(20))
+            .unwrap_or_else(|_| panic!("tshark did not start capturing on {dev} in {ns}"));
+        Self { child, file }
+    }
+
+    /// Stops the capture and returns `fields` of every packet (one line per packet).
+    pub fn fields(mut self, fields: &[&str]) -> Vec<String> {
+        std::thread::sleep(Duration::from_millis(300));
+        let _ = Command::new("kill").args(["-INT", &self.child.id().to_string()]).status();
+        let _ = self.child.wait();
+        let mut cmd = Command::new("tshark");
+        cmd.arg("-r").arg(&self.file).args(["-T", "fields", "-E", "separator=;"]);
+        for f in fields {
+            cmd.args(["-e", f]);
+        }
+        let out = cmd.output().unwrap();
+        assert!(out.status.success(), "tshark -r: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).lines().map(str::to_owned).collect()
+    }
+}
+
+impl Drop for Capture {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn usable() {
+    let root = Command::new("id").arg("-u").output().map(|o| o.stdout == b"0\n").unwrap_or(false);
+    assert!(root && Path::new("/dev/net/tun").exists(), "these tests need root and /dev/net/tun (CI has both)");
+}
+
+pub fn count(report: &str, prefix: &str) -> u64 {
+    report
+        .lines()
+        .find_map(|l| l.strip_prefix(prefix))
+        .and_then(|r| r.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0)
+}

@@ -1,0 +1,223 @@
+//! The controller in network namespaces: keys pushed and rotated while traffic runs, nodes
+//! failing closed without it and recovering when it returns, refusals in the audit log, chains
+//! changed at run time. Needs root (./test.sh).
+mod common;
+use common::*;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// `zsfc traffic` from the client alice to the sink on the egress node; (sent, received, lost,
+/// duplicated).
+fn stream(lab: &LabRun, rate: u32, seconds: u32) -> (u64, u64, u64, u64) {
+    let out = Command::new(BIN)
+        .args(["traffic", "--from-ns", &lab.ns("c-alice"), "--to-ns", &lab.ns("egress"), "--to", "10.9.0.1:7100"])
+        .args(["--rate", &rate.to_string(), "--seconds", &seconds.to_string()])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "zsfc traffic: {}", String::from_utf8_lossy(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let n = |k: &str| v[k].as_u64().unwrap();
+    (n("sent"), n("received"), n("lost"), n("duplicated"))
+}
+
+/// One counter from a node's metrics: the sum of every series whose line has all of `labels`.
+fn metric(lab: &LabRun, node: &str, name: &str, labels: &[&str]) -> u64 {
+    let out = Command::new("ip")
+        .args(["netns", "exec", &lab.ns(node), "curl", "-s", "--max-time", "3", "http://127.0.0.1:9464/metrics"])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| l.starts_with(name) && labels.iter().all(|x| l.contains(x)))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum::<f64>() as u64
+}
+
+fn pid_of(lab: &LabRun, who: &str) -> i32 {
+    std::fs::read_to_string(lab.state_file(&format!("{who}.pid"))).unwrap().trim().parse().unwrap()
+}
+
+fn alive(pid: i32) -> bool {
+    std::path::Path::new(&format!("/proc/{pid}")).exists()
+}
+
+#[test]
+fn rekeying_every_second_for_20_s_loses_no_packet() {
+    usable();
+    let dir = std::env::temp_dir().join(format!("zsfc-rekey-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let json = dir.join("rekey.json");
+    let out = Command::new(BIN)
+        .args(["bench", "rekey", "--rate", "20000", "--seconds", "20", "--json", json.to_str().unwrap()])
+        .args(["--state-dir", dir.join("state").to_str().unwrap()])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "{text}");
+    let v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+    let n = |k: &str| v[k].as_u64().unwrap_or_else(|| panic!("{k} missing in {v}"));
+    assert!(n("sent") >= 20_000 * 19, "{v}");
+    assert_eq!(n("received"), n("sent"), "{v}");
+    assert_eq!((n("lost"), n("duplicated")), (0, 0), "{v}");
+    assert!(n("rekeys") >= 15, "{v}");
+    assert_eq!((n("replay_drops"), n("bad_spi_drops"), n("expired_drops")), (0, 0, 0), "{v}");
+}
+
+#[test]
+fn without_the_controller_nodes_fail_closed_at_hard_lifetime_and_recover_without_restart() {
+    usable();
+    let mut lab = LabRun::new("keys", "o");
+    lab.up();
+    // Soft lifetime 3 s, hard 5 s: 8 s of traffic needs rekeys asked for by the nodes.
+    let (sent, received, lost, dup) = stream(&lab, 2000, 8);
+    assert!(sent > 15_000 && received == sent && lost == 0 && dup == 0, "{sent} {received} {lost} {dup}");
+    let nodes: Vec<i32> = ["ingress", "sf", "egress"].iter().map(|n| pid_of(&lab, n)).collect();
+
+    // Controller gone: traffic goes on while the SAs live...
+    nix_kill(pid_of(&lab, "controller"));
+    let (sent, received, ..) = stream(&lab, 1000, 1);
+    assert!(received > sent / 2, "traffic stopped at once without the controller: {received} of {sent}");
+    // ...and stops at their hard lifetime, counted as sa_expired.
+    std::thread::sleep(Duration::from_secs(5));
+    let (sent, received, ..) = stream(&lab, 1000, 2);
+    assert_eq!(received, 0, "{received} of {sent} packets crossed after the hard lifetime");
+    assert!(metric(&lab, "ingress", "zsfc_drops", &["sa_expired"]) > 0, "no sa_expired drop counted");
+
+    // Controller back (same database): new SAs reach the running nodes.
+    let db = lab.state_file("controller.db");
+    let log = std::fs::File::create(lab.state_file("logs/controller-again.log")).unwrap();
+    let mut ctl = Command::new("ip")
+        .args(["netns", "exec", &lab.ns("ctl"), BIN, "controller", "--db", db.to_str().unwrap()])
+        .args(["--listen", "10.200.0.250:8443"])
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    let t = Instant::now();
+    while !lab.zsfc(&["rekey", &lab.name]).status.success() {
+        assert!(t.elapsed() < Duration::from_secs(30), "the restarted controller never rekeyed");
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let (sent, received, lost, _) = stream(&lab, 2000, 3);
+    assert!(received == sent && lost == 0, "after the controller returned: {received} of {sent}");
+    for (n, pid) in ["ingress", "sf", "egress"].iter().zip(&nodes) {
+        assert!(alive(*pid) && pid_of(&lab, n) == *pid, "node {n} was restarted");
+    }
+    lab.down();
+    let _ = ctl.wait();
+}
+
+fn nix_kill(pid: i32) {
+    assert!(Command::new("kill").args(["-9", &pid.to_string()]).status().unwrap().success());
+}
+
+/// `curl` inside the controller's namespace; (HTTP status or 0 for a failed handshake).
+fn curl(lab: &LabRun, extra: &[&str], url: &str) -> u32 {
+    let ca = lab.state_file("pki/ca.pem");
+    let out = Command::new("ip")
+        .args(["netns", "exec", &lab.ns("ctl"), "curl", "-s", "-o", "/dev/null", "-w", "%{http_code}"])
+        .args(["--max-time", "5", "--cacert", ca.to_str().unwrap(), "--resolve", "controller:8443:10.200.0.250"])
+        .args(extra)
+        .arg(format!("https://controller:8443{url}"))
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).trim().parse().unwrap_or(0)
+}
+
+fn audit_rows(db: &std::path::Path) -> String {
+    let q = "import sqlite3,sys\nfor r in sqlite3.connect(sys.argv[1]).execute('SELECT seq,kind,subject,detail FROM audit ORDER BY seq'): print(*r, sep='|')";
+    let out = Command::new("python3").args(["-c", q]).arg(db).output().unwrap();
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn refused_enrolments_and_api_calls_are_audited_and_tampering_is_detected() {
+    usable();
+    let mut lab = LabRun::new("keys", "a");
+    lab.up();
+    let domain = "/restconf/data/zsfc:domain";
+    assert_eq!(curl(&lab, &[], domain), 401, "no client certificate");
+    let alice = (lab.state_file("pki/clients/alice.pem"), lab.state_file("pki/clients/alice.key"));
+    let as_alice = ["--cert", alice.0.to_str().unwrap(), "--key", alice.1.to_str().unwrap()];
+    assert_eq!(curl(&lab, &as_alice, domain), 403, "a client's certificate is not the operator's");
+    let other = (lab.state_file("pki/outsider/alice.pem"), lab.state_file("pki/outsider/alice.key"));
+    let as_outsider = ["--cert", other.0.to_str().unwrap(), "--key", other.1.to_str().unwrap()];
+    assert_eq!(curl(&lab, &as_outsider, domain), 0, "another CA's certificate must fail the handshake");
+    let wrong = r#"{"zsfc:input":{"node":"sf","token":"00112233","csr":"-"}}"#;
+    let post = ["-X", "POST", "-H", "content-type: application/yang-data+json", "-d", wrong];
+    assert_eq!(curl(&lab, &post, "/restconf/operations/zsfc:enrol"), 403, "a used bootstrap token");
+    let op = (lab.state_file("pki/operator.pem"), lab.state_file("pki/operator.key"));
+    let as_operator = ["--cert", op.0.to_str().unwrap(), "--key", op.1.to_str().unwrap()];
+    assert_eq!(curl(&lab, &as_operator, domain), 200);
+    assert_eq!(curl(&lab, &as_operator, "/restconf/data/zsfc:nothing"), 404);
+    assert_eq!(curl(&lab, &as_operator, "/restconf/data/zsfc:domain/chain=stream"), 405, "GET on a PUT-only resource");
+
+    let db = lab.state_file("controller.db");
+    let rows = audit_rows(&db);
+    for want in [
+        "|enrol|ingress|",
+        "|enrol|sf|",
+        "|enrol|egress|",
+        "without a client certificate",
+        "|refused|alice|",
+        "TLS handshake",
+        "|refused|sf|enrolment from",
+        "the bootstrap token was already used",
+        "|rekey|domain|",
+    ] {
+        assert!(rows.contains(want), "audit log lacks {want:?}:\n{rows}");
+    }
+    let verify = |db: &std::path::Path| Command::new(BIN).args(["audit", "verify"]).arg(db).output().unwrap();
+    let out = verify(&db);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("intact"));
+
+    // Someone rewrites history: record 3 now says something else.
+    let copy = lab.state_file("tampered.db");
+    std::fs::copy(&db, &copy).unwrap();
+    let edit = "import sqlite3,sys\nc=sqlite3.connect(sys.argv[1])\nc.execute(\"UPDATE audit SET detail='nothing happened' WHERE seq=3\")\nc.commit()";
+    assert!(Command::new("python3").args(["-c", edit]).arg(&copy).status().unwrap().success());
+    let out = verify(&copy);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(!out.status.success() && text.contains("record 3"), "{text}");
+    lab.down();
+}
+
+#[test]
+fn a_chain_changed_at_run_time_carries_new_flows_on_the_new_path() {
+    usable();
+    let mut lab = LabRun::new("keys", "c");
+    lab.up();
+    let rx = |sf: &str| metric(&lab, "sf", "zsfc_sf", &[&format!("sf=\"{sf}\""), "counter=\"proxy_rx_success\""]);
+    let settle = || std::thread::sleep(Duration::from_millis(1500)); // metrics refresh every second
+    let (sent, received, ..) = stream(&lab, 1000, 2);
+    assert_eq!(received, sent);
+    settle();
+    let (fw0, count0) = (rx("fw"), rx("count"));
+    assert!(fw0 >= sent && count0 >= sent, "fw {fw0} count {count0} after {sent}");
+
+    // Take the firewall out: new packets pass the counter only.
+    let out = lab.zsfc(&["chain", &lab.name, "stream", "count"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let (sent, received, ..) = stream(&lab, 1000, 2);
+    assert_eq!(received, sent);
+    settle();
+    let (fw1, count1) = (rx("fw"), rx("count"));
+    assert_eq!(fw1, fw0, "the firewall still saw packets after it left the chain");
+    assert!(count1 >= count0 + sent, "count {count0} -> {count1} after {sent}");
+
+    // Back in, after the counter this time.
+    let out = lab.zsfc(&["chain", &lab.name, "stream", "count", "fw"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let (sent, received, ..) = stream(&lab, 1000, 2);
+    assert_eq!(received, sent);
+    settle();
+    assert!(rx("fw") >= fw1 + sent && rx("count") >= count1 + sent);
+    // The policy is checked: a chain with an SF that does not exist is refused with the reason.
+    let out = lab.zsfc(&["chain", &lab.name, "stream", "no-such-sf"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no-such-sf"), "{}", String::from_utf8_lossy(&out.stderr));
+    lab.down();
+}

@@ -1,0 +1,112 @@
+//! Enrolment and access control against a real controller: its HTTPS API on a loopback socket,
+//! a real SQLite database, real certificates; the client is the one nodes use.
+use std::sync::Arc;
+use std::time::Duration;
+use zsfc_config::Topology;
+use zsfc_controller::client::Client;
+use zsfc_controller::{Controller, DomainSpec};
+
+const T: Duration = Duration::from_secs(10);
+
+fn domain() -> DomainSpec {
+    let text = include_str!("../../../examples/inmemory-topology.toml");
+    DomainSpec {
+        name: "enrol".into(),
+        topology: Topology::from_toml(text).unwrap(),
+        gateway_node: None,
+        grants: Vec::new(),
+        rekey: Default::default(),
+    }
+}
+
+struct Running {
+    _dir: tempfile::TempDir,
+    db: std::path::PathBuf,
+    ctl: Arc<Controller>,
+    addr: String,
+    ca: String,
+    tokens: Vec<(String, String)>,
+}
+
+async fn start() -> Running {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("c.db");
+    let (init, ca) = Controller::init(&db, &domain()).unwrap();
+    let ca = ca.pem().to_owned();
+    let tokens = init.tokens.iter().map(|(n, t)| (n.clone(), t.to_string())).collect();
+    let ctl = Controller::open(&db).unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    tokio::spawn(zsfc_controller::serve(ctl.clone(), listener, "controller"));
+    tokio::spawn(ctl.clone().run_background());
+    Running { _dir: dir, db, ctl, addr, ca, tokens }
+}
+
+fn enrol_body(node: &str, token: &str) -> (Vec<u8>, String) {
+    let (csr, key) = zsfc_controller::pki::new_csr(node).unwrap();
+    (
+        serde_json::json!({"zsfc:input": {"node": node, "token": token, "csr": csr}}).to_string().into_bytes(),
+        key.to_string(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_enrols_its_node_once_and_every_refusal_is_audited() {
+    let r = start().await;
+    let anonymous = Client::new(&r.addr, "controller", &r.ca, None).unwrap();
+    let (node, token) = r.tokens[0].clone();
+    let enrol = |body: Vec<u8>| anonymous.request("POST", "/restconf/operations/zsfc:enrol", Some(body), T);
+
+    // Wrong token, another node's token, an unknown node: refused.
+    let (body, _) = enrol_body(&node, "deadbeef");
+    assert_eq!(enrol(body).await.unwrap().status, 403);
+    let (body, _) = enrol_body(&node, &r.tokens[1].1);
+    assert_eq!(enrol(body).await.unwrap().status, 403);
+    let (body, _) = enrol_body("intruder", &token);
+    assert_eq!(enrol(body).await.unwrap().status, 403);
+    // A malformed request gets a precise 400.
+    let bad = enrol(b"{\"zsfc:input\":{\"node\":1}}".to_vec()).await.unwrap();
+    assert_eq!(bad.status, 400);
+    assert!(bad.message().contains("zsfc:input"), "{}", bad.message());
+
+    // The right token: a certificate for the node's own key.
+    let (body, key) = enrol_body(&node, &token);
+    let ok = enrol(body).await.unwrap();
+    assert_eq!(ok.status, 200, "{}", ok.message());
+    let v: serde_json::Value = serde_json::from_slice(&ok.body).unwrap();
+    let cert = v["zsfc:output"]["certificate"].as_str().unwrap().to_owned();
+    // Used once: never again.
+    let (body, _) = enrol_body(&node, &token);
+    let again = enrol(body).await.unwrap();
+    assert_eq!(again.status, 403);
+    assert!(again.message().contains("already used"), "{}", again.message());
+
+    // The node's certificate opens its own resources, not the operator's or another node's.
+    let as_node = Client::new(&r.addr, "controller", &r.ca, Some((&cert, &key))).unwrap();
+    let own = format!("/restconf/data/zsfc:nodes/node={node}/desired?after=0&boot=b1");
+    let other = format!("/restconf/data/zsfc:nodes/node={}/desired?after=0&boot=b1", r.tokens[1].0);
+    assert_eq!(as_node.request("GET", "/restconf/data/zsfc:domain", None, T).await.unwrap().status, 403);
+    assert_eq!(as_node.request("GET", &other, None, T).await.unwrap().status, 403);
+    assert_eq!(as_node.request("POST", "/restconf/operations/zsfc:rekey", None, T).await.unwrap().status, 403);
+    // Without a certificate nothing but enrolment answers.
+    assert_eq!(anonymous.request("GET", &own, None, T).await.unwrap().status, 401);
+    // Its first poll gets the state the controller rolls out for it (the domain's other nodes
+    // never answer here, so the rollout goes on after their acknowledgement timeout).
+    let first = as_node.request("GET", &own, None, Duration::from_secs(30)).await.unwrap();
+    assert_eq!(first.status, 200, "{}", first.message());
+    let doc: zsfc_config::ikeless::NodeState = serde_json::from_slice(&first.body).unwrap();
+    assert!(doc.version >= 1);
+    assert!(doc.ikeless.sad.entries.iter().all(|e| e.has_key()), "the first state carries the node's keys");
+
+    let db = zsfc_controller::audit::open_read_only(&r.db).unwrap();
+    let mut q = db.prepare("SELECT kind || ' ' || subject || ' ' || detail FROM audit").unwrap();
+    let log: Vec<String> = q.query_map([], |row| row.get(0)).unwrap().map(Result::unwrap).collect();
+    let text = log.join("\n");
+    for want in ["wrong bootstrap token", "no such node", "already used", &format!("enrol {node} enrolled")] {
+        assert!(text.contains(want), "audit log lacks {want:?}:\n{text}");
+    }
+    assert!(text.matches("not allowed for this identity").count() >= 3, "{text}");
+    assert!(text.contains("without a client certificate"), "{text}");
+    assert!(matches!(zsfc_controller::audit::verify(&db).unwrap(), zsfc_controller::audit::Verdict::Intact { .. }));
+    drop(r.ctl);
+}
