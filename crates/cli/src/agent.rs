@@ -85,7 +85,7 @@ enum Op {
 
 /// What the engines run now, as the agent applied it.
 #[derive(Default, Clone)]
-struct Applied {
+pub(crate) struct Applied {
     out: HashMap<String, (u32, SaIdx)>,
     inb: HashMap<String, u32>,
     labels: HashMap<u32, LabelEntry>,
@@ -191,6 +191,21 @@ impl Applied {
         ops.extend(removals);
         Ok((ops, next, missing))
     }
+}
+
+/// Makes `node` (one engine, lane 0) match `doc` directly: the agent's work without the packet
+/// loop (benchmarks). Returns the SAs the document lacked keys for.
+pub(crate) fn apply_to_engine(
+    node: &mut Node,
+    applied: &mut Applied,
+    doc: &NodeState,
+    peers: &[u32],
+    now: Instant,
+) -> anyhow::Result<Vec<String>> {
+    let (ops, next, missing) = applied.plan(doc, peers)?;
+    apply_ops(node, &ops, 0, now).map_err(|e| anyhow::anyhow!(e))?;
+    *applied = next;
+    Ok(missing)
 }
 
 /// Runs `ops` on one lane's engine; the first failure stops it (the engine keeps what was done).

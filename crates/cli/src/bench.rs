@@ -22,6 +22,9 @@ pub(crate) enum Command {
     Proxy(ProxyArgs),
     /// A UDP stream through a 3-SF chain while the controller rekeys every second.
     Rekey(crate::bench_keys::RekeyArgs),
+    /// Key handling costs: SAs installed per second, memory per SA, push latency and controller
+    /// CPU for 1,000 chains.
+    Keying(crate::bench_keys::KeyingArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -107,6 +110,7 @@ pub(crate) fn run(c: &Command) -> anyhow::Result<bool> {
         Command::Pageload(a) => pageload(a),
         Command::Proxy(a) => proxy(a),
         Command::Rekey(a) => crate::bench_keys::rekey(a),
+        Command::Keying(a) => crate::bench_keys::keying(a),
     }
 }
 

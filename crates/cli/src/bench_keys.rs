@@ -158,3 +158,290 @@ pub(crate) fn rekey(a: &RekeyArgs) -> anyhow::Result<bool> {
     }
     Ok(true)
 }
+
+#[derive(Debug, clap::Args)]
+pub(crate) struct KeyingArgs {
+    /// Chains of the domain the controller rekeys (one SA each).
+    #[arg(long, default_value_t = 1000)]
+    chains: usize,
+    /// Rollouts to time (each: install, switch, remove, all acknowledged).
+    #[arg(long, default_value_t = 20)]
+    rollouts: usize,
+    /// SAs installed into one node engine for the install rate and the memory per SA.
+    #[arg(long, default_value_t = 100_000)]
+    sas: usize,
+    #[arg(long)]
+    json: Option<PathBuf>,
+}
+
+#[derive(Debug, Serialize)]
+struct KeyingResult {
+    /// SAs per second a node takes from a pushed document: JSON parse, checks, install.
+    sa_install_per_s: f64,
+    /// The engine's install alone (AEAD key schedule, table entry).
+    engine_install_per_s: f64,
+    /// One rollout step (publish to every node's acknowledgement) for `chains` chains.
+    push_p50_ms: f64,
+    push_p99_ms: f64,
+    /// Resident memory an installed inbound SA costs the node.
+    bytes_per_sa: f64,
+    /// Controller CPU seconds per 1,000 SAs rekeyed (make-before-break: three pushes).
+    cpu_s_per_1000_rekeys: f64,
+    chains: usize,
+    rollouts: usize,
+    sas: usize,
+}
+
+fn rss_kib() -> u64 {
+    let s = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    s.lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// CPU time (user + system) of the calling thread.
+fn thread_cpu() -> Duration {
+    let stat = std::fs::read_to_string("/proc/thread-self/stat").unwrap_or_default();
+    let fields: Vec<&str> = stat.rsplit_once(')').map_or(Vec::new(), |(_, r)| r.split_whitespace().collect());
+    let ticks: u64 = [11, 12].iter().filter_map(|&i| fields.get(i)?.parse::<u64>().ok()).sum();
+    let hz: u64 = crate::up::sh("getconf", &["CLK_TCK"]).ok().and_then(|s| s.trim().parse().ok()).unwrap_or(100);
+    Duration::from_micros(ticks * 1_000_000 / hz.max(1))
+}
+
+fn sa_params(n: usize) -> anyhow::Result<Vec<zsfc_config::SaParams>> {
+    (0..n)
+        .map(|i| {
+            Ok(zsfc_config::SaParams {
+                spi: 0x1000 + i as u32,
+                algorithm: zsfc_config::Algorithm::Aes256Gcm,
+                keymat: zsfc_config::KeyMaterial(zsfc_esp::SaKey::generate_keymat(zsfc_esp::Algorithm::Aes256Gcm)?),
+                esn: true,
+                replay_window: zsfc_esp::DEFAULT_WINDOW,
+                lifetime: Default::default(),
+            })
+        })
+        .collect()
+}
+
+/// Install rate through the node's document path, install rate and memory of the engine.
+fn engine_costs(n: usize) -> anyhow::Result<(f64, f64, f64)> {
+    use zsfc_config::ikeless::NodeState;
+    let params = sa_params(n)?;
+    // Memory: what stays after installing `n` inbound SAs (transient values reuse freed memory).
+    let mut node = zsfc_dataplane::Node::new(Default::default());
+    let now = zsfc_dataplane::Instant::ZERO;
+    let before = rss_kib();
+    let t = Instant::now();
+    for p in &params {
+        let cfg = zsfc_config::sa_config(p, 0).map_err(|(f, why)| anyhow::anyhow!("{f}: {why}"))?;
+        node.install_inbound(&cfg, zsfc_dataplane::SaUse::Terminate, now)?;
+    }
+    let engine_rate = n as f64 / t.elapsed().as_secs_f64();
+    let bytes = (rss_kib().saturating_sub(before) * 1024) as f64 / n as f64;
+    drop(node);
+    // The agent's path: the controller's JSON document, parsed, checked, planned, installed.
+    let mut cfg = zsfc_config::NodeConfig {
+        version: zsfc_config::VERSION,
+        name: "n".into(),
+        settings: Default::default(),
+        peers: Vec::new(),
+        labels: Vec::new(),
+        sfs: Vec::new(),
+        outbound_sas: Vec::new(),
+        inbound_sas: Vec::new(),
+        chains: Vec::new(),
+        rules: Vec::new(),
+        transport: None,
+        local: None,
+        gateway: None,
+        metrics: None,
+        controller: None,
+    };
+    cfg.inbound_sas = params.into_iter().map(|sa| zsfc_config::InboundSaConfig { sa, reseal: None }).collect();
+    let body = serde_json::to_vec(&NodeState::from_config(1, &cfg, Vec::new(), |_| true))?;
+    drop(cfg);
+    let mut node = zsfc_dataplane::Node::new(Default::default());
+    let mut applied = crate::agent::Applied::default();
+    let t = Instant::now();
+    let doc: NodeState = serde_json::from_slice(&body)?;
+    let missing = crate::agent::apply_to_engine(&mut node, &mut applied, &doc, &[], now)?;
+    anyhow::ensure!(missing.is_empty(), "SAs without keys: {missing:?}");
+    let doc_rate = n as f64 / t.elapsed().as_secs_f64();
+    Ok((doc_rate, engine_rate, bytes))
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let i = ((sorted.len() - 1) as f64 * p).round() as usize;
+    sorted[i].as_secs_f64() * 1000.0
+}
+
+/// A domain of two nodes and `chains` chains (one SA each) on an in-process controller over
+/// loopback TLS; both nodes are in-process agents with real engines. Returns push latencies
+/// and the controller's CPU per 1,000 SAs rekeyed.
+fn controller_costs(chains: usize, rollouts: usize) -> anyhow::Result<(Vec<Duration>, f64)> {
+    use zsfc_config::{TopoChain, TopoEndpoint, TopoNode, Topology};
+    let node = |name: &str| TopoNode {
+        name: name.into(),
+        address: Some("127.0.0.1:9".into()),
+        ethernet: None,
+        mac: None,
+        local: None,
+        tcp_mss_clamp: None,
+    };
+    let topology = Topology {
+        version: zsfc_config::VERSION,
+        nodes: vec![node("a"), node("b")],
+        endpoints: vec![TopoEndpoint { name: "to-b".into(), node: "b".into(), label: None }],
+        sfs: Vec::new(),
+        chains: (0..chains)
+            .map(|i| TopoChain {
+                name: format!("c{i}"),
+                classifier: "a".into(),
+                sfs: Vec::new(),
+                to: "to-b".into(),
+                rules: Vec::new(),
+                gateway: true,
+                nsh: None,
+            })
+            .collect(),
+        sa: Default::default(),
+    };
+    let spec = zsfc_controller::DomainSpec {
+        name: "keying".into(),
+        topology,
+        gateway_node: None,
+        grants: Vec::new(),
+        rekey: zsfc_controller::RekeySettings { period_s: 0, grace_ms: 0, ack_timeout_ms: 30_000 },
+    };
+    let dir = std::env::temp_dir().join(format!("zsfc-keying-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir)?;
+    let result = (|| {
+        let db = dir.join("controller.db");
+        let (init, ca) = zsfc_controller::Controller::init(&db, &spec)?;
+        let ca_pem = ca.pem().to_owned();
+        drop(ca);
+        let ctl = zsfc_controller::Controller::open(&db)?;
+        // One worker thread: the controller's CPU time is that thread's.
+        let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build()?;
+        let listener = rt.block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))?;
+        let addr = listener.local_addr()?.to_string();
+        rt.spawn(zsfc_controller::serve(ctl.clone(), listener, "controller"));
+        rt.spawn(ctl.clone().run_background());
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let mut agents = Vec::new();
+        for (name, token) in &init.tokens {
+            let cfg = zsfc_config::ControllerConfig {
+                address: addr.clone(),
+                server_name: "controller".into(),
+                ca: dir.join("ca.pem").display().to_string(),
+                identity_dir: dir.join(format!("{name}.id")).display().to_string(),
+                bootstrap: dir.join(format!("{name}.token")).display().to_string(),
+            };
+            std::fs::write(&cfg.ca, &ca_pem)?;
+            crate::pki::write_private(std::path::Path::new(&cfg.bootstrap), token.as_bytes())?;
+            let client = crate::agent::enrolled_client(&cfg, name)?;
+            let (name, stop) = (name.clone(), stop.clone());
+            agents.push(std::thread::spawn(move || fake_free_agent(&name, &client, &stop)));
+        }
+        // The first rollout (asked for by the nodes' first polls) must be done and acknowledged.
+        // ...and any second one the nodes' first polls asked for: quiet and converged.
+        let t = Instant::now();
+        let done = || ctl.rollouts.load(std::sync::atomic::Ordering::Relaxed);
+        loop {
+            anyhow::ensure!(t.elapsed() < Duration::from_secs(60), "the first rollout did not finish");
+            let before = done();
+            std::thread::sleep(Duration::from_millis(500));
+            if before > 0 && done() == before && ctl.status()["zsfc:domain"]["converged"] == true {
+                break;
+            }
+        }
+        let _ = ctl.take_push_latencies();
+        let cpu0 = rt.block_on(rt.spawn(async { thread_cpu() }))?;
+        for i in 0..rollouts {
+            let c = ctl.clone();
+            rt.block_on(rt.spawn(async move { c.rollout("bench keying").await }))?
+                .map_err(|e| anyhow::anyhow!("rollout: {e}"))?;
+            eprint!("\rbench keying: {}/{rollouts} rollouts of {chains} SAs", i + 1);
+        }
+        eprintln!();
+        let cpu = rt.block_on(rt.spawn(async { thread_cpu() }))?.saturating_sub(cpu0);
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let mut lat = ctl.take_push_latencies();
+        lat.sort();
+        drop(rt);
+        for a in agents {
+            let _ = a.join();
+        }
+        let per_1000 = cpu.as_secs_f64() / rollouts as f64 / (chains as f64 / 1000.0);
+        Ok((lat, per_1000))
+    })();
+    let _ = std::fs::remove_dir_all(&dir);
+    result
+}
+
+/// A node's agent without a packet loop: polls, installs into its own engine, acknowledges.
+fn fake_free_agent(name: &str, client: &zsfc_controller::client::Client, stop: &std::sync::atomic::AtomicBool) {
+    let Ok(rt) = tokio::runtime::Builder::new_current_thread().enable_all().build() else { return };
+    let mut node = zsfc_dataplane::Node::new(Default::default());
+    let mut applied = crate::agent::Applied::default();
+    let peers = [0, 1];
+    let epoch = Instant::now();
+    let mut version = 0;
+    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+        let path = format!("/restconf/data/zsfc:nodes/node={name}/desired?after={version}&boot=bench");
+        let Ok(r) = rt.block_on(client.request("GET", &path, None, Duration::from_secs(2))) else { continue };
+        if r.status != 200 {
+            continue;
+        }
+        let Ok(doc) = serde_json::from_slice::<zsfc_config::ikeless::NodeState>(&r.body) else { continue };
+        let now = zsfc_dataplane::Instant::from_nanos(epoch.elapsed().as_nanos() as u64);
+        let error =
+            crate::agent::apply_to_engine(&mut node, &mut applied, &doc, &peers, now).err().map(|e| e.to_string());
+        version = doc.version;
+        let body = serde_json::json!({"zsfc:input": {"node": name, "version": version, "error": error}});
+        let _ = rt.block_on(client.request(
+            "POST",
+            "/restconf/operations/zsfc:ack",
+            Some(body.to_string().into_bytes()),
+            Duration::from_secs(5),
+        ));
+    }
+}
+
+pub(crate) fn keying(a: &KeyingArgs) -> anyhow::Result<bool> {
+    eprintln!("bench keying: installing {} SAs into one engine...", a.sas);
+    let (doc_rate, engine_rate, bytes) = engine_costs(a.sas)?;
+    eprintln!("bench keying: controller with {} chains, {} rollouts...", a.chains, a.rollouts);
+    let (lat, cpu) = controller_costs(a.chains, a.rollouts)?;
+    let r = KeyingResult {
+        sa_install_per_s: doc_rate,
+        engine_install_per_s: engine_rate,
+        push_p50_ms: percentile(&lat, 0.5),
+        push_p99_ms: percentile(&lat, 0.99),
+        bytes_per_sa: bytes,
+        cpu_s_per_1000_rekeys: cpu,
+        chains: a.chains,
+        rollouts: a.rollouts,
+        sas: a.sas,
+    };
+    println!("SAs installed per second (pushed document: parse, check, install): {:.0}", r.sa_install_per_s);
+    println!("SAs installed per second (engine only):                           {:.0}", r.engine_install_per_s);
+    println!("memory per installed SA:                                          {:.0} B", r.bytes_per_sa);
+    println!(
+        "push latency, {} chains (publish to every node's ack): p50 {:.1} ms, p99 {:.1} ms ({} pushes)",
+        a.chains,
+        r.push_p50_ms,
+        r.push_p99_ms,
+        lat.len()
+    );
+    println!("controller CPU per 1,000 SAs rekeyed (three pushes):              {:.3} s", r.cpu_s_per_1000_rekeys);
+    if let Some(p) = &a.json {
+        std::fs::write(p, serde_json::to_string_pretty(&r)?)?;
+    }
+    Ok(true)
+}

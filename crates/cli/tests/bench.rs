@@ -60,3 +60,25 @@ fn chain_pageload_and_proxy_benchmarks_measure_and_write_json() {
     let _ = std::fs::remove_dir_all(&dir);
     assert!(!Command::new("ip").args(["netns", "list"]).output().unwrap().stdout.windows(5).any(|w| w == b"bench"));
 }
+
+#[test]
+fn keying_benchmark_measures_installs_memory_pushes_and_controller_cpu() {
+    let json = std::env::temp_dir().join(format!("zsfc-keying-test-{}.json", std::process::id()));
+    let out = Command::new(BIN)
+        .args(["bench", "keying", "--chains", "100", "--rollouts", "3", "--sas", "5000", "--json"])
+        .arg(&json)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "zsfc bench keying:\n{text}");
+    let v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    let _ = std::fs::remove_file(&json);
+    for k in ["sa_install_per_s", "push_p50_ms", "push_p99_ms", "bytes_per_sa"] {
+        assert!(v[k].as_f64().is_some_and(|x| x > 0.0), "{k} in {v}");
+    }
+    assert!(v["cpu_s_per_1000_rekeys"].as_f64().is_some_and(|x| x >= 0.0), "{v}");
+    assert!(v["push_p99_ms"].as_f64() >= v["push_p50_ms"].as_f64(), "{v}");
+    // Three rollouts, three acknowledged pushes each.
+    assert!(text.contains("(9 pushes)"), "{text}");
+}

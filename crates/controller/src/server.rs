@@ -335,6 +335,8 @@ pub async fn serve(ctl: Arc<Controller>, listener: tokio::net::TcpListener, serv
     let app = router(ctl.clone());
     loop {
         let Ok((tcp, addr)) = listener.accept().await else { continue };
+        // Small request/response exchanges: no Nagle delay.
+        let _ = tcp.set_nodelay(true);
         let (tls, app, ctl) = (tls.clone(), app.clone(), ctl.clone());
         tokio::spawn(async move {
             let stream = match tokio::time::timeout(HANDSHAKE_TIMEOUT, tls.accept(tcp)).await {

@@ -125,6 +125,8 @@ pub struct Controller {
     wanted: Notify,
     pub ca: Ca,
     pub rollouts: AtomicU64,
+    /// Time from publishing each step of a rollout to the last node's acknowledgement.
+    push_latencies: Mutex<Vec<Duration>>,
 }
 
 impl core::fmt::Debug for Controller {
@@ -243,6 +245,7 @@ impl Controller {
             wanted: Notify::new(),
             ca,
             rollouts: AtomicU64::new(0),
+            push_latencies: Mutex::new(Vec::new()),
         }))
     }
 
@@ -497,23 +500,29 @@ impl Controller {
         reason: &str,
     ) -> Result<u64, Refusal> {
         let v1 = self.next_version()?;
+        let t = std::time::Instant::now();
         for ((n, new), old) in news.iter().zip(olds) {
             self.publish(n, &rollout::prepare(old, new, v1))?;
         }
         let late = self.acks(v1).await;
+        self.pushed(t);
         // Every node that acknowledged has its keys; nothing here needs them any more.
         let news: Vec<(String, NodeState)> = news.into_iter().map(|(n, d)| (n, rollout::strip_keys(&d))).collect();
         let v2 = self.next_version()?;
+        let t = std::time::Instant::now();
         for ((n, new), old) in news.iter().zip(olds) {
             self.publish(n, &rollout::switch(old, new, v2))?;
         }
         let late2 = self.acks(v2).await;
+        self.pushed(t);
         tokio::time::sleep(grace).await;
         let v3 = self.next_version()?;
+        let t = std::time::Instant::now();
         for (n, new) in &news {
             self.publish(n, &rollout::finish(new, v3))?;
         }
         let late3 = self.acks(v3).await;
+        self.pushed(t);
         {
             let mut st = self.state();
             let db = self.db();
@@ -540,6 +549,19 @@ impl Controller {
         }
         self.audit(Kind::Rekey, "domain", &detail);
         Ok(v3)
+    }
+
+    fn pushed(&self, since: std::time::Instant) {
+        let mut l = self.push_latencies.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if l.len() < 100_000 {
+            l.push(since.elapsed());
+        }
+    }
+
+    /// The push latencies measured so far (publish to every node's acknowledgement, one per
+    /// rollout step), emptied.
+    pub fn take_push_latencies(&self) -> Vec<Duration> {
+        std::mem::take(&mut *self.push_latencies.lock().unwrap_or_else(std::sync::PoisonError::into_inner))
     }
 
     /// Replaces the SFs of chain `name` (add, remove, reorder); new flows take the new path
