@@ -16,6 +16,13 @@ pub(crate) enum Command {
         /// Directory for NODE.toml files (created if missing).
         #[arg(long)]
         out: std::path::PathBuf,
+        /// The controller's `host:port`: write files for a controller-run domain instead (no
+        /// keys, labels, chains, rules or grants; a `[controller]` section).
+        #[arg(long)]
+        controller: Option<String>,
+        /// With `--controller`: the domain CA's PEM file as the nodes will find it.
+        #[arg(long, default_value = "/etc/zsfc/ca.pem")]
+        ca: String,
     },
 }
 
@@ -23,11 +30,16 @@ pub(crate) enum Command {
 pub(crate) fn run(c: &Command) -> anyhow::Result<bool> {
     match c {
         Command::Check { files } => check(files),
-        Command::Compile { topology, out } => compile(topology, out),
+        Command::Compile { topology, out, controller, ca } => compile(topology, out, controller.as_deref(), ca),
     }
 }
 
-fn compile(topology: &std::path::Path, out: &std::path::Path) -> anyhow::Result<bool> {
+fn compile(
+    topology: &std::path::Path,
+    out: &std::path::Path,
+    controller: Option<&str>,
+    ca: &str,
+) -> anyhow::Result<bool> {
     let text = std::fs::read_to_string(topology).with_context(|| format!("reading {}", topology.display()))?;
     let cfgs = match Topology::from_toml(&text).and_then(|t| t.compile()) {
         Ok(c) => c,
@@ -39,6 +51,16 @@ fn compile(topology: &std::path::Path, out: &std::path::Path) -> anyhow::Result<
     std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
     for cfg in &cfgs {
         let path = out.join(format!("{}.toml", cfg.name));
+        let cfg = match controller {
+            None => cfg.clone(),
+            Some(address) => cfg.for_controller(zsfc_config::ControllerConfig {
+                address: address.to_owned(),
+                server_name: "controller".into(),
+                ca: ca.to_owned(),
+                identity_dir: format!("/var/lib/zsfc/{}", cfg.name),
+                bootstrap: format!("/etc/zsfc/{}.token", cfg.name),
+            }),
+        };
         let body = zeroize::Zeroizing::new(cfg.to_toml()?);
         crate::pki::write_private(&path, body.as_bytes())?;
         println!(

@@ -36,6 +36,80 @@ pub(crate) fn controller(a: &ControllerArgs) -> anyhow::Result<bool> {
     Ok(true)
 }
 
+#[derive(Debug, clap::Args)]
+pub(crate) struct InitArgs {
+    /// The domain topology (the format of `zsfc config compile`).
+    #[arg(long)]
+    topology: PathBuf,
+    /// The domain's name.
+    #[arg(long)]
+    name: String,
+    /// The node whose gateway takes the grants.
+    #[arg(long)]
+    gateway_node: Option<String>,
+    /// Gateway grants as IDENTITY=SERVICE:CHAIN_ID (chain ids count the topology's chains from 1).
+    #[arg(long = "grant")]
+    grants: Vec<String>,
+    /// Rekey the whole domain this often (0: at soft lifetime and on request only).
+    #[arg(long, default_value_t = 0)]
+    rekey_period_s: u64,
+    /// The database to create.
+    #[arg(long)]
+    db: PathBuf,
+    /// Where to write ca.pem, the operator's certificate and key, and one NODE.token per node.
+    #[arg(long)]
+    out: PathBuf,
+}
+
+fn parse_grants(grants: &[String]) -> anyhow::Result<Vec<zsfc_config::GatewayGrant>> {
+    grants
+        .iter()
+        .map(|g| {
+            let parsed = g.split_once('=').and_then(|(id, rest)| {
+                let (svc, chain) = rest.split_once(':')?;
+                Some(zsfc_config::GatewayGrant {
+                    identity: id.to_owned(),
+                    service: svc.to_owned(),
+                    chain: chain.parse().ok()?,
+                    path: None,
+                })
+            });
+            parsed.with_context(|| format!("--grant {g:?}: expected IDENTITY=SERVICE:CHAIN_ID"))
+        })
+        .collect()
+}
+
+/// `zsfc controller-init`: a new domain's database, CA, operator credentials and one-time
+/// bootstrap tokens (files 0600; give each node only its own token).
+pub(crate) fn init(a: &InitArgs) -> anyhow::Result<bool> {
+    let text = std::fs::read_to_string(&a.topology).with_context(|| format!("reading {}", a.topology.display()))?;
+    let topology = zsfc_config::Topology::from_toml(&text).with_context(|| a.topology.display().to_string())?;
+    let spec = zsfc_controller::DomainSpec {
+        name: a.name.clone(),
+        topology,
+        gateway_node: a.gateway_node.clone(),
+        grants: parse_grants(&a.grants)?,
+        rekey: zsfc_controller::RekeySettings { period_s: a.rekey_period_s, ..Default::default() },
+    };
+    let (init, ca) = Controller::init(&a.db, &spec).with_context(|| format!("creating {}", a.db.display()))?;
+    std::fs::create_dir_all(&a.out)?;
+    std::fs::write(a.out.join("ca.pem"), ca.pem())?;
+    let (cert, key) = ca.issue(zsfc_controller::OPERATOR, false, &[], &[])?;
+    std::fs::write(a.out.join("operator.pem"), cert)?;
+    crate::pki::write_private(&a.out.join("operator.key"), key.as_bytes())?;
+    for (node, token) in &init.tokens {
+        crate::pki::write_private(&a.out.join(format!("{node}.token")), token.as_bytes())?;
+    }
+    println!(
+        "domain {:?}: {} created; CA, operator credentials and {} bootstrap tokens in {}",
+        a.name,
+        a.db.display(),
+        init.tokens.len(),
+        a.out.display()
+    );
+    Ok(true)
+}
+
 /// The lab's controller as the operator reaches it.
 #[derive(Debug, clap::Args)]
 pub(crate) struct LabArgs {
@@ -139,14 +213,7 @@ pub(crate) struct PolicyArgs {
 }
 
 pub(crate) fn policy(a: &PolicyArgs) -> anyhow::Result<bool> {
-    let mut grants = Vec::new();
-    for g in &a.grants {
-        let parsed = g.split_once('=').and_then(|(id, rest)| {
-            let (svc, chain) = rest.split_once(':')?;
-            Some(serde_json::json!({"identity": id, "service": svc, "chain": chain.parse::<u32>().ok()?}))
-        });
-        grants.push(parsed.with_context(|| format!("--grant {g:?}: expected IDENTITY=SERVICE:CHAIN_ID"))?);
-    }
+    let grants = parse_grants(&a.grants)?;
     let body = serde_json::json!({"zsfc:grants": grants});
     let v = with_operator(&a.lab.state_dir.join(&a.lab.name), &a.lab.name, |c| {
         call(c, "PUT", "/restconf/data/zsfc:domain/grants", Some(body))

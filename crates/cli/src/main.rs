@@ -44,6 +44,8 @@ enum Command {
     Status(up::CheckArgs),
     /// Run a domain's controller (`zsfc up` starts one per lab).
     Controller(control::ControllerArgs),
+    /// Create a domain's controller database, CA, operator credentials and bootstrap tokens.
+    ControllerInit(control::InitArgs),
     /// Rekey a lab's whole domain now, make-before-break.
     Rekey(control::LabArgs),
     /// Set the SFs of a chain of a running lab (add, remove, reorder).
@@ -73,6 +75,7 @@ fn main() -> std::process::ExitCode {
         Command::Status(a) => up::status(&a),
         Command::Bench(c) => bench::run(&c),
         Command::Controller(a) => control::controller(&a),
+        Command::ControllerInit(a) => control::init(&a),
         Command::Rekey(a) => control::rekey(&a),
         Command::Chain(a) => control::chain(&a),
         Command::Policy(a) => control::policy(&a),

@@ -381,16 +381,7 @@ fn build(lab: &Lab, plan: &LabPlan, state: &State) -> anyhow::Result<()> {
     // The nodes: their files hold no key, label, chain or rule; the controller pushes those.
     for n in &plan.nodes {
         let cfg = state.dir.join(format!("{}.toml", n.name));
-        let mut file = n.config.clone();
-        file.labels.clear();
-        file.outbound_sas.clear();
-        file.inbound_sas.clear();
-        file.chains.clear();
-        file.rules.clear();
-        if let Some(g) = &mut file.gateway {
-            g.grants.clear();
-        }
-        file.controller = Some(zsfc_config::ControllerConfig {
+        let file = n.config.for_controller(zsfc_config::ControllerConfig {
             address: zsfc_config::CONTROLLER_ADDRESS.into(),
             server_name: "controller".into(),
             ca: state.pki().join("ca.pem").display().to_string(),

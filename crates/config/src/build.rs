@@ -29,6 +29,22 @@ impl NodeConfig {
         toml::from_str(text).map_err(|e| FieldError::Syntax(e.to_string()))
     }
 
+    /// This node's file when a controller pushes its tables: no key, label, chain, rule or
+    /// gateway grant, and where the controller is.
+    pub fn for_controller(&self, controller: ControllerConfig) -> Self {
+        let mut file = self.clone();
+        file.labels.clear();
+        file.outbound_sas.clear();
+        file.inbound_sas.clear();
+        file.chains.clear();
+        file.rules.clear();
+        if let Some(g) = &mut file.gateway {
+            g.grants.clear();
+        }
+        file.controller = Some(controller);
+        file
+    }
+
     pub fn to_toml(&self) -> Result<String, FieldError> {
         toml::to_string(self).map_err(|e| FieldError::Syntax(e.to_string()))
     }

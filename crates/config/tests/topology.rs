@@ -126,7 +126,7 @@ fn deployment_blocks() -> Vec<String> {
         .filter_map(|b| b.split("```").next())
         .map(|b| b.lines().map(str::trim_start).collect::<Vec<_>>().join("\n"))
         .collect();
-    assert_eq!(blocks.len(), 2, "the guide has two TOML blocks: the topology and the gateway");
+    assert_eq!(blocks.len(), 3, "the guide has three TOML blocks: the topology, the gateway, the controller");
     blocks
 }
 
@@ -153,4 +153,11 @@ fn the_deployment_guide_compiles_into_ready_to_run_node_files() {
     let ingress = format!("{}\n{}", cfgs[0].to_toml().unwrap(), deployment_blocks()[1]);
     let gw = NodeConfig::from_toml(&ingress).unwrap().io_settings().unwrap().gateway.unwrap();
     assert_eq!(gw.grants, vec![("alice".to_owned(), "web.example.org".to_owned(), 1, None)]);
+    // The controller block is what `for_controller` writes.
+    let with_ctl = NodeConfig::from_toml(&format!("{}\n{}", cfgs[0].to_toml().unwrap(), deployment_blocks()[2])).unwrap();
+    let c = with_ctl.controller.clone().unwrap();
+    assert_eq!((c.address.as_str(), c.server_name.as_str()), ("198.51.100.5:8443", "controller"));
+    let file = cfgs[0].for_controller(c);
+    assert!(file.outbound_sas.is_empty() && file.inbound_sas.is_empty() && file.chains.is_empty());
+    file.check().unwrap();
 }
