@@ -47,6 +47,7 @@ pub(crate) struct Stream {
 }
 
 const PAYLOAD: usize = 64;
+const RECEIVE_BUFFER: usize = 16 << 20;
 
 impl Stream {
     pub(crate) fn start(
@@ -65,6 +66,12 @@ impl Stream {
             crate::control::enter_ns(&to_ns)?;
             let sock = UdpSocket::bind(to).with_context(|| format!("binding {to} in {to_ns}"))?;
             sock.set_read_timeout(Some(Duration::from_millis(100)))?;
+            // Room for 20 ms-scale scheduling gaps of this thread at any rate we send (root may
+            // exceed rmem_max).
+            use nix::sys::socket::{setsockopt, sockopt};
+            if setsockopt(&sock, sockopt::RcvBufForce, &RECEIVE_BUFFER).is_err() {
+                let _ = setsockopt(&sock, sockopt::RcvBuf, &RECEIVE_BUFFER);
+            }
             let _ = bound_tx.send(());
             let mut seen = vec![false; expected];
             let (mut received, mut duplicated) = (0u64, 0u64);

@@ -104,6 +104,13 @@ pub(crate) fn in_ns(ns: &str, args: &[&str]) -> anyhow::Result<String> {
     sh("ip", &all)
 }
 
+/// A veth pair: `dev` in namespace `ns`, its peer `peer` in `peer_ns`, both with `mtu`.
+fn veth(ns: &str, dev: &str, peer_ns: &str, peer: &str, mtu: &str) -> anyhow::Result<()> {
+    ip(&[
+        "link", "add", dev, "mtu", mtu, "netns", ns, "type", "veth", "peer", "name", peer, "mtu", mtu, "netns", peer_ns,
+    ])
+}
+
 pub(crate) fn sysctl(ns: &str, settings: &[&str]) -> anyhow::Result<()> {
     let mut args = vec!["sysctl", "-qw"];
     args.extend_from_slice(settings);
@@ -273,24 +280,7 @@ fn build(lab: &Lab, plan: &LabPlan, state: &State) -> anyhow::Result<()> {
     for (i, n) in plan.nodes.iter().enumerate() {
         add_ns(&n.ns)?;
         let port = format!("n{i}");
-        ip(&[
-            "link",
-            "add",
-            "eth0",
-            "mtu",
-            &mtu,
-            "netns",
-            &n.ns,
-            "type",
-            "veth",
-            "peer",
-            "name",
-            &port,
-            "mtu",
-            &mtu,
-            "netns",
-            &plan.bridge_ns,
-        ])?;
+        veth(&n.ns, "eth0", &plan.bridge_ns, &port, &mtu)?;
         ip(&["-n", &n.ns, "addr", "add", &n.address, "dev", "eth0"])?;
         if let Some(mac) = &n.mac {
             ip(&["-n", &n.ns, "link", "set", "eth0", "address", mac])?;
@@ -301,24 +291,7 @@ fn build(lab: &Lab, plan: &LabPlan, state: &State) -> anyhow::Result<()> {
     // The controller, on the domain segment in a namespace of its own.
     let ctl_ns = format!("{}-ctl", plan.prefix);
     add_ns(&ctl_ns)?;
-    ip(&[
-        "link",
-        "add",
-        "eth0",
-        "mtu",
-        &mtu,
-        "netns",
-        &ctl_ns,
-        "type",
-        "veth",
-        "peer",
-        "name",
-        "ctl",
-        "mtu",
-        &mtu,
-        "netns",
-        &plan.bridge_ns,
-    ])?;
+    veth(&ctl_ns, "eth0", &plan.bridge_ns, "ctl", &mtu)?;
     ip(&["-n", &ctl_ns, "addr", "add", zsfc_config::CONTROLLER_PREFIX, "dev", "eth0"])?;
     ip(&["-n", &ctl_ns, "link", "set", "eth0", "up"])?;
     ip(&["-n", &ctl_ns, "link", "set", "lo", "up"])?;
@@ -342,10 +315,7 @@ fn build(lab: &Lab, plan: &LabPlan, state: &State) -> anyhow::Result<()> {
     for (k, c) in plan.clients.iter().enumerate() {
         add_ns(&c.ns)?;
         let port = format!("c{k}");
-        ip(&[
-            "link", "add", "eth0", "mtu", &mtu, "netns", &c.ns, "type", "veth", "peer", "name", &port, "mtu", &mtu,
-            "netns", &gw.ns,
-        ])?;
+        veth(&c.ns, "eth0", &gw.ns, &port, &mtu)?;
         ip(&["-n", &c.ns, "addr", "add", &format!("{}/24", c.address), "dev", "eth0"])?;
         ip(&["-n", &c.ns, "link", "set", "eth0", "up"])?;
         ip(&["-n", &c.ns, "route", "add", "default", "via", &plan.gateway.address.to_string()])?;

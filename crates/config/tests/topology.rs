@@ -154,7 +154,8 @@ fn the_deployment_guide_compiles_into_ready_to_run_node_files() {
     let gw = NodeConfig::from_toml(&ingress).unwrap().io_settings().unwrap().gateway.unwrap();
     assert_eq!(gw.grants, vec![("alice".to_owned(), "web.example.org".to_owned(), 1, None)]);
     // The controller block is what `for_controller` writes.
-    let with_ctl = NodeConfig::from_toml(&format!("{}\n{}", cfgs[0].to_toml().unwrap(), deployment_blocks()[2])).unwrap();
+    let with_ctl =
+        NodeConfig::from_toml(&format!("{}\n{}", cfgs[0].to_toml().unwrap(), deployment_blocks()[2])).unwrap();
     let c = with_ctl.controller.clone().unwrap();
     assert_eq!((c.address.as_str(), c.server_name.as_str()), ("198.51.100.5:8443", "controller"));
     let file = cfgs[0].for_controller(c);

@@ -455,21 +455,14 @@ impl Controller {
                 set_meta(&tx, "next_spi", &next.to_string()).map_err(internal)?;
                 let now = audit::unix_ms();
                 for c in &cfgs {
-                    for o in &c.outbound_sas {
-                        tx.execute(
-                            "INSERT INTO sas (spi, name, from_node, created_at) VALUES (?1, ?2, ?3, ?4)
-                             ON CONFLICT(spi) DO UPDATE SET from_node = ?3",
-                            params![o.sa.spi, sa_name(o.sa.spi), c.name, now],
-                        )
-                        .map_err(internal)?;
-                    }
-                    for i in &c.inbound_sas {
-                        tx.execute(
-                            "INSERT INTO sas (spi, name, to_node, created_at) VALUES (?1, ?2, ?3, ?4)
-                             ON CONFLICT(spi) DO UPDATE SET to_node = ?3",
-                            params![i.sa.spi, sa_name(i.sa.spi), c.name, now],
-                        )
-                        .map_err(internal)?;
+                    let ends = c.outbound_sas.iter().map(|o| (o.sa.spi, "from_node"));
+                    for (spi, end) in ends.chain(c.inbound_sas.iter().map(|i| (i.sa.spi, "to_node"))) {
+                        // `end` is one of two fixed column names.
+                        let sql = format!(
+                            "INSERT INTO sas (spi, name, {end}, created_at) VALUES (?1, ?2, ?3, ?4)
+                             ON CONFLICT(spi) DO UPDATE SET {end} = ?3"
+                        );
+                        tx.execute(&sql, params![spi, sa_name(spi), c.name, now]).map_err(internal)?;
                     }
                 }
                 tx.commit().map_err(internal)?;
