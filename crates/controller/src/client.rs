@@ -23,7 +23,8 @@ impl core::fmt::Debug for Client {
 #[derive(Debug)]
 pub struct Reply {
     pub status: u16,
-    pub body: Vec<u8>,
+    /// Zeroized on drop: a node's documents carry key material.
+    pub body: zeroize::Zeroizing<Vec<u8>>,
 }
 
 impl Reply {
@@ -90,7 +91,7 @@ impl Client {
             .body(Full::new(Bytes::from(body.unwrap_or_default())))?;
         let resp = send.send_request(req).await?;
         let status = resp.status().as_u16();
-        let body = resp.into_body().collect().await?.to_bytes().to_vec();
+        let body = zeroize::Zeroizing::new(resp.into_body().collect().await?.to_bytes().to_vec());
         Ok(Reply { status, body })
     }
 

@@ -113,6 +113,15 @@ async fn enrol(State(ctl): Ctl, Extension(peer): Extension<Peer>, body: Bytes) -
     r.map_or_else(|e: Refusal| error(&e), ok)
 }
 
+/// A pending document as a response body without copying it.
+struct SharedBody(Arc<crate::store::Pending>);
+
+impl AsRef<[u8]> for SharedBody {
+    fn as_ref(&self) -> &[u8] {
+        &self.0.body
+    }
+}
+
 #[derive(Deserialize)]
 struct PollQuery {
     #[serde(default)]
@@ -139,7 +148,10 @@ async fn desired(
         return error(&e);
     }
     match ctl.poll(&node, q.after, &q.boot, POLL_WAIT).await {
-        Some(p) => ([(header::CONTENT_TYPE, "application/yang-data+json")], p.body.to_vec()).into_response(),
+        // The body is sent from the shared, zeroize-on-drop buffer itself: no copy of the keys.
+        Some(p) => {
+            ([(header::CONTENT_TYPE, "application/yang-data+json")], Bytes::from_owner(SharedBody(p))).into_response()
+        }
         None => StatusCode::NO_CONTENT.into_response(),
     }
 }

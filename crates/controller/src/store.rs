@@ -407,7 +407,10 @@ impl Controller {
     }
 
     fn publish(&self, node: &str, doc: &NodeState) -> Result<(), Refusal> {
-        let body = Zeroizing::new(serde_json::to_vec(doc).map_err(internal)?);
+        // Sized up front so that growing never leaves a copy of key material behind.
+        let entries = doc.ikeless.sad.entries.len() + doc.ikeless.spd.entries.len() + doc.sfc.chains.len();
+        let mut body = Zeroizing::new(Vec::with_capacity(4096 + entries * 1024));
+        serde_json::to_writer(&mut *body, doc).map_err(internal)?;
         if let Some(c) = self.nodes.get(node) {
             c.pending.send_replace(Some(Arc::new(Pending { version: doc.version, body })));
         }
