@@ -296,18 +296,16 @@ async fn follow(
                 continue;
             }
         }
-        let result = match serde_json::from_slice::<NodeState>(&reply.body) {
-            Err(e) => Err(anyhow::anyhow!("not a node state: {e}")),
-            Ok(doc) => {
-                let v = doc.version;
-                apply(&doc, &mut applied, &peers, &lanes, gateway.as_ref()).await.map(|missing| (v, missing))
-            }
+        let (v, result) = match serde_json::from_slice::<NodeState>(&reply.body) {
+            // Unreadable: refuse it (the controller audits the error); wait for a newer one.
+            Err(e) => (version + 1, Err(anyhow::anyhow!("not a node state: {e}"))),
+            Ok(doc) => (doc.version, apply(&doc, &mut applied, &peers, &lanes, gateway.as_ref()).await),
         };
         drop(reply);
-        let (v, error) = match result {
-            Ok((v, missing)) if missing.is_empty() => (v, None),
-            Ok((v, missing)) => (v, Some(format!("no key for SAs this node does not have: {}", missing.join(", ")))),
-            Err(e) => (version + 1, Some(format!("{e:#}"))),
+        let error = match result {
+            Ok(missing) if missing.is_empty() => None,
+            Ok(missing) => Some(format!("no key for SAs this node does not have: {}", missing.join(", "))),
+            Err(e) => Some(format!("{e:#}")),
         };
         version = version.max(v);
         if let Some(e) = &error {

@@ -256,3 +256,60 @@ fn a_client_policy_changed_at_run_time_applies_to_new_connections() {
     let report = lab.down();
     assert!(report.contains("not_allowed=2"), "the gateway counted bob once and alice once: {report}");
 }
+
+/// The names of the SAD entries the controller has for `node` (operator API).
+fn sad_names(lab: &LabRun, node: &str) -> Vec<String> {
+    let op = (lab.state_file("pki/operator.pem"), lab.state_file("pki/operator.key"));
+    let ca = lab.state_file("pki/ca.pem");
+    let out = Command::new("ip")
+        .args(["netns", "exec", &lab.ns("ctl"), "curl", "-s", "--max-time", "5", "--cacert", ca.to_str().unwrap()])
+        .args(["--cert", op.0.to_str().unwrap(), "--key", op.1.to_str().unwrap()])
+        .args(["--resolve", "controller:8443:10.200.0.250"])
+        .arg(format!("https://controller:8443/restconf/data/zsfc:nodes/node={node}"))
+        .output()
+        .unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let entries = v["ietf-i2nsf-ikeless:ipsec-ikeless"]["sad"]["sad-entry"].as_array().unwrap().clone();
+    assert!(entries.iter().all(|e| e["ipsec-sa-config"]["esp-sa"]["encryption"].get("key").is_none()), "{v}");
+    entries.iter().map(|e| e["name"].as_str().unwrap().to_owned()).collect()
+}
+
+#[test]
+fn a_restarted_node_gets_fresh_sas_and_its_peers_drop_the_old_ones() {
+    usable();
+    let mut lab = LabRun::new("keys", "r");
+    lab.up();
+    let (sent, received, ..) = stream(&lab, 1000, 1);
+    assert_eq!(received, sent);
+    let before = sad_names(&lab, "ingress");
+    assert!(!before.is_empty());
+
+    // The SF node dies and comes back with its certificate but without any SA.
+    nix_kill(pid_of(&lab, "sf"));
+    let cfg = lab.state_file("sf.toml");
+    let log = std::fs::File::create(lab.state_file("logs/sf-again.log")).unwrap();
+    let mut sf = Command::new("ip")
+        .args(["netns", "exec", &lab.ns("sf"), BIN, "node", "--config", cfg.to_str().unwrap()])
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    // Its first poll tells the controller it restarted; the rollout that follows gives every
+    // node new SAs. A requested rekey queues behind it, so once it answers both are done.
+    let t = Instant::now();
+    loop {
+        let rows = audit_rows(&lab.state_file("controller.db"));
+        if rows.lines().filter(|l| l.contains("|push|sf|node (re)started")).count() >= 2 {
+            break;
+        }
+        assert!(t.elapsed() < Duration::from_secs(20), "the controller never saw sf restart:\n{rows}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert!(lab.zsfc(&["rekey", &lab.name]).status.success());
+    let (sent, received, lost, _) = stream(&lab, 1000, 2);
+    assert!(received == sent && lost == 0, "after the restart: {received} of {sent}");
+    let after = sad_names(&lab, "ingress");
+    assert!(after.iter().all(|n| !before.contains(n)), "the ingress kept SAs of the old sf: {before:?} / {after:?}");
+    lab.down();
+    let _ = sf.wait();
+}
