@@ -110,3 +110,22 @@ async fn a_token_enrols_its_node_once_and_every_refusal_is_audited() {
     assert!(matches!(zsfc_controller::audit::verify(&db).unwrap(), zsfc_controller::audit::Verdict::Intact { .. }));
     drop(r.ctl);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_configured_period_rekeys_the_domain_on_its_own() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("c.db");
+    let mut d = domain();
+    // Nobody acknowledges here: each step waits 50 ms, a rollout takes well under the period.
+    d.rekey = zsfc_controller::RekeySettings { period_s: 1, grace_ms: 0, ack_timeout_ms: 50 };
+    Controller::init(&db, &d).unwrap();
+    let ctl = Controller::open(&db).unwrap();
+    tokio::spawn(ctl.clone().run_background());
+    tokio::time::sleep(Duration::from_millis(3600)).await;
+    let n = ctl.rollouts.load(std::sync::atomic::Ordering::Relaxed);
+    assert!((2..=4).contains(&n), "{n} rollouts in 3.6 s with a 1 s period");
+    // Every rollout took new SPIs (one more may be under way).
+    let spi: u64 = ctl.status()["zsfc:domain"]["next-spi"].as_u64().unwrap();
+    let per = d.topology.compile().unwrap().iter().map(|c| c.outbound_sas.len() as u64).sum::<u64>();
+    assert!(spi == 0x1000 + n * per || spi == 0x1000 + (n + 1) * per, "next SPI {spi:#x} after {n} rollouts");
+}
