@@ -565,6 +565,12 @@ fn summary(plan: &LabPlan, state: &State) {
     for c in &plan.chains {
         println!("  chain {c}");
     }
+    println!(
+        "  controller https://{} in ns {}-ctl (domain CA, every node's SAs, chains and policy; log {})",
+        zsfc_config::CONTROLLER_ADDRESS,
+        plan.prefix,
+        state.log("controller").display()
+    );
     if let (Some(c), Some(s)) = (plan.clients.first(), plan.services.iter().find(|s| s.kind == ServiceKind::Http)) {
         let pki = state.pki();
         println!("try, as {}:", c.name);
@@ -584,6 +590,12 @@ fn summary(plan: &LabPlan, state: &State) {
     println!("  the gateway's log: {}", state.log(&gw.name).display());
     println!("  a node's counters: ip netns exec {} curl -s http://{}/metrics", gw.ns, zsfc_config::METRICS_LISTEN);
     println!("live counters: zsfc status {}; expected outcomes: zsfc check {}", plan.name, plan.name);
+    println!(
+        "keys and paths: zsfc rekey {n}; zsfc chain {n} CHAIN SF...; zsfc policy {n} --grant ID=SERVICE:CHAIN; \
+         zsfc audit verify {}",
+        state.controller_db().display(),
+        n = plan.name
+    );
     println!("stop with: zsfc down {}", plan.name);
 }
 
@@ -717,6 +729,32 @@ pub(crate) fn status(a: &CheckArgs) -> anyhow::Result<bool> {
             .collect();
         if !gw.is_empty() {
             println!("     gateway: {}", gw.join(" "));
+        }
+    }
+    match crate::control::with_operator(&state.dir, &a.name, |c| {
+        let r = c.blocking("GET", "/restconf/data/zsfc:domain", None, Duration::from_secs(5))?;
+        anyhow::ensure!(r.status == 200, "{} {}", r.status, r.message());
+        Ok(serde_json::from_slice::<serde_json::Value>(&r.body)?)
+    }) {
+        Ok(v) => {
+            let d = &v["zsfc:domain"];
+            let acked: Vec<String> = d["nodes"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|n| format!("{}@{}", n["name"].as_str().unwrap_or("?"), n["acked-version"]))
+                .collect();
+            println!(
+                "controller  version {} rollouts {} {} acknowledged: {}",
+                d["version"],
+                d["rollouts"],
+                if d["converged"] == true { "converged," } else { "rolling out," },
+                acked.join(" ")
+            );
+        }
+        Err(e) => {
+            all_up = false;
+            println!("controller  NOT ANSWERING: {e:#}");
         }
     }
     Ok(all_up)

@@ -123,6 +123,8 @@ pub struct Controller {
     nodes: HashMap<String, NodeChan>,
     rollout_lock: tokio::sync::Mutex<()>,
     wanted: Notify,
+    /// A rollout was asked for and has not started yet.
+    requested: std::sync::atomic::AtomicBool,
     pub ca: Ca,
     pub rollouts: AtomicU64,
     /// Time from publishing each step of a rollout to the last node's acknowledgement.
@@ -243,6 +245,7 @@ impl Controller {
             nodes,
             rollout_lock: tokio::sync::Mutex::new(()),
             wanted: Notify::new(),
+            requested: std::sync::atomic::AtomicBool::new(false),
             ca,
             rollouts: AtomicU64::new(0),
             push_latencies: Mutex::new(Vec::new()),
@@ -366,6 +369,7 @@ impl Controller {
 
     /// Asks the background task for a rollout (requests coalesce).
     pub fn request_rollout(&self) {
+        self.requested.store(true, Ordering::SeqCst);
         self.wanted.notify_one();
     }
 
@@ -374,7 +378,7 @@ impl Controller {
         // A restarted controller has forgotten every key: new SAs for nodes it knows. Nodes it
         // has never heard of ask by polling.
         if !self.state().boots.is_empty() {
-            self.wanted.notify_one();
+            self.request_rollout();
         }
         loop {
             let period = self.state().domain.rekey.period_s;
@@ -392,6 +396,10 @@ impl Controller {
                 }
                 () = tick => {}
             }
+            // Requests until here are served by this rollout (its compile comes after): take a
+            // permit they left too, so they do not cause a second one.
+            let _ = tokio::time::timeout(Duration::ZERO, self.wanted.notified()).await;
+            self.requested.store(false, Ordering::SeqCst);
             if let Err(e) = self.rollout("scheduled").await {
                 eprintln!("controller: rollout failed: {e}");
                 tokio::time::sleep(Duration::from_secs(1)).await;
@@ -606,7 +614,7 @@ impl Controller {
         let st = self.state();
         let db = self.db();
         let mut nodes = Vec::new();
-        let mut converged = !st.rolling;
+        let mut converged = !st.rolling && !self.requested.load(Ordering::SeqCst);
         for n in &st.domain.topology.nodes {
             let acked = self.nodes.get(&n.name).map_or(0, |c| *c.acked.borrow());
             let pushed =
