@@ -170,6 +170,9 @@ pub(crate) struct KeyingArgs {
     /// SAs installed into one node engine for the install rate and the memory per SA.
     #[arg(long, default_value_t = 100_000)]
     sas: usize,
+    /// Anti-replay window of those SAs, in packets (zsfc's default; RFC 9061's is 64).
+    #[arg(long, default_value_t = zsfc_esp::DEFAULT_WINDOW)]
+    replay_window: u64,
     #[arg(long)]
     json: Option<PathBuf>,
 }
@@ -190,6 +193,7 @@ struct KeyingResult {
     chains: usize,
     rollouts: usize,
     sas: usize,
+    replay_window: u64,
 }
 
 fn rss_kib() -> u64 {
@@ -209,7 +213,7 @@ fn thread_cpu() -> Duration {
     Duration::from_micros(ticks * 1_000_000 / hz.max(1))
 }
 
-fn sa_params(n: usize) -> anyhow::Result<Vec<zsfc_config::SaParams>> {
+fn sa_params(n: usize, replay_window: u64) -> anyhow::Result<Vec<zsfc_config::SaParams>> {
     (0..n)
         .map(|i| {
             Ok(zsfc_config::SaParams {
@@ -217,7 +221,7 @@ fn sa_params(n: usize) -> anyhow::Result<Vec<zsfc_config::SaParams>> {
                 algorithm: zsfc_config::Algorithm::Aes256Gcm,
                 keymat: zsfc_config::KeyMaterial(zsfc_esp::SaKey::generate_keymat(zsfc_esp::Algorithm::Aes256Gcm)?),
                 esn: true,
-                replay_window: zsfc_esp::DEFAULT_WINDOW,
+                replay_window,
                 lifetime: Default::default(),
             })
         })
@@ -225,9 +229,9 @@ fn sa_params(n: usize) -> anyhow::Result<Vec<zsfc_config::SaParams>> {
 }
 
 /// Install rate through the node's document path, install rate and memory of the engine.
-fn engine_costs(n: usize) -> anyhow::Result<(f64, f64, f64)> {
+fn engine_costs(n: usize, replay_window: u64) -> anyhow::Result<(f64, f64, f64)> {
     use zsfc_config::ikeless::NodeState;
-    let params = sa_params(n)?;
+    let params = sa_params(n, replay_window)?;
     // Memory: what stays after installing `n` inbound SAs (transient values reuse freed memory).
     let mut node = zsfc_dataplane::Node::new(Default::default());
     let now = zsfc_dataplane::Instant::ZERO;
@@ -415,7 +419,7 @@ fn fake_free_agent(name: &str, client: &zsfc_controller::client::Client, stop: &
 
 pub(crate) fn keying(a: &KeyingArgs) -> anyhow::Result<bool> {
     eprintln!("bench keying: installing {} SAs into one engine...", a.sas);
-    let (doc_rate, engine_rate, bytes) = engine_costs(a.sas)?;
+    let (doc_rate, engine_rate, bytes) = engine_costs(a.sas, a.replay_window)?;
     eprintln!("bench keying: controller with {} chains, {} rollouts...", a.chains, a.rollouts);
     let (lat, cpu) = controller_costs(a.chains, a.rollouts)?;
     let r = KeyingResult {
@@ -428,10 +432,11 @@ pub(crate) fn keying(a: &KeyingArgs) -> anyhow::Result<bool> {
         chains: a.chains,
         rollouts: a.rollouts,
         sas: a.sas,
+        replay_window: a.replay_window,
     };
     println!("SAs installed per second (pushed document: parse, check, install): {:.0}", r.sa_install_per_s);
     println!("SAs installed per second (engine only):                           {:.0}", r.engine_install_per_s);
-    println!("memory per installed SA:                                          {:.0} B", r.bytes_per_sa);
+    println!("memory per installed SA ({}-packet window):                    {:.0} B", a.replay_window, r.bytes_per_sa);
     println!(
         "push latency, {} chains (publish to every node's ack): p50 {:.1} ms, p99 {:.1} ms ({} pushes)",
         a.chains,
