@@ -90,6 +90,7 @@ pub(crate) fn init(a: &InitArgs) -> anyhow::Result<bool> {
         gateway_node: a.gateway_node.clone(),
         grants: parse_grants(&a.grants)?,
         rekey: zsfc_controller::RekeySettings { period_s: a.rekey_period_s, ..Default::default() },
+        api: Default::default(),
     };
     let (init, ca) = Controller::init(&a.db, &spec).with_context(|| format!("creating {}", a.db.display()))?;
     std::fs::create_dir_all(&a.out)?;

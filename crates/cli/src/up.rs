@@ -264,6 +264,7 @@ fn build(lab: &Lab, plan: &LabPlan, state: &State) -> anyhow::Result<()> {
             grace_ms: plan.controller.grace_ms,
             ..Default::default()
         },
+        api: Default::default(),
     };
     let (init, ca) = zsfc_controller::Controller::init(&state.controller_db(), &spec)?;
     make_pki(plan, state, &ca)?;

@@ -10,6 +10,7 @@
 
 pub mod audit;
 pub mod client;
+pub mod limit;
 pub mod pki;
 pub mod rollout;
 mod server;

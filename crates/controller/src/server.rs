@@ -345,12 +345,41 @@ pub async fn serve(ctl: Arc<Controller>, listener: tokio::net::TcpListener, serv
     let tls = tokio_rustls::TlsAcceptor::from(Arc::new(server_tls(&ctl, &cert, &key)?));
     drop(key);
     let app = router(ctl.clone());
+    let limits = ctl.domain().api;
+    let limiter = crate::limit::Limiter::new(limits);
+    let open = Arc::new(tokio::sync::Semaphore::new(limits.max_open.max(1) as usize));
+    // Refusals for lack of room are audited once per 10 s with their count.
+    let (mut full, mut full_reported) = (0u64, None::<std::time::Instant>);
     loop {
         let Ok((tcp, addr)) = listener.accept().await else { continue };
+        // Admission before any TLS work: rate per source, and a cap on open connections.
+        let refused = match limiter.admit(addr.ip(), std::time::Instant::now()) {
+            crate::limit::Admission::Admit => None,
+            crate::limit::Admission::Refuse(report) => Some(report.map(|n| format!("{n} connections"))),
+        };
+        let permit = match (refused, open.clone().try_acquire_owned()) {
+            (None, Ok(p)) => p,
+            (Some(report), _) => {
+                if let Some(n) = report {
+                    ctl.audit(Kind::Refused, &addr.ip().to_string(), &format!("rate limit: refused {n}"));
+                }
+                continue;
+            }
+            (None, Err(_)) => {
+                full += 1;
+                if full_reported.is_none_or(|t| t.elapsed() >= Duration::from_secs(10)) {
+                    let detail = format!("{full} connections refused: {} open already", limits.max_open);
+                    ctl.audit(Kind::Refused, &addr.ip().to_string(), &detail);
+                    (full, full_reported) = (0, Some(std::time::Instant::now()));
+                }
+                continue;
+            }
+        };
         // Small request/response exchanges: no Nagle delay.
         let _ = tcp.set_nodelay(true);
         let (tls, app, ctl) = (tls.clone(), app.clone(), ctl.clone());
         tokio::spawn(async move {
+            let _permit = permit;
             let stream = match tokio::time::timeout(HANDSHAKE_TIMEOUT, tls.accept(tcp)).await {
                 Ok(Ok(s)) => s,
                 Ok(Err(e)) => return ctl.audit(Kind::Refused, &addr.to_string(), &format!("TLS handshake: {e}")),

@@ -28,6 +28,8 @@ pub struct DomainSpec {
     pub grants: Vec<GatewayGrant>,
     #[serde(default)]
     pub rekey: RekeySettings,
+    #[serde(default)]
+    pub api: crate::limit::ApiLimits,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

@@ -16,6 +16,7 @@ fn domain() -> DomainSpec {
         gateway_node: None,
         grants: Vec::new(),
         rekey: Default::default(),
+        api: Default::default(),
     }
 }
 
@@ -128,4 +129,35 @@ async fn a_configured_period_rekeys_the_domain_on_its_own() {
     let spi: u64 = ctl.status()["zsfc:domain"]["next-spi"].as_u64().unwrap();
     let per = d.topology.compile().unwrap().iter().map(|c| c.outbound_sas.len() as u64).sum::<u64>();
     assert!(spi == 0x1000 + n * per || spi == 0x1000 + (n + 1) * per, "next SPI {spi:#x} after {n} rollouts");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_flood_is_cut_before_tls_and_audited_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("c.db");
+    let mut d = domain();
+    d.api = zsfc_controller::limit::ApiLimits { connections_per_s: 1, burst: 3, max_open: 100 };
+    let (_, ca) = Controller::init(&db, &d).unwrap();
+    let ctl = Controller::open(&db).unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    tokio::spawn(zsfc_controller::serve(ctl.clone(), listener, "controller"));
+    let c = Client::new(&addr, "controller", ca.pem(), None).unwrap();
+    let mut answered = 0;
+    for _ in 0..20 {
+        if c.request("GET", "/openapi.json", None, T).await.is_ok_and(|r| r.status == 200) {
+            answered += 1;
+        }
+    }
+    assert_eq!(answered, 3, "the burst, then nothing within the same second");
+    let log = zsfc_controller::audit::open_read_only(&db).unwrap();
+    let rows: Vec<String> = log
+        .prepare("SELECT detail FROM audit WHERE kind = 'refused'")
+        .unwrap()
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    assert_eq!(rows, ["rate limit: refused 1 connections"], "one record for the flood, not 17");
+    drop(ctl);
 }
