@@ -408,3 +408,96 @@ fn report_events(client: &Client, name: &str, events: &Receiver<Event>) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use zsfc_controller::rollout;
+
+    /// The documents of every node of the in-memory example topology, with SPIs from `first`.
+    fn generation(first: u32) -> Vec<(zsfc_config::NodeConfig, NodeState)> {
+        let t = zsfc_config::Topology::from_toml(include_str!("../../../examples/inmemory-topology.toml")).unwrap();
+        let (cfgs, _) = t.compile_from(first).unwrap();
+        cfgs.into_iter()
+            .map(|c| {
+                let d = NodeState::from_config(0, &c, Vec::new(), |_| true);
+                (c, d)
+            })
+            .collect()
+    }
+
+    fn spis(node: &Node) -> Vec<u32> {
+        let mut v: Vec<u32> = node.inbound_spis().collect();
+        v.sort_unstable();
+        v
+    }
+
+    #[test]
+    fn the_agent_follows_a_rollout_step_by_step_on_a_real_engine() {
+        let (old, new) = (generation(0x1000), generation(0x2000));
+        for ((cfg, o), (_, n)) in old.iter().zip(&new) {
+            // The node as it starts under a controller: SFs and peers, no SA, label or chain.
+            let node = cfg.for_controller(zsfc_config::ControllerConfig {
+                address: "192.0.2.1:8443".into(),
+                server_name: "controller".into(),
+                ca: "-".into(),
+                identity_dir: "-".into(),
+                bootstrap: "-".into(),
+            });
+            let mut engine = node.build(Instant::ZERO).unwrap();
+            let peers: Vec<u32> = cfg.peers.iter().map(|p| p.id).collect();
+            let mut applied = Applied::default();
+            let now = Instant::ZERO;
+            // The first state, then the three steps of a rekey.
+            assert!(apply_to_engine(&mut engine, &mut applied, o, &peers, now).unwrap().is_empty());
+            let old_in: Vec<u32> = o
+                .ikeless
+                .sad
+                .entries
+                .iter()
+                .filter(|e| e.direction == Direction::Inbound)
+                .map(|e| e.config.spi)
+                .collect();
+            let new_in: Vec<u32> = n
+                .ikeless
+                .sad
+                .entries
+                .iter()
+                .filter(|e| e.direction == Direction::Inbound)
+                .map(|e| e.config.spi)
+                .collect();
+            let mut both = [old_in.clone(), new_in.clone()].concat();
+            both.sort_unstable();
+            let stripped = rollout::strip_keys(o);
+            assert!(
+                apply_to_engine(&mut engine, &mut applied, &rollout::prepare(&stripped, n, 2), &peers, now)
+                    .unwrap()
+                    .is_empty()
+            );
+            assert_eq!(spis(&engine), both, "{}: both generations after prepare", cfg.name);
+            let chains_before: Vec<ChainId> = engine.chain_ids().collect();
+            assert!(
+                apply_to_engine(&mut engine, &mut applied, &rollout::switch(&stripped, n, 3), &peers, now)
+                    .unwrap()
+                    .is_empty()
+            );
+            assert_eq!(spis(&engine), both, "{}: both generations while switching", cfg.name);
+            assert_eq!(engine.chain_ids().count(), chains_before.len());
+            assert!(
+                apply_to_engine(&mut engine, &mut applied, &rollout::finish(n, 4), &peers, now).unwrap().is_empty()
+            );
+            let mut only_new = new_in.clone();
+            only_new.sort_unstable();
+            assert_eq!(spis(&engine), only_new, "{}: the old generation is gone", cfg.name);
+            // Outbound slots are reused: the two generations never need more than twice one.
+            let outbound = o.ikeless.sad.entries.iter().filter(|e| e.direction == Direction::Outbound).count();
+            assert!(applied.next_slot as usize <= 2 * outbound, "{} slots for {outbound} SAs", applied.next_slot);
+            // A document naming an SA this node never got the key of is reported, not guessed.
+            let mut gap =
+                rollout::strip_keys(&generation(0x3000).into_iter().find(|(c, _)| c.name == cfg.name).unwrap().1);
+            gap.version = 5;
+            let missing = apply_to_engine(&mut engine, &mut applied, &gap, &peers, now).unwrap();
+            assert_eq!(missing.is_empty(), gap.ikeless.sad.entries.is_empty(), "{}: {missing:?}", cfg.name);
+        }
+    }
+}
