@@ -214,7 +214,13 @@ fn apply_ops(node: &mut Node, ops: &[Op], lane: u32, now: Instant) -> Result<(),
     for op in ops {
         match op {
             Op::InstallOut(slot, p) => node.install_outbound(*slot, &sa(p)?, now).map_err(|e| e.to_string())?,
-            Op::InstallIn(p, usage) => node.install_inbound(&sa(p)?, *usage, now).map_err(|e| e.to_string())?,
+            Op::InstallIn(p, usage) => {
+                let cfg = sa(p)?;
+                // Planned only for SAs the agent does not know; one with this SPI is a leftover of
+                // an apply that failed half-way, so the same document can be applied again.
+                node.remove_inbound(cfg.spi);
+                node.install_inbound(&cfg, *usage, now).map_err(|e| e.to_string())?
+            }
             Op::SetLabel(l, a) => node.set_label(*l, *a).map_err(|e| e.to_string())?,
             Op::AddChain(spec) => node.add_chain(spec.clone()).map_err(|e| e.to_string())?,
             Op::SetRules(r) => node.classifier_mut().set_rules(r.clone()),
