@@ -432,6 +432,11 @@ mod tests {
             .collect()
     }
 
+    /// The inbound SPIs a document lists.
+    fn inbound(d: &NodeState) -> Vec<u32> {
+        d.ikeless.sad.entries.iter().filter(|e| e.direction == Direction::Inbound).map(|e| e.config.spi).collect()
+    }
+
     fn spis(node: &Node) -> Vec<u32> {
         let mut v: Vec<u32> = node.inbound_spis().collect();
         v.sort_unstable();
@@ -456,22 +461,7 @@ mod tests {
             let now = Instant::ZERO;
             // The first state, then the three steps of a rekey.
             assert!(apply_to_engine(&mut engine, &mut applied, o, &peers, now).unwrap().is_empty());
-            let old_in: Vec<u32> = o
-                .ikeless
-                .sad
-                .entries
-                .iter()
-                .filter(|e| e.direction == Direction::Inbound)
-                .map(|e| e.config.spi)
-                .collect();
-            let new_in: Vec<u32> = n
-                .ikeless
-                .sad
-                .entries
-                .iter()
-                .filter(|e| e.direction == Direction::Inbound)
-                .map(|e| e.config.spi)
-                .collect();
+            let (old_in, new_in) = (inbound(o), inbound(n));
             let mut both = [old_in.clone(), new_in.clone()].concat();
             both.sort_unstable();
             let stripped = rollout::strip_keys(o);
