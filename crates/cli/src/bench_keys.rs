@@ -245,23 +245,7 @@ fn engine_costs(n: usize, replay_window: u64) -> anyhow::Result<(f64, f64, f64)>
     let bytes = (rss_kib().saturating_sub(before) * 1024) as f64 / n as f64;
     drop(node);
     // The agent's path: the controller's JSON document, parsed, checked, planned, installed.
-    let mut cfg = zsfc_config::NodeConfig {
-        version: zsfc_config::VERSION,
-        name: "n".into(),
-        settings: Default::default(),
-        peers: Vec::new(),
-        labels: Vec::new(),
-        sfs: Vec::new(),
-        outbound_sas: Vec::new(),
-        inbound_sas: Vec::new(),
-        chains: Vec::new(),
-        rules: Vec::new(),
-        transport: None,
-        local: None,
-        gateway: None,
-        metrics: None,
-        controller: None,
-    };
+    let mut cfg = zsfc_config::NodeConfig::from_toml(&format!("version = {}\nname = \"n\"", zsfc_config::VERSION))?;
     cfg.inbound_sas = params.into_iter().map(|sa| zsfc_config::InboundSaConfig { sa, reseal: None }).collect();
     let body = serde_json::to_vec(&NodeState::from_config(1, &cfg, Vec::new(), |_| true))?;
     drop(cfg);
