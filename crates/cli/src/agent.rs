@@ -4,7 +4,7 @@
 //! SA events (`sadb-expire` at soft lifetime, `sadb-bad-spi`).
 use anyhow::Context;
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::mpsc::{Receiver, Sender};
 use std::time::Duration;
@@ -16,10 +16,6 @@ use zsfc_io::Control;
 
 const POLL_TIMEOUT: Duration = Duration::from_secs(30);
 const ENROL_PATIENCE: Duration = Duration::from_secs(60);
-
-fn write_private(path: &Path, data: &[u8]) -> anyhow::Result<()> {
-    crate::pki::write_private(path, data)
-}
 
 /// A client holding the node's certificate, enrolling first if the node has none yet.
 pub(crate) fn enrolled_client(c: &ControllerConfig, node: &str) -> anyhow::Result<Client> {
@@ -59,8 +55,8 @@ pub(crate) fn enrolled_client(c: &ControllerConfig, node: &str) -> anyhow::Resul
         let cert = v["zsfc:output"]["certificate"].as_str().context("enrolment answer without a certificate")?;
         std::fs::create_dir_all(&dir)?;
         std::os::unix::fs::PermissionsExt::set_mode(&mut std::fs::metadata(&dir)?.permissions(), 0o700);
-        write_private(&key_path, key.as_bytes())?;
-        write_private(&cert_path, cert.as_bytes())?;
+        crate::pki::write_private(&key_path, key.as_bytes())?;
+        crate::pki::write_private(&cert_path, cert.as_bytes())?;
         // The token is spent; nothing else should find it.
         let _ = std::fs::remove_file(&c.bootstrap);
         eprintln!("zsfc node {node:?}: enrolled with the controller at {}", c.address);

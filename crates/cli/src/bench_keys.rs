@@ -197,11 +197,7 @@ struct KeyingResult {
 }
 
 fn rss_kib() -> u64 {
-    let s = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    s.lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap_or(0)
+    crate::up::proc_status_kib("self", "VmRSS").unwrap_or(0)
 }
 
 /// CPU time (user + system) of the calling thread.

@@ -167,6 +167,13 @@ pub(crate) fn lab_namespaces(name: &str) -> Vec<String> {
         .collect()
 }
 
+/// A memory figure (`VmRSS`, `VmHWM`...) of process `pid` (or `self`) from /proc, in KiB.
+pub(crate) fn proc_status_kib(pid: &str, field: &str) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let v = status.lines().find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))?;
+    v.trim().trim_end_matches("kB").trim().parse().ok()
+}
+
 /// A lab built from a [`Lab`] value (benchmarks); torn down when dropped.
 pub(crate) struct RunningLab {
     pub(crate) plan: LabPlan,
@@ -195,9 +202,7 @@ impl RunningLab {
             .iter()
             .filter_map(|n| {
                 let pid = std::fs::read_to_string(self.state.dir.join(format!("{}.pid", n.name))).ok()?;
-                let status = std::fs::read_to_string(format!("/proc/{}/status", pid.trim())).ok()?;
-                let kib = status.lines().find_map(|l| l.strip_prefix("VmHWM:"))?.trim().trim_end_matches("kB").trim();
-                Some((n.name.clone(), kib.parse().ok()?))
+                Some((n.name.clone(), proc_status_kib(pid.trim(), "VmHWM")?))
             })
             .collect()
     }

@@ -451,14 +451,12 @@ impl Controller {
         let _one_at_a_time = self.rollout_lock.lock().await;
         let (olds, news, grace) = {
             let mut st = self.state();
-            st.rolling = true;
             let (cfgs, next) = st
                 .domain
                 .topology
                 .compile_from(st.next_spi)
                 .map_err(|e| Refusal::new(400, "invalid-value", e.to_string()))?;
             if next >= SPI_LIMIT {
-                st.rolling = false;
                 return Err(Refusal::new(507, "resource-denied", "the domain has used every SPI below 2^24"));
             }
             // Persist the SPI counter and the SAs before any key leaves: never reuse an SPI.
@@ -481,6 +479,8 @@ impl Controller {
                 tx.commit().map_err(internal)?;
             }
             st.next_spi = next;
+            // From here the rollout runs to its end (and clears this): status is not converged.
+            st.rolling = true;
             let gw = st.domain.gateway_node.clone();
             let news: Vec<(String, NodeState)> = cfgs
                 .iter()
