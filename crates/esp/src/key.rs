@@ -1,19 +1,27 @@
 //! Key material of one SA (RFC 4106 §8.1: the AES key followed by a 4-byte salt).
 use zeroize::{Zeroize, ZeroizeOnDrop};
 
-/// The AEADs zsfc speaks. Both use a 16-byte ICV (RFC 4106 §6) and an 8-byte explicit IV.
+/// The transforms zsfc speaks. All use a 16-byte ICV (RFC 4106 §6) and an 8-byte explicit IV.
+/// The GMAC ones (RFC 4543 ENCR_NULL_AUTH_AES_GMAC) authenticate without encrypting: zsfc uses
+/// them between adjacent nodes, where the payload is already protected end to end.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Algorithm {
     Aes128Gcm,
     Aes256Gcm,
+    Aes128Gmac,
+    Aes256Gmac,
 }
 
 impl Algorithm {
     pub const fn key_len(self) -> usize {
         match self {
-            Self::Aes128Gcm => 16,
-            Self::Aes256Gcm => 32,
+            Self::Aes128Gcm | Self::Aes128Gmac => 16,
+            Self::Aes256Gcm | Self::Aes256Gmac => 32,
         }
+    }
+    /// Authentication only (GMAC): the payload stays in clear and is covered by the ICV.
+    pub const fn authenticates_only(self) -> bool {
+        matches!(self, Self::Aes128Gmac | Self::Aes256Gmac)
     }
     /// Key plus salt (RFC 4106 §8.1: KEYMAT of 20 or 36 octets).
     pub const fn keymat_len(self) -> usize {
@@ -21,8 +29,8 @@ impl Algorithm {
     }
     pub(crate) fn aead(self) -> &'static aws_lc_rs::aead::Algorithm {
         match self {
-            Self::Aes128Gcm => &aws_lc_rs::aead::AES_128_GCM,
-            Self::Aes256Gcm => &aws_lc_rs::aead::AES_256_GCM,
+            Self::Aes128Gcm | Self::Aes128Gmac => &aws_lc_rs::aead::AES_128_GCM,
+            Self::Aes256Gcm | Self::Aes256Gmac => &aws_lc_rs::aead::AES_256_GCM,
         }
     }
 }

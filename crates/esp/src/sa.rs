@@ -156,6 +156,8 @@ pub enum SealError {
     Packet(zsfc_wire::Error),
     #[error("the sealed packet would exceed 65535 bytes")]
     TooBig,
+    #[error("an authentication-only (GMAC) SA protects links, not payloads")]
+    AuthOnly,
 }
 
 /// What [`OutboundSa::seal`] did.
@@ -204,13 +206,10 @@ impl OutboundSa {
         if s.later_fragment || s.tuple.protocol == ip::protocol::ESP {
             return Err(SealError::Packet(zsfc_wire::Error::Unsupported));
         }
-        if let Some(l) = self.c.exceeded(&self.c.lifetimes.hard, now) {
-            return Err(SealError::HardLimit(l));
+        if self.c.alg.authenticates_only() {
+            return Err(SealError::AuthOnly);
         }
-        let seq = self.seq + 1;
-        if !self.c.esn && seq > u64::from(u32::MAX) || seq == u64::MAX {
-            return Err(SealError::HardLimit(Limit::SequenceNumbers));
-        }
+        let seq = self.next_seq(now)?;
         let payload_len = s.total_len - s.esp_offset;
         let pad = wesp::pad_len(payload_len);
         let added = HDR_IV + pad + TRAILER_LEN + ICV_LEN;
@@ -247,13 +246,67 @@ impl OutboundSa {
             .seal_in_place_separate_tag(self.c.nonce(iv), Aad::from(&aad[..aad_len]), plain)
             .map_err(|_| SealError::Packet(zsfc_wire::Error::Malformed))?;
         icv.copy_from_slice(tag.as_ref());
+        Ok(self.account(now, seq, payload_len))
+    }
 
+    /// Wraps the whole of `buf` (a labelled packet, not an IP packet) as the payload of an ESP
+    /// packet with `next_header` in its trailer: the link-protected transport between two
+    /// adjacent nodes. With a GMAC SA (RFC 4543) header, IV, payload and trailer are all
+    /// authenticated and nothing is encrypted; with a GCM SA the payload is encrypted too.
+    pub fn seal_link(&mut self, now: Instant, buf: &mut PacketBuf, next_header: u8) -> Result<Sealed, SealError> {
+        let seq = self.next_seq(now)?;
+        let payload_len = buf.len();
+        let pad = wesp::pad_len(payload_len);
+        if buf.headroom() < HDR_IV || buf.tailroom() < pad + TRAILER_LEN + ICV_LEN {
+            return Err(SealError::Packet(zsfc_wire::Error::NoRoom));
+        }
+        if payload_len + HDR_IV + pad + TRAILER_LEN + ICV_LEN > usize::from(u16::MAX) {
+            return Err(SealError::TooBig);
+        }
+        wesp::emit_trailer(buf.push_back(pad + TRAILER_LEN).map_err(SealError::Packet)?, next_header)
+            .map_err(SealError::Packet)?;
+        buf.push_back(ICV_LEN).map_err(SealError::Packet)?;
+        let iv = seq.to_be_bytes();
+        let h = buf.push_front(HDR_IV).map_err(SealError::Packet)?;
+        wesp::emit_header(h, self.c.spi, seq as u32).map_err(SealError::Packet)?;
+        h[HEADER_LEN..].copy_from_slice(&iv);
+
+        let pkt = buf.as_mut_slice();
+        let body_end = pkt.len() - ICV_LEN;
+        let (body, icv) = pkt.split_at_mut(body_end);
+        let nonce = self.c.nonce(iv);
+        let tag = if self.c.alg.authenticates_only() {
+            // RFC 4543 §3.3: everything is AAD, the plaintext is empty. The IV is the 64-bit
+            // sequence number, so the ICV also covers the high half of an ESN.
+            self.c.aead.seal_in_place_separate_tag(nonce, Aad::from(&*body), &mut [])
+        } else {
+            let (aad, aad_len) = self.c.aad(seq);
+            self.c.aead.seal_in_place_separate_tag(nonce, Aad::from(&aad[..aad_len]), &mut body[HDR_IV..])
+        }
+        .map_err(|_| SealError::Packet(zsfc_wire::Error::Malformed))?;
+        icv.copy_from_slice(tag.as_ref());
+        Ok(self.account(now, seq, payload_len))
+    }
+
+    /// The next sequence number, if the SA may still seal at `now`.
+    fn next_seq(&self, now: Instant) -> Result<u64, SealError> {
+        if let Some(l) = self.c.exceeded(&self.c.lifetimes.hard, now) {
+            return Err(SealError::HardLimit(l));
+        }
+        let seq = self.seq + 1;
+        if !self.c.esn && seq > u64::from(u32::MAX) || seq == u64::MAX {
+            return Err(SealError::HardLimit(Limit::SequenceNumbers));
+        }
+        Ok(seq)
+    }
+
+    fn account(&mut self, now: Instant, seq: u64, payload_len: usize) -> Sealed {
         self.seq = seq;
         self.c.packets += 1;
         self.c.bytes += payload_len as u64;
         let rekey_wanted = self.c.exceeded(&self.c.lifetimes.soft, now).is_some()
             || (!self.c.esn && seq > u64::from(u32::MAX) - (u64::from(u32::MAX) >> 4));
-        Ok(Sealed { seq, rekey_wanted })
+        Sealed { seq, rekey_wanted }
     }
 }
 
@@ -272,6 +325,8 @@ pub enum OpenError {
     Trailer,
     #[error("SA hard lifetime reached ({0:?})")]
     Expired(Limit),
+    #[error("an authentication-only (GMAC) SA protects links, not payloads")]
+    AuthOnly,
 }
 
 /// What [`InboundSa::open`] did.
@@ -328,24 +383,12 @@ impl InboundSa {
         if s.tuple.protocol != wesp::PROTOCOL || s.later_fragment {
             return Err(OpenError::Packet(zsfc_wire::Error::Unsupported));
         }
+        if self.c.alg.authenticates_only() {
+            return Err(OpenError::AuthOnly);
+        }
         let esp_at = s.l4_offset;
-        let (spi, seq_lo, iv) = {
-            let p = wesp::Packet::new_checked(&buf.as_slice()[esp_at..s.total_len]).map_err(OpenError::Packet)?;
-            (p.spi(), p.seq(), p.iv())
-        };
-        if spi != self.c.spi {
-            return Err(OpenError::WrongSpi);
-        }
-        if let Some(l) = self.c.exceeded(&self.c.lifetimes.hard, now) {
-            return Err(OpenError::Expired(l));
-        }
-        // 1. Cheap check before any crypto (RFC 4303 §3.4.3).
-        let seq = if self.c.esn {
-            self.window.infer_esn(seq_lo).ok_or(OpenError::Replay(ReplayError::TooOld))?
-        } else {
-            u64::from(seq_lo)
-        };
-        self.window.check(seq).map_err(OpenError::Replay)?;
+        // 1. Cheap checks before any crypto (RFC 4303 §3.4.3).
+        let (seq, iv) = self.precheck(now, &buf.as_slice()[esp_at..s.total_len])?;
         // 2. Authenticate and decrypt.
         buf.trim_back(buf.len() - s.total_len).map_err(OpenError::Packet)?;
         let (aad, aad_len) = self.c.aad(seq);
@@ -366,6 +409,58 @@ impl InboundSa {
         self.c.packets += 1;
         self.c.bytes += payload_len as u64;
         Ok(Opened { seq, next_header })
+    }
+
+    /// Opens what [`OutboundSa::seal_link`] made: `buf` starts with the ESP header and, on
+    /// success, holds the payload alone. On error the buffer content is unspecified.
+    pub fn open_link(&mut self, now: Instant, buf: &mut PacketBuf) -> Result<Opened, OpenError> {
+        let (seq, iv) = self.precheck(now, buf.as_slice())?;
+        let gmac = self.c.alg.authenticates_only();
+        if gmac && iv != seq.to_be_bytes() {
+            // The ICV covers the IV, and the IV carries the ESN's high half: a sender that is
+            // not zsfc's, or a forged low half, fails here.
+            return Err(OpenError::Auth);
+        }
+        let nonce = self.c.nonce(iv);
+        let pkt = buf.as_mut_slice();
+        let n = pkt.len();
+        if gmac {
+            let (body, icv) = pkt.split_at_mut(n - ICV_LEN);
+            self.c.aead.open_in_place(nonce, Aad::from(&*body), icv).map_err(|_| OpenError::Auth)?;
+        } else {
+            let (aad, aad_len) = self.c.aad(seq);
+            self.c
+                .aead
+                .open_in_place(nonce, Aad::from(&aad[..aad_len]), &mut pkt[HDR_IV..])
+                .map_err(|_| OpenError::Auth)?;
+        }
+        self.window.mark(seq);
+        let (payload_len, next_header) =
+            wesp::parse_trailer(&pkt[HDR_IV..n - ICV_LEN]).map_err(|_| OpenError::Trailer)?;
+        buf.trim_back(n - HDR_IV - payload_len).map_err(OpenError::Packet)?;
+        buf.pull_front(HDR_IV).map_err(OpenError::Packet)?;
+        self.c.packets += 1;
+        self.c.bytes += payload_len as u64;
+        Ok(Opened { seq, next_header })
+    }
+
+    /// SPI, lifetime and replay window against the ESP packet `esp`: the full sequence number
+    /// and the IV, or why the packet is refused before any crypto.
+    fn precheck(&self, now: Instant, esp: &[u8]) -> Result<(u64, [u8; IV_LEN]), OpenError> {
+        let p = wesp::Packet::new_checked(esp).map_err(OpenError::Packet)?;
+        if p.spi() != self.c.spi {
+            return Err(OpenError::WrongSpi);
+        }
+        if let Some(l) = self.c.exceeded(&self.c.lifetimes.hard, now) {
+            return Err(OpenError::Expired(l));
+        }
+        let seq = if self.c.esn {
+            self.window.infer_esn(p.seq()).ok_or(OpenError::Replay(ReplayError::TooOld))?
+        } else {
+            u64::from(p.seq())
+        };
+        self.window.check(seq).map_err(OpenError::Replay)?;
+        Ok((seq, p.iv()))
     }
 }
 

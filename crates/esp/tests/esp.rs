@@ -216,3 +216,78 @@ fn opens_thousands_of_packets_across_window_boundaries_with_and_without_esn() {
         assert_eq!(rx.highest_seq(), 3000);
     }
 }
+
+/// A labelled packet as the link transport carries it (two label stack entries and some bytes).
+fn labelled(len: usize) -> Vec<u8> {
+    let mut b: Vec<u8> = (0..len).map(|i| i as u8).collect();
+    b[..8].copy_from_slice(&[0, 1, 0x40, 64, 0, 2, 0x01, 64]);
+    b
+}
+
+#[test]
+fn link_seal_and_open_round_trip_for_gmac_and_gcm() {
+    for alg in [Algorithm::Aes128Gmac, Algorithm::Aes256Gmac, Algorithm::Aes256Gcm] {
+        let (mut tx, mut rx) = pair(alg, true, Lifetimes::default());
+        for len in [8, 9, 10, 11, 1400] {
+            let orig = labelled(len);
+            let mut b = PacketBuf::from_slice(&orig);
+            tx.seal_link(Instant::ZERO, &mut b, 137).unwrap();
+            assert_eq!(&b.as_slice()[..4], &SPI.to_be_bytes());
+            // GMAC leaves the payload readable on the wire; GCM does not.
+            assert_eq!(b.as_slice()[16..16 + len] == orig[..], alg.authenticates_only(), "{alg:?}");
+            let o = rx.open_link(Instant::ZERO, &mut b).unwrap();
+            assert_eq!(o.next_header, 137);
+            assert_eq!(b.as_slice(), &orig[..]);
+        }
+    }
+}
+
+#[test]
+fn link_packets_refuse_every_changed_byte_and_every_replay() {
+    let (mut tx, rx) = pair(Algorithm::Aes128Gmac, true, Lifetimes::default());
+    let mut rx = rx;
+    let mut b = PacketBuf::from_slice(&labelled(60));
+    tx.seal_link(Instant::ZERO, &mut b, 137).unwrap();
+    let sealed = b.as_slice().to_vec();
+    for i in 0..sealed.len() {
+        let mut t = sealed.clone();
+        t[i] ^= 0x04;
+        assert!(rx.open_link(Instant::ZERO, &mut PacketBuf::from_slice(&t)).is_err(), "byte {i} was accepted");
+    }
+    assert_eq!(rx.highest_seq(), 0, "a rejected packet moved the window");
+    rx.open_link(Instant::ZERO, &mut PacketBuf::from_slice(&sealed)).unwrap();
+    assert_eq!(
+        rx.open_link(Instant::ZERO, &mut PacketBuf::from_slice(&sealed)),
+        Err(OpenError::Replay(ReplayError::Replayed))
+    );
+}
+
+#[test]
+fn independent_aes_gcm_verifies_our_gmac_link_packets() {
+    use aes_gcm::aead::{AeadInPlace, KeyInit};
+    let keymat = [9u8; 20];
+    let cfg = SaConfig::new(SPI, SaKey::new(Algorithm::Aes128Gmac, &keymat).unwrap());
+    let mut tx = OutboundSa::new(&cfg, Instant::ZERO).unwrap();
+    let mut b = PacketBuf::from_slice(&labelled(33));
+    tx.seal_link(Instant::ZERO, &mut b, 137).unwrap();
+    let p = b.as_slice();
+    // RFC 4543 §3: nonce = salt ‖ IV, AAD = the ESP packet up to the ICV, no plaintext.
+    let mut nonce = [0u8; 12];
+    nonce[..4].copy_from_slice(&keymat[16..]);
+    nonce[4..].copy_from_slice(&p[8..16]);
+    let tag = aes_gcm::Tag::clone_from_slice(&p[p.len() - 16..]);
+    aes_gcm::Aes128Gcm::new_from_slice(&keymat[..16])
+        .unwrap()
+        .decrypt_in_place_detached(&nonce.into(), &p[..p.len() - 16], &mut [], &tag)
+        .unwrap();
+}
+
+#[test]
+fn payload_transforms_refuse_gmac_sas() {
+    let (mut tx, mut rx) = pair(Algorithm::Aes128Gmac, true, Lifetimes::default());
+    let mut b = PacketBuf::from_slice(&v4_tcp(b"x"));
+    assert_eq!(tx.seal(Instant::ZERO, &mut b), Err(SealError::AuthOnly));
+    let (mut gcm, _) = pair(Algorithm::Aes128Gcm, true, Lifetimes::default());
+    gcm.seal(Instant::ZERO, &mut b).unwrap();
+    assert_eq!(rx.open(Instant::ZERO, &mut b), Err(OpenError::AuthOnly));
+}
