@@ -73,6 +73,7 @@ enum Op {
     SetLabel(u32, LabelAction),
     AddChain(ChainSpec),
     SetRules(Vec<Rule>),
+    SetLink(NodeId, Option<SaIdx>),
     RemoveChain(ChainId),
     RemoveLabel(u32),
     RemoveIn(u32),
@@ -86,6 +87,7 @@ pub(crate) struct Applied {
     inb: HashMap<String, u32>,
     labels: HashMap<u32, LabelEntry>,
     chains: HashMap<u32, StateChain>,
+    links: HashMap<u32, String>,
     rules: Vec<RuleConfig>,
     free: Vec<u32>,
     next_slot: u32,
@@ -126,6 +128,7 @@ impl Applied {
             } else if e.has_key() {
                 let p = e.params().map_err(|(f, why)| anyhow::anyhow!("{}: {f}: {why}", e.name))?;
                 let usage = match &e.reseal {
+                    None if e.link => SaUse::Link,
                     None => SaUse::Terminate,
                     Some(r) => match next.out.get(r) {
                         Some(&(_, slot)) => SaUse::Reseal(slot),
@@ -165,11 +168,28 @@ impl Applied {
             }
             next.chains.insert(c.id, c.clone());
         }
+        next.links.clear();
+        for (i, l) in doc.sfc.links.iter().enumerate() {
+            if !peers.contains(&l.peer) {
+                anyhow::bail!("zsfc:sfc.links[{i}].peer: {} is no peer of this node", l.peer);
+            }
+            let Some(&(_, slot)) = next.out.get(&l.sa) else {
+                missing.push(l.sa.clone());
+                continue;
+            };
+            if self.links.get(&l.peer) != Some(&l.sa) || !self.out.contains_key(&l.sa) {
+                ops.push(Op::SetLink(NodeId(l.peer), Some(slot)));
+            }
+            next.links.insert(l.peer, l.sa.clone());
+        }
         if rules != self.rules {
             let built: Result<Vec<Rule>, _> =
                 rules.iter().enumerate().map(|(i, r)| zsfc_config::rule(r, &format!("spd-entry[{i}]"))).collect();
             ops.push(Op::SetRules(built?));
             next.rules = rules;
+        }
+        for peer in self.links.keys().filter(|p| !next.links.contains_key(p)) {
+            removals.push(Op::SetLink(NodeId(*peer), None));
         }
         for id in self.chains.keys().filter(|id| !next.chains.contains_key(id)) {
             removals.push(Op::RemoveChain(ChainId(*id)));
@@ -220,6 +240,7 @@ fn apply_ops(node: &mut Node, ops: &[Op], lane: u32, now: Instant) -> Result<(),
             Op::SetLabel(l, a) => node.set_label(*l, *a).map_err(|e| e.to_string())?,
             Op::AddChain(spec) => node.add_chain(spec.clone()).map_err(|e| e.to_string())?,
             Op::SetRules(r) => node.classifier_mut().set_rules(r.clone()),
+            Op::SetLink(peer, sa) => node.set_link_sa(*peer, *sa).map_err(|e| e.to_string())?,
             Op::RemoveChain(id) => drop(node.remove_chain(*id)),
             Op::RemoveLabel(l) => drop(node.remove_label(*l)),
             Op::RemoveIn(spi) => drop(node.remove_inbound(zsfc_config::lane_spi(*spi, lane))),

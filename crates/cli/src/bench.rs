@@ -165,6 +165,7 @@ fn chain_lab(n: usize, intrusive: bool, mtu: u16, transport: LabTransport) -> La
         expect: Vec::new(),
         sa: SaDefaults::default(),
         controller: Default::default(),
+        link_protection: false,
     }
 }
 

@@ -93,6 +93,7 @@ pub(crate) fn rekey_lab() -> Lab {
         expect: Vec::new(),
         sa: SaDefaults::default(),
         controller: Default::default(),
+        link_protection: false,
     }
 }
 
@@ -242,7 +243,8 @@ fn engine_costs(n: usize, replay_window: u64) -> anyhow::Result<(f64, f64, f64)>
     drop(node);
     // The agent's path: the controller's JSON document, parsed, checked, planned, installed.
     let mut cfg = zsfc_config::NodeConfig::from_toml(&format!("version = {}\nname = \"n\"", zsfc_config::VERSION))?;
-    cfg.inbound_sas = params.into_iter().map(|sa| zsfc_config::InboundSaConfig { sa, reseal: None }).collect();
+    cfg.inbound_sas =
+        params.into_iter().map(|sa| zsfc_config::InboundSaConfig { sa, reseal: None, link: false }).collect();
     let body = serde_json::to_vec(&NodeState::from_config(1, &cfg, Vec::new(), |_| true))?;
     drop(cfg);
     let mut node = zsfc_dataplane::Node::new(Default::default());
@@ -293,6 +295,7 @@ fn controller_costs(chains: usize, rollouts: usize) -> anyhow::Result<(Vec<Durat
             })
             .collect(),
         sa: Default::default(),
+        link_protection: false,
     };
     let spec = zsfc_controller::DomainSpec {
         name: "keying".into(),

@@ -37,6 +37,7 @@ impl NodeConfig {
         file.outbound_sas.clear();
         file.inbound_sas.clear();
         file.chains.clear();
+        file.links.clear();
         file.rules.clear();
         if let Some(g) = &mut file.gateway {
             g.grants.clear();
@@ -99,6 +100,7 @@ impl NodeConfig {
             max_label_depth: s.max_label_depth,
             max_flows: s.max_flows,
             tcp_mss_clamp: s.tcp_mss_clamp,
+            link_auth: s.link_auth,
         });
 
         let mut peers = HashSet::new();
@@ -165,20 +167,33 @@ impl NodeConfig {
         }
 
         let mut outbound = HashSet::new();
+        let mut gmac = HashSet::new();
         for (i, o) in self.outbound_sas.iter().enumerate() {
             let at = format!("outbound_sas[{i}]");
             if !outbound.insert(o.index) {
                 return Err(bad(format!("{at}.index"), format!("outbound SA index {} is used twice", o.index)));
+            }
+            if o.sa.algorithm.esp().authenticates_only() {
+                gmac.insert(o.index);
             }
             let cfg = sa_config(&o.sa, lane).map_err(|(sub, why)| bad(format!("{at}.sa.{sub}"), why))?;
             node.install_outbound(SaIdx(o.index), &cfg, now).map_err(|e| bad(format!("{at}.sa"), e))?;
         }
         for (i, inb) in self.inbound_sas.iter().enumerate() {
             let at = format!("inbound_sas[{i}]");
-            let usage = match inb.reseal {
-                None => SaUse::Terminate,
-                Some(x) if outbound.contains(&x) => SaUse::Reseal(SaIdx(x)),
-                Some(x) => return Err(bad(format!("{at}.reseal"), format!("no outbound SA with index {x}"))),
+            let link_alg = inb.sa.algorithm.esp().authenticates_only();
+            let usage = match (inb.reseal, inb.link) {
+                (None, true) => SaUse::Link,
+                (Some(_), true) => return Err(bad(format!("{at}.link"), "a link SA re-seals nothing; drop `reseal`")),
+                (_, false) if link_alg => {
+                    return Err(bad(format!("{at}.sa.algorithm"), "GMAC protects links only (set `link = true`)"));
+                }
+                (None, false) => SaUse::Terminate,
+                (Some(x), false) if gmac.contains(&x) => {
+                    return Err(bad(format!("{at}.reseal"), format!("outbound SA {x} is GMAC: it cannot encrypt")));
+                }
+                (Some(x), false) if outbound.contains(&x) => SaUse::Reseal(SaIdx(x)),
+                (Some(x), false) => return Err(bad(format!("{at}.reseal"), format!("no outbound SA with index {x}"))),
             };
             let cfg = sa_config(&inb.sa, lane).map_err(|(sub, why)| bad(format!("{at}.sa.{sub}"), why))?;
             node.install_inbound(&cfg, usage, now).map_err(|e| bad(format!("{at}.sa.spi"), e))?;
@@ -190,8 +205,36 @@ impl NodeConfig {
             if !chains.insert(c.id) {
                 return Err(bad(format!("{at}.id"), format!("chain id {} is used twice", c.id)));
             }
+            if gmac.contains(&c.sa) {
+                return Err(bad(
+                    format!("{at}.sa"),
+                    format!("outbound SA {} is GMAC: it cannot encrypt payloads", c.sa),
+                ));
+            }
             let spec = chain_spec(c.id, &c.labels, c.ttl, c.nsh.as_ref(), SaIdx(c.sa), &at)?;
             node.add_chain(spec).map_err(|e| bad(&at, e))?;
+        }
+
+        let mut linked = HashSet::new();
+        for (i, l) in self.links.iter().enumerate() {
+            let at = format!("links[{i}]");
+            if !peers.contains(&l.peer) {
+                return Err(bad(format!("{at}.peer"), format!("no peer with id {} in peers", l.peer)));
+            }
+            if !linked.insert(l.peer) {
+                return Err(bad(format!("{at}.peer"), format!("peer {} has two links", l.peer)));
+            }
+            if !outbound.contains(&l.sa) {
+                return Err(bad(format!("{at}.sa"), format!("no outbound SA with index {}", l.sa)));
+            }
+            node.set_link_sa(NodeId(l.peer), Some(SaIdx(l.sa))).map_err(|e| bad(&at, e))?;
+        }
+        // A controlled node gets its links from the controller's document, not from the file.
+        if s.link_auth
+            && self.controller.is_none()
+            && let Some(p) = self.peers.iter().find(|p| !linked.contains(&p.id))
+        {
+            return Err(bad("settings.link_auth", format!("peer {:?} has no entry in links", p.name)));
         }
 
         for (i, r) in self.rules.iter().enumerate() {
@@ -277,10 +320,7 @@ pub fn configured_spi(lane_spi: u32) -> u32 {
 /// The SA of worker lane `lane`: lane 0 is the configured SA; lane k has its own key material
 /// (HKDF from the configured) and the SPI `spi | k << 24`.
 pub fn sa_config(p: &SaParams, lane: u32) -> Result<zsfc_esp::SaConfig, (&'static str, String)> {
-    let alg = match p.algorithm {
-        Algorithm::Aes128Gcm => zsfc_esp::Algorithm::Aes128Gcm,
-        Algorithm::Aes256Gcm => zsfc_esp::Algorithm::Aes256Gcm,
-    };
+    let alg = p.algorithm.esp();
     let keymat = SaKey::lane_keymat(&p.keymat.0, lane).map_err(|e| ("keymat", e.to_string()))?;
     let key = SaKey::new(alg, &keymat).map_err(|e| ("keymat", e.to_string()))?;
     if p.spi < 256 {

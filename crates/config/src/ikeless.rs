@@ -14,6 +14,9 @@ use std::collections::{HashMap, HashSet};
 /// IANA "Transform Type 1 - Encryption Algorithm" 20: ENCR_AES_GCM_16 (RFC 4106). The key
 /// length (16 or 32 bytes, plus the 4-byte salt) says AES-128 or AES-256.
 pub const ENCR_AES_GCM_16: u16 = 20;
+/// IANA encryption transform 21: ENCR_NULL_AUTH_AES_GMAC (RFC 4543), authentication only; zsfc
+/// protects the links between nodes with it.
+pub const ENCR_NULL_AUTH_AES_GMAC: u16 = 21;
 
 /// One node's desired state.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -120,6 +123,11 @@ pub struct SadEntry {
     /// Inbound SAs of an intrusive SF: the outbound SA (by name) to re-seal with after the SF.
     #[serde(rename = "zsfc:reseal", default, skip_serializing_if = "Option::is_none")]
     pub reseal: Option<String>,
+    /// A link SA (hop-by-hop authentication between adjacent nodes, `mode` = `tunnel`): the
+    /// outbound one seals everything sent to one peer, the inbound one authenticates what that
+    /// peer sends.
+    #[serde(rename = "zsfc:link", default, skip_serializing_if = "std::ops::Not::not")]
+    pub link: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -192,6 +200,16 @@ pub struct Sfc {
     /// The ingress gateway's policy (gateway nodes only).
     #[serde(default)]
     pub grants: Vec<GatewayGrant>,
+    /// Link protection: the outbound SA (by name) of the link to each peer.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub links: Vec<StateLink>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StateLink {
+    pub peer: u32,
+    pub sa: String,
 }
 
 /// A chain this node classifies onto; `sa` names an outbound SAD entry.
@@ -226,7 +244,15 @@ fn limits(l: &Lifetime) -> LimitsConfig {
     LimitsConfig { seconds: some(l.time), bytes: some(l.bytes), packets: some(l.packets) }
 }
 
-fn sad_entry(p: &SaParams, reqid: u64, direction: Direction, reseal: Option<String>, with_key: bool) -> SadEntry {
+fn sad_entry(
+    p: &SaParams,
+    reqid: u64,
+    direction: Direction,
+    reseal: Option<String>,
+    link: bool,
+    with_key: bool,
+) -> SadEntry {
+    let algorithm = if p.algorithm.esp().authenticates_only() { ENCR_NULL_AUTH_AES_GMAC } else { ENCR_AES_GCM_16 };
     SadEntry {
         name: sa_name(p.spi),
         reqid,
@@ -235,15 +261,14 @@ fn sad_entry(p: &SaParams, reqid: u64, direction: Direction, reseal: Option<Stri
             ext_seq_num: p.esn,
             anti_replay_window_size: p.replay_window,
             protocol_parameters: "esp".into(),
-            mode: "transport".into(),
-            esp_sa: EspSa {
-                encryption: Encryption { algorithm: ENCR_AES_GCM_16, key: with_key.then(|| p.keymat.clone()) },
-            },
+            mode: if link { "tunnel" } else { "transport" }.into(),
+            esp_sa: EspSa { encryption: Encryption { algorithm, key: with_key.then(|| p.keymat.clone()) } },
             lifetime_hard: lifetime(&p.lifetime.hard, false),
             lifetime_soft: lifetime(&p.lifetime.soft, true),
         },
         direction,
         reseal,
+        link,
     }
 }
 
@@ -260,14 +285,21 @@ impl NodeState {
         let out_spi: HashMap<u32, u32> = cfg.outbound_sas.iter().map(|o| (o.index, o.sa.spi)).collect();
         let chain_of_out: HashMap<u32, u64> = cfg.chains.iter().map(|c| (c.sa, u64::from(c.id))).collect();
         let mut sad = Vec::new();
+        let link_out: HashSet<u32> = cfg.links.iter().map(|l| l.sa).collect();
         for o in &cfg.outbound_sas {
             let reqid = chain_of_out.get(&o.index).copied().unwrap_or(0);
-            sad.push(sad_entry(&o.sa, reqid, Direction::Outbound, None, with_key(o.sa.spi)));
+            let link = link_out.contains(&o.index);
+            sad.push(sad_entry(&o.sa, reqid, Direction::Outbound, None, link, with_key(o.sa.spi)));
         }
         for i in &cfg.inbound_sas {
             let reseal = i.reseal.and_then(|x| out_spi.get(&x)).map(|&s| sa_name(s));
-            sad.push(sad_entry(&i.sa, 0, Direction::Inbound, reseal, with_key(i.sa.spi)));
+            sad.push(sad_entry(&i.sa, 0, Direction::Inbound, reseal, i.link, with_key(i.sa.spi)));
         }
+        let links = cfg
+            .links
+            .iter()
+            .map(|l| StateLink { peer: l.peer, sa: out_spi.get(&l.sa).map(|&s| sa_name(s)).unwrap_or_default() })
+            .collect();
         let spd = cfg
             .rules
             .iter()
@@ -302,7 +334,7 @@ impl NodeState {
         Self {
             version,
             ikeless: IpsecIkeless { spd: Spd { entries: spd }, sad: Sad { entries: sad } },
-            sfc: Sfc { labels: cfg.labels.clone(), chains, grants },
+            sfc: Sfc { labels: cfg.labels.clone(), chains, grants, links },
         }
     }
 
@@ -330,6 +362,16 @@ impl NodeState {
                 && (e.direction != Direction::Inbound || !outbound.contains(r.as_str()))
             {
                 return Err(bad(format!("sad-entry[{i}].zsfc:reseal"), format!("no outbound SA named {r:?}")));
+            }
+        }
+        let mut peers = HashSet::new();
+        for (i, l) in self.sfc.links.iter().enumerate() {
+            if !peers.insert(l.peer) {
+                return Err(bad(format!("zsfc:sfc.links[{i}].peer"), format!("peer {} has two links", l.peer)));
+            }
+            let is_link = |e: &&SadEntry| e.name == l.sa && e.direction == Direction::Outbound && e.link;
+            if !self.ikeless.sad.entries.iter().any(|e| is_link(&e)) {
+                return Err(bad(format!("zsfc:sfc.links[{i}].sa"), format!("no outbound link SA named {:?}", l.sa)));
             }
         }
         let mut chains = HashSet::new();
@@ -379,19 +421,30 @@ impl SadEntry {
     /// field.
     pub fn params(&self) -> Result<SaParams, (&'static str, String)> {
         let c = &self.config;
-        if c.protocol_parameters != "esp" || c.mode != "transport" {
-            return Err(("ipsec-sa-config.mode", "zsfc runs ESP in transport mode only".into()));
-        }
-        if c.esp_sa.encryption.algorithm != ENCR_AES_GCM_16 {
+        let mode = if self.link { "tunnel" } else { "transport" };
+        if c.protocol_parameters != "esp" || c.mode != mode {
             return Err((
-                "ipsec-sa-config.esp-sa.encryption.encryption-algorithm",
-                format!("{}: only {ENCR_AES_GCM_16} (AES-GCM with a 16-byte ICV)", c.esp_sa.encryption.algorithm),
+                "ipsec-sa-config.mode",
+                "zsfc runs payload SAs in transport mode and link SAs (zsfc:link) in tunnel mode".into(),
             ));
         }
+        let (aes128, aes256) = match (c.esp_sa.encryption.algorithm, self.link) {
+            (ENCR_AES_GCM_16, false) => (Algorithm::Aes128Gcm, Algorithm::Aes256Gcm),
+            (ENCR_NULL_AUTH_AES_GMAC, true) => (Algorithm::Aes128Gmac, Algorithm::Aes256Gmac),
+            (a, _) => {
+                return Err((
+                    "ipsec-sa-config.esp-sa.encryption.encryption-algorithm",
+                    format!(
+                        "{a}: {ENCR_AES_GCM_16} (AES-GCM, 16-byte ICV) for payload SAs, \
+                         {ENCR_NULL_AUTH_AES_GMAC} (AES-GMAC) for link SAs"
+                    ),
+                ));
+            }
+        };
         let keymat = c.esp_sa.encryption.key.clone().unwrap_or(KeyMaterial(Default::default()));
         let algorithm = match keymat.0.len() {
-            0 | 36 => Algorithm::Aes256Gcm,
-            20 => Algorithm::Aes128Gcm,
+            0 | 36 => aes256,
+            20 => aes128,
             n => return Err(("ipsec-sa-config.esp-sa.encryption.key", format!("{n} bytes: 20 or 36 (key ‖ salt)"))),
         };
         Ok(SaParams {

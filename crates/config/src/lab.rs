@@ -54,6 +54,9 @@ pub struct Lab {
     /// The controller every node enrols with and gets its SAs from.
     #[serde(default)]
     pub controller: LabController,
+    /// Hop-by-hop authentication between nodes (see `Topology::link_protection`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub link_protection: bool,
 }
 
 /// When the lab's controller rekeys. SAs without configured lifetimes get soft 50 min / hard
@@ -363,9 +366,10 @@ pub const LOCAL_DEV: &str = "zsfc0";
 
 /// Bytes the domain adds to an inner packet on a link: outer IPv4 + UDP (28), up to `labels`
 /// label stack entries, ESP header (8) + IV (8) + ICV (16) + pad length/next header (2) and up to
-/// 3 bytes of padding.
-pub fn encapsulation_overhead(labels: usize) -> u16 {
-    (28 + 4 * labels + 8 + 8 + 16 + 2 + 3) as u16
+/// 3 bytes of padding; the same ESP overhead again around everything on a protected link.
+pub fn encapsulation_overhead(labels: usize, link_protection: bool) -> u16 {
+    let esp = 8 + 8 + 16 + 2 + 3;
+    (28 + 4 * labels + esp + if link_protection { esp } else { 0 }) as u16
 }
 
 impl Lab {
@@ -412,6 +416,7 @@ impl Lab {
             sfs: Vec::new(),
             chains: Vec::new(),
             sa: self.sa,
+            link_protection: self.link_protection,
         };
         let lt = &mut topo.sa.lifetime;
         if *lt == LifetimeConfig::default() {
@@ -632,7 +637,7 @@ impl Lab {
         }
 
         // MTU: what is left of the link after the deepest stack, and the MSS that fits in it.
-        let inner_mtu = self.mtu - encapsulation_overhead(longest);
+        let inner_mtu = self.mtu - encapsulation_overhead(longest, self.link_protection);
         let mss = inner_mtu - 40;
         topo.nodes = self
             .nodes

@@ -25,6 +25,9 @@ pub struct NodeConfig {
     pub inbound_sas: Vec<InboundSaConfig>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub chains: Vec<ChainConfig>,
+    /// Link protection: the outbound SA of the link to each peer.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub links: Vec<LinkConfig>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub rules: Vec<RuleConfig>,
     /// How this node talks to its peers (a node process needs it; the simulation does not).
@@ -155,6 +158,10 @@ pub struct Settings {
     /// the same number; lane k talks only to lane k of its peers.
     #[serde(skip_serializing_if = "is_one")]
     pub lanes: u32,
+    /// Link protection: every packet to or from another node travels in link ESP under the SA
+    /// of that link (`links`); plain labelled packets from the domain are dropped.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub link_auth: bool,
 }
 
 fn is_one(v: &u32) -> bool {
@@ -164,7 +171,13 @@ fn is_one(v: &u32) -> bool {
 impl Default for Settings {
     fn default() -> Self {
         let d = zsfc_dataplane::NodeSettings::default();
-        Self { max_label_depth: d.max_label_depth, max_flows: d.max_flows, tcp_mss_clamp: d.tcp_mss_clamp, lanes: 1 }
+        Self {
+            max_label_depth: d.max_label_depth,
+            max_flows: d.max_flows,
+            tcp_mss_clamp: d.tcp_mss_clamp,
+            lanes: 1,
+            link_auth: false,
+        }
     }
 }
 
@@ -367,13 +380,35 @@ impl Protocol {
     }
 }
 
-/// AES-GCM key size.
+/// The ESP transform: AES-GCM (payloads) or AES-GMAC (RFC 4543, authentication only: links).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Algorithm {
     #[serde(rename = "aes-128-gcm")]
     Aes128Gcm,
     #[serde(rename = "aes-256-gcm")]
     Aes256Gcm,
+    #[serde(rename = "aes-128-gmac")]
+    Aes128Gmac,
+    #[serde(rename = "aes-256-gmac")]
+    Aes256Gmac,
+}
+
+impl Algorithm {
+    pub fn esp(self) -> zsfc_esp::Algorithm {
+        match self {
+            Self::Aes128Gcm => zsfc_esp::Algorithm::Aes128Gcm,
+            Self::Aes256Gcm => zsfc_esp::Algorithm::Aes256Gcm,
+            Self::Aes128Gmac => zsfc_esp::Algorithm::Aes128Gmac,
+            Self::Aes256Gmac => zsfc_esp::Algorithm::Aes256Gmac,
+        }
+    }
+    /// The authentication-only transform of the same key size.
+    pub fn gmac(self) -> Self {
+        match self {
+            Self::Aes128Gcm | Self::Aes128Gmac => Self::Aes128Gmac,
+            Self::Aes256Gcm | Self::Aes256Gmac => Self::Aes256Gmac,
+        }
+    }
 }
 
 /// Key material (key ‖ 4-byte salt) written as hex. Zeroized on drop, redacted in `Debug`.
@@ -460,6 +495,17 @@ pub struct InboundSaConfig {
     /// Re-seal with this outbound SA after an intrusive SF; absent: terminate (deliver).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reseal: Option<u32>,
+    /// Authenticates the link ESP of packets from an adjacent node (see `settings.link_auth`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub link: bool,
+}
+
+/// The outbound SA (by index) that protects the link to `peer`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LinkConfig {
+    pub peer: u32,
+    pub sa: u32,
 }
 
 /// A chain this node classifies onto.

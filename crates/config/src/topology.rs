@@ -41,6 +41,10 @@ pub struct Topology {
     pub chains: Vec<TopoChain>,
     #[serde(default)]
     pub sa: SaDefaults,
+    /// Hop-by-hop authentication: every ordered pair of nodes gets a link SA (AES-GMAC of the
+    /// SA key size, RFC 4543) and every node drops domain packets that are not link ESP.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub link_protection: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -233,13 +237,18 @@ impl Topology {
             .map(|(i, n)| NodeConfig {
                 version: VERSION,
                 name: n.name.clone(),
-                settings: Settings { tcp_mss_clamp: n.tcp_mss_clamp, ..Settings::default() },
+                settings: Settings {
+                    tcp_mss_clamp: n.tcp_mss_clamp,
+                    link_auth: self.link_protection,
+                    ..Settings::default()
+                },
                 peers: peers_of(n, i),
                 labels: Vec::new(),
                 sfs: Vec::new(),
                 outbound_sas: Vec::new(),
                 inbound_sas: Vec::new(),
                 chains: Vec::new(),
+                links: Vec::new(),
                 rules: Vec::new(),
                 transport: (n.address.is_some() || n.ethernet.is_some())
                     .then(|| TransportConfig { listen: n.address.clone(), ethernet: n.ethernet.clone() }),
@@ -313,7 +322,7 @@ impl Topology {
                 let sa = self.sa_params(spi).map_err(|e| bad(format!("{at}: SA {k}"), e))?;
                 spi += 1;
                 cfgs[h.from].outbound_sas.push(OutboundSaConfig { index: h.out, sa: sa.clone() });
-                cfgs[h.to].inbound_sas.push(InboundSaConfig { sa, reseal: h.reseal });
+                cfgs[h.to].inbound_sas.push(InboundSaConfig { sa, reseal: h.reseal, link: false });
             }
             let id = ci as u32 + 1;
             let cl = &mut cfgs[classifier];
@@ -328,6 +337,21 @@ impl Topology {
                 cl.rules.push(RuleConfig { chain: Some(id), ..r.clone() });
             }
         }
+        if self.link_protection {
+            // One SA per direction of every pair: a key unique to the link, a window per sender.
+            let algorithm = self.sa.algorithm.gmac();
+            for from in 0..cfgs.len() {
+                for to in (0..cfgs.len()).filter(|&to| to != from) {
+                    let sa = self.sa_params_with(spi, algorithm).map_err(|e| bad("link_protection", e))?;
+                    spi += 1;
+                    let index = next_out[from];
+                    next_out[from] += 1;
+                    cfgs[from].outbound_sas.push(OutboundSaConfig { index, sa: sa.clone() });
+                    cfgs[from].links.push(LinkConfig { peer: to as u32, sa: index });
+                    cfgs[to].inbound_sas.push(InboundSaConfig { sa, reseal: None, link: true });
+                }
+            }
+        }
         // What the compiler cannot see (prefix syntax, depth limits) the node check finds.
         for cfg in &cfgs {
             cfg.check().map_err(|e| bad(format!("node {:?}", cfg.name), e))?;
@@ -336,13 +360,14 @@ impl Topology {
     }
 
     fn sa_params(&self, spi: u32) -> Result<SaParams, zsfc_esp::KeyError> {
-        let alg = match self.sa.algorithm {
-            Algorithm::Aes128Gcm => zsfc_esp::Algorithm::Aes128Gcm,
-            Algorithm::Aes256Gcm => zsfc_esp::Algorithm::Aes256Gcm,
-        };
+        self.sa_params_with(spi, self.sa.algorithm)
+    }
+
+    fn sa_params_with(&self, spi: u32, algorithm: Algorithm) -> Result<SaParams, zsfc_esp::KeyError> {
+        let alg = algorithm.esp();
         Ok(SaParams {
             spi,
-            algorithm: self.sa.algorithm,
+            algorithm,
             keymat: KeyMaterial(zsfc_esp::SaKey::generate_keymat(alg)?),
             esn: self.sa.esn,
             replay_window: self.sa.replay_window,

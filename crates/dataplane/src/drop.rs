@@ -88,6 +88,15 @@ drop_reasons! {
     SfQueueFull => "sf_queue_full",
     /// An SF could not parse the packet it was given.
     SfBadPacket => "sf_bad_packet",
+    /// Link protection is on and a packet from the domain is not link ESP under a link SA this
+    /// node holds (plain labels, an unknown SPI, a payload SA's SPI).
+    LinkUnauthenticated => "link_unauthenticated",
+    /// A link ESP packet failed its ICV (forged or changed on the link).
+    LinkAuthFailed => "link_auth_failed",
+    /// A link ESP packet was seen before or is older than the window (replayed on the link).
+    LinkReplay => "link_replay",
+    /// Link protection is on and there is no link SA to the next node: fail closed.
+    LinkNoSa => "link_no_sa",
 }
 
 /// One counter per [`DropReason`]. Plain integers: each worker owns its own set.
@@ -148,6 +157,7 @@ impl From<zsfc_esp::OpenError> for DropReason {
             E::Auth => Self::EspAuthFailed,
             E::Trailer => Self::EspBadTrailer,
             E::Expired(_) => Self::SaExpired,
+            E::AuthOnly => Self::SaRoleMismatch,
         }
     }
 }
@@ -161,6 +171,7 @@ impl From<zsfc_esp::SealError> for DropReason {
             E::Packet(zsfc_wire::Error::Unsupported) => Self::Unsupported,
             E::Packet(w) => w.into(),
             E::TooBig => Self::EspTooBig,
+            E::AuthOnly => Self::SaRoleMismatch,
         }
     }
 }

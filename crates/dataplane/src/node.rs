@@ -62,6 +62,8 @@ pub enum SaUse {
     Terminate,
     /// Decrypt for an intrusive SF, then re-encrypt with this node's own outbound SA.
     Reseal(SaIdx),
+    /// Authenticate the link ESP around packets from an adjacent node.
+    Link,
 }
 
 /// An NSH to push below the labels.
@@ -155,11 +157,15 @@ pub struct NodeSettings {
     /// Largest TCP MSS a SYN entering the domain may announce, so that segments still fit the
     /// underlay after labels, NSH and ESP are added (`None`: leave SYNs as they are).
     pub tcp_mss_clamp: Option<u16>,
+    /// Link protection: every packet to another node leaves in link ESP under the SA of that
+    /// link ([`Node::set_link_sa`]), and every packet from the domain must arrive in link ESP
+    /// under an inbound [`SaUse::Link`] SA; anything else is a counted drop.
+    pub link_auth: bool,
 }
 
 impl Default for NodeSettings {
     fn default() -> Self {
-        Self { max_label_depth: mpls::DEFAULT_MAX_DEPTH, max_flows: 65536, tcp_mss_clamp: None }
+        Self { max_label_depth: mpls::DEFAULT_MAX_DEPTH, max_flows: 65536, tcp_mss_clamp: None, link_auth: false }
     }
 }
 
@@ -180,6 +186,8 @@ pub enum ConfigError {
     Label { label: u32, why: String },
     #[error("sa spi {spi:#x}: {why}")]
     Sa { spi: u32, why: String },
+    #[error("peer {peer}: link sa: {why}")]
+    Link { peer: u32, why: String },
 }
 
 /// Events the node reports to its agent.
@@ -252,6 +260,14 @@ impl SfSlot {
 
 const MAX_EVENTS: usize = 1024;
 
+/// Reports once per SA that it reached its soft lifetime.
+fn report_rekey(events: &mut VecDeque<Event>, slot: &mut OutboundSlot, sa: SaIdx, wanted: bool) {
+    if wanted && !slot.rekey_reported && events.len() < MAX_EVENTS {
+        slot.rekey_reported = true;
+        events.push_back(Event::RekeyWanted { sa, spi: slot.sa.spi() });
+    }
+}
+
 /// One node's data plane.
 pub struct Node {
     settings: NodeSettings,
@@ -260,6 +276,8 @@ pub struct Node {
     classifier: Classifier,
     outbound: Vec<Option<OutboundSlot>>,
     inbound: HashMap<u32, InboundSlot>,
+    /// The outbound SA of the link to each peer (by `NodeId`), under link protection.
+    links: Vec<Option<SaIdx>>,
     sfs: Vec<SfSlot>,
     drops: DropCounters,
     stats: NodeStats,
@@ -294,6 +312,7 @@ impl Node {
             classifier: Classifier::new(settings.max_flows),
             outbound: Vec::new(),
             inbound: HashMap::default(),
+            links: Vec::new(),
             sfs: Vec::new(),
             drops: DropCounters::default(),
             stats: NodeStats::default(),
@@ -351,6 +370,27 @@ impl Node {
 
     pub fn remove_inbound(&mut self, spi: u32) -> bool {
         self.inbound.remove(&spi).is_some()
+    }
+
+    /// Seals every packet to `peer` with the outbound SA `sa` (`None`: the link has no SA).
+    /// Switching a link to a new SA is the switch step of a rekey, as for chains.
+    pub fn set_link_sa(&mut self, peer: NodeId, sa: Option<SaIdx>) -> Result<(), ConfigError> {
+        if let Some(sa) = sa
+            && self.outbound.get(sa.0 as usize).is_none_or(Option::is_none)
+        {
+            return Err(ConfigError::Link { peer: peer.0, why: format!("outbound SA {} is not installed", sa.0) });
+        }
+        let i = peer.0 as usize;
+        if self.links.len() <= i {
+            self.links.resize(i + 1, None);
+        }
+        self.links[i] = sa;
+        Ok(())
+    }
+
+    /// The outbound SA of the link to `peer`.
+    pub fn link_sa(&self, peer: NodeId) -> Option<SaIdx> {
+        self.links.get(peer.0 as usize).copied().flatten()
     }
 
     /// Adds or replaces a chain this node classifies onto.
@@ -542,12 +582,7 @@ impl Node {
             self.stats.mss_clamped += 1;
         }
         match slot.sa.seal(now, &mut buf) {
-            Ok(sealed) => {
-                if sealed.rekey_wanted && !slot.rekey_reported && self.events.len() < MAX_EVENTS {
-                    slot.rekey_reported = true;
-                    self.events.push_back(Event::RekeyWanted { sa: chain.sa, spi: slot.sa.spi() });
-                }
-            }
+            Ok(sealed) => report_rekey(&mut self.events, slot, chain.sa, sealed.rekey_wanted),
             Err(e) => return self.drop(e.into(), buf),
         }
         match buf.push_front(chain.encap.len()) {
@@ -563,9 +598,56 @@ impl Node {
         self.route(now, buf, false)
     }
 
-    /// SFF: a labelled packet (label stack first) from another node.
-    pub fn handle_from_domain(&mut self, now: Instant, buf: PacketBuf) -> Verdict {
+    /// SFF: a labelled packet (label stack first) from another node; under link protection
+    /// the link ESP around it is checked and removed first.
+    pub fn handle_from_domain(&mut self, now: Instant, mut buf: PacketBuf) -> Verdict {
+        if self.settings.link_auth
+            && let Err(r) = self.open_link(now, &mut buf)
+        {
+            return self.drop(r, buf);
+        }
         self.route(now, buf, true)
+    }
+
+    /// Cheap checks first: the SPI must name a link SA of this node before any crypto runs.
+    fn open_link(&mut self, now: Instant, buf: &mut PacketBuf) -> Result<(), DropReason> {
+        let spi = match zsfc_wire::esp::Packet::new_checked(buf.as_slice()) {
+            Ok(p) => p.spi(),
+            Err(_) => return Err(DropReason::LinkUnauthenticated),
+        };
+        let Some(InboundSlot { sa, usage: SaUse::Link }) = self.inbound.get_mut(&spi) else {
+            return Err(DropReason::LinkUnauthenticated);
+        };
+        use zsfc_esp::OpenError as E;
+        match sa.open_link(now, buf) {
+            Ok(o) if o.next_header == MPLS_IN_IP => Ok(()),
+            Ok(_) => Err(DropReason::Unsupported),
+            Err(E::Replay(_)) => Err(DropReason::LinkReplay),
+            Err(E::Auth | E::Trailer) => Err(DropReason::LinkAuthFailed),
+            Err(E::Expired(_)) => Err(DropReason::SaExpired),
+            Err(_) => Err(DropReason::LinkUnauthenticated),
+        }
+    }
+
+    /// The last step before a packet leaves for `peer`: link ESP around it when the link has
+    /// an SA; without one, under link protection, the packet is dropped (fail closed).
+    fn send_to_peer(&mut self, now: Instant, peer: NodeId, mut buf: PacketBuf) -> Verdict {
+        let Some(idx) = self.link_sa(peer) else {
+            if self.settings.link_auth {
+                return self.drop(DropReason::LinkNoSa, buf);
+            }
+            self.stats.forwarded += 1;
+            return Verdict::Forward(peer, buf);
+        };
+        let Some(Some(slot)) = self.outbound.get_mut(idx.0 as usize) else {
+            return self.drop(DropReason::LinkNoSa, buf);
+        };
+        match slot.sa.seal_link(now, &mut buf, MPLS_IN_IP) {
+            Ok(sealed) => report_rekey(&mut self.events, slot, idx, sealed.rekey_wanted),
+            Err(e) => return self.drop(e.into(), buf),
+        }
+        self.stats.forwarded += 1;
+        Verdict::Forward(peer, buf)
     }
 
     /// Proxy TX: a packet coming back from the external SF `sf`.
@@ -633,8 +715,7 @@ impl Node {
                         }
                         buf.as_mut_slice()[..LSE_LEN].copy_from_slice(&top.with_ttl(top.ttl() - 1).to_bytes());
                     }
-                    self.stats.forwarded += 1;
-                    return Verdict::Forward(peer, buf);
+                    return self.send_to_peer(now, peer, buf);
                 }
                 LabelAction::Sf(id) => {
                     if depth == 1 {
@@ -720,7 +801,7 @@ impl Node {
                 Err(e) => Err(e.into()),
                 Ok(spi) => match self.inbound.get_mut(&spi) {
                     None => Err(DropReason::EspBadSpi),
-                    Some(InboundSlot { usage: SaUse::Terminate, .. }) => Err(DropReason::SaRoleMismatch),
+                    Some(InboundSlot { usage: SaUse::Terminate | SaUse::Link, .. }) => Err(DropReason::SaRoleMismatch),
                     Some(InboundSlot { sa, usage: SaUse::Reseal(out) }) => {
                         reseal = Some(*out);
                         sa.open(now, &mut buf).map_err(DropReason::from)
@@ -793,10 +874,7 @@ impl Node {
                     return Err(DropReason::NotConfigured);
                 };
                 let sealed = out.sa.seal(now, &mut buf).map_err(DropReason::from)?;
-                if sealed.rekey_wanted && !out.rekey_reported && events.len() < MAX_EVENTS {
-                    out.rekey_reported = true;
-                    events.push_back(Event::RekeyWanted { sa: idx, spi: out.sa.spi() });
-                }
+                report_rekey(events, out, idx, sealed.rekey_wanted);
             }
             let h = buf.push_front(hdr.len()).map_err(|_| DropReason::NoBufferRoom)?;
             h.copy_from_slice(hdr);
@@ -908,5 +986,73 @@ mod tests {
                 .to_string()
                 .starts_with("sa spi 0x88:")
         );
+    }
+
+    /// Node 0 classifies onto label 500 of node 1, which delivers; the link 0 → 1 is protected.
+    fn linked_pair() -> (Node, Node) {
+        let settings = NodeSettings { link_auth: true, ..NodeSettings::default() };
+        let payload = SaConfig::new(0x1000, SaKey::generate(Algorithm::Aes128Gcm).unwrap());
+        let link = SaConfig::new(0x2000, SaKey::generate(Algorithm::Aes128Gmac).unwrap());
+        let mut a = Node::new(settings);
+        a.install_outbound(SaIdx(0), &payload, Instant::ZERO).unwrap();
+        a.install_outbound(SaIdx(1), &link, Instant::ZERO).unwrap();
+        a.set_label(500, LabelAction::Remote(NodeId(1))).unwrap();
+        a.add_chain(chain(vec![500], 0)).unwrap();
+        a.classifier_mut().push_rule(crate::Rule::between(
+            crate::Prefix::any_v4(),
+            crate::Prefix::any_v4(),
+            crate::Action::Chain(ChainId(7)),
+        ));
+        a.set_link_sa(NodeId(1), Some(SaIdx(1))).unwrap();
+        let mut b = Node::new(settings);
+        b.install_inbound(&payload, SaUse::Terminate, Instant::ZERO).unwrap();
+        b.install_inbound(&link, SaUse::Link, Instant::ZERO).unwrap();
+        b.set_label(500, LabelAction::Deliver).unwrap();
+        (a, b)
+    }
+
+    fn udp_packet() -> PacketBuf {
+        let mut p = vec![0u8; 28 + 10];
+        zsfc_wire::ipv4::Repr::new([10, 0, 0, 1], [10, 0, 0, 2], 17, 18).emit(&mut p).unwrap();
+        PacketBuf::from_slice(&p)
+    }
+
+    fn forwarded(v: Verdict) -> PacketBuf {
+        match v {
+            Verdict::Forward(NodeId(1), b) => b,
+            other => panic!("not forwarded to node 1: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn link_protection_refuses_replayed_forged_and_plain_packets() {
+        let (mut a, mut b) = linked_pair();
+        let sent = forwarded(a.handle_local(Instant::ZERO, udp_packet()));
+        assert_eq!(&sent.as_slice()[..4], &0x2000u32.to_be_bytes(), "leaves in link ESP");
+        let copy = sent.as_slice().to_vec();
+        assert!(matches!(b.handle_from_domain(Instant::ZERO, sent), Verdict::Deliver(_)));
+        let again = b.handle_from_domain(Instant::ZERO, PacketBuf::from_slice(&copy));
+        assert!(matches!(again, Verdict::Drop(DropReason::LinkReplay, _)), "{again:?}");
+
+        let mut forged = forwarded(a.handle_local(Instant::ZERO, udp_packet())).as_slice().to_vec();
+        forged[20] ^= 1;
+        let v = b.handle_from_domain(Instant::ZERO, PacketBuf::from_slice(&forged));
+        assert!(matches!(v, Verdict::Drop(DropReason::LinkAuthFailed, _)), "{v:?}");
+
+        // The inner labelled packet without its link ESP, as an injector would send it.
+        let plain = copy[16..copy.len() - 16 - 2].to_vec();
+        let v = b.handle_from_domain(Instant::ZERO, PacketBuf::from_slice(&plain));
+        assert!(matches!(v, Verdict::Drop(DropReason::LinkUnauthenticated, _)), "{v:?}");
+        assert_eq!(b.drops().total(), 3);
+        assert_eq!(b.stats().delivered, 1);
+    }
+
+    #[test]
+    fn without_a_link_sa_nothing_leaves_under_link_protection() {
+        let (mut a, _) = linked_pair();
+        a.set_link_sa(NodeId(1), None).unwrap();
+        let v = a.handle_local(Instant::ZERO, udp_packet());
+        assert!(matches!(v, Verdict::Drop(DropReason::LinkNoSa, _)), "{v:?}");
+        assert!(a.set_link_sa(NodeId(1), Some(SaIdx(9))).unwrap_err().to_string().starts_with("peer 1: link sa:"));
     }
 }
