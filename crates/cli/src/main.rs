@@ -2,6 +2,7 @@
 #![forbid(unsafe_code)]
 
 mod agent;
+mod attack;
 mod bench;
 mod bench_keys;
 mod config;
@@ -54,6 +55,9 @@ enum Command {
     Policy(control::PolicyArgs),
     /// Send a paced, numbered UDP stream between two namespaces and count what arrived.
     Traffic(traffic::TrafficArgs),
+    /// Attack a link of a running domain (capture, then replay, forge, strip or flood) to see
+    /// it refused: a tool of the security tests.
+    Attack(attack::AttackArgs),
     /// Work with the controller's audit log.
     #[command(subcommand)]
     Audit(control::AuditCommand),
@@ -81,6 +85,7 @@ fn main() -> std::process::ExitCode {
         Command::Policy(a) => control::policy(&a),
         Command::Audit(c) => control::audit(&c),
         Command::Traffic(a) => traffic::run(&a),
+        Command::Attack(a) => attack::run(&a),
     };
     match result {
         Ok(true) => std::process::ExitCode::SUCCESS,

@@ -6,33 +6,6 @@ use common::*;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-/// `zsfc traffic` from the client alice to the sink on the egress node; (sent, received, lost,
-/// duplicated).
-fn stream(lab: &LabRun, rate: u32, seconds: u32) -> (u64, u64, u64, u64) {
-    let out = Command::new(BIN)
-        .args(["traffic", "--from-ns", &lab.ns("c-alice"), "--to-ns", &lab.ns("egress"), "--to", "10.9.0.1:7100"])
-        .args(["--rate", &rate.to_string(), "--seconds", &seconds.to_string()])
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "zsfc traffic: {}", String::from_utf8_lossy(&out.stderr));
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    let n = |k: &str| v[k].as_u64().unwrap();
-    (n("sent"), n("received"), n("lost"), n("duplicated"))
-}
-
-/// One counter from a node's metrics: the sum of every series whose line has all of `labels`.
-fn metric(lab: &LabRun, node: &str, name: &str, labels: &[&str]) -> u64 {
-    let out = Command::new("ip")
-        .args(["netns", "exec", &lab.ns(node), "curl", "-s", "--max-time", "3", "http://127.0.0.1:9464/metrics"])
-        .output()
-        .unwrap();
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter(|l| l.starts_with(name) && labels.iter().all(|x| l.contains(x)))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum::<f64>() as u64
-}
-
 fn pid_of(lab: &LabRun, who: &str) -> i32 {
     std::fs::read_to_string(lab.state_file(&format!("{who}.pid"))).unwrap().trim().parse().unwrap()
 }

@@ -1,0 +1,221 @@
+//! `zsfc attack`: an attacker on a link inside the domain, for the security tests and for
+//! operators who want to see their domain refuse it. Run it in the namespace (or on the host)
+//! of a node: it taps the node's link, captures MPLS-in-UDP frames on their way to `--to`, then
+//! sends them back onto the link as
+//! - `replay`: the captured frames unchanged (a recorded packet played again);
+//! - `forge`: the captured frames with a changed payload byte and a sequence number ahead of
+//!   the window (a forged packet that would pass the replay check);
+//! - `strip`: the captured frames without their link ESP (a labelled packet injected by someone
+//!   without the link key);
+//! - `flood`: for `--seconds`, frames as fast as one thread can send, each a captured frame
+//!   with random bytes after the UDP header, or after the link SPI with `--keep-spi` (a flood
+//!   of malformed packets from a peer's address).
+//!
+//! The frames keep the addresses of the peer that sent the originals, so they pass every
+//! address filter and reach the receiving node's engine. Frames are sent with the UDP checksum
+//! 0 (allowed for IPv4), so the kernel hands changed ones to the node as they are.
+use anyhow::Context;
+use nix::sys::socket::{AddressFamily, SockFlag, SockProtocol, SockType, bind, recv, send, socket};
+use std::net::Ipv4Addr;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::time::{Duration, Instant};
+use zsfc_wire::mpls::in_udp::PORT;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum Mode {
+    Replay,
+    Forge,
+    Strip,
+    Flood,
+}
+
+#[derive(Debug, clap::Args)]
+pub(crate) struct AttackArgs {
+    /// The link to tap and send on (the node's interface towards the domain).
+    #[arg(long)]
+    dev: String,
+    /// Capture frames going to this node address.
+    #[arg(long)]
+    to: Ipv4Addr,
+    #[arg(long, value_enum)]
+    mode: Mode,
+    /// Frames to capture before attacking.
+    #[arg(long, default_value_t = 100)]
+    capture: usize,
+    /// Give up capturing after this many seconds.
+    #[arg(long, default_value_t = 20)]
+    capture_timeout: u64,
+    /// The UDP destination port of the frames to capture (MPLS-in-UDP by default; a service's
+    /// port to capture a client's frames at an ingress).
+    #[arg(long, default_value_t = PORT)]
+    port: u16,
+    /// Flood: send to this UDP port instead of the captured one.
+    #[arg(long)]
+    flood_port: Option<u16>,
+    /// Flood: keep the link SPI of the captured frames (each malformed frame then costs the
+    /// receiver an ICV check, the most a forged packet can cost).
+    #[arg(long)]
+    keep_spi: bool,
+    /// How long a flood lasts.
+    #[arg(long, default_value_t = 5.0)]
+    seconds: f64,
+}
+
+const ETH_HDR: usize = 14;
+const ESP_HDR_IV: usize = 16;
+const ESP_ICV: usize = 16;
+
+/// One captured frame and where its UDP payload starts.
+struct Frame {
+    bytes: Vec<u8>,
+    udp_at: usize,
+}
+
+impl Frame {
+    fn payload_at(&self) -> usize {
+        self.udp_at + 8
+    }
+
+    /// Rewrites IP total length, IP checksum, UDP length and UDP checksum (0) after the UDP
+    /// payload changed length or content.
+    fn fix_headers(&mut self) {
+        let ip_len = self.bytes.len() - ETH_HDR;
+        let udp_len = self.bytes.len() - self.udp_at;
+        // The length first: the checked view refuses a total length beyond the buffer.
+        self.bytes[ETH_HDR + 2..ETH_HDR + 4].copy_from_slice(&(ip_len as u16).to_be_bytes());
+        if let Ok(mut ip) = zsfc_wire::ipv4::Packet::new_checked(&mut self.bytes[ETH_HDR..]) {
+            ip.fill_checksum();
+        }
+        self.bytes[self.udp_at + 4..self.udp_at + 6].copy_from_slice(&(udp_len as u16).to_be_bytes());
+        self.bytes[self.udp_at + 6..self.udp_at + 8].copy_from_slice(&[0, 0]);
+    }
+}
+
+pub(crate) fn run(a: &AttackArgs) -> anyhow::Result<bool> {
+    let fd = tap(&a.dev)?;
+    let frames = capture(&fd, a.to, a.port, a.capture, Duration::from_secs(a.capture_timeout))?;
+    anyhow::ensure!(!frames.is_empty(), "no UDP frame to {}:{} seen on {}", a.to, a.port, a.dev);
+    anyhow::ensure!(
+        a.mode == Mode::Flood || a.port == PORT,
+        "replay, forge and strip work on MPLS-in-UDP frames (port {PORT})"
+    );
+    let mut sent = 0u64;
+    let started = Instant::now();
+    match a.mode {
+        Mode::Replay => {
+            for mut f in frames.into_iter() {
+                // The same bytes; only the UDP checksum (left partial by checksum offload in a
+                // captured outgoing frame) becomes 0.
+                f.fix_headers();
+                sent += send_frame(&fd, &f.bytes);
+            }
+        }
+        Mode::Forge => {
+            for mut f in frames.into_iter() {
+                let p = f.payload_at();
+                // Sequence number far ahead of the window, and a changed byte of the payload.
+                let seq = u32::from_be_bytes(f.bytes[p + 4..p + 8].try_into()?).wrapping_add(100_000);
+                f.bytes[p + 4..p + 8].copy_from_slice(&seq.to_be_bytes());
+                let last = f.bytes.len() - ESP_ICV - 1;
+                f.bytes[last] ^= 0x20;
+                f.fix_headers();
+                sent += send_frame(&fd, &f.bytes);
+            }
+        }
+        Mode::Strip => {
+            for mut f in frames.into_iter() {
+                let p = f.payload_at();
+                let end = f.bytes.len() - ESP_ICV;
+                // Trailer: padding, pad length, next header, just before the ICV.
+                let pad = usize::from(f.bytes[end - 2]);
+                let inner_end = end.saturating_sub(2 + pad).max(p + ESP_HDR_IV);
+                let inner = f.bytes[p + ESP_HDR_IV..inner_end].to_vec();
+                f.bytes.truncate(p);
+                f.bytes.extend_from_slice(&inner);
+                f.fix_headers();
+                sent += send_frame(&fd, &f.bytes);
+            }
+        }
+        Mode::Flood => {
+            let mut rng = [0u8; 4096];
+            let deadline = started + Duration::from_secs_f64(a.seconds);
+            let mut templates = frames;
+            'flood: loop {
+                aws_lc_rs::rand::fill(&mut rng).map_err(|_| anyhow::anyhow!("no randomness"))?;
+                for (i, f) in templates.iter_mut().enumerate() {
+                    let p = f.payload_at() + if a.keep_spi { 4 } else { 0 };
+                    let n = f.bytes.len() - p;
+                    let off = (i * 61) % (rng.len() - n.min(rng.len() - 1));
+                    let take = n.min(rng.len() - off);
+                    f.bytes[p..p + take].copy_from_slice(&rng[off..off + take]);
+                    f.fix_headers();
+                    if let Some(port) = a.flood_port {
+                        f.bytes[f.udp_at + 2..f.udp_at + 4].copy_from_slice(&port.to_be_bytes());
+                    }
+                    sent += send_frame(&fd, &f.bytes);
+                    if sent.is_multiple_of(256) && Instant::now() >= deadline {
+                        break 'flood;
+                    }
+                }
+            }
+        }
+    }
+    let secs = started.elapsed().as_secs_f64();
+    println!(
+        "{}",
+        serde_json::json!({"mode": format!("{:?}", a.mode).to_lowercase(), "captured": a.capture, "sent": sent,
+            "seconds": secs, "pps": sent as f64 / secs.max(1e-9)})
+    );
+    Ok(true)
+}
+
+/// An AF_PACKET socket on `dev` that sees frames in both directions and can send raw frames.
+fn tap(dev: &str) -> anyhow::Result<OwnedFd> {
+    let link = nix::ifaddrs::getifaddrs()?
+        .filter(|a| a.interface_name == dev)
+        .find_map(|a| a.address.and_then(|s| s.as_link_addr().copied()))
+        .with_context(|| format!("no interface named {dev:?}"))?;
+    let fd = socket(AddressFamily::Packet, SockType::Raw, SockFlag::SOCK_CLOEXEC, SockProtocol::EthAll)?;
+    bind(fd.as_raw_fd(), &link)?;
+    nix::sys::socket::setsockopt(
+        &fd,
+        nix::sys::socket::sockopt::ReceiveTimeout,
+        &nix::sys::time::TimeVal::new(0, 200_000),
+    )?;
+    Ok(fd)
+}
+
+/// Frames of IPv4/UDP to `to`:`port` (one datagram each: the link must not carry GSO batches,
+/// see the tests).
+fn capture(fd: &OwnedFd, to: Ipv4Addr, port: u16, n: usize, patience: Duration) -> anyhow::Result<Vec<Frame>> {
+    let mut out = Vec::with_capacity(n);
+    let mut buf = vec![0u8; 65536];
+    let deadline = Instant::now() + patience;
+    while out.len() < n && Instant::now() < deadline {
+        let len = match recv(fd.as_raw_fd(), &mut buf, nix::sys::socket::MsgFlags::empty()) {
+            Ok(l) => l,
+            Err(nix::errno::Errno::EAGAIN | nix::errno::Errno::EINTR) => continue,
+            Err(e) => return Err(e.into()),
+        };
+        let f = &buf[..len];
+        if f.len() < ETH_HDR + 20 + 8 || f[12..14] != [0x08, 0x00] {
+            continue;
+        }
+        let Ok(ip) = zsfc_wire::ipv4::Packet::new_checked(&f[ETH_HDR..]) else { continue };
+        let udp_at = ETH_HDR + ip.header_len();
+        let udp_dst = f.get(udp_at + 2..udp_at + 4).map(|p| u16::from_be_bytes([p[0], p[1]]));
+        if ip.protocol() != 17 || Ipv4Addr::from(ip.dst()) != to || udp_dst != Some(port) {
+            continue;
+        }
+        // Big enough for link ESP around at least one label.
+        if port == PORT && len < udp_at + 8 + ESP_HDR_IV + 4 + 4 + ESP_ICV {
+            continue;
+        }
+        out.push(Frame { bytes: f.to_vec(), udp_at });
+    }
+    Ok(out)
+}
+
+fn send_frame(fd: &OwnedFd, frame: &[u8]) -> u64 {
+    u64::from(send(fd.as_raw_fd(), frame, nix::sys::socket::MsgFlags::empty()).is_ok())
+}
