@@ -74,6 +74,8 @@ enum Op {
     AddChain(ChainSpec),
     SetRules(Vec<Rule>),
     SetLink(NodeId, Option<SaIdx>),
+    InstallKey(Box<zsfc_config::ChainKeyConfig>),
+    RemoveKey(u32),
     RemoveChain(ChainId),
     RemoveLabel(u32),
     RemoveIn(u32),
@@ -88,6 +90,7 @@ pub(crate) struct Applied {
     labels: HashMap<u32, LabelEntry>,
     chains: HashMap<u32, StateChain>,
     links: HashMap<u32, String>,
+    keys: std::collections::HashSet<u32>,
     rules: Vec<RuleConfig>,
     free: Vec<u32>,
     next_slot: u32,
@@ -156,6 +159,17 @@ impl Applied {
             }
             next.labels.insert(l.label, l.clone());
         }
+        next.keys.clear();
+        for k in &doc.sfc.chain_keys {
+            if self.keys.contains(&k.key_id) {
+                next.keys.insert(k.key_id);
+            } else if k.mac_key.is_some() {
+                ops.push(Op::InstallKey(Box::new(k.clone())));
+                next.keys.insert(k.key_id);
+            } else {
+                missing.push(format!("chain key {}", k.key_id));
+            }
+        }
         next.chains.clear();
         for (i, c) in doc.sfc.chains.iter().enumerate() {
             let Some(&(_, slot)) = next.out.get(&c.sa) else {
@@ -164,7 +178,15 @@ impl Applied {
             };
             if self.chains.get(&c.id) != Some(c) || !self.out.contains_key(&c.sa) {
                 let at = format!("zsfc:sfc.chains[{i}]");
-                ops.push(Op::AddChain(zsfc_config::chain_spec(c.id, &c.labels, c.ttl, c.nsh.as_ref(), slot, &at)?));
+                ops.push(Op::AddChain(zsfc_config::chain_spec(
+                    c.id,
+                    &c.labels,
+                    c.ttl,
+                    c.nsh.as_ref(),
+                    c.integrity,
+                    slot,
+                    &at,
+                )?));
             }
             next.chains.insert(c.id, c.clone());
         }
@@ -193,6 +215,9 @@ impl Applied {
         }
         for id in self.chains.keys().filter(|id| !next.chains.contains_key(id)) {
             removals.push(Op::RemoveChain(ChainId(*id)));
+        }
+        for k in self.keys.iter().filter(|k| !next.keys.contains(k)) {
+            removals.push(Op::RemoveKey(*k));
         }
         for l in self.labels.keys().filter(|l| !next.labels.contains_key(l)) {
             removals.push(Op::RemoveLabel(*l));
@@ -241,6 +266,10 @@ fn apply_ops(node: &mut Node, ops: &[Op], lane: u32, now: Instant) -> Result<(),
             Op::AddChain(spec) => node.add_chain(spec.clone()).map_err(|e| e.to_string())?,
             Op::SetRules(r) => node.classifier_mut().set_rules(r.clone()),
             Op::SetLink(peer, sa) => node.set_link_sa(*peer, *sa).map_err(|e| e.to_string())?,
+            Op::InstallKey(k) => {
+                zsfc_config::install_chain_key(node, k, "zsfc:sfc.chain_keys").map_err(|e| e.to_string())?
+            }
+            Op::RemoveKey(k) => drop(node.remove_chain_key(*k)),
             Op::RemoveChain(id) => drop(node.remove_chain(*id)),
             Op::RemoveLabel(l) => drop(node.remove_label(*l)),
             Op::RemoveIn(spi) => drop(node.remove_inbound(zsfc_config::lane_spi(*spi, lane))),

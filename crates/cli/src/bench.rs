@@ -166,6 +166,7 @@ fn chain_lab(n: usize, intrusive: bool, mtu: u16, transport: LabTransport) -> La
         sa: SaDefaults::default(),
         controller: Default::default(),
         link_protection: false,
+        sfc_integrity: false,
     }
 }
 

@@ -94,6 +94,7 @@ pub(crate) fn rekey_lab() -> Lab {
         sa: SaDefaults::default(),
         controller: Default::default(),
         link_protection: false,
+        sfc_integrity: false,
     }
 }
 
@@ -296,6 +297,7 @@ fn controller_costs(chains: usize, rollouts: usize) -> anyhow::Result<(Vec<Durat
             .collect(),
         sa: Default::default(),
         link_protection: false,
+        sfc_integrity: false,
     };
     let spec = zsfc_controller::DomainSpec {
         name: "keying".into(),

@@ -2,9 +2,10 @@
 use crate::VERSION;
 use crate::model::*;
 use std::collections::HashSet;
+use zsfc_dataplane::integrity::{ChainKeyConfig as ChainKeyConfigEngine, PotRole, PotShare};
 use zsfc_dataplane::{
-    Action, ChainId, ChainSpec, Instant, LabelAction, Node, NodeId, NodeSettings, NshSpec, Prefix, Rule, SaIdx, SaUse,
-    ServiceFunction, SfSpec,
+    Action, ChainId, ChainIntegrity, ChainSpec, Instant, LabelAction, Node, NodeId, NodeSettings, NshSpec, Prefix,
+    Rule, SaIdx, SaUse, ServiceFunction, SfSpec,
 };
 use zsfc_esp::{Lifetimes, Limits, SaKey};
 use zsfc_functions as f;
@@ -38,6 +39,7 @@ impl NodeConfig {
         file.inbound_sas.clear();
         file.chains.clear();
         file.links.clear();
+        file.chain_keys.clear();
         file.rules.clear();
         if let Some(g) = &mut file.gateway {
             g.grants.clear();
@@ -101,6 +103,8 @@ impl NodeConfig {
             max_flows: s.max_flows,
             tcp_mss_clamp: s.tcp_mss_clamp,
             link_auth: s.link_auth,
+            sfc_integrity: s.sfc_integrity,
+            ..NodeSettings::default()
         });
 
         let mut peers = HashSet::new();
@@ -199,6 +203,15 @@ impl NodeConfig {
             node.install_inbound(&cfg, usage, now).map_err(|e| bad(format!("{at}.sa.spi"), e))?;
         }
 
+        let mut key_ids = HashSet::new();
+        for (i, k) in self.chain_keys.iter().enumerate() {
+            let at = format!("chain_keys[{i}]");
+            if !key_ids.insert(k.key_id) {
+                return Err(bad(format!("{at}.key_id"), format!("key id {} is used twice", k.key_id)));
+            }
+            install_chain_key(&mut node, k, &at)?;
+        }
+
         let mut chains = HashSet::new();
         for (i, c) in self.chains.iter().enumerate() {
             let at = format!("chains[{i}]");
@@ -211,7 +224,7 @@ impl NodeConfig {
                     format!("outbound SA {} is GMAC: it cannot encrypt payloads", c.sa),
                 ));
             }
-            let spec = chain_spec(c.id, &c.labels, c.ttl, c.nsh.as_ref(), SaIdx(c.sa), &at)?;
+            let spec = chain_spec(c.id, &c.labels, c.ttl, c.nsh.as_ref(), c.integrity, SaIdx(c.sa), &at)?;
             node.add_chain(spec).map_err(|e| bad(&at, e))?;
         }
 
@@ -256,6 +269,7 @@ pub fn chain_spec(
     labels: &[u32],
     ttl: u8,
     nsh: Option<&NshConfig>,
+    integrity: Option<ChainIntegrityConfig>,
     sa: SaIdx,
     at: &str,
 ) -> Result<ChainSpec, FieldError> {
@@ -266,7 +280,26 @@ pub fn chain_spec(
             context: nsh_context(&n.context).map_err(|(j, why)| bad(format!("{at}.nsh.context[{j}]"), why))?,
         }),
     };
-    Ok(ChainSpec { id: ChainId(id), labels: labels.to_vec(), sa, nsh, ttl })
+    let integrity = integrity.map(|i| ChainIntegrity { key_id: i.key_id, pot: i.pot });
+    Ok(ChainSpec { id: ChainId(id), labels: labels.to_vec(), sa, nsh, ttl, integrity })
+}
+
+/// Installs a configured chain key in `node` (`at` names the field in errors).
+pub fn install_chain_key(node: &mut Node, k: &ChainKeyConfig, at: &str) -> Result<(), FieldError> {
+    let mac = k.mac_key.as_ref().ok_or_else(|| bad(format!("{at}.mac_key"), "missing"))?;
+    let pot = k.pot.as_ref().map(|p| PotRole {
+        poly2: p.poly2.clone(),
+        shares: p.shares.iter().map(|s| PotShare { label: s.label, x: s.x, y: s.y, lpc: s.lpc }).collect(),
+        secret: p.secret,
+    });
+    let c = ChainKeyConfigEngine {
+        key_id: k.key_id,
+        chain: k.chain,
+        mac_key: &mac.0,
+        enc_key: k.enc_key.as_ref().map(|e| &e.0[..]),
+        pot,
+    };
+    node.install_chain_key(&c).map_err(|e| bad(at, e))
 }
 
 /// The classifier's rule from a configured one (whether its chain exists is the caller's check).

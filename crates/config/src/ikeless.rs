@@ -203,6 +203,9 @@ pub struct Sfc {
     /// Link protection: the outbound SA (by name) of the link to each peer.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub links: Vec<StateLink>,
+    /// SFC integrity: chain keys (without key material when the node holds them already).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub chain_keys: Vec<ChainKeyConfig>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -222,6 +225,13 @@ pub struct StateChain {
     pub ttl: u8,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub nsh: Option<NshConfig>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub integrity: Option<ChainIntegrityConfig>,
+}
+
+/// A chain key as listed for a node that holds it already: no key material, no share.
+pub fn strip_chain_key(k: &ChainKeyConfig) -> ChainKeyConfig {
+    ChainKeyConfig { key_id: k.key_id, chain: k.chain, mac_key: None, enc_key: None, pot: None }
 }
 
 /// The name of the SA with `spi` (unique in a domain: SPIs are never reused).
@@ -329,12 +339,15 @@ impl NodeState {
                 sa: out_spi.get(&c.sa).map(|&s| sa_name(s)).unwrap_or_default(),
                 ttl: c.ttl,
                 nsh: c.nsh.clone(),
+                integrity: c.integrity,
             })
             .collect();
+        let chain_keys =
+            cfg.chain_keys.iter().map(|k| if with_key(k.key_id) { k.clone() } else { strip_chain_key(k) }).collect();
         Self {
             version,
             ikeless: IpsecIkeless { spd: Spd { entries: spd }, sad: Sad { entries: sad } },
-            sfc: Sfc { labels: cfg.labels.clone(), chains, grants, links },
+            sfc: Sfc { labels: cfg.labels.clone(), chains, grants, links, chain_keys },
         }
     }
 
@@ -374,8 +387,22 @@ impl NodeState {
                 return Err(bad(format!("zsfc:sfc.links[{i}].sa"), format!("no outbound link SA named {:?}", l.sa)));
             }
         }
+        let mut keys = HashMap::new();
+        for (i, k) in self.sfc.chain_keys.iter().enumerate() {
+            if keys.insert(k.key_id, k.chain).is_some() {
+                return Err(bad(format!("zsfc:sfc.chain_keys[{i}].key_id"), format!("{} is listed twice", k.key_id)));
+            }
+        }
         let mut chains = HashSet::new();
         for (i, c) in self.sfc.chains.iter().enumerate() {
+            if let Some(x) = c.integrity
+                && keys.get(&x.key_id) != Some(&c.id)
+            {
+                return Err(bad(
+                    format!("zsfc:sfc.chains[{i}].integrity.key_id"),
+                    format!("no chain key {} of chain {}", x.key_id, c.id),
+                ));
+            }
             if !chains.insert(c.id) {
                 return Err(bad(format!("zsfc:sfc.chains[{i}].id"), format!("chain {} is listed twice", c.id)));
             }

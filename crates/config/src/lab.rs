@@ -57,6 +57,9 @@ pub struct Lab {
     /// Hop-by-hop authentication between nodes (see `Topology::link_protection`).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub link_protection: bool,
+    /// SFC integrity, encrypted metadata and proof of transit (see `Topology::sfc_integrity`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub sfc_integrity: bool,
 }
 
 /// When the lab's controller rekeys. SAs without configured lifetimes get soft 50 min / hard
@@ -417,6 +420,7 @@ impl Lab {
             chains: Vec::new(),
             sa: self.sa,
             link_protection: self.link_protection,
+            sfc_integrity: self.sfc_integrity,
         };
         let lt = &mut topo.sa.lifetime;
         if *lt == LifetimeConfig::default() {

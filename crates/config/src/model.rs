@@ -28,6 +28,9 @@ pub struct NodeConfig {
     /// Link protection: the outbound SA of the link to each peer.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub links: Vec<LinkConfig>,
+    /// SFC integrity: the chain keys this node holds (see `settings.sfc_integrity`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub chain_keys: Vec<ChainKeyConfig>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub rules: Vec<RuleConfig>,
     /// How this node talks to its peers (a node process needs it; the simulation does not).
@@ -162,6 +165,10 @@ pub struct Settings {
     /// of that link (`links`); plain labelled packets from the domain are dropped.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub link_auth: bool,
+    /// SFC integrity: packets reaching an SF or the delivery label here must carry an NSH with
+    /// a valid RFC 9145 MAC under one of `chain_keys`.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub sfc_integrity: bool,
 }
 
 fn is_one(v: &u32) -> bool {
@@ -177,6 +184,7 @@ impl Default for Settings {
             tcp_mss_clamp: d.tcp_mss_clamp,
             lanes: 1,
             link_auth: false,
+            sfc_integrity: false,
         }
     }
 }
@@ -521,10 +529,91 @@ pub struct ChainConfig {
     pub ttl: u8,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub nsh: Option<NshConfig>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub integrity: Option<ChainIntegrityConfig>,
 }
 
 fn ttl() -> u8 {
     64
+}
+
+/// How a classifier protects a chain's NSH: MAC and encrypted subscriber id under the chain
+/// key `key_id`, and a proof of transit with `pot`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ChainIntegrityConfig {
+    pub key_id: u32,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub pot: bool,
+}
+
+/// One generation of a chain's NSH protection at one node. Key material is hex, zeroized,
+/// redacted in `Debug`; a controller's document lists a key the node already holds without it.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ChainKeyConfig {
+    pub key_id: u32,
+    pub chain: u32,
+    /// HMAC-SHA-256 key, 32 bytes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mac_key: Option<KeyMaterial>,
+    /// AES-128-GCM key of the encrypted context headers, 16 bytes: only for nodes that may read
+    /// the subscriber id (the classifier, nodes of intrusive SFs).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub enc_key: Option<KeyMaterial>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pot: Option<PotConfig>,
+}
+
+impl core::fmt::Debug for ChainKeyConfig {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("ChainKeyConfig")
+            .field("key_id", &self.key_id)
+            .field("chain", &self.chain)
+            .field("keys", &self.mac_key.as_ref().map(|_| "<redacted>"))
+            .finish()
+    }
+}
+
+/// This node's part of a chain's proof-of-transit profile (GF(2^64 - 59)). `Debug` shows no
+/// share and no secret.
+#[derive(Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PotConfig {
+    /// Public coefficients 1.. of the per-packet polynomial.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub poly2: Vec<u64>,
+    /// One share per SF of the chain on this node.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub shares: Vec<PotShareConfig>,
+    /// The chain's end verifies: the profile's secret.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret: Option<u64>,
+}
+
+impl core::fmt::Debug for PotShareConfig {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("PotShareConfig").field("label", &self.label).finish()
+    }
+}
+
+impl core::fmt::Debug for PotConfig {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("PotConfig")
+            .field("shares", &self.shares.len())
+            .field("verifier", &self.secret.is_some())
+            .finish()
+    }
+}
+
+/// `Debug` shows the label only.
+#[derive(Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PotShareConfig {
+    pub label: u32,
+    pub x: u64,
+    pub y: u64,
+    pub lpc: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -45,6 +45,11 @@ pub struct Topology {
     /// SA key size, RFC 4543) and every node drops domain packets that are not link ESP.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub link_protection: bool,
+    /// SFC integrity: every chain's NSH carries an RFC 9145 MAC over labels and NSH, the
+    /// encrypted subscriber id and (with SFs) a proof of transit; one chain key per chain, held
+    /// by its classifier, its SF nodes and its end; every node drops unprotected packets.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub sfc_integrity: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -240,6 +245,7 @@ impl Topology {
                 settings: Settings {
                     tcp_mss_clamp: n.tcp_mss_clamp,
                     link_auth: self.link_protection,
+                    sfc_integrity: self.sfc_integrity,
                     ..Settings::default()
                 },
                 peers: peers_of(n, i),
@@ -249,6 +255,7 @@ impl Topology {
                 inbound_sas: Vec::new(),
                 chains: Vec::new(),
                 links: Vec::new(),
+                chain_keys: Vec::new(),
                 rules: Vec::new(),
                 transport: (n.address.is_some() || n.ethernet.is_some())
                     .then(|| TransportConfig { listen: n.address.clone(), ethernet: n.ethernet.clone() }),
@@ -325,8 +332,22 @@ impl Topology {
                 cfgs[h.to].inbound_sas.push(InboundSaConfig { sa, reseal: h.reseal, link: false });
             }
             let id = ci as u32 + 1;
+            let integrity = if self.sfc_integrity {
+                let key_id = spi;
+                spi += 1;
+                let sfs: Vec<(usize, u32, bool)> = c
+                    .sfs
+                    .iter()
+                    .filter_map(|n| sf_ix.get(n.as_str()))
+                    .map(|&s| (sf_node[s], sf_label[s], self.sfs[s].intrusive))
+                    .collect();
+                chain_keys(&mut cfgs, key_id, id, classifier, &sfs, ep_node[to]).map_err(|e| bad(&at, e))?;
+                Some(ChainIntegrityConfig { key_id, pot: !sfs.is_empty() })
+            } else {
+                None
+            };
             let cl = &mut cfgs[classifier];
-            cl.chains.push(ChainConfig { id, labels, sa: hops[0].out, ttl: 64, nsh: c.nsh.clone() });
+            cl.chains.push(ChainConfig { id, labels, sa: hops[0].out, ttl: 64, nsh: c.nsh.clone(), integrity });
             for (j, r) in c.rules.iter().enumerate() {
                 if r.chain.is_some() || r.deny {
                     return Err(bad(
@@ -374,6 +395,57 @@ impl Topology {
             lifetime: self.sa.lifetime,
         })
     }
+}
+
+/// Places one chain key: the classifier holds MAC and encryption keys; each node of the chain's
+/// SFs the MAC key, its SFs' proof-of-transit shares and, for intrusive SFs, the encryption key;
+/// the end node the MAC key and the proof-of-transit secret.
+fn chain_keys(
+    cfgs: &mut [NodeConfig],
+    key_id: u32,
+    chain: u32,
+    classifier: usize,
+    sfs: &[(usize, u32, bool)],
+    end: usize,
+) -> Result<(), zsfc_esp::KeyError> {
+    let random = |n: usize| -> Result<KeyMaterial, zsfc_esp::KeyError> {
+        let mut v = zeroize::Zeroizing::new(vec![0u8; n]);
+        aws_lc_rs::rand::fill(&mut v).map_err(|_| zsfc_esp::KeyError::Rejected)?;
+        Ok(KeyMaterial(v))
+    };
+    let (mac, enc) = (random(32)?, random(16)?);
+    let failed = std::cell::Cell::new(0u64);
+    let (secret, poly2, shares) = zsfc_dataplane::integrity::pot_profile(sfs.len(), |b| {
+        if aws_lc_rs::rand::fill(b).is_err() {
+            // Distinct values so the profile's loop ends; the profile is then thrown away.
+            failed.set(failed.get() + 1);
+            b.iter_mut().for_each(|x| *x = failed.get() as u8);
+        }
+    });
+    if failed.get() > 0 {
+        return Err(zsfc_esp::KeyError::Rejected);
+    }
+    let base = ChainKeyConfig { key_id, chain, mac_key: Some(mac), enc_key: None, pot: None };
+    let mut entries: std::collections::BTreeMap<usize, ChainKeyConfig> = Default::default();
+    entries.entry(classifier).or_insert_with(|| base.clone()).enc_key = Some(enc.clone());
+    for (k, &(node, label, intrusive)) in sfs.iter().enumerate() {
+        let e = entries.entry(node).or_insert_with(|| base.clone());
+        if intrusive {
+            e.enc_key = Some(enc.clone());
+        }
+        let pot = e.pot.get_or_insert_with(PotConfig::default);
+        pot.poly2 = poly2.clone();
+        let (x, y, lpc) = shares[k];
+        pot.shares.push(PotShareConfig { label, x, y, lpc });
+    }
+    let end = entries.entry(end).or_insert_with(|| base.clone());
+    if !sfs.is_empty() {
+        end.pot.get_or_insert_with(PotConfig::default).secret = Some(secret);
+    }
+    for (node, e) in entries {
+        cfgs[node].chain_keys.push(e);
+    }
+    Ok(())
 }
 
 /// One SA of a chain, from one encrypting point to the next.

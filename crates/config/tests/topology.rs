@@ -221,3 +221,106 @@ fn a_protected_domain_carries_traffic_and_refuses_unprotected_packets() {
     sim.run(1_000);
     assert_eq!(sim.dropped(DropReason::LinkUnauthenticated), 1);
 }
+
+fn integrity() -> Vec<NodeConfig> {
+    let mut t = Topology::from_toml(TOPOLOGY).unwrap();
+    t.sfc_integrity = true;
+    t.compile().unwrap()
+}
+
+#[test]
+fn an_integrity_protected_domain_carries_traffic_both_ways() {
+    let cfgs = integrity();
+    // The chain key goes where it is needed: MAC keys on the path, the encryption key only to
+    // the classifier and nodes of intrusive SFs, the POT secret only to the chain's end.
+    let by = |n: &str| cfgs.iter().find(|c| c.name == n).unwrap();
+    let to_web = |c: &NodeConfig| c.chain_keys.iter().find(|k| k.chain == 1).cloned();
+    assert!(to_web(by("ingress")).unwrap().enc_key.is_some());
+    assert!(to_web(by("node-a")).unwrap().enc_key.is_some(), "firewall and DPI are intrusive");
+    assert!(to_web(by("obs")).unwrap().enc_key.is_none(), "the counter is not");
+    assert_eq!(to_web(by("node-a")).unwrap().pot.unwrap().shares.len(), 2);
+    assert!(to_web(by("egress")).unwrap().pot.unwrap().secret.is_some());
+    assert!(to_web(by("node-b")).unwrap().pot.unwrap().secret.is_none());
+    let mut sim = sim_of(&cfgs);
+    let flow = Flow::udp("10.1.0.9", 5000, "10.9.0.1", 53);
+    for i in 0..20u32 {
+        let p = if i % 5 == 0 { format!("q{i} test") } else { format!("q{i}") };
+        sim.send_local(0, sim.now, &packets::build(&flow, i, p.as_bytes()));
+    }
+    sim.run(100_000);
+    assert_eq!(sim.local::<FakeEchoService>(4).unwrap().received.len(), 16);
+    assert_eq!(sim.local::<ClientSide>(0).unwrap().received.len(), 16);
+    assert_eq!(sim.dropped(DropReason::SfDpiMatch), 4);
+    for r in [DropReason::SfcMacFailed, DropReason::PotFailed, DropReason::SfcStale, DropReason::SfcKeyUnknown] {
+        assert_eq!(sim.dropped(r), 0, "{r:?}");
+    }
+}
+
+#[test]
+fn a_hop_that_skips_an_sf_or_changes_the_nsh_is_caught_by_the_mac_or_the_proof_of_transit() {
+    use zsfc_dataplane::{NodeId, Verdict};
+    use zsfc_wire::PacketBuf;
+    let cfgs = integrity();
+    let now = Instant::from_secs(1);
+    let mut n: Vec<zsfc_dataplane::Node> = cfgs.iter().map(|c| c.build(now).unwrap()).collect();
+    let forwarded = |v: Verdict, to: u32| match v {
+        Verdict::Forward(NodeId(p), b) if p == to => b,
+        other => panic!("expected a packet for node {to}, got {other:?}"),
+    };
+    let dropped = |v: Verdict| match v {
+        Verdict::Drop(r, _) => r,
+        other => panic!("expected a drop, got {other:?}"),
+    };
+    let flow = Flow::udp("10.1.0.9", 5000, "10.9.0.1", 53);
+    // A fresh packet as node-a (firewall, DPI) sends it to obs (the counter's node); each test
+    // below uses its own, so that the payload's anti-replay does not decide it.
+    let mut seq = 0;
+    let mut to_obs = |n: &mut Vec<zsfc_dataplane::Node>| {
+        seq += 1;
+        let pkt = PacketBuf::from_slice(&packets::build(&flow, seq, b"hello"));
+        let b = forwarded(n[0].handle_local(now, pkt), 1);
+        forwarded(n[1].handle_from_domain(now, b), 2)
+    };
+    let copy = |b: &PacketBuf| PacketBuf::from_slice(b.as_slice());
+
+    // The honest path delivers.
+    let b = to_obs(&mut n);
+    let b = forwarded(n[2].handle_from_domain(now, b), 3);
+    let b = forwarded(n[3].handle_from_domain(now, b), 4);
+    assert!(matches!(n[4].handle_from_domain(now, b), Verdict::Deliver(_)));
+
+    // node-a skips the counter: the top label popped and sent to node-b (the NAT's node).
+    let skipped = |b: PacketBuf| PacketBuf::from_slice(&b.as_slice()[4..]);
+    let b = skipped(to_obs(&mut n));
+    assert_eq!(dropped(n[3].handle_from_domain(now, b)), DropReason::SfcMacFailed, "without the chain key");
+    // A compromised node-a holds the chain key and computes the MAC again: the MAC passes,
+    // the proof of transit lacks the counter's share.
+    let mut b = skipped(to_obs(&mut n));
+    n[1].refresh_nsh_mac(b.as_mut_slice()).unwrap();
+    let b = forwarded(n[3].handle_from_domain(now, b), 4);
+    assert_eq!(dropped(n[4].handle_from_domain(now, b)), DropReason::PotFailed, "with the chain key");
+    let at_obs = to_obs(&mut n);
+
+    // Any changed byte of labels (label value) or NSH is caught at the next SF (a changed
+    // top label may first be forwarded as transit to the node it now names).
+    let nsh_at = 4 * 3; // counter, nat, web
+    for at in [1, 2, 6, nsh_at + 4, nsh_at + 7, nsh_at + 12, nsh_at + 30, nsh_at + 80] {
+        let mut b = copy(&at_obs);
+        b.as_mut_slice()[at] ^= 0x10;
+        let mut v = n[2].handle_from_domain(now, b);
+        if let Verdict::Forward(NodeId(p), b) = v {
+            v = n[p as usize].handle_from_domain(now, b);
+        }
+        let r = dropped(v);
+        let expected = [DropReason::SfcMacFailed, DropReason::UnknownLabel, DropReason::SfcKeyUnknown];
+        assert!(expected.contains(&r), "byte {at}: {r:?}");
+    }
+    // Replayed later than the window: stale.
+    let late = now + core::time::Duration::from_secs(3);
+    assert_eq!(dropped(n[2].handle_from_domain(late, copy(&at_obs))), DropReason::SfcStale);
+    // A node that requires integrity refuses a packet without an NSH MAC.
+    let plain = Topology::from_toml(TOPOLOGY).unwrap().compile().unwrap();
+    let mut ingress = plain[0].build(now).unwrap();
+    let b = forwarded(ingress.handle_local(now, PacketBuf::from_slice(&packets::build(&flow, 2, b"x"))), 1);
+    assert_eq!(dropped(n[1].handle_from_domain(now, b)), DropReason::SfcIntegrityMissing);
+}

@@ -7,8 +7,8 @@
 //!    outbound SAs. An intrusive SF re-seals with the SA its inbound SA names, so the new
 //!    generation flows end to end while packets of the old one still in flight finish on it.
 //! 3. after a grace period, [`finish`]: the old SAs go.
-use zsfc_config::LabelEntry;
-use zsfc_config::ikeless::{NodeState, SadEntry};
+use zsfc_config::ikeless::{NodeState, SadEntry, strip_chain_key};
+use zsfc_config::{ChainKeyConfig, LabelEntry};
 
 /// The document without any key material (what the controller keeps after the node has it).
 pub fn strip_keys(doc: &NodeState) -> NodeState {
@@ -16,7 +16,16 @@ pub fn strip_keys(doc: &NodeState) -> NodeState {
     for e in &mut d.ikeless.sad.entries {
         e.config.esp_sa.encryption.key = None;
     }
+    for k in &mut d.sfc.chain_keys {
+        *k = strip_chain_key(k);
+    }
     d
+}
+
+fn union_keys(first: &[ChainKeyConfig], then: &[ChainKeyConfig]) -> Vec<ChainKeyConfig> {
+    let mut out = first.to_vec();
+    out.extend(then.iter().filter(|k| !first.iter().any(|f| f.key_id == k.key_id)).cloned());
+    out
 }
 
 fn union_sad(first: &[SadEntry], then: &[SadEntry]) -> Vec<SadEntry> {
@@ -36,6 +45,7 @@ pub fn prepare(old: &NodeState, new: &NodeState, version: u64) -> NodeState {
     let mut d = old.clone();
     d.version = version;
     d.ikeless.sad.entries = union_sad(&old.ikeless.sad.entries, &new.ikeless.sad.entries);
+    d.sfc.chain_keys = union_keys(&old.sfc.chain_keys, &new.sfc.chain_keys);
     d.sfc.labels = union_labels(&old.sfc.labels, &new.sfc.labels);
     d
 }
@@ -45,6 +55,7 @@ pub fn switch(old: &NodeState, new: &NodeState, version: u64) -> NodeState {
     let mut d = strip_keys(new);
     d.version = version;
     d.ikeless.sad.entries = union_sad(&d.ikeless.sad.entries, &strip_keys(old).ikeless.sad.entries);
+    d.sfc.chain_keys = union_keys(&d.sfc.chain_keys, &strip_keys(old).sfc.chain_keys);
     d.sfc.labels = union_labels(&old.sfc.labels, &new.sfc.labels);
     d
 }

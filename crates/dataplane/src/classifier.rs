@@ -110,7 +110,7 @@ pub struct FlowTableFull(pub usize);
 /// Flow entries and rules of one classifier.
 #[derive(Debug)]
 pub struct Classifier {
-    flows: HashMap<FiveTuple, ChainId>,
+    flows: HashMap<FiveTuple, (ChainId, u64)>,
     max_flows: usize,
     rules: Vec<Rule>,
 }
@@ -137,15 +137,21 @@ impl Classifier {
 
     /// Adds or replaces an exact flow entry.
     pub fn insert_flow(&mut self, t: FiveTuple, chain: ChainId) -> Result<(), FlowTableFull> {
+        self.insert_flow_for(t, chain, 0)
+    }
+
+    /// A flow entry of a known subscriber (the obfuscated client identity the gateway put
+    /// behind the flow; 0: none), carried in the NSH of protected chains.
+    pub fn insert_flow_for(&mut self, t: FiveTuple, chain: ChainId, subscriber: u64) -> Result<(), FlowTableFull> {
         if self.flows.len() >= self.max_flows && !self.flows.contains_key(&t) {
             return Err(FlowTableFull(self.max_flows));
         }
-        self.flows.insert(t, chain);
+        self.flows.insert(t, (chain, subscriber));
         Ok(())
     }
 
     pub fn remove_flow(&mut self, t: &FiveTuple) -> Option<ChainId> {
-        self.flows.remove(t)
+        self.flows.remove(t).map(|(c, _)| c)
     }
 
     pub fn flow_count(&self) -> usize {
@@ -154,11 +160,16 @@ impl Classifier {
 
     /// The chain for `t`, or `None` (deny).
     pub fn classify(&self, t: &FiveTuple) -> Option<ChainId> {
+        self.classify_subscriber(t).map(|(c, _)| c)
+    }
+
+    /// The chain and the subscriber of the flow (0 for packets matched by a rule).
+    pub fn classify_subscriber(&self, t: &FiveTuple) -> Option<(ChainId, u64)> {
         if let Some(&c) = self.flows.get(t) {
             return Some(c);
         }
         match self.rules.iter().find(|r| r.matches(t))?.action {
-            Action::Chain(c) => Some(c),
+            Action::Chain(c) => Some((c, 0)),
             Action::Deny => None,
         }
     }

@@ -97,6 +97,16 @@ drop_reasons! {
     LinkReplay => "link_replay",
     /// Link protection is on and there is no link SA to the next node: fail closed.
     LinkNoSa => "link_no_sa",
+    /// SFC integrity is required here and the packet has no RFC 9145 MAC header.
+    SfcIntegrityMissing => "sfc_integrity_missing",
+    /// The MAC header names a key id this node does not hold for the packet's chain.
+    SfcKeyUnknown => "sfc_key_unknown",
+    /// The NSH timestamp is outside the accepted window (RFC 9145 §7.4: replayed or delayed).
+    SfcStale => "sfc_stale",
+    /// The MAC over labels and NSH does not match: changed by a hop without the chain key.
+    SfcMacFailed => "sfc_mac_failed",
+    /// The proof of transit does not add up at the chain's end: an SF was skipped.
+    PotFailed => "pot_failed",
 }
 
 /// One counter per [`DropReason`]. Plain integers: each worker owns its own set.

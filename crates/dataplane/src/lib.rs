@@ -7,6 +7,7 @@
 
 pub mod classifier;
 mod drop;
+pub mod integrity;
 mod node;
 pub mod proxy;
 pub mod sf;
@@ -14,8 +15,8 @@ pub mod sf;
 pub use classifier::{Action, Classifier, Prefix, Rule};
 pub use drop::{DropCounters, DropReason};
 pub use node::{
-    ChainSpec, ConfigError, Event, LabelAction, Node, NodeSettings, NodeStats, NshSpec, SaUse, SfAttach, SfReport,
-    SfSpec, Verdict,
+    ChainIntegrity, ChainSpec, ConfigError, Event, LabelAction, Node, NodeSettings, NodeStats, NshSpec, SaUse,
+    SfAttach, SfReport, SfSpec, Verdict,
 };
 pub use proxy::{KeyMode, ProxyStats};
 pub use sf::{ServiceFunction, SfContext, SfVerdict};

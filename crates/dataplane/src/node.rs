@@ -7,6 +7,7 @@
 //! - [`Node::handle_from_domain`]: a labelled packet from another node. SFF: look up the top
 //!   label; forward it, or pop it and run the local SF through the proxy, or deliver.
 //! - [`Node::handle_from_sf`]: a packet coming back from an external SF.
+use crate::integrity::{self, ChainKey, ChainKeyConfig, Refusal};
 use crate::proxy::{self, CacheKey, KeyMode, ProxyCache, ProxyStats};
 use crate::sf::{ServiceFunction, SfContext, SfVerdict};
 use crate::{ChainId, Classifier, DropCounters, DropReason, NodeId, SaIdx, SfId};
@@ -86,6 +87,17 @@ pub struct ChainSpec {
     pub nsh: Option<NshSpec>,
     /// Initial TTL of every label.
     pub ttl: u8,
+    /// SFC integrity, metadata encryption and proof of transit (module [`integrity`]).
+    pub integrity: Option<ChainIntegrity>,
+}
+
+/// How the classifier protects a chain's NSH.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ChainIntegrity {
+    /// The chain key (installed with [`Node::install_chain_key`]) to protect with.
+    pub key_id: u32,
+    /// Carry a proof of transit.
+    pub pot: bool,
 }
 
 /// Where an SF runs.
@@ -161,11 +173,23 @@ pub struct NodeSettings {
     /// link ([`Node::set_link_sa`]), and every packet from the domain must arrive in link ESP
     /// under an inbound [`SaUse::Link`] SA; anything else is a counted drop.
     pub link_auth: bool,
+    /// SFC integrity: every labelled packet reaching an SF or the delivery label here must
+    /// carry an NSH with a valid RFC 9145 MAC (see [`integrity`]).
+    pub sfc_integrity: bool,
+    /// Accepted NSH timestamp distance from this node's clock (RFC 9145 §7.4 Delta).
+    pub nsh_delta: core::time::Duration,
 }
 
 impl Default for NodeSettings {
     fn default() -> Self {
-        Self { max_label_depth: mpls::DEFAULT_MAX_DEPTH, max_flows: 65536, tcp_mss_clamp: None, link_auth: false }
+        Self {
+            max_label_depth: mpls::DEFAULT_MAX_DEPTH,
+            max_flows: 65536,
+            tcp_mss_clamp: None,
+            link_auth: false,
+            sfc_integrity: false,
+            nsh_delta: core::time::Duration::from_secs(2),
+        }
     }
 }
 
@@ -188,6 +212,8 @@ pub enum ConfigError {
     Sa { spi: u32, why: String },
     #[error("peer {peer}: link sa: {why}")]
     Link { peer: u32, why: String },
+    #[error("chain key {key_id}: {why}")]
+    ChainKey { key_id: u32, why: String },
 }
 
 /// Events the node reports to its agent.
@@ -230,6 +256,8 @@ struct Chain {
     /// Offset of the NSH Next Protocol byte in `encap`.
     nsh_next_proto: Option<usize>,
     sa: SaIdx,
+    /// The chain key the NSH is protected with.
+    key_id: Option<u32>,
 }
 
 struct OutboundSlot {
@@ -259,6 +287,7 @@ impl SfSlot {
 }
 
 const MAX_EVENTS: usize = 1024;
+const RANDOM_BLOCK: usize = 4096;
 
 /// Reports once per SA that it reached its soft lifetime.
 fn report_rekey(events: &mut VecDeque<Event>, slot: &mut OutboundSlot, sa: SaIdx, wanted: bool) {
@@ -278,6 +307,13 @@ pub struct Node {
     inbound: HashMap<u32, InboundSlot>,
     /// The outbound SA of the link to each peer (by `NodeId`), under link protection.
     links: Vec<Option<SaIdx>>,
+    /// Chain keys by key id (two generations live during a rekey).
+    chain_keys: HashMap<u32, ChainKey>,
+    /// Unix time in nanoseconds at `Instant::ZERO` (NSH timestamps are wall-clock times).
+    wall_base_ns: u64,
+    /// CSPRNG bytes for per-packet nonces and POT values, refilled in blocks.
+    random: Box<[u8; RANDOM_BLOCK]>,
+    random_at: usize,
     sfs: Vec<SfSlot>,
     drops: DropCounters,
     stats: NodeStats,
@@ -313,6 +349,10 @@ impl Node {
             outbound: Vec::new(),
             inbound: HashMap::default(),
             links: Vec::new(),
+            chain_keys: HashMap::default(),
+            wall_base_ns: 0,
+            random: Box::new([0; RANDOM_BLOCK]),
+            random_at: RANDOM_BLOCK,
             sfs: Vec::new(),
             drops: DropCounters::default(),
             stats: NodeStats::default(),
@@ -372,6 +412,105 @@ impl Node {
         self.inbound.remove(&spi).is_some()
     }
 
+    /// Installs one generation of a chain's NSH protection (a key id is never reused).
+    pub fn install_chain_key(&mut self, c: &ChainKeyConfig<'_>) -> Result<(), ConfigError> {
+        let key = ChainKey::new(c).map_err(|why| ConfigError::ChainKey { key_id: c.key_id, why })?;
+        self.chain_keys.insert(c.key_id, key);
+        Ok(())
+    }
+
+    pub fn remove_chain_key(&mut self, key_id: u32) -> bool {
+        self.chain_keys.remove(&key_id).is_some()
+    }
+
+    /// The installed chain key ids.
+    pub fn chain_key_ids(&self) -> impl Iterator<Item = u32> + '_ {
+        self.chain_keys.keys().copied()
+    }
+
+    /// Tells the engine the wall-clock time (Unix nanoseconds) at `Instant::ZERO`, for NSH
+    /// timestamps; drivers call it once when they take their clock's epoch.
+    pub fn set_wall_clock(&mut self, unix_ns_at_zero: u64) {
+        self.wall_base_ns = unix_ns_at_zero;
+    }
+
+    fn wall(&self, now: Instant) -> u64 {
+        self.wall_base_ns.saturating_add(now.as_nanos())
+    }
+
+    /// `N` CSPRNG bytes from the block (one AWS-LC call per 4 KiB); `None` if the system's
+    /// generator failed (the packet is then dropped: a nonce must never repeat).
+    fn random<const N: usize>(&mut self) -> Option<[u8; N]> {
+        if self.random_at + N > RANDOM_BLOCK {
+            aws_lc_rs::rand::fill(&mut self.random[..]).ok()?;
+            self.random_at = 0;
+        }
+        let mut out = [0u8; N];
+        out.copy_from_slice(&self.random[self.random_at..self.random_at + N]);
+        self.random_at += N;
+        Some(out)
+    }
+
+    /// The classifier's per-packet NSH protection (timestamp, nonce, encrypted subscriber id,
+    /// POT start, MAC).
+    fn impose(&mut self, now: Instant, key_id: u32, subscriber: u64, b: &mut [u8]) -> Result<(), DropReason> {
+        let loc = integrity::locate(b, self.settings.max_label_depth)?.ok_or(DropReason::SfcIntegrityMissing)?;
+        let random = self.random::<20>().ok_or(DropReason::NotConfigured)?;
+        let wall = self.wall(now);
+        let key = self.chain_keys.get(&key_id).ok_or(DropReason::SfcKeyUnknown)?;
+        integrity::impose(key, b, &loc, wall, subscriber, random).map_err(refusal)
+    }
+
+    /// SFC integrity at an SF hop or the chain's end: the MAC over labels and NSH (before the
+    /// top label is popped).
+    fn check_integrity(&self, now: Instant, b: &[u8]) -> Result<(), DropReason> {
+        let loc = match integrity::locate(b, self.settings.max_label_depth) {
+            Ok(Some(l)) => l,
+            Ok(None) if self.settings.sfc_integrity => return Err(DropReason::SfcIntegrityMissing),
+            Ok(None) => return Ok(()),
+            Err(e) => return Err(e.into()),
+        };
+        let key = self.chain_keys.get(&loc.key_id).ok_or(DropReason::SfcKeyUnknown)?;
+        let delta = u64::try_from(self.settings.nsh_delta.as_nanos()).unwrap_or(u64::MAX);
+        integrity::verify(key, b, &loc, self.wall(now), delta).map_err(refusal)
+    }
+
+    /// Computes the NSH MAC of a labelled packet again after its labels or NSH changed, with
+    /// the chain key the packet names (RFC 9145 §7.1: whoever updates the NSH re-applies the
+    /// integrity protection). Only a holder of the chain key can; the proof of transit still
+    /// lacks the share of any SF the packet did not cross.
+    pub fn refresh_nsh_mac(&self, b: &mut [u8]) -> Result<(), DropReason> {
+        let loc = integrity::locate(b, self.settings.max_label_depth)?.ok_or(DropReason::SfcIntegrityMissing)?;
+        let key = self.chain_keys.get(&loc.key_id).ok_or(DropReason::SfcKeyUnknown)?;
+        integrity::seal_mac(key, b, &loc);
+        Ok(())
+    }
+
+    /// At the chain's end (before the delivery label is popped): the proof of transit.
+    fn check_pot(&self, b: &[u8]) -> Result<(), DropReason> {
+        let Some(loc) = integrity::locate(b, self.settings.max_label_depth)? else { return Ok(()) };
+        match self.chain_keys.get(&loc.key_id).and_then(|k| k.pot.as_ref()) {
+            Some(pot) => integrity::pot_verify(pot, b, &loc).map_err(refusal),
+            None => Ok(()),
+        }
+    }
+
+    /// After an SF: the SF's step of the proof of transit, then a new MAC over what the packet
+    /// carries now (one label less, SI decremented).
+    fn reprotect(&mut self, label: u32, b: &mut [u8]) -> Result<(), DropReason> {
+        let loc = match integrity::locate(b, self.settings.max_label_depth) {
+            Ok(Some(l)) => l,
+            Ok(None) => return Ok(()),
+            Err(e) => return Err(e.into()),
+        };
+        let key = self.chain_keys.get(&loc.key_id).ok_or(DropReason::SfcKeyUnknown)?;
+        if let Some(pot) = &key.pot {
+            integrity::pot_update(pot, label, b, &loc);
+        }
+        integrity::seal_mac(key, b, &loc);
+        Ok(())
+    }
+
     /// Seals every packet to `peer` with the outbound SA `sa` (`None`: the link has no SA).
     /// Switching a link to a new SA is the switch step of a rekey, as for chains.
     pub fn set_link_sa(&mut self, peer: NodeId, sa: Option<SaIdx>) -> Result<(), ConfigError> {
@@ -419,7 +558,21 @@ impl Node {
         let mut encap = vec![0u8; spec.labels.len() * LSE_LEN];
         mpls::emit_stack(&spec.labels, spec.ttl, &mut encap).map_err(|e| bad(&e.to_string()))?;
         let mut nsh_next_proto = None;
-        if let Some(n) = &spec.nsh {
+        let mut nsh = spec.nsh.clone();
+        if let Some(i) = spec.integrity {
+            match self.chain_keys.get(&i.key_id) {
+                Some(k) if k.chain == chain => {}
+                _ => {
+                    return Err(ConfigError::ChainNsh {
+                        chain,
+                        why: format!("chain key {} is not installed", i.key_id),
+                    });
+                }
+            }
+            let n = nsh.get_or_insert(NshSpec { si: 255, context: Vec::new() });
+            n.context.extend_from_slice(&integrity::template(i.key_id, i.pot));
+        }
+        if let Some(n) = &nsh {
             let r = nsh::Repr {
                 ttl: 63,
                 md_type: nsh::MD_TYPE_2,
@@ -435,7 +588,8 @@ impl Node {
                 .map_err(|e| ConfigError::ChainNsh { chain, why: format!("context headers: {e}") })?;
             nsh_next_proto = Some(at + 3);
         }
-        self.chains.insert(spec.id, Chain { encap, nsh_next_proto, sa: spec.sa });
+        self.chains
+            .insert(spec.id, Chain { encap, nsh_next_proto, sa: spec.sa, key_id: spec.integrity.map(|i| i.key_id) });
         Ok(())
     }
 
@@ -562,7 +716,7 @@ impl Node {
         if carries_sfc_encapsulation(&s.tuple) {
             return self.drop(DropReason::EncapFromOutside, buf);
         }
-        let Some(chain_id) = self.classifier.classify(&s.tuple) else {
+        let Some((chain_id, subscriber)) = self.classifier.classify_subscriber(&s.tuple) else {
             return self.drop(DropReason::NoMatchingRule, buf);
         };
         let Some(chain) = self.chains.get(&chain_id) else {
@@ -593,6 +747,11 @@ impl Node {
                 }
             }
             Err(_) => return self.drop(DropReason::NoBufferRoom, buf),
+        }
+        if let Some(key_id) = chain.key_id
+            && let Err(r) = self.impose(now, key_id, subscriber, buf.as_mut_slice())
+        {
+            return self.drop(r, buf);
         }
         self.stats.classified += 1;
         self.route(now, buf, false)
@@ -721,6 +880,9 @@ impl Node {
                     if depth == 1 {
                         return self.drop(DropReason::MissingServiceLabel, buf);
                     }
+                    if arrived && let Err(r) = self.check_integrity(now, buf.as_slice()) {
+                        return self.drop(r, buf);
+                    }
                     if let Err(r) = pop_label(&mut buf, top) {
                         return self.drop(r, buf);
                     }
@@ -733,6 +895,12 @@ impl Node {
                 LabelAction::Deliver => {
                     if depth != 1 {
                         return self.drop(DropReason::LabelsBelowService, buf);
+                    }
+                    if arrived && let Err(r) = self.check_integrity(now, buf.as_slice()) {
+                        return self.drop(r, buf);
+                    }
+                    if let Err(r) = self.check_pot(buf.as_slice()) {
+                        return self.drop(r, buf);
                     }
                     if let Err(e) = buf.pull_front(LSE_LEN) {
                         return self.drop(e.into(), buf);
@@ -837,8 +1005,12 @@ impl Node {
                 return Step::Done(Verdict::ToSf(id, buf));
             }
             SfAttach::InProcess(sf) => {
-                let metadata = if has_nsh { slot.cache.peek(&key).map_or(&[][..], nsh_context) } else { &[] };
-                sf.process(&SfContext { now, label: slot.label, metadata }, buf)
+                let hdr = if has_nsh { slot.cache.peek(&key).unwrap_or(&[]) } else { &[] };
+                let subscriber = integrity::locate(hdr, max_depth)
+                    .ok()
+                    .flatten()
+                    .and_then(|l| integrity::subscriber(self.chain_keys.get(&l.key_id)?, hdr, &l));
+                sf.process(&SfContext { now, label: slot.label, metadata: nsh_context(hdr), subscriber }, buf)
             }
         };
         match verdict {
@@ -888,11 +1060,25 @@ impl Node {
             }
             Ok(())
         });
+        let label = slot.label;
         match restored {
             None => Step::Done(self.drop(DropReason::ProxyNotCached, buf)),
             Some(Err(r)) => Step::Done(self.drop(r, buf)),
-            Some(Ok(())) => Step::Route(buf),
+            Some(Ok(())) => match self.reprotect(label, buf.as_mut_slice()) {
+                Ok(()) => Step::Route(buf),
+                Err(r) => Step::Done(self.drop(r, buf)),
+            },
         }
+    }
+}
+
+fn refusal(r: Refusal) -> DropReason {
+    match r {
+        Refusal::Missing => DropReason::SfcIntegrityMissing,
+        Refusal::UnknownKey => DropReason::SfcKeyUnknown,
+        Refusal::Stale => DropReason::SfcStale,
+        Refusal::BadMac => DropReason::SfcMacFailed,
+        Refusal::PotFailed => DropReason::PotFailed,
     }
 }
 
@@ -945,7 +1131,7 @@ mod tests {
     }
 
     fn chain(labels: Vec<u32>, sa: u32) -> ChainSpec {
-        ChainSpec { id: ChainId(7), labels, sa: SaIdx(sa), nsh: None, ttl: 64 }
+        ChainSpec { id: ChainId(7), labels, sa: SaIdx(sa), nsh: None, ttl: 64, integrity: None }
     }
 
     #[test]

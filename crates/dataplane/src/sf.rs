@@ -22,6 +22,9 @@ pub struct SfContext<'a> {
     pub label: u32,
     /// MD type 2 context headers of the packet's NSH (empty without one).
     pub metadata: &'a [u8],
+    /// The RFC 8979 subscriber id, decrypted, if this node may read the chain's encrypted
+    /// metadata.
+    pub subscriber: Option<u64>,
 }
 
 /// A service function: plain code over a packet buffer, given the time. The packet starts at

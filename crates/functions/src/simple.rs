@@ -112,7 +112,7 @@ pub(crate) mod testutil {
     use zsfc_wire::{checksum, ipv4, ipv6, tcp, udp};
 
     pub(crate) fn ctx(now: Instant) -> SfContext<'static> {
-        SfContext { now, label: 100, metadata: &[] }
+        SfContext { now, label: 100, metadata: &[], subscriber: None }
     }
 
     pub(crate) fn v4(proto: u8, src: [u8; 4], sp: u16, dst: [u8; 4], dp: u16, payload: &[u8]) -> Vec<u8> {

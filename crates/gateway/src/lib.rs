@@ -299,7 +299,11 @@ pub fn start(settings: GatewaySettings, control: Vec<Sender<Control>>) -> Result
     let stats = Arc::new(GatewayStats::default());
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     let policy = Arc::new(RwLock::new(Arc::new(settings.policy.clone())));
-    let shared = Arc::new(Shared { settings, policy: policy.clone(), control, stats: stats.clone() });
+    let mut secret = [0u8; 32];
+    aws_lc_rs::rand::fill(&mut secret).map_err(|_| GatewayError::Io(std::io::Error::other("no randomness")))?;
+    let pseudonyms = aws_lc_rs::hmac::Key::new(aws_lc_rs::hmac::HMAC_SHA256, &secret);
+    secret.fill(0);
+    let shared = Arc::new(Shared { settings, policy: policy.clone(), control, stats: stats.clone(), pseudonyms });
     std::thread::Builder::new().name("gateway".into()).spawn(move || {
         rt.block_on(async move {
             let listener = match tokio::net::TcpListener::from_std(listener) {
@@ -323,6 +327,9 @@ struct Shared {
     policy: Arc<RwLock<Arc<Policy>>>,
     control: Vec<Sender<Control>>,
     stats: Arc<GatewayStats>,
+    /// Key of the subscriber ids: HMAC-SHA-256 of the identity, random per gateway start, so
+    /// an SF that may read the id can tell a client's packets apart but not name the client.
+    pseudonyms: aws_lc_rs::hmac::Key,
 }
 
 impl Shared {
@@ -374,7 +381,9 @@ impl Shared {
                 return self.refuse(peer, Some(&identity), sni.as_deref(), r, &detail);
             }
         };
-        let (mut inner, tuple) = match self.connect(&service, chain).await {
+        let tag = aws_lc_rs::hmac::sign(&self.pseudonyms, identity.as_bytes());
+        let subscriber = u64::from_be_bytes(tag.as_ref()[..8].try_into().unwrap_or_default());
+        let (mut inner, tuple) = match self.connect(&service, chain, subscriber).await {
             Ok(connected) => connected,
             Err((tuple, e)) => {
                 if let Some(t) = tuple {
@@ -400,6 +409,7 @@ impl Shared {
         &self,
         service: &Service,
         chain: ChainId,
+        subscriber: u64,
     ) -> Result<(tokio::net::TcpStream, FiveTuple), (Option<FiveTuple>, String)> {
         let src = self.settings.inner_source;
         let sock = if src.is_ipv4() { tokio::net::TcpSocket::new_v4() } else { tokio::net::TcpSocket::new_v6() }
@@ -413,7 +423,7 @@ impl Shared {
             src_port: local.port(),
             dst_port: service.address.port(),
         };
-        if !self.tell(|| Control::InsertFlow(tuple, chain)) {
+        if !self.tell(|| Control::InsertFlow(tuple, chain, subscriber)) {
             return Err((None, "the packet loop is gone".into()));
         }
         match tokio::time::timeout(HANDSHAKE_TIMEOUT, sock.connect(service.address)).await {

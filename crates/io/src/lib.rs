@@ -148,7 +148,8 @@ impl AcPort {
 /// packet loop before it reads the next packets, so a flow entry sent before a connection's
 /// first packet is in place when that packet arrives.
 pub enum Control {
-    InsertFlow(FiveTuple, ChainId),
+    /// A flow entry: the 5-tuple, its chain and its subscriber id (RFC 8979; 0: none).
+    InsertFlow(FiveTuple, ChainId, u64),
     RemoveFlow(FiveTuple),
     /// Any other change to the engine (a configuration push from the controller: SAs, chains,
     /// labels, rules), run between two batches with the loop's clock.
@@ -161,7 +162,7 @@ pub type Reconfigure = Box<dyn FnOnce(&mut Node, Instant) + Send>;
 impl core::fmt::Debug for Control {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         match self {
-            Self::InsertFlow(t, c) => write!(f, "InsertFlow({t:?}, {c:?})"),
+            Self::InsertFlow(t, c, _) => write!(f, "InsertFlow({t:?}, {c:?})"),
             Self::RemoveFlow(t) => write!(f, "RemoveFlow({t:?})"),
             Self::Configure(_) => f.write_str("Configure(..)"),
         }
@@ -484,10 +485,12 @@ impl Drivers {
 
     fn apply(&mut self, node: &mut Node, c: Control, now: Instant) {
         match c {
-            Control::InsertFlow(t, chain) => match node.classifier_mut().insert_flow(t, chain) {
-                Ok(()) => self.stats.flows_inserted += 1,
-                Err(_) => self.stats.flows_refused += 1,
-            },
+            Control::InsertFlow(t, chain, subscriber) => {
+                match node.classifier_mut().insert_flow_for(t, chain, subscriber) {
+                    Ok(()) => self.stats.flows_inserted += 1,
+                    Err(_) => self.stats.flows_refused += 1,
+                }
+            }
             Control::RemoveFlow(t) => {
                 node.classifier_mut().remove_flow(&t);
             }
@@ -657,6 +660,13 @@ impl Drivers {
     ) -> Result<(), IoError> {
         let epoch = std::time::Instant::now();
         let now = || Instant::from_nanos(epoch.elapsed().as_nanos() as u64);
+        // NSH timestamps are wall-clock times: the engine learns where its epoch lies, again
+        // every second (the wall clock may be stepped).
+        let wall_clock = |node: &mut Node| {
+            let unix = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+            node.set_wall_clock((unix.as_nanos() as u64).saturating_sub(now().as_nanos()));
+        };
+        wall_clock(node);
         let mut next_housekeeping = now() + core::time::Duration::from_secs(1);
         tick(&self.stats, node);
         let mut events = [EpollEvent::empty(); 16];
@@ -687,6 +697,7 @@ impl Drivers {
             self.flush();
             if now() >= next_housekeeping {
                 node.housekeeping(now());
+                wall_clock(node);
                 tick(&self.stats, node);
                 next_housekeeping = now() + core::time::Duration::from_secs(1);
             }

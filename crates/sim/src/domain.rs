@@ -183,6 +183,7 @@ impl DomainBuilder {
                     sa: SaIdx(hops.first().map_or(0, |h| h.out)),
                     nsh: c.nsh,
                     ttl: 64,
+                    integrity: None,
                 })
                 .map_err(cfg_err(&cl.name))?;
             for r in c.rules {

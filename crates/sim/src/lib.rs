@@ -264,7 +264,7 @@ impl Sim {
                 // Outside the node process the per-packet metadata is gone.
                 buf.meta = Default::default();
                 let Some(ext) = self.nodes.get_mut(node).and_then(|s| s.external.get_mut(&sf)) else { return };
-                match ext.process(&SfContext { now, label: 0, metadata: &[] }, buf) {
+                match ext.process(&SfContext { now, label: 0, metadata: &[], subscriber: None }, buf) {
                     SfVerdict::Pass(b) => {
                         self.schedule(now + core::time::Duration::from_micros(5), node, Door::FromSf(sf), b)
                     }

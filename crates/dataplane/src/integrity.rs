@@ -1,0 +1,440 @@
+//! SFC integrity, metadata confidentiality and proof of transit, carried in the NSH (MD type 2)
+//! below the label stack.
+//!
+//! Context headers of a protected chain, in this order (the MAC header last, RFC 9145 §5):
+//! - the chain's static context headers (for example an RFC 9263 tenant id, class 0 type 5);
+//! - proof of transit: class [`POT_CLASS`] type [`POT_TYPE`], the RFC 9197 POT type 0 fields
+//!   PktID (the random constant of the per-packet polynomial) and Cumulative, 8 bytes each;
+//! - RFC 9145 "MAC and Encrypted Metadata" #2 (class 0, type 3): key id (3 bytes), timestamp
+//!   (RFC 9145 §6), a 12-byte nonce, the encrypted RFC 8979 subscriber id context header
+//!   (AES-128-GCM, empty AAD, RFC 9145 §7.3) and HMAC-SHA-256-128.
+//!
+//! The MAC covers the label values of the whole stack as it travels (label and bottom-of-stack
+//! bit; traffic class and TTL change per hop and are left out) and the NSH with its TTL and the
+//! MAC field zeroed: in zsfc the labels steer, so a hop without the key can neither send the
+//! packet to another SF, past one, nor change SPI, SI or metadata. Every hop that changes the
+//! NSH (SI, POT) computes the MAC again (RFC 9145 §7.1). A hop that holds the chain key could
+//! still skip the next SF; it cannot make the proof of transit add up without that SF's share
+//! (the IETF proof-of-transit scheme: Shamir secret sharing over GF(p)).
+use aws_lc_rs::aead::{AES_128_GCM, Aad, LessSafeKey, Nonce, UnboundKey};
+use aws_lc_rs::hmac;
+use zsfc_wire::mpls::{self, LSE_LEN};
+use zsfc_wire::nsh;
+
+/// The zsfc metadata class (RFC 8300 §11.2.4: 0xFFF6-0xFFFE are for experimental use).
+pub const POT_CLASS: u16 = 0xFFF6;
+pub const POT_TYPE: u8 = 0x01;
+const POT_LEN: usize = 16;
+/// RFC 9145 §5.2: MAC and Encrypted Metadata #2.
+pub const MAC_TYPE: u8 = 0x03;
+/// RFC 8979: Subscriber Identifier.
+pub const SUBSCRIBER_TYPE: u8 = 0x00;
+/// RFC 9263 §4.2: Tenant ID.
+pub const TENANT_TYPE: u8 = 0x05;
+
+const KEY_ID_LEN: usize = 3;
+const NONCE_LEN: usize = 12;
+const TAG_LEN: usize = 16;
+const MAC_LEN: usize = 16;
+/// The encrypted subscriber id context header: 4-byte TLV header + 8-byte id.
+const SUBSCRIBER_TLV: usize = 12;
+// Offsets inside the MAC header's value.
+const KID_AT: usize = 1;
+const TS_AT: usize = KID_AT + KEY_ID_LEN;
+const NONCE_AT: usize = TS_AT + 8 + 1;
+const ENC_AT: usize = NONCE_AT + NONCE_LEN;
+const MAC_AT: usize = ENC_AT + SUBSCRIBER_TLV + TAG_LEN;
+/// Length of the MAC header's value (69; 72 on the wire with padding).
+pub const MAC_VALUE_LEN: usize = MAC_AT + MAC_LEN;
+
+/// The largest 64-bit prime, 2^64 - 59: the field of the proof of transit.
+pub const POT_PRIME: u64 = 0xFFFF_FFFF_FFFF_FFC5;
+
+/// Why a protected packet was refused (each is its own drop reason).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// The node requires SFC integrity and the packet has no MAC header.
+    Missing,
+    /// The key id is unknown here (or belongs to another chain).
+    UnknownKey,
+    /// The timestamp is outside the accepted window.
+    Stale,
+    /// The MAC does not match.
+    BadMac,
+    /// The proof of transit does not add up.
+    PotFailed,
+}
+
+/// One SF's share of a chain's proof-of-transit profile.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PotShare {
+    /// The label of the SF instance on this node.
+    pub label: u32,
+    pub x: u64,
+    pub y: u64,
+    /// Lagrange basis polynomial constant of `x` at 0.
+    pub lpc: u64,
+}
+
+/// What a node knows of a chain's proof-of-transit profile.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PotRole {
+    /// Public coefficients 1.. of the per-packet polynomial (its constant is the packet's PktID).
+    pub poly2: Vec<u64>,
+    /// Shares of the SFs on this node.
+    pub shares: Vec<PotShare>,
+    /// The verifier (the chain's end) knows the secret constant of the profile's polynomial.
+    pub secret: Option<u64>,
+}
+
+/// The key material of one generation of a chain's protection, named by its key id.
+impl core::fmt::Debug for ChainKeyConfig<'_> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("ChainKeyConfig").field("key_id", &self.key_id).field("chain", &self.chain).finish()
+    }
+}
+
+pub struct ChainKeyConfig<'a> {
+    pub key_id: u32,
+    pub chain: u32,
+    /// HMAC-SHA-256 key (32 bytes).
+    pub mac_key: &'a [u8],
+    /// AES-128-GCM key for the encrypted context headers (16 bytes): only nodes allowed to read
+    /// the metadata (the classifier, nodes of intrusive SFs) get it.
+    pub enc_key: Option<&'a [u8]>,
+    pub pot: Option<PotRole>,
+}
+
+pub(crate) struct ChainKey {
+    pub chain: u32,
+    mac: hmac::Key,
+    enc: Option<LessSafeKey>,
+    pub pot: Option<PotRole>,
+}
+
+impl core::fmt::Debug for ChainKey {
+    /// No key byte, no share.
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("ChainKey").field("chain", &self.chain).field("enc", &self.enc.is_some()).finish()
+    }
+}
+
+impl ChainKey {
+    pub(crate) fn new(c: &ChainKeyConfig<'_>) -> Result<Self, String> {
+        if c.key_id == 0 || c.key_id >= 1 << 24 {
+            return Err(format!("key id {} is outside 1..2^24", c.key_id));
+        }
+        if c.mac_key.len() != 32 {
+            return Err(format!("mac key: {} bytes, 32 needed", c.mac_key.len()));
+        }
+        let enc = match c.enc_key {
+            None => None,
+            Some(k) => Some(LessSafeKey::new(
+                UnboundKey::new(&AES_128_GCM, k).map_err(|_| format!("enc key: {} bytes, 16 needed", k.len()))?,
+            )),
+        };
+        if let Some(p) = &c.pot
+            && p.shares.iter().any(|s| s.x == 0 || s.x >= POT_PRIME || s.y >= POT_PRIME || s.lpc >= POT_PRIME)
+        {
+            return Err("pot: shares must be in 1..p".into());
+        }
+        Ok(Self { chain: c.chain, mac: hmac::Key::new(hmac::HMAC_SHA256, c.mac_key), enc, pot: c.pot.clone() })
+    }
+}
+
+/// The context headers a protected chain appends to its static ones: POT (with `pot`) and the
+/// MAC header for `key_id`, with every per-packet field zero.
+pub fn template(key_id: u32, pot: bool) -> Vec<u8> {
+    let mut out = Vec::new();
+    if pot {
+        let v = [0u8; POT_LEN];
+        push_tlv(&mut out, POT_CLASS, POT_TYPE, &v);
+    }
+    let mut v = [0u8; MAC_VALUE_LEN];
+    v[0] = KEY_ID_LEN as u8;
+    v[KID_AT..KID_AT + KEY_ID_LEN].copy_from_slice(&key_id.to_be_bytes()[1..]);
+    v[TS_AT + 8] = NONCE_LEN as u8;
+    push_tlv(&mut out, 0, MAC_TYPE, &v);
+    out
+}
+
+fn push_tlv(out: &mut Vec<u8>, class: u16, tlv_type: u8, value: &[u8]) {
+    let at = out.len();
+    let t = nsh::Tlv { class, tlv_type, value };
+    out.resize(at + t.wire_len(), 0);
+    let _ = t.emit(&mut out[at..]);
+}
+
+/// Where the protected fields of a packet are (offsets from the start of the buffer).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Located {
+    labels_len: usize,
+    nsh_at: usize,
+    nsh_len: usize,
+    /// Start of the MAC header's value.
+    mac_at: usize,
+    /// Start of the POT value.
+    pot_at: Option<usize>,
+    pub key_id: u32,
+    pub spi: u32,
+}
+
+/// Finds the NSH below the labels and its MAC and POT headers; `Ok(None)`: the packet has no
+/// MAC header.
+pub(crate) fn locate(b: &[u8], max_depth: usize) -> Result<Option<Located>, zsfc_wire::Error> {
+    let labels_len = mpls::stack_depth(b, max_depth)? * LSE_LEN;
+    let Some(&first) = b.get(labels_len) else { return Ok(None) };
+    if !nsh::looks_like_nsh(first) {
+        return Ok(None);
+    }
+    let h = nsh::Header::new_checked(&b[labels_len..])?;
+    let (mut at, mut mac_at, mut pot_at) = (labels_len + nsh::BASE_LEN, None, None);
+    for t in h.tlvs() {
+        match (t.class, t.tlv_type, t.value.len()) {
+            (POT_CLASS, POT_TYPE, POT_LEN) => pot_at = Some(at + 4),
+            // RFC 9145 §7.1: only the first MAC header counts, and it must be the last header.
+            (0, MAC_TYPE, MAC_VALUE_LEN) if mac_at.is_none() => mac_at = Some(at + 4),
+            (0, MAC_TYPE, _) if mac_at.is_none() => return Err(zsfc_wire::Error::Malformed),
+            _ => {}
+        }
+        at += t.wire_len();
+    }
+    let Some(mac_at) = mac_at else { return Ok(None) };
+    let v = &b[mac_at..mac_at + MAC_VALUE_LEN];
+    if usize::from(v[0]) != KEY_ID_LEN || usize::from(v[TS_AT + 8]) != NONCE_LEN {
+        return Err(zsfc_wire::Error::Malformed);
+    }
+    let key_id = u32::from_be_bytes([0, v[KID_AT], v[KID_AT + 1], v[KID_AT + 2]]);
+    Ok(Some(Located { labels_len, nsh_at: labels_len, nsh_len: h.len(), mac_at, pot_at, key_id, spi: h.spi() }))
+}
+
+/// RFC 9145 §6 timestamp from Unix nanoseconds.
+fn timestamp(unix_ns: u64) -> [u8; 8] {
+    let secs = unix_ns / 1_000_000_000;
+    let frac = ((unix_ns % 1_000_000_000) << 32) / 1_000_000_000;
+    ((secs << 32) | frac).to_be_bytes()
+}
+
+fn unix_ns(ts: [u8; 8]) -> u64 {
+    let v = u64::from_be_bytes(ts);
+    (v >> 32) * 1_000_000_000 + (((v & 0xffff_ffff) * 1_000_000_000) >> 32)
+}
+
+fn compute_mac(key: &ChainKey, b: &[u8], loc: &Located) -> [u8; MAC_LEN] {
+    let mut ctx = hmac::Context::with_key(&key.mac);
+    for lse in b[..loc.labels_len].chunks_exact(LSE_LEN) {
+        // Label (20 bits) and bottom-of-stack; not traffic class, not TTL.
+        ctx.update(&[lse[0], lse[1], lse[2] & 0xf1]);
+    }
+    let mut nsh = [0u8; nsh::MAX_LEN];
+    let n = &mut nsh[..loc.nsh_len];
+    n.copy_from_slice(&b[loc.nsh_at..loc.nsh_at + loc.nsh_len]);
+    n[0] &= 0xf0; // TTL, high 4 bits
+    n[1] &= 0x3f; // TTL, low 2 bits
+    let m = loc.mac_at - loc.nsh_at + MAC_AT;
+    n[m..m + MAC_LEN].fill(0);
+    ctx.update(n);
+    let tag = ctx.sign();
+    let mut out = [0u8; MAC_LEN];
+    out.copy_from_slice(&tag.as_ref()[..MAC_LEN]);
+    out
+}
+
+/// Writes the MAC of the packet as it is now.
+pub(crate) fn seal_mac(key: &ChainKey, b: &mut [u8], loc: &Located) {
+    let mac = compute_mac(key, b, loc);
+    let at = loc.mac_at + MAC_AT;
+    b[at..at + MAC_LEN].copy_from_slice(&mac);
+}
+
+/// Checks key, timestamp and MAC (in that order: cheap first, constant-time compare).
+pub(crate) fn verify(key: &ChainKey, b: &[u8], loc: &Located, now_unix_ns: u64, delta_ns: u64) -> Result<(), Refusal> {
+    if key.chain != loc.spi {
+        return Err(Refusal::UnknownKey);
+    }
+    let ts_at = loc.mac_at + TS_AT;
+    let ts = unix_ns(b[ts_at..ts_at + 8].try_into().unwrap_or_default());
+    if ts.abs_diff(now_unix_ns) >= delta_ns {
+        return Err(Refusal::Stale);
+    }
+    let mac = compute_mac(key, b, loc);
+    let at = loc.mac_at + MAC_AT;
+    aws_lc_rs::constant_time::verify_slices_are_equal(&mac, &b[at..at + MAC_LEN]).map_err(|_| Refusal::BadMac)
+}
+
+/// The classifier's per-packet fields: timestamp, nonce and encrypted subscriber id, the POT's
+/// random constant with a zero cumulative value; then the MAC. `random` supplies 20 bytes.
+pub(crate) fn impose(
+    key: &ChainKey,
+    b: &mut [u8],
+    loc: &Located,
+    now_unix_ns: u64,
+    subscriber: u64,
+    random: [u8; 20],
+) -> Result<(), Refusal> {
+    let v = loc.mac_at;
+    b[v + TS_AT..v + TS_AT + 8].copy_from_slice(&timestamp(now_unix_ns));
+    let nonce: [u8; NONCE_LEN] = random[..NONCE_LEN].try_into().unwrap_or_default();
+    b[v + NONCE_AT..v + NONCE_AT + NONCE_LEN].copy_from_slice(&nonce);
+    let enc = key.enc.as_ref().ok_or(Refusal::UnknownKey)?;
+    let mut tlv = [0u8; SUBSCRIBER_TLV];
+    tlv[2] = SUBSCRIBER_TYPE;
+    tlv[3] = 8;
+    tlv[4..].copy_from_slice(&subscriber.to_be_bytes());
+    let tag = enc
+        .seal_in_place_separate_tag(Nonce::assume_unique_for_key(nonce), Aad::empty(), &mut tlv)
+        .map_err(|_| Refusal::UnknownKey)?;
+    b[v + ENC_AT..v + ENC_AT + SUBSCRIBER_TLV].copy_from_slice(&tlv);
+    b[v + ENC_AT + SUBSCRIBER_TLV..v + MAC_AT].copy_from_slice(tag.as_ref());
+    if let Some(p) = loc.pot_at {
+        // PktID: a random field element; Cumulative: 0.
+        let rnd = u64::from_be_bytes(random[NONCE_LEN..].try_into().unwrap_or_default()) % POT_PRIME;
+        b[p..p + 8].copy_from_slice(&rnd.to_be_bytes());
+        b[p + 8..p + 16].fill(0);
+    }
+    seal_mac(key, b, loc);
+    Ok(())
+}
+
+/// The subscriber id, for a node that holds the chain's encryption key.
+pub(crate) fn subscriber(key: &ChainKey, b: &[u8], loc: &Located) -> Option<u64> {
+    let enc = key.enc.as_ref()?;
+    let v = loc.mac_at;
+    let nonce: [u8; NONCE_LEN] = b[v + NONCE_AT..v + NONCE_AT + NONCE_LEN].try_into().ok()?;
+    let mut ct = [0u8; SUBSCRIBER_TLV + TAG_LEN];
+    ct.copy_from_slice(&b[v + ENC_AT..v + MAC_AT]);
+    let plain = enc.open_in_place(Nonce::assume_unique_for_key(nonce), Aad::empty(), &mut ct).ok()?;
+    (plain[2] == SUBSCRIBER_TYPE).then(|| u64::from_be_bytes(plain[4..12].try_into().unwrap_or_default()))
+}
+
+fn mul(a: u64, b: u64) -> u64 {
+    ((u128::from(a) * u128::from(b)) % u128::from(POT_PRIME)) as u64
+}
+
+fn add(a: u64, b: u64) -> u64 {
+    ((u128::from(a) + u128::from(b)) % u128::from(POT_PRIME)) as u64
+}
+
+/// An SF's step of the proof of transit: CML += LPC * (y + POLY2(x)), POLY2's constant = PktID.
+pub(crate) fn pot_update(role: &PotRole, label: u32, b: &mut [u8], loc: &Located) -> bool {
+    let (Some(p), Some(s)) = (loc.pot_at, role.shares.iter().find(|s| s.label == label)) else {
+        return false;
+    };
+    let rnd = u64::from_be_bytes(b[p..p + 8].try_into().unwrap_or_default()) % POT_PRIME;
+    let cml = u64::from_be_bytes(b[p + 8..p + 16].try_into().unwrap_or_default()) % POT_PRIME;
+    let mut poly2 = rnd;
+    let mut xp = 1u64;
+    for &c in &role.poly2 {
+        xp = mul(xp, s.x);
+        poly2 = add(poly2, mul(c, xp));
+    }
+    let cml = add(cml, mul(s.lpc, add(s.y, poly2)));
+    b[p + 8..p + 16].copy_from_slice(&cml.to_be_bytes());
+    true
+}
+
+/// The verifier's check: the cumulative value equals secret + PktID.
+pub(crate) fn pot_verify(role: &PotRole, b: &[u8], loc: &Located) -> Result<(), Refusal> {
+    let Some(secret) = role.secret else { return Ok(()) };
+    let p = loc.pot_at.ok_or(Refusal::PotFailed)?;
+    let rnd = u64::from_be_bytes(b[p..p + 8].try_into().unwrap_or_default()) % POT_PRIME;
+    let cml = u64::from_be_bytes(b[p + 8..p + 16].try_into().unwrap_or_default());
+    if cml == add(secret, rnd) { Ok(()) } else { Err(Refusal::PotFailed) }
+}
+
+/// A new proof-of-transit profile for a chain of `n` SFs: the secret, POLY2's public
+/// coefficients and one (x, y, LPC) per SF position. `random` fills a buffer with CSPRNG bytes.
+pub fn pot_profile(n: usize, mut random: impl FnMut(&mut [u8])) -> (u64, Vec<u64>, Vec<(u64, u64, u64)>) {
+    let mut field = || loop {
+        let mut b = [0u8; 8];
+        random(&mut b);
+        let v = u64::from_be_bytes(b);
+        if v != 0 && v < POT_PRIME {
+            break v;
+        }
+    };
+    let poly1: Vec<u64> = (0..n.max(1)).map(|_| field()).collect();
+    let poly2: Vec<u64> = (1..n.max(1)).map(|_| field()).collect();
+    let mut xs: Vec<u64> = Vec::with_capacity(n);
+    while xs.len() < n {
+        let x = field();
+        if !xs.contains(&x) {
+            xs.push(x);
+        }
+    }
+    let eval = |coef: &[u64], x: u64| coef.iter().rev().fold(0u64, |acc, &c| add(mul(acc, x), c));
+    let shares = xs
+        .iter()
+        .enumerate()
+        .map(|(i, &xi)| {
+            let lpc = xs.iter().enumerate().filter(|&(j, _)| j != i).fold(1u64, |acc, (_, &xj)| {
+                // x_j / (x_j - x_i)
+                mul(acc, mul(xj, inverse(add(xj, POT_PRIME - xi))))
+            });
+            (xi, eval(&poly1, xi), lpc)
+        })
+        .collect();
+    (poly1[0], poly2, shares)
+}
+
+fn inverse(a: u64) -> u64 {
+    // Fermat: a^(p-2).
+    let (mut base, mut e, mut r) = (a, POT_PRIME - 2, 1u64);
+    while e > 0 {
+        if e & 1 == 1 {
+            r = mul(r, base);
+        }
+        base = mul(base, base);
+        e >>= 1;
+    }
+    r
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rng(seed: u64) -> impl FnMut(&mut [u8]) {
+        let mut s = seed;
+        move |b: &mut [u8]| {
+            for x in b.iter_mut() {
+                s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                *x = (s >> 33) as u8;
+            }
+        }
+    }
+
+    fn run(n: usize, skip: Option<usize>) -> bool {
+        let (secret, poly2, shares) = pot_profile(n, rng(n as u64 + 7));
+        let role = |i: usize| PotRole {
+            poly2: poly2.clone(),
+            shares: vec![PotShare { label: 100 + i as u32, x: shares[i].0, y: shares[i].1, lpc: shares[i].2 }],
+            secret: None,
+        };
+        let mut b = template(5, true);
+        let loc = Located { labels_len: 0, nsh_at: 0, nsh_len: 0, mac_at: 24, pot_at: Some(4), key_id: 5, spi: 1 };
+        b[4..12].copy_from_slice(&123_456_789u64.to_be_bytes());
+        for i in (0..n).filter(|&i| Some(i) != skip) {
+            assert!(pot_update(&role(i), 100 + i as u32, &mut b, &loc));
+        }
+        let verifier = PotRole { secret: Some(secret), ..Default::default() };
+        pot_verify(&verifier, &b, &loc).is_ok()
+    }
+
+    #[test]
+    fn proof_of_transit_adds_up_only_when_every_sf_took_part() {
+        for n in 1..=6 {
+            assert!(run(n, None), "{n} SFs, none skipped");
+            for skip in 0..n {
+                assert!(!run(n, Some(skip)), "{n} SFs, SF {skip} skipped");
+            }
+        }
+    }
+
+    #[test]
+    fn timestamps_round_trip_to_the_nanosecond_scale() {
+        for ns in [0u64, 1_700_000_000_123_456_789, 4_000_000_000_999_999_999] {
+            assert!(unix_ns(timestamp(ns)).abs_diff(ns) <= 1);
+        }
+    }
+}
