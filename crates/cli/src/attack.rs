@@ -7,6 +7,10 @@
 //!   the window (a forged packet that would pass the replay check);
 //! - `strip`: the captured frames without their link ESP (a labelled packet injected by someone
 //!   without the link key);
+//! - `skip` (a domain without link protection): the captured frames without their top label,
+//!   so that the packet passes the SF it names (the next node forwards it to the SF after);
+//! - `meta` (a domain without link protection): the captured frames with one byte of the first
+//!   NSH context header changed (metadata rewritten on the way);
 //! - `flood`: for `--seconds`, frames as fast as one thread can send, each a captured frame
 //!   with random bytes after the UDP header, or after the link SPI with `--keep-spi` (a flood
 //!   of malformed packets from a peer's address).
@@ -26,6 +30,8 @@ pub(crate) enum Mode {
     Replay,
     Forge,
     Strip,
+    Skip,
+    Meta,
     Flood,
 }
 
@@ -132,6 +138,26 @@ pub(crate) fn run(a: &AttackArgs) -> anyhow::Result<bool> {
                 let inner = f.bytes[p + ESP_HDR_IV..inner_end].to_vec();
                 f.bytes.truncate(p);
                 f.bytes.extend_from_slice(&inner);
+                f.fix_headers();
+                sent += send_frame(&fd, &f.bytes);
+            }
+        }
+        Mode::Skip | Mode::Meta => {
+            for mut f in frames.into_iter() {
+                let p = f.payload_at();
+                let depth = zsfc_wire::mpls::stack_depth(&f.bytes[p..], 16).unwrap_or(0);
+                if a.mode == Mode::Skip {
+                    anyhow::ensure!(depth >= 2, "a frame with {depth} labels has no SF to skip (link protection on?)");
+                    f.bytes.drain(p..p + 4);
+                } else {
+                    let nsh = p + depth * 4;
+                    anyhow::ensure!(
+                        f.bytes.get(nsh).is_some_and(|&b| zsfc_wire::nsh::looks_like_nsh(b)),
+                        "no NSH below the labels (link protection on, or a chain without NSH?)"
+                    );
+                    // Base header 8 bytes, context header 4, then its value.
+                    f.bytes[nsh + 12] ^= 0x01;
+                }
                 f.fix_headers();
                 sent += send_frame(&fd, &f.bytes);
             }

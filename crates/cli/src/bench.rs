@@ -160,6 +160,7 @@ fn chain_lab(n: usize, intrusive: bool, mtu: u16, transport: LabTransport) -> La
             sfs: (1..=n).map(|i| format!("f{i}")).collect(),
             path: None,
             rules: vec![LabRule { protocol: tcp(), port: None }],
+            tenant: None,
         }],
         clients: vec![LabClient { name: "c".into() }],
         expect: Vec::new(),
@@ -412,6 +413,7 @@ fn proxy_lab(sf: LabSf, extra: usize, clients: usize) -> Lab {
             sfs: path.clone(),
             path: None,
             rules: vec![LabRule { protocol: tcp(), port: Some(5200 + i as u16) }],
+            tenant: None,
         })
         .collect();
     lab

@@ -88,6 +88,7 @@ pub(crate) fn rekey_lab() -> Lab {
             sfs: vec!["fw".into(), "count".into(), "dpi".into()],
             path: None,
             rules: vec![LabRule { protocol: udp, port: Some(SINK_PORT) }],
+            tenant: None,
         }],
         clients: vec![LabClient { name: "c".into() }],
         expect: Vec::new(),

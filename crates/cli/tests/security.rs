@@ -11,14 +11,21 @@ const SF_ADDRESS: &str = "10.200.0.2";
 
 /// Runs `zsfc attack` in namespace `ns` and returns what it reports.
 fn attack(ns: &str, args: &[&str]) -> serde_json::Value {
-    let out = Command::new("ip").args(["netns", "exec", ns, BIN, "attack"]).args(args).output().unwrap();
+    attack_with(std::path::Path::new(BIN), ns, args)
+}
+
+fn attack_with(bin: &std::path::Path, ns: &str, args: &[&str]) -> serde_json::Value {
+    let out = Command::new("ip").args(["netns", "exec", ns]).arg(bin).arg("attack").args(args).output().unwrap();
     assert!(out.status.success(), "zsfc attack {args:?}: {}", String::from_utf8_lossy(&out.stderr));
     serde_json::from_slice(&out.stdout).unwrap()
 }
 
-fn up_secure(tag: &str) -> LabRun {
+fn up_secure(tag: &str, bin: Option<std::path::PathBuf>) -> LabRun {
     usable();
     let mut lab = LabRun::new("secure", tag);
+    if let Some(b) = bin {
+        lab.bin = b;
+    }
     lab.up();
     // One datagram per frame on the ingress's link, so that the attacker captures packets
     // rather than the kernel's UDP GSO batches.
@@ -32,7 +39,7 @@ fn up_secure(tag: &str) -> LabRun {
 
 #[test]
 fn an_on_link_attacker_cannot_replay_forge_or_inject() {
-    let lab = up_secure("a");
+    let lab = up_secure("a", None);
     let drops = |reason: &str| metric(&lab, "sf", "zsfc_drops_total", &[&format!("reason=\"{reason}\"")]);
     let before: Vec<u64> = ["link_replay", "link_auth_failed", "link_unauthenticated"].map(drops).to_vec();
     assert_eq!(before, [0, 0, 0], "no link drop before the attack");
@@ -71,9 +78,12 @@ fn delivered_while(lab: &LabRun, flood: impl FnOnce() -> serde_json::Value + Sen
     })
 }
 
+/// Measured on the release build (domain and attacker alike): a debug build's packet rate
+/// says nothing about the product's.
 #[test]
 fn floods_of_malformed_packets_at_an_sf_node_and_at_the_ingress_leave_valid_traffic_flowing() {
-    let lab = up_secure("f");
+    let release = release_bin();
+    let lab = up_secure("f", Some(release.clone()));
     let (baseline, _) = delivered_while(&lab, || serde_json::Value::Null);
     assert!(baseline > 25_000, "the unflooded stream delivers: {baseline}");
     let drops = |node: &str, reason: &str| metric(&lab, node, "zsfc_drops_total", &[&format!("reason=\"{reason}\"")]);
@@ -84,7 +94,7 @@ fn floods_of_malformed_packets_at_an_sf_node_and_at_the_ingress_leave_valid_traf
     let (rx, r) = delivered_while(&lab, || {
         std::thread::sleep(Duration::from_millis(300));
         let args = ["--dev", "eth0", "--to", SF_ADDRESS, "--mode", "flood", "--keep-spi", "--seconds", "2.5"];
-        attack(&ingress, &args)
+        attack_with(&release, &ingress, &args)
     });
     let flood_sent = r["sent"].as_u64().unwrap();
     eprintln!("flood at the SF node: {flood_sent} frames ({:.0}/s), valid {rx} of baseline {baseline}", r["pps"]);
@@ -98,7 +108,7 @@ fn floods_of_malformed_packets_at_an_sf_node_and_at_the_ingress_leave_valid_traf
     let (rx, r) = delivered_while(&lab, || {
         std::thread::sleep(Duration::from_millis(300));
         let args = ["--dev", "eth0", "--to", "10.9.0.1", "--port", "7100", "--mode", "flood", "--flood-port", "6635"];
-        attack(&alice, &[&args[..], &["--seconds", "2.5"]].concat())
+        attack_with(&release, &alice, &[&args[..], &["--seconds", "2.5"]].concat())
     });
     let flood_sent = r["sent"].as_u64().unwrap();
     eprintln!("flood at the ingress: {flood_sent} frames ({:.0}/s), valid {rx} of baseline {baseline}", r["pps"]);
@@ -106,4 +116,115 @@ fn floods_of_malformed_packets_at_an_sf_node_and_at_the_ingress_leave_valid_traf
     std::thread::sleep(Duration::from_millis(1500));
     let refused = drops("ingress", "encap_from_outside");
     assert!(refused * 2 >= flood_sent, "the ingress refused the flood it received: {refused} of {flood_sent}");
+}
+
+#[test]
+fn a_path_or_metadata_rewritten_on_a_link_is_refused_by_the_next_sf() {
+    usable();
+    let mut lab = LabRun::new("integrity", "i");
+    lab.up();
+    let gso = ["-n", &lab.ns("ingress"), "link", "set", "eth0", "gso_max_segs", "1"];
+    assert!(Command::new("ip").args(gso).status().unwrap().success());
+    let mac_failed = |node: &str| metric(&lab, node, "zsfc_drops_total", &["reason=\"sfc_mac_failed\""]);
+    let lab_ref = &lab;
+    let (counted, sent) = std::thread::scope(|s| {
+        let traffic = s.spawn(move || stream(lab_ref, 2000, 5));
+        std::thread::sleep(Duration::from_millis(500));
+        let ingress = lab_ref.ns("ingress");
+        let sent: Vec<u64> = ["skip", "meta"]
+            .iter()
+            .map(|mode| {
+                let r = attack(&ingress, &["--dev", "eth0", "--to", SF_ADDRESS, "--mode", mode, "--capture", "100"]);
+                r["sent"].as_u64().unwrap()
+            })
+            .collect();
+        (traffic.join().unwrap(), sent)
+    });
+    assert_eq!(sent, [100, 100]);
+    let (tx, rx, lost, dup) = counted;
+    assert_eq!((rx, lost, dup), (tx, 0, 0), "the valid stream");
+    std::thread::sleep(Duration::from_millis(1500));
+    // Skipping sf1's firewall: sf1 forwards the packet to sf2 as transit, sf2 checks the MAC.
+    assert_eq!(mac_failed("sf2"), 100, "packets that skipped the firewall");
+    // Changed metadata: refused at sf1 itself.
+    assert_eq!(mac_failed("sf1"), 100, "packets with changed metadata");
+}
+
+/// The frames of a capture (converted to classic pcap by tshark) and its link type.
+fn frames(pcapng: &std::path::Path) -> (u32, Vec<Vec<u8>>) {
+    let pcap = pcapng.with_extension("pcap");
+    let ok = Command::new("tshark").arg("-r").arg(pcapng).args(["-F", "pcap", "-w"]).arg(&pcap).status().unwrap();
+    assert!(ok.success());
+    let b = std::fs::read(&pcap).unwrap();
+    let le = |at: usize| u32::from_le_bytes(b[at..at + 4].try_into().unwrap());
+    let linktype = le(20);
+    let (mut at, mut out) = (24, Vec::new());
+    while at + 16 <= b.len() {
+        let len = le(at + 8) as usize;
+        out.push(b[at + 16..at + 16 + len].to_vec());
+        at += 16 + len;
+    }
+    (linktype, out)
+}
+
+/// The UDP payload of an IPv4 packet to or from port 6635 at `ip`.
+fn mpls_in_udp(ip: &[u8]) -> Option<&[u8]> {
+    let ihl = usize::from(ip.first()? & 0x0f) * 4;
+    if ip.first()? >> 4 != 4 || *ip.get(9)? != 17 {
+        return None;
+    }
+    let udp = ip.get(ihl..)?;
+    let port = |at: usize| u16::from_be_bytes([udp[at], udp[at + 1]]);
+    (udp.len() >= 8 && (port(0) == 6635 || port(2) == 6635)).then(|| &udp[8..])
+}
+
+#[test]
+fn captures_show_no_plaintext_subscriber_inside_and_no_sfc_encapsulation_outside() {
+    usable();
+    let mut lab = LabRun::new("integrity", "c");
+    lab.up();
+    let dir = lab.state.parent().unwrap().to_path_buf();
+    let inside: Vec<(String, Capture)> = (0..4)
+        .map(|i| {
+            let port = format!("n{i}");
+            let c = Capture::start(&lab.ns("net"), &port, dir.join(format!("{port}.pcapng")));
+            (port, c)
+        })
+        .collect();
+    let client = Capture::start(&lab.ns("c-alice"), "eth0", dir.join("client.pcapng"));
+    let service = Capture::start(&lab.ns("egress"), "zsfc0", dir.join("service.pcapng"));
+    let table = lab.check();
+    assert!(table.contains("2 of 2 outcomes as expected"), "{table}");
+    let mut protected = 0;
+    let mut tenant = 0;
+    for (port, c) in inside {
+        c.fields(&["frame.number"]);
+        let (_, fs) = frames(&dir.join(format!("{port}.pcapng")));
+        for f in &fs {
+            assert!(!f.windows(5).any(|w| w == b"alice"), "the client's identity on {port}");
+            let Some(p) = f.get(14..).and_then(mpls_in_udp) else { continue };
+            let depth = zsfc_wire::mpls::stack_depth(p, 16).unwrap();
+            let h = zsfc_wire::nsh::Header::new_checked(&p[depth * 4..]).expect("an NSH below the labels");
+            let tlvs: Vec<(u16, u8)> = h.tlvs().map(|t| (t.class, t.tlv_type)).collect();
+            assert!(!tlvs.contains(&(0, 0)), "a plaintext subscriber id on {port}: {tlvs:?}");
+            assert_eq!(tlvs.last(), Some(&(0, 3)), "the RFC 9145 MAC header comes last");
+            protected += 1;
+            tenant += usize::from(tlvs.contains(&(0, 5)));
+        }
+    }
+    assert!(protected > 20, "protected frames inside the domain: {protected}");
+    assert!(tenant > 10, "frames of the web chain carry its tenant id: {tenant}");
+    // Outside the domain: the client's link and the service's side carry plain IP only.
+    for (name, c) in [("client", client), ("service", service)] {
+        c.fields(&["frame.number"]);
+        let (linktype, fs) = frames(&dir.join(format!("{name}.pcapng")));
+        let ip_at = if linktype == 1 { 14 } else { 0 };
+        assert!(fs.len() > 5, "{name}: {} frames", fs.len());
+        for f in &fs {
+            assert!(linktype != 1 || f[12..14] != [0x88, 0x47], "an MPLS frame on the {name} side");
+            let ip = &f[ip_at..];
+            assert!(mpls_in_udp(ip).is_none(), "MPLS-in-UDP on the {name} side");
+            assert!(ip.get(9) != Some(&137) && ip.get(9) != Some(&50), "MPLS-in-IP or ESP on the {name} side");
+        }
+    }
 }

@@ -406,10 +406,15 @@ impl NodeConfig {
 fn nsh_context(tlvs: &[TlvConfig]) -> Result<Vec<u8>, (usize, String)> {
     let mut out = Vec::new();
     for (j, t) in tlvs.iter().enumerate() {
-        let tlv = zsfc_wire::nsh::Tlv { class: t.class, tlv_type: t.tlv_type, value: t.value.as_bytes() };
+        let value = if t.hex {
+            hex::decode(&t.value).map_err(|_| (j, "value: hex = true, but it is not hex".to_owned()))?
+        } else {
+            t.value.as_bytes().to_vec()
+        };
+        let tlv = zsfc_wire::nsh::Tlv { class: t.class, tlv_type: t.tlv_type, value: &value };
         let at = out.len();
         out.resize(at + tlv.wire_len(), 0);
-        tlv.emit(&mut out[at..]).map_err(|_| (j, format!("value is {} bytes; at most 127", t.value.len())))?;
+        tlv.emit(&mut out[at..]).map_err(|_| (j, format!("value is {} bytes; at most 127", value.len())))?;
     }
     if out.len() + zsfc_wire::nsh::BASE_LEN > zsfc_wire::nsh::MAX_LEN {
         return Err((tlvs.len().saturating_sub(1), format!("the NSH would be {} bytes; at most 252", out.len() + 8)));

@@ -200,6 +200,9 @@ pub struct LabChain {
     /// gateway (UDP, ICMP, plain TCP), by 5-tuple rules.
     #[serde(default)]
     pub rules: Vec<LabRule>,
+    /// The RFC 9263 tenant id the chain's packets carry in their NSH (4 bytes).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tenant: Option<u32>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -591,7 +594,15 @@ impl Lab {
                 to: format!("svc-{}", self.services[j].node),
                 rules,
                 gateway: true,
-                nsh: None,
+                nsh: ch.tenant.map(|t| NshConfig {
+                    si: 255,
+                    context: vec![TlvConfig {
+                        class: 0,
+                        tlv_type: zsfc_dataplane::integrity::TENANT_TYPE,
+                        value: hex::encode(t.to_be_bytes()),
+                        hex: true,
+                    }],
+                }),
             });
         }
         for (j, s) in self.services.iter().enumerate() {

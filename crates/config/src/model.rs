@@ -629,7 +629,7 @@ fn si() -> u8 {
     255
 }
 
-/// One MD type 2 context header; `value` is text.
+/// One MD type 2 context header; `value` is text, or bytes in hex with `hex = true`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TlvConfig {
@@ -638,6 +638,8 @@ pub struct TlvConfig {
     #[serde(rename = "type")]
     pub tlv_type: u8,
     pub value: String,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub hex: bool,
 }
 
 /// A classification rule: tried in order, first match wins, nothing matched means deny.

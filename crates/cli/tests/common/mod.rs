@@ -7,12 +7,28 @@ use std::time::Duration;
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_zsfc");
 
+/// The release build of zsfc (built now if it is not up to date), for tests that measure how
+/// much traffic gets through: a debug build's packet rate says nothing about the product's.
+pub fn release_bin() -> PathBuf {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let out = Command::new(env!("CARGO"))
+        .args(["build", "--release", "--locked", "-q", "-p", "zsfc-cli"])
+        .current_dir(&root)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "cargo build --release: {}", String::from_utf8_lossy(&out.stderr));
+    let target = std::env::var_os("CARGO_TARGET_DIR").map_or(root.join("target"), PathBuf::from);
+    target.join("release/zsfc")
+}
+
 /// A lab from an example file, renamed so that tests (and a user's labs) never collide.
 pub struct LabRun {
     pub name: String,
     pub file: PathBuf,
     pub state: PathBuf,
     pub up: bool,
+    /// The zsfc that runs the lab (and so its nodes).
+    pub bin: PathBuf,
 }
 
 impl LabRun {
@@ -26,12 +42,12 @@ impl LabRun {
         std::fs::create_dir_all(&dir).unwrap();
         let file = dir.join("lab.toml");
         std::fs::write(&file, text).unwrap();
-        Self { name, file, state: dir.join("state"), up: false }
+        Self { name, file, state: dir.join("state"), up: false, bin: PathBuf::from(BIN) }
     }
 
     pub fn zsfc(&self, args: &[&str]) -> Output {
         let state = self.state.to_str().unwrap();
-        Command::new(BIN).args(args).args(["--state-dir", state]).stdin(Stdio::null()).output().unwrap()
+        Command::new(&self.bin).args(args).args(["--state-dir", state]).stdin(Stdio::null()).output().unwrap()
     }
 
     pub fn run(&self) -> String {
