@@ -16,7 +16,7 @@ step "cargo fmt --check"
 cargo fmt --all -- --check
 step "cargo clippy -D warnings"
 cargo clippy --workspace --all-targets --locked -- -D warnings
-step "release build (the flood test and the benchmarks' smoke tests measure it)"
+step "release build (the flood test measures it)"
 cargo build --release --locked -q -p zsfc-cli
 step "tests"
 if command -v cargo-nextest >/dev/null 2>&1; then

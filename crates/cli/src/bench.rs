@@ -48,7 +48,8 @@ pub(crate) struct ChainArgs {
     #[arg(long, value_delimiter = ',', default_value = "0,1,2,4,6")]
     sfs: Vec<usize>,
     /// Modes: kernel (plain IP forwarding, no zsfc), forward (zsfc, SFs do not decrypt),
-    /// intrusive (every SF decrypts and re-encrypts).
+    /// intrusive (every SF decrypts and re-encrypts), secure (intrusive with every protection
+    /// on: link authentication, SFC integrity with encrypted metadata, proof of transit).
     #[arg(long, value_delimiter = ',', default_value = "kernel,forward,intrusive")]
     modes: Vec<String>,
     /// Link MTUs inside the domain.
@@ -249,8 +250,8 @@ fn kernel_run(n: usize, mtu: u16, seconds: u32, streams: u32) -> anyhow::Result<
 
 fn chain(a: &ChainArgs) -> anyhow::Result<bool> {
     for m in &a.modes {
-        if !["kernel", "forward", "intrusive"].contains(&m.as_str()) {
-            bail!("--modes: {m:?} is not kernel, forward or intrusive");
+        if !["kernel", "forward", "intrusive", "secure"].contains(&m.as_str()) {
+            bail!("--modes: {m:?} is not kernel, forward, intrusive or secure");
         }
     }
     let transport = match a.transport.as_str() {
@@ -269,8 +270,10 @@ fn chain(a: &ChainArgs) -> anyhow::Result<bool> {
                 let (goodput, nodes) = if mode == "kernel" {
                     (kernel_run(n, mtu, a.run.seconds, a.run.streams)?, Vec::new())
                 } else {
-                    let mut spec = chain_lab(n, mode == "intrusive", mtu, transport);
+                    let mut spec = chain_lab(n, mode == "intrusive" || mode == "secure", mtu, transport);
                     spec.lanes = a.lanes;
+                    spec.link_protection = mode == "secure";
+                    spec.sfc_integrity = mode == "secure";
                     let lab = RunningLab::start(&spec, &a.run.state_dir)?;
                     let server = lab.plan.services[0].address.to_string();
                     let port = lab.plan.services[0].port;

@@ -382,8 +382,9 @@ fn build(lab: &Lab, plan: &LabPlan, state: &State) -> anyhow::Result<()> {
         wait_until(&format!("node {}", n.name), Some(&state.log(&n.name)), || ready.exists())?;
         if n.config.local.is_some() {
             // Labs are IPv4 inside: no IPv6 neighbour discovery or router solicitations from
-            // the device (the classifier would count them as `no_matching_rule`).
-            sysctl(&n.ns, &[&format!("net.ipv6.conf.{}.disable_ipv6=1", zsfc_config::LOCAL_DEV)])?;
+            // the device (the classifier would count them as `no_matching_rule`). Below an MTU
+            // of 1280 the kernel has taken IPv6 off the device already (`-e`: no such key).
+            sysctl(&n.ns, &["-e", &format!("net.ipv6.conf.{}.disable_ipv6=1", zsfc_config::LOCAL_DEV)])?;
             ip(&["-n", &n.ns, "link", "set", zsfc_config::LOCAL_DEV, "up"])?;
             for r in &n.local_routes {
                 ip(&["-n", &n.ns, "route", "add", r, "dev", zsfc_config::LOCAL_DEV])?;

@@ -372,10 +372,13 @@ pub const LOCAL_DEV: &str = "zsfc0";
 
 /// Bytes the domain adds to an inner packet on a link: outer IPv4 + UDP (28), up to `labels`
 /// label stack entries, ESP header (8) + IV (8) + ICV (16) + pad length/next header (2) and up to
-/// 3 bytes of padding; the same ESP overhead again around everything on a protected link.
-pub fn encapsulation_overhead(labels: usize, link_protection: bool) -> u16 {
+/// 3 bytes of padding; the same ESP overhead again around everything on a protected link; the
+/// NSH of SFC integrity (with room for a tenant id).
+pub fn encapsulation_overhead(labels: usize, link_protection: bool, sfc_integrity: bool) -> u16 {
     let esp = 8 + 8 + 16 + 2 + 3;
-    (28 + 4 * labels + esp + if link_protection { esp } else { 0 }) as u16
+    let link = if link_protection { esp } else { 0 };
+    let nsh = if sfc_integrity { zsfc_dataplane::integrity::NSH_OVERHEAD + 8 } else { 0 };
+    (28 + 4 * labels + esp + link + nsh) as u16
 }
 
 impl Lab {
@@ -652,7 +655,7 @@ impl Lab {
         }
 
         // MTU: what is left of the link after the deepest stack, and the MSS that fits in it.
-        let inner_mtu = self.mtu - encapsulation_overhead(longest, self.link_protection);
+        let inner_mtu = self.mtu - encapsulation_overhead(longest, self.link_protection, self.sfc_integrity);
         let mss = inner_mtu - 40;
         topo.nodes = self
             .nodes

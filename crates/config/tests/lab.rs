@@ -73,7 +73,7 @@ fn the_seed_testbed_plan_has_its_chains_policy_and_external_sf() {
     let sas: Vec<usize> = plan.nodes.iter().map(|n| n.config.outbound_sas.len() + n.config.inbound_sas.len()).collect();
     assert_eq!(sas, [2 + 1, 0, 1 + 1, 2 + 1]);
     // Inner MTU and MSS follow the deepest stack (3 labels) on a 1500-byte link.
-    assert_eq!(plan.inner_mtu, 1500 - encapsulation_overhead(3, false));
+    assert_eq!(plan.inner_mtu, 1500 - encapsulation_overhead(3, false, false));
     assert_eq!(ingress.settings.tcp_mss_clamp, Some(plan.inner_mtu - 40));
     assert_eq!(ingress.local.as_ref().unwrap().mtu, plan.inner_mtu);
 }

@@ -47,6 +47,10 @@ const MAC_AT: usize = ENC_AT + SUBSCRIBER_TLV + TAG_LEN;
 /// Length of the MAC header's value (69; 72 on the wire with padding).
 pub const MAC_VALUE_LEN: usize = MAC_AT + MAC_LEN;
 
+/// Bytes an NSH of a protected chain takes beyond its static context headers: base header,
+/// POT and MAC context headers.
+pub const NSH_OVERHEAD: usize = nsh::BASE_LEN + 4 + POT_LEN + 4 + MAC_VALUE_LEN.div_ceil(4) * 4;
+
 /// The largest 64-bit prime, 2^64 - 59: the field of the proof of transit.
 pub const POT_PRIME: u64 = 0xFFFF_FFFF_FFFF_FFC5;
 
