@@ -235,6 +235,8 @@ pub struct NodeStats {
     pub from_external_sf: u64,
     /// TCP SYNs whose MSS the classifier lowered.
     pub mss_clamped: u64,
+    /// SAs whose key material was erased at their hard lifetime.
+    pub sas_erased: u64,
 }
 
 /// What one SF instance did.
@@ -846,9 +848,30 @@ impl Node {
             .min()
     }
 
-    /// Periodic upkeep: forgets cached headers of packets their SF never returned.
+    /// Periodic upkeep: forgets cached headers of packets their SF never returned, and the key
+    /// material of every SA past its hard lifetime (forward secrecy: an expired key is gone
+    /// from the node, not just unused; the SA stays as a tombstone that refuses packets, counted
+    /// as `sa_expired`, until the controller removes it).
     pub fn housekeeping(&mut self, now: Instant) -> usize {
+        for slot in self.outbound.iter_mut().flatten() {
+            if !slot.sa.is_erased() && slot.sa.hard_expired(now).is_some() {
+                slot.sa.erase();
+                self.stats.sas_erased += 1;
+            }
+        }
+        for slot in self.inbound.values_mut() {
+            if !slot.sa.is_erased() && slot.sa.hard_expired(now).is_some() {
+                slot.sa.erase();
+                self.stats.sas_erased += 1;
+            }
+        }
         self.sfs.iter_mut().map(|s| s.cache.expire(now, s.cache_max_age)).sum()
+    }
+
+    /// SPIs of the SAs (outbound and inbound) that still hold key material.
+    pub fn keyed_spis(&self) -> Vec<u32> {
+        let out = self.outbound.iter().flatten().filter(|s| !s.sa.is_erased()).map(|s| s.sa.spi());
+        out.chain(self.inbound.values().filter(|s| !s.sa.is_erased()).map(|s| s.sa.spi())).collect()
     }
 
     /// The SFF loop: act on top labels until the packet leaves this node.
@@ -1240,5 +1263,30 @@ mod tests {
         let v = a.handle_local(Instant::ZERO, udp_packet());
         assert!(matches!(v, Verdict::Drop(DropReason::LinkNoSa, _)), "{v:?}");
         assert!(a.set_link_sa(NodeId(1), Some(SaIdx(9))).unwrap_err().to_string().starts_with("peer 1: link sa:"));
+    }
+
+    #[test]
+    fn key_material_is_erased_at_the_hard_lifetime_and_the_sa_then_refuses_packets() {
+        let (mut a, mut b) = linked_pair();
+        let five_s = zsfc_esp::Limits { packets: u64::MAX, bytes: u64::MAX, time_ns: 5_000_000_000 };
+        let lifetimes = zsfc_esp::Lifetimes { soft: zsfc_esp::Limits::UNLIMITED, hard: five_s };
+        let sa = SaConfig { lifetimes, ..SaConfig::new(0x3000, SaKey::generate(Algorithm::Aes128Gcm).unwrap()) };
+        a.install_outbound(SaIdx(2), &sa, Instant::ZERO).unwrap();
+        a.set_chain_sa(ChainId(7), SaIdx(2)).unwrap();
+        b.install_inbound(&sa, SaUse::Terminate, Instant::ZERO).unwrap();
+        let sent = forwarded(a.handle_local(Instant::from_secs(1), udp_packet()));
+        assert!(matches!(b.handle_from_domain(Instant::from_secs(1), sent), Verdict::Deliver(_)));
+        assert!(a.keyed_spis().contains(&0x3000) && b.keyed_spis().contains(&0x3000));
+
+        let later = Instant::from_secs(6);
+        a.housekeeping(later);
+        b.housekeeping(later);
+        assert!(!a.keyed_spis().contains(&0x3000), "the sender still holds the key");
+        assert!(!b.keyed_spis().contains(&0x3000), "the receiver still holds the key");
+        assert_eq!((a.stats().sas_erased, b.stats().sas_erased), (1, 1));
+        // The SAs without limits (the link's, the other payload SA) keep theirs.
+        assert!(a.keyed_spis().contains(&0x2000) && b.keyed_spis().contains(&0x1000));
+        let v = a.handle_local(later, udp_packet());
+        assert!(matches!(v, Verdict::Drop(DropReason::SaExpired, _)), "{v:?}");
     }
 }

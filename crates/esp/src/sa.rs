@@ -70,7 +70,8 @@ impl SaConfig {
 struct Crypto {
     spi: u32,
     alg: Algorithm,
-    aead: LessSafeKey,
+    /// `None` once erased (hard lifetime): the key schedule is freed and cleansed by AWS-LC.
+    aead: Option<LessSafeKey>,
     salt: [u8; SALT_LEN],
     esn: bool,
     lifetimes: Lifetimes,
@@ -93,7 +94,7 @@ impl Crypto {
         Ok(Self {
             spi: cfg.spi,
             alg: cfg.key.algorithm(),
-            aead: LessSafeKey::new(unbound),
+            aead: Some(LessSafeKey::new(unbound)),
             salt: cfg.key.salt(),
             esn: cfg.esn,
             lifetimes: cfg.lifetimes,
@@ -101,6 +102,22 @@ impl Crypto {
             packets: 0,
             bytes: 0,
         })
+    }
+
+    /// The hard limit reached at `now`; an erased SA has reached its time.
+    fn hard(&self, now: Instant) -> Option<Limit> {
+        if self.aead.is_none() { Some(Limit::Time) } else { self.exceeded(&self.lifetimes.hard, now) }
+    }
+
+    /// The key, unless erased.
+    fn key(&self) -> Option<&LessSafeKey> {
+        self.aead.as_ref()
+    }
+
+    /// Forgets the key material (RFC 9061 §7.2: keys live only as long as they are used).
+    fn erase(&mut self) {
+        self.aead = None;
+        self.salt.zeroize();
     }
 
     fn exceeded(&self, l: &Limits, now: Instant) -> Option<Limit> {
@@ -197,7 +214,16 @@ impl OutboundSa {
 
     /// Is the hard lifetime reached at `now`? (A node also checks this without traffic.)
     pub fn hard_expired(&self, now: Instant) -> Option<Limit> {
-        self.c.exceeded(&self.c.lifetimes.hard, now)
+        self.c.hard(now)
+    }
+
+    /// Forgets the key (at the hard lifetime); the SA refuses to seal from then on.
+    pub fn erase(&mut self) {
+        self.c.erase();
+    }
+
+    pub fn is_erased(&self) -> bool {
+        self.c.aead.is_none()
     }
 
     /// Encrypts the IP packet that starts `buf` in ESP transport mode.
@@ -240,9 +266,8 @@ impl OutboundSa {
         let body_end = pkt.len() - ICV_LEN;
         let (body, icv) = pkt.split_at_mut(body_end);
         let plain = &mut body[s.esp_offset + HDR_IV..];
-        let tag = self
-            .c
-            .aead
+        let key = self.c.key().ok_or(SealError::HardLimit(Limit::Time))?;
+        let tag = key
             .seal_in_place_separate_tag(self.c.nonce(iv), Aad::from(&aad[..aad_len]), plain)
             .map_err(|_| SealError::Packet(zsfc_wire::Error::Malformed))?;
         icv.copy_from_slice(tag.as_ref());
@@ -275,13 +300,14 @@ impl OutboundSa {
         let body_end = pkt.len() - ICV_LEN;
         let (body, icv) = pkt.split_at_mut(body_end);
         let nonce = self.c.nonce(iv);
+        let key = self.c.key().ok_or(SealError::HardLimit(Limit::Time))?;
         let tag = if self.c.alg.authenticates_only() {
             // RFC 4543 §3.3: everything is AAD, the plaintext is empty. The IV is the 64-bit
             // sequence number, so the ICV also covers the high half of an ESN.
-            self.c.aead.seal_in_place_separate_tag(nonce, Aad::from(&*body), &mut [])
+            key.seal_in_place_separate_tag(nonce, Aad::from(&*body), &mut [])
         } else {
             let (aad, aad_len) = self.c.aad(seq);
-            self.c.aead.seal_in_place_separate_tag(nonce, Aad::from(&aad[..aad_len]), &mut body[HDR_IV..])
+            key.seal_in_place_separate_tag(nonce, Aad::from(&aad[..aad_len]), &mut body[HDR_IV..])
         }
         .map_err(|_| SealError::Packet(zsfc_wire::Error::Malformed))?;
         icv.copy_from_slice(tag.as_ref());
@@ -290,7 +316,7 @@ impl OutboundSa {
 
     /// The next sequence number, if the SA may still seal at `now`.
     fn next_seq(&self, now: Instant) -> Result<u64, SealError> {
-        if let Some(l) = self.c.exceeded(&self.c.lifetimes.hard, now) {
+        if let Some(l) = self.c.hard(now) {
             return Err(SealError::HardLimit(l));
         }
         let seq = self.seq + 1;
@@ -368,7 +394,16 @@ impl InboundSa {
     }
 
     pub fn hard_expired(&self, now: Instant) -> Option<Limit> {
-        self.c.exceeded(&self.c.lifetimes.hard, now)
+        self.c.hard(now)
+    }
+
+    /// Forgets the key (at the hard lifetime); the SA refuses every packet from then on.
+    pub fn erase(&mut self) {
+        self.c.erase();
+    }
+
+    pub fn is_erased(&self) -> bool {
+        self.c.aead.is_none()
     }
 
     /// Highest sequence number accepted.
@@ -396,7 +431,7 @@ impl InboundSa {
         let pkt = buf.as_mut_slice();
         let sealed = &mut pkt[esp_at + HDR_IV..];
         let plain =
-            self.c.aead.open_in_place(nonce, Aad::from(&aad[..aad_len]), sealed).map_err(|_| OpenError::Auth)?;
+            self.c.key().ok_or(OpenError::Expired(Limit::Time))?.open_in_place(nonce, Aad::from(&aad[..aad_len]), sealed).map_err(|_| OpenError::Auth)?;
         // 3. Only an authentic packet moves the window.
         self.window.mark(seq);
         let (payload_len, next_header) = wesp::parse_trailer(plain).map_err(|_| OpenError::Trailer)?;
@@ -426,12 +461,12 @@ impl InboundSa {
         let n = pkt.len();
         if gmac {
             let (body, icv) = pkt.split_at_mut(n - ICV_LEN);
-            self.c.aead.open_in_place(nonce, Aad::from(&*body), icv).map_err(|_| OpenError::Auth)?;
+            let key = self.c.key().ok_or(OpenError::Expired(Limit::Time))?;
+            key.open_in_place(nonce, Aad::from(&*body), icv).map_err(|_| OpenError::Auth)?;
         } else {
             let (aad, aad_len) = self.c.aad(seq);
-            self.c
-                .aead
-                .open_in_place(nonce, Aad::from(&aad[..aad_len]), &mut pkt[HDR_IV..])
+            let key = self.c.key().ok_or(OpenError::Expired(Limit::Time))?;
+            key.open_in_place(nonce, Aad::from(&aad[..aad_len]), &mut pkt[HDR_IV..])
                 .map_err(|_| OpenError::Auth)?;
         }
         self.window.mark(seq);
@@ -451,7 +486,7 @@ impl InboundSa {
         if p.spi() != self.c.spi {
             return Err(OpenError::WrongSpi);
         }
-        if let Some(l) = self.c.exceeded(&self.c.lifetimes.hard, now) {
+        if let Some(l) = self.c.hard(now) {
             return Err(OpenError::Expired(l));
         }
         let seq = if self.c.esn {
