@@ -65,7 +65,7 @@ pub(crate) fn rekey_lab() -> Lab {
         attachments: Default::default(),
         lanes: 1,
         nodes: ["ingress", "sf1", "sf2", "egress"].iter().map(|n| LabNode { name: (*n).into() }).collect(),
-        gateway: LabGateway { node: "ingress".into(), port: 443 },
+        gateway: LabGateway { node: "ingress".into(), port: 443, rate_limits: Default::default() },
         services: vec![LabService {
             name: "sink".into(),
             node: "egress".into(),

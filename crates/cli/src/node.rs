@@ -95,6 +95,17 @@ pub(crate) fn run(a: &Args) -> anyhow::Result<bool> {
                         })
                         .collect(),
                 },
+                limits: {
+                    let l = g.rate_limits;
+                    let rate = |per_s: u32, burst: u32| zsfc_gateway::Rate {
+                        per_s: f64::from(per_s),
+                        burst: f64::from(burst.max(1)),
+                    };
+                    zsfc_gateway::RateLimits {
+                        per_source: rate(l.per_source_per_s, l.per_source_burst),
+                        per_identity: rate(l.per_identity_per_s, l.per_identity_burst),
+                    }
+                },
             };
             let gw = zsfc_gateway::start(settings, control_tx).context("starting the gateway")?;
             eprintln!("zsfc node {:?}: gateway listening on {} (mutual TLS 1.3)", cfg.name, gw.local_addr);

@@ -197,18 +197,6 @@ fn a_chain_changed_at_run_time_carries_new_flows_on_the_new_path() {
 
 /// `curl` as `client` (with its certificate) to the lab's web service through the gateway:
 /// the HTTP code, or 0 when the gateway closed the connection.
-fn fetch_as(lab: &LabRun, client: &str) -> u32 {
-    let pki = |f: String| lab.state_file(&format!("pki/{f}")).display().to_string();
-    let host = format!("web.{}", lab.name);
-    let out = Command::new("ip")
-        .args(["netns", "exec", &lab.ns(&format!("c-{client}")), "curl", "-s", "-o", "/dev/null", "-w", "%{http_code}"])
-        .args(["--max-time", "5", "--cacert", &pki("ca.pem".into())])
-        .args(["--cert", &pki(format!("clients/{client}.pem")), "--key", &pki(format!("clients/{client}.key"))])
-        .args(["--resolve", &format!("{host}:443:172.16.0.1"), &format!("https://{host}/index.html")])
-        .output()
-        .unwrap();
-    String::from_utf8_lossy(&out.stdout).trim().parse().unwrap_or(0)
-}
 
 #[test]
 fn a_client_policy_changed_at_run_time_applies_to_new_connections() {

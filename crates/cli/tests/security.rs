@@ -228,3 +228,34 @@ fn captures_show_no_plaintext_subscriber_inside_and_no_sfc_encapsulation_outside
         }
     }
 }
+
+#[test]
+fn the_gateway_rate_limits_new_connections_per_identity_and_per_source() {
+    usable();
+    let mut lab = LabRun::new("quickstart", "r");
+    lab.edit(
+        "gateway = { node = \"ingress\" }",
+        "gateway = { node = \"ingress\", rate_limits = { per_source_per_s = 20, per_source_burst = 40, \
+         per_identity_per_s = 1, per_identity_burst = 4 } }",
+    );
+    lab.up();
+    let refused =
+        |outcome: &str| metric(&lab, "ingress", "zsfc_gateway_total", &[&format!("outcome=\"refused_{outcome}\"")]);
+    // alice's certificate, 12 connections at once: 4 served, then the identity's rate.
+    let served: Vec<u32> = (0..12).map(|_| fetch_as(&lab, "alice")).collect();
+    let ok = served.iter().filter(|&&c| c == 200).count();
+    assert!((4..=6).contains(&ok), "fetches served under an identity limit of 4 + 1/s: {served:?}");
+    // 200 bare connections from bob's address: the source's burst, then refusals before any
+    // TLS handshake.
+    let flood = "for i in $(seq 200); do (exec 3<>/dev/tcp/172.16.0.1/443) 2>/dev/null; done";
+    let ok = Command::new("ip").args(["netns", "exec", &lab.ns("c-bob"), "bash", "-c", flood]).status().unwrap();
+    assert!(ok.success());
+    std::thread::sleep(Duration::from_millis(1500));
+    let by_identity = refused("identity_rate_limited");
+    let by_source = refused("source_rate_limited");
+    assert!(by_identity >= 6, "identity refusals: {by_identity}");
+    assert!((100..=160).contains(&by_source), "source refusals of 200 connections: {by_source}");
+    // alice, from her own address, is not held back by bob's flood.
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(fetch_as(&lab, "alice"), 200);
+}

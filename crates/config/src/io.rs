@@ -29,6 +29,7 @@ pub struct GatewaySettings {
     pub inner_source: IpAddr,
     pub services: Vec<(String, SocketAddr)>,
     pub grants: Vec<(String, String, u32, Option<String>)>,
+    pub rate_limits: crate::model::GatewayRateLimits,
 }
 
 /// Where a peer's packets go.
@@ -255,6 +256,7 @@ impl NodeConfig {
             inner_source,
             services,
             grants,
+            rate_limits: g.rate_limits,
         })
     }
 }

@@ -114,6 +114,9 @@ pub struct LabGateway {
     pub node: String,
     #[serde(default = "https_port")]
     pub port: u16,
+    /// New connections admitted per source address and per client identity.
+    #[serde(default)]
+    pub rate_limits: GatewayRateLimits,
 }
 
 fn https_port() -> u16 {
@@ -698,6 +701,7 @@ impl Lab {
                 .map(|s| GatewayService { name: s.server_name.clone(), address: format!("{}:{}", s.address, s.port) })
                 .collect(),
             grants: grants.clone(),
+            rate_limits: self.gateway.rate_limits,
         });
         for c in &mut configs {
             c.metrics = Some(MetricsConfig { listen: METRICS_LISTEN.into() });

@@ -94,6 +94,25 @@ pub struct GatewayConfig {
     pub services: Vec<GatewayService>,
     #[serde(default)]
     pub grants: Vec<GatewayGrant>,
+    #[serde(default)]
+    pub rate_limits: GatewayRateLimits,
+}
+
+/// New connections the gateway admits: per source address (before the TLS handshake) and per
+/// client identity (after it), each a sustained rate per second and a burst.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct GatewayRateLimits {
+    pub per_source_per_s: u32,
+    pub per_source_burst: u32,
+    pub per_identity_per_s: u32,
+    pub per_identity_burst: u32,
+}
+
+impl Default for GatewayRateLimits {
+    fn default() -> Self {
+        Self { per_source_per_s: 100, per_source_burst: 200, per_identity_per_s: 100, per_identity_burst: 200 }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -430,8 +430,12 @@ impl InboundSa {
         let nonce = self.c.nonce(iv);
         let pkt = buf.as_mut_slice();
         let sealed = &mut pkt[esp_at + HDR_IV..];
-        let plain =
-            self.c.key().ok_or(OpenError::Expired(Limit::Time))?.open_in_place(nonce, Aad::from(&aad[..aad_len]), sealed).map_err(|_| OpenError::Auth)?;
+        let plain = self
+            .c
+            .key()
+            .ok_or(OpenError::Expired(Limit::Time))?
+            .open_in_place(nonce, Aad::from(&aad[..aad_len]), sealed)
+            .map_err(|_| OpenError::Auth)?;
         // 3. Only an authentic packet moves the window.
         self.window.mark(seq);
         let (payload_len, next_header) = wesp::parse_trailer(plain).map_err(|_| OpenError::Trailer)?;
@@ -466,8 +470,7 @@ impl InboundSa {
         } else {
             let (aad, aad_len) = self.c.aad(seq);
             let key = self.c.key().ok_or(OpenError::Expired(Limit::Time))?;
-            key.open_in_place(nonce, Aad::from(&aad[..aad_len]), &mut pkt[HDR_IV..])
-                .map_err(|_| OpenError::Auth)?;
+            key.open_in_place(nonce, Aad::from(&aad[..aad_len]), &mut pkt[HDR_IV..]).map_err(|_| OpenError::Auth)?;
         }
         self.window.mark(seq);
         let (payload_len, next_header) =

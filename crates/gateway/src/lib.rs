@@ -115,10 +115,17 @@ pub enum Refusal {
     NoHttpRequest,
     /// No grant of the identity covers the requested path.
     PathNotAllowed,
+    /// The source address opened more connections than its rate allows (refused before the
+    /// TLS handshake costs anything).
+    SourceRateLimited,
+    /// The client identity opened more connections than its rate allows.
+    IdentityRateLimited,
 }
 
 impl Refusal {
-    pub const ALL: [Refusal; 10] = [
+    pub const ALL: [Refusal; 12] = [
+        Refusal::SourceRateLimited,
+        Refusal::IdentityRateLimited,
         Refusal::NoCertificate,
         Refusal::UntrustedCertificate,
         Refusal::HandshakeFailed,
@@ -143,6 +150,8 @@ impl Refusal {
             Refusal::ServiceUnreachable => "service_unreachable",
             Refusal::NoHttpRequest => "no_http_request",
             Refusal::PathNotAllowed => "path_not_allowed",
+            Refusal::SourceRateLimited => "source_rate_limited",
+            Refusal::IdentityRateLimited => "identity_rate_limited",
         }
     }
 }
@@ -159,8 +168,9 @@ impl GatewayStats {
     pub fn refused(&self, r: Refusal) -> u64 {
         self.refused[r as usize].load(Ordering::Relaxed)
     }
-    fn refuse(&self, r: Refusal) {
-        self.refused[r as usize].fetch_add(1, Ordering::Relaxed);
+    /// Counts a refusal; the count so far.
+    fn refuse(&self, r: Refusal) -> u64 {
+        self.refused[r as usize].fetch_add(1, Ordering::Relaxed) + 1
     }
 }
 
@@ -176,6 +186,62 @@ pub struct GatewaySettings {
     /// The address inner connections come from: the node's local side (TUN).
     pub inner_source: IpAddr,
     pub policy: Policy,
+    pub limits: RateLimits,
+}
+
+/// A sustained rate and a burst, of new connections.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Rate {
+    pub per_s: f64,
+    pub burst: f64,
+}
+
+/// The gateway's admission limits (availability, seed 004 REQ3): new connections per source
+/// address (checked before the TLS handshake) and per client identity (after it).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RateLimits {
+    pub per_source: Rate,
+    pub per_identity: Rate,
+}
+
+impl Default for RateLimits {
+    fn default() -> Self {
+        let r = Rate { per_s: 100.0, burst: 200.0 };
+        Self { per_source: r, per_identity: r }
+    }
+}
+
+/// Keys (sources or identities) remembered at most; beyond, the full buckets are forgotten.
+const MAX_BUCKETS: usize = 10_000;
+
+/// Token buckets by key, bounded in number: an attacker's many keys can fill it, but it never
+/// grows past [`MAX_BUCKETS`], and a key that cannot get a bucket is refused (fail closed).
+struct Buckets<K> {
+    rate: Rate,
+    map: std::sync::Mutex<std::collections::HashMap<K, (f64, std::time::Instant)>>,
+}
+
+impl<K: std::hash::Hash + Eq> Buckets<K> {
+    fn new(rate: Rate) -> Self {
+        Self { rate, map: Default::default() }
+    }
+
+    fn admit(&self, key: K, now: std::time::Instant) -> bool {
+        let mut m = self.map.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let refill = |(t, last): (f64, std::time::Instant)| {
+            (t + now.saturating_duration_since(last).as_secs_f64() * self.rate.per_s).min(self.rate.burst)
+        };
+        if m.len() >= MAX_BUCKETS && !m.contains_key(&key) {
+            m.retain(|_, b| refill(*b) < self.rate.burst);
+            if m.len() >= MAX_BUCKETS {
+                return false;
+            }
+        }
+        let b = m.entry(key).or_insert((self.rate.burst, now));
+        let tokens = refill(*b);
+        *b = (if tokens >= 1.0 { tokens - 1.0 } else { tokens }, now);
+        tokens >= 1.0
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -303,7 +369,16 @@ pub fn start(settings: GatewaySettings, control: Vec<Sender<Control>>) -> Result
     aws_lc_rs::rand::fill(&mut secret).map_err(|_| GatewayError::Io(std::io::Error::other("no randomness")))?;
     let pseudonyms = aws_lc_rs::hmac::Key::new(aws_lc_rs::hmac::HMAC_SHA256, &secret);
     secret.fill(0);
-    let shared = Arc::new(Shared { settings, policy: policy.clone(), control, stats: stats.clone(), pseudonyms });
+    let (sources, identities) = (Buckets::new(settings.limits.per_source), Buckets::new(settings.limits.per_identity));
+    let shared = Arc::new(Shared {
+        settings,
+        policy: policy.clone(),
+        control,
+        stats: stats.clone(),
+        pseudonyms,
+        sources,
+        identities,
+    });
     std::thread::Builder::new().name("gateway".into()).spawn(move || {
         rt.block_on(async move {
             let listener = match tokio::net::TcpListener::from_std(listener) {
@@ -330,6 +405,8 @@ struct Shared {
     /// Key of the subscriber ids: HMAC-SHA-256 of the identity, random per gateway start, so
     /// an SF that may read the id can tell a client's packets apart but not name the client.
     pseudonyms: aws_lc_rs::hmac::Key,
+    sources: Buckets<IpAddr>,
+    identities: Buckets<String>,
 }
 
 impl Shared {
@@ -341,7 +418,14 @@ impl Shared {
     }
 
     fn refuse(&self, peer: SocketAddr, identity: Option<&str>, sni: Option<&str>, r: Refusal, detail: &str) {
-        self.stats.refuse(r);
+        let n = self.stats.refuse(r);
+        // A flood must not flood the log: rate-limit refusals are logged at the 1st, 2nd, 4th,
+        // 8th ... with their count.
+        let limited = matches!(r, Refusal::SourceRateLimited | Refusal::IdentityRateLimited);
+        if limited && !n.is_power_of_two() {
+            return;
+        }
+        let detail = if limited { format!("{n} so far") } else { detail.to_owned() };
         eprintln!(
             "gateway: refused {peer} identity={} service={} reason={}{}{detail}",
             identity.unwrap_or("-"),
@@ -353,6 +437,9 @@ impl Shared {
 
     async fn serve(&self, acceptor: tokio_rustls::TlsAcceptor, tcp: tokio::net::TcpStream, peer: SocketAddr) {
         self.stats.accepted.fetch_add(1, Ordering::Relaxed);
+        if !self.sources.admit(peer.ip(), std::time::Instant::now()) {
+            return self.refuse(peer, None, None, Refusal::SourceRateLimited, "");
+        }
         let mut tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
             Ok(Ok(s)) => s,
             Ok(Err(e)) => return self.refuse(peer, None, None, handshake_refusal(&e), &e.to_string()),
@@ -363,6 +450,9 @@ impl Shared {
         let Some(identity) = conn.peer_certificates().and_then(|c| c.first()).and_then(identity_of) else {
             return self.refuse(peer, None, sni.as_deref(), Refusal::NoIdentity, "");
         };
+        if !self.identities.admit(identity.clone(), std::time::Instant::now()) {
+            return self.refuse(peer, Some(&identity), sni.as_deref(), Refusal::IdentityRateLimited, "");
+        }
         // Classification by HTTP path: read the request line first (and pass it on later).
         let mut head = Vec::new();
         let policy = self.policy.read().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
@@ -542,5 +632,21 @@ mod tests {
         let cert = params.self_signed(&key).unwrap();
         assert_eq!(identity_of(cert.der()), None);
         assert_eq!(identity_of(&CertificateDer::from(vec![1, 2, 3])), None);
+    }
+
+    #[test]
+    fn buckets_admit_a_burst_then_the_rate_and_stay_bounded() {
+        let b = Buckets::new(Rate { per_s: 10.0, burst: 5.0 });
+        let t0 = std::time::Instant::now();
+        let admitted = (0..20).filter(|_| b.admit("10.0.0.1", t0)).count();
+        assert_eq!(admitted, 5, "the burst");
+        assert!(b.admit("10.0.0.2", t0), "another source has its own bucket");
+        let t1 = t0 + std::time::Duration::from_millis(300);
+        let admitted = (0..20).filter(|_| b.admit("10.0.0.1", t1)).count();
+        assert_eq!(admitted, 3, "0.3 s at 10/s");
+        for i in 0..MAX_BUCKETS + 10 {
+            b.admit(format!("k{i}").leak(), t1);
+        }
+        assert!(b.map.lock().unwrap().len() <= MAX_BUCKETS);
     }
 }

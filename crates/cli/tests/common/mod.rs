@@ -84,6 +84,13 @@ impl LabRun {
         text
     }
 
+    /// Changes the lab file before `up` (a test's variant of an example).
+    pub fn edit(&self, from: &str, to: &str) {
+        let text = std::fs::read_to_string(&self.file).unwrap();
+        assert!(text.contains(from), "{from:?} is not in the lab file");
+        std::fs::write(&self.file, text.replacen(from, to, 1)).unwrap();
+    }
+
     pub fn ns(&self, which: &str) -> String {
         format!("zsfc-{}-{which}", self.name)
     }
@@ -206,4 +213,19 @@ pub fn metric(lab: &LabRun, node: &str, name: &str, labels: &[&str]) -> u64 {
         .filter(|l| l.starts_with(name) && labels.iter().all(|x| l.contains(x)))
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
         .sum::<f64>() as u64
+}
+
+/// An HTTPS fetch of `/index.html` from the lab's `web` service as `client` (with its
+/// certificate); the HTTP status, 0 when refused.
+pub fn fetch_as(lab: &LabRun, client: &str) -> u32 {
+    let pki = |f: String| lab.state_file(&format!("pki/{f}")).display().to_string();
+    let host = format!("web.{}", lab.name);
+    let out = Command::new("ip")
+        .args(["netns", "exec", &lab.ns(&format!("c-{client}")), "curl", "-s", "-o", "/dev/null", "-w", "%{http_code}"])
+        .args(["--max-time", "5", "--cacert", &pki("ca.pem".into())])
+        .args(["--cert", &pki(format!("clients/{client}.pem")), "--key", &pki(format!("clients/{client}.key"))])
+        .args(["--resolve", &format!("{host}:443:172.16.0.1"), &format!("https://{host}/index.html")])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).trim().parse().unwrap_or(0)
 }
