@@ -36,6 +36,9 @@ struct RekeyResult {
     replay_drops: u64,
     bad_spi_drops: u64,
     expired_drops: u64,
+    /// Drops by link authentication, SFC integrity or proof of transit (a key missing or
+    /// switched too early would show here).
+    protection_drops: u64,
     /// Slowest rekey (all three steps, every node acknowledging), milliseconds.
     max_rekey_ms: u64,
 }
@@ -54,7 +57,8 @@ fn sf(name: &str, node: &str, intrusive: bool, function: Function) -> LabSf {
     }
 }
 
-/// client → ingress → sf1 [firewall, intrusive] → sf2 [counter; dpi, intrusive] → egress.
+/// client → ingress → sf1 [firewall, intrusive] → sf2 [counter; dpi, intrusive] → egress, with
+/// link protection and SFC integrity.
 pub(crate) fn rekey_lab() -> Lab {
     let udp = Protocol::Name(ProtocolName::Udp);
     Lab {
@@ -94,8 +98,9 @@ pub(crate) fn rekey_lab() -> Lab {
         expect: Vec::new(),
         sa: SaDefaults::default(),
         controller: Default::default(),
-        link_protection: false,
-        sfc_integrity: false,
+        // Every key the controller rolls: payload SAs, link SAs and chain keys.
+        link_protection: true,
+        sfc_integrity: true,
     }
 }
 
@@ -142,10 +147,17 @@ pub(crate) fn rekey(a: &RekeyArgs) -> anyhow::Result<bool> {
         replay_drops: drops(&report, "esp_replay"),
         bad_spi_drops: drops(&report, "esp_bad_spi"),
         expired_drops: drops(&report, "sa_expired"),
+        protection_drops: report
+            .lines()
+            .filter_map(|l| l.strip_prefix("drop "))
+            .filter(|l| l.starts_with("link_") || l.starts_with("sfc_") || l.starts_with("pot_"))
+            .filter_map(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
+            .sum(),
         max_rekey_ms: slowest.as_millis() as u64,
     };
     println!(
-        "sent {} received {} lost {} duplicated {} | rekeys {} (slowest {} ms) | drops: replay {} bad-SPI {} expired {}",
+        "sent {} received {} lost {} duplicated {} | rekeys {} (slowest {} ms) | drops: replay {} bad-SPI {} \
+         expired {} link/integrity/POT {}",
         r.counted.sent,
         r.counted.received,
         r.counted.lost,
@@ -154,7 +166,8 @@ pub(crate) fn rekey(a: &RekeyArgs) -> anyhow::Result<bool> {
         r.max_rekey_ms,
         r.replay_drops,
         r.bad_spi_drops,
-        r.expired_drops
+        r.expired_drops,
+        r.protection_drops
     );
     if let Some(p) = &a.json {
         std::fs::write(p, serde_json::to_string_pretty(&r)?)?;
