@@ -50,7 +50,7 @@ pub(crate) struct ChainArgs {
     /// Modes: kernel (plain IP forwarding, no zsfc), forward (zsfc, SFs do not decrypt),
     /// intrusive (every SF decrypts and re-encrypts), secure (intrusive with every protection
     /// on: link authentication, SFC integrity with encrypted metadata, proof of transit).
-    #[arg(long, value_delimiter = ',', default_value = "kernel,forward,intrusive")]
+    #[arg(long, value_delimiter = ',', default_value = "kernel,forward,intrusive,secure")]
     modes: Vec<String>,
     /// Link MTUs inside the domain.
     #[arg(long, value_delimiter = ',', default_value = "1500,9000")]

@@ -28,13 +28,13 @@ fn chain_pageload_and_proxy_benchmarks_measure_and_write_json() {
     let state = dir.join("state");
 
     let chain = bench(
-        &["chain", "--sfs", "1", "--modes", "kernel,intrusive", "--mtu", "1500", "--seconds", "1"],
+        &["chain", "--sfs", "1", "--modes", "kernel,intrusive,secure", "--mtu", "1500", "--seconds", "1"],
         &dir.join("chain.json"),
         &state,
     );
     let rows = chain["rows"].as_array().unwrap();
-    assert_eq!(rows.len(), 2, "{chain}");
-    for (row, mode) in rows.iter().zip(["kernel", "intrusive"]) {
+    assert_eq!(rows.len(), 3, "{chain}");
+    for (row, mode) in rows.iter().zip(["kernel", "intrusive", "secure"]) {
         assert_eq!((row["sfs"].as_u64(), row["mode"].as_str(), row["mtu"].as_u64()), (Some(1), Some(mode), Some(1500)));
         assert!(row["goodput_mbps"].as_f64().unwrap() > 0.0, "{row}");
     }

@@ -27,14 +27,42 @@ fn up_secure(tag: &str, bin: Option<std::path::PathBuf>) -> LabRun {
         lab.bin = b;
     }
     lab.up();
-    // One datagram per frame on the ingress's link, so that the attacker captures packets
-    // rather than the kernel's UDP GSO batches.
+    one_datagram_per_frame(&lab);
+    lab
+}
+
+/// One datagram per frame on the ingress's link, so that the attacker captures packets rather
+/// than the kernel's UDP GSO batches.
+fn one_datagram_per_frame(lab: &LabRun) {
     let ok = Command::new("ip")
         .args(["-n", &lab.ns("ingress"), "link", "set", "eth0", "gso_max_segs", "1"])
         .status()
         .unwrap();
     assert!(ok.success());
-    lab
+}
+
+/// Runs `zsfc attack` with each of `modes` (capturing `frames` frames from the ingress's link to
+/// the SF node) while a 2,000 packet/s stream crosses the chain; the stream must lose nothing and
+/// see no duplicate. Returns the frames each attack sent.
+fn attacks_beside_a_stream(lab: &LabRun, modes: &[&str], frames: usize) -> Vec<u64> {
+    let seconds = 3 + modes.len() as u32;
+    let (counted, sent) = std::thread::scope(|s| {
+        let traffic = s.spawn(move || stream(lab, 2000, seconds));
+        std::thread::sleep(Duration::from_millis(500));
+        let ingress = lab.ns("ingress");
+        let capture = frames.to_string();
+        let sent: Vec<u64> = modes
+            .iter()
+            .map(|mode| {
+                let r = attack(&ingress, &["--dev", "eth0", "--to", SF_ADDRESS, "--mode", mode, "--capture", &capture]);
+                r["sent"].as_u64().unwrap()
+            })
+            .collect();
+        (traffic.join().unwrap(), sent)
+    });
+    let (tx, rx, lost, dup) = counted;
+    assert_eq!((rx, lost, dup), (tx, 0, 0), "the valid stream");
+    sent
 }
 
 #[test]
@@ -43,24 +71,8 @@ fn an_on_link_attacker_cannot_replay_forge_or_inject() {
     let drops = |reason: &str| metric(&lab, "sf", "zsfc_drops_total", &[&format!("reason=\"{reason}\"")]);
     let before: Vec<u64> = ["link_replay", "link_auth_failed", "link_unauthenticated"].map(drops).to_vec();
     assert_eq!(before, [0, 0, 0], "no link drop before the attack");
-    let lab_ref = &lab;
-    let (counted, sent) = std::thread::scope(|s| {
-        let traffic = s.spawn(move || stream(lab_ref, 2000, 6));
-        std::thread::sleep(Duration::from_millis(500));
-        let ingress = lab_ref.ns("ingress");
-        let sent: Vec<u64> = ["replay", "forge", "strip"]
-            .iter()
-            .map(|mode| {
-                let r = attack(&ingress, &["--dev", "eth0", "--to", SF_ADDRESS, "--mode", mode, "--capture", "200"]);
-                r["sent"].as_u64().unwrap()
-            })
-            .collect();
-        (traffic.join().unwrap(), sent)
-    });
+    let sent = attacks_beside_a_stream(&lab, &["replay", "forge", "strip"], 200);
     assert!(sent.iter().all(|&n| n == 200), "the attacker sent every frame: {sent:?}");
-    // The stream itself: nothing lost, nothing delivered twice.
-    let (tx, rx, lost, dup) = counted;
-    assert_eq!((rx, lost, dup), (tx, 0, 0), "the valid stream");
     std::thread::sleep(Duration::from_millis(1500));
     assert_eq!(drops("link_replay"), 200, "replayed frames");
     assert_eq!(drops("link_auth_failed"), 200, "forged frames");
@@ -123,26 +135,10 @@ fn a_path_or_metadata_rewritten_on_a_link_is_refused_by_the_next_sf() {
     usable();
     let mut lab = LabRun::new("integrity", "i");
     lab.up();
-    let gso = ["-n", &lab.ns("ingress"), "link", "set", "eth0", "gso_max_segs", "1"];
-    assert!(Command::new("ip").args(gso).status().unwrap().success());
+    one_datagram_per_frame(&lab);
     let mac_failed = |node: &str| metric(&lab, node, "zsfc_drops_total", &["reason=\"sfc_mac_failed\""]);
-    let lab_ref = &lab;
-    let (counted, sent) = std::thread::scope(|s| {
-        let traffic = s.spawn(move || stream(lab_ref, 2000, 5));
-        std::thread::sleep(Duration::from_millis(500));
-        let ingress = lab_ref.ns("ingress");
-        let sent: Vec<u64> = ["skip", "meta"]
-            .iter()
-            .map(|mode| {
-                let r = attack(&ingress, &["--dev", "eth0", "--to", SF_ADDRESS, "--mode", mode, "--capture", "100"]);
-                r["sent"].as_u64().unwrap()
-            })
-            .collect();
-        (traffic.join().unwrap(), sent)
-    });
+    let sent = attacks_beside_a_stream(&lab, &["skip", "meta"], 100);
     assert_eq!(sent, [100, 100]);
-    let (tx, rx, lost, dup) = counted;
-    assert_eq!((rx, lost, dup), (tx, 0, 0), "the valid stream");
     std::thread::sleep(Duration::from_millis(1500));
     // Skipping sf1's firewall: sf1 forwards the packet to sf2 as transit, sf2 checks the MAC.
     assert_eq!(mac_failed("sf2"), 100, "packets that skipped the firewall");
