@@ -139,6 +139,9 @@ pub(crate) fn rekey(a: &RekeyArgs) -> anyhow::Result<bool> {
     })?;
     let counted = stream.finish()?;
     let report = lab.finish();
+    for l in report.lines().filter(|l| l.starts_with("drop ") || l.starts_with("node ")) {
+        eprintln!("bench rekey: {l}");
+    }
     let r = RekeyResult {
         counted,
         rekeys,

@@ -14,13 +14,16 @@ fn alive(pid: i32) -> bool {
     std::path::Path::new(&format!("/proc/{pid}")).exists()
 }
 
+/// The release build: whether packets sealed with an old key arrive within the grace period is
+/// a matter of the nodes' queueing delay, which a debug build under a loaded CI machine inflates
+/// to seconds (seen: 12,236 of 400,000 packets behind their keys).
 #[test]
 fn rekeying_every_second_for_20_s_loses_no_packet() {
     usable();
     let dir = std::env::temp_dir().join(format!("zsfc-rekey-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let json = dir.join("rekey.json");
-    let out = Command::new(BIN)
+    let out = Command::new(release_bin())
         .args(["bench", "rekey", "--rate", "20000", "--seconds", "20", "--json", json.to_str().unwrap()])
         .args(["--state-dir", dir.join("state").to_str().unwrap()])
         .stdin(Stdio::null())
