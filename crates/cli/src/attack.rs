@@ -9,6 +9,8 @@
 //!   without the link key);
 //! - `skip` (a domain without link protection): the captured frames without their top label,
 //!   so that the packet passes the SF it names (the next node forwards it to the SF after);
+//!   with `--stolen-config`, as a compromised SF node that holds the chain key and computes the
+//!   NSH MAC again;
 //! - `meta` (a domain without link protection): the captured frames with one byte of the first
 //!   NSH context header changed (metadata rewritten on the way);
 //! - `flood`: for `--seconds`, frames as fast as one thread can send, each a captured frame
@@ -65,6 +67,10 @@ pub(crate) struct AttackArgs {
     /// How long a flood lasts.
     #[arg(long, default_value_t = 5.0)]
     seconds: f64,
+    /// `skip` as a compromised SF node: the node file of that node (with its chain keys), to
+    /// compute the NSH MAC again after the label is gone.
+    #[arg(long)]
+    stolen_config: Option<std::path::PathBuf>,
 }
 
 const ETH_HDR: usize = 14;
@@ -98,6 +104,14 @@ impl Frame {
 }
 
 pub(crate) fn run(a: &AttackArgs) -> anyhow::Result<bool> {
+    let stolen = match &a.stolen_config {
+        None => None,
+        Some(p) => {
+            let text = std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?;
+            let cfg = zsfc_config::NodeConfig::from_toml(&text)?;
+            Some(cfg.build(zsfc_dataplane::Instant::ZERO)?)
+        }
+    };
     let fd = tap(&a.dev)?;
     let frames = capture(&fd, a.to, a.port, a.capture, Duration::from_secs(a.capture_timeout))?;
     anyhow::ensure!(!frames.is_empty(), "no UDP frame to {}:{} seen on {}", a.to, a.port, a.dev);
@@ -149,6 +163,9 @@ pub(crate) fn run(a: &AttackArgs) -> anyhow::Result<bool> {
                 if a.mode == Mode::Skip {
                     anyhow::ensure!(depth >= 2, "a frame with {depth} labels has no SF to skip (link protection on?)");
                     f.bytes.drain(p..p + 4);
+                    if let Some(node) = &stolen {
+                        node.refresh_nsh_mac(&mut f.bytes[p..]).map_err(|r| anyhow::anyhow!("re-MAC: {}", r.name()))?;
+                    }
                 } else {
                     let nsh = p + depth * 4;
                     anyhow::ensure!(

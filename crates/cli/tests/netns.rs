@@ -111,40 +111,7 @@ fn usable() -> bool {
 fn udp_through_a_dpi_chain_between_node_processes() {
     assert!(usable(), "this test needs root and /dev/net/tun (CI machines have both)");
     let mut lab = Lab::new();
-    let br = lab.ns("br");
-    ip(&["-n", &br, "link", "add", "br0", "type", "bridge"]);
-    ip(&["-n", &br, "link", "set", "br0", "up"]);
-    let names = ["ingress", "sf", "egress"];
-    let mut nss = Vec::new();
-    for (i, name) in names.iter().enumerate() {
-        let ns = lab.ns(name);
-        let port = format!("p{i}");
-        ip(&["link", "add", "eth0", "netns", &ns, "type", "veth", "peer", "name", &port, "netns", &br]);
-        ip(&["-n", &ns, "addr", "add", &format!("192.168.77.{}/24", i + 1), "dev", "eth0"]);
-        ip(&["-n", &ns, "link", "set", "eth0", "up"]);
-        ip(&["-n", &br, "link", "set", &port, "master", "br0"]);
-        ip(&["-n", &br, "link", "set", &port, "up"]);
-        nss.push(ns);
-    }
-
-    let cfgs: Vec<NodeConfig> = Topology::from_toml(TOPOLOGY).unwrap().compile().unwrap();
-    let bin = env!("CARGO_BIN_EXE_zsfc");
-    let mut nodes = Vec::new();
-    for (i, cfg) in cfgs.iter().enumerate() {
-        let path = lab.dir.join(format!("{}.toml", cfg.name));
-        std::fs::write(&path, cfg.to_toml().unwrap()).unwrap();
-        let ns = nss[i].clone();
-        nodes.push(lab.spawn(&ns, &[bin, "node", "--config", path.to_str().unwrap()], Stdio::piped()));
-    }
-    for i in [0, 2] {
-        let ns = nss[i].clone();
-        wait_for("the TUN device", || {
-            Command::new("ip").args(["-n", &ns, "link", "show", "zsfc0"]).output().is_ok_and(|o| o.status.success())
-        });
-        ip(&["-n", &ns, "link", "set", "zsfc0", "up"]);
-    }
-    ip(&["-n", &nss[0], "route", "add", "10.9.0.0/24", "dev", "zsfc0"]);
-    ip(&["-n", &nss[2], "route", "add", "10.1.0.0/24", "dev", "zsfc0"]);
+    let (nss, nodes) = start_domain(&mut lab, TOPOLOGY);
     let egress = nss[2].clone();
     lab.spawn(&egress, &["python3", "-c", ECHO], Stdio::null());
     // A web page of 1.2 MB: real kernel TCP at both ends, through the chain.
@@ -162,24 +129,7 @@ fn udp_through_a_dpi_chain_between_node_processes() {
     let fetch = ["netns", "exec", &nss[0], "python3", "-c", FETCH, "page.bin", "test.html"];
     let fetched = String::from_utf8_lossy(&Command::new("ip").args(fetch).output().unwrap().stdout).to_string();
 
-    // Stop the nodes and read their reports.
-    for &n in &nodes {
-        sigterm(&lab.children[n]);
-    }
-    let mut reports = Vec::new();
-    for &n in &nodes {
-        let c = &mut lab.children[n];
-        let t = Instant::now();
-        while c.try_wait().unwrap().is_none() {
-            assert!(t.elapsed() < Duration::from_secs(5), "a node ignored SIGTERM");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let mut s = String::new();
-        use std::io::Read;
-        c.stdout.take().unwrap().read_to_string(&mut s).unwrap();
-        c.stderr.take().unwrap().read_to_string(&mut s).unwrap();
-        reports.push(s);
-    }
+    let reports = stop(&mut lab, &nodes);
     assert_eq!(
         replies.lines().collect::<Vec<_>>(),
         vec!["re:hello", "timeout", "re:bye"],
@@ -199,4 +149,140 @@ fn udp_through_a_dpi_chain_between_node_processes() {
         .unwrap_or(0);
     assert!(matched >= 2, "the SF node DPI matched the test payloads:\n{reports:#?}\n{fetched}");
     assert!(reports[1].contains("drop sf_dpi_match"), "{}", reports[1]);
+}
+
+/// One namespace per node of `topology` on a bridge, the nodes started from their compiled
+/// files, the first and last node's TUN devices up with routes to each other's side. Returns the
+/// namespaces and the nodes' child indices.
+fn start_domain(lab: &mut Lab, topology: &str) -> (Vec<String>, Vec<usize>) {
+    let cfgs: Vec<NodeConfig> = Topology::from_toml(topology).unwrap().compile().unwrap();
+    let br = lab.ns("br");
+    ip(&["-n", &br, "link", "add", "br0", "type", "bridge"]);
+    ip(&["-n", &br, "link", "set", "br0", "up"]);
+    let mut nss = Vec::new();
+    for (i, cfg) in cfgs.iter().enumerate() {
+        let ns = lab.ns(&cfg.name);
+        let port = format!("p{i}");
+        let addr = cfg.transport.as_ref().and_then(|t| t.listen.clone()).unwrap();
+        let addr = addr.split(':').next().unwrap();
+        ip(&["link", "add", "eth0", "netns", &ns, "type", "veth", "peer", "name", &port, "netns", &br]);
+        ip(&["-n", &ns, "addr", "add", &format!("{addr}/24"), "dev", "eth0"]);
+        ip(&["-n", &ns, "link", "set", "eth0", "up"]);
+        ip(&["-n", &br, "link", "set", &port, "master", "br0"]);
+        ip(&["-n", &br, "link", "set", &port, "up"]);
+        nss.push(ns);
+    }
+    let bin = env!("CARGO_BIN_EXE_zsfc");
+    let mut nodes = Vec::new();
+    for (i, cfg) in cfgs.iter().enumerate() {
+        let path = lab.dir.join(format!("{}.toml", cfg.name));
+        std::fs::write(&path, cfg.to_toml().unwrap()).unwrap();
+        let ns = nss[i].clone();
+        nodes.push(lab.spawn(&ns, &[bin, "node", "--config", path.to_str().unwrap()], Stdio::piped()));
+    }
+    let last = nss.len() - 1;
+    for i in [0, last] {
+        let ns = nss[i].clone();
+        wait_for("the TUN device", || {
+            Command::new("ip").args(["-n", &ns, "link", "show", "zsfc0"]).output().is_ok_and(|o| o.status.success())
+        });
+        ip(&["-n", &ns, "link", "set", "zsfc0", "up"]);
+    }
+    ip(&["-n", &nss[0], "route", "add", "10.9.0.0/24", "dev", "zsfc0"]);
+    ip(&["-n", &nss[last], "route", "add", "10.1.0.0/24", "dev", "zsfc0"]);
+    (nss, nodes)
+}
+
+/// SIGTERM to every node; their final reports (stdout and stderr).
+fn stop(lab: &mut Lab, nodes: &[usize]) -> Vec<String> {
+    for &n in nodes {
+        sigterm(&lab.children[n]);
+    }
+    let mut reports = Vec::new();
+    for &n in nodes {
+        let c = &mut lab.children[n];
+        let t = Instant::now();
+        while c.try_wait().unwrap().is_none() {
+            assert!(t.elapsed() < Duration::from_secs(5), "a node ignored SIGTERM");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let mut s = String::new();
+        use std::io::Read;
+        c.stdout.take().unwrap().read_to_string(&mut s).unwrap();
+        c.stderr.take().unwrap().read_to_string(&mut s).unwrap();
+        reports.push(s);
+    }
+    reports
+}
+
+fn dropped(report: &str, reason: &str) -> u64 {
+    let prefix = format!("drop {reason} ");
+    report.lines().filter_map(|l| l.strip_prefix(&prefix)).filter_map(|n| n.trim().parse::<u64>().ok()).sum()
+}
+
+/// ingress → sfa [firewall] → sfb [counter] → egress with SFC integrity, from static files.
+const INTEGRITY: &str = r#"
+version = 1
+sfc_integrity = true
+nodes = [
+  { name = "ingress", address = "192.168.78.1:6635", local = { tun = "zsfc0", addresses = ["10.1.0.1/24"] } },
+  { name = "sfa", address = "192.168.78.2:6635" },
+  { name = "sfb", address = "192.168.78.3:6635" },
+  { name = "egress", address = "192.168.78.4:6635", local = { tun = "zsfc0", addresses = ["10.9.0.1/24"] } },
+]
+endpoints = [{ name = "service", node = "egress" }, { name = "clients", node = "ingress" }]
+sfs = [
+  { name = "fw", node = "sfa", intrusive = false, function = { kind = "firewall", default = "allow" } },
+  { name = "count", node = "sfb", intrusive = false, function = { kind = "counter" } },
+]
+[[chains]]
+name = "to-service"
+classifier = "ingress"
+sfs = ["fw", "count"]
+to = "service"
+rules = [{ src = "10.1.0.0/24", dst = "10.9.0.0/24", protocol = "udp" }]
+"#;
+
+/// Sends `n` UDP datagrams to 10.9.0.1:7007, 200 per second.
+const SENDER: &str = "import socket,sys,time\ns=socket.socket(socket.AF_INET,socket.SOCK_DGRAM)\ns.bind(('10.1.0.1',0))\nfor i in range(int(sys.argv[1])):\n s.sendto(b'datagram %d' % i,('10.9.0.1',7007))\n time.sleep(0.005)\n";
+
+#[test]
+fn a_compromised_sf_node_that_skips_the_next_sf_fails_at_the_egress() {
+    assert!(usable(), "this test needs root and /dev/net/tun (CI machines have both)");
+    let mut lab = Lab::new();
+    let (nss, nodes) = start_domain(&mut lab, INTEGRITY);
+    // sfa is compromised: an attacker on its host taps its link (one datagram per frame) and
+    // holds its node file, chain keys included.
+    ip(&["-n", &nss[1], "link", "set", "eth0", "gso_max_segs", "1"]);
+    let stolen = lab.dir.join("sfa.toml");
+    let sender = lab.spawn(&nss[0], &["python3", "-c", SENDER, "1200"], Stdio::null());
+    std::thread::sleep(Duration::from_millis(500));
+    let bin = env!("CARGO_BIN_EXE_zsfc");
+    let attack = |extra: &[&str]| {
+        let out = Command::new("ip")
+            .args(["netns", "exec", &nss[1], bin, "attack", "--dev", "eth0", "--to", "192.168.78.3", "--mode", "skip"])
+            .args(["--capture", "50"])
+            .args(extra)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "zsfc attack: {}", String::from_utf8_lossy(&out.stderr));
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        v["sent"].as_u64().unwrap()
+    };
+    // Without the chain key the changed label stack fails the MAC; with it, the MAC is right
+    // but the counter's share is missing from the proof of transit.
+    assert_eq!(attack(&[]), 50);
+    assert_eq!(attack(&["--stolen-config", stolen.to_str().unwrap()]), 50);
+    let t = Instant::now();
+    while lab.children[sender].try_wait().unwrap().is_none() {
+        assert!(t.elapsed() < Duration::from_secs(30), "the sender did not finish");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    let reports = stop(&mut lab, &nodes);
+    let egress = &reports[3];
+    assert_eq!(dropped(egress, "sfc_mac_failed"), 50, "skipped without the key:\n{egress}");
+    assert_eq!(dropped(egress, "pot_failed"), 50, "skipped with the key:\n{egress}");
+    // The honest datagrams all arrived (the stream's own packets are not touched).
+    assert!(egress.contains(" delivered 1200\n"), "{egress}");
 }

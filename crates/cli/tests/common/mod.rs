@@ -11,9 +11,14 @@ pub const BIN: &str = env!("CARGO_BIN_EXE_zsfc");
 /// much traffic gets through: a debug build's packet rate says nothing about the product's.
 pub fn release_bin() -> PathBuf {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    // Only the environment a shell would have: the variables cargo and nextest set for a test
+    // would make cargo see a changed build environment and build the release again.
+    let keep = ["PATH", "HOME", "CARGO_HOME", "RUSTUP_HOME", "RUSTUP_TOOLCHAIN", "CARGO_TARGET_DIR"];
     let out = Command::new(env!("CARGO"))
         .args(["build", "--release", "--locked", "-q", "-p", "zsfc-cli"])
         .current_dir(&root)
+        .env_clear()
+        .envs(keep.iter().filter_map(|k| std::env::var_os(k).map(|v| (k, v))))
         .output()
         .unwrap();
     assert!(out.status.success(), "cargo build --release: {}", String::from_utf8_lossy(&out.stderr));
