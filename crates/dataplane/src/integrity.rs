@@ -113,7 +113,34 @@ pub(crate) struct ChainKey {
     pub chain: u32,
     mac: hmac::Key,
     enc: Option<LessSafeKey>,
-    pub pot: Option<PotRole>,
+    pub pot: Option<Pot>,
+}
+
+/// A [`PotRole`] ready for the hot path: each share's `y + POLY2(x) - PktID` (which does not
+/// depend on the packet) computed once, so a packet costs one multiplication in GF(p).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Pot {
+    /// (label, y + Σ b_j x^j, LPC).
+    shares: Vec<(u32, u64, u64)>,
+    secret: Option<u64>,
+}
+
+impl From<&PotRole> for Pot {
+    fn from(r: &PotRole) -> Self {
+        let shares = r
+            .shares
+            .iter()
+            .map(|s| {
+                let (mut sum, mut xp) = (s.y % POT_PRIME, 1u64);
+                for &c in &r.poly2 {
+                    xp = mul(xp, s.x);
+                    sum = add(sum, mul(c % POT_PRIME, xp));
+                }
+                (s.label, sum, s.lpc)
+            })
+            .collect();
+        Self { shares, secret: r.secret }
+    }
 }
 
 impl core::fmt::Debug for ChainKey {
@@ -142,7 +169,12 @@ impl ChainKey {
         {
             return Err("pot: shares must be in 1..p".into());
         }
-        Ok(Self { chain: c.chain, mac: hmac::Key::new(hmac::HMAC_SHA256, c.mac_key), enc, pot: c.pot.clone() })
+        Ok(Self {
+            chain: c.chain,
+            mac: hmac::Key::new(hmac::HMAC_SHA256, c.mac_key),
+            enc,
+            pot: c.pot.as_ref().map(Pot::from),
+        })
     }
 }
 
@@ -311,37 +343,41 @@ pub(crate) fn subscriber(key: &ChainKey, b: &[u8], loc: &Located) -> Option<u64>
     (plain[2] == SUBSCRIBER_TYPE).then(|| u64::from_be_bytes(plain[4..12].try_into().unwrap_or_default()))
 }
 
+/// `x mod p` for p = 2^64 - 59, by 2^64 ≡ 59 (no division on the hot path).
+fn reduce(x: u128) -> u64 {
+    let fold = |v: u128| (v >> 64) * 59 + (v & u128::from(u64::MAX));
+    let mut r = fold(fold(x));
+    while r >= u128::from(POT_PRIME) {
+        r -= u128::from(POT_PRIME);
+    }
+    r as u64
+}
+
 fn mul(a: u64, b: u64) -> u64 {
-    ((u128::from(a) * u128::from(b)) % u128::from(POT_PRIME)) as u64
+    reduce(u128::from(a) * u128::from(b))
 }
 
 fn add(a: u64, b: u64) -> u64 {
-    ((u128::from(a) + u128::from(b)) % u128::from(POT_PRIME)) as u64
+    reduce(u128::from(a) + u128::from(b))
 }
 
 /// An SF's step of the proof of transit: CML += LPC * (y + POLY2(x)), POLY2's constant = PktID.
-pub(crate) fn pot_update(role: &PotRole, label: u32, b: &mut [u8], loc: &Located) -> bool {
-    let (Some(p), Some(s)) = (loc.pot_at, role.shares.iter().find(|s| s.label == label)) else {
+pub(crate) fn pot_update(pot: &Pot, label: u32, b: &mut [u8], loc: &Located) -> bool {
+    let (Some(p), Some(&(_, c, lpc))) = (loc.pot_at, pot.shares.iter().find(|s| s.0 == label)) else {
         return false;
     };
-    let rnd = u64::from_be_bytes(b[p..p + 8].try_into().unwrap_or_default()) % POT_PRIME;
-    let cml = u64::from_be_bytes(b[p + 8..p + 16].try_into().unwrap_or_default()) % POT_PRIME;
-    let mut poly2 = rnd;
-    let mut xp = 1u64;
-    for &c in &role.poly2 {
-        xp = mul(xp, s.x);
-        poly2 = add(poly2, mul(c, xp));
-    }
-    let cml = add(cml, mul(s.lpc, add(s.y, poly2)));
+    let rnd = reduce(u128::from(u64::from_be_bytes(b[p..p + 8].try_into().unwrap_or_default())));
+    let cml = reduce(u128::from(u64::from_be_bytes(b[p + 8..p + 16].try_into().unwrap_or_default())));
+    let cml = add(cml, mul(lpc, add(c, rnd)));
     b[p + 8..p + 16].copy_from_slice(&cml.to_be_bytes());
     true
 }
 
 /// The verifier's check: the cumulative value equals secret + PktID.
-pub(crate) fn pot_verify(role: &PotRole, b: &[u8], loc: &Located) -> Result<(), Refusal> {
-    let Some(secret) = role.secret else { return Ok(()) };
+pub(crate) fn pot_verify(pot: &Pot, b: &[u8], loc: &Located) -> Result<(), Refusal> {
+    let Some(secret) = pot.secret else { return Ok(()) };
     let p = loc.pot_at.ok_or(Refusal::PotFailed)?;
-    let rnd = u64::from_be_bytes(b[p..p + 8].try_into().unwrap_or_default()) % POT_PRIME;
+    let rnd = reduce(u128::from(u64::from_be_bytes(b[p..p + 8].try_into().unwrap_or_default())));
     let cml = u64::from_be_bytes(b[p + 8..p + 16].try_into().unwrap_or_default());
     if cml == add(secret, rnd) { Ok(()) } else { Err(Refusal::PotFailed) }
 }
@@ -419,10 +455,10 @@ mod tests {
         let loc = Located { labels_len: 0, nsh_at: 0, nsh_len: 0, mac_at: 24, pot_at: Some(4), key_id: 5, spi: 1 };
         b[4..12].copy_from_slice(&123_456_789u64.to_be_bytes());
         for i in (0..n).filter(|&i| Some(i) != skip) {
-            assert!(pot_update(&role(i), 100 + i as u32, &mut b, &loc));
+            assert!(pot_update(&Pot::from(&role(i)), 100 + i as u32, &mut b, &loc));
         }
         let verifier = PotRole { secret: Some(secret), ..Default::default() };
-        pot_verify(&verifier, &b, &loc).is_ok()
+        pot_verify(&Pot::from(&verifier), &b, &loc).is_ok()
     }
 
     #[test]
@@ -432,6 +468,19 @@ mod tests {
             for skip in 0..n {
                 assert!(!run(n, Some(skip)), "{n} SFs, SF {skip} skipped");
             }
+        }
+    }
+
+    #[test]
+    fn the_fast_reduction_agrees_with_division() {
+        let p = u128::from(POT_PRIME);
+        let mut x = 0x9e37_79b9_7f4a_7c15_f39c_c060_5ced_c834u128;
+        for _ in 0..10_000 {
+            x = x.wrapping_mul(0x2545_f491_4f6c_dd1d).wrapping_add(1);
+            assert_eq!(u128::from(reduce(x)), x % p, "{x:#x}");
+        }
+        for x in [0, p - 1, p, p + 1, u128::from(u64::MAX), u128::MAX, (p - 1) * (p - 1)] {
+            assert_eq!(u128::from(reduce(x)), x % p, "{x:#x}");
         }
     }
 
