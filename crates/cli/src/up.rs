@@ -534,9 +534,20 @@ fn make_pki(plan: &LabPlan, state: &State, ca: &Ca) -> anyhow::Result<()> {
 fn summary(plan: &LabPlan, state: &State) {
     let gw = &plan.nodes[plan.gateway.node];
     println!("lab {} is up (state in {})", plan.name, state.dir.display());
+    let transport = if plan.nodes.iter().any(|n| n.mac.is_some()) { "Ethernet + MPLS" } else { "MPLS-in-UDP" };
+    let mut protections = Vec::new();
+    if plan.topology.link_protection {
+        protections.push("link ESP (AES-GMAC) on every hop");
+    }
+    if plan.topology.sfc_integrity {
+        protections.push("SFC integrity (RFC 9145 MAC, encrypted subscriber id) and proof of transit");
+    }
     println!(
-        "  links: MPLS-in-UDP on one segment (bridge in {}), MTU {}, inner MTU {}",
-        plan.bridge_ns, plan.link_mtu, plan.inner_mtu
+        "  links: {transport} on one segment (bridge in {}), MTU {}, inner MTU {}{}",
+        plan.bridge_ns,
+        plan.link_mtu,
+        plan.inner_mtu,
+        if protections.is_empty() { String::new() } else { format!("; {}", protections.join("; ")) }
     );
     for n in &plan.nodes {
         let roles: Vec<&str> = [
