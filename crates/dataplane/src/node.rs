@@ -1029,10 +1029,14 @@ impl Node {
             }
             SfAttach::InProcess(sf) => {
                 let hdr = if has_nsh { slot.cache.peek(&key).unwrap_or(&[]) } else { &[] };
-                let subscriber = integrity::locate(hdr, max_depth)
-                    .ok()
-                    .flatten()
-                    .and_then(|l| integrity::subscriber(self.chain_keys.get(&l.key_id)?, hdr, &l));
+                let subscriber = if sf.wants_subscriber() {
+                    integrity::locate(hdr, max_depth)
+                        .ok()
+                        .flatten()
+                        .and_then(|l| integrity::subscriber(self.chain_keys.get(&l.key_id)?, hdr, &l))
+                } else {
+                    None
+                };
                 sf.process(&SfContext { now, label: slot.label, metadata: nsh_context(hdr), subscriber }, buf)
             }
         };
@@ -1288,5 +1292,58 @@ mod tests {
         assert!(a.keyed_spis().contains(&0x2000) && b.keyed_spis().contains(&0x1000));
         let v = a.handle_local(later, udp_packet());
         assert!(matches!(v, Verdict::Drop(DropReason::SaExpired, _)), "{v:?}");
+    }
+
+    /// A fake SF (unit test only) that records the subscriber id it is given.
+    struct FakeSubscriberReader(std::sync::Arc<std::sync::Mutex<Vec<Option<u64>>>>);
+
+    impl ServiceFunction for FakeSubscriberReader {
+        fn kind(&self) -> &'static str {
+            "fake-subscriber-reader"
+        }
+        fn process(&mut self, ctx: &SfContext<'_>, pkt: PacketBuf) -> SfVerdict {
+            self.0.lock().unwrap().push(ctx.subscriber);
+            SfVerdict::Pass(pkt)
+        }
+        fn counters(&self, _: &mut dyn FnMut(&'static str, u64)) {}
+        fn wants_subscriber(&self) -> bool {
+            true
+        }
+    }
+
+    #[test]
+    fn an_sf_that_asks_reads_the_encrypted_subscriber_id_only_with_the_chain_key() {
+        use crate::integrity::ChainKeyConfig;
+        let payload = SaConfig::new(0x1000, SaKey::generate(Algorithm::Aes128Gcm).unwrap());
+        let key = |enc: bool| ChainKeyConfig {
+            key_id: 9,
+            chain: 7,
+            mac_key: &[1; 32],
+            enc_key: enc.then_some(&[2u8; 16][..]),
+            pot: None,
+        };
+        let mut a = Node::new(NodeSettings::default());
+        a.install_outbound(SaIdx(0), &payload, Instant::ZERO).unwrap();
+        a.install_chain_key(&key(true)).unwrap();
+        a.set_label(600, LabelAction::Remote(NodeId(1))).unwrap();
+        a.add_chain(ChainSpec {
+            integrity: Some(ChainIntegrity { key_id: 9, pot: false }),
+            ..chain(vec![600, 500], 0)
+        })
+        .unwrap();
+        let tuple = ip::parse(udp_packet().as_slice()).unwrap().tuple;
+        a.classifier_mut().insert_flow_for(tuple, ChainId(7), 0xfeed).unwrap();
+        for enc in [true, false] {
+            let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+            let mut b = Node::new(NodeSettings { sfc_integrity: true, ..NodeSettings::default() });
+            b.install_chain_key(&key(enc)).unwrap();
+            let sf = SfSpec::in_process(600, "reader", false, Box::new(FakeSubscriberReader(seen.clone())));
+            b.add_sf(sf).unwrap();
+            b.set_label(500, LabelAction::Remote(NodeId(2))).unwrap();
+            let v = b.handle_from_domain(Instant::ZERO, forwarded(a.handle_local(Instant::ZERO, udp_packet())));
+            assert!(matches!(v, Verdict::Forward(NodeId(2), _)), "{v:?}");
+            let expected = if enc { Some(0xfeed) } else { None };
+            assert_eq!(*seen.lock().unwrap(), vec![expected], "with the encryption key: {enc}");
+        }
     }
 }

@@ -22,8 +22,8 @@ pub struct SfContext<'a> {
     pub label: u32,
     /// MD type 2 context headers of the packet's NSH (empty without one).
     pub metadata: &'a [u8],
-    /// The RFC 8979 subscriber id, decrypted, if this node may read the chain's encrypted
-    /// metadata.
+    /// The RFC 8979 subscriber id, decrypted, for an SF that [wants it](ServiceFunction::wants_subscriber)
+    /// on a node that may read the chain's encrypted metadata.
     pub subscriber: Option<u64>,
 }
 
@@ -47,4 +47,10 @@ pub trait ServiceFunction: Send {
 
     /// Reports this SF's counters as (name, value) pairs.
     fn counters(&self, out: &mut dyn FnMut(&'static str, u64));
+
+    /// Whether the SF reads [`SfContext::subscriber`]: decrypting it costs an AES-GCM open per
+    /// packet, so only SFs that ask get it.
+    fn wants_subscriber(&self) -> bool {
+        false
+    }
 }
