@@ -58,6 +58,10 @@ pub(crate) struct ChainArgs {
     /// How nodes reach each other: udp (MPLS-in-UDP) or ethernet (Ethernet + MPLS frames).
     #[arg(long, default_value = "udp")]
     transport: String,
+    /// With --transport ethernet: how the receive ring hands frames over, frames (TPACKET_V2)
+    /// or blocks (TPACKET_V3).
+    #[arg(long, default_value = "frames")]
+    ring: String,
     /// Worker lanes per node.
     #[arg(long, default_value_t = 1)]
     lanes: u32,
@@ -129,6 +133,7 @@ fn chain_lab(n: usize, intrusive: bool, mtu: u16, transport: LabTransport) -> La
         name: "bench".into(),
         mtu,
         transport,
+        ring: None,
         attachments: zsfc_config::LabAttachments::Veth,
         lanes: 1,
         nodes,
@@ -259,6 +264,12 @@ fn chain(a: &ChainArgs) -> anyhow::Result<bool> {
         "ethernet" => LabTransport::Ethernet,
         t => bail!("--transport: {t:?} is not udp or ethernet"),
     };
+    let ring = match (a.ring.as_str(), transport) {
+        ("frames", _) => None,
+        ("blocks", LabTransport::Ethernet) => Some(zsfc_config::EthernetRing::Blocks),
+        ("blocks", _) => bail!("--ring blocks needs --transport ethernet"),
+        (r, _) => bail!("--ring: {r:?} is not frames or blocks"),
+    };
     let total = a.mtu.len() * a.sfs.len() * a.modes.len();
     let mut rows = Vec::new();
     let mut k = 0;
@@ -272,6 +283,7 @@ fn chain(a: &ChainArgs) -> anyhow::Result<bool> {
                 } else {
                     let mut spec = chain_lab(n, mode == "intrusive" || mode == "secure", mtu, transport);
                     spec.lanes = a.lanes;
+                    spec.ring = ring;
                     spec.link_protection = mode == "secure";
                     spec.sfc_integrity = mode == "secure";
                     let lab = RunningLab::start(&spec, &a.run.state_dir)?;

@@ -66,6 +66,7 @@ pub(crate) fn rekey_lab() -> Lab {
         name: "rekey".into(),
         mtu: 1500,
         transport: Default::default(),
+        ring: None,
         attachments: Default::default(),
         lanes: 1,
         nodes: ["ingress", "sf1", "sf2", "egress"].iter().map(|n| LabNode { name: (*n).into() }).collect(),

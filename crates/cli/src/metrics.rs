@@ -66,6 +66,7 @@ impl Metrics {
             ("eth_rx", io.eth_rx),
             ("eth_tx", io.eth_tx),
             ("eth_other", io.eth_other),
+            ("eth_ring_errors", io.eth_ring_errors),
             ("tun_rx", io.tun_rx),
             ("tun_tx", io.tun_tx),
             ("sf_rx", io.sf_rx),

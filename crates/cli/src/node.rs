@@ -59,7 +59,11 @@ pub(crate) fn run(a: &Args) -> anyhow::Result<bool> {
             )
         })
         .collect();
-    let transport = TransportSpec { listen: io.listen, ethernet: io.ethernet.clone() };
+    let ring = match io.ring {
+        zsfc_config::EthernetRing::Frames => zsfc_io::RingKind::Frames,
+        zsfc_config::EthernetRing::Blocks => zsfc_io::RingKind::Blocks,
+    };
+    let transport = TransportSpec { listen: io.listen, ethernet: io.ethernet.clone(), ring };
     let mut drivers = Drivers::open_lanes(&transport, &peers, tun.as_ref(), &attachments, lanes as u16)?;
     let (control_tx, control_rx): (Vec<_>, Vec<_>) = (0..lanes).map(|_| std::sync::mpsc::channel()).unzip();
     let agent_lanes = control_tx.clone();
@@ -120,7 +124,7 @@ pub(crate) fn run(a: &Args) -> anyhow::Result<bool> {
         "zsfc node {:?}: {}{} ({} peers){}{}",
         cfg.name,
         io.listen.map(|l| format!("MPLS-in-UDP on {l}")).unwrap_or_default(),
-        io.ethernet.as_ref().map(|e| format!(" Ethernet+MPLS on {e}")).unwrap_or_default(),
+        io.ethernet.as_ref().map(|e| format!(" Ethernet+MPLS on {e} (ring of {})", ring.name())).unwrap_or_default(),
         io.peers.len(),
         tun.as_ref().map(|t| format!(", local side on {}", t.name)).unwrap_or_default(),
         if lanes > 1 { format!(", {lanes} lanes") } else { String::new() }
@@ -188,7 +192,7 @@ pub(crate) fn run(a: &Args) -> anyhow::Result<bool> {
 
 fn report(name: &str, s: &zsfc_io::IoStats, node: &zsfc_dataplane::Node, gateway: Option<&zsfc_gateway::Gateway>) {
     println!(
-        "node {}: udp rx {} tx {} ({} receives, {} sends) eth rx {} tx {} other {} unknown-source {}; tun rx {} ({} reads) tx {}; sf rx {} tx {}; undeliverable {}",
+        "node {}: udp rx {} tx {} ({} receives, {} sends) eth rx {} tx {} other {} ring-errors {} unknown-source {}; tun rx {} ({} reads) tx {}; sf rx {} tx {}; undeliverable {}",
         name,
         s.udp_rx,
         s.udp_tx,
@@ -197,6 +201,7 @@ fn report(name: &str, s: &zsfc_io::IoStats, node: &zsfc_dataplane::Node, gateway
         s.eth_rx,
         s.eth_tx,
         s.eth_other,
+        s.eth_ring_errors,
         s.udp_unknown_source,
         s.tun_rx,
         s.tun_reads,

@@ -534,7 +534,12 @@ fn make_pki(plan: &LabPlan, state: &State, ca: &Ca) -> anyhow::Result<()> {
 fn summary(plan: &LabPlan, state: &State) {
     let gw = &plan.nodes[plan.gateway.node];
     println!("lab {} is up (state in {})", plan.name, state.dir.display());
-    let transport = if plan.nodes.iter().any(|n| n.mac.is_some()) { "Ethernet + MPLS" } else { "MPLS-in-UDP" };
+    let ring = plan.nodes.iter().find_map(|n| n.config.transport.as_ref().filter(|t| t.ethernet.is_some()));
+    let transport = match ring.map(|t| t.ring.unwrap_or_default()) {
+        Some(zsfc_config::EthernetRing::Frames) => "Ethernet + MPLS (receive ring of frames, TPACKET_V2)",
+        Some(zsfc_config::EthernetRing::Blocks) => "Ethernet + MPLS (receive ring of blocks, TPACKET_V3)",
+        None => "MPLS-in-UDP",
+    };
     let mut protections = Vec::new();
     if plan.topology.link_protection {
         protections.push("link ESP (AES-GMAC) on every hop");

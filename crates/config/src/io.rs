@@ -10,6 +10,7 @@ use std::path::PathBuf;
 pub struct IoSettings {
     pub listen: Option<SocketAddr>,
     pub ethernet: Option<String>,
+    pub ring: crate::model::EthernetRing,
     /// Peer id → where its packets go.
     pub peers: Vec<(u32, PeerLink)>,
     pub tun: Option<TunSettings>,
@@ -94,6 +95,9 @@ impl NodeConfig {
         };
         if let Some(e) = &t.ethernet {
             device_name("transport.ethernet".into(), e)?;
+        }
+        if t.ring.is_some() && t.ethernet.is_none() {
+            return Err(bad("transport.ring", "a receive ring is for an Ethernet link: set `transport.ethernet`"));
         }
         let mut peers = Vec::new();
         for (i, p) in self.peers.iter().enumerate() {
@@ -202,7 +206,16 @@ impl NodeConfig {
             ),
             None => None,
         };
-        Ok(IoSettings { listen, ethernet: t.ethernet.clone(), peers, tun, attachments, gateway, metrics })
+        Ok(IoSettings {
+            listen,
+            ethernet: t.ethernet.clone(),
+            ring: t.ring.unwrap_or_default(),
+            peers,
+            tun,
+            attachments,
+            gateway,
+            metrics,
+        })
     }
 
     fn gateway_settings(&self, g: &GatewayConfig) -> Result<GatewaySettings, FieldError> {

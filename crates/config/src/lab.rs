@@ -33,6 +33,9 @@ pub struct Lab {
     /// How nodes reach each other on the domain segment.
     #[serde(default)]
     pub transport: LabTransport,
+    /// How the nodes' Ethernet links hand frames over (`transport = "ethernet"` only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ring: Option<EthernetRing>,
     /// What the attachment circuits of external SFs are made of.
     #[serde(default)]
     pub attachments: LabAttachments,
@@ -403,6 +406,9 @@ impl Lab {
         {
             return Err(bad("name", "1 to 16 characters of a-z, 0-9 and '-'"));
         }
+        if self.ring.is_some() && self.transport != LabTransport::Ethernet {
+            return Err(bad("ring", "a receive ring is for Ethernet links: set `transport = \"ethernet\"`"));
+        }
         if !(1280..=65_000).contains(&self.mtu) {
             return Err(bad("mtu", format!("{} is outside 1280..=65000", self.mtu)));
         }
@@ -706,6 +712,9 @@ impl Lab {
         for c in &mut configs {
             c.metrics = Some(MetricsConfig { listen: METRICS_LISTEN.into() });
             c.settings.lanes = self.lanes;
+            if let Some(t) = c.transport.as_mut().filter(|t| t.ethernet.is_some()) {
+                t.ring = self.ring;
+            }
             c.check().map_err(|e| bad("lanes", format!("node {:?}: {e}", c.name)))?;
         }
         let nodes = configs

@@ -148,6 +148,20 @@ pub struct TransportConfig {
     pub listen: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ethernet: Option<String>,
+    /// How the Ethernet link's receive ring hands frames over (default `frames`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ring: Option<EthernetRing>,
+}
+
+/// How an AF_PACKET receive ring hands frames to the node: `frames` (TPACKET_V2, a slot per
+/// frame, handed over at once) or `blocks` (TPACKET_V3, frames packed into blocks handed over
+/// when full or after 1 ms: fewer wake-ups, but a lone packet waits for the timer).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EthernetRing {
+    #[default]
+    Frames,
+    Blocks,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

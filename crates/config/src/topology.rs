@@ -257,8 +257,11 @@ impl Topology {
                 links: Vec::new(),
                 chain_keys: Vec::new(),
                 rules: Vec::new(),
-                transport: (n.address.is_some() || n.ethernet.is_some())
-                    .then(|| TransportConfig { listen: n.address.clone(), ethernet: n.ethernet.clone() }),
+                transport: (n.address.is_some() || n.ethernet.is_some()).then(|| TransportConfig {
+                    listen: n.address.clone(),
+                    ethernet: n.ethernet.clone(),
+                    ring: None,
+                }),
                 local: n.local.clone(),
                 gateway: None,
                 metrics: None,

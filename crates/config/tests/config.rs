@@ -360,6 +360,16 @@ fn process_settings_are_parsed_and_mistakes_name_the_field() {
             "peers[0].mac: \"02:00:00:00:00:zz\" is not aa:bb:cc:dd:ee:ff",
         ),
         (with_process_settings("sf").replace("listen = \"192.0.2.1:6635\"", ""), "transport: give `listen`"),
+        (
+            with_process_settings("sf")
+                .replace("listen = \"192.0.2.1:6635\"", "listen = \"192.0.2.1:6635\"\nring = \"blocks\""),
+            "transport.ring: a receive ring is for an Ethernet link",
+        ),
+        (
+            with_process_settings("sf")
+                .replace("listen = \"192.0.2.1:6635\"", "listen = \"192.0.2.1:6635\"\nring = \"v3\""),
+            "unknown variant `v3`, expected `frames` or `blocks`",
+        ),
         (with_process_settings("sf").replace("\"ac0-out\"", "\"a-much-too-long-name\""), "sfs[1].attachment.from_sf"),
         (
             with_process_settings("sf").replace("\nattachment = { to_sf = \"ac0-in\", from_sf = \"ac0-out\" }", ""),

@@ -108,6 +108,7 @@ fn lab_mistakes_name_the_field() {
         (q.replace("patterns = [\"test\"]", "patterns = []"), "sfs[0].function.patterns"),
         (q.replace("kind = \"http\"", "kind = \"gopher\""), "unknown variant `gopher`"),
         (q.replace("version = 1", "version = 1\nmtu = 100"), "mtu: 100 is outside"),
+        (q.replace("version = 1", "version = 1\nring = \"blocks\""), "ring: a receive ring is for Ethernet links"),
         (
             q.replace("version = 1", "version = 1\nlanes = 2\ntransport = \"ethernet\""),
             "lanes: node \"ingress\": settings.lanes: an Ethernet link runs one lane",

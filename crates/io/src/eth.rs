@@ -3,14 +3,15 @@
 //! Ethernet header; a peer is known by its MAC address. The kernel has no MPLS here, so it
 //! ignores these frames and only we see them.
 //!
-//! Batches of up to 64 frames per system call (`recvmmsg`, `sendmmsg`), received straight into
-//! packet buffers. The TPACKET_V3 ring PLATFORM.md measured (faster still) needs a raw `mmap`
-//! and will come with its own `unsafe`-permitted module.
+//! Frames arrive through a receive ring ([`crate::ring`]: no system call per frame) and
+//! leave in batches of up to 64 per system call (`sendmmsg`). The socket does not see the frames
+//! this host sends.
+use crate::ring::{RingKind, RxRing, ignore_outgoing};
 use nix::sys::socket::{
-    AddressFamily, LinkAddr, MsgFlags, MultiHeaders, SockFlag, SockProtocol, SockType, bind, recvmmsg, sendmmsg,
-    setsockopt, socket, sockopt,
+    AddressFamily, LinkAddr, MsgFlags, MultiHeaders, SockFlag, SockProtocol, SockType, bind, sendmmsg, setsockopt,
+    socket, sockopt,
 };
-use std::io::{self, IoSlice, IoSliceMut};
+use std::io::{self, IoSlice};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use zsfc_dataplane::PacketBuf;
 use zsfc_wire::buffer::{DEFAULT_HEADROOM, DEFAULT_TAILROOM};
@@ -29,8 +30,7 @@ pub(crate) struct EthLink {
     fd: OwnedFd,
     pub(crate) mac: [u8; 6],
     pub(crate) interface: String,
-    /// Buffers the next receive fills.
-    rx_bufs: Vec<PacketBuf>,
+    ring: RxRing,
     /// Frames waiting for [`flush`](Self::flush).
     pending: Vec<PacketBuf>,
     /// No destination address: the socket is bound to its interface and frames carry their MAC.
@@ -40,7 +40,7 @@ pub(crate) struct EthLink {
 /// What a received frame is.
 pub(crate) enum Frame {
     /// An MPLS frame from `src`; the buffer holds the label stack onwards.
-    Mpls { src: [u8; 6] },
+    Mpls { src: [u8; 6], buf: PacketBuf },
     /// Anything else on the link (ARP, IPv6 neighbour discovery, our own frames): not ours.
     Other,
 }
@@ -59,15 +59,14 @@ fn bind_to(interface: &str) -> io::Result<(OwnedFd, [u8; 6])> {
         SockProtocol::EthAll,
     )?;
     bind(fd.as_raw_fd(), &link)?;
+    ignore_outgoing(fd.as_fd())?;
     Ok((fd, mac))
 }
 
 impl EthLink {
-    pub(crate) fn open(interface: &str) -> io::Result<Self> {
+    pub(crate) fn open(interface: &str, ring: RingKind) -> io::Result<Self> {
         let (fd, mac) = bind_to(interface)?;
-        if setsockopt(&fd, sockopt::RcvBufForce, &SOCKET_BUFFER).is_err() {
-            let _ = setsockopt(&fd, sockopt::RcvBuf, &SOCKET_BUFFER);
-        }
+        let ring = RxRing::attach(fd.as_fd(), interface, ring)?;
         if setsockopt(&fd, sockopt::SndBufForce, &SOCKET_BUFFER).is_err() {
             let _ = setsockopt(&fd, sockopt::SndBuf, &SOCKET_BUFFER);
         }
@@ -75,72 +74,37 @@ impl EthLink {
             fd,
             mac,
             interface: interface.to_owned(),
-            rx_bufs: Vec::with_capacity(ETH_BATCH),
+            ring,
             pending: Vec::with_capacity(ETH_BATCH),
             no_addrs: vec![None; ETH_BATCH],
         })
     }
 
-    /// Receives up to a batch of frames; calls `each` with every one, its buffer holding the
-    /// label stack onwards for MPLS frames. New buffers come from `fresh`. `Ok(0)` when nothing
-    /// waits.
+    /// Receives up to a batch of frames from the ring; calls `each` with every one, an MPLS
+    /// frame's label stack onwards copied into a buffer from `fresh(len)`. Returns
+    /// how many frames it saw (fewer than a batch: the ring is empty for now).
     pub(crate) fn recv_batch(
         &mut self,
-        mut fresh: impl FnMut() -> PacketBuf,
-        mut each: impl FnMut(Frame, PacketBuf),
-    ) -> io::Result<usize> {
-        while self.rx_bufs.len() < ETH_BATCH {
-            self.rx_bufs.push(fresh());
-        }
-        let mut got = [(0usize, 0u8); ETH_BATCH];
-        let n = {
-            let mut it = self.rx_bufs.iter_mut();
-            let mut iovs: [[IoSliceMut<'_>; 1]; ETH_BATCH] = std::array::from_fn(|_| {
-                let space: &mut [u8] = match it.next() {
-                    Some(b) => {
-                        b.reset(DEFAULT_HEADROOM);
-                        let room = b.capacity().saturating_sub(DEFAULT_HEADROOM + DEFAULT_TAILROOM);
-                        b.push_back(room).unwrap_or_default()
-                    }
-                    None => &mut [],
-                };
-                [IoSliceMut::new(space)]
-            });
-            // The message headers hold raw pointers (not `Send`), so they live for one call: one
-            // small allocation per batch, none per frame.
-            let mut hdrs = MultiHeaders::<LinkAddr>::preallocate(ETH_BATCH, None);
-            let results = match recvmmsg(self.fd.as_raw_fd(), &mut hdrs, iovs.iter_mut(), MsgFlags::MSG_DONTWAIT, None)
-            {
-                Ok(r) => r,
-                Err(nix::errno::Errno::EAGAIN) => return Ok(0),
-                Err(e) => return Err(e.into()),
-            };
-            let mut n = 0;
-            for (slot, r) in got.iter_mut().zip(results) {
-                *slot = (r.bytes, r.address.map_or(0, |a| a.pkttype()));
-                n += 1;
-            }
-            n
-        };
-        for (i, &(bytes, pkttype)) in got.iter().enumerate().take(n) {
-            let mut b = core::mem::replace(&mut self.rx_bufs[i], fresh());
-            let extra = b.len().saturating_sub(bytes);
-            if b.trim_back(extra).is_err() {
-                continue;
-            }
-            let f = b.as_slice();
+        mut fresh: impl FnMut(usize) -> PacketBuf,
+        mut each: impl FnMut(Frame),
+    ) -> usize {
+        self.ring.recv(ETH_BATCH, |f, pkttype| {
             if pkttype == PACKET_OUTGOING || f.len() <= HEADER || u16::from_be_bytes([f[12], f[13]]) != ETHERTYPE_MPLS {
-                each(Frame::Other, b);
-                continue;
+                return each(Frame::Other);
+            }
+            let mut buf = fresh(f.len() - HEADER);
+            if buf.set(&f[HEADER..], DEFAULT_HEADROOM).is_err() {
+                return each(Frame::Other);
             }
             let mut src = [0u8; 6];
             src.copy_from_slice(&f[6..12]);
-            if b.pull_front(HEADER).is_err() {
-                continue;
-            }
-            each(Frame::Mpls { src }, b);
-        }
-        Ok(n)
+            each(Frame::Mpls { src, buf });
+        })
+    }
+
+    /// Frames the ring could not deliver whole (cut by the kernel, or in an inconsistent block).
+    pub(crate) fn ring_errors(&self) -> u64 {
+        self.ring.truncated + self.ring.malformed
     }
 
     /// Queues the labelled packet in `b` for `dst`, adding the Ethernet header in the headroom.

@@ -4,10 +4,13 @@
 //! attachment circuits to external SFC-unaware SFs (a TUN device pair that the SF's host routes
 //! between). One thread; readiness through epoll. (Planned: recvmmsg/sendmmsg or GSO/GRO
 //! batching, AF_PACKET rings for Ethernet + MPLS links, worker threads.)
-#![forbid(unsafe_code)]
+#![deny(unsafe_code)]
 
 mod eth;
 mod local;
+mod ring;
+
+pub use ring::RingKind;
 mod udp;
 
 use eth::{EthLink, Frame};
@@ -48,8 +51,11 @@ pub struct IoStats {
     /// MPLS frames received and sent on the Ethernet link.
     pub eth_rx: u64,
     pub eth_tx: u64,
-    /// Other frames on that link (ARP, neighbour discovery, our own): not for the engine.
+    /// Other frames on that link (ARP, neighbour discovery): not for the engine.
     pub eth_other: u64,
+    /// Frames the receive ring could not deliver whole (longer than a ring block, or in a block
+    /// with inconsistent offsets): lost before the engine saw them.
+    pub eth_ring_errors: u64,
     pub tun_rx: u64,
     pub tun_tx: u64,
     /// Reads from the local TUN (one read may carry a TCP super-packet of many segments).
@@ -192,6 +198,8 @@ pub enum PeerAddr {
 pub struct TransportSpec {
     pub listen: Option<SocketAddr>,
     pub ethernet: Option<String>,
+    /// How the Ethernet link's receive ring hands frames over.
+    pub ring: RingKind,
 }
 
 pub struct Drivers {
@@ -199,8 +207,8 @@ pub struct Drivers {
     eth: Option<EthLink>,
     /// Datagrams of one receive, before the engine sees them.
     inbox: Vec<(SocketAddr, PacketBuf)>,
-    /// Frames of one Ethernet receive: the source MAC of MPLS frames, `None` for others.
-    eth_inbox: Vec<(Option<[u8; 6]>, PacketBuf)>,
+    /// MPLS frames of one Ethernet receive, with their source MAC.
+    eth_inbox: Vec<([u8; 6], PacketBuf)>,
     /// Peer addresses indexed by peer id.
     peers: Vec<Option<PeerAddr>>,
     tun: Option<LocalTun>,
@@ -312,7 +320,7 @@ impl Drivers {
         let mut out = Vec::new();
         for (lane, queue) in (0..lanes).zip(queues) {
             let shift = |a: SocketAddr| SocketAddr::new(a.ip(), a.port().wrapping_add(lane));
-            let lane_transport = TransportSpec { listen: transport.listen.map(shift), ethernet: None };
+            let lane_transport = TransportSpec { listen: transport.listen.map(shift), ..TransportSpec::default() };
             let lane_peers: Vec<(u32, PeerAddr)> = peers
                 .iter()
                 .map(|&(id, p)| (id, if let PeerAddr::Udp(a) = p { PeerAddr::Udp(shift(a)) } else { p }))
@@ -337,7 +345,9 @@ impl Drivers {
             None => None,
         };
         let eth = match &transport.ethernet {
-            Some(name) => Some(EthLink::open(name).map_err(|source| IoError::Link { name: name.clone(), source })?),
+            Some(name) => Some(
+                EthLink::open(name, transport.ring).map_err(|source| IoError::Link { name: name.clone(), source })?,
+            ),
             None => None,
         };
         let mut table = Vec::new();
@@ -501,43 +511,33 @@ impl Drivers {
     /// Receives up to a few batches of frames from the Ethernet link.
     fn drain_eth(&mut self, node: &mut Node, now: &impl Fn() -> Instant) -> Result<(), IoError> {
         for _ in 0..4 {
-            let Self { eth, eth_inbox, pool, .. } = self;
+            let Self { eth, eth_inbox, pool, stats, .. } = self;
             let Some(eth) = eth else { return Ok(()) };
-            // Frames up to the largest an interface may carry.
-            let fresh = || take_buffer(pool, MAX_PACKET);
-            let n = eth.recv_batch(fresh, |f, b| {
-                eth_inbox.push((
-                    match f {
-                        Frame::Mpls { src } => Some(src),
-                        Frame::Other => None,
-                    },
-                    b,
-                ));
-            })?;
+            let n = eth.recv_batch(
+                |len| take_buffer(pool, len),
+                |f| match f {
+                    Frame::Mpls { src, buf } => eth_inbox.push((src, buf)),
+                    Frame::Other => stats.eth_other += 1,
+                },
+            );
+            stats.eth_ring_errors = eth.ring_errors();
             let mut inbox = core::mem::take(&mut self.eth_inbox);
             for (src, b) in inbox.drain(..) {
-                match src {
-                    None => {
-                        self.stats.eth_other += 1;
-                        self.recycle(b);
-                    }
-                    Some(src) if !self.is_peer_mac(&src) => {
-                        self.stats.udp_unknown_source += 1;
-                        self.recycle(b);
-                    }
-                    Some(_) => {
-                        self.stats.eth_rx += 1;
-                        let v = node.handle_from_domain(now(), b);
-                        self.act(v);
-                    }
+                if !self.is_peer_mac(&src) {
+                    self.stats.udp_unknown_source += 1;
+                    self.recycle(b);
+                    continue;
                 }
+                self.stats.eth_rx += 1;
+                let v = node.handle_from_domain(now(), b);
+                self.act(v);
             }
             self.eth_inbox = inbox;
+            self.flush();
             if n < 64 {
                 break;
             }
         }
-        self.flush();
         Ok(())
     }
 
