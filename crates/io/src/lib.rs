@@ -1,9 +1,9 @@
 //! The one crate that touches the operating system's network: it moves packets between sockets
-//! or devices and a [`Node`], and owns the loop. Drivers today: MPLS-in-UDP (RFC 7510) between
-//! nodes, a TUN device for the local side (clients at an ingress, the service at an egress), and
-//! attachment circuits to external SFC-unaware SFs (a TUN device pair that the SF's host routes
-//! between). One thread; readiness through epoll. (Planned: recvmmsg/sendmmsg or GSO/GRO
-//! batching, AF_PACKET rings for Ethernet + MPLS links, worker threads.)
+//! or devices and a [`Node`], and owns the loop. Drivers: MPLS-in-UDP (RFC 7510, UDP GSO/GRO)
+//! between nodes, Ethernet + MPLS on an L2 link (an AF_PACKET receive ring, `sendmmsg`), a TUN
+//! device with offloads for the local side (clients at an ingress, the service at an egress),
+//! and attachment circuits to external SFC-unaware SFs (a veth pair or a TUN device pair the
+//! SF's host routes between). One thread per worker lane; readiness through epoll.
 #![deny(unsafe_code)]
 
 mod eth;
