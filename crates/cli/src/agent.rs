@@ -272,7 +272,8 @@ fn apply_ops(node: &mut Node, ops: &[Op], lane: u32, now: Instant) -> Result<(),
             Op::RemoveKey(k) => drop(node.remove_chain_key(*k)),
             Op::RemoveChain(id) => drop(node.remove_chain(*id)),
             Op::RemoveLabel(l) => drop(node.remove_label(*l)),
-            Op::RemoveIn(spi) => drop(node.remove_inbound(zsfc_config::lane_spi(*spi, lane))),
+            // Retired, not removed: packets sealed with it may still be queued on the way here.
+            Op::RemoveIn(spi) => drop(node.retire_inbound(zsfc_config::lane_spi(*spi, lane), now)),
             Op::RemoveOut(slot) => drop(node.remove_outbound(*slot)),
         }
     }
@@ -530,7 +531,13 @@ mod tests {
             );
             let mut only_new = new_in.clone();
             only_new.sort_unstable();
-            assert_eq!(spis(&engine), only_new, "{}: the old generation is gone", cfg.name);
+            let mut retiring: Vec<u32> = engine.retiring_spis().collect();
+            retiring.sort_unstable();
+            let mut old_sorted = old_in.clone();
+            old_sorted.sort_unstable();
+            assert_eq!(retiring, old_sorted, "{}: the old generation is retired", cfg.name);
+            engine.housekeeping(now + zsfc_dataplane::RETIRE_MIN);
+            assert_eq!(spis(&engine), only_new, "{}: the old generation is gone once quiet", cfg.name);
             // Outbound slots are reused: the two generations never need more than twice one.
             let outbound = o.ikeless.sad.entries.iter().filter(|e| e.direction == Direction::Outbound).count();
             assert!(applied.next_slot as usize <= 2 * outbound, "{} slots for {outbound} SAs", applied.next_slot);

@@ -20,6 +20,10 @@ pub(crate) struct RekeyArgs {
     /// Length of the stream; the domain is rekeyed once a second meanwhile.
     #[arg(long, default_value_t = 20)]
     seconds: u64,
+    /// The controller's wait between switching to new SAs and removing the old (nodes keep a
+    /// removed inbound SA until nothing arrives on it, so even 0 should lose nothing).
+    #[arg(long, default_value_t = 300)]
+    grace_ms: u64,
     #[arg(long)]
     json: Option<PathBuf>,
     #[arg(long, default_value = "/run/zsfc-bench")]
@@ -113,7 +117,9 @@ fn drops(report: &str, reason: &str) -> u64 {
 
 pub(crate) fn rekey(a: &RekeyArgs) -> anyhow::Result<bool> {
     eprintln!("bench rekey: building the lab (4 nodes, controller, 3 SFs of which 2 intrusive)...");
-    let lab = RunningLab::start(&rekey_lab(), &a.state_dir)?;
+    let mut spec = rekey_lab();
+    spec.controller.grace_ms = a.grace_ms;
+    let lab = RunningLab::start(&spec, &a.state_dir)?;
     let plan = &lab.plan;
     let egress = plan.nodes.iter().find(|n| n.name == "egress").context("no egress")?;
     let to = std::net::SocketAddr::new(plan.services[0].address.into(), SINK_PORT);

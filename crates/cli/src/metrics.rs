@@ -27,6 +27,7 @@ pub(crate) struct Metrics {
     sf: Family<Labels, Counter>,
     cached: Family<Labels, Gauge>,
     gateway: Family<Labels, Counter>,
+    sas: Family<Labels, Counter>,
 }
 
 /// The registry of node `node`: one set of families per worker lane (labelled `lane` when there
@@ -50,6 +51,11 @@ impl Metrics {
         r.register("sf", "Counters of each SF and its caching proxy", self.sf.clone());
         r.register("proxy_cached", "Packets inside each SF now (proxy cache entries)", self.cached.clone());
         r.register("gateway", "Gateway connections: accepted, served, refused by reason", self.gateway.clone());
+        r.register(
+            "sas",
+            "SAs whose key was erased at the hard lifetime, and retired inbound SAs removed once quiet",
+            self.sas.clone(),
+        );
     }
 
     fn set(family: &Family<Labels, Counter>, labels: Labels, v: u64) {
@@ -78,6 +84,9 @@ impl Metrics {
             ("mss_clamped", s.mss_clamped),
         ] {
             Self::set(&self.packets, vec![("what", what.to_owned())], v);
+        }
+        for (what, v) in [("erased", s.sas_erased), ("retired", s.sas_retired)] {
+            Self::set(&self.sas, vec![("what", what.to_owned())], v);
         }
         for (r, n) in node.drops().nonzero() {
             Self::set(&self.drops, vec![("reason", r.name().to_owned())], n);

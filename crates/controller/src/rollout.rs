@@ -6,7 +6,8 @@
 //! 2. [`switch`]: classifiers point their chains (and rules, gateway grants) at the new
 //!    outbound SAs. An intrusive SF re-seals with the SA its inbound SA names, so the new
 //!    generation flows end to end while packets of the old one still in flight finish on it.
-//! 3. after a grace period, [`finish`]: the old SAs go.
+//! 3. after a grace period, [`finish`]: the old SAs go (nodes retire the old inbound SAs, which
+//!    accept what is still in flight until nothing has arrived on them for a second).
 use zsfc_config::ikeless::{NodeState, SadEntry, strip_chain_key};
 use zsfc_config::{ChainKeyConfig, LabelEntry};
 

@@ -15,8 +15,8 @@ pub mod sf;
 pub use classifier::{Action, Classifier, Prefix, Rule};
 pub use drop::{DropCounters, DropReason};
 pub use node::{
-    ChainIntegrity, ChainSpec, ConfigError, Event, LabelAction, Node, NodeSettings, NodeStats, NshSpec, SaUse,
-    SfAttach, SfReport, SfSpec, Verdict,
+    ChainIntegrity, ChainSpec, ConfigError, Event, LabelAction, Node, NodeSettings, NodeStats, NshSpec, RETIRE_MAX,
+    RETIRE_MIN, SaUse, SfAttach, SfReport, SfSpec, Verdict,
 };
 pub use proxy::{KeyMode, ProxyStats};
 pub use sf::{ServiceFunction, SfContext, SfVerdict};

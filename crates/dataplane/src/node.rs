@@ -237,7 +237,15 @@ pub struct NodeStats {
     pub mss_clamped: u64,
     /// SAs whose key material was erased at their hard lifetime.
     pub sas_erased: u64,
+    /// Inbound SAs removed after they were retired ([`Node::retire_inbound`]): quiet, or
+    /// retired for [`RETIRE_MAX`].
+    pub sas_retired: u64,
 }
+
+/// The longest a retired inbound SA keeps accepting packets, however busy it still is.
+pub const RETIRE_MAX: core::time::Duration = core::time::Duration::from_secs(10);
+/// The shortest: a retired SA stays at least this long even if nothing arrives on it.
+pub const RETIRE_MIN: core::time::Duration = core::time::Duration::from_secs(1);
 
 /// What one SF instance did.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -270,6 +278,9 @@ struct OutboundSlot {
 struct InboundSlot {
     sa: InboundSa,
     usage: SaUse,
+    /// Set once the SA is retired: when, and its highest sequence number at the last
+    /// housekeeping (unchanged between two: nothing arrives on it any more).
+    retiring: Option<(Instant, u64)>,
 }
 
 struct SfSlot {
@@ -402,16 +413,32 @@ impl Node {
     }
 
     pub fn install_inbound(&mut self, cfg: &SaConfig, usage: SaUse, now: Instant) -> Result<(), ConfigError> {
-        if self.inbound.contains_key(&cfg.spi) {
+        if self.inbound.get(&cfg.spi).is_some_and(|s| s.retiring.is_none()) {
             return Err(ConfigError::Sa { spi: cfg.spi, why: "an inbound SA with this SPI is installed".into() });
         }
         let sa = InboundSa::new(cfg, now).map_err(|e| ConfigError::Sa { spi: cfg.spi, why: e.to_string() })?;
-        self.inbound.insert(cfg.spi, InboundSlot { sa, usage });
+        self.inbound.insert(cfg.spi, InboundSlot { sa, usage, retiring: None });
         Ok(())
     }
 
     pub fn remove_inbound(&mut self, spi: u32) -> bool {
         self.inbound.remove(&spi).is_some()
+    }
+
+    /// Retires an inbound SA instead of removing it: it keeps accepting packets still in flight
+    /// (queued behind a busy hop, say) and goes at the first [`housekeeping`](Self::housekeeping)
+    /// at least [`RETIRE_MIN`] after now that finds nothing arrived on it since the one before,
+    /// or [`RETIRE_MAX`] after now. So the end
+    /// of a make-before-break rollout loses nothing however long packets queued. `false`: no
+    /// such SA, or already retired.
+    pub fn retire_inbound(&mut self, spi: u32, now: Instant) -> bool {
+        match self.inbound.get_mut(&spi) {
+            Some(slot) if slot.retiring.is_none() => {
+                slot.retiring = Some((now, slot.sa.highest_seq()));
+                true
+            }
+            _ => false,
+        }
     }
 
     /// Installs one generation of a chain's NSH protection (a key id is never reused).
@@ -601,8 +628,14 @@ impl Node {
     }
 
     /// The SPIs of the installed inbound SAs.
+    /// SPIs of the installed inbound SAs, retired ones included until they go.
     pub fn inbound_spis(&self) -> impl Iterator<Item = u32> + '_ {
         self.inbound.keys().copied()
+    }
+
+    /// SPIs of the inbound SAs that are retired and not yet gone.
+    pub fn retiring_spis(&self) -> impl Iterator<Item = u32> + '_ {
+        self.inbound.iter().filter(|(_, s)| s.retiring.is_some()).map(|(&spi, _)| spi)
     }
 
     pub fn remove_chain(&mut self, id: ChainId) -> bool {
@@ -776,7 +809,7 @@ impl Node {
             Ok(p) => p.spi(),
             Err(_) => return Err(DropReason::LinkUnauthenticated),
         };
-        let Some(InboundSlot { sa, usage: SaUse::Link }) = self.inbound.get_mut(&spi) else {
+        let Some(InboundSlot { sa, usage: SaUse::Link, .. }) = self.inbound.get_mut(&spi) else {
             return Err(DropReason::LinkUnauthenticated);
         };
         use zsfc_esp::OpenError as E;
@@ -865,6 +898,18 @@ impl Node {
                 self.stats.sas_erased += 1;
             }
         }
+        let before = self.inbound.len();
+        self.inbound.retain(|_, slot| match &mut slot.retiring {
+            None => true,
+            Some((since, seen)) => {
+                let highest = slot.sa.highest_seq();
+                let age = now.saturating_since(*since);
+                let keep = (highest != *seen || age < RETIRE_MIN) && age < RETIRE_MAX;
+                *seen = highest;
+                keep
+            }
+        });
+        self.stats.sas_retired += (before - self.inbound.len()) as u64;
         self.sfs.iter_mut().map(|s| s.cache.expire(now, s.cache_max_age)).sum()
     }
 
@@ -993,7 +1038,7 @@ impl Node {
                 Ok(spi) => match self.inbound.get_mut(&spi) {
                     None => Err(DropReason::EspBadSpi),
                     Some(InboundSlot { usage: SaUse::Terminate | SaUse::Link, .. }) => Err(DropReason::SaRoleMismatch),
-                    Some(InboundSlot { sa, usage: SaUse::Reseal(out) }) => {
+                    Some(InboundSlot { sa, usage: SaUse::Reseal(out), .. }) => {
                         reseal = Some(*out);
                         sa.open(now, &mut buf).map_err(DropReason::from)
                     }
@@ -1292,6 +1337,46 @@ mod tests {
         assert!(a.keyed_spis().contains(&0x2000) && b.keyed_spis().contains(&0x1000));
         let v = a.handle_local(later, udp_packet());
         assert!(matches!(v, Verdict::Drop(DropReason::SaExpired, _)), "{v:?}");
+    }
+
+    #[test]
+    fn a_retired_inbound_sa_accepts_late_packets_until_it_goes_quiet() {
+        let (mut a, mut b) = linked_pair();
+        let t = |ms| Instant::from_millis(ms);
+        // Packets sealed before the switch, still queued somewhere when the SA is retired.
+        let late: Vec<PacketBuf> = (0..3).map(|_| forwarded(a.handle_local(t(0), udp_packet()))).collect();
+        assert!(b.retire_inbound(0x1000, t(10)));
+        assert!(!b.retire_inbound(0x1000, t(10)), "retired once");
+        assert!(!b.retire_inbound(0x9999, t(10)), "no such SA");
+        assert_eq!(b.retiring_spis().collect::<Vec<_>>(), vec![0x1000]);
+        let mut late = late.into_iter();
+        assert!(matches!(b.handle_from_domain(t(500), late.next().unwrap()), Verdict::Deliver(_)));
+        // Busy since the retirement: stays, however short the gap.
+        b.housekeeping(t(1500));
+        assert!(b.inbound_spis().any(|s| s == 0x1000));
+        assert!(matches!(b.handle_from_domain(t(2000), late.next().unwrap()), Verdict::Deliver(_)));
+        b.housekeeping(t(2500));
+        assert!(b.inbound_spis().any(|s| s == 0x1000), "a packet arrived since the last look");
+        // Quiet for a whole housekeeping interval: gone, and what still arrives is refused.
+        b.housekeeping(t(3500));
+        assert!(!b.inbound_spis().any(|s| s == 0x1000));
+        assert_eq!(b.stats().sas_retired, 1);
+        let v = b.handle_from_domain(t(3600), late.next().unwrap());
+        assert!(matches!(v, Verdict::Drop(DropReason::EspBadSpi, _)), "{v:?}");
+        // The link SA was never retired; a quiet retired SA still waits RETIRE_MIN, a busy one
+        // no longer than RETIRE_MAX.
+        assert!(b.inbound_spis().any(|s| s == 0x2000));
+        assert!(b.retire_inbound(0x2000, t(4000)));
+        b.housekeeping(t(4500));
+        assert!(b.inbound_spis().any(|s| s == 0x2000), "younger than RETIRE_MIN");
+        b.housekeeping(t(4000) + RETIRE_MIN);
+        assert!(!b.inbound_spis().any(|s| s == 0x2000));
+        let payload = SaConfig::new(0x1000, SaKey::generate(Algorithm::Aes128Gcm).unwrap());
+        b.install_inbound(&payload, SaUse::Terminate, t(5000)).unwrap();
+        assert!(b.retire_inbound(0x1000, t(5000)));
+        // A retired SPI may be installed again (a restarted controller's first generation).
+        b.install_inbound(&payload, SaUse::Terminate, t(5000)).unwrap();
+        assert_eq!(b.retiring_spis().count(), 0);
     }
 
     /// A fake SF (unit test only) that records the subscriber id it is given.
