@@ -704,6 +704,54 @@ pub(crate) struct Checked {
     pub ok: bool,
 }
 
+/// The samples of `metric` in a metrics text, keyed by the value of `label` (one entry per
+/// sample: a node with several lanes has one per lane).
+fn metric_values(text: &str, metric: &str, label: &str) -> Vec<(String, u64)> {
+    text.lines()
+        .filter(|l| l.starts_with(&format!("{metric}{{")))
+        .filter_map(|l| {
+            let (labels, v) = l.rsplit_once(' ')?;
+            let key = labels.split(&format!("{label}=\"")).nth(1)?.split('"').next()?;
+            Some((key.to_owned(), v.parse().ok()?))
+        })
+        .collect()
+}
+
+/// Engine drop reasons that are an SF's decision to block traffic.
+const BLOCKING_DROPS: [&str; 3] = ["sf_dpi_match", "sf_firewall_deny", "sf_rate_limited"];
+
+/// Packets SFs have blocked in the whole domain so far: the engines' blocking drops (from every
+/// node's metrics) and the packets matched by DROP or REJECT rules in external SFs' iptables.
+fn blocked_by_sfs(plan: &LabPlan) -> u64 {
+    let url = format!("http://{}/metrics", zsfc_config::METRICS_LISTEN);
+    let engines: u64 = plan
+        .nodes
+        .iter()
+        .filter_map(|n| in_ns(&n.ns, &["curl", "-s", "--max-time", "2", &url]).ok())
+        .flat_map(|text| metric_values(&text, "zsfc_drops_total", "reason"))
+        .filter(|(reason, _)| BLOCKING_DROPS.contains(&reason.as_str()))
+        .map(|(_, v)| v)
+        .sum();
+    let externals: u64 = plan
+        .external_sfs
+        .iter()
+        .filter_map(|sf| in_ns(&sf.ns, &["iptables", "-nvxL"]).ok())
+        .map(|t| dropped_by_rules(&t))
+        .sum();
+    engines + externals
+}
+
+/// Packets matched by DROP or REJECT rules in `iptables -nvxL` output.
+fn dropped_by_rules(listing: &str) -> u64 {
+    listing
+        .lines()
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            (f.len() > 2 && matches!(f[2], "DROP" | "REJECT")).then(|| f[0].parse::<u64>().ok()).flatten()
+        })
+        .sum()
+}
+
 /// `zsfc status NAME`: every node's live counters, from its metrics endpoint.
 pub(crate) fn status(a: &CheckArgs) -> anyhow::Result<bool> {
     let state = State::new(&a.state_dir, &a.name);
@@ -720,16 +768,7 @@ pub(crate) fn status(a: &CheckArgs) -> anyhow::Result<bool> {
                 continue;
             }
         };
-        let value = |metric: &str, label: &str| -> Vec<(String, u64)> {
-            text.lines()
-                .filter(|l| l.starts_with(&format!("{metric}{{")))
-                .filter_map(|l| {
-                    let (labels, v) = l.rsplit_once(' ')?;
-                    let key = labels.split(&format!("{label}=\"")).nth(1)?.split('"').next()?;
-                    Some((key.to_owned(), v.parse().ok()?))
-                })
-                .collect()
-        };
+        let value = |metric: &str, label: &str| metric_values(&text, metric, label);
         let packets = value("zsfc_packets_total", "what");
         let get = |k: &str| packets.iter().find(|p| p.0 == k).map_or(0, |p| p.1);
         let drops: Vec<String> = value("zsfc_drops_total", "reason")
@@ -825,12 +864,25 @@ fn run_checks(lab: &Lab, plan: &LabPlan, state: &State) -> anyhow::Result<Vec<Ch
             (o, _) => format!("{o:?}").to_lowercase(),
         };
         let before = e.reason.as_deref().map(&refusals);
-        let (got, outcome) = match service.kind {
+        let blocked_before = (e.outcome == Outcome::Blocked).then(|| blocked_by_sfs(plan));
+        let (mut got, outcome) = match service.kind {
             ServiceKind::Http => fetch_page(plan, &state.pki(), client, service, &e.request, e.certificate)?,
             ServiceKind::UdpEcho => udp_request(client, service, &e.request)?,
             ServiceKind::Iperf3 => bail!("expect[]: an iperf3 service is for benchmarks, not for expected outcomes"),
         };
         let mut ok = outcome == Some(e.outcome);
+        if let (Some(Outcome::Blocked), Some(n)) = (outcome, blocked_before) {
+            // No answer is not enough: an SF must have dropped it (the counters are published
+            // once a second).
+            let t = Instant::now();
+            while blocked_by_sfs(plan) <= n && t.elapsed() < Duration::from_secs(2) {
+                std::thread::sleep(Duration::from_millis(200));
+            }
+            let by = blocked_by_sfs(plan).saturating_sub(n);
+            got =
+                if by > 0 { format!("{got}, {by} pkt dropped by SFs") } else { format!("{got}, but no SF dropped it") };
+            ok &= by > 0;
+        }
         if let (Some(r), Some(n)) = (e.reason.as_deref(), before) {
             // The gateway logs after it decides; give it a moment.
             let t = Instant::now();
@@ -956,6 +1008,20 @@ pub(crate) fn run(a: &UpArgs) -> anyhow::Result<bool> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn blocking_evidence_is_read_from_metrics_and_iptables_counters() {
+        let metrics = "# TYPE zsfc_drops counter\nzsfc_drops_total{node=\"sf\",reason=\"sf_dpi_match\"} 6\n\
+                       zsfc_drops_total{node=\"sf\",reason=\"esp_auth\"} 2\nzsfc_packets_total{what=\"udp_rx\"} 9\n";
+        let drops = metric_values(metrics, "zsfc_drops_total", "reason");
+        assert_eq!(drops, vec![("sf_dpi_match".to_owned(), 6), ("esp_auth".to_owned(), 2)]);
+        let listing = "Chain INPUT (policy ACCEPT 0 packets, 0 bytes)\n    pkts      bytes target     prot opt in     out     source               destination\n\
+                       Chain FORWARD (policy ACCEPT 120 packets, 9000 bytes)\n    pkts      bytes target     prot opt in     out     source               destination\n\
+                       \x20      6      400 DROP       0    --  *      *       0.0.0.0/0            0.0.0.0/0            STRING match  \"test\"\n\
+                       \x20      2      100 REJECT     17   --  *      *       0.0.0.0/0            0.0.0.0/0            reject-with icmp-port-unreachable\n\
+                       \x20     50     4000 ACCEPT     0    --  *      *       0.0.0.0/0            0.0.0.0/0\n";
+        assert_eq!(dropped_by_rules(listing), 8);
+    }
 
     #[test]
     fn a_site_has_its_files_and_bytes() {
