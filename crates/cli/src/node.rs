@@ -121,10 +121,16 @@ pub(crate) fn run(a: &Args) -> anyhow::Result<bool> {
         signal_hook::flag::register(sig, Arc::clone(&stop)).context("installing signal handlers")?;
     }
     eprintln!(
-        "zsfc node {:?}: {}{} ({} peers){}{}",
+        "zsfc node {:?}: {} ({} peers){}{}",
         cfg.name,
-        io.listen.map(|l| format!("MPLS-in-UDP on {l}")).unwrap_or_default(),
-        io.ethernet.as_ref().map(|e| format!(" Ethernet+MPLS on {e} (ring of {})", ring.name())).unwrap_or_default(),
+        [
+            io.listen.map(|l| format!("MPLS-in-UDP on {l}")),
+            io.ethernet.as_ref().map(|e| format!("Ethernet+MPLS on {e} (ring of {})", ring.name())),
+        ]
+        .into_iter()
+        .flatten()
+        .collect::<Vec<_>>()
+        .join(" and "),
         io.peers.len(),
         tun.as_ref().map(|t| format!(", local side on {}", t.name)).unwrap_or_default(),
         if lanes > 1 { format!(", {lanes} lanes") } else { String::new() }

@@ -123,6 +123,12 @@ fn labelled_packets_from_the_client_side_are_dropped_and_counted_at_the_ingress(
     usable();
     let mut lab = LabRun::new("udp", "i");
     lab.up();
+    // A fresh domain has dropped nothing (the local sides' own IPv6 chatter once was a
+    // no_matching_rule drop at each end node; metrics are published once a second).
+    std::thread::sleep(Duration::from_millis(1500));
+    for node in ["ingress", "sf", "egress"] {
+        assert_eq!(metric(&lab, node, "zsfc_drops_total", &[]), 0, "{node} dropped before any traffic");
+    }
     // An MPLS-in-UDP datagram (label 100, bottom of stack, TTL 64, then an ESP-looking header)
     // sent by a client towards the service's address and the MPLS-in-UDP port.
     const INJECT: &str = "import socket\ns=socket.socket(socket.AF_INET,socket.SOCK_DGRAM)\npkt=bytes([0x00,0x06,0x41,0x40])+bytes([0x45,0,0,40,0,1,0,0,64,50,0,0,10,1,0,1,10,9,0,1])+bytes(20)\nfor _ in range(3):\n s.sendto(pkt,('10.9.0.1',6635))\n";

@@ -234,10 +234,12 @@ impl core::fmt::Debug for Drivers {
 
 /// Creates a TUN device with a long transmit queue (the packets the kernel holds for us to
 /// read); `offload` turns on the virtio-net header with TSO/checksum offloads (the local side;
-/// never an attachment circuit).
+/// never an attachment circuit). A local side without IPv6 addresses gets no IPv6 at all before
+/// it comes up: otherwise the kernel's first IPv6 packets on it (multicast listener reports,
+/// router solicitations) reached the classifier as `no_matching_rule` drops.
 fn open_tun(t: &TunSpec, offload: bool, multi_queue: bool) -> Result<tun_rs::SyncDevice, IoError> {
     let tun_err = |source| IoError::Tun { name: t.name.clone(), source };
-    let mut b = tun_rs::DeviceBuilder::new().name(t.name.clone()).mtu(t.mtu).tx_queue_len(TX_QUEUE);
+    let mut b = tun_rs::DeviceBuilder::new().name(t.name.clone()).mtu(t.mtu).tx_queue_len(TX_QUEUE).enable(false);
     if offload {
         b = b.offload(true);
     }
@@ -252,6 +254,12 @@ fn open_tun(t: &TunSpec, offload: bool, multi_queue: bool) -> Result<tun_rs::Syn
         }
         .map_err(tun_err)?;
     }
+    if offload && t.addresses.iter().all(|(a, _)| a.is_ipv4()) {
+        // Best effort: the key is absent when the kernel has no IPv6 or took it off the device
+        // already (an MTU below 1280).
+        let _ = std::fs::write(format!("/proc/sys/net/ipv6/conf/{}/disable_ipv6", t.name), "1");
+    }
+    dev.enabled(true).map_err(tun_err)?;
     dev.set_nonblocking(true).map_err(tun_err)?;
     Ok(dev)
 }
