@@ -41,7 +41,7 @@ pub(crate) struct EthLink {
 pub(crate) enum Frame {
     /// An MPLS frame from `src`; the buffer holds the label stack onwards.
     Mpls { src: [u8; 6], buf: PacketBuf },
-    /// Anything else on the link (ARP, IPv6 neighbour discovery, our own frames): not ours.
+    /// Anything else on the link (ARP, IPv6 neighbour discovery): not ours.
     Other,
 }
 

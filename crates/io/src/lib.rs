@@ -9,9 +9,9 @@
 mod eth;
 mod local;
 mod ring;
+mod udp;
 
 pub use ring::RingKind;
-mod udp;
 
 use eth::{EthLink, Frame};
 use local::LocalTun;
@@ -53,8 +53,8 @@ pub struct IoStats {
     pub eth_tx: u64,
     /// Other frames on that link (ARP, neighbour discovery): not for the engine.
     pub eth_other: u64,
-    /// Frames the receive ring could not deliver whole (longer than a ring block, or in a block
-    /// with inconsistent offsets): lost before the engine saw them.
+    /// Frames the receive ring could not deliver whole (longer than a slot or block, or with
+    /// inconsistent offsets): lost before the engine saw them. Updated once a second.
     pub eth_ring_errors: u64,
     pub tun_rx: u64,
     pub tun_tx: u64,
@@ -528,7 +528,6 @@ impl Drivers {
                     Frame::Other => stats.eth_other += 1,
                 },
             );
-            stats.eth_ring_errors = eth.ring_errors();
             let mut inbox = core::mem::take(&mut self.eth_inbox);
             for (src, b) in inbox.drain(..) {
                 if !self.is_peer_mac(&src) {
@@ -655,6 +654,11 @@ impl Drivers {
         Ok(())
     }
 
+    /// Copies the receive ring's loss counters into the stats (once a second and at the end).
+    fn sync_ring_errors(&mut self) {
+        self.stats.eth_ring_errors = self.eth.as_ref().map_or(0, EthLink::ring_errors);
+    }
+
     /// Runs `node` until `stop` is set: applies control messages, reads every ready source,
     /// hands packets to the engine, acts on verdicts, releases held packets on time and does the
     /// engine's housekeeping every second. `tick` is called once a second with the drivers' and
@@ -706,10 +710,12 @@ impl Drivers {
             if now() >= next_housekeeping {
                 node.housekeeping(now());
                 wall_clock(node);
+                self.sync_ring_errors();
                 tick(&self.stats, node);
                 next_housekeeping = now() + core::time::Duration::from_secs(1);
             }
         }
+        self.sync_ring_errors();
         Ok(())
     }
 }
