@@ -554,12 +554,7 @@ impl Drivers {
         for _ in 0..BATCH {
             let Self { udp, inbox, pool, .. } = self;
             let Some(udp) = udp else { return Ok(()) };
-            let got = udp.recv(|from, d| {
-                let mut b = take_buffer(pool, d.len());
-                if b.set(d, DEFAULT_HEADROOM).is_ok() {
-                    inbox.push((from, b));
-                }
-            })?;
+            let got = udp.recv(pool, |from, b| inbox.push((from, b)))?;
             if !got {
                 break;
             }
@@ -588,12 +583,7 @@ impl Drivers {
             let Self { tun, inbox, pool, .. } = self;
             let Some(tun) = tun else { return Ok(()) };
             let any = SocketAddr::from(([0, 0, 0, 0], 0));
-            let got = tun.recv(|d| {
-                let mut b = take_buffer(pool, d.len());
-                if b.set(d, DEFAULT_HEADROOM).is_ok() {
-                    inbox.push((any, b));
-                }
-            })?;
+            let got = tun.recv(pool, |b| inbox.push((any, b)))?;
             if !got {
                 break;
             }

@@ -2,6 +2,12 @@
 //! `sendmsg` (the kernel carries them as one buffer through its stack and the veth/bridge, and
 //! cuts them into datagrams only where it must), and arrive coalesced in one `recvmsg` that we
 //! cut back into datagrams. On the wire they are ordinary datagrams, one packet each (RFC 7510).
+//!
+//! A coalesced receive is scattered straight into packet buffers: one buffer per datagram of the
+//! size the peer's last burst had, so each datagram lands behind its buffer's headroom and is
+//! never copied again. A burst of another size is cut and copied as before, and sets the size
+//! for the next one.
+use crate::{MAX_PACKET, give_back, take_buffer};
 use nix::sys::socket::{
     ControlMessage, ControlMessageOwned, MsgFlags, SockaddrStorage, recvmsg, sendmsg, setsockopt, sockopt,
 };
@@ -9,6 +15,7 @@ use std::io::{IoSlice, IoSliceMut};
 use std::net::{SocketAddr, UdpSocket};
 use std::os::fd::AsRawFd;
 use zsfc_dataplane::PacketBuf;
+use zsfc_wire::buffer::DEFAULT_TAILROOM;
 
 /// Most datagrams one GSO send may carry (the kernel's UDP_MAX_SEGMENTS).
 const MAX_SEGMENTS: usize = 64;
@@ -16,11 +23,20 @@ const MAX_SEGMENTS: usize = 64;
 const MAX_GSO_BYTES: usize = 65_000;
 /// Receive and send buffer of the socket.
 const SOCKET_BUFFER: usize = 8 << 20;
+/// Most bytes one receive returns (a coalesced one included).
+const MAX_RECEIVE: usize = 65_536;
+/// Datagram size expected before the first coalesced receive said otherwise (a 1500-byte link).
+const FIRST_SEGMENT_GUESS: usize = 1_472;
 
 pub(crate) struct UdpLink {
     pub(crate) sock: UdpSocket,
     gso: bool,
-    rx: Vec<u8>,
+    /// Buffers a receive scatters into, `segment` bytes each.
+    staged: Vec<PacketBuf>,
+    /// The size of the datagrams of the last coalesced receive.
+    segment: usize,
+    /// What does not fit into the staged buffers.
+    overflow: Vec<u8>,
     cmsg: Vec<u8>,
     /// Packets waiting for [`flush`](Self::flush), in verdict order.
     pending: Vec<(SocketAddr, PacketBuf)>,
@@ -46,20 +62,41 @@ impl UdpLink {
         }
         // Without GRO the kernel hands us one datagram per receive; that works too.
         let _ = setsockopt(&sock, sockopt::UdpGroSegment, &true);
-        Self { sock, gso: true, rx: vec![0; 65_536], cmsg: nix::cmsg_space!(i32), pending: Vec::with_capacity(256) }
+        Self {
+            sock,
+            gso: true,
+            staged: Vec::new(),
+            segment: FIRST_SEGMENT_GUESS,
+            overflow: vec![0; MAX_RECEIVE],
+            cmsg: nix::cmsg_space!(i32),
+            pending: Vec::with_capacity(256),
+        }
     }
 
-    /// Receives one (possibly coalesced) buffer and calls `each` with every datagram in it.
-    /// `Ok(false)` when nothing was waiting.
-    pub(crate) fn recv(&mut self, mut each: impl FnMut(SocketAddr, &[u8])) -> std::io::Result<bool> {
+    /// Receives one (possibly coalesced) buffer and calls `each` with every datagram in it, each
+    /// in a buffer of its own (from `pool`). `Ok(false)` when nothing was waiting.
+    pub(crate) fn recv(
+        &mut self,
+        pool: &mut Vec<PacketBuf>,
+        mut each: impl FnMut(SocketAddr, PacketBuf),
+    ) -> std::io::Result<bool> {
         let fd = self.sock.as_raw_fd();
+        let segment = self.segment;
+        let staged = MAX_RECEIVE.div_ceil(segment).min(MAX_SEGMENTS);
+        self.stage(pool, staged);
         let (n, from, seg) = {
-            let mut iov = [IoSliceMut::new(&mut self.rx)];
-            let msg = match recvmsg::<SockaddrStorage>(fd, &mut iov, Some(&mut self.cmsg), MsgFlags::MSG_DONTWAIT) {
-                Ok(m) => m,
-                Err(nix::errno::Errno::EAGAIN) => return Ok(false),
-                Err(e) => return Err(e.into()),
-            };
+            let mut iov: [IoSliceMut<'_>; MAX_SEGMENTS + 1] = std::array::from_fn(|_| IoSliceMut::new(&mut []));
+            for (slot, b) in iov.iter_mut().zip(self.staged.iter_mut()) {
+                *slot = IoSliceMut::new(&mut b.spare_mut(DEFAULT_TAILROOM)[..segment]);
+            }
+            iov[staged] = IoSliceMut::new(&mut self.overflow);
+            let msg =
+                match recvmsg::<SockaddrStorage>(fd, &mut iov[..=staged], Some(&mut self.cmsg), MsgFlags::MSG_DONTWAIT)
+                {
+                    Ok(m) => m,
+                    Err(nix::errno::Errno::EAGAIN) => return Ok(false),
+                    Err(e) => return Err(e.into()),
+                };
             let seg = msg
                 .cmsgs()
                 .ok()
@@ -74,12 +111,70 @@ impl UdpLink {
             (msg.bytes, from, seg)
         };
         let Some(from) = from else { return Ok(true) };
-        let data = &self.rx[..n];
-        match seg {
-            Some(s) => data.chunks(s).for_each(|d| each(from, d)),
-            None => each(from, data),
+        // One datagram, or several of `seg` bytes each (the last may be shorter).
+        let seg = seg.unwrap_or(n).max(1);
+        if seg == segment || (n <= segment && seg == n) {
+            // Datagram k is in staged buffer k (or in the overflow past the last one).
+            let count = n.div_ceil(seg);
+            for k in 0..count.min(staged) {
+                let len = seg.min(n - k * seg);
+                let fresh = take_buffer(pool, segment);
+                let mut b = core::mem::replace(&mut self.staged[k], fresh);
+                if b.push_back(len).is_ok() {
+                    each(from, b);
+                }
+            }
+            for k in staged..count {
+                let at = k * seg - staged * segment;
+                let len = seg.min(n - k * seg);
+                self.copy_out(pool, &self.overflow[at..at + len], from, &mut each);
+            }
+        } else {
+            // Another size than staged for: copy each datagram out of the scattered bytes.
+            for k in 0..n.div_ceil(seg) {
+                let (at, len) = (k * seg, seg.min(n - k * seg));
+                let mut b = take_buffer(pool, len);
+                let copied = b
+                    .spare_mut(DEFAULT_TAILROOM)
+                    .get_mut(..len)
+                    .is_some_and(|out| gather(&self.staged[..staged], segment, &self.overflow, at, out));
+                if copied && b.push_back(len).is_ok() {
+                    each(from, b);
+                } else {
+                    give_back(pool, b);
+                }
+            }
+            self.segment = seg.min(MAX_PACKET);
         }
         Ok(true)
+    }
+
+    /// Makes sure the first `count` staged buffers are empty and hold a datagram of the
+    /// expected size.
+    fn stage(&mut self, pool: &mut Vec<PacketBuf>, count: usize) {
+        let segment = self.segment;
+        for b in &mut self.staged {
+            if b.spare(DEFAULT_TAILROOM).len() < segment {
+                *b = take_buffer(pool, segment);
+            }
+        }
+        while self.staged.len() < count {
+            self.staged.push(take_buffer(pool, segment));
+        }
+    }
+
+    fn copy_out(
+        &self,
+        pool: &mut Vec<PacketBuf>,
+        d: &[u8],
+        from: SocketAddr,
+        each: &mut impl FnMut(SocketAddr, PacketBuf),
+    ) {
+        let mut b = take_buffer(pool, d.len());
+        match b.set(d, zsfc_wire::buffer::DEFAULT_HEADROOM) {
+            Ok(()) => each(from, b),
+            Err(_) => give_back(pool, b),
+        }
     }
 
     pub(crate) fn queue(&mut self, to: SocketAddr, b: PacketBuf) {
@@ -153,9 +248,122 @@ impl UdpLink {
     }
 }
 
+/// Copies `out.len()` bytes from offset `at` of what a scatter receive wrote: `segment` bytes into
+/// each of `staged`, the rest into `overflow`. False if they were not all there.
+fn gather(staged: &[PacketBuf], segment: usize, overflow: &[u8], mut at: usize, out: &mut [u8]) -> bool {
+    let mut done = 0;
+    while done < out.len() {
+        let piece = match staged.get(at / segment) {
+            Some(b) => b.spare(DEFAULT_TAILROOM).get(at % segment..segment),
+            None => overflow.get(at - staged.len() * segment..),
+        };
+        let Some(piece) = piece.filter(|p| !p.is_empty()) else { return false };
+        let n = piece.len().min(out.len() - done);
+        out[done..done + n].copy_from_slice(&piece[..n]);
+        done += n;
+        at += n;
+    }
+    true
+}
+
 fn to_std(a: &SockaddrStorage) -> Option<SocketAddr> {
     if let Some(v4) = a.as_sockaddr_in() {
         return Some(SocketAddr::V4((*v4).into()));
     }
     a.as_sockaddr_in6().map(|v6| SocketAddr::V6((*v6).into()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::{Duration, Instant};
+    use zsfc_wire::buffer::DEFAULT_HEADROOM;
+
+    fn link() -> UdpLink {
+        UdpLink::new(UdpSocket::bind("127.0.0.1:0").unwrap())
+    }
+
+    /// Datagram `i` of a test burst: its number, then a pattern of its own.
+    fn datagram(i: usize, len: usize) -> Vec<u8> {
+        (0..len).map(|j| if j == 0 { i as u8 } else { (i * 31 + j) as u8 }).collect()
+    }
+
+    /// Sends the datagrams in one flush (one GSO send per run of equal sizes).
+    fn send(tx: &mut UdpLink, to: SocketAddr, sizes: &[usize]) {
+        for (i, &len) in sizes.iter().enumerate() {
+            tx.queue(to, PacketBuf::from_slice(&datagram(i, len)));
+        }
+        let f = tx.flush(|_| {});
+        assert_eq!(f.sent, sizes.len() as u64);
+    }
+
+    /// Receives `count` datagrams (within 2 s); returns them and the number of receive calls.
+    fn receive(rx: &mut UdpLink, pool: &mut Vec<PacketBuf>, count: usize) -> (Vec<PacketBuf>, usize) {
+        let (mut got, mut calls) = (Vec::new(), 0);
+        let deadline = Instant::now() + Duration::from_secs(2);
+        while got.len() < count && Instant::now() < deadline {
+            if rx.recv(pool, |_, b| got.push(b)).unwrap() {
+                calls += 1;
+            }
+        }
+        (got, calls)
+    }
+
+    fn assert_burst(got: &[PacketBuf], sizes: &[usize]) {
+        assert_eq!(got.len(), sizes.len());
+        for (i, (b, &len)) in got.iter().zip(sizes).enumerate() {
+            assert_eq!(b.as_slice(), datagram(i, len).as_slice(), "datagram {i}");
+            assert_eq!(b.headroom(), DEFAULT_HEADROOM, "datagram {i} keeps the headroom for labels");
+        }
+    }
+
+    #[test]
+    fn coalesced_bursts_of_the_expected_and_of_other_sizes_come_out_whole() {
+        let (mut tx, mut rx, mut pool) = (link(), link(), Vec::new());
+        let to = rx.sock.local_addr().unwrap();
+
+        // The size expected at first: scattered straight into the staged buffers.
+        let sizes = [FIRST_SEGMENT_GUESS; 10];
+        send(&mut tx, to, &sizes);
+        let (got, calls) = receive(&mut rx, &mut pool, sizes.len());
+        assert_burst(&got, &sizes);
+        assert!(calls < sizes.len(), "the kernel coalesced the burst ({calls} receives)");
+
+        // Another size (and a shorter last one): copied out, and expected from then on.
+        let sizes = [1_000, 1_000, 1_000, 1_000, 1_000, 1_000, 300];
+        send(&mut tx, to, &sizes);
+        let (got, _) = receive(&mut rx, &mut pool, sizes.len());
+        assert_burst(&got, &sizes);
+        assert_eq!(rx.segment, 1_000);
+        send(&mut tx, to, &sizes);
+        let (got, _) = receive(&mut rx, &mut pool, sizes.len());
+        assert_burst(&got, &sizes);
+
+        // Jumbo datagrams, then a lone small one.
+        let sizes = [8_972; 5];
+        send(&mut tx, to, &sizes);
+        let (got, _) = receive(&mut rx, &mut pool, sizes.len());
+        assert_burst(&got, &sizes);
+        send(&mut tx, to, &[64]);
+        let (got, _) = receive(&mut rx, &mut pool, 1);
+        assert_burst(&got, &[64]);
+    }
+
+    #[test]
+    fn gather_reads_across_staged_buffers_and_the_overflow() {
+        let mut staged = Vec::new();
+        for part in [b"abcd", b"efgh"] {
+            let mut b = PacketBuf::new(DEFAULT_HEADROOM + 4 + DEFAULT_TAILROOM, DEFAULT_HEADROOM);
+            b.spare_mut(DEFAULT_TAILROOM)[..4].copy_from_slice(part);
+            staged.push(b);
+        }
+        let overflow = b"ijkl";
+        let mut out = [0u8; 6];
+        assert!(gather(&staged, 4, overflow, 3, &mut out));
+        assert_eq!(&out, b"defghi");
+        assert!(gather(&staged, 4, overflow, 6, &mut out));
+        assert_eq!(&out, b"ghijkl");
+        // Past the end of what was received: refused, not a panic.
+        assert!(!gather(&staged, 4, overflow, 7, &mut out));
+    }
 }

@@ -150,6 +150,20 @@ impl PacketBuf {
         Ok(n)
     }
 
+    /// The free space after the packet, less `tailroom`: where a scatter receive (one system
+    /// call filling several buffers) writes. [`push_back`](Self::push_back) then takes in what
+    /// it wrote.
+    pub fn spare_mut(&mut self, tailroom: usize) -> &mut [u8] {
+        let limit = self.data.len().saturating_sub(tailroom).max(self.end);
+        &mut self.data[self.end..limit]
+    }
+
+    /// [`spare_mut`](Self::spare_mut), read-only.
+    pub fn spare(&self, tailroom: usize) -> &[u8] {
+        let limit = self.data.len().saturating_sub(tailroom).max(self.end);
+        &self.data[self.end..limit]
+    }
+
     /// Removes `n` bytes from the back.
     pub fn trim_back(&mut self, n: usize) -> Result<()> {
         if n > self.len() {
@@ -189,6 +203,19 @@ impl PacketBuf {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_scatter_receive_fills_the_spare_room_and_push_back_takes_it_in() {
+        let mut b = PacketBuf::new(32, 8);
+        assert_eq!(b.spare(4).len(), 20);
+        b.spare_mut(4)[..5].copy_from_slice(b"hello");
+        b.push_back(5).unwrap();
+        assert_eq!(b.as_slice(), b"hello");
+        assert_eq!(b.headroom(), 8);
+        assert_eq!(b.spare(4).len(), 15);
+        // More tailroom than there is free space leaves nothing to write into.
+        assert!(b.spare_mut(100).is_empty());
+    }
 
     #[test]
     fn push_and_pull_front_use_headroom_without_moving_payload() {
