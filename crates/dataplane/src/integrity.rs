@@ -257,19 +257,28 @@ fn unix_ns(ts: [u8; 8]) -> u64 {
 }
 
 fn compute_mac(key: &ChainKey, b: &[u8], loc: &Located) -> [u8; MAC_LEN] {
+    // The MAC input is gathered into one buffer and hashed in one call: labels (a long stack
+    // in pieces of 32), then the NSH.
+    const LABELS: usize = 32 * 3;
+    let mut msg = [0u8; LABELS + nsh::MAX_LEN];
     let mut ctx = hmac::Context::with_key(&key.mac);
+    let mut n = 0;
     for lse in b[..loc.labels_len].chunks_exact(LSE_LEN) {
+        if n == LABELS {
+            ctx.update(&msg[..n]);
+            n = 0;
+        }
         // Label (20 bits) and bottom-of-stack; not traffic class, not TTL.
-        ctx.update(&[lse[0], lse[1], lse[2] & 0xf1]);
+        msg[n..n + 3].copy_from_slice(&[lse[0], lse[1], lse[2] & 0xf1]);
+        n += 3;
     }
-    let mut nsh = [0u8; nsh::MAX_LEN];
-    let n = &mut nsh[..loc.nsh_len];
-    n.copy_from_slice(&b[loc.nsh_at..loc.nsh_at + loc.nsh_len]);
-    n[0] &= 0xf0; // TTL, high 4 bits
-    n[1] &= 0x3f; // TTL, low 2 bits
+    let nsh = &mut msg[n..n + loc.nsh_len];
+    nsh.copy_from_slice(&b[loc.nsh_at..loc.nsh_at + loc.nsh_len]);
+    nsh[0] &= 0xf0; // TTL, high 4 bits
+    nsh[1] &= 0x3f; // TTL, low 2 bits
     let m = loc.mac_at - loc.nsh_at + MAC_AT;
-    n[m..m + MAC_LEN].fill(0);
-    ctx.update(n);
+    nsh[m..m + MAC_LEN].fill(0);
+    ctx.update(&msg[..n + loc.nsh_len]);
     let tag = ctx.sign();
     let mut out = [0u8; MAC_LEN];
     out.copy_from_slice(&tag.as_ref()[..MAC_LEN]);
