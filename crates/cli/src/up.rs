@@ -282,6 +282,18 @@ fn build(lab: &Lab, plan: &LabPlan, state: &State) -> anyhow::Result<()> {
     add_ns(&plan.bridge_ns)?;
     ip(&["-n", &plan.bridge_ns, "link", "add", "br0", "type", "bridge"])?;
     ip(&["-n", &plan.bridge_ns, "link", "set", "br0", "up"])?;
+    // The host's br_netfilter (Docker loads it) would pass every frame crossing the segment
+    // through iptables hooks that hold no rule here; it is turned off in this namespace only
+    // (`-e`: the keys exist only while the module is loaded).
+    sysctl(
+        &plan.bridge_ns,
+        &[
+            "-e",
+            "net.bridge.bridge-nf-call-iptables=0",
+            "net.bridge.bridge-nf-call-ip6tables=0",
+            "net.bridge.bridge-nf-call-arptables=0",
+        ],
+    )?;
     let mtu = plan.link_mtu.to_string();
     for (i, n) in plan.nodes.iter().enumerate() {
         add_ns(&n.ns)?;
