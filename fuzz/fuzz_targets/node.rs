@@ -20,7 +20,7 @@ fn protected() -> [Node; 2] {
     a.set_label(500, LabelAction::Deliver).unwrap();
     let mut b = Node::new(NodeSettings { sfc_integrity: true, ..NodeSettings::default() });
     let pot = PotRole { poly2: vec![3, 5], shares: Vec::new(), secret: Some(11) };
-    let key = ChainKeyConfig { key_id: 9, chain: 1, mac_key: &[1; 32], enc_key: Some(&[2; 16]), pot: Some(pot) };
+    let key = ChainKeyConfig { key_id: 9, chain: 1, mac_key: &[1; 32], enc_key: Some(&[2; 16]), origin_key: Some(&[3; 32]), pot: Some(pot) };
     b.install_chain_key(&key).unwrap();
     b.set_label(500, LabelAction::Deliver).unwrap();
     b.set_label(501, LabelAction::Remote(NodeId(0))).unwrap();

@@ -12,7 +12,8 @@
 //!   with `--stolen-config`, as a compromised SF node that holds the chain key and computes the
 //!   NSH MAC again;
 //! - `meta` (a domain without link protection): the captured frames with one byte of the first
-//!   NSH context header changed (metadata rewritten on the way);
+//!   NSH context header changed (metadata rewritten on the way, a tenant id say); with
+//!   `--stolen-config`, by a compromised SF node that computes the NSH MAC again;
 //! - `flood`: for `--seconds`, frames as fast as one thread can send, each a captured frame
 //!   with random bytes after the UDP header, or after the link SPI with `--keep-spi` (a flood
 //!   of malformed packets from a peer's address).
@@ -67,8 +68,8 @@ pub(crate) struct AttackArgs {
     /// How long a flood lasts.
     #[arg(long, default_value_t = 5.0)]
     seconds: f64,
-    /// `skip` as a compromised SF node: the node file of that node (with its chain keys), to
-    /// compute the NSH MAC again after the label is gone.
+    /// `skip` and `meta` as a compromised SF node: the node file of that node (with its chain
+    /// keys), to compute the NSH MAC again after the label is gone or the metadata changed.
     #[arg(long)]
     stolen_config: Option<std::path::PathBuf>,
 }
@@ -163,9 +164,6 @@ pub(crate) fn run(a: &AttackArgs) -> anyhow::Result<bool> {
                 if a.mode == Mode::Skip {
                     anyhow::ensure!(depth >= 2, "a frame with {depth} labels has no SF to skip (link protection on?)");
                     f.bytes.drain(p..p + 4);
-                    if let Some(node) = &stolen {
-                        node.refresh_nsh_mac(&mut f.bytes[p..]).map_err(|r| anyhow::anyhow!("re-MAC: {}", r.name()))?;
-                    }
                 } else {
                     let nsh = p + depth * 4;
                     anyhow::ensure!(
@@ -174,6 +172,9 @@ pub(crate) fn run(a: &AttackArgs) -> anyhow::Result<bool> {
                     );
                     // Base header 8 bytes, context header 4, then its value.
                     f.bytes[nsh + 12] ^= 0x01;
+                }
+                if let Some(node) = &stolen {
+                    node.refresh_nsh_mac(&mut f.bytes[p..]).map_err(|r| anyhow::anyhow!("re-MAC: {}", r.name()))?;
                 }
                 f.fix_headers();
                 sent += send_frame(&fd, &f.bytes);

@@ -297,6 +297,7 @@ pub fn install_chain_key(node: &mut Node, k: &ChainKeyConfig, at: &str) -> Resul
         chain: k.chain,
         mac_key: &mac.0,
         enc_key: k.enc_key.as_ref().map(|e| &e.0[..]),
+        origin_key: k.origin_key.as_ref().map(|e| &e.0[..]),
         pot,
     };
     node.install_chain_key(&c).map_err(|e| bad(at, e))

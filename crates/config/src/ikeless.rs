@@ -231,7 +231,7 @@ pub struct StateChain {
 
 /// A chain key as listed for a node that holds it already: no key material, no share.
 pub fn strip_chain_key(k: &ChainKeyConfig) -> ChainKeyConfig {
-    ChainKeyConfig { key_id: k.key_id, chain: k.chain, mac_key: None, enc_key: None, pot: None }
+    ChainKeyConfig { key_id: k.key_id, chain: k.chain, mac_key: None, enc_key: None, origin_key: None, pot: None }
 }
 
 /// The name of the SA with `spi` (unique in a domain: SPIs are never reused).

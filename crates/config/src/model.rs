@@ -594,6 +594,11 @@ pub struct ChainKeyConfig {
     /// the subscriber id (the classifier, nodes of intrusive SFs).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub enc_key: Option<KeyMaterial>,
+    /// HMAC-SHA-256 key, 32 bytes, only for the classifier and the chain's end: the classifier
+    /// derives each packet's PktID from the NSH fields it sets, the end checks it, so no node
+    /// between them can change those fields (key holders included).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub origin_key: Option<KeyMaterial>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pot: Option<PotConfig>,
 }

@@ -400,9 +400,9 @@ impl Topology {
     }
 }
 
-/// Places one chain key: the classifier holds MAC and encryption keys; each node of the chain's
-/// SFs the MAC key, its SFs' proof-of-transit shares and, for intrusive SFs, the encryption key;
-/// the end node the MAC key and the proof-of-transit secret.
+/// Places one chain key: the classifier holds MAC, encryption and origin keys; each node of the
+/// chain's SFs the MAC key, its SFs' proof-of-transit shares and, for intrusive SFs, the
+/// encryption key; the end node the MAC key, the origin key and the proof-of-transit secret.
 fn chain_keys(
     cfgs: &mut [NodeConfig],
     key_id: u32,
@@ -416,7 +416,7 @@ fn chain_keys(
         aws_lc_rs::rand::fill(&mut v).map_err(|_| zsfc_esp::KeyError::Rejected)?;
         Ok(KeyMaterial(v))
     };
-    let (mac, enc) = (random(32)?, random(16)?);
+    let (mac, enc, origin) = (random(32)?, random(16)?, random(32)?);
     let failed = std::cell::Cell::new(0u64);
     let (secret, poly2, shares) = zsfc_dataplane::integrity::pot_profile(sfs.len(), |b| {
         if aws_lc_rs::rand::fill(b).is_err() {
@@ -428,9 +428,11 @@ fn chain_keys(
     if failed.get() > 0 {
         return Err(zsfc_esp::KeyError::Rejected);
     }
-    let base = ChainKeyConfig { key_id, chain, mac_key: Some(mac), enc_key: None, pot: None };
+    let base = ChainKeyConfig { key_id, chain, mac_key: Some(mac), enc_key: None, origin_key: None, pot: None };
     let mut entries: std::collections::BTreeMap<usize, ChainKeyConfig> = Default::default();
-    entries.entry(classifier).or_insert_with(|| base.clone()).enc_key = Some(enc.clone());
+    let first = entries.entry(classifier).or_insert_with(|| base.clone());
+    first.enc_key = Some(enc.clone());
+    first.origin_key = Some(origin.clone());
     for (k, &(node, label, intrusive)) in sfs.iter().enumerate() {
         let e = entries.entry(node).or_insert_with(|| base.clone());
         if intrusive {
@@ -442,6 +444,7 @@ fn chain_keys(
         pot.shares.push(PotShareConfig { label, x, y, lpc });
     }
     let end = entries.entry(end).or_insert_with(|| base.clone());
+    end.origin_key = Some(origin);
     if !sfs.is_empty() {
         end.pot.get_or_insert_with(PotConfig::default).secret = Some(secret);
     }

@@ -241,6 +241,10 @@ fn an_integrity_protected_domain_carries_traffic_both_ways() {
     assert_eq!(to_web(by("node-a")).unwrap().pot.unwrap().shares.len(), 2);
     assert!(to_web(by("egress")).unwrap().pot.unwrap().secret.is_some());
     assert!(to_web(by("node-b")).unwrap().pot.unwrap().secret.is_none());
+    // The origin key only at the chain's two ends.
+    for (node, holds) in [("ingress", true), ("node-a", false), ("obs", false), ("node-b", false), ("egress", true)] {
+        assert_eq!(to_web(by(node)).unwrap().origin_key.is_some(), holds, "{node}");
+    }
     let mut sim = sim_of(&cfgs);
     let flow = Flow::udp("10.1.0.9", 5000, "10.9.0.1", 53);
     for i in 0..20u32 {
@@ -251,13 +255,19 @@ fn an_integrity_protected_domain_carries_traffic_both_ways() {
     assert_eq!(sim.local::<FakeEchoService>(4).unwrap().received.len(), 16);
     assert_eq!(sim.local::<ClientSide>(0).unwrap().received.len(), 16);
     assert_eq!(sim.dropped(DropReason::SfDpiMatch), 4);
-    for r in [DropReason::SfcMacFailed, DropReason::PotFailed, DropReason::SfcStale, DropReason::SfcKeyUnknown] {
+    for r in [
+        DropReason::SfcMacFailed,
+        DropReason::SfcOriginFailed,
+        DropReason::PotFailed,
+        DropReason::SfcStale,
+        DropReason::SfcKeyUnknown,
+    ] {
         assert_eq!(sim.dropped(r), 0, "{r:?}");
     }
 }
 
 #[test]
-fn a_hop_that_skips_an_sf_or_changes_the_nsh_is_caught_by_the_mac_or_the_proof_of_transit() {
+fn a_hop_that_skips_an_sf_or_changes_the_nsh_is_caught_by_the_mac_the_origin_or_the_proof_of_transit() {
     use zsfc_dataplane::{NodeId, Verdict};
     use zsfc_wire::PacketBuf;
     let cfgs = integrity();
@@ -299,6 +309,17 @@ fn a_hop_that_skips_an_sf_or_changes_the_nsh_is_caught_by_the_mac_or_the_proof_o
     n[1].refresh_nsh_mac(b.as_mut_slice()).unwrap();
     let b = forwarded(n[3].handle_from_domain(now, b), 4);
     assert_eq!(dropped(n[4].handle_from_domain(now, b)), DropReason::PotFailed, "with the chain key");
+    // A compromised node-a changes what the classifier set (here the chain's static context
+    // header, "subscriber-7" becomes "subscriber-6") and computes the MAC again: the SFs after
+    // it accept the packet, the end finds that the PktID was not derived from these fields.
+    let mut b = to_obs(&mut n);
+    let digit = 4 * 3 + zsfc_wire::nsh::BASE_LEN + 4 + 11;
+    assert_eq!(b.as_slice()[digit], b'7');
+    b.as_mut_slice()[digit] ^= 0x01;
+    n[1].refresh_nsh_mac(b.as_mut_slice()).unwrap();
+    let b = forwarded(n[2].handle_from_domain(now, b), 3);
+    let b = forwarded(n[3].handle_from_domain(now, b), 4);
+    assert_eq!(dropped(n[4].handle_from_domain(now, b)), DropReason::SfcOriginFailed, "metadata with the chain key");
     let at_obs = to_obs(&mut n);
 
     // Any changed byte of labels (label value) or NSH is caught at the next SF (a changed

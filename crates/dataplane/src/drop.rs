@@ -107,6 +107,10 @@ drop_reasons! {
     SfcMacFailed => "sfc_mac_failed",
     /// The proof of transit does not add up at the chain's end: an SF was skipped.
     PotFailed => "pot_failed",
+    /// At the chain's end: NSH fields the classifier set (SPI, tenant id and other static
+    /// context headers, timestamp, nonce, encrypted subscriber id) were changed on the way by a
+    /// node that holds the chain key (the PktID derived from them with the origin key differs).
+    SfcOriginFailed => "sfc_origin_failed",
 }
 
 /// One counter per [`DropReason`]. Plain integers: each worker owns its own set.

@@ -16,6 +16,12 @@
 //! NSH (SI, POT) computes the MAC again (RFC 9145 §7.1). A hop that holds the chain key could
 //! still skip the next SF; it cannot make the proof of transit add up without that SF's share
 //! (the IETF proof-of-transit scheme: Shamir secret sharing over GF(p)).
+//!
+//! Nor can it change what the classifier set (SPI, static context headers such as the tenant
+//! id, timestamp, nonce, encrypted subscriber id) and compute the MAC again: the classifier
+//! derives the POT's PktID from those fields with a key only it and the chain's end hold (the
+//! *origin key*; HMAC-SHA-256, first 8 bytes mod p — still unpredictable to everyone else, as
+//! the scheme needs), and the end derives it again. No byte more on the wire.
 use aws_lc_rs::aead::{AES_128_GCM, Aad, LessSafeKey, Nonce, UnboundKey};
 use aws_lc_rs::hmac;
 use zsfc_wire::mpls::{self, LSE_LEN};
@@ -67,6 +73,8 @@ pub enum Refusal {
     BadMac,
     /// The proof of transit does not add up.
     PotFailed,
+    /// The PktID is not the one the classifier derived: fields it set were changed.
+    OriginMismatch,
 }
 
 /// One SF's share of a chain's proof-of-transit profile.
@@ -106,6 +114,9 @@ pub struct ChainKeyConfig<'a> {
     /// AES-128-GCM key for the encrypted context headers (16 bytes): only nodes allowed to read
     /// the metadata (the classifier, nodes of intrusive SFs) get it.
     pub enc_key: Option<&'a [u8]>,
+    /// HMAC-SHA-256 key (32 bytes) that binds the classifier's NSH fields to the PktID: only
+    /// the classifier and the chain's end get it.
+    pub origin_key: Option<&'a [u8]>,
     pub pot: Option<PotRole>,
 }
 
@@ -113,6 +124,7 @@ pub(crate) struct ChainKey {
     pub chain: u32,
     mac: hmac::Key,
     enc: Option<LessSafeKey>,
+    origin: Option<hmac::Key>,
     pub pot: Option<Pot>,
 }
 
@@ -146,7 +158,11 @@ impl From<&PotRole> for Pot {
 impl core::fmt::Debug for ChainKey {
     /// No key byte, no share.
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        f.debug_struct("ChainKey").field("chain", &self.chain).field("enc", &self.enc.is_some()).finish()
+        f.debug_struct("ChainKey")
+            .field("chain", &self.chain)
+            .field("enc", &self.enc.is_some())
+            .field("origin", &self.origin.is_some())
+            .finish()
     }
 }
 
@@ -164,6 +180,11 @@ impl ChainKey {
                 UnboundKey::new(&AES_128_GCM, k).map_err(|_| format!("enc key: {} bytes, 16 needed", k.len()))?,
             )),
         };
+        if let Some(k) = c.origin_key
+            && k.len() != 32
+        {
+            return Err(format!("origin key: {} bytes, 32 needed", k.len()));
+        }
         if let Some(p) = &c.pot
             && p.shares.iter().any(|s| s.x == 0 || s.x >= POT_PRIME || s.y >= POT_PRIME || s.lpc >= POT_PRIME)
         {
@@ -173,6 +194,7 @@ impl ChainKey {
             chain: c.chain,
             mac: hmac::Key::new(hmac::HMAC_SHA256, c.mac_key),
             enc,
+            origin: c.origin_key.map(|k| hmac::Key::new(hmac::HMAC_SHA256, k)),
             pot: c.pot.as_ref().map(Pot::from),
         })
     }
@@ -332,13 +354,44 @@ pub(crate) fn impose(
     b[v + ENC_AT..v + ENC_AT + SUBSCRIBER_TLV].copy_from_slice(&tlv);
     b[v + ENC_AT + SUBSCRIBER_TLV..v + MAC_AT].copy_from_slice(tag.as_ref());
     if let Some(p) = loc.pot_at {
-        // PktID: a random field element; Cumulative: 0.
-        let rnd = u64::from_be_bytes(random[NONCE_LEN..].try_into().unwrap_or_default()) % POT_PRIME;
+        // PktID: derived from the fields set above with the origin key (random without one);
+        // Cumulative: 0.
+        let rnd = match &key.origin {
+            Some(origin) => origin_pktid(origin, b, loc),
+            None => u64::from_be_bytes(random[NONCE_LEN..].try_into().unwrap_or_default()) % POT_PRIME,
+        };
         b[p..p + 8].copy_from_slice(&rnd.to_be_bytes());
         b[p + 8..p + 16].fill(0);
     }
     seal_mac(key, b, loc);
     Ok(())
+}
+
+/// The PktID the classifier derives: HMAC-SHA-256 under the origin key over what it set and no
+/// hop changes (MD type, next protocol, SPI; the context headers with the POT value and the MAC
+/// zeroed), its first 8 bytes reduced mod p.
+fn origin_pktid(origin: &hmac::Key, b: &[u8], loc: &Located) -> u64 {
+    let mut msg = [0u8; nsh::MAX_LEN];
+    let fixed = &b[loc.nsh_at + 2..loc.nsh_at + 7];
+    let context = &b[loc.nsh_at + nsh::BASE_LEN..loc.nsh_at + loc.nsh_len];
+    msg[..5].copy_from_slice(fixed);
+    msg[5..5 + context.len()].copy_from_slice(context);
+    let shift = |at: usize| at - (loc.nsh_at + nsh::BASE_LEN) + 5;
+    if let Some(p) = loc.pot_at {
+        msg[shift(p)..shift(p) + POT_LEN].fill(0);
+    }
+    let m = shift(loc.mac_at + MAC_AT);
+    msg[m..m + MAC_LEN].fill(0);
+    let tag = hmac::sign(origin, &msg[..5 + context.len()]);
+    reduce(u128::from(u64::from_be_bytes(tag.as_ref()[..8].try_into().unwrap_or_default())))
+}
+
+/// The chain's end: the PktID is the one the classifier derived (nothing to check without an
+/// origin key or a POT header).
+pub(crate) fn origin_verify(key: &ChainKey, b: &[u8], loc: &Located) -> Result<(), Refusal> {
+    let (Some(origin), Some(p)) = (&key.origin, loc.pot_at) else { return Ok(()) };
+    let want = origin_pktid(origin, b, loc).to_be_bytes();
+    aws_lc_rs::constant_time::verify_slices_are_equal(&want, &b[p..p + 8]).map_err(|_| Refusal::OriginMismatch)
 }
 
 /// The subscriber id, for a node that holds the chain's encryption key.
@@ -478,6 +531,94 @@ mod tests {
                 assert!(!run(n, Some(skip)), "{n} SFs, SF {skip} skipped");
             }
         }
+    }
+
+    /// A packet as a classifier sends it: two labels, then an NSH with a tenant id, POT and
+    /// MAC headers, imposed under `key`.
+    fn imposed(key: &ChainKey) -> Vec<u8> {
+        let mut ctx = Vec::new();
+        push_tlv(&mut ctx, 0, TENANT_TYPE, &42u32.to_be_bytes());
+        ctx.extend_from_slice(&template(5, true));
+        let r = nsh::Repr { ttl: 63, md_type: nsh::MD_TYPE_2, next_proto: 1, spi: 7, si: 255, context: &ctx };
+        let mut b = vec![0u8; 8 + r.wire_len()];
+        b[..8].copy_from_slice(&[0x00, 0x3e, 0x80, 0x40, 0x00, 0x3e, 0x91, 0x40]);
+        r.emit(&mut b[8..]).unwrap();
+        let loc = locate(&b, 16).unwrap().unwrap();
+        impose(key, &mut b, &loc, 1_700_000_000_000_000_000, 0xfeed, [7; 20]).unwrap();
+        b
+    }
+
+    fn config(origin: Option<&[u8]>) -> ChainKeyConfig<'_> {
+        let pot = PotRole { poly2: vec![3], shares: Vec::new(), secret: Some(11) };
+        ChainKeyConfig {
+            key_id: 5,
+            chain: 7,
+            mac_key: &[1; 32],
+            enc_key: Some(&[2; 16]),
+            origin_key: origin,
+            pot: Some(pot),
+        }
+    }
+
+    fn chain_key(origin: Option<&[u8]>) -> ChainKey {
+        ChainKey::new(&config(origin)).unwrap()
+    }
+
+    #[test]
+    fn the_end_finds_every_change_to_what_the_classifier_set_even_under_a_fresh_mac() {
+        let key = chain_key(Some(&[3; 32]));
+        let b = imposed(&key);
+        let loc = locate(&b, 16).unwrap().unwrap();
+        assert_eq!(origin_verify(&key, &b, &loc), Ok(()));
+        let (nsh_at, tenant, mac) = (8, 8 + nsh::BASE_LEN + 4, loc.mac_at);
+        // What hops change: labels, TTL, SI, the cumulative POT value, the MAC itself.
+        for (what, at) in [
+            ("label", 1),
+            ("TTL", nsh_at),
+            ("SI", nsh_at + 7),
+            ("cumulative", loc.pot_at.unwrap() + 8),
+            ("MAC", mac + MAC_AT),
+        ] {
+            let mut c = b.clone();
+            c[at] ^= 0x01;
+            assert_eq!(origin_verify(&key, &c, &loc), Ok(()), "{what} may change on the way");
+        }
+        // What only the classifier sets: changed by a node that holds the chain key (so the
+        // MAC is computed again and verifies), each is refused at the end. (A changed SPI
+        // names another chain, whose key the MAC check already asks for; it is bound too.)
+        for (what, at) in [
+            ("tenant id", tenant + 3),
+            ("key id", mac + KID_AT + 2),
+            ("timestamp", mac + TS_AT + 7),
+            ("nonce", mac + NONCE_AT),
+            ("encrypted subscriber id", mac + ENC_AT + 5),
+            ("PktID", loc.pot_at.unwrap() + 7),
+        ] {
+            let mut c = b.clone();
+            c[at] ^= 0x01;
+            seal_mac(&key, &mut c, &loc);
+            let l = locate(&c, 16).unwrap().unwrap();
+            assert_eq!(verify(&key, &c, &l, 1_700_000_000_000_000_000, 2_000_000_000), Ok(()), "{what}: fresh MAC");
+            assert_eq!(origin_verify(&key, &c, &l), Err(Refusal::OriginMismatch), "{what} changed");
+        }
+        let mut c = b.clone();
+        c[nsh_at + 6] ^= 0x01;
+        assert_eq!(origin_verify(&key, &c, &loc), Err(Refusal::OriginMismatch), "SPI changed");
+        // Another origin key (another chain, another generation) derives another PktID.
+        assert_eq!(origin_verify(&chain_key(Some(&[4; 32])), &b, &loc), Err(Refusal::OriginMismatch));
+    }
+
+    #[test]
+    fn without_an_origin_key_the_pktid_is_random_and_nothing_is_checked() {
+        let key = chain_key(None);
+        let b = imposed(&key);
+        let loc = locate(&b, 16).unwrap().unwrap();
+        let p = loc.pot_at.unwrap();
+        assert_eq!(&b[p..p + 8], &(u64::from_be_bytes([7; 8]) % POT_PRIME).to_be_bytes());
+        let mut c = b.clone();
+        c[p + 7] ^= 0x01;
+        assert_eq!(origin_verify(&key, &c, &loc), Ok(()));
+        assert!(ChainKey::new(&config(Some(&[3; 31]))).is_err(), "an origin key of 31 bytes");
     }
 
     #[test]

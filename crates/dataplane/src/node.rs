@@ -515,10 +515,13 @@ impl Node {
         Ok(())
     }
 
-    /// At the chain's end (before the delivery label is popped): the proof of transit.
-    fn check_pot(&self, b: &[u8]) -> Result<(), DropReason> {
+    /// At the chain's end (before the delivery label is popped): the classifier's fields are
+    /// as it set them (the origin-derived PktID), then the proof of transit.
+    fn check_transit(&self, b: &[u8]) -> Result<(), DropReason> {
         let Some(loc) = integrity::locate(b, self.settings.max_label_depth)? else { return Ok(()) };
-        match self.chain_keys.get(&loc.key_id).and_then(|k| k.pot.as_ref()) {
+        let Some(key) = self.chain_keys.get(&loc.key_id) else { return Ok(()) };
+        integrity::origin_verify(key, b, &loc).map_err(refusal)?;
+        match &key.pot {
             Some(pot) => integrity::pot_verify(pot, b, &loc).map_err(refusal),
             None => Ok(()),
         }
@@ -967,7 +970,7 @@ impl Node {
                     if arrived && let Err(r) = self.check_integrity(now, buf.as_slice()) {
                         return self.drop(r, buf);
                     }
-                    if let Err(r) = self.check_pot(buf.as_slice()) {
+                    if let Err(r) = self.check_transit(buf.as_slice()) {
                         return self.drop(r, buf);
                     }
                     if let Err(e) = buf.pull_front(LSE_LEN) {
@@ -1151,6 +1154,7 @@ fn refusal(r: Refusal) -> DropReason {
         Refusal::Stale => DropReason::SfcStale,
         Refusal::BadMac => DropReason::SfcMacFailed,
         Refusal::PotFailed => DropReason::PotFailed,
+        Refusal::OriginMismatch => DropReason::SfcOriginFailed,
     }
 }
 
@@ -1405,6 +1409,7 @@ mod tests {
             chain: 7,
             mac_key: &[1; 32],
             enc_key: enc.then_some(&[2u8; 16][..]),
+            origin_key: None,
             pot: None,
         };
         let mut a = Node::new(NodeSettings::default());
