@@ -17,6 +17,9 @@ pub(crate) struct Args {
     ready_file: Option<std::path::PathBuf>,
 }
 
+// The configuration's limit is what the Ethernet driver can mark.
+const _: () = assert!(zsfc_config::MAX_ETHERNET_LANES == zsfc_io::MAX_TC_LANES as u32);
+
 pub(crate) fn run(a: &Args) -> anyhow::Result<bool> {
     let text = std::fs::read_to_string(&a.config).with_context(|| format!("reading {}", a.config.display()))?;
     let cfg = NodeConfig::from_toml(&text).with_context(|| a.config.display().to_string())?;
@@ -63,7 +66,8 @@ pub(crate) fn run(a: &Args) -> anyhow::Result<bool> {
         zsfc_config::EthernetRing::Frames => zsfc_io::RingKind::Frames,
         zsfc_config::EthernetRing::Blocks => zsfc_io::RingKind::Blocks,
     };
-    let transport = TransportSpec { listen: io.listen, ethernet: io.ethernet.clone(), ring };
+    let transport =
+        TransportSpec { listen: io.listen, ethernet: io.ethernet.clone(), ring, link_esp: cfg.settings.link_auth };
     let mut drivers = Drivers::open_lanes(&transport, &peers, tun.as_ref(), &attachments, lanes as u16)?;
     let (control_tx, control_rx): (Vec<_>, Vec<_>) = (0..lanes).map(|_| std::sync::mpsc::channel()).unzip();
     let agent_lanes = control_tx.clone();

@@ -188,18 +188,25 @@ fn a_bad_lab_file_is_reported_with_file_and_field_and_builds_nothing() {
 }
 
 #[test]
-fn two_worker_lanes_per_node_carry_the_quickstart() {
+fn two_worker_lanes_per_node_carry_the_quickstart_over_udp_and_ethernet() {
     usable();
-    let lab = LabRun::new("quickstart", "l");
-    let text = std::fs::read_to_string(&lab.file).unwrap().replacen("\nnodes = ", "\nlanes = 2\nnodes = ", 1);
-    std::fs::write(&lab.file, text).unwrap();
-    let out = lab.run();
-    assert!(out.contains("5 of 5 outcomes as expected"), "{out}");
-    // Every node ran two lanes, each with its own engine, port, TUN queue and SAs.
-    for node in ["ingress", "sf", "egress"] {
-        assert!(out.contains(&format!("node {node} lane 1: ")), "{node}:\n{out}");
-    }
-    for bad in ["esp_bad_spi", "esp_auth_failed", "esp_replay"] {
-        assert!(!out.contains(&format!("drop {bad}")), "{bad}:\n{out}");
+    for (tag, transport) in [("l", ""), ("le", "transport = \"ethernet\"\n")] {
+        let lab = LabRun::new("quickstart", tag);
+        let text = std::fs::read_to_string(&lab.file).unwrap().replacen(
+            "\nnodes = ",
+            &format!("\nlanes = 2\n{transport}nodes = "),
+            1,
+        );
+        std::fs::write(&lab.file, text).unwrap();
+        let out = lab.run();
+        assert!(out.contains("5 of 5 outcomes as expected"), "{transport}{out}");
+        // Every node ran two lanes, each with its own engine, port or socket in the link's
+        // fanout group, TUN queue and SAs; no packet reached a lane without its SA.
+        for node in ["ingress", "sf", "egress"] {
+            assert!(out.contains(&format!("node {node} lane 1: ")), "{node}:\n{out}");
+        }
+        for bad in ["esp_bad_spi", "esp_auth_failed", "esp_replay"] {
+            assert!(!out.contains(&format!("drop {bad}")), "{bad}:\n{out}");
+        }
     }
 }

@@ -338,6 +338,9 @@ fn limits(l: &LimitsConfig) -> Limits {
 /// The ESP configuration of `p`, or the failing sub-field and why.
 /// Most worker lanes a node may run.
 pub const MAX_LANES: u32 = 16;
+/// Most worker lanes on an Ethernet link: the top label's traffic class (3 bits) names the lane
+/// (`zsfc_io::MAX_TC_LANES`).
+pub const MAX_ETHERNET_LANES: u32 = 8;
 /// SPIs of lane `k` are the configured SPI with `k` in the top byte.
 const LANE_SPI_SHIFT: u32 = 24;
 
@@ -371,12 +374,16 @@ pub fn sa_config(p: &SaParams, lane: u32) -> Result<zsfc_esp::SaConfig, (&'stati
 }
 
 impl NodeConfig {
-    /// What worker lanes need: MPLS-in-UDP only (each lane has its own port), SFs whose state
-    /// may be split by flow (no external SF, NAT, rate limiter or pcap logger), SPIs that leave
-    /// the top byte for the lane.
+    /// What worker lanes need: at most 8 on an Ethernet link (the top label's traffic class
+    /// names the lane), SFs whose state may be split by flow (no external SF, NAT, rate limiter
+    /// or pcap logger), SPIs that leave the top byte for the lane.
     fn check_lanes(&self) -> Result<(), FieldError> {
-        if self.transport.as_ref().is_some_and(|t| t.ethernet.is_some()) {
-            return Err(bad("settings.lanes", "an Ethernet link runs one lane; use MPLS-in-UDP or lanes = 1"));
+        let most = MAX_ETHERNET_LANES;
+        if self.settings.lanes > most && self.transport.as_ref().is_some_and(|t| t.ethernet.is_some()) {
+            return Err(bad(
+                "settings.lanes",
+                format!("an Ethernet link carries at most {most} lanes (3 traffic-class bits name them)"),
+            ));
         }
         for (i, sf) in self.sfs.iter().enumerate() {
             let why = match (&sf.function, sf.external) {

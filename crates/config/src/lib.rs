@@ -29,7 +29,9 @@ mod lab;
 mod model;
 mod topology;
 
-pub use build::{FieldError, chain_spec, configured_spi, install_chain_key, lane_spi, rule, sa_config};
+pub use build::{
+    FieldError, MAX_ETHERNET_LANES, chain_spec, configured_spi, install_chain_key, lane_spi, rule, sa_config,
+};
 pub use io::{AttachmentSettings, GatewaySettings, IoSettings, PeerLink, TunSettings, parse_mac};
 pub use lab::*;
 pub use model::*;

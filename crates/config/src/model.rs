@@ -189,9 +189,10 @@ pub struct Settings {
     /// Largest MSS a TCP SYN entering the domain here may announce.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tcp_mss_clamp: Option<u16>,
-    /// Worker lanes: threads with an engine each, own UDP port (`listen` + lane), own TUN queue
-    /// and own SAs (derived per lane from the configured ones). Every node of a domain must have
-    /// the same number; lane k talks only to lane k of its peers.
+    /// Worker lanes: threads with an engine each, own UDP port (`listen` + lane) or own socket in
+    /// the Ethernet link's fanout group (at most 8 lanes there), own TUN queue and own SAs
+    /// (derived per lane from the configured ones). Every node of a domain must have the same
+    /// number; lane k talks only to lane k of its peers.
     #[serde(skip_serializing_if = "is_one")]
     pub lanes: u32,
     /// Link protection: every packet to or from another node travels in link ESP under the SA

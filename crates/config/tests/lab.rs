@@ -110,8 +110,8 @@ fn lab_mistakes_name_the_field() {
         (q.replace("version = 1", "version = 1\nmtu = 100"), "mtu: 100 is outside"),
         (q.replace("version = 1", "version = 1\nring = \"blocks\""), "ring: a receive ring is for Ethernet links"),
         (
-            q.replace("version = 1", "version = 1\nlanes = 2\ntransport = \"ethernet\""),
-            "lanes: node \"ingress\": settings.lanes: an Ethernet link runs one lane",
+            q.replace("version = 1", "version = 1\nlanes = 9\ntransport = \"ethernet\""),
+            "lanes: node \"ingress\": settings.lanes: an Ethernet link carries at most 8 lanes",
         ),
         (
             q.replace("outcome = \"served\"           # the whole page", "outcome = \"served\"\nreason = \"x\""),

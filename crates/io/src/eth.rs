@@ -6,7 +6,12 @@
 //! Frames arrive through a receive ring ([`crate::ring`]: no system call per frame) and
 //! leave in batches of up to 64 per system call (`sendmmsg`). The socket does not see the frames
 //! this host sends.
-use crate::ring::{RingKind, RxRing, ignore_outgoing};
+//!
+//! Worker lanes share the link through a fanout group: each lane has its own socket and ring,
+//! and the kernel hands every frame to the lane it names ([`LaneMark`]): the top byte of the
+//! link ESP SPI when link protection is on, else the traffic class of the top label, which the
+//! sending lane sets (lane k of a node talks to lane k of its peers, as over MPLS-in-UDP).
+use crate::ring::{LaneMark, RingKind, RxRing, ignore_outgoing, join_lanes};
 use nix::sys::socket::{
     AddressFamily, LinkAddr, MsgFlags, MultiHeaders, SockFlag, SockProtocol, SockType, bind, sendmmsg, setsockopt,
     socket, sockopt,
@@ -35,6 +40,19 @@ pub(crate) struct EthLink {
     pending: Vec<PacketBuf>,
     /// No destination address: the socket is bound to its interface and frames carry their MAC.
     no_addrs: Vec<Option<LinkAddr>>,
+    /// The traffic class this lane writes into the top label of what it sends.
+    tc: Option<u8>,
+    /// The lanes' fanout group, if this link is shared by lanes.
+    pub(crate) group: Option<u16>,
+}
+
+/// How one lane joins a link shared by several.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct LaneJoin {
+    pub index: u16,
+    pub mark: LaneMark,
+    /// The group lane 0 created (`None` for lane 0 itself).
+    pub group: Option<u16>,
 }
 
 /// What a received frame is.
@@ -64,9 +82,14 @@ fn bind_to(interface: &str) -> io::Result<(OwnedFd, [u8; 6])> {
 }
 
 impl EthLink {
-    pub(crate) fn open(interface: &str, ring: RingKind) -> io::Result<Self> {
+    pub(crate) fn open(interface: &str, ring: RingKind, lane: Option<LaneJoin>) -> io::Result<Self> {
         let (fd, mac) = bind_to(interface)?;
         let ring = RxRing::attach(fd.as_fd(), interface, ring)?;
+        let group = match lane {
+            Some(l) => Some(join_lanes(fd.as_fd(), l.group, l.mark)?),
+            None => None,
+        };
+        let tc = lane.filter(|l| l.mark == LaneMark::LabelTc).map(|l| l.index as u8);
         if setsockopt(&fd, sockopt::SndBufForce, &SOCKET_BUFFER).is_err() {
             let _ = setsockopt(&fd, sockopt::SndBuf, &SOCKET_BUFFER);
         }
@@ -77,6 +100,8 @@ impl EthLink {
             ring,
             pending: Vec::with_capacity(ETH_BATCH),
             no_addrs: vec![None; ETH_BATCH],
+            tc,
+            group,
         })
     }
 
@@ -114,6 +139,12 @@ impl EthLink {
         h[..6].copy_from_slice(&dst);
         h[6..12].copy_from_slice(&self.mac);
         h[12..14].copy_from_slice(&ETHERTYPE_MPLS.to_be_bytes());
+        if let Some(tc) = self.tc
+            && let Some(x) = b.as_mut_slice().get_mut(HEADER + 2)
+        {
+            // The top label's traffic class names this lane to the receiving node's fanout.
+            *x = (*x & 0xf1) | (tc << 1);
+        }
         self.pending.push(b);
         true
     }
@@ -230,5 +261,106 @@ impl IpOverEthernet {
 impl AsFd for IpOverEthernet {
     fn as_fd(&self) -> BorrowedFd<'_> {
         self.fd.as_fd()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::process::Command;
+    use std::time::{Duration, Instant};
+
+    fn ip(args: &str) {
+        let ok = Command::new("ip").args(args.split(' ')).status().unwrap().success();
+        assert!(ok, "ip {args}");
+    }
+
+    /// Lanes `0..count` of one node on `dev`, joined in lane order.
+    fn lanes(dev: &str, count: u16, mark: LaneMark) -> Vec<EthLink> {
+        let mut out: Vec<EthLink> = Vec::new();
+        for index in 0..count {
+            let group = out.first().and_then(|l| l.group);
+            out.push(EthLink::open(dev, RingKind::Frames, Some(LaneJoin { index, mark, group })).unwrap());
+        }
+        out
+    }
+
+    /// The labels (first label value of each MPLS frame) each lane receives within 2 s, once
+    /// `want` frames arrived in all.
+    fn received(lanes: &mut [EthLink], want: usize) -> Vec<Vec<u32>> {
+        let mut got = vec![Vec::new(); lanes.len()];
+        let deadline = Instant::now() + Duration::from_secs(2);
+        while got.iter().map(Vec::len).sum::<usize>() < want && Instant::now() < deadline {
+            for (lane, l) in lanes.iter_mut().enumerate() {
+                l.recv_batch(
+                    |len| PacketBuf::new(DEFAULT_HEADROOM + len + DEFAULT_TAILROOM, DEFAULT_HEADROOM),
+                    |f| {
+                        if let Frame::Mpls { buf, .. } = f {
+                            let b = buf.as_slice();
+                            got[lane].push(u32::from_be_bytes([0, b[0], b[1], b[2]]) >> 4);
+                        }
+                    },
+                );
+            }
+        }
+        got
+    }
+
+    /// A frame body: one label (value `label`, traffic class 7, bottom of stack) or, as link
+    /// ESP would start, an SPI whose top byte is `label`'s lane.
+    fn body(first: [u8; 4]) -> PacketBuf {
+        let mut b = PacketBuf::new(DEFAULT_HEADROOM + 64 + DEFAULT_TAILROOM, DEFAULT_HEADROOM);
+        b.push_back(64).unwrap().fill(0x5a);
+        b.as_mut_slice()[..4].copy_from_slice(&first);
+        b
+    }
+
+    #[test]
+    fn lanes_sharing_a_link_each_receive_the_frames_marked_for_them() {
+        use std::os::unix::fs::MetadataExt;
+        let root = std::fs::metadata("/proc/self").is_ok_and(|m| m.uid() == 0);
+        assert!(root, "this test needs root (CI machines run as root)");
+        // A network namespace of this test thread alone: it goes with the thread, whatever
+        // happens, and `ip` (forked from this thread) works in it.
+        nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
+        ip("link add va type veth peer name vb");
+        ip("link set va up");
+        ip("link set vb up");
+
+        // Without link ESP: the sending lane writes its number into the top label's traffic
+        // class (whatever was there), the receiving node's fanout reads it.
+        let mut rx = lanes("vb", 2, LaneMark::LabelTc);
+        let mut tx = lanes("va", 2, LaneMark::LabelTc);
+        let to = rx[0].mac;
+        for i in 0..20u32 {
+            let label = 1000 + i;
+            let first = ((label << 12) | 0b1111 << 8 | 64).to_be_bytes();
+            let lane = (i % 2) as usize;
+            assert!(tx[lane].queue(to, body(first)));
+        }
+        for t in &mut tx {
+            assert_eq!(t.flush(drop), (10, 0));
+        }
+        let got = received(&mut rx, 20);
+        assert_eq!(got[0], (0..20).step_by(2).map(|i| 1000 + i).collect::<Vec<_>>(), "lane 0");
+        assert_eq!(got[1], (1..20).step_by(2).map(|i| 1000 + i).collect::<Vec<_>>(), "lane 1");
+        drop((rx, tx));
+
+        // With link ESP: the SPI's top byte is the lane (lane k's SAs have k there); nothing
+        // is rewritten on the way out.
+        let mut rx = lanes("vb", 3, LaneMark::LinkSpi);
+        let mut tx = EthLink::open("va", RingKind::Frames, None).unwrap();
+        for i in 0..30u32 {
+            let spi = (i % 3) << 24 | 0x100 | i;
+            assert!(tx.queue(to, body(spi.to_be_bytes())));
+        }
+        assert_eq!(tx.flush(drop), (30, 0));
+        let got = received(&mut rx, 30);
+        for (lane, g) in got.iter().enumerate() {
+            // The "label" read back is the SPI's top 20 bits: the lane in its top byte.
+            let want: Vec<u32> =
+                (0..30u32).filter(|i| i % 3 == lane as u32).map(|i| ((i % 3) << 24 | 0x100 | i) >> 12).collect();
+            assert_eq!(*g, want, "lane {lane}");
+        }
     }
 }

@@ -11,9 +11,9 @@ mod local;
 mod ring;
 mod udp;
 
-pub use ring::RingKind;
+pub use ring::{LaneMark, MAX_TC_LANES, RingKind};
 
-use eth::{EthLink, Frame};
+use eth::{EthLink, Frame, LaneJoin};
 use local::LocalTun;
 use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags, EpollTimeout};
 use std::net::{IpAddr, SocketAddr, UdpSocket};
@@ -200,6 +200,9 @@ pub struct TransportSpec {
     pub ethernet: Option<String>,
     /// How the Ethernet link's receive ring hands frames over.
     pub ring: RingKind,
+    /// Frames between nodes carry link ESP (then the link SPI names the lane on an Ethernet
+    /// link shared by lanes; else the top label's traffic class does).
+    pub link_esp: bool,
 }
 
 pub struct Drivers {
@@ -296,12 +299,13 @@ impl Drivers {
         attachments: &[AttachmentSpec],
     ) -> Result<Self, IoError> {
         let tun = tun.map(|t| Ok::<_, IoError>((open_tun(t, true, false)?, t.mtu))).transpose()?;
-        Self::open_with(transport, peers, tun, attachments)
+        Self::open_with(transport, peers, tun, attachments, None)
     }
 
     /// The drivers of `lanes` worker lanes: lane k listens on the MPLS-in-UDP port + k and sends
-    /// to its peers' port + k, and reads its own queue of one multi-queue TUN device. Lanes do
-    /// not use Ethernet links or attachment circuits (the configuration refuses them).
+    /// to its peers' port + k, or on an Ethernet link has its own socket in the lanes' fanout
+    /// group and marks what it sends as lane k's; and reads its own queue of one multi-queue TUN
+    /// device. Lanes do not use attachment circuits (the configuration refuses them).
     pub fn open_lanes(
         transport: &TransportSpec,
         peers: &[(u32, PeerAddr)],
@@ -325,15 +329,18 @@ impl Drivers {
             queues.insert(0, Some((first, t.mtu)));
         }
         queues.resize_with(usize::from(lanes), || None);
-        let mut out = Vec::new();
+        let mark = if transport.link_esp { LaneMark::LinkSpi } else { LaneMark::LabelTc };
+        let mut out: Vec<Self> = Vec::new();
         for (lane, queue) in (0..lanes).zip(queues) {
             let shift = |a: SocketAddr| SocketAddr::new(a.ip(), a.port().wrapping_add(lane));
-            let lane_transport = TransportSpec { listen: transport.listen.map(shift), ..TransportSpec::default() };
+            let lane_transport = TransportSpec { listen: transport.listen.map(shift), ..transport.clone() };
             let lane_peers: Vec<(u32, PeerAddr)> = peers
                 .iter()
                 .map(|&(id, p)| (id, if let PeerAddr::Udp(a) = p { PeerAddr::Udp(shift(a)) } else { p }))
                 .collect();
-            out.push(Self::open_with(&lane_transport, &lane_peers, queue, &[])?);
+            let group = out.first().and_then(|d| d.eth.as_ref()).and_then(|e| e.group);
+            let join = LaneJoin { index: lane, mark, group };
+            out.push(Self::open_with(&lane_transport, &lane_peers, queue, &[], Some(join))?);
         }
         Ok(out)
     }
@@ -343,6 +350,7 @@ impl Drivers {
         peers: &[(u32, PeerAddr)],
         tun: Option<(tun_rs::SyncDevice, u16)>,
         attachments: &[AttachmentSpec],
+        lane: Option<LaneJoin>,
     ) -> Result<Self, IoError> {
         let udp = match transport.listen {
             Some(listen) => {
@@ -354,7 +362,8 @@ impl Drivers {
         };
         let eth = match &transport.ethernet {
             Some(name) => Some(
-                EthLink::open(name, transport.ring).map_err(|source| IoError::Link { name: name.clone(), source })?,
+                EthLink::open(name, transport.ring, lane)
+                    .map_err(|source| IoError::Link { name: name.clone(), source })?,
             ),
             None => None,
         };

@@ -142,6 +142,90 @@ pub(crate) fn ignore_outgoing(fd: BorrowedFd<'_>) -> io::Result<()> {
     setsockopt(fd, libc::PACKET_IGNORE_OUTGOING, &1 as &libc::c_int)
 }
 
+/// Where a frame names the worker lane it is for, when several lanes share one Ethernet link.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LaneMark {
+    /// The traffic class of the top label (three bits), which the sending lane sets.
+    LabelTc,
+    /// The top byte of the link ESP SPI (lane k's SAs have k there).
+    LinkSpi,
+}
+
+/// Most lanes [`LaneMark::LabelTc`] can name.
+pub const MAX_TC_LANES: u16 = 8;
+
+/// `ld proto`: the frame's ethertype (classic BPF ancillary load, `SKF_AD_OFF + SKF_AD_PROTOCOL`).
+const LOAD_PROTOCOL: u32 = (-0x1000i32) as u32;
+
+/// The classic BPF program of a lane group: an MPLS frame goes to the lane its mark names (the
+/// kernel takes the result modulo the number of sockets, which joined in lane order), anything
+/// else to lane 0. Offsets count from the network header, where the label stack (or the link
+/// ESP header) starts.
+fn lane_program(mark: LaneMark) -> Vec<libc::sock_filter> {
+    let op = |code: u16, jt: u8, jf: u8, k: u32| libc::sock_filter { code, jt, jf, k };
+    const LD_H_ABS: u16 = 0x28;
+    const LD_B_ABS: u16 = 0x30;
+    const JEQ_K: u16 = 0x15;
+    const RSH_K: u16 = 0x74;
+    const AND_K: u16 = 0x54;
+    const RET_A: u16 = 0x16;
+    const RET_K: u16 = 0x06;
+    let mpls = u32::from(crate::eth::ETHERTYPE_MPLS);
+    match mark {
+        LaneMark::LabelTc => vec![
+            op(LD_H_ABS, 0, 0, LOAD_PROTOCOL),
+            op(JEQ_K, 0, 4, mpls),
+            op(LD_B_ABS, 0, 0, 2), // label bits 4-7 | TC | bottom of stack
+            op(RSH_K, 0, 0, 1),
+            op(AND_K, 0, 0, 7),
+            op(RET_A, 0, 0, 0),
+            op(RET_K, 0, 0, 0),
+        ],
+        LaneMark::LinkSpi => vec![
+            op(LD_H_ABS, 0, 0, LOAD_PROTOCOL),
+            op(JEQ_K, 0, 2, mpls),
+            op(LD_B_ABS, 0, 0, 0), // SPI, top byte
+            op(RET_A, 0, 0, 0),
+            op(RET_K, 0, 0, 0),
+        ],
+    }
+}
+
+/// Puts the socket into a fanout group that hands each frame of the interface to one socket
+/// of the group, the one of the lane the frame names ([`lane_program`]). `group: None` creates
+/// a group with an id the kernel picks (lane 0), `Some(id)` joins it (lanes 1.., in order).
+/// Returns the group's id.
+pub(crate) fn join_lanes(fd: BorrowedFd<'_>, group: Option<u16>, mark: LaneMark) -> io::Result<u16> {
+    let kind = libc::PACKET_FANOUT_CBPF;
+    let arg = match group {
+        None => (kind | libc::PACKET_FANOUT_FLAG_UNIQUEID) << 16,
+        Some(id) => u32::from(id) | kind << 16,
+    };
+    setsockopt(fd, libc::PACKET_FANOUT, &arg)?;
+    let id = fanout_id(fd)?;
+    if group.is_none() {
+        let mut program = lane_program(mark);
+        let prog = libc::sock_fprog { len: program.len() as u16, filter: program.as_mut_ptr() };
+        // The kernel copies the program during the call; `program` outlives it.
+        setsockopt(fd, libc::PACKET_FANOUT_DATA, &prog)?;
+    }
+    Ok(id)
+}
+
+/// The id of the fanout group the socket is in.
+fn fanout_id(fd: BorrowedFd<'_>) -> io::Result<u16> {
+    let mut v: u32 = 0;
+    let mut len = size_of::<u32>() as libc::socklen_t;
+    // SAFETY: `v` and `len` are live locals the kernel writes at most `len` bytes into.
+    let r = unsafe {
+        libc::getsockopt(fd.as_raw_fd(), libc::SOL_PACKET, libc::PACKET_FANOUT, (&mut v as *mut u32).cast(), &mut len)
+    };
+    if r != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok((v & 0xffff) as u16)
+}
+
 /// The MTU of `interface` (`SIOCGIFMTU` through any socket, here the packet socket).
 fn interface_mtu(fd: BorrowedFd<'_>, interface: &str) -> io::Result<usize> {
     // SAFETY: `ifreq` is plain old data; all zeroes is a valid value.
