@@ -21,8 +21,11 @@ pub(crate) struct Args {
 const _: () = assert!(zsfc_config::MAX_ETHERNET_LANES == zsfc_io::MAX_TC_LANES as u32);
 
 pub(crate) fn run(a: &Args) -> anyhow::Result<bool> {
-    let text = std::fs::read_to_string(&a.config).with_context(|| format!("reading {}", a.config.display()))?;
-    let cfg = NodeConfig::from_toml(&text).with_context(|| a.config.display().to_string())?;
+    // The file's text holds keys: zeroized when it goes, like everything that holds them.
+    let text = zeroize::Zeroizing::new(
+        std::fs::read_to_string(&a.config).with_context(|| format!("reading {}", a.config.display()))?,
+    );
+    let mut cfg = NodeConfig::from_toml(&text).with_context(|| a.config.display().to_string())?;
     let io = cfg.io_settings().with_context(|| a.config.display().to_string())?;
     let lanes = cfg.settings.lanes;
     let mut nodes = Vec::new();
@@ -30,6 +33,8 @@ pub(crate) fn run(a: &Args) -> anyhow::Result<bool> {
         nodes.push(cfg.build_lane(Instant::ZERO, lane).with_context(|| a.config.display().to_string())?);
     }
     drop(text);
+    // The engines hold the keys now (and erase them at each SA's hard lifetime).
+    cfg.forget_keys();
     // Enrol (or load the node's certificate) before anything is opened: a refusal stops here.
     let controller = match &cfg.controller {
         Some(c) => Some(crate::agent::enrolled_client(c, &cfg.name).context("controller")?),

@@ -155,7 +155,13 @@ fn udp_through_a_dpi_chain_between_node_processes() {
 /// files, the first and last node's TUN devices up with routes to each other's side. Returns the
 /// namespaces and the nodes' child indices.
 fn start_domain(lab: &mut Lab, topology: &str) -> (Vec<String>, Vec<usize>) {
-    let cfgs: Vec<NodeConfig> = Topology::from_toml(topology).unwrap().compile().unwrap();
+    start_domain_with(lab, topology, |_| {})
+}
+
+/// [`start_domain`] with each node file changed by `edit` first.
+fn start_domain_with(lab: &mut Lab, topology: &str, edit: impl Fn(&mut NodeConfig)) -> (Vec<String>, Vec<usize>) {
+    let mut cfgs: Vec<NodeConfig> = Topology::from_toml(topology).unwrap().compile().unwrap();
+    cfgs.iter_mut().for_each(edit);
     let br = lab.ns("br");
     ip(&["-n", &br, "link", "add", "br0", "type", "bridge"]);
     ip(&["-n", &br, "link", "set", "br0", "up"]);
@@ -293,4 +299,94 @@ fn a_compromised_sf_node_that_skips_the_next_sf_or_rewrites_metadata_fails_at_th
     assert_eq!(dropped(&reports[2], "sfc_mac_failed"), 0, "sfb saw valid MACs only:\n{}", reports[2]);
     // The honest datagrams all arrived (the stream's own packets are not touched).
     assert!(egress.contains(" delivered 1200\n"), "{egress}");
+}
+
+/// Every place in the writable memory of process `pid` where one of `patterns` occurs.
+fn find_in_memory(pid: u32, patterns: &[Vec<u8>]) -> usize {
+    use std::io::{Read, Seek, SeekFrom};
+    let maps = std::fs::read_to_string(format!("/proc/{pid}/maps")).unwrap();
+    let mut mem = std::fs::File::open(format!("/proc/{pid}/mem")).unwrap();
+    let mut hits = 0;
+    for line in maps.lines() {
+        let mut f = line.split_whitespace();
+        let (range, perms) = (f.next().unwrap(), f.next().unwrap());
+        // Keys live in writable memory (heap, stacks, anonymous maps, data); the rest is code.
+        if !perms.starts_with("rw") || line.ends_with("[vvar]") || line.ends_with("[vsyscall]") {
+            continue;
+        }
+        let (a, b) = range.split_once('-').unwrap();
+        let (a, b) = (u64::from_str_radix(a, 16).unwrap(), u64::from_str_radix(b, 16).unwrap());
+        let mut data = vec![0u8; (b - a) as usize];
+        if mem.seek(SeekFrom::Start(a)).is_err() || mem.read_exact(&mut data).is_err() {
+            continue;
+        }
+        // One pass: skip pages of zeroes, compare where a pattern's first byte is.
+        let mut first = [false; 256];
+        patterns.iter().for_each(|p| first[usize::from(p[0])] = true);
+        for (k, page) in data.chunks(4096).enumerate() {
+            if page.chunks_exact(8).all(|c| c == [0; 8]) {
+                continue;
+            }
+            for i in k * 4096..k * 4096 + page.len() {
+                if first[usize::from(data[i])] {
+                    hits += patterns.iter().filter(|p| data[i..].starts_with(p)).count();
+                }
+            }
+        }
+    }
+    hits
+}
+
+/// Issue 5's forward secrecy seen from outside the process: once the SAs' hard lifetime has
+/// passed, no copy of their keys — binary or as the hex of the node file — is left anywhere in
+/// a node's memory (read through /proc/PID/mem; each key is first found there while it lives).
+#[test]
+fn an_sas_key_is_gone_from_the_node_process_after_its_hard_lifetime() {
+    const LIFETIME: Duration = Duration::from_secs(6);
+    assert!(usable(), "this test needs root and /dev/net/tun (CI machines have both)");
+    let mut lab = Lab::new();
+    let (nss, nodes) = start_domain_with(&mut lab, TOPOLOGY, |cfg| {
+        for sa in cfg.outbound_sas.iter_mut().map(|o| &mut o.sa).chain(cfg.inbound_sas.iter_mut().map(|i| &mut i.sa)) {
+            sa.lifetime.hard.seconds = Some(LIFETIME.as_secs());
+        }
+    });
+    let started = Instant::now();
+    // Each node's keys as they are in its file: both halves of each key, binary and hex.
+    let names = ["ingress", "sf", "egress"];
+    let keys: Vec<Vec<Vec<u8>>> = names
+        .iter()
+        .map(|n| {
+            let text = std::fs::read_to_string(lab.dir.join(format!("{n}.toml"))).unwrap();
+            let cfg = NodeConfig::from_toml(&text).unwrap();
+            let sas = cfg.outbound_sas.iter().map(|o| &o.sa).chain(cfg.inbound_sas.iter().map(|i| &i.sa));
+            sas.flat_map(|sa| {
+                let k = sa.keymat.0[..32].to_vec();
+                let h = hex::encode(&k).into_bytes();
+                [k[..16].to_vec(), k[16..].to_vec(), h[..32].to_vec(), h[32..].to_vec()]
+            })
+            .collect()
+        })
+        .collect();
+    assert!(keys.iter().all(|k| !k.is_empty()), "every node holds an SA");
+    // The keys at work: UDP through the chain and back.
+    lab.spawn(&nss[2], &["python3", "-c", ECHO], Stdio::null());
+    std::thread::sleep(Duration::from_millis(300));
+    let out =
+        Command::new("ip").args(["netns", "exec", &nss[0], "python3", "-c", CLIENT, "one", "two"]).output().unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "re:one\nre:two\n");
+    let pids: Vec<u32> = nodes.iter().map(|&n| lab.children[n].id()).collect();
+    for ((pid, k), n) in pids.iter().zip(&keys).zip(names) {
+        assert!(find_in_memory(*pid, k) > 0, "{n}: the scan finds the key while the SA lives");
+    }
+    assert!(started.elapsed() < LIFETIME, "the first scans ended within the lifetime");
+    // Past the hard lifetime (and the node's once-a-second housekeeping): gone.
+    let deadline = started + LIFETIME + Duration::from_secs(5);
+    let left = |i: usize| find_in_memory(pids[i], &keys[i]);
+    while Instant::now() < deadline && (0..3).any(|i| left(i) > 0) {
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    for (i, n) in names.iter().enumerate() {
+        assert_eq!(left(i), 0, "{n}: key bytes left in memory {:?} after the hard lifetime", started.elapsed());
+    }
+    stop(&mut lab, &nodes);
 }

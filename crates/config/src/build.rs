@@ -48,6 +48,21 @@ impl NodeConfig {
         file
     }
 
+    /// Wipes every key the file held (zeroized): payload and link SAs, chain keys and POT
+    /// shares. A node
+    /// process keeps its configuration for names and settings while its engines hold their own
+    /// copies of the keys, which they erase at each SA's hard lifetime; the configuration must
+    /// not keep them any longer.
+    pub fn forget_keys(&mut self) {
+        for sa in self.outbound_sas.iter_mut().map(|o| &mut o.sa).chain(self.inbound_sas.iter_mut().map(|i| &mut i.sa))
+        {
+            sa.keymat = KeyMaterial(zeroize::Zeroizing::new(Vec::new()));
+        }
+        for k in &mut self.chain_keys {
+            (k.mac_key, k.enc_key, k.origin_key, k.pot) = (None, None, None, None);
+        }
+    }
+
     pub fn to_toml(&self) -> Result<String, FieldError> {
         toml::to_string(self).map_err(|e| FieldError::Syntax(e.to_string()))
     }

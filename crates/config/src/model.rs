@@ -473,8 +473,12 @@ impl Serialize for KeyMaterial {
 impl<'de> Deserialize<'de> for KeyMaterial {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let s = Zeroizing::new(String::deserialize(d)?);
-        let bytes = hex::decode(s.as_str()).map_err(|_| serde::de::Error::custom("key material must be hex"))?;
-        Ok(Self(Zeroizing::new(bytes)))
+        // Decoded into a buffer of the final size: a growing one (`hex::decode`) would leave
+        // the key's first bytes behind in each buffer it outgrew, freed but not zeroized.
+        let mut bytes = Zeroizing::new(vec![0u8; s.len() / 2]);
+        hex::decode_to_slice(s.as_str(), &mut bytes)
+            .map_err(|_| serde::de::Error::custom("key material must be hex"))?;
+        Ok(Self(bytes))
     }
 }
 
