@@ -4,14 +4,15 @@
 //! ignores these frames and only we see them.
 //!
 //! Frames arrive through a receive ring ([`crate::ring`]: no system call per frame) and
-//! leave in batches of up to 64 per system call (`sendmmsg`). The socket does not see the frames
-//! this host sends.
+//! leave in batches of up to 64 per system call (`sendmmsg`). The socket is bound to MPLS
+//! unicast frames (ethertype 0x8847): ARP, neighbour discovery and the host's own IP traffic on
+//! the link never reach it, nor do the frames this host sends.
 //!
 //! Worker lanes share the link through a fanout group: each lane has its own socket and ring,
 //! and the kernel hands every frame to the lane it names ([`LaneMark`]): the top byte of the
 //! link ESP SPI when link protection is on, else the traffic class of the top label, which the
 //! sending lane sets (lane k of a node talks to lane k of its peers, as over MPLS-in-UDP).
-use crate::ring::{LaneMark, RingKind, RxRing, ignore_outgoing, join_lanes};
+use crate::ring::{LaneMark, RingKind, RxRing, bind_ethertype, ignore_outgoing, join_lanes};
 use nix::sys::socket::{
     AddressFamily, LinkAddr, MsgFlags, MultiHeaders, SockFlag, SockProtocol, SockType, bind, sendmmsg, setsockopt,
     socket, sockopt,
@@ -59,31 +60,40 @@ pub(crate) struct LaneJoin {
 pub(crate) enum Frame {
     /// An MPLS frame from `src`; the buffer holds the label stack onwards.
     Mpls { src: [u8; 6], buf: PacketBuf },
-    /// Anything else on the link (ARP, IPv6 neighbour discovery): not ours.
+    /// Anything else: the socket is bound to MPLS frames, so only a frame this host sent (which
+    /// `PACKET_IGNORE_OUTGOING` keeps away too) or a runt.
     Other,
 }
 
-/// A non-blocking AF_PACKET socket for every frame of `interface`, and the interface's MAC.
-fn bind_to(interface: &str) -> io::Result<(OwnedFd, [u8; 6])> {
+/// A non-blocking AF_PACKET socket on `interface` for the frames of `ethertype` (every frame
+/// without one), and the interface's MAC.
+fn bind_to(interface: &str, ethertype: Option<u16>) -> io::Result<(OwnedFd, [u8; 6])> {
     let link = nix::ifaddrs::getifaddrs()?
         .filter(|a| a.interface_name == interface)
         .find_map(|a| a.address.and_then(|s| s.as_link_addr().copied()))
         .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, format!("no interface named {interface:?}")))?;
     let mac = link.addr().ok_or_else(|| io::Error::other(format!("{interface} has no MAC address")))?;
-    let fd = socket(
-        AddressFamily::Packet,
-        SockType::Raw,
-        SockFlag::SOCK_NONBLOCK | SockFlag::SOCK_CLOEXEC,
-        SockProtocol::EthAll,
-    )?;
-    bind(fd.as_raw_fd(), &link)?;
+    let flags = SockFlag::SOCK_NONBLOCK | SockFlag::SOCK_CLOEXEC;
+    let fd = match ethertype {
+        // No protocol until bound: nothing of another type is queued in between.
+        Some(t) => {
+            let fd = socket(AddressFamily::Packet, SockType::Raw, flags, None)?;
+            bind_ethertype(fd.as_fd(), link.ifindex() as u32, t)?;
+            fd
+        }
+        None => {
+            let fd = socket(AddressFamily::Packet, SockType::Raw, flags, SockProtocol::EthAll)?;
+            bind(fd.as_raw_fd(), &link)?;
+            fd
+        }
+    };
     ignore_outgoing(fd.as_fd())?;
     Ok((fd, mac))
 }
 
 impl EthLink {
     pub(crate) fn open(interface: &str, ring: RingKind, lane: Option<LaneJoin>) -> io::Result<Self> {
-        let (fd, mac) = bind_to(interface)?;
+        let (fd, mac) = bind_to(interface, Some(ETHERTYPE_MPLS))?;
         let ring = RxRing::attach(fd.as_fd(), interface, ring)?;
         let group = match lane {
             Some(l) => Some(join_lanes(fd.as_fd(), l.group, l.mark)?),
@@ -204,7 +214,7 @@ const ETHERTYPE_IPV6: u16 = 0x86dd;
 
 impl IpOverEthernet {
     pub(crate) fn open(interface: &str, peer: Option<[u8; 6]>) -> io::Result<Self> {
-        let (fd, mac) = bind_to(interface)?;
+        let (fd, mac) = bind_to(interface, None)?;
         if peer.is_some() {
             // The sending side never reads: keep what the kernel queues for it small.
             let _ = setsockopt(&fd, sockopt::RcvBuf, &0);
@@ -286,24 +296,25 @@ mod tests {
     }
 
     /// The labels (first label value of each MPLS frame) each lane receives within 2 s, once
-    /// `want` frames arrived in all.
-    fn received(lanes: &mut [EthLink], want: usize) -> Vec<Vec<u32>> {
-        let mut got = vec![Vec::new(); lanes.len()];
+    /// `want` frames arrived in all, and how many other frames they saw.
+    fn received(lanes: &mut [EthLink], want: usize) -> (Vec<Vec<u32>>, usize) {
+        let (mut got, mut other) = (vec![Vec::new(); lanes.len()], 0);
         let deadline = Instant::now() + Duration::from_secs(2);
         while got.iter().map(Vec::len).sum::<usize>() < want && Instant::now() < deadline {
             for (lane, l) in lanes.iter_mut().enumerate() {
                 l.recv_batch(
                     |len| PacketBuf::new(DEFAULT_HEADROOM + len + DEFAULT_TAILROOM, DEFAULT_HEADROOM),
-                    |f| {
-                        if let Frame::Mpls { buf, .. } = f {
+                    |f| match f {
+                        Frame::Mpls { buf, .. } => {
                             let b = buf.as_slice();
                             got[lane].push(u32::from_be_bytes([0, b[0], b[1], b[2]]) >> 4);
                         }
+                        Frame::Other => other += 1,
                     },
                 );
             }
         }
-        got
+        (got, other)
     }
 
     /// A frame body: one label (value `label`, traffic class 7, bottom of stack) or, as link
@@ -316,7 +327,7 @@ mod tests {
     }
 
     #[test]
-    fn lanes_sharing_a_link_each_receive_the_frames_marked_for_them() {
+    fn lanes_sharing_a_link_each_receive_the_frames_marked_for_them_and_no_other_frame() {
         use std::os::unix::fs::MetadataExt;
         let root = std::fs::metadata("/proc/self").is_ok_and(|m| m.uid() == 0);
         assert!(root, "this test needs root (CI machines run as root)");
@@ -338,10 +349,13 @@ mod tests {
             let lane = (i % 2) as usize;
             assert!(tx[lane].queue(to, body(first)));
         }
-        for t in &mut tx {
-            assert_eq!(t.flush(drop), (10, 0));
-        }
-        let got = received(&mut rx, 20);
+        // And an IPv4 frame (the kind the host's own stack sends on the link): not for us.
+        assert!(tx[0].queue(to, body([0x45, 0, 0, 64])));
+        tx[0].pending.last_mut().unwrap().as_mut_slice()[12..14].copy_from_slice(&0x0800u16.to_be_bytes());
+        assert_eq!(tx[0].flush(drop), (11, 0));
+        assert_eq!(tx[1].flush(drop), (10, 0));
+        let (got, other) = received(&mut rx, 20);
+        assert_eq!(other, 0, "the sockets see MPLS frames only");
         assert_eq!(got[0], (0..20).step_by(2).map(|i| 1000 + i).collect::<Vec<_>>(), "lane 0");
         assert_eq!(got[1], (1..20).step_by(2).map(|i| 1000 + i).collect::<Vec<_>>(), "lane 1");
         drop((rx, tx));
@@ -355,7 +369,7 @@ mod tests {
             assert!(tx.queue(to, body(spi.to_be_bytes())));
         }
         assert_eq!(tx.flush(drop), (30, 0));
-        let got = received(&mut rx, 30);
+        let (got, _) = received(&mut rx, 30);
         for (lane, g) in got.iter().enumerate() {
             // The "label" read back is the SPI's top 20 bits: the lane in its top byte.
             let want: Vec<u32> =

@@ -51,7 +51,8 @@ pub struct IoStats {
     /// MPLS frames received and sent on the Ethernet link.
     pub eth_rx: u64,
     pub eth_tx: u64,
-    /// Other frames on that link (ARP, neighbour discovery): not for the engine.
+    /// Frames from the Ethernet link that are not MPLS frames to hand on (the socket is bound to
+    /// MPLS frames, so only runts): not for the engine.
     pub eth_other: u64,
     /// Frames the receive ring could not deliver whole (longer than a slot or block, or with
     /// inconsistent offsets): lost before the engine saw them. Updated once a second.

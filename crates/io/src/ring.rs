@@ -142,6 +142,27 @@ pub(crate) fn ignore_outgoing(fd: BorrowedFd<'_>) -> io::Result<()> {
     setsockopt(fd, libc::PACKET_IGNORE_OUTGOING, &1 as &libc::c_int)
 }
 
+/// Binds the packet socket to interface `ifindex` for frames of `ethertype` only: the kernel
+/// hands it nothing else (no ARP, no neighbour discovery, none of the host's own IP traffic on
+/// the link), so such frames cost no copy into the ring.
+pub(crate) fn bind_ethertype(fd: BorrowedFd<'_>, ifindex: u32, ethertype: u16) -> io::Result<()> {
+    // SAFETY: `sockaddr_ll` is plain old data; all zeroes is a valid value.
+    let mut sll: libc::sockaddr_ll = unsafe { core::mem::zeroed() };
+    sll.sll_family = libc::AF_PACKET as u16;
+    sll.sll_protocol = ethertype.to_be();
+    sll.sll_ifindex = i32::try_from(ifindex).map_err(|_| io::Error::other("interface index out of range"))?;
+    // SAFETY: the address is a live, initialised `sockaddr_ll` and the length passed is its
+    // size; the kernel only reads it.
+    let r = unsafe {
+        libc::bind(
+            fd.as_raw_fd(),
+            (&sll as *const libc::sockaddr_ll).cast(),
+            size_of::<libc::sockaddr_ll>() as libc::socklen_t,
+        )
+    };
+    if r == 0 { Ok(()) } else { Err(io::Error::last_os_error()) }
+}
+
 /// Where a frame names the worker lane it is for, when several lanes share one Ethernet link.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LaneMark {
