@@ -111,6 +111,11 @@ impl UdpLink {
             (msg.bytes, from, seg)
         };
         let Some(from) = from else { return Ok(true) };
+        if n == 0 {
+            // An empty datagram: the engine counts it as a drop like any other bad packet.
+            each(from, take_buffer(pool, 0));
+            return Ok(true);
+        }
         // One datagram, or several of `seg` bytes each (the last may be shorter).
         let seg = seg.unwrap_or(n).max(1);
         if seg == segment || (n <= segment && seg == n) {
@@ -347,6 +352,13 @@ mod tests {
         send(&mut tx, to, &[64]);
         let (got, _) = receive(&mut rx, &mut pool, 1);
         assert_burst(&got, &[64]);
+
+        // An empty datagram reaches the engine (to be counted) and changes no expectation.
+        tx.sock.send_to(&[], to).unwrap();
+        let (got, _) = receive(&mut rx, &mut pool, 1);
+        assert_eq!(got.len(), 1);
+        assert!(got[0].is_empty());
+        assert_eq!(rx.segment, 8_972);
     }
 
     #[test]
