@@ -342,7 +342,7 @@ fn find_in_memory(pid: u32, patterns: &[Vec<u8>]) -> usize {
 /// a node's memory (read through /proc/PID/mem; each key is first found there while it lives).
 #[test]
 fn an_sas_key_is_gone_from_the_node_process_after_its_hard_lifetime() {
-    const LIFETIME: Duration = Duration::from_secs(6);
+    const LIFETIME: Duration = Duration::from_secs(10);
     assert!(usable(), "this test needs root and /dev/net/tun (CI machines have both)");
     let mut lab = Lab::new();
     let (nss, nodes) = start_domain_with(&mut lab, TOPOLOGY, |cfg| {

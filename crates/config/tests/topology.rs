@@ -345,3 +345,21 @@ fn a_hop_that_skips_an_sf_or_changes_the_nsh_is_caught_by_the_mac_the_origin_or_
     let b = forwarded(ingress.handle_local(now, PacketBuf::from_slice(&packets::build(&flow, 2, b"x"))), 1);
     assert_eq!(dropped(n[1].handle_from_domain(now, b)), DropReason::SfcIntegrityMissing);
 }
+
+#[test]
+fn a_node_configuration_can_forget_every_key_it_held() {
+    let mut t = Topology::from_toml(TOPOLOGY).unwrap();
+    (t.sfc_integrity, t.link_protection) = (true, true);
+    for mut cfg in t.compile().unwrap() {
+        assert!(cfg.outbound_sas.iter().all(|o| !o.sa.keymat.0.is_empty()), "{}: keys before", cfg.name);
+        cfg.forget_keys();
+        let sas = cfg.outbound_sas.iter().map(|o| &o.sa).chain(cfg.inbound_sas.iter().map(|i| &i.sa));
+        assert!(sas.clone().count() > 0, "{}: the SAs stay listed", cfg.name);
+        for sa in sas {
+            assert!(sa.keymat.0.is_empty(), "{}: SA {:#x} forgot its key", cfg.name, sa.spi);
+        }
+        for k in &cfg.chain_keys {
+            assert!(k.mac_key.is_none() && k.enc_key.is_none() && k.origin_key.is_none() && k.pot.is_none());
+        }
+    }
+}
