@@ -118,37 +118,34 @@ impl UdpLink {
         }
         // One datagram, or several of `seg` bytes each (the last may be shorter).
         let seg = seg.unwrap_or(n).max(1);
-        if seg == segment || (n <= segment && seg == n) {
-            // Datagram k is in staged buffer k (or in the overflow past the last one).
-            let count = n.div_ceil(seg);
-            for k in 0..count.min(staged) {
-                let len = seg.min(n - k * seg);
-                let fresh = take_buffer(pool, segment);
-                let mut b = core::mem::replace(&mut self.staged[k], fresh);
-                if b.push_back(len).is_ok() {
-                    each(from, b);
-                }
+        let matched = seg == segment || (n <= segment && seg == n);
+        let count = n.div_ceil(seg);
+        // Datagram k landed whole in staged buffer k: handed on as it is.
+        let moved = if matched { count.min(staged) } else { 0 };
+        for k in 0..moved {
+            let len = seg.min(n - k * seg);
+            let fresh = take_buffer(pool, segment);
+            let mut b = core::mem::replace(&mut self.staged[k], fresh);
+            if b.push_back(len).is_ok() {
+                each(from, b);
             }
-            for k in staged..count {
-                let at = k * seg - staged * segment;
-                let len = seg.min(n - k * seg);
-                self.copy_out(pool, &self.overflow[at..at + len], from, &mut each);
+        }
+        // The rest (past the staged buffers, or of another size) is copied out of the scattered
+        // bytes; the buffers handed on above lie before it.
+        for k in moved..count {
+            let (at, len) = (k * seg, seg.min(n - k * seg));
+            let mut b = take_buffer(pool, len);
+            let copied = b
+                .spare_mut(DEFAULT_TAILROOM)
+                .get_mut(..len)
+                .is_some_and(|out| gather(&self.staged[..staged], segment, &self.overflow, at, out));
+            if copied && b.push_back(len).is_ok() {
+                each(from, b);
+            } else {
+                give_back(pool, b);
             }
-        } else {
-            // Another size than staged for: copy each datagram out of the scattered bytes.
-            for k in 0..n.div_ceil(seg) {
-                let (at, len) = (k * seg, seg.min(n - k * seg));
-                let mut b = take_buffer(pool, len);
-                let copied = b
-                    .spare_mut(DEFAULT_TAILROOM)
-                    .get_mut(..len)
-                    .is_some_and(|out| gather(&self.staged[..staged], segment, &self.overflow, at, out));
-                if copied && b.push_back(len).is_ok() {
-                    each(from, b);
-                } else {
-                    give_back(pool, b);
-                }
-            }
+        }
+        if !matched {
             self.segment = seg.min(MAX_PACKET);
         }
         Ok(true)
@@ -165,20 +162,6 @@ impl UdpLink {
         }
         while self.staged.len() < count {
             self.staged.push(take_buffer(pool, segment));
-        }
-    }
-
-    fn copy_out(
-        &self,
-        pool: &mut Vec<PacketBuf>,
-        d: &[u8],
-        from: SocketAddr,
-        each: &mut impl FnMut(SocketAddr, PacketBuf),
-    ) {
-        let mut b = take_buffer(pool, d.len());
-        match b.set(d, zsfc_wire::buffer::DEFAULT_HEADROOM) {
-            Ok(()) => each(from, b),
-            Err(_) => give_back(pool, b),
         }
     }
 
