@@ -11,6 +11,7 @@ use std::time::Duration;
 use zsfc_config::ikeless::{Direction, NodeState, StateChain, sa_name};
 use zsfc_config::{ControllerConfig, LabelEntry, RuleConfig, SaParams};
 use zsfc_controller::client::Client;
+use zsfc_controller::sealed::PollKey;
 use zsfc_dataplane::{ChainId, ChainSpec, Event, Instant, LabelAction, Node, NodeId, Rule, SaIdx, SaUse};
 use zsfc_io::Control;
 
@@ -322,7 +323,18 @@ async fn follow(
     let mut version = 0u64;
     let mut unreachable = false;
     loop {
-        let path = format!("/restconf/data/zsfc:nodes/node={name}/desired?after={version}&boot={boot}");
+        let seal = match PollKey::new() {
+            Ok(k) => k,
+            Err(e) => {
+                eprintln!("agent {name:?}: {e}");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                continue;
+            }
+        };
+        let path = format!(
+            "/restconf/data/zsfc:nodes/node={name}/desired?after={version}&boot={boot}&seal={}",
+            seal.public_hex()
+        );
         let reply = match client.request("GET", &path, None, POLL_TIMEOUT).await {
             Ok(r) => r,
             Err(e) => {
@@ -349,12 +361,15 @@ async fn follow(
                 continue;
             }
         }
-        let (v, result) = match serde_json::from_slice::<NodeState>(&reply.body) {
+        // Opened into a zeroize-on-drop buffer; TLS and HTTP only ever held it sealed.
+        let doc = seal.open(&name, reply.body).map_err(anyhow::Error::from).and_then(|plain| {
+            serde_json::from_slice::<NodeState>(&plain).map_err(|e| anyhow::anyhow!("not a node state: {e}"))
+        });
+        let (v, result) = match doc {
             // Unreadable: refuse it (the controller audits the error); wait for a newer one.
-            Err(e) => (version + 1, Err(anyhow::anyhow!("not a node state: {e}"))),
+            Err(e) => (version + 1, Err(e)),
             Ok(doc) => (doc.version, apply(&doc, &mut applied, &peers, &lanes, gateway.as_ref()).await),
         };
-        drop(reply);
         let error = match result {
             Ok(missing) if missing.is_empty() => None,
             Ok(missing) => Some(format!("no key for SAs this node does not have: {}", missing.join(", "))),

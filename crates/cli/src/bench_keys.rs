@@ -408,12 +408,17 @@ fn fake_free_agent(name: &str, client: &zsfc_controller::client::Client, stop: &
     let epoch = Instant::now();
     let mut version = 0;
     while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-        let path = format!("/restconf/data/zsfc:nodes/node={name}/desired?after={version}&boot=bench");
+        let Ok(seal) = zsfc_controller::sealed::PollKey::new() else { continue };
+        let path = format!(
+            "/restconf/data/zsfc:nodes/node={name}/desired?after={version}&boot=bench&seal={}",
+            seal.public_hex()
+        );
         let Ok(r) = rt.block_on(client.request("GET", &path, None, Duration::from_secs(2))) else { continue };
         if r.status != 200 {
             continue;
         }
-        let Ok(doc) = serde_json::from_slice::<zsfc_config::ikeless::NodeState>(&r.body) else { continue };
+        let Ok(plain) = seal.open(name, r.body) else { continue };
+        let Ok(doc) = serde_json::from_slice::<zsfc_config::ikeless::NodeState>(&plain) else { continue };
         let now = zsfc_dataplane::Instant::from_nanos(epoch.elapsed().as_nanos() as u64);
         let error =
             crate::agent::apply_to_engine(&mut node, &mut applied, &doc, &peers, now).err().map(|e| e.to_string());

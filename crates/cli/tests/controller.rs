@@ -60,6 +60,10 @@ fn without_the_controller_nodes_fail_closed_at_hard_lifetime_and_recover_without
     let (sent, received, ..) = stream(&lab, 1000, 2);
     assert_eq!(received, 0, "{received} of {sent} packets crossed after the hard lifetime");
     assert!(metric(&lab, "ingress", "zsfc_drops", &["sa_expired"]) > 0, "no sa_expired drop counted");
+    // Every key these nodes were sent is past its hard lifetime, and no node's memory holds a
+    // document in plaintext: they arrive sealed to each poll's own key (TLS and HTTP buffers,
+    // freed unerased, kept every node's last documents, keys and all, before the seal).
+    no_key_document_in_memory(&nodes);
 
     // Controller back (same database): new SAs reach the running nodes.
     let db = lab.state_file("controller.db");
@@ -81,8 +85,16 @@ fn without_the_controller_nodes_fail_closed_at_hard_lifetime_and_recover_without
     for (n, pid) in ["ingress", "sf", "egress"].iter().zip(&nodes) {
         assert!(alive(*pid) && pid_of(&lab, n) == *pid, "node {n} was restarted");
     }
+    no_key_document_in_memory(&nodes);
     lab.down();
     let _ = ctl.wait();
+}
+
+fn no_key_document_in_memory(nodes: &[i32]) {
+    for (n, pid) in ["ingress", "sf", "egress"].iter().zip(nodes) {
+        let found = memory::key_documents_in_memory(*pid as u32);
+        assert!(found.is_empty(), "node {n} holds key documents in plaintext: {found:?}");
+    }
 }
 
 fn nix_kill(pid: i32) {

@@ -5,6 +5,9 @@
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 use zsfc_config::{NodeConfig, Topology};
+#[path = "common/memory.rs"]
+mod memory;
+use memory::find_in_memory;
 
 /// Namespaces and processes of one test; dropped → everything is killed and deleted.
 struct Lab {
@@ -299,42 +302,6 @@ fn a_compromised_sf_node_that_skips_the_next_sf_or_rewrites_metadata_fails_at_th
     assert_eq!(dropped(&reports[2], "sfc_mac_failed"), 0, "sfb saw valid MACs only:\n{}", reports[2]);
     // The honest datagrams all arrived (the stream's own packets are not touched).
     assert!(egress.contains(" delivered 1200\n"), "{egress}");
-}
-
-/// Every place in the writable memory of process `pid` where one of `patterns` occurs.
-fn find_in_memory(pid: u32, patterns: &[Vec<u8>]) -> usize {
-    use std::io::{Read, Seek, SeekFrom};
-    let maps = std::fs::read_to_string(format!("/proc/{pid}/maps")).unwrap();
-    let mut mem = std::fs::File::open(format!("/proc/{pid}/mem")).unwrap();
-    let mut hits = 0;
-    for line in maps.lines() {
-        let mut f = line.split_whitespace();
-        let (range, perms) = (f.next().unwrap(), f.next().unwrap());
-        // Keys live in writable memory (heap, stacks, anonymous maps, data); the rest is code.
-        if !perms.starts_with("rw") || line.ends_with("[vvar]") || line.ends_with("[vsyscall]") {
-            continue;
-        }
-        let (a, b) = range.split_once('-').unwrap();
-        let (a, b) = (u64::from_str_radix(a, 16).unwrap(), u64::from_str_radix(b, 16).unwrap());
-        let mut data = vec![0u8; (b - a) as usize];
-        if mem.seek(SeekFrom::Start(a)).is_err() || mem.read_exact(&mut data).is_err() {
-            continue;
-        }
-        // One pass: skip pages of zeroes, compare where a pattern's first byte is.
-        let mut first = [false; 256];
-        patterns.iter().for_each(|p| first[usize::from(p[0])] = true);
-        for (k, page) in data.chunks(4096).enumerate() {
-            if page.chunks_exact(8).all(|c| c == [0; 8]) {
-                continue;
-            }
-            for i in k * 4096..k * 4096 + page.len() {
-                if first[usize::from(data[i])] {
-                    hits += patterns.iter().filter(|p| data[i..].starts_with(p)).count();
-                }
-            }
-        }
-    }
-    hits
 }
 
 /// Issue 5's forward secrecy seen from outside the process: once the SAs' hard lifetime has

@@ -88,7 +88,8 @@ impl Client {
             .uri(path)
             .header(hyper::header::HOST, self.server_name.to_str().as_ref())
             .header(hyper::header::CONTENT_TYPE, "application/yang-data+json")
-            .body(Full::new(Bytes::from(body.unwrap_or_default())))?;
+            // Erased once sent (an enrolment carries its bootstrap token).
+            .body(Full::new(Bytes::from_owner(zeroize::Zeroizing::new(body.unwrap_or_default()))))?;
         let resp = send.send_request(req).await?;
         let status = resp.status().as_u16();
         let body = zeroize::Zeroizing::new(resp.into_body().collect().await?.to_bytes().to_vec());

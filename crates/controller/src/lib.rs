@@ -13,6 +13,7 @@ pub mod client;
 pub mod limit;
 pub mod pki;
 pub mod rollout;
+pub mod sealed;
 mod server;
 mod store;
 

@@ -113,20 +113,13 @@ async fn enrol(State(ctl): Ctl, Extension(peer): Extension<Peer>, body: Bytes) -
     r.map_or_else(|e: Refusal| error(&e), ok)
 }
 
-/// A pending document as a response body without copying it.
-struct SharedBody(Arc<crate::store::Pending>);
-
-impl AsRef<[u8]> for SharedBody {
-    fn as_ref(&self) -> &[u8] {
-        &self.0.body
-    }
-}
-
 #[derive(Deserialize)]
 struct PollQuery {
     #[serde(default)]
     after: u64,
     boot: String,
+    /// The poll's X25519 public key (hex): the reply is sealed to it (`sealed.rs`).
+    seal: String,
 }
 
 async fn desired(
@@ -139,19 +132,27 @@ async fn desired(
         Ok(n) => n,
         Err(e) => return error(&e),
     };
-    let Ok(Query(q)) = q else {
-        return error(&Refusal::new(400, "invalid-value", "query: after=<version>&boot=<id> expected"));
-    };
     if let Err(e) = require(&ctl, &Peer { identity: peer.identity.clone(), ..peer }, Some(&node), "poll its state")
         .and_then(|id| if id == node { Ok(()) } else { Err(Refusal::new(403, "access-denied", "nodes only")) })
     {
         return error(&e);
     }
+    let Ok(Query(q)) = q else {
+        return error(&Refusal::new(
+            400,
+            "invalid-value",
+            "query: after=<version>&boot=<id>&seal=<X25519 public key, hex> expected",
+        ));
+    };
+    if let Err(e) = crate::sealed::parse_public(&q.seal) {
+        return error(&Refusal::new(400, "invalid-value", e.to_string()));
+    }
     match ctl.poll(&node, q.after, &q.boot, POLL_WAIT).await {
-        // The body is sent from the shared, zeroize-on-drop buffer itself: no copy of the keys.
-        Some(p) => {
-            ([(header::CONTENT_TYPE, "application/yang-data+json")], Bytes::from_owner(SharedBody(p))).into_response()
-        }
+        // Sealed to the poll's key: TLS and HTTP buffers on both sides only ever hold ciphertext.
+        Some(p) => match crate::sealed::seal(&node, &q.seal, &p.body) {
+            Ok(sealed) => ([(header::CONTENT_TYPE, crate::sealed::CONTENT_TYPE)], sealed).into_response(),
+            Err(e) => error(&Refusal::new(400, "invalid-value", e.to_string())),
+        },
         None => StatusCode::NO_CONTENT.into_response(),
     }
 }

@@ -4,6 +4,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use zsfc_config::Topology;
 use zsfc_controller::client::Client;
+use zsfc_controller::sealed::PollKey;
 use zsfc_controller::{Controller, DomainSpec};
 
 const T: Duration = Duration::from_secs(10);
@@ -91,11 +92,23 @@ async fn a_token_enrols_its_node_once_and_every_refusal_is_audited() {
     assert_eq!(as_node.request("POST", "/restconf/operations/zsfc:rekey", None, T).await.unwrap().status, 403);
     // Without a certificate nothing but enrolment answers.
     assert_eq!(anonymous.request("GET", &own, None, T).await.unwrap().status, 401);
+    // A poll must bring the key its reply is sealed to.
+    let unsealed = as_node.request("GET", &own, None, T).await.unwrap();
+    assert_eq!(unsealed.status, 400);
+    assert!(unsealed.message().contains("seal="), "{}", unsealed.message());
+    let bad_key = as_node.request("GET", &format!("{own}&seal=00ff"), None, T).await.unwrap();
+    assert_eq!(bad_key.status, 400);
+    assert!(bad_key.message().contains("64 hex digits"), "{}", bad_key.message());
     // Its first poll gets the state the controller rolls out for it (the domain's other nodes
-    // never answer here, so the rollout goes on after their acknowledgement timeout).
-    let first = as_node.request("GET", &own, None, Duration::from_secs(30)).await.unwrap();
+    // never answer here, so the rollout goes on after their acknowledgement timeout), sealed:
+    // nothing of the document on the wire or in the TLS buffers, opened with the poll's key.
+    let seal = PollKey::new().unwrap();
+    let sealed = format!("{own}&seal={}", seal.public_hex());
+    let first = as_node.request("GET", &sealed, None, Duration::from_secs(30)).await.unwrap();
     assert_eq!(first.status, 200, "{}", first.message());
-    let doc: zsfc_config::ikeless::NodeState = serde_json::from_slice(&first.body).unwrap();
+    assert!(!first.body.windows(9).any(|w| w == b"sad-entry"), "the document travels sealed");
+    let plain = seal.open(&node, first.body).unwrap();
+    let doc: zsfc_config::ikeless::NodeState = serde_json::from_slice(&plain).unwrap();
     assert!(doc.version >= 1);
     assert!(doc.ikeless.sad.entries.iter().all(|e| e.has_key()), "the first state carries the node's keys");
 

@@ -1,6 +1,7 @@
 //! Helpers of the namespace tests: a lab brought up under a unique name and always brought
 //! down, tshark captures, counters from reports and metrics.
 #![allow(dead_code)] // each test binary uses its own part
+pub mod memory;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::Duration;
