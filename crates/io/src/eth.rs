@@ -66,7 +66,7 @@ pub(crate) enum Frame {
 }
 
 /// A non-blocking AF_PACKET socket on `interface` for the frames of `ethertype` (every frame
-/// without one), and the interface's MAC.
+/// without one; none with ethertype 0: a socket that only sends), and the interface's MAC.
 fn bind_to(interface: &str, ethertype: Option<u16>) -> io::Result<(OwnedFd, [u8; 6])> {
     let link = nix::ifaddrs::getifaddrs()?
         .filter(|a| a.interface_name == interface)
@@ -214,11 +214,10 @@ const ETHERTYPE_IPV6: u16 = 0x86dd;
 
 impl IpOverEthernet {
     pub(crate) fn open(interface: &str, peer: Option<[u8; 6]>) -> io::Result<Self> {
-        let (fd, mac) = bind_to(interface, None)?;
-        if peer.is_some() {
-            // The sending side never reads: keep what the kernel queues for it small.
-            let _ = setsockopt(&fd, sockopt::RcvBuf, &0);
-        } else if setsockopt(&fd, sockopt::RcvBufForce, &SOCKET_BUFFER).is_err() {
+        // The sending side never reads: bound to no ethertype, the kernel hands it no frame
+        // (bound to every type, each frame on the link was cloned to it and dropped).
+        let (fd, mac) = bind_to(interface, peer.map(|_| 0))?;
+        if peer.is_none() && setsockopt(&fd, sockopt::RcvBufForce, &SOCKET_BUFFER).is_err() {
             // The receiving side holds a burst coming back from the SF.
             let _ = setsockopt(&fd, sockopt::RcvBuf, &SOCKET_BUFFER);
         }
@@ -315,6 +314,44 @@ mod tests {
             }
         }
         (got, other)
+    }
+
+    /// The attachment circuit's sending side: frames go out, none is queued for it to read.
+    #[test]
+    fn the_sending_side_of_an_attachment_sends_frames_and_receives_none() {
+        use std::os::unix::fs::MetadataExt;
+        let root = std::fs::metadata("/proc/self").is_ok_and(|m| m.uid() == 0);
+        assert!(root, "this test needs root (CI machines run as root)");
+        nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
+        ip("link add va type veth peer name vb");
+        ip("link set va up");
+        ip("link set vb up");
+        let rx = IpOverEthernet::open("vb", None).unwrap();
+        let tx = IpOverEthernet::open("va", Some(rx.mac)).unwrap();
+        // Toward the SF, and frames coming back on the same link.
+        let back = IpOverEthernet::open("vb", Some(tx.mac)).unwrap();
+        for i in 0..10u8 {
+            let mut b = PacketBuf::new(DEFAULT_HEADROOM + 64 + DEFAULT_TAILROOM, DEFAULT_HEADROOM);
+            b.push_back(40).unwrap().fill(i);
+            b.as_mut_slice()[0] = 0x45;
+            tx.send(&mut b).unwrap();
+            let mut b = PacketBuf::new(DEFAULT_HEADROOM + 64 + DEFAULT_TAILROOM, DEFAULT_HEADROOM);
+            b.push_back(40).unwrap().fill(i);
+            b.as_mut_slice()[0] = 0x60;
+            back.send(&mut b).unwrap();
+        }
+        let mut got = Vec::new();
+        let deadline = Instant::now() + Duration::from_secs(2);
+        while got.len() < 10 && Instant::now() < deadline {
+            let mut b = PacketBuf::new(DEFAULT_HEADROOM + 1600 + DEFAULT_TAILROOM, DEFAULT_HEADROOM);
+            if rx.recv(&mut b).unwrap() == Some(true) {
+                got.push(b.as_slice()[1]);
+            }
+        }
+        assert_eq!(got, (0..10).collect::<Vec<u8>>(), "the receiving side gets every IPv4 packet, in order");
+        // Ten IPv6 frames arrived at `va` from `back`: the sending side was handed none.
+        let mut b = PacketBuf::new(DEFAULT_HEADROOM + 1600 + DEFAULT_TAILROOM, DEFAULT_HEADROOM);
+        assert_eq!(tx.recv(&mut b).unwrap(), None, "a frame was queued to a socket that only sends");
     }
 
     /// A frame body: one label (value `label`, traffic class 7, bottom of stack) or, as link
