@@ -1,6 +1,7 @@
 //! `zsfc attack`: an attacker on a link inside the domain, for the security tests and for
 //! operators who want to see their domain refuse it. Run it in the namespace (or on the host)
-//! of a node: it taps the node's link, captures MPLS-in-UDP frames on their way to `--to`, then
+//! of a node: it taps the node's link, captures the domain's frames on their way to `--to` (a
+//! node's IPv4 address on MPLS-in-UDP links, its MAC address on Ethernet + MPLS links), then
 //! sends them back onto the link as
 //! - `replay`: the captured frames unchanged (a recorded packet played again);
 //! - `forge`: the captured frames with a changed payload byte and a sequence number ahead of
@@ -15,8 +16,8 @@
 //!   NSH context header changed (metadata rewritten on the way, a tenant id say); with
 //!   `--stolen-config`, by a compromised SF node that computes the NSH MAC again;
 //! - `flood`: for `--seconds`, frames as fast as one thread can send, each a captured frame
-//!   with random bytes after the UDP header, or after the link SPI with `--keep-spi` (a flood
-//!   of malformed packets from a peer's address).
+//!   with random bytes after the UDP (or Ethernet) header, or after the link SPI with
+//!   `--keep-spi` (a flood of malformed packets from a peer's address).
 //!
 //! The frames keep the addresses of the peer that sent the originals, so they pass every
 //! address filter and reach the receiving node's engine. Frames are sent with the UDP checksum
@@ -43,9 +44,10 @@ pub(crate) struct AttackArgs {
     /// The link to tap and send on (the node's interface towards the domain).
     #[arg(long)]
     dev: String,
-    /// Capture frames going to this node address.
-    #[arg(long)]
-    to: Ipv4Addr,
+    /// Capture frames going to this node: its IPv4 address (MPLS-in-UDP) or MAC address
+    /// (Ethernet + MPLS, `02:00:5a:00:00:02`).
+    #[arg(long, value_parser = target)]
+    to: Target,
     #[arg(long, value_enum)]
     mode: Mode,
     /// Frames to capture before attacking.
@@ -74,33 +76,53 @@ pub(crate) struct AttackArgs {
     stolen_config: Option<std::path::PathBuf>,
 }
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Target {
+    Ip(Ipv4Addr),
+    Mac([u8; 6]),
+}
+
+fn target(s: &str) -> Result<Target, String> {
+    if let Ok(ip) = s.parse() {
+        return Ok(Target::Ip(ip));
+    }
+    let bytes: Vec<u8> = s.split(':').filter_map(|b| u8::from_str_radix(b, 16).ok()).collect();
+    match <[u8; 6]>::try_from(bytes) {
+        Ok(mac) if s.split(':').count() == 6 => Ok(Target::Mac(mac)),
+        _ => Err(format!("{s:?} is neither an IPv4 address nor a MAC address")),
+    }
+}
+
 const ETH_HDR: usize = 14;
+const ETHERTYPE_MPLS: [u8; 2] = [0x88, 0x47];
 const ESP_HDR_IV: usize = 16;
 const ESP_ICV: usize = 16;
 
-/// One captured frame and where its UDP payload starts.
+/// One captured frame and where its UDP header starts (`None`: an Ethernet + MPLS frame).
 struct Frame {
     bytes: Vec<u8>,
-    udp_at: usize,
+    udp_at: Option<usize>,
 }
 
 impl Frame {
+    /// Where the domain's packet (link ESP or the label stack) starts.
     fn payload_at(&self) -> usize {
-        self.udp_at + 8
+        self.udp_at.map_or(ETH_HDR, |u| u + 8)
     }
 
     /// Rewrites IP total length, IP checksum, UDP length and UDP checksum (0) after the UDP
-    /// payload changed length or content.
+    /// payload changed length or content (an MPLS frame has no length to fix).
     fn fix_headers(&mut self) {
+        let Some(udp_at) = self.udp_at else { return };
         let ip_len = self.bytes.len() - ETH_HDR;
-        let udp_len = self.bytes.len() - self.udp_at;
+        let udp_len = self.bytes.len() - udp_at;
         // The length first: the checked view refuses a total length beyond the buffer.
         self.bytes[ETH_HDR + 2..ETH_HDR + 4].copy_from_slice(&(ip_len as u16).to_be_bytes());
         if let Ok(mut ip) = zsfc_wire::ipv4::Packet::new_checked(&mut self.bytes[ETH_HDR..]) {
             ip.fill_checksum();
         }
-        self.bytes[self.udp_at + 4..self.udp_at + 6].copy_from_slice(&(udp_len as u16).to_be_bytes());
-        self.bytes[self.udp_at + 6..self.udp_at + 8].copy_from_slice(&[0, 0]);
+        self.bytes[udp_at + 4..udp_at + 6].copy_from_slice(&(udp_len as u16).to_be_bytes());
+        self.bytes[udp_at + 6..udp_at + 8].copy_from_slice(&[0, 0]);
     }
 }
 
@@ -115,10 +137,14 @@ pub(crate) fn run(a: &AttackArgs) -> anyhow::Result<bool> {
     };
     let fd = tap(&a.dev)?;
     let frames = capture(&fd, a.to, a.port, a.capture, Duration::from_secs(a.capture_timeout))?;
-    anyhow::ensure!(!frames.is_empty(), "no UDP frame to {}:{} seen on {}", a.to, a.port, a.dev);
+    anyhow::ensure!(!frames.is_empty(), "no frame to {:?} (port {}) seen on {}", a.to, a.port, a.dev);
     anyhow::ensure!(
         a.mode == Mode::Flood || a.port == PORT,
-        "replay, forge and strip work on MPLS-in-UDP frames (port {PORT})"
+        "replay, forge and strip work on the domain's frames (MPLS-in-UDP: port {PORT})"
+    );
+    anyhow::ensure!(
+        a.flood_port.is_none() || matches!(a.to, Target::Ip(_)),
+        "--flood-port is for UDP frames: give --to an IPv4 address"
     );
     let mut sent = 0u64;
     let started = Instant::now();
@@ -193,8 +219,8 @@ pub(crate) fn run(a: &AttackArgs) -> anyhow::Result<bool> {
                     let take = n.min(rng.len() - off);
                     f.bytes[p..p + take].copy_from_slice(&rng[off..off + take]);
                     f.fix_headers();
-                    if let Some(port) = a.flood_port {
-                        f.bytes[f.udp_at + 2..f.udp_at + 4].copy_from_slice(&port.to_be_bytes());
+                    if let (Some(port), Some(u)) = (a.flood_port, f.udp_at) {
+                        f.bytes[u + 2..u + 4].copy_from_slice(&port.to_be_bytes());
                     }
                     sent += send_frame(&fd, &f.bytes);
                     if sent.is_multiple_of(256) && Instant::now() >= deadline {
@@ -230,8 +256,10 @@ fn tap(dev: &str) -> anyhow::Result<OwnedFd> {
 }
 
 /// Frames of IPv4/UDP to `to`:`port` (one datagram each: the link must not carry GSO batches,
-/// see the tests).
-fn capture(fd: &OwnedFd, to: Ipv4Addr, port: u16, n: usize, patience: Duration) -> anyhow::Result<Vec<Frame>> {
+/// see the tests), or MPLS frames to MAC address `to`.
+fn capture(fd: &OwnedFd, to: Target, port: u16, n: usize, patience: Duration) -> anyhow::Result<Vec<Frame>> {
+    // Big enough for link ESP around at least one label.
+    const DOMAIN_MIN: usize = ESP_HDR_IV + 4 + 4 + ESP_ICV;
     let mut out = Vec::with_capacity(n);
     let mut buf = vec![0u8; 65536];
     let deadline = Instant::now() + patience;
@@ -242,6 +270,15 @@ fn capture(fd: &OwnedFd, to: Ipv4Addr, port: u16, n: usize, patience: Duration) 
             Err(e) => return Err(e.into()),
         };
         let f = &buf[..len];
+        let to = match to {
+            Target::Mac(mac) => {
+                if f.len() >= ETH_HDR + DOMAIN_MIN && f[..6] == mac && f[12..14] == ETHERTYPE_MPLS {
+                    out.push(Frame { bytes: f.to_vec(), udp_at: None });
+                }
+                continue;
+            }
+            Target::Ip(ip) => ip,
+        };
         if f.len() < ETH_HDR + 20 + 8 || f[12..14] != [0x08, 0x00] {
             continue;
         }
@@ -251,11 +288,10 @@ fn capture(fd: &OwnedFd, to: Ipv4Addr, port: u16, n: usize, patience: Duration) 
         if ip.protocol() != 17 || Ipv4Addr::from(ip.dst()) != to || udp_dst != Some(port) {
             continue;
         }
-        // Big enough for link ESP around at least one label.
-        if port == PORT && len < udp_at + 8 + ESP_HDR_IV + 4 + 4 + ESP_ICV {
+        if port == PORT && len < udp_at + 8 + DOMAIN_MIN {
             continue;
         }
-        out.push(Frame { bytes: f.to_vec(), udp_at });
+        out.push(Frame { bytes: f.to_vec(), udp_at: Some(udp_at) });
     }
     Ok(out)
 }

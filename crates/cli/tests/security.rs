@@ -8,6 +8,8 @@ use std::time::Duration;
 
 /// The sf node's address on the domain segment of the `secure` example (node 1).
 const SF_ADDRESS: &str = "10.200.0.2";
+/// Its MAC address there (the labs number MACs as they number addresses).
+const SF_MAC: &str = "02:00:5a:00:00:02";
 
 /// Runs `zsfc attack` in namespace `ns` and returns what it reports.
 fn attack(ns: &str, args: &[&str]) -> serde_json::Value {
@@ -42,9 +44,9 @@ fn one_datagram_per_frame(lab: &LabRun) {
 }
 
 /// Runs `zsfc attack` with each of `modes` (capturing `frames` frames from the ingress's link to
-/// the SF node) while a 2,000 packet/s stream crosses the chain; the stream must lose nothing and
-/// see no duplicate. Returns the frames each attack sent.
-fn attacks_beside_a_stream(lab: &LabRun, modes: &[&str], frames: usize) -> Vec<u64> {
+/// the SF node `to`) while a 2,000 packet/s stream crosses the chain; the stream must lose nothing
+/// and see no duplicate. Returns the frames each attack sent.
+fn attacks_beside_a_stream(lab: &LabRun, to: &str, modes: &[&str], frames: usize) -> Vec<u64> {
     let seconds = 3 + modes.len() as u32;
     let (counted, sent) = std::thread::scope(|s| {
         let traffic = s.spawn(move || stream(lab, 2000, seconds));
@@ -54,7 +56,7 @@ fn attacks_beside_a_stream(lab: &LabRun, modes: &[&str], frames: usize) -> Vec<u
         let sent: Vec<u64> = modes
             .iter()
             .map(|mode| {
-                let r = attack(&ingress, &["--dev", "eth0", "--to", SF_ADDRESS, "--mode", mode, "--capture", &capture]);
+                let r = attack(&ingress, &["--dev", "eth0", "--to", to, "--mode", mode, "--capture", &capture]);
                 r["sent"].as_u64().unwrap()
             })
             .collect();
@@ -68,10 +70,25 @@ fn attacks_beside_a_stream(lab: &LabRun, modes: &[&str], frames: usize) -> Vec<u
 #[test]
 fn an_on_link_attacker_cannot_replay_forge_or_inject() {
     let lab = up_secure("a", None);
-    let drops = |reason: &str| metric(&lab, "sf", "zsfc_drops_total", &[&format!("reason=\"{reason}\"")]);
+    replayed_forged_and_injected_frames_are_refused(&lab, SF_ADDRESS);
+}
+
+/// The same attacker on Ethernet + MPLS links (the seed testbed's), capturing the frames to the
+/// SF node's MAC address.
+#[test]
+fn an_on_link_attacker_cannot_replay_forge_or_inject_on_ethernet_links_either() {
+    usable();
+    let mut lab = LabRun::new("secure", "e");
+    lab.edit("link_protection = true", "link_protection = true\ntransport = \"ethernet\"");
+    lab.up();
+    replayed_forged_and_injected_frames_are_refused(&lab, SF_MAC);
+}
+
+fn replayed_forged_and_injected_frames_are_refused(lab: &LabRun, sf: &str) {
+    let drops = |reason: &str| metric(lab, "sf", "zsfc_drops_total", &[&format!("reason=\"{reason}\"")]);
     let before: Vec<u64> = ["link_replay", "link_auth_failed", "link_unauthenticated"].map(drops).to_vec();
     assert_eq!(before, [0, 0, 0], "no link drop before the attack");
-    let sent = attacks_beside_a_stream(&lab, &["replay", "forge", "strip"], 200);
+    let sent = attacks_beside_a_stream(lab, sf, &["replay", "forge", "strip"], 200);
     assert!(sent.iter().all(|&n| n == 200), "the attacker sent every frame: {sent:?}");
     std::thread::sleep(Duration::from_millis(1500));
     assert_eq!(drops("link_replay"), 200, "replayed frames");
@@ -137,7 +154,7 @@ fn a_path_or_metadata_rewritten_on_a_link_is_refused_by_the_next_sf() {
     lab.up();
     one_datagram_per_frame(&lab);
     let mac_failed = |node: &str| metric(&lab, node, "zsfc_drops_total", &["reason=\"sfc_mac_failed\""]);
-    let sent = attacks_beside_a_stream(&lab, &["skip", "meta"], 100);
+    let sent = attacks_beside_a_stream(&lab, SF_ADDRESS, &["skip", "meta"], 100);
     assert_eq!(sent, [100, 100]);
     std::thread::sleep(Duration::from_millis(1500));
     // Skipping sf1's firewall: sf1 forwards the packet to sf2 as transit, sf2 checks the MAC.
