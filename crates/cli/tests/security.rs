@@ -6,7 +6,8 @@ use common::*;
 use std::process::Command;
 use std::time::Duration;
 
-/// The sf node's address on the domain segment of the `secure` example (node 1).
+/// The address of node 1 (`sf` in the `secure` example, `sf1` in `integrity`) on the domain
+/// segment.
 const SF_ADDRESS: &str = "10.200.0.2";
 /// Its MAC address there (the labs number MACs as they number addresses).
 const SF_MAC: &str = "02:00:5a:00:00:02";
@@ -165,8 +166,23 @@ fn a_path_or_metadata_rewritten_on_a_link_is_refused_by_the_next_sf() {
     let mut lab = LabRun::new("integrity", "i");
     lab.up();
     one_datagram_per_frame(&lab);
-    let mac_failed = |node: &str| metric(&lab, node, "zsfc_drops_total", &["reason=\"sfc_mac_failed\""]);
-    let sent = attacks_beside_a_stream(&lab, SF_ADDRESS, &["skip", "meta"], 100);
+    skipped_sfs_and_rewritten_metadata_are_refused(&lab, SF_ADDRESS);
+}
+
+/// The same on Ethernet + MPLS links: the attacker captures the frames to sf1's MAC address.
+#[test]
+fn a_path_or_metadata_rewritten_on_an_ethernet_link_is_refused_by_the_next_sf() {
+    usable();
+    let mut lab = LabRun::new("integrity", "j");
+    lab.edit("sfc_integrity = true", "sfc_integrity = true\ntransport = \"ethernet\"");
+    lab.up();
+    skipped_sfs_and_rewritten_metadata_are_refused(&lab, SF_MAC);
+}
+
+/// `skip` and `meta` from the ingress's link to sf1 (`sf1`: its address or MAC) beside a stream.
+fn skipped_sfs_and_rewritten_metadata_are_refused(lab: &LabRun, sf1: &str) {
+    let mac_failed = |node: &str| metric(lab, node, "zsfc_drops_total", &["reason=\"sfc_mac_failed\""]);
+    let sent = attacks_beside_a_stream(lab, sf1, &["skip", "meta"], 100);
     assert_eq!(sent, [100, 100]);
     std::thread::sleep(Duration::from_millis(1500));
     // Skipping sf1's firewall: sf1 forwards the packet to sf2 as transit, sf2 checks the MAC.
