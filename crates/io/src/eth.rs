@@ -284,6 +284,18 @@ mod tests {
         assert!(ok, "ip {args}");
     }
 
+    /// The veth pair `va`/`vb`, up, in a network namespace of this test thread alone: it goes
+    /// with the thread, whatever happens, and `ip` (forked from this thread) works in it.
+    fn veth_pair_of_this_thread() {
+        use std::os::unix::fs::MetadataExt;
+        let root = std::fs::metadata("/proc/self").is_ok_and(|m| m.uid() == 0);
+        assert!(root, "this test needs root (CI machines run as root)");
+        nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
+        ip("link add va type veth peer name vb");
+        ip("link set va up");
+        ip("link set vb up");
+    }
+
     /// Lanes `0..count` of one node on `dev`, joined in lane order.
     fn lanes(dev: &str, count: u16, mark: LaneMark) -> Vec<EthLink> {
         let mut out: Vec<EthLink> = Vec::new();
@@ -319,13 +331,7 @@ mod tests {
     /// The attachment circuit's sending side: frames go out, none is queued for it to read.
     #[test]
     fn the_sending_side_of_an_attachment_sends_frames_and_receives_none() {
-        use std::os::unix::fs::MetadataExt;
-        let root = std::fs::metadata("/proc/self").is_ok_and(|m| m.uid() == 0);
-        assert!(root, "this test needs root (CI machines run as root)");
-        nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
-        ip("link add va type veth peer name vb");
-        ip("link set va up");
-        ip("link set vb up");
+        veth_pair_of_this_thread();
         let rx = IpOverEthernet::open("vb", None).unwrap();
         let tx = IpOverEthernet::open("va", Some(rx.mac)).unwrap();
         // Toward the SF, and frames coming back on the same link.
@@ -365,15 +371,7 @@ mod tests {
 
     #[test]
     fn lanes_sharing_a_link_each_receive_the_frames_marked_for_them_and_no_other_frame() {
-        use std::os::unix::fs::MetadataExt;
-        let root = std::fs::metadata("/proc/self").is_ok_and(|m| m.uid() == 0);
-        assert!(root, "this test needs root (CI machines run as root)");
-        // A network namespace of this test thread alone: it goes with the thread, whatever
-        // happens, and `ip` (forked from this thread) works in it.
-        nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
-        ip("link add va type veth peer name vb");
-        ip("link set va up");
-        ip("link set vb up");
+        veth_pair_of_this_thread();
 
         // Without link ESP: the sending lane writes its number into the top label's traffic
         // class (whatever was there), the receiving node's fanout reads it.
