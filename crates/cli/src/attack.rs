@@ -83,18 +83,14 @@ enum Target {
 }
 
 fn target(s: &str) -> Result<Target, String> {
-    if let Ok(ip) = s.parse() {
-        return Ok(Target::Ip(ip));
-    }
-    let bytes: Vec<u8> = s.split(':').filter_map(|b| u8::from_str_radix(b, 16).ok()).collect();
-    match <[u8; 6]>::try_from(bytes) {
-        Ok(mac) if s.split(':').count() == 6 => Ok(Target::Mac(mac)),
+    match (s.parse(), zsfc_config::parse_mac(s)) {
+        (Ok(ip), _) => Ok(Target::Ip(ip)),
+        (_, Some(mac)) => Ok(Target::Mac(mac)),
         _ => Err(format!("{s:?} is neither an IPv4 address nor a MAC address")),
     }
 }
 
 const ETH_HDR: usize = 14;
-const ETHERTYPE_MPLS: [u8; 2] = [0x88, 0x47];
 const ESP_HDR_IV: usize = 16;
 const ESP_ICV: usize = 16;
 
@@ -272,7 +268,10 @@ fn capture(fd: &OwnedFd, to: Target, port: u16, n: usize, patience: Duration) ->
         let f = &buf[..len];
         let to = match to {
             Target::Mac(mac) => {
-                if f.len() >= ETH_HDR + DOMAIN_MIN && f[..6] == mac && f[12..14] == ETHERTYPE_MPLS {
+                if f.len() >= ETH_HDR + DOMAIN_MIN
+                    && f[..6] == mac
+                    && f[12..14] == zsfc_wire::ethernet::ethertype::MPLS.to_be_bytes()
+                {
                     out.push(Frame { bytes: f.to_vec(), udp_at: None });
                 }
                 continue;

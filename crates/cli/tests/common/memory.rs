@@ -23,22 +23,28 @@ fn each_region(pid: u32, mut f: impl FnMut(&[u8])) {
     }
 }
 
+/// Calls `f(data, i)` for every position `i` of every readable writable mapping `data` of
+/// process `pid`, skipping pages of zeroes.
+fn each_position(pid: u32, mut f: impl FnMut(&[u8], usize)) {
+    each_region(pid, |data| {
+        for (k, page) in data.chunks(4096).enumerate() {
+            if page.chunks_exact(8).all(|c| c == [0; 8]) {
+                continue;
+            }
+            (k * 4096..k * 4096 + page.len()).for_each(|i| f(data, i));
+        }
+    });
+}
+
 /// How often any of `patterns` occurs in the writable memory of process `pid`.
 pub fn find_in_memory(pid: u32, patterns: &[Vec<u8>]) -> usize {
     let mut first = [false; 256];
     patterns.iter().for_each(|p| first[usize::from(p[0])] = true);
     let mut hits = 0;
-    each_region(pid, |data| {
-        // One pass: skip pages of zeroes, compare where a pattern's first byte is.
-        for (k, page) in data.chunks(4096).enumerate() {
-            if page.chunks_exact(8).all(|c| c == [0; 8]) {
-                continue;
-            }
-            for i in k * 4096..k * 4096 + page.len() {
-                if first[usize::from(data[i])] {
-                    hits += patterns.iter().filter(|p| data[i..].starts_with(p)).count();
-                }
-            }
+    // One pass: compare where a pattern's first byte is.
+    each_position(pid, |data, i| {
+        if first[usize::from(data[i])] {
+            hits += patterns.iter().filter(|p| data[i..].starts_with(p)).count();
         }
     });
     hits
@@ -51,32 +57,21 @@ pub fn key_documents_in_memory(pid: u32) -> Vec<String> {
     const SAD: &[u8] = b"\"sad-entry\"";
     const FIELD: &[u8] = b"key\":\"";
     let mut found = Vec::new();
-    each_region(pid, |data| {
-        for (k, page) in data.chunks(4096).enumerate() {
-            if page.chunks_exact(8).all(|c| c == [0; 8]) {
-                continue;
-            }
-            for i in k * 4096..k * 4096 + page.len() {
-                match data[i] {
-                    b'"' if data[i..].starts_with(SAD) => found.push("\"sad-entry\"".to_owned()),
-                    b'k' if data[i..].starts_with(FIELD) => {
-                        let value = &data[i + FIELD.len()..];
-                        let hex = value.iter().take_while(|b| b.is_ascii_hexdigit()).count();
-                        // The seal's X25519 public keys ("public-key", or a leftover tail of it).
-                        let name = data[..i].iter().rev().take_while(|b| b.is_ascii_lowercase() || **b == b'-').count();
-                        let public = name > 0 && b"public-".ends_with(&data[i - name..i]);
-                        if !public
-                            && hex >= 32
-                            && value.get(hex) == Some(&b'"')
-                            && value[..hex].iter().any(|&b| b != b'0')
-                        {
-                            let shown = &data[i.saturating_sub(24)..i + FIELD.len() + 8];
-                            found.push(String::from_utf8_lossy(shown).into_owned());
-                        }
-                    }
-                    _ => {}
+    each_position(pid, |data, i| {
+        match data[i] {
+            b'"' if data[i..].starts_with(SAD) => found.push("\"sad-entry\"".to_owned()),
+            b'k' if data[i..].starts_with(FIELD) => {
+                let value = &data[i + FIELD.len()..];
+                let hex = value.iter().take_while(|b| b.is_ascii_hexdigit()).count();
+                // The seal's X25519 public keys ("public-key", or a leftover tail of it).
+                let name = data[..i].iter().rev().take_while(|b| b.is_ascii_lowercase() || **b == b'-').count();
+                let public = name > 0 && b"public-".ends_with(&data[i - name..i]);
+                if !public && hex >= 32 && value.get(hex) == Some(&b'"') && value[..hex].iter().any(|&b| b != b'0') {
+                    let shown = &data[i.saturating_sub(24)..i + FIELD.len() + 8];
+                    found.push(String::from_utf8_lossy(shown).into_owned());
                 }
             }
+            _ => {}
         }
     });
     found
