@@ -107,6 +107,10 @@ struct Row {
     peak_rss_kib: u64,
     /// Peak resident memory of each node process (KiB).
     nodes_peak_rss_kib: std::collections::BTreeMap<String, u64>,
+    /// CPU time all node processes spent per byte delivered (ns/B); absent for the kernel
+    /// mode. Less sensitive than goodput to what else runs on the machine.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    node_cpu_ns_per_byte: Option<f64>,
 }
 
 pub(crate) fn run(c: &Command) -> anyhow::Result<bool> {
@@ -179,12 +183,19 @@ fn chain_lab(n: usize, intrusive: bool, mtu: u16, transport: LabTransport) -> La
 
 /// iperf3 from `client_ns` to `server`:`port`; received goodput in Mb/s.
 fn iperf(client_ns: &str, server: &str, port: u16, seconds: u32, streams: u32) -> anyhow::Result<f64> {
+    Ok(iperf_bytes(client_ns, server, port, seconds, streams)?.0)
+}
+
+/// iperf3's goodput (Mb/s) and the bytes its server received.
+fn iperf_bytes(client_ns: &str, server: &str, port: u16, seconds: u32, streams: u32) -> anyhow::Result<(f64, f64)> {
     let (port, seconds, streams) = (port.to_string(), seconds.to_string(), streams.to_string());
     let args = ["iperf3", "-c", server, "-p", &port, "-t", &seconds, "-P", &streams, "-J", "--connect-timeout", "3000"];
     let out = in_ns(client_ns, &args).context("iperf3")?;
     let v: serde_json::Value = serde_json::from_str(&out).context("iperf3's JSON")?;
-    let bps = v["end"]["sum_received"]["bits_per_second"].as_f64().context("iperf3 reported no goodput")?;
-    Ok(bps / 1e6)
+    let received = &v["end"]["sum_received"];
+    let bps = received["bits_per_second"].as_f64().context("iperf3 reported no goodput")?;
+    let bytes = received["bytes"].as_f64().context("iperf3 reported no byte count")?;
+    Ok((bps / 1e6, bytes))
 }
 
 /// The kernel baseline: as many namespaces in a line as the zsfc chain has (client, ingress,
@@ -278,8 +289,8 @@ fn chain(a: &ChainArgs) -> anyhow::Result<bool> {
             for mode in &a.modes {
                 k += 1;
                 eprint!("[{k}/{total}] {n} SFs, {mode}, MTU {mtu}: ");
-                let (goodput, nodes) = if mode == "kernel" {
-                    (kernel_run(n, mtu, a.run.seconds, a.run.streams)?, Vec::new())
+                let (goodput, nodes, cpu) = if mode == "kernel" {
+                    (kernel_run(n, mtu, a.run.seconds, a.run.streams)?, Vec::new(), None)
                 } else {
                     let mut spec = chain_lab(n, mode == "intrusive" || mode == "secure", mtu, transport);
                     spec.lanes = a.lanes;
@@ -289,10 +300,15 @@ fn chain(a: &ChainArgs) -> anyhow::Result<bool> {
                     let lab = RunningLab::start(&spec, &a.run.state_dir)?;
                     let server = lab.plan.services[0].address.to_string();
                     let port = lab.plan.services[0].port;
-                    (iperf(&lab.plan.clients[0].ns, &server, port, a.run.seconds, a.run.streams)?, lab.node_peak_rss())
+                    let before = lab.node_cpu_seconds();
+                    let (goodput, bytes) =
+                        iperf_bytes(&lab.plan.clients[0].ns, &server, port, a.run.seconds, a.run.streams)?;
+                    let cpu = (lab.node_cpu_seconds() - before) * 1e9 / bytes.max(1.0);
+                    (goodput, lab.node_peak_rss(), Some(cpu))
                 };
                 let rss = nodes.iter().map(|r| r.1).max().unwrap_or(0);
-                eprintln!("{goodput:.0} Mb/s (max node RSS {rss} KiB)");
+                let per_byte = cpu.map(|c| format!(", nodes' CPU {c:.2} ns/B")).unwrap_or_default();
+                eprintln!("{goodput:.0} Mb/s (max node RSS {rss} KiB{per_byte})");
                 rows.push(Row {
                     sfs: n,
                     mode: mode.clone(),
@@ -300,14 +316,19 @@ fn chain(a: &ChainArgs) -> anyhow::Result<bool> {
                     goodput_mbps: goodput,
                     peak_rss_kib: rss,
                     nodes_peak_rss_kib: nodes.into_iter().collect(),
+                    node_cpu_ns_per_byte: cpu,
                 });
             }
         }
     }
-    println!("{:>4} {:>10} {:>6} {:>14} {:>16}", "SFs", "mode", "MTU", "goodput Mb/s", "max node RSS");
+    println!(
+        "{:>4} {:>10} {:>6} {:>14} {:>16} {:>18}",
+        "SFs", "mode", "MTU", "goodput Mb/s", "max node RSS", "nodes' CPU ns/B"
+    );
     for r in &rows {
         let rss = if r.peak_rss_kib == 0 { "-".into() } else { format!("{} KiB", r.peak_rss_kib) };
-        println!("{:>4} {:>10} {:>6} {:>14.0} {:>16}", r.sfs, r.mode, r.mtu, r.goodput_mbps, rss);
+        let cpu = r.node_cpu_ns_per_byte.map_or("-".into(), |c| format!("{c:.2}"));
+        println!("{:>4} {:>10} {:>6} {:>14.0} {:>16} {:>18}", r.sfs, r.mode, r.mtu, r.goodput_mbps, rss, cpu);
     }
     if let Some(p) = &a.run.json {
         std::fs::write(p, serde_json::to_string_pretty(&serde_json::json!({ "rows": rows }))?)?;

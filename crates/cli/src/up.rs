@@ -174,6 +174,20 @@ pub(crate) fn proc_status_kib(pid: &str, field: &str) -> Option<u64> {
     v.trim().trim_end_matches("kB").trim().parse().ok()
 }
 
+/// User + system CPU time of process `pid` from /proc (fields 14 and 15 of `stat`, in USER_HZ
+/// ticks, which Linux fixes at 100 per second for every architecture's /proc).
+pub(crate) fn proc_cpu_seconds(pid: &str) -> Option<f64> {
+    cpu_seconds_of_stat(&std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?)
+}
+
+fn cpu_seconds_of_stat(stat: &str) -> Option<f64> {
+    // The command name (field 2) may hold spaces and parentheses: count from its closing one.
+    let mut fields = stat.get(stat.rfind(')')? + 2..)?.split(' ');
+    let utime: u64 = fields.nth(11)?.parse().ok()?;
+    let stime: u64 = fields.next()?.parse().ok()?;
+    Some((utime + stime) as f64 / 100.0)
+}
+
 /// A lab built from a [`Lab`] value (benchmarks); torn down when dropped.
 pub(crate) struct RunningLab {
     pub(crate) plan: LabPlan,
@@ -205,6 +219,20 @@ impl RunningLab {
                 Some((n.name.clone(), proc_status_kib(pid.trim(), "VmHWM")?))
             })
             .collect()
+    }
+
+    /// CPU time (user + system, seconds) the node processes have used so far, all threads;
+    /// the kernel's work done in a node's context (its system calls, the TCP stack behind its
+    /// TUN writes) included.
+    pub(crate) fn node_cpu_seconds(&self) -> f64 {
+        self.plan
+            .nodes
+            .iter()
+            .filter_map(|n| {
+                let pid = std::fs::read_to_string(self.state.dir.join(format!("{}.pid", n.name))).ok()?;
+                proc_cpu_seconds(pid.trim())
+            })
+            .sum()
     }
 
     pub(crate) fn pki(&self) -> PathBuf {
@@ -1033,6 +1061,20 @@ mod tests {
                        \x20      2      100 REJECT     17   --  *      *       0.0.0.0/0            0.0.0.0/0            reject-with icmp-port-unreachable\n\
                        \x20     50     4000 ACCEPT     0    --  *      *       0.0.0.0/0            0.0.0.0/0\n";
         assert_eq!(dropped_by_rules(listing), 8);
+    }
+
+    #[test]
+    fn cpu_time_is_read_after_the_command_name_whatever_it_holds() {
+        // pid (comm) state ppid pgrp session tty tpgid flags minflt cminflt majflt cmajflt utime stime
+        let stat = "4242 (zsfc (node) x) S 1 4242 4242 0 -1 4194560 100 0 0 0 250 75 0 0 20 0 3 0";
+        assert_eq!(cpu_seconds_of_stat(stat), Some(3.25));
+        assert_eq!(cpu_seconds_of_stat("4242 (zsfc) S 1"), None);
+        // This process's own figure grows while it spins (bounded in time on a loaded machine).
+        let me = std::process::id().to_string();
+        let (start, spin) = (proc_cpu_seconds(&me).unwrap(), std::time::Instant::now());
+        while proc_cpu_seconds(&me).unwrap() < start + 0.05 {
+            assert!(spin.elapsed() < std::time::Duration::from_secs(20), "CPU time did not grow while spinning");
+        }
     }
 
     #[test]

@@ -23,7 +23,7 @@
 //! *origin key*; HMAC-SHA-256, first 8 bytes mod p — still unpredictable to everyone else, as
 //! the scheme needs), and the end derives it again. No byte more on the wire.
 use aws_lc_rs::aead::{AES_128_GCM, Aad, LessSafeKey, Nonce, UnboundKey};
-use aws_lc_rs::hmac;
+use hmac::{KeyInit, Mac};
 use zsfc_wire::mpls::{self, LSE_LEN};
 use zsfc_wire::nsh;
 
@@ -120,11 +120,17 @@ pub struct ChainKeyConfig<'a> {
     pub pot: Option<PotRole>,
 }
 
+/// HMAC-SHA-256 with its inner and outer hash states computed once from the key: a packet's
+/// MAC clones 2 × 32 bytes of state and runs only the compressions of its own input (aws-lc's
+/// `hmac::Context` copies and erases its whole `HMAC_CTX`, ~650 bytes, per call: 334 against
+/// 211 ns for a 120-byte input here). The states are erased when dropped (`zeroize` feature).
+type HmacSha256 = hmac::Hmac<sha2::Sha256>;
+
 pub(crate) struct ChainKey {
     pub chain: u32,
-    mac: hmac::Key,
+    mac: HmacSha256,
     enc: Option<LessSafeKey>,
-    origin: Option<hmac::Key>,
+    origin: Option<HmacSha256>,
     pub pot: Option<Pot>,
 }
 
@@ -171,20 +177,18 @@ impl ChainKey {
         if c.key_id == 0 || c.key_id >= 1 << 24 {
             return Err(format!("key id {} is outside 1..2^24", c.key_id));
         }
-        if c.mac_key.len() != 32 {
-            return Err(format!("mac key: {} bytes, 32 needed", c.mac_key.len()));
-        }
+        let hmac_key = |name: &str, k: &[u8]| match k.len() {
+            32 => HmacSha256::new_from_slice(k).map_err(|_| format!("{name}: not an HMAC key")),
+            n => Err(format!("{name}: {n} bytes, 32 needed")),
+        };
+        let mac = hmac_key("mac key", c.mac_key)?;
         let enc = match c.enc_key {
             None => None,
             Some(k) => Some(LessSafeKey::new(
                 UnboundKey::new(&AES_128_GCM, k).map_err(|_| format!("enc key: {} bytes, 16 needed", k.len()))?,
             )),
         };
-        if let Some(k) = c.origin_key
-            && k.len() != 32
-        {
-            return Err(format!("origin key: {} bytes, 32 needed", k.len()));
-        }
+        let origin = c.origin_key.map(|k| hmac_key("origin key", k)).transpose()?;
         if let Some(p) = &c.pot
             && p.shares.iter().any(|s| s.x == 0 || s.x >= POT_PRIME || s.y >= POT_PRIME || s.lpc >= POT_PRIME)
         {
@@ -192,9 +196,9 @@ impl ChainKey {
         }
         Ok(Self {
             chain: c.chain,
-            mac: hmac::Key::new(hmac::HMAC_SHA256, c.mac_key),
+            mac,
             enc,
-            origin: c.origin_key.map(|k| hmac::Key::new(hmac::HMAC_SHA256, k)),
+            origin,
             pot: c.pot.as_ref().map(Pot::from),
         })
     }
@@ -283,7 +287,7 @@ fn compute_mac(key: &ChainKey, b: &[u8], loc: &Located) -> [u8; MAC_LEN] {
     // in pieces of 32), then the NSH.
     const LABELS: usize = 32 * 3;
     let mut msg = [0u8; LABELS + nsh::MAX_LEN];
-    let mut ctx = hmac::Context::with_key(&key.mac);
+    let mut ctx = key.mac.clone();
     let mut n = 0;
     for lse in b[..loc.labels_len].chunks_exact(LSE_LEN) {
         if n == LABELS {
@@ -301,9 +305,9 @@ fn compute_mac(key: &ChainKey, b: &[u8], loc: &Located) -> [u8; MAC_LEN] {
     let m = loc.mac_at - loc.nsh_at + MAC_AT;
     nsh[m..m + MAC_LEN].fill(0);
     ctx.update(&msg[..n + loc.nsh_len]);
-    let tag = ctx.sign();
+    let tag = ctx.finalize().into_bytes();
     let mut out = [0u8; MAC_LEN];
-    out.copy_from_slice(&tag.as_ref()[..MAC_LEN]);
+    out.copy_from_slice(&tag[..MAC_LEN]);
     out
 }
 
@@ -370,7 +374,7 @@ pub(crate) fn impose(
 /// The PktID the classifier derives: HMAC-SHA-256 under the origin key over what it set and no
 /// hop changes (MD type, next protocol, SPI; the context headers with the POT value and the MAC
 /// zeroed), its first 8 bytes reduced mod p.
-fn origin_pktid(origin: &hmac::Key, b: &[u8], loc: &Located) -> u64 {
+fn origin_pktid(origin: &HmacSha256, b: &[u8], loc: &Located) -> u64 {
     let mut msg = [0u8; nsh::MAX_LEN];
     let fixed = &b[loc.nsh_at + 2..loc.nsh_at + 7];
     let context = &b[loc.nsh_at + nsh::BASE_LEN..loc.nsh_at + loc.nsh_len];
@@ -382,8 +386,10 @@ fn origin_pktid(origin: &hmac::Key, b: &[u8], loc: &Located) -> u64 {
     }
     let m = shift(loc.mac_at + MAC_AT);
     msg[m..m + MAC_LEN].fill(0);
-    let tag = hmac::sign(origin, &msg[..5 + context.len()]);
-    reduce(u128::from(u64::from_be_bytes(tag.as_ref()[..8].try_into().unwrap_or_default())))
+    let mut ctx = origin.clone();
+    ctx.update(&msg[..5 + context.len()]);
+    let tag = ctx.finalize().into_bytes();
+    reduce(u128::from(u64::from_be_bytes(tag[..8].try_into().unwrap_or_default())))
 }
 
 /// The chain's end: the PktID is the one the classifier derived (nothing to check without an
@@ -619,6 +625,46 @@ mod tests {
         c[p + 7] ^= 0x01;
         assert_eq!(origin_verify(&key, &c, &loc), Ok(()));
         assert!(ChainKey::new(&config(Some(&[3; 31]))).is_err(), "an origin key of 31 bytes");
+    }
+
+    #[test]
+    fn the_mac_is_hmac_sha_256_128_over_labels_and_nsh_as_aws_lc_computes_it() {
+        // RFC 4231 test case 2 for the HMAC itself.
+        let mut h = HmacSha256::new_from_slice(b"Jefe").unwrap();
+        h.update(b"what do ya want for nothing?");
+        assert_eq!(
+            hex(&h.finalize().into_bytes()),
+            "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"
+        );
+        // The packet's MAC: label and S bit of each label, the NSH with TTL and MAC zeroed.
+        let key = chain_key(Some(&[3; 32]));
+        let b = imposed(&key);
+        let loc = locate(&b, 16).unwrap().unwrap();
+        let mut input = vec![0x00, 0x3e, 0x80, 0x00, 0x3e, 0x91];
+        let mut nsh = b[8..].to_vec();
+        nsh[0] &= 0xf0;
+        nsh[1] &= 0x3f;
+        let m = loc.mac_at - 8 + MAC_AT;
+        nsh[m..m + MAC_LEN].fill(0);
+        input.extend_from_slice(&nsh);
+        let oracle = aws_lc_rs::hmac::sign(&aws_lc_rs::hmac::Key::new(aws_lc_rs::hmac::HMAC_SHA256, &[1; 32]), &input);
+        assert_eq!(&b[loc.mac_at + MAC_AT..][..MAC_LEN], &oracle.as_ref()[..MAC_LEN]);
+        // The PktID: the origin key's HMAC over MD type, next protocol, SPI and the context
+        // headers with POT value and MAC zeroed, first 8 bytes mod p.
+        let mut input = b[8 + 2..8 + 7].to_vec();
+        let mut ctx = b[8 + nsh::BASE_LEN..].to_vec();
+        let p = loc.pot_at.unwrap() - 8 - nsh::BASE_LEN;
+        ctx[p..p + POT_LEN].fill(0);
+        let m = loc.mac_at + MAC_AT - 8 - nsh::BASE_LEN;
+        ctx[m..m + MAC_LEN].fill(0);
+        input.extend_from_slice(&ctx);
+        let oracle = aws_lc_rs::hmac::sign(&aws_lc_rs::hmac::Key::new(aws_lc_rs::hmac::HMAC_SHA256, &[3; 32]), &input);
+        let want = u64::from_be_bytes(oracle.as_ref()[..8].try_into().unwrap()) % POT_PRIME;
+        assert_eq!(&b[loc.pot_at.unwrap()..][..8], &want.to_be_bytes());
+    }
+
+    fn hex(b: &[u8]) -> String {
+        b.iter().map(|x| format!("{x:02x}")).collect()
     }
 
     #[test]
