@@ -72,11 +72,20 @@ fn fresh_private() -> Result<EphemeralPrivateKey, SealError> {
     EphemeralPrivateKey::generate(&X25519, &aws_lc_rs::rand::SystemRandom::new()).map_err(|_| SealError::Crypto)
 }
 
-/// The poll's public key from its `seal=` value.
-pub(crate) fn parse_public(hex_key: &str) -> Result<[u8; PUBLIC_LEN], SealError> {
-    let mut key = [0u8; PUBLIC_LEN];
-    hex::decode_to_slice(hex_key, &mut key).map_err(|_| SealError::PublicKey("64 hex digits expected"))?;
-    Ok(key)
+/// A poll's public key (its `seal=` value), checked once when the poll arrives: 32 bytes, and a
+/// point X25519 agrees with (a low-order point yields no shared secret), so a bad key is
+/// refused before the poll waits, and sealing does not parse it again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PollPublic([u8; PUBLIC_LEN]);
+
+impl PollPublic {
+    pub fn parse(hex_key: &str) -> Result<Self, SealError> {
+        let mut key = [0u8; PUBLIC_LEN];
+        hex::decode_to_slice(hex_key, &mut key).map_err(|_| SealError::PublicKey("64 hex digits expected"))?;
+        let unusable = SealError::PublicKey("not a usable X25519 public key");
+        agreement::agree_ephemeral(fresh_private()?, UnparsedPublicKey::new(&X25519, &key), unusable, |_| Ok(()))?;
+        Ok(Self(key))
+    }
 }
 
 /// The agent's key for one poll. `open` consumes it: one key, one document.
@@ -125,8 +134,8 @@ impl PollKey {
 }
 
 /// The controller's side: `document` sealed for `node` to the poll's key `agent_public_hex`.
-pub fn seal(node: &str, agent_public_hex: &str, document: &[u8]) -> Result<Vec<u8>, SealError> {
-    let agent_public = parse_public(agent_public_hex)?;
+pub fn seal(node: &str, agent: &PollPublic, document: &[u8]) -> Result<Vec<u8>, SealError> {
+    let agent_public = agent.0;
     let private = fresh_private()?;
     let public = private.compute_public_key().map_err(|_| SealError::Crypto)?;
     let key = document_key(private, &agent_public, public.as_ref(), &agent_public, node)
@@ -151,7 +160,7 @@ mod tests {
 
     fn sealed_for(node: &str) -> (PollKey, Zeroizing<Vec<u8>>) {
         let key = PollKey::new().unwrap();
-        let reply = seal(node, &key.public_hex(), DOC).unwrap();
+        let reply = seal(node, &PollPublic::parse(&key.public_hex()).unwrap(), DOC).unwrap();
         (key, Zeroizing::new(reply))
     }
 
@@ -194,9 +203,14 @@ mod tests {
 
     #[test]
     fn the_controller_refuses_poll_keys_it_cannot_agree_with() {
-        assert!(matches!(seal("sf", "zz", DOC), Err(SealError::PublicKey(_))));
-        assert!(matches!(seal("sf", &"ab".repeat(31), DOC), Err(SealError::PublicKey(_))));
-        // The all-zero point (low order): no shared secret, so no document.
-        assert!(matches!(seal("sf", &"00".repeat(32), DOC), Err(SealError::PublicKey(_))));
+        assert!(matches!(PollPublic::parse("zz"), Err(SealError::PublicKey(_))));
+        assert!(matches!(PollPublic::parse(&"ab".repeat(31)), Err(SealError::PublicKey(_))));
+        // The all-zero point and the point of order 8 (RFC 7748 §6.1's low-order points): no
+        // shared secret, so refused when the poll arrives.
+        let order_8 = "e0eb7a7c3b41b8ae1656e3faf19fc46ada098deb9c32b1fd866205165f49b800";
+        for low in ["00".repeat(32), order_8.to_owned()] {
+            assert_eq!(PollPublic::parse(&low), Err(SealError::PublicKey("not a usable X25519 public key")), "{low}");
+        }
+        assert!(PollPublic::parse(&PollKey::new().unwrap().public_hex()).is_ok());
     }
 }

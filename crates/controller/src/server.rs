@@ -144,12 +144,13 @@ async fn desired(
             "query: after=<version>&boot=<id>&seal=<X25519 public key, hex> expected",
         ));
     };
-    if let Err(e) = crate::sealed::parse_public(&q.seal) {
-        return error(&Refusal::new(400, "invalid-value", e.to_string()));
-    }
+    let seal_to = match crate::sealed::PollPublic::parse(&q.seal) {
+        Ok(k) => k,
+        Err(e) => return error(&Refusal::new(400, "invalid-value", e.to_string())),
+    };
     match ctl.poll(&node, q.after, &q.boot, POLL_WAIT).await {
         // Sealed to the poll's key: TLS and HTTP buffers on both sides only ever hold ciphertext.
-        Some(p) => match crate::sealed::seal(&node, &q.seal, &p.body) {
+        Some(p) => match crate::sealed::seal(&node, &seal_to, &p.body) {
             Ok(sealed) => ([(header::CONTENT_TYPE, crate::sealed::CONTENT_TYPE)], sealed).into_response(),
             Err(e) => error(&Refusal::new(400, "invalid-value", e.to_string())),
         },

@@ -194,13 +194,7 @@ impl ChainKey {
         {
             return Err("pot: shares must be in 1..p".into());
         }
-        Ok(Self {
-            chain: c.chain,
-            mac,
-            enc,
-            origin,
-            pot: c.pot.as_ref().map(Pot::from),
-        })
+        Ok(Self { chain: c.chain, mac, enc, origin, pot: c.pot.as_ref().map(Pot::from) })
     }
 }
 
@@ -632,10 +626,7 @@ mod tests {
         // RFC 4231 test case 2 for the HMAC itself.
         let mut h = HmacSha256::new_from_slice(b"Jefe").unwrap();
         h.update(b"what do ya want for nothing?");
-        assert_eq!(
-            hex(&h.finalize().into_bytes()),
-            "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"
-        );
+        assert_eq!(hex(&h.finalize().into_bytes()), "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843");
         // The packet's MAC: label and S bit of each label, the NSH with TTL and MAC zeroed.
         let key = chain_key(Some(&[3; 32]));
         let b = imposed(&key);
