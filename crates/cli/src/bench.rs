@@ -141,7 +141,12 @@ fn chain_lab(n: usize, intrusive: bool, mtu: u16, transport: LabTransport) -> La
         attachments: zsfc_config::LabAttachments::Veth,
         lanes: 1,
         nodes,
-        gateway: LabGateway { node: "ingress".into(), port: 443, rate_limits: Default::default() },
+        gateway: LabGateway {
+            node: "ingress".into(),
+            port: 443,
+            rate_limits: Default::default(),
+            blocking: Default::default(),
+        },
         services: vec![LabService {
             name: "perf".into(),
             node: "egress".into(),

@@ -74,7 +74,12 @@ pub(crate) fn rekey_lab() -> Lab {
         attachments: Default::default(),
         lanes: 1,
         nodes: ["ingress", "sf1", "sf2", "egress"].iter().map(|n| LabNode { name: (*n).into() }).collect(),
-        gateway: LabGateway { node: "ingress".into(), port: 443, rate_limits: Default::default() },
+        gateway: LabGateway {
+            node: "ingress".into(),
+            port: 443,
+            rate_limits: Default::default(),
+            blocking: Default::default(),
+        },
         services: vec![LabService {
             name: "sink".into(),
             node: "egress".into(),

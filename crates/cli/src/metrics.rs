@@ -50,7 +50,11 @@ impl Metrics {
         r.register("drops", "Packets dropped by the engine, by reason", self.drops.clone());
         r.register("sf", "Counters of each SF and its caching proxy", self.sf.clone());
         r.register("proxy_cached", "Packets inside each SF now (proxy cache entries)", self.cached.clone());
-        r.register("gateway", "Gateway connections: accepted, served, refused by reason", self.gateway.clone());
+        r.register(
+            "gateway",
+            "Gateway connections: accepted, served, refused by reason; blocks begun",
+            self.gateway.clone(),
+        );
         r.register(
             "sas",
             "SAs whose key was erased at the hard lifetime, and retired inbound SAs removed once quiet",
@@ -115,6 +119,7 @@ impl Metrics {
     pub(crate) fn publish_gateway(&self, g: &zsfc_gateway::GatewayStats) {
         Self::set(&self.gateway, vec![("outcome", "accepted".into())], g.accepted.load(Ordering::Relaxed));
         Self::set(&self.gateway, vec![("outcome", "served".into())], g.served.load(Ordering::Relaxed));
+        Self::set(&self.gateway, vec![("outcome", "blocks".into())], g.blocks.load(Ordering::Relaxed));
         for r in zsfc_gateway::Refusal::ALL {
             Self::set(&self.gateway, vec![("outcome", format!("refused_{}", r.name()))], g.refused(r));
         }

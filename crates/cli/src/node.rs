@@ -119,6 +119,11 @@ pub(crate) fn run(a: &Args) -> anyhow::Result<bool> {
                         per_identity: rate(l.per_identity_per_s, l.per_identity_burst),
                     }
                 },
+                blocking: zsfc_gateway::Blocking {
+                    after: g.blocking.after_refusals,
+                    within: std::time::Duration::from_secs(g.blocking.within_s.into()),
+                    duration: std::time::Duration::from_secs(g.blocking.block_s.into()),
+                },
             };
             let gw = zsfc_gateway::start(settings, control_tx).context("starting the gateway")?;
             eprintln!("zsfc node {:?}: gateway listening on {} (mutual TLS 1.3)", cfg.name, gw.local_addr);

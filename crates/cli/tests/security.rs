@@ -277,7 +277,7 @@ fn the_gateway_rate_limits_new_connections_per_identity_and_per_source() {
     lab.edit(
         "gateway = { node = \"ingress\" }",
         "gateway = { node = \"ingress\", rate_limits = { per_source_per_s = 20, per_source_burst = 40, \
-         per_identity_per_s = 1, per_identity_burst = 4 } }",
+         per_identity_per_s = 1, per_identity_burst = 4 }, blocking = { after_refusals = 0 } }",
     );
     lab.up();
     let refused =
@@ -299,6 +299,52 @@ fn the_gateway_rate_limits_new_connections_per_identity_and_per_source() {
     // alice, from her own address, is not held back by bob's flood.
     std::thread::sleep(Duration::from_secs(2));
     assert_eq!(fetch_as(&lab, "alice"), 200);
+}
+
+#[test]
+fn an_identity_or_source_refused_too_often_is_blocked_for_a_while() {
+    usable();
+    let mut lab = LabRun::new("quickstart", "b");
+    lab.edit(
+        "gateway = { node = \"ingress\" }",
+        "gateway = { node = \"ingress\", blocking = { after_refusals = 4, within_s = 60, block_s = 6 } }",
+    );
+    lab.up();
+    let outcome = |o: &str| metric(&lab, "ingress", "zsfc_gateway_total", &[&format!("outcome=\"{o}\"")]);
+    assert_eq!(fetch_as(&lab, "alice"), 200);
+    // bob asks four times for the web service he is not granted: blocked as an identity.
+    for _ in 0..4 {
+        assert_eq!(fetch_as(&lab, "bob"), 0);
+    }
+    assert_eq!(outcome("refused_not_allowed"), 4);
+    assert_eq!(outcome("blocks"), 1);
+    assert_eq!(fetch_as(&lab, "bob"), 0);
+    assert_eq!(outcome("refused_identity_blocked"), 1, "refused as blocked, not asked about the policy again");
+    assert_eq!(outcome("refused_not_allowed"), 4);
+    // The block is the identity's, not the address's: alice's certificate from bob's address works.
+    assert_eq!(fetch_from(&lab, "bob", Some("alice")), 200);
+    // Four handshakes without a certificate from bob's address: the address is blocked, before
+    // any TLS, whatever certificate comes next; alice's own address is not.
+    for _ in 0..4 {
+        assert_eq!(fetch_from(&lab, "bob", None), 0);
+    }
+    assert_eq!(outcome("refused_no_certificate"), 4);
+    assert_eq!(outcome("blocks"), 2);
+    assert_eq!(fetch_from(&lab, "bob", Some("alice")), 0);
+    assert_eq!(outcome("refused_source_blocked"), 1);
+    assert_eq!(fetch_as(&lab, "alice"), 200);
+    // Both blocks end after their 6 s: the address is served again, and bob is asked about the
+    // policy again (and refused by it, not by the block).
+    std::thread::sleep(Duration::from_secs(7));
+    assert_eq!(fetch_from(&lab, "bob", Some("alice")), 200);
+    assert_eq!(fetch_as(&lab, "bob"), 0);
+    assert_eq!(outcome("refused_not_allowed"), 5);
+    assert_eq!((outcome("refused_identity_blocked"), outcome("refused_source_blocked")), (1, 1));
+    let log = std::fs::read_to_string(lab.state_file("logs/ingress.log")).unwrap_or_default();
+    assert!(
+        log.contains("gateway: blocking identity=bob for 6 s: 4 refusals within 60 s, the last not_allowed"),
+        "{log}"
+    );
 }
 
 #[test]

@@ -31,6 +31,7 @@ pub struct GatewaySettings {
     pub services: Vec<(String, SocketAddr)>,
     pub grants: Vec<(String, String, u32, Option<String>)>,
     pub rate_limits: crate::model::GatewayRateLimits,
+    pub blocking: crate::model::GatewayBlocking,
 }
 
 /// Where a peer's packets go.
@@ -261,6 +262,17 @@ impl NodeConfig {
             }
             grants.push((c.identity.clone(), c.service.clone(), c.chain, c.path.clone()));
         }
+        let b = g.blocking;
+        if b.after_refusals > 0 {
+            for (field, v) in [("within_s", b.within_s), ("block_s", b.block_s)] {
+                if v == 0 {
+                    return Err(bad(
+                        format!("gateway.blocking.{field}"),
+                        "must be at least 1 (after_refusals = 0 turns blocking off)",
+                    ));
+                }
+            }
+        }
         Ok(GatewaySettings {
             listen,
             ca: g.ca.clone().into(),
@@ -270,6 +282,7 @@ impl NodeConfig {
             services,
             grants,
             rate_limits: g.rate_limits,
+            blocking: g.blocking,
         })
     }
 }

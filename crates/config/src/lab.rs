@@ -120,6 +120,9 @@ pub struct LabGateway {
     /// New connections admitted per source address and per client identity.
     #[serde(default)]
     pub rate_limits: GatewayRateLimits,
+    /// Sources and identities refused too often are blocked for a while.
+    #[serde(default)]
+    pub blocking: GatewayBlocking,
 }
 
 fn https_port() -> u16 {
@@ -708,6 +711,7 @@ impl Lab {
                 .collect(),
             grants: grants.clone(),
             rate_limits: self.gateway.rate_limits,
+            blocking: self.gateway.blocking,
         });
         for c in &mut configs {
             c.metrics = Some(MetricsConfig { listen: METRICS_LISTEN.into() });

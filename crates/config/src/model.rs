@@ -96,6 +96,26 @@ pub struct GatewayConfig {
     pub grants: Vec<GatewayGrant>,
     #[serde(default)]
     pub rate_limits: GatewayRateLimits,
+    #[serde(default)]
+    pub blocking: GatewayBlocking,
+}
+
+/// Automatic blocking (seed 004 REQ11): a source address or a client identity refused
+/// `after_refusals` times within `within_s` seconds is refused outright for `block_s` seconds.
+/// A source counts failed authentications and its rate exceeded; an identity counts services or
+/// paths it was not granted and its rate exceeded. `after_refusals = 0` turns it off.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct GatewayBlocking {
+    pub after_refusals: u32,
+    pub within_s: u32,
+    pub block_s: u32,
+}
+
+impl Default for GatewayBlocking {
+    fn default() -> Self {
+        Self { after_refusals: 20, within_s: 60, block_s: 300 }
+    }
 }
 
 /// New connections the gateway admits: per source address (before the TLS handshake) and per

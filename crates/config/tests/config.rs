@@ -328,6 +328,10 @@ fn process_settings_are_parsed_and_mistakes_name_the_field() {
     let gw = ing.gateway.unwrap();
     assert_eq!(gw.services, vec![("web.example".to_owned(), "10.9.0.1:80".parse().unwrap())]);
     assert_eq!(gw.grants, vec![("alice".to_owned(), "web.example".to_owned(), 1, None)]);
+    assert_eq!(gw.blocking, zsfc_config::GatewayBlocking { after_refusals: 20, within_s: 60, block_s: 300 });
+    let off = with_process_settings("ingress")
+        .replace("inner_source", "blocking = { after_refusals = 0, block_s = 0 }\ninner_source");
+    assert_eq!(NodeConfig::from_toml(&off).unwrap().io_settings().unwrap().gateway.unwrap().blocking.after_refusals, 0);
     let sf = NodeConfig::from_toml(&with_process_settings("sf")).unwrap().io_settings().unwrap();
     assert_eq!(sf.attachments.len(), 1);
     assert_eq!((sf.attachments[0].to_sf.as_str(), sf.attachments[0].mtu), ("ac0-in", 1500));
@@ -348,6 +352,10 @@ fn process_settings_are_parsed_and_mistakes_name_the_field() {
         (with_process_settings("ingress").replace("10.9.0.1:80", "10.9.0.1"), "gateway.services[0].address"),
         (with_process_settings("ingress").replace("\"172.16.0.1:443\"", "\"gw\""), "gateway.listen"),
         (with_process_settings("ingress").replace("\"10.1.0.1\"", "\"ten\""), "gateway.inner_source"),
+        (
+            with_process_settings("ingress").replace("inner_source", "blocking = { within_s = 0 }\ninner_source"),
+            "gateway.blocking.within_s: must be at least 1",
+        ),
         (with_process_settings("sf").replace("\"ac0-out\"", "\"ac0-in\""), "sfs[1].attachment.from_sf: must differ"),
         (
             with_process_settings("ingress").replace("listen = \"192.0.2.1:6635\"", "ethernet = \"eth0\""),

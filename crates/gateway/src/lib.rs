@@ -6,7 +6,8 @@
 //! goes to the packet loop *before* the connection's first packet exists.
 //!
 //! Every refusal is counted by [`Refusal`] and logged with the peer, the identity (when known)
-//! and the reason.
+//! and the reason. A source or an identity refused too often within a while is blocked for a
+//! while ([`Blocking`], seed 004 REQ11): refused outright, before any further TLS or policy work.
 #![forbid(unsafe_code)]
 
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject};
@@ -120,10 +121,23 @@ pub enum Refusal {
     SourceRateLimited,
     /// The client identity opened more connections than its rate allows.
     IdentityRateLimited,
+    /// The source address is blocked after too many refusals (refused before the handshake).
+    SourceBlocked,
+    /// The client identity is blocked after too many refusals.
+    IdentityBlocked,
+}
+
+/// Whom a refusal counts against when [`Blocking`] tallies them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Culprit {
+    /// Failed or missing authentication, or load: the source address.
+    Source,
+    /// Asking for what the policy does not grant, or load: the authenticated identity.
+    Identity,
 }
 
 impl Refusal {
-    pub const ALL: [Refusal; 12] = [
+    pub const ALL: [Refusal; 14] = [
         Refusal::SourceRateLimited,
         Refusal::IdentityRateLimited,
         Refusal::NoCertificate,
@@ -136,6 +150,8 @@ impl Refusal {
         Refusal::ServiceUnreachable,
         Refusal::NoHttpRequest,
         Refusal::PathNotAllowed,
+        Refusal::SourceBlocked,
+        Refusal::IdentityBlocked,
     ];
 
     pub fn name(self) -> &'static str {
@@ -152,6 +168,24 @@ impl Refusal {
             Refusal::PathNotAllowed => "path_not_allowed",
             Refusal::SourceRateLimited => "source_rate_limited",
             Refusal::IdentityRateLimited => "identity_rate_limited",
+            Refusal::SourceBlocked => "source_blocked",
+            Refusal::IdentityBlocked => "identity_blocked",
+        }
+    }
+
+    /// Whom this refusal counts against for blocking: `None` for what is not the client's doing
+    /// (the service is unreachable) and for refusals of what is blocked already (a block runs
+    /// its time from when it began).
+    fn culprit(self) -> Option<Culprit> {
+        use Refusal::*;
+        match self {
+            NoCertificate | UntrustedCertificate | HandshakeFailed | NoIdentity | SourceRateLimited => {
+                Some(Culprit::Source)
+            }
+            NoServerName | UnknownService | NotAllowed | NoHttpRequest | PathNotAllowed | IdentityRateLimited => {
+                Some(Culprit::Identity)
+            }
+            ServiceUnreachable | SourceBlocked | IdentityBlocked => None,
         }
     }
 }
@@ -161,6 +195,8 @@ impl Refusal {
 pub struct GatewayStats {
     pub accepted: AtomicU64,
     pub served: AtomicU64,
+    /// Blocks begun (of sources and identities).
+    pub blocks: AtomicU64,
     refused: [AtomicU64; Refusal::ALL.len()],
 }
 
@@ -187,6 +223,7 @@ pub struct GatewaySettings {
     pub inner_source: IpAddr,
     pub policy: Policy,
     pub limits: RateLimits,
+    pub blocking: Blocking,
 }
 
 /// A sustained rate and a burst, of new connections.
@@ -208,6 +245,83 @@ impl Default for RateLimits {
     fn default() -> Self {
         let r = Rate { per_s: 100.0, burst: 200.0 };
         Self { per_source: r, per_identity: r }
+    }
+}
+
+/// Automatic blocking (seed 004 REQ11: "filtering policies should prevent access to a user ...
+/// when a malicious behavior is noticed"): a source address refused `after` times within
+/// `within` (no, untrusted or no-identity certificates, failed handshakes, its rate exceeded)
+/// or an identity refused `after` times within `within` (services or paths not granted, unknown
+/// services, its rate exceeded) is refused outright for `duration`: a blocked source before the
+/// TLS handshake, a blocked identity right after it. `after = 0` turns blocking off.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Blocking {
+    pub after: u32,
+    pub within: Duration,
+    pub duration: Duration,
+}
+
+impl Default for Blocking {
+    fn default() -> Self {
+        Self { after: 20, within: Duration::from_secs(60), duration: Duration::from_secs(300) }
+    }
+}
+
+/// Refusals counted per key (source or identity) in a window that starts with the first one,
+/// and the blocks they led to; bounded like [`Buckets`]. When it is full of live entries a new
+/// key's refusal is not tallied (blocking is on top of authentication and rate limits, which
+/// still apply).
+struct Strikes<K> {
+    rule: Blocking,
+    map: std::sync::Mutex<std::collections::HashMap<K, Strike>>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Strike {
+    count: u32,
+    since: std::time::Instant,
+    blocked_until: Option<std::time::Instant>,
+}
+
+impl<K: std::hash::Hash + Eq> Strikes<K> {
+    fn new(rule: Blocking) -> Self {
+        Self { rule, map: Default::default() }
+    }
+
+    fn blocked(&self, key: &K, now: std::time::Instant) -> bool {
+        let m = self.map.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        m.get(key).and_then(|s| s.blocked_until).is_some_and(|until| now < until)
+    }
+
+    /// Tallies one refusal of `key`; the number of refusals when this one begins a block.
+    fn strike(&self, key: K, now: std::time::Instant) -> Option<u32> {
+        if self.rule.after == 0 {
+            return None;
+        }
+        let mut m = self.map.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let fresh = Strike { count: 0, since: now, blocked_until: None };
+        let live = |s: &Strike| match s.blocked_until {
+            Some(until) => now < until,
+            None => now.saturating_duration_since(s.since) < self.rule.within,
+        };
+        if m.len() >= MAX_BUCKETS && !m.contains_key(&key) {
+            m.retain(|_, s| live(s));
+            if m.len() >= MAX_BUCKETS {
+                return None;
+            }
+        }
+        let s = m.entry(key).or_insert(fresh);
+        match s.blocked_until {
+            Some(until) if now < until => return None,
+            _ if !live(s) => *s = fresh,
+            _ => {}
+        }
+        s.count += 1;
+        if s.count < self.rule.after {
+            return None;
+        }
+        s.blocked_until = Some(now + self.rule.duration);
+        Some(s.count)
     }
 }
 
@@ -370,7 +484,10 @@ pub fn start(settings: GatewaySettings, control: Vec<Sender<Control>>) -> Result
     let pseudonyms = aws_lc_rs::hmac::Key::new(aws_lc_rs::hmac::HMAC_SHA256, &secret);
     secret.fill(0);
     let (sources, identities) = (Buckets::new(settings.limits.per_source), Buckets::new(settings.limits.per_identity));
+    let (source_strikes, identity_strikes) = (Strikes::new(settings.blocking), Strikes::new(settings.blocking));
     let shared = Arc::new(Shared {
+        source_strikes,
+        identity_strikes,
         settings,
         policy: policy.clone(),
         control,
@@ -407,6 +524,8 @@ struct Shared {
     pseudonyms: aws_lc_rs::hmac::Key,
     sources: Buckets<IpAddr>,
     identities: Buckets<String>,
+    source_strikes: Strikes<IpAddr>,
+    identity_strikes: Strikes<String>,
 }
 
 impl Shared {
@@ -419,9 +538,16 @@ impl Shared {
 
     fn refuse(&self, peer: SocketAddr, identity: Option<&str>, sni: Option<&str>, r: Refusal, detail: &str) {
         let n = self.stats.refuse(r);
-        // A flood must not flood the log: rate-limit refusals are logged at the 1st, 2nd, 4th,
-        // 8th ... with their count.
-        let limited = matches!(r, Refusal::SourceRateLimited | Refusal::IdentityRateLimited);
+        self.tally(peer, identity, r);
+        // A flood must not flood the log: refusals for rate or block are logged at the 1st, 2nd,
+        // 4th, 8th ... with their count.
+        let limited = matches!(
+            r,
+            Refusal::SourceRateLimited
+                | Refusal::IdentityRateLimited
+                | Refusal::SourceBlocked
+                | Refusal::IdentityBlocked
+        );
         if limited && !n.is_power_of_two() {
             return;
         }
@@ -435,8 +561,34 @@ impl Shared {
         );
     }
 
+    /// Counts the refusal against its source or identity, and begins a block when that makes
+    /// too many (logged once per block).
+    fn tally(&self, peer: SocketAddr, identity: Option<&str>, r: Refusal) {
+        let now = std::time::Instant::now();
+        let (who, count) = match (r.culprit(), identity) {
+            (Some(Culprit::Identity), Some(id)) => {
+                (format!("identity={id}"), self.identity_strikes.strike(id.to_owned(), now))
+            }
+            (Some(_), _) => (format!("source={}", peer.ip()), self.source_strikes.strike(peer.ip(), now)),
+            (None, _) => return,
+        };
+        if let Some(count) = count {
+            self.stats.blocks.fetch_add(1, Ordering::Relaxed);
+            let rule = self.settings.blocking;
+            eprintln!(
+                "gateway: blocking {who} for {} s: {count} refusals within {} s, the last {}",
+                rule.duration.as_secs(),
+                rule.within.as_secs(),
+                r.name()
+            );
+        }
+    }
+
     async fn serve(&self, acceptor: tokio_rustls::TlsAcceptor, tcp: tokio::net::TcpStream, peer: SocketAddr) {
         self.stats.accepted.fetch_add(1, Ordering::Relaxed);
+        if self.source_strikes.blocked(&peer.ip(), std::time::Instant::now()) {
+            return self.refuse(peer, None, None, Refusal::SourceBlocked, "");
+        }
         if !self.sources.admit(peer.ip(), std::time::Instant::now()) {
             return self.refuse(peer, None, None, Refusal::SourceRateLimited, "");
         }
@@ -450,6 +602,9 @@ impl Shared {
         let Some(identity) = conn.peer_certificates().and_then(|c| c.first()).and_then(identity_of) else {
             return self.refuse(peer, None, sni.as_deref(), Refusal::NoIdentity, "");
         };
+        if self.identity_strikes.blocked(&identity, std::time::Instant::now()) {
+            return self.refuse(peer, Some(&identity), sni.as_deref(), Refusal::IdentityBlocked, "");
+        }
         if !self.identities.admit(identity.clone(), std::time::Instant::now()) {
             return self.refuse(peer, Some(&identity), sni.as_deref(), Refusal::IdentityRateLimited, "");
         }
@@ -558,6 +713,50 @@ mod tests {
                 },
             ],
         }
+    }
+
+    #[test]
+    fn refusals_within_the_window_block_for_the_duration_and_no_longer() {
+        let rule = Blocking { after: 3, within: Duration::from_secs(60), duration: Duration::from_secs(300) };
+        let strikes = Strikes::new(rule);
+        let t0 = std::time::Instant::now();
+        let at = |s: u64| t0 + Duration::from_secs(s);
+        // Two refusals, then the window ends: the count starts over.
+        assert_eq!(strikes.strike("mallory", at(0)), None);
+        assert_eq!(strikes.strike("mallory", at(30)), None);
+        assert_eq!(strikes.strike("mallory", at(61)), None);
+        assert!(!strikes.blocked(&"mallory", at(61)));
+        // Three within 60 s: blocked from the third for 300 s, and only that key.
+        assert_eq!(strikes.strike("mallory", at(70)), None);
+        assert_eq!(strikes.strike("mallory", at(80)), Some(3));
+        assert!(strikes.blocked(&"mallory", at(80)) && strikes.blocked(&"mallory", at(379)));
+        assert!(!strikes.blocked(&"alice", at(80)));
+        // Refusals while blocked neither extend the block nor begin another.
+        assert_eq!(strikes.strike("mallory", at(200)), None);
+        assert!(!strikes.blocked(&"mallory", at(380)));
+        // After the block the count starts over.
+        assert_eq!(strikes.strike("mallory", at(381)), None);
+        assert!(!strikes.blocked(&"mallory", at(381)));
+        // `after = 0`: never blocks.
+        let off = Strikes::new(Blocking { after: 0, ..rule });
+        assert!((0..100).all(|_| off.strike("mallory", at(0)).is_none()) && !off.blocked(&"mallory", at(0)));
+    }
+
+    #[test]
+    fn the_tally_stays_bounded_and_keeps_live_blocks() {
+        let strikes =
+            Strikes::new(Blocking { after: 1, within: Duration::from_secs(60), duration: Duration::from_secs(300) });
+        let t0 = std::time::Instant::now();
+        for k in 0..MAX_BUCKETS as u32 {
+            assert_eq!(strikes.strike(k, t0), Some(1));
+        }
+        // Full of live blocks: a new key is not tallied, the old blocks stand.
+        assert_eq!(strikes.strike(u32::MAX, t0), None);
+        assert!(strikes.blocked(&0, t0) && !strikes.blocked(&u32::MAX, t0));
+        // Once the blocks are over they make room.
+        let later = t0 + Duration::from_secs(301);
+        assert_eq!(strikes.strike(u32::MAX, later), Some(1));
+        assert!(strikes.map.lock().unwrap().len() <= MAX_BUCKETS);
     }
 
     #[test]

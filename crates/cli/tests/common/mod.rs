@@ -224,12 +224,22 @@ pub fn metric(lab: &LabRun, node: &str, name: &str, labels: &[&str]) -> u64 {
 /// An HTTPS fetch of `/index.html` from the lab's `web` service as `client` (with its
 /// certificate); the HTTP status, 0 when refused.
 pub fn fetch_as(lab: &LabRun, client: &str) -> u32 {
+    fetch_from(lab, client, Some(client))
+}
+
+/// The same fetch from the namespace of client `from`, with the certificate of client `cert`
+/// (`None`: without a certificate).
+#[allow(dead_code)]
+pub fn fetch_from(lab: &LabRun, from: &str, cert: Option<&str>) -> u32 {
     let pki = |f: String| lab.state_file(&format!("pki/{f}")).display().to_string();
     let host = format!("web.{}", lab.name);
-    let out = Command::new("ip")
-        .args(["netns", "exec", &lab.ns(&format!("c-{client}")), "curl", "-s", "-o", "/dev/null", "-w", "%{http_code}"])
-        .args(["--max-time", "5", "--cacert", &pki("ca.pem".into())])
-        .args(["--cert", &pki(format!("clients/{client}.pem")), "--key", &pki(format!("clients/{client}.key"))])
+    let mut curl = Command::new("ip");
+    curl.args(["netns", "exec", &lab.ns(&format!("c-{from}")), "curl", "-s", "-o", "/dev/null", "-w", "%{http_code}"])
+        .args(["--max-time", "5", "--cacert", &pki("ca.pem".into())]);
+    if let Some(c) = cert {
+        curl.args(["--cert", &pki(format!("clients/{c}.pem")), "--key", &pki(format!("clients/{c}.key"))]);
+    }
+    let out = curl
         .args(["--resolve", &format!("{host}:443:172.16.0.1"), &format!("https://{host}/index.html")])
         .output()
         .unwrap();
