@@ -334,14 +334,24 @@ fn build(lab: &Lab, plan: &LabPlan, state: &State) -> anyhow::Result<()> {
         ip(&["-n", &n.ns, "link", "set", "eth0", "up"])?;
         ip(&["-n", &plan.bridge_ns, "link", "set", &port, "master", "br0", "up"])?;
     }
-    // The controller, on the domain segment in a namespace of its own.
+    // The control segment (seed 004 REQ1): a bridge of its own, every node's `ctl0` and the
+    // controller, in a namespace of its own, on it; the controller has no domain-segment side.
+    ip(&["-n", &plan.bridge_ns, "link", "add", "br1", "type", "bridge"])?;
+    ip(&["-n", &plan.bridge_ns, "link", "set", "br1", "up"])?;
+    for (i, n) in plan.nodes.iter().enumerate() {
+        let port = format!("k{i}");
+        veth(&n.ns, "ctl0", &plan.bridge_ns, &port, "1500")?;
+        ip(&["-n", &n.ns, "addr", "add", &n.control_address, "dev", "ctl0"])?;
+        ip(&["-n", &n.ns, "link", "set", "ctl0", "up"])?;
+        ip(&["-n", &plan.bridge_ns, "link", "set", &port, "master", "br1", "up"])?;
+    }
     let ctl_ns = format!("{}-ctl", plan.prefix);
     add_ns(&ctl_ns)?;
-    veth(&ctl_ns, "eth0", &plan.bridge_ns, "ctl", &mtu)?;
+    veth(&ctl_ns, "eth0", &plan.bridge_ns, "ctl", "1500")?;
     ip(&["-n", &ctl_ns, "addr", "add", zsfc_config::CONTROLLER_PREFIX, "dev", "eth0"])?;
     ip(&["-n", &ctl_ns, "link", "set", "eth0", "up"])?;
     ip(&["-n", &ctl_ns, "link", "set", "lo", "up"])?;
-    ip(&["-n", &plan.bridge_ns, "link", "set", "ctl", "master", "br0", "up"])?;
+    ip(&["-n", &plan.bridge_ns, "link", "set", "ctl", "master", "br1", "up"])?;
     let bin = std::env::current_exe().context("finding the zsfc binary")?;
     let bin = bin.to_str().context("the zsfc binary's path is not UTF-8")?;
     let db = state.controller_db();
@@ -629,7 +639,8 @@ fn summary(plan: &LabPlan, state: &State) {
         println!("  chain {c}");
     }
     println!(
-        "  controller https://{} in ns {}-ctl (domain CA, every node's SAs, chains and policy; log {})",
+        "  controller https://{} in ns {}-ctl, on the control segment (every node's ctl0) only (domain CA, \
+         every node's SAs, chains and policy; log {})",
         zsfc_config::CONTROLLER_ADDRESS,
         plan.prefix,
         state.log("controller").display()

@@ -70,7 +70,7 @@ fn without_the_controller_nodes_fail_closed_at_hard_lifetime_and_recover_without
     let log = std::fs::File::create(lab.state_file("logs/controller-again.log")).unwrap();
     let mut ctl = Command::new("ip")
         .args(["netns", "exec", &lab.ns("ctl"), BIN, "controller", "--db", db.to_str().unwrap()])
-        .args(["--listen", "10.200.0.250:8443"])
+        .args(["--listen", "10.201.0.250:8443"])
         .stdout(log.try_clone().unwrap())
         .stderr(log)
         .spawn()
@@ -106,7 +106,7 @@ fn curl(lab: &LabRun, extra: &[&str], url: &str) -> u32 {
     let ca = lab.state_file("pki/ca.pem");
     let out = Command::new("ip")
         .args(["netns", "exec", &lab.ns("ctl"), "curl", "-s", "-o", "/dev/null", "-w", "%{http_code}"])
-        .args(["--max-time", "5", "--cacert", ca.to_str().unwrap(), "--resolve", "controller:8443:10.200.0.250"])
+        .args(["--max-time", "5", "--cacert", ca.to_str().unwrap(), "--resolve", "controller:8443:10.201.0.250"])
         .args(extra)
         .arg(format!("https://controller:8443{url}"))
         .output()
@@ -240,7 +240,7 @@ fn sad_names(lab: &LabRun, node: &str) -> Vec<String> {
     let out = Command::new("ip")
         .args(["netns", "exec", &lab.ns("ctl"), "curl", "-s", "--max-time", "5", "--cacert", ca.to_str().unwrap()])
         .args(["--cert", op.0.to_str().unwrap(), "--key", op.1.to_str().unwrap()])
-        .args(["--resolve", "controller:8443:10.200.0.250"])
+        .args(["--resolve", "controller:8443:10.201.0.250"])
         .arg(format!("https://controller:8443/restconf/data/zsfc:nodes/node={node}"))
         .output()
         .unwrap();
@@ -288,4 +288,34 @@ fn a_restarted_node_gets_fresh_sas_and_its_peers_drop_the_old_ones() {
     assert!(after.iter().all(|n| !before.contains(n)), "the ingress kept SAs of the old sf: {before:?} / {after:?}");
     lab.down();
     let _ = sf.wait();
+}
+
+/// Seed 004 REQ1: the control plane on a network and interfaces of its own. A rollout (a rekey)
+/// and a page fetch run while both of the SF node's interfaces are captured: the controller's
+/// traffic only on `ctl0`, the chain's only on `eth0`; and the controller cannot reach the domain
+/// segment at all.
+#[test]
+fn control_traffic_stays_on_the_control_segment() {
+    usable();
+    let mut lab = LabRun::new("quickstart", "p");
+    lab.up();
+    let dir = lab.state.parent().unwrap().to_path_buf();
+    let data = Capture::start(&lab.ns("sf"), "eth0", dir.join("data.pcapng"));
+    let control = Capture::start(&lab.ns("sf"), "ctl0", dir.join("control.pcapng"));
+    assert!(lab.zsfc(&["rekey", &lab.name]).status.success());
+    assert_eq!(fetch_as(&lab, "alice"), 200);
+    let data = data.fields(&["tcp.port", "udp.port"]);
+    let control = control.fields(&["tcp.port", "udp.port"]);
+    assert!(data.iter().filter(|l| l.contains("6635")).count() > 4, "the page crossed the domain segment: {data:?}");
+    assert!(!data.iter().any(|l| l.contains("8443")), "control traffic on the domain segment");
+    assert!(control.iter().filter(|l| l.contains("8443")).count() > 10, "the rollout went over ctl0: {control:?}");
+    assert!(!control.iter().any(|l| l.contains("6635")), "data on the control segment");
+    let ping = Command::new("ip")
+        .args(["netns", "exec", &lab.ns("ctl"), "ping", "-c", "1", "-W", "1", "10.200.0.2"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(!ping.success(), "the controller reached the domain segment");
+    lab.down();
 }

@@ -7,6 +7,10 @@
 //!
 //! Addressing (all of it lives inside the lab's namespaces):
 //! - the domain segment, one bridge: node `i` is `10.200.0.(i+1)/24`, MPLS-in-UDP on port 6635;
+//! - the control segment, a bridge of its own (seed 004 REQ1: the planes on dedicated networks
+//!   and interfaces): node `i`'s `ctl0` is `10.201.0.(i+1)/24`, the controller `10.201.0.250`;
+//!   enrolment, polls and acknowledgements never cross the domain segment, and the controller
+//!   has no interface on it;
 //! - the client network on the gateway node: `172.16.0.1/24`, client `k` is `172.16.0.(10+k)`;
 //! - the gateway's local side (TUN `zsfc0`): `10.1.0.1/24`, where inner connections come from;
 //! - service `j`: `10.9.0.(j+1)` on the TUN `zsfc0` of its node;
@@ -82,9 +86,9 @@ impl Default for LabController {
     }
 }
 
-/// Where a lab's controller listens (in its own namespace on the domain segment).
-pub const CONTROLLER_ADDRESS: &str = "10.200.0.250:8443";
-pub const CONTROLLER_PREFIX: &str = "10.200.0.250/24";
+/// Where a lab's controller listens (in its own namespace on the control segment).
+pub const CONTROLLER_ADDRESS: &str = "10.201.0.250:8443";
+pub const CONTROLLER_PREFIX: &str = "10.201.0.250/24";
 
 fn link_mtu() -> u16 {
     1500
@@ -302,6 +306,8 @@ pub struct PlannedNode {
     pub ns: String,
     /// Address on the domain segment, with prefix length.
     pub address: String,
+    /// Address of its `ctl0` on the control segment, with prefix length.
+    pub control_address: String,
     /// MAC address of the node's `eth0` (Ethernet transport).
     pub mac: Option<String>,
     pub config: NodeConfig,
@@ -728,6 +734,7 @@ impl Lab {
                 name: config.name.clone(),
                 ns: format!("{prefix}-{}", config.name),
                 address: format!("10.200.0.{}/24", i + 1),
+                control_address: format!("10.201.0.{}/24", i + 1),
                 mac: (self.transport == LabTransport::Ethernet).then(|| lab_mac(i)),
                 local_routes: if i == gw {
                     vec![SERVICE_NET.into()]
