@@ -95,14 +95,13 @@ pub(crate) fn init(a: &InitArgs) -> anyhow::Result<bool> {
     let (init, ca) = Controller::init(&a.db, &spec).with_context(|| format!("creating {}", a.db.display()))?;
     std::fs::create_dir_all(&a.out)?;
     std::fs::write(a.out.join("ca.pem"), ca.pem())?;
-    let (cert, key) = ca.issue(zsfc_controller::OPERATOR, false, &[], &[])?;
-    std::fs::write(a.out.join("operator.pem"), cert)?;
-    crate::pki::write_private(&a.out.join("operator.key"), key.as_bytes())?;
+    crate::pki::issue_roles(&ca, &a.out)?;
     for (node, token) in &init.tokens {
         crate::pki::write_private(&a.out.join(format!("{node}.token")), token.as_bytes())?;
     }
     println!(
-        "domain {:?}: {} created; CA, operator credentials and {} bootstrap tokens in {}",
+        "domain {:?}: {} created; CA, credentials of every administrative role (operator, operator-keys, \
+         operator-policy, operator-chains, auditor) and {} bootstrap tokens in {}",
         a.name,
         a.db.display(),
         init.tokens.len(),
@@ -118,6 +117,23 @@ pub(crate) struct LabArgs {
     name: String,
     #[arg(long, default_value = "/run/zsfc")]
     state_dir: PathBuf,
+    /// The administrative role whose credentials to use: operator (everything), operator-keys,
+    /// operator-policy, operator-chains or auditor (each limited to its part).
+    #[arg(long = "as", default_value = zsfc_controller::OPERATOR, value_parser = role)]
+    role: zsfc_controller::Role,
+}
+
+fn role(s: &str) -> Result<zsfc_controller::Role, String> {
+    zsfc_controller::Role::of(s).ok_or_else(|| {
+        let all: Vec<_> = zsfc_controller::Role::ALL.iter().map(|r| r.name()).collect();
+        format!("{s:?} is not one of {}", all.join(", "))
+    })
+}
+
+impl LabArgs {
+    fn with_role<T: Send>(&self, f: impl FnOnce(&Client) -> anyhow::Result<T> + Send) -> anyhow::Result<T> {
+        with_role(&self.state_dir.join(&self.name), &self.name, self.role, f)
+    }
 }
 
 /// Runs `f` with a client holding the operator's credentials of the lab whose state is in
@@ -128,11 +144,23 @@ pub(crate) fn with_operator<T: Send>(
     lab: &str,
     f: impl FnOnce(&Client) -> anyhow::Result<T> + Send,
 ) -> anyhow::Result<T> {
+    with_role(dir, lab, zsfc_controller::Role::Operator, f)
+}
+
+/// [`with_operator`] with the credentials of `role`.
+fn with_role<T: Send>(
+    dir: &Path,
+    lab: &str,
+    role: zsfc_controller::Role,
+    f: impl FnOnce(&Client) -> anyhow::Result<T> + Send,
+) -> anyhow::Result<T> {
     let pki = dir.join("pki");
     let read = |p: PathBuf| {
         std::fs::read_to_string(&p).with_context(|| format!("reading {} (is lab {lab:?} up?)", p.display()))
     };
-    let (ca, cert, key) = (read(pki.join("ca.pem"))?, read(pki.join("operator.pem"))?, read(pki.join("operator.key"))?);
+    let name = role.name();
+    let (ca, cert, key) =
+        (read(pki.join("ca.pem"))?, read(pki.join(format!("{name}.pem")))?, read(pki.join(format!("{name}.key")))?);
     let key = zeroize::Zeroizing::new(key);
     let ns = format!("zsfc-{lab}-ctl");
     std::thread::scope(|s| {
@@ -179,9 +207,7 @@ fn call(c: &Client, method: &str, path: &str, body: Option<serde_json::Value>) -
 }
 
 pub(crate) fn rekey(a: &LabArgs) -> anyhow::Result<bool> {
-    let v = with_operator(&a.state_dir.join(&a.name), &a.name, |c| {
-        call(c, "POST", "/restconf/operations/zsfc:rekey", None)
-    })?;
+    let v = a.with_role(|c| call(c, "POST", "/restconf/operations/zsfc:rekey", None))?;
     println!("rekeyed: every node runs new SAs (version {})", v["zsfc:output"]["version"]);
     Ok(true)
 }
@@ -199,7 +225,7 @@ pub(crate) struct ChainArgs {
 pub(crate) fn chain(a: &ChainArgs) -> anyhow::Result<bool> {
     let path = format!("/restconf/data/zsfc:domain/chain={}", a.chain);
     let body = serde_json::json!({"zsfc:chain": {"sfs": a.sfs}});
-    let v = with_operator(&a.lab.state_dir.join(&a.lab.name), &a.lab.name, |c| call(c, "PUT", &path, Some(body)))?;
+    let v = a.lab.with_role(|c| call(c, "PUT", &path, Some(body)))?;
     println!("chain {}: {:?} (version {}); new flows take it", a.chain, a.sfs, v["zsfc:output"]["version"]);
     Ok(true)
 }
@@ -216,9 +242,7 @@ pub(crate) struct PolicyArgs {
 pub(crate) fn policy(a: &PolicyArgs) -> anyhow::Result<bool> {
     let grants = parse_grants(&a.grants)?;
     let body = serde_json::json!({"zsfc:grants": grants});
-    let v = with_operator(&a.lab.state_dir.join(&a.lab.name), &a.lab.name, |c| {
-        call(c, "PUT", "/restconf/data/zsfc:domain/grants", Some(body))
-    })?;
+    let v = a.lab.with_role(|c| call(c, "PUT", "/restconf/data/zsfc:domain/grants", Some(body)))?;
     println!("policy: {} grants (version {})", grants.len(), v["zsfc:output"]["version"]);
     Ok(true)
 }

@@ -561,9 +561,7 @@ fn write_site(dir: &Path, files: u32, bytes: u64) -> anyhow::Result<()> {
 fn make_pki(plan: &LabPlan, state: &State, ca: &Ca) -> anyhow::Result<()> {
     let pki = state.pki();
     std::fs::write(pki.join("ca.pem"), ca.pem())?;
-    let (cert, key) = ca.issue(zsfc_controller::OPERATOR, false, &[], &[])?;
-    std::fs::write(pki.join("operator.pem"), cert)?;
-    write_private(&pki.join("operator.key"), key.as_bytes())?;
+    crate::pki::issue_roles(ca, &pki)?;
     let gw_ip: IpAddr = plan.gateway.address.into();
     let (cert, key) = ca.issue("gateway", true, &plan.gateway.server_names, &[gw_ip])?;
     std::fs::write(pki.join("gateway.pem"), cert)?;

@@ -220,7 +220,17 @@ fn a_client_policy_changed_at_run_time_applies_to_new_connections() {
     lab.up();
     assert_eq!((fetch_as(&lab, "alice"), fetch_as(&lab, "bob")), (200, 0), "the lab's own policy");
     let grant = format!("bob=web.{}:1", lab.name);
-    let out = lab.zsfc(&["policy", &lab.name, "--grant", &grant]);
+    // Only a role that may change the policy can (seed 004 REQ8).
+    for role in ["operator-keys", "operator-chains", "auditor"] {
+        let out = lab.zsfc(&["policy", &lab.name, "--as", role, "--grant", &grant]);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !out.status.success() && err.contains(&format!("\"{role}\" may not change the policy")),
+            "{role}: {err}"
+        );
+    }
+    assert_eq!(fetch_as(&lab, "bob"), 0, "the refused changes changed nothing");
+    let out = lab.zsfc(&["policy", &lab.name, "--as", "operator-policy", "--grant", &grant]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert_eq!((fetch_as(&lab, "alice"), fetch_as(&lab, "bob")), (0, 200), "after the change");
     // A grant naming a chain that does not exist is refused; the policy stays.
@@ -228,9 +238,10 @@ fn a_client_policy_changed_at_run_time_applies_to_new_connections() {
     assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("no chain with id 99"));
     assert_eq!(fetch_as(&lab, "bob"), 200);
     let rows = audit_rows(&lab.state_file("controller.db"));
-    assert!(rows.contains(&format!("|policy|operator|grants set to [bob->web.{}:1]", lab.name)), "{rows}");
+    assert!(rows.contains(&format!("|policy|operator-policy|grants set to [bob->web.{}:1]", lab.name)), "{rows}");
+    assert_eq!(rows.matches("change the policy from").count(), 3, "each refused role audited: {rows}");
     let report = lab.down();
-    assert!(report.contains("not_allowed=2"), "the gateway counted bob once and alice once: {report}");
+    assert!(report.contains("not_allowed=3"), "the gateway counted bob twice and alice once: {report}");
 }
 
 /// The names of the SAD entries the controller has for `node` (operator API).
@@ -297,7 +308,7 @@ fn a_restarted_node_gets_fresh_sas_and_its_peers_drop_the_old_ones() {
 #[test]
 fn control_traffic_stays_on_the_control_segment() {
     usable();
-    let mut lab = LabRun::new("quickstart", "p");
+    let mut lab = LabRun::new("quickstart", "k");
     lab.up();
     let dir = lab.state.parent().unwrap().to_path_buf();
     let data = Capture::start(&lab.ns("sf"), "eth0", dir.join("data.pcapng"));

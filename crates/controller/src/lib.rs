@@ -23,3 +23,61 @@ pub use store::{Controller, DomainSpec, RekeySettings, StartError};
 /// The CN of the operator's client certificate (commands such as `zsfc rekey` use it); no node
 /// may take this name.
 pub const OPERATOR: &str = "operator";
+
+/// Administrative roles, each limited in scope (seed 004 REQ8): the CN of an operator client
+/// certificate names one. Every role may read the domain and the nodes' states (they hold no
+/// key); each other action belongs to the roles listed in [`Role::may`]. No node may take a
+/// role's name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// Everything: `operator`.
+    Operator,
+    /// Rekeys only: `operator-keys`.
+    Keys,
+    /// Changes the clients' policy only: `operator-policy`.
+    Policy,
+    /// Changes chains only: `operator-chains`.
+    Chains,
+    /// Reads only: `auditor`.
+    Auditor,
+}
+
+/// What an administrative request does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Admin {
+    Read,
+    Rekey,
+    ChangePolicy,
+    ChangeChain,
+    /// Acts for a node (acknowledges its state): the node itself, or the full operator.
+    ActForNode,
+}
+
+impl Role {
+    pub const ALL: [Role; 5] = [Role::Operator, Role::Keys, Role::Policy, Role::Chains, Role::Auditor];
+
+    /// The certificate CN of the role.
+    pub fn name(self) -> &'static str {
+        match self {
+            Role::Operator => OPERATOR,
+            Role::Keys => "operator-keys",
+            Role::Policy => "operator-policy",
+            Role::Chains => "operator-chains",
+            Role::Auditor => "auditor",
+        }
+    }
+
+    pub fn of(identity: &str) -> Option<Role> {
+        Role::ALL.into_iter().find(|r| r.name() == identity)
+    }
+
+    pub fn may(self, a: Admin) -> bool {
+        match (self, a) {
+            (Role::Operator, _) | (_, Admin::Read) => true,
+            (Role::Keys, Admin::Rekey) | (Role::Policy, Admin::ChangePolicy) | (Role::Chains, Admin::ChangeChain) => {
+                true
+            }
+            _ => false,
+        }
+    }
+}

@@ -2,6 +2,7 @@
 //! `/restconf/operations` for operations, `{"module:input": ...}` bodies, `ietf-restconf:errors`
 //! on failure) over TLS 1.3. Enrolment needs no client certificate; every other call needs a
 //! certificate of the domain CA (a node's, for its own resources, or the operator's).
+use crate::Admin;
 use crate::audit::Kind;
 use crate::store::{Controller, Refusal};
 use axum::body::Bytes;
@@ -78,10 +79,11 @@ fn refuse_unauthenticated(ctl: &Controller, peer: &Peer, what: &str) -> Refusal 
     Refusal::new(401, "access-denied", "a client certificate of the domain CA is required")
 }
 
-/// The caller must be `node` itself (or the operator, when `operator_too`).
-fn require(ctl: &Controller, peer: &Peer, node: Option<&str>, what: &str) -> Result<String, Refusal> {
+/// The caller must be `node` itself or hold an administrative role that may do `admin`
+/// ([`crate::Role::may`]).
+fn require(ctl: &Controller, peer: &Peer, node: Option<&str>, admin: Admin, what: &str) -> Result<String, Refusal> {
     let Some(id) = &peer.identity else { return Err(refuse_unauthenticated(ctl, peer, what)) };
-    let allowed = id == crate::OPERATOR || node.is_some_and(|n| n == id);
+    let allowed = node.is_some_and(|n| n == id) || crate::Role::of(id).is_some_and(|r| r.may(admin));
     if !allowed {
         ctl.audit(Kind::Refused, id, &format!("{what} from {}: not allowed for this identity", peer.addr));
         return Err(Refusal::new(403, "access-denied", format!("{id:?} may not {what}")));
@@ -132,8 +134,14 @@ async fn desired(
         Ok(n) => n,
         Err(e) => return error(&e),
     };
-    if let Err(e) = require(&ctl, &Peer { identity: peer.identity.clone(), ..peer }, Some(&node), "poll its state")
-        .and_then(|id| if id == node { Ok(()) } else { Err(Refusal::new(403, "access-denied", "nodes only")) })
+    if let Err(e) = require(
+        &ctl,
+        &Peer { identity: peer.identity.clone(), ..peer },
+        Some(&node),
+        Admin::ActForNode,
+        "poll its state",
+    )
+    .and_then(|id| if id == node { Ok(()) } else { Err(Refusal::new(403, "access-denied", "nodes only")) })
     {
         return error(&e);
     }
@@ -170,7 +178,7 @@ struct AckInput {
 async fn ack(State(ctl): Ctl, Extension(peer): Extension<Peer>, body: Bytes) -> Response {
     let r = (|| {
         let i: AckInput = input(&body, "zsfc:input")?;
-        require(&ctl, &peer, Some(&i.node), "acknowledge")?;
+        require(&ctl, &peer, Some(&i.node), Admin::ActForNode, "acknowledge")?;
         ctl.ack(&i.node, i.version, i.error.as_deref());
         Ok(serde_json::json!({}))
     })();
@@ -193,7 +201,7 @@ fn yes() -> bool {
 
 async fn sadb_expire(State(ctl): Ctl, Extension(peer): Extension<Peer>, body: Bytes) -> Response {
     let r = (|| {
-        let id = require(&ctl, &peer, peer.identity.as_deref(), "notify")?;
+        let id = require(&ctl, &peer, peer.identity.as_deref(), Admin::ActForNode, "notify")?;
         let i: ExpireInput = input(&body, "ietf-i2nsf-ikeless:input")?;
         ctl.expired(&id, &i.name, i.soft);
         Ok(serde_json::json!({}))
@@ -209,7 +217,7 @@ struct BadSpiInput {
 
 async fn sadb_bad_spi(State(ctl): Ctl, Extension(peer): Extension<Peer>, body: Bytes) -> Response {
     let r = (|| {
-        let id = require(&ctl, &peer, peer.identity.as_deref(), "notify")?;
+        let id = require(&ctl, &peer, peer.identity.as_deref(), Admin::ActForNode, "notify")?;
         let i: BadSpiInput = input(&body, "ietf-i2nsf-ikeless:input")?;
         ctl.bad_spi(&id, i.spi);
         Ok(serde_json::json!({}))
@@ -218,7 +226,7 @@ async fn sadb_bad_spi(State(ctl): Ctl, Extension(peer): Extension<Peer>, body: B
 }
 
 async fn domain(State(ctl): Ctl, Extension(peer): Extension<Peer>) -> Response {
-    match require(&ctl, &peer, None, "read the domain") {
+    match require(&ctl, &peer, None, Admin::Read, "read the domain") {
         Ok(_) => ok(ctl.status()),
         Err(e) => error(&e),
     }
@@ -227,7 +235,7 @@ async fn domain(State(ctl): Ctl, Extension(peer): Extension<Peer>) -> Response {
 async fn node(State(ctl): Ctl, Extension(peer): Extension<Peer>, Path(key): Path<String>) -> Response {
     let r = (|| {
         let node = list_key(&key, "node")?;
-        require(&ctl, &peer, Some(&node), "read a node")?;
+        require(&ctl, &peer, Some(&node), Admin::Read, "read a node")?;
         let doc = ctl
             .node_state(&node)
             .ok_or_else(|| Refusal::new(404, "invalid-value", format!("no state for {node:?}")))?;
@@ -245,7 +253,7 @@ struct ChainInput {
 async fn chain(State(ctl): Ctl, Extension(peer): Extension<Peer>, Path(key): Path<String>, body: Bytes) -> Response {
     let prep = (|| {
         let name = list_key(&key, "chain")?;
-        let who = require(&ctl, &peer, None, "change a chain")?;
+        let who = require(&ctl, &peer, None, Admin::ChangeChain, "change a chain")?;
         let i: ChainInput = input(&body, "zsfc:chain")?;
         Ok((name, who, i))
     })();
@@ -260,7 +268,7 @@ async fn chain(State(ctl): Ctl, Extension(peer): Extension<Peer>, Path(key): Pat
 
 async fn grants(State(ctl): Ctl, Extension(peer): Extension<Peer>, body: Bytes) -> Response {
     let prep = (|| {
-        let who = require(&ctl, &peer, None, "change the policy")?;
+        let who = require(&ctl, &peer, None, Admin::ChangePolicy, "change the policy")?;
         let g: Vec<GatewayGrant> = input(&body, "zsfc:grants")?;
         Ok((who, g))
     })();
@@ -274,7 +282,7 @@ async fn grants(State(ctl): Ctl, Extension(peer): Extension<Peer>, body: Bytes) 
 }
 
 async fn rekey(State(ctl): Ctl, Extension(peer): Extension<Peer>) -> Response {
-    let who = match require(&ctl, &peer, None, "rekey") {
+    let who = match require(&ctl, &peer, None, Admin::Rekey, "rekey") {
         Ok(w) => w,
         Err(e) => return error(&e),
     };

@@ -647,10 +647,10 @@ impl Controller {
 
 /// A domain must compile (every chain names existing SFs, every grant an existing chain).
 fn check_domain(d: &DomainSpec) -> Result<(), String> {
-    d.topology.compile().map_err(|e| e.to_string())?;
-    if d.topology.nodes.iter().any(|n| n.name == crate::OPERATOR) {
-        return Err(format!("no node may be called {:?}", crate::OPERATOR));
+    if let Some(n) = d.topology.nodes.iter().find(|n| crate::Role::of(&n.name).is_some()) {
+        return Err(format!("no node may be called {:?}: it names an administrative role", n.name));
     }
+    d.topology.compile().map_err(|e| e.to_string())?;
     let chains = d.topology.chains.len() as u32;
     for (i, g) in d.grants.iter().enumerate() {
         if g.chain == 0 || g.chain > chains {

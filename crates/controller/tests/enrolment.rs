@@ -174,3 +174,62 @@ async fn a_connection_flood_is_cut_before_tls_and_audited_once() {
     assert_eq!(rows, ["rate limit: refused 1 connections"], "one record for the flood, not 17");
     drop(ctl);
 }
+
+/// Seed 004 REQ8: each administrative role does its own part and nothing else; every role
+/// reads; every refusal is audited under the role's name.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_administrative_role_may_do_its_own_part_only() {
+    use zsfc_controller::Role;
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("c.db");
+    let mut d = domain();
+    // Nobody acknowledges here: rollouts go on after 50 ms per step.
+    d.rekey = zsfc_controller::RekeySettings { period_s: 0, grace_ms: 0, ack_timeout_ms: 50 };
+    let (_, ca) = Controller::init(&db, &d).unwrap();
+    let ctl = Controller::open(&db).unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    tokio::spawn(zsfc_controller::serve(ctl.clone(), listener, "controller"));
+    tokio::spawn(ctl.clone().run_background());
+    let chain = br#"{"zsfc:chain": {"sfs": ["firewall", "dpi", "counter", "nat"]}}"#.to_vec();
+    let grants = br#"{"zsfc:grants": []}"#.to_vec();
+    let actions: [(&str, &str, Option<Vec<u8>>); 4] = [
+        ("GET", "/restconf/data/zsfc:domain", None),
+        ("POST", "/restconf/operations/zsfc:rekey", None),
+        ("PUT", "/restconf/data/zsfc:domain/grants", Some(grants)),
+        ("PUT", "/restconf/data/zsfc:domain/chain=to-web", Some(chain)),
+    ];
+    let mut refusals = 0;
+    for role in Role::ALL {
+        let (cert, key) = ca.issue(role.name(), false, &[], &[]).unwrap();
+        let client = Client::new(&addr, "controller", ca.pem(), Some((&cert, &key))).unwrap();
+        // read, rekey, change the policy, change a chain
+        let allowed = match role {
+            Role::Operator => [true, true, true, true],
+            Role::Keys => [true, true, false, false],
+            Role::Policy => [true, false, true, false],
+            Role::Chains => [true, false, false, true],
+            Role::Auditor => [true, false, false, false],
+        };
+        for ((method, path, body), may) in actions.iter().zip(allowed) {
+            let r = client.request(method, path, body.clone(), Duration::from_secs(30)).await.unwrap();
+            if may {
+                assert_eq!(r.status, 200, "{} {method} {path}: {}", role.name(), r.message());
+            } else {
+                assert_eq!(r.status, 403, "{} {method} {path}", role.name());
+                assert!(r.message().contains(role.name()), "{}", r.message());
+                refusals += 1;
+            }
+        }
+    }
+    let audit = zsfc_controller::audit::open_read_only(&db).unwrap();
+    let refused: i64 = audit
+        .query_row("SELECT count(*) FROM audit WHERE detail LIKE '%not allowed for this identity%'", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(refused, refusals);
+    // No node may take a role's name.
+    let mut taken = domain();
+    taken.topology.nodes[0].name = "auditor".into();
+    let e = Controller::init(&dir.path().join("d.db"), &taken).unwrap_err().to_string();
+    assert!(e.contains("administrative role"), "{e}");
+}
