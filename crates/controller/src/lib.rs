@@ -72,12 +72,13 @@ impl Role {
     }
 
     pub fn may(self, a: Admin) -> bool {
-        match (self, a) {
-            (Role::Operator, _) | (_, Admin::Read) => true,
-            (Role::Keys, Admin::Rekey) | (Role::Policy, Admin::ChangePolicy) | (Role::Chains, Admin::ChangeChain) => {
-                true
-            }
-            _ => false,
-        }
+        matches!(
+            (self, a),
+            (Role::Operator, _)
+                | (_, Admin::Read)
+                | (Role::Keys, Admin::Rekey)
+                | (Role::Policy, Admin::ChangePolicy)
+                | (Role::Chains, Admin::ChangeChain)
+        )
     }
 }
