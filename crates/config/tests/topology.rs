@@ -153,6 +153,8 @@ fn the_deployment_guide_compiles_into_ready_to_run_node_files() {
     let ingress = format!("{}\n{}", cfgs[0].to_toml().unwrap(), deployment_blocks()[1]);
     let gw = NodeConfig::from_toml(&ingress).unwrap().io_settings().unwrap().gateway.unwrap();
     assert_eq!(gw.grants, vec![("alice".to_owned(), "web.example.org".to_owned(), 1, None)]);
+    // It spells out the defaults it says it shows.
+    assert_eq!((gw.rate_limits, gw.blocking), (Default::default(), Default::default()));
     // The controller block is what `for_controller` writes.
     let with_ctl =
         NodeConfig::from_toml(&format!("{}\n{}", cfgs[0].to_toml().unwrap(), deployment_blocks()[2])).unwrap();
