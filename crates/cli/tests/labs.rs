@@ -15,7 +15,7 @@ fn quickstart_serves_blocks_and_refuses() {
     let out = lab.run();
     assert!(out.contains("5 of 5 outcomes as expected"), "{out}");
     for reason in ["no_certificate", "untrusted_certificate", "not_allowed"] {
-        assert!(out.contains(&format!("{reason}=")) && !out.contains(&format!("{reason}=0 ")), "{reason}:\n{out}");
+        assert!(out.contains(&format!(" {reason}=")) && !out.contains(&format!(" {reason}=0 ")), "{reason}:\n{out}");
     }
     assert!(count(&out, "drop sf_dpi_match ") >= 1, "{out}");
     assert!(lab.namespaces_left().is_empty());

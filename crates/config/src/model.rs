@@ -114,7 +114,7 @@ pub struct GatewayBlocking {
 
 impl Default for GatewayBlocking {
     fn default() -> Self {
-        Self { after_refusals: 20, within_s: 60, block_s: 300 }
+        Self { after_refusals: 100, within_s: 60, block_s: 300 }
     }
 }
 

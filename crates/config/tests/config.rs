@@ -328,7 +328,7 @@ fn process_settings_are_parsed_and_mistakes_name_the_field() {
     let gw = ing.gateway.unwrap();
     assert_eq!(gw.services, vec![("web.example".to_owned(), "10.9.0.1:80".parse().unwrap())]);
     assert_eq!(gw.grants, vec![("alice".to_owned(), "web.example".to_owned(), 1, None)]);
-    assert_eq!(gw.blocking, zsfc_config::GatewayBlocking { after_refusals: 20, within_s: 60, block_s: 300 });
+    assert_eq!(gw.blocking, zsfc_config::GatewayBlocking { after_refusals: 100, within_s: 60, block_s: 300 });
     let off = with_process_settings("ingress")
         .replace("inner_source", "blocking = { after_refusals = 0, block_s = 0 }\ninner_source");
     assert_eq!(NodeConfig::from_toml(&off).unwrap().io_settings().unwrap().gateway.unwrap().blocking.after_refusals, 0);

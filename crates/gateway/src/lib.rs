@@ -263,7 +263,7 @@ pub struct Blocking {
 
 impl Default for Blocking {
     fn default() -> Self {
-        Self { after: 20, within: Duration::from_secs(60), duration: Duration::from_secs(300) }
+        Self { after: 100, within: Duration::from_secs(60), duration: Duration::from_secs(300) }
     }
 }
 
