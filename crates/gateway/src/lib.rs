@@ -320,7 +320,9 @@ impl<K: std::hash::Hash + Eq> Strikes<K> {
         if s.count < self.rule.after {
             return None;
         }
-        s.blocked_until = Some(now + self.rule.duration);
+        // A duration past what the clock can count blocks for a century instead of panicking.
+        let century = Duration::from_secs(100 * 365 * 86_400);
+        s.blocked_until = Some(now.checked_add(self.rule.duration).or_else(|| now.checked_add(century))?);
         Some(s.count)
     }
 }
