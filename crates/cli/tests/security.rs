@@ -265,7 +265,14 @@ fn captures_show_no_plaintext_subscriber_inside_and_no_sfc_encapsulation_outside
             assert!(linktype != 1 || f[12..14] != [0x88, 0x47], "an MPLS frame on the {name} side");
             let ip = &f[ip_at..];
             assert!(mpls_in_udp(ip).is_none(), "MPLS-in-UDP on the {name} side");
-            assert!(ip.get(9) != Some(&137) && ip.get(9) != Some(&50), "MPLS-in-IP or ESP on the {name} side");
+            // The IP protocol (IPv4) or next header (IPv6); other frames (ARP) carry neither.
+            let protocol = match ip.first().map(|b| b >> 4) {
+                _ if linktype == 1 && f[12..14] != [0x08, 0x00] && f[12..14] != [0x86, 0xdd] => None,
+                Some(4) => ip.get(9),
+                Some(6) => ip.get(6),
+                _ => None,
+            };
+            assert!(protocol != Some(&137) && protocol != Some(&50), "MPLS-in-IP or ESP on the {name} side");
         }
     }
 }
