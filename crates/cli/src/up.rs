@@ -211,28 +211,22 @@ impl RunningLab {
 
     /// Peak resident memory of each node process (name, KiB), from /proc.
     pub(crate) fn node_peak_rss(&self) -> Vec<(String, u64)> {
-        self.plan
-            .nodes
-            .iter()
-            .filter_map(|n| {
-                let pid = std::fs::read_to_string(self.state.dir.join(format!("{}.pid", n.name))).ok()?;
-                Some((n.name.clone(), proc_status_kib(pid.trim(), "VmHWM")?))
-            })
-            .collect()
+        self.node_pids().filter_map(|(name, pid)| Some((name.to_owned(), proc_status_kib(&pid, "VmHWM")?))).collect()
+    }
+
+    /// (name, pid) of every node process that has a pid file.
+    fn node_pids(&self) -> impl Iterator<Item = (&str, String)> + '_ {
+        self.plan.nodes.iter().filter_map(|n| {
+            let pid = std::fs::read_to_string(self.state.dir.join(format!("{}.pid", n.name))).ok()?;
+            Some((n.name.as_str(), pid.trim().to_owned()))
+        })
     }
 
     /// CPU time (user + system, seconds) the node processes have used so far, all threads;
     /// the kernel's work done in a node's context (its system calls, the TCP stack behind its
     /// TUN writes) included.
     pub(crate) fn node_cpu_seconds(&self) -> f64 {
-        self.plan
-            .nodes
-            .iter()
-            .filter_map(|n| {
-                let pid = std::fs::read_to_string(self.state.dir.join(format!("{}.pid", n.name))).ok()?;
-                proc_cpu_seconds(pid.trim())
-            })
-            .sum()
+        self.node_pids().filter_map(|(_, pid)| proc_cpu_seconds(&pid)).sum()
     }
 
     pub(crate) fn pki(&self) -> PathBuf {

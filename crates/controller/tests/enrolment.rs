@@ -31,17 +31,22 @@ struct Running {
 }
 
 async fn start() -> Running {
+    start_with(domain()).await.0
+}
+
+/// A controller of domain `d` serving on loopback, and its CA (to issue more certificates).
+async fn start_with(d: DomainSpec) -> (Running, zsfc_controller::pki::Ca) {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("c.db");
-    let (init, ca) = Controller::init(&db, &domain()).unwrap();
-    let ca = ca.pem().to_owned();
+    let (init, domain_ca) = Controller::init(&db, &d).unwrap();
+    let ca = domain_ca.pem().to_owned();
     let tokens = init.tokens.iter().map(|(n, t)| (n.clone(), t.to_string())).collect();
     let ctl = Controller::open(&db).unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap().to_string();
     tokio::spawn(zsfc_controller::serve(ctl.clone(), listener, "controller"));
     tokio::spawn(ctl.clone().run_background());
-    Running { _dir: dir, db, ctl, addr, ca, tokens }
+    (Running { _dir: dir, db, ctl, addr, ca, tokens }, domain_ca)
 }
 
 fn enrol_body(node: &str, token: &str) -> (Vec<u8>, String) {
@@ -180,17 +185,10 @@ async fn a_connection_flood_is_cut_before_tls_and_audited_once() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn each_administrative_role_may_do_its_own_part_only() {
     use zsfc_controller::Role;
-    let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("c.db");
     let mut d = domain();
     // Nobody acknowledges here: rollouts go on after 50 ms per step.
     d.rekey = zsfc_controller::RekeySettings { period_s: 0, grace_ms: 0, ack_timeout_ms: 50 };
-    let (_, ca) = Controller::init(&db, &d).unwrap();
-    let ctl = Controller::open(&db).unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap().to_string();
-    tokio::spawn(zsfc_controller::serve(ctl.clone(), listener, "controller"));
-    tokio::spawn(ctl.clone().run_background());
+    let (r, ca) = start_with(d).await;
     let chain = br#"{"zsfc:chain": {"sfs": ["firewall", "dpi", "counter", "nat"]}}"#.to_vec();
     let grants = br#"{"zsfc:grants": []}"#.to_vec();
     let actions: [(&str, &str, Option<Vec<u8>>); 4] = [
@@ -202,7 +200,7 @@ async fn each_administrative_role_may_do_its_own_part_only() {
     let mut refusals = 0;
     for role in Role::ALL {
         let (cert, key) = ca.issue(role.name(), false, &[], &[]).unwrap();
-        let client = Client::new(&addr, "controller", ca.pem(), Some((&cert, &key))).unwrap();
+        let client = Client::new(&r.addr, "controller", &r.ca, Some((&cert, &key))).unwrap();
         // read, rekey, change the policy, change a chain
         let allowed = match role {
             Role::Operator => [true, true, true, true],
@@ -222,7 +220,7 @@ async fn each_administrative_role_may_do_its_own_part_only() {
             }
         }
     }
-    let audit = zsfc_controller::audit::open_read_only(&db).unwrap();
+    let audit = zsfc_controller::audit::open_read_only(&r.db).unwrap();
     let refused: i64 = audit
         .query_row("SELECT count(*) FROM audit WHERE detail LIKE '%not allowed for this identity%'", [], |r| r.get(0))
         .unwrap();
@@ -230,6 +228,6 @@ async fn each_administrative_role_may_do_its_own_part_only() {
     // No node may take a role's name.
     let mut taken = domain();
     taken.topology.nodes[0].name = "auditor".into();
-    let e = Controller::init(&dir.path().join("d.db"), &taken).unwrap_err().to_string();
+    let e = Controller::init(&r.db.with_file_name("d.db"), &taken).unwrap_err().to_string();
     assert!(e.contains("administrative role"), "{e}");
 }

@@ -261,12 +261,6 @@ pub struct Blocking {
     pub duration: Duration,
 }
 
-impl Default for Blocking {
-    fn default() -> Self {
-        Self { after: 100, within: Duration::from_secs(60), duration: Duration::from_secs(300) }
-    }
-}
-
 /// Refusals counted per key (source or identity) in a window that starts with the first one,
 /// and the blocks they led to; bounded like [`Buckets`]. When it is full of live entries a new
 /// key's refusal is not tallied (blocking is on top of authentication and rate limits, which
@@ -567,15 +561,14 @@ impl Shared {
     /// too many (logged once per block).
     fn tally(&self, peer: SocketAddr, identity: Option<&str>, r: Refusal) {
         let now = std::time::Instant::now();
-        let (who, count) = match (r.culprit(), identity) {
-            (Some(Culprit::Identity), Some(id)) => {
-                (format!("identity={id}"), self.identity_strikes.strike(id.to_owned(), now))
-            }
-            (Some(_), _) => (format!("source={}", peer.ip()), self.source_strikes.strike(peer.ip(), now)),
+        let (count, identity) = match (r.culprit(), identity) {
+            (Some(Culprit::Identity), Some(id)) => (self.identity_strikes.strike(id.to_owned(), now), Some(id)),
+            (Some(_), _) => (self.source_strikes.strike(peer.ip(), now), None),
             (None, _) => return,
         };
         if let Some(count) = count {
             self.stats.blocks.fetch_add(1, Ordering::Relaxed);
+            let who = identity.map_or_else(|| format!("source={}", peer.ip()), |id| format!("identity={id}"));
             let rule = self.settings.blocking;
             eprintln!(
                 "gateway: blocking {who} for {} s: {count} refusals within {} s, the last {}",
