@@ -10,6 +10,12 @@ if ! command -v tshark >/dev/null 2>&1; then
   export DEBIAN_FRONTEND=noninteractive
   apt-get install -y -qq tshark >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq tshark >/dev/null; }
 fi
+# The hardware-token test signs with SoftHSM, a PKCS#11 module (as a smart card or HSM would).
+if ! command -v softhsm2-util >/dev/null 2>&1; then
+  echo "installing softhsm2 (apt-get)..."
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get install -y -qq softhsm2 >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq softhsm2 >/dev/null; }
+fi
 step() { printf '\n== %s\n' "$*"; }
 
 step "cargo fmt --check"

@@ -4,7 +4,8 @@ use anyhow::{Context, bail};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 use zsfc_controller::Controller;
-use zsfc_controller::client::Client;
+use zsfc_controller::client::{Client, Identity};
+use zsfc_controller::token::{TokenKey, TokenRef};
 
 #[derive(Debug, clap::Args)]
 pub(crate) struct ControllerArgs {
@@ -159,19 +160,95 @@ fn with_role<T: Send>(
         std::fs::read_to_string(&p).with_context(|| format!("reading {} (is lab {lab:?} up?)", p.display()))
     };
     let name = role.name();
-    let (ca, cert, key) =
-        (read(pki.join("ca.pem"))?, read(pki.join(format!("{name}.pem")))?, read(pki.join(format!("{name}.key")))?);
-    let key = zeroize::Zeroizing::new(key);
+    let (ca, cert) = (read(pki.join("ca.pem"))?, read(pki.join(format!("{name}.pem")))?);
+    // A role moved to a hardware token (`zsfc role-key`) signs there; the others have key files.
+    let token_file = pki.join(format!("{name}.token"));
+    let credential = if token_file.exists() {
+        let r: TokenRef =
+            toml::from_str(&read(token_file.clone())?).with_context(|| token_file.display().to_string())?;
+        let pin = zsfc_controller::token::pin_from_env()?;
+        Credential::Token(TokenKey::open(&r, &pin).with_context(|| format!("the {name} key"))?)
+    } else {
+        Credential::File(zeroize::Zeroizing::new(read(pki.join(format!("{name}.key")))?))
+    };
     let ns = format!("zsfc-{lab}-ctl");
     std::thread::scope(|s| {
         s.spawn(|| {
             enter_ns(&ns)?;
-            let c = Client::new(zsfc_config::CONTROLLER_ADDRESS, "controller", &ca, Some((&cert, &key)))?;
+            let identity = match &credential {
+                Credential::File(key) => Identity::Pem { cert: &cert, key },
+                Credential::Token(key) => Identity::Token { cert: &cert, key },
+            };
+            let c = Client::with_identity(zsfc_config::CONTROLLER_ADDRESS, "controller", &ca, identity)?;
             f(&c)
         })
         .join()
         .unwrap_or_else(|_| Err(anyhow::anyhow!("the operator thread panicked")))
     })
+}
+
+enum Credential {
+    File(zeroize::Zeroizing<String>),
+    Token(std::sync::Arc<TokenKey>),
+}
+
+#[derive(Debug, clap::Args)]
+pub(crate) struct RoleKeyArgs {
+    /// Whose credentials ask for the binding (`--as`, default operator: only it may).
+    #[command(flatten)]
+    lab: LabArgs,
+    /// The role to move onto the token.
+    #[arg(value_name = "ROLE", value_parser = role)]
+    target: zsfc_controller::Role,
+    /// The token's PKCS#11 module (a shared library; SoftHSM: /usr/lib/softhsm/libsofthsm2.so).
+    #[arg(long)]
+    pkcs11: PathBuf,
+    /// The token's label.
+    #[arg(long)]
+    token: String,
+    /// The new key's label on the token [default: zsfc-ROLE].
+    #[arg(long)]
+    key: Option<String>,
+}
+
+/// `zsfc role-key`: generates a key pair for a role on a PKCS#11 token (the private key cannot
+/// leave it), has the controller bind the role to it and certify it, and replaces the role's
+/// key file by a note of where the key is. From then on the controller accepts the role only
+/// from that key, and every command `--as` the role signs on the token (PIN in
+/// `ZSFC_PKCS11_PIN`).
+pub(crate) fn role_key(a: &RoleKeyArgs) -> anyhow::Result<bool> {
+    let name = a.target.name();
+    let r = TokenRef {
+        module: a.pkcs11.clone(),
+        token: a.token.clone(),
+        key: a.key.clone().unwrap_or_else(|| format!("zsfc-{name}")),
+    };
+    let key = TokenKey::generate(&r, &zsfc_controller::token::pin_from_env()?)?;
+    let csr = key.csr(name)?;
+    let body = serde_json::json!({"zsfc:input": {"role": name, "csr": csr}});
+    let v = match a.lab.with_role(|c| call(c, "POST", "/restconf/operations/zsfc:bind-role", Some(body))) {
+        Ok(v) => v,
+        Err(e) => {
+            // Not bound: the new key serves nothing; leave the token as it was.
+            key.destroy();
+            return Err(e);
+        }
+    };
+    let cert = v["zsfc:output"]["certificate"].as_str().context("the controller answered without a certificate")?;
+    let pki = a.lab.state_dir.join(&a.lab.name).join("pki");
+    std::fs::write(pki.join(format!("{name}.pem")), cert)?;
+    std::fs::write(pki.join(format!("{name}.token")), toml::to_string(&r)?)?;
+    let old = pki.join(format!("{name}.key"));
+    if old.exists() {
+        // Useless now (the controller refuses it for this role), and a key: gone.
+        std::fs::remove_file(&old).with_context(|| format!("removing {}", old.display()))?;
+    }
+    println!(
+        "{name}: bound to key {:?} on token {:?} (generated there; sensitive, never extractable); the controller \
+         refuses the role's other keys, and `--as {name}` signs on the token",
+        r.key, r.token
+    );
+    Ok(true)
 }
 
 /// Waits until every node acknowledged the controller's latest state.

@@ -53,6 +53,9 @@ enum Command {
     Chain(control::ChainArgs),
     /// Replace the gateway policy of a running lab.
     Policy(control::PolicyArgs),
+    /// Move an administrative role of a running lab onto a key generated on a PKCS#11 hardware
+    /// token (PIN in ZSFC_PKCS11_PIN); the controller then refuses the role's other keys.
+    RoleKey(control::RoleKeyArgs),
     /// Send a paced, numbered UDP stream between two namespaces and count what arrived.
     Traffic(traffic::TrafficArgs),
     /// Attack a link of a running domain (capture, then replay, forge, strip or flood) to see
@@ -83,6 +86,7 @@ fn main() -> std::process::ExitCode {
         Command::Rekey(a) => control::rekey(&a),
         Command::Chain(a) => control::chain(&a),
         Command::Policy(a) => control::policy(&a),
+        Command::RoleKey(a) => control::role_key(&a),
         Command::Audit(c) => control::audit(&c),
         Command::Traffic(a) => traffic::run(&a),
         Command::Attack(a) => attack::run(&a),
@@ -94,5 +98,16 @@ fn main() -> std::process::ExitCode {
             eprintln!("zsfc: {e:#}");
             std::process::ExitCode::from(2)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    /// clap's own checks of every subcommand's arguments (unique names, valid defaults), which
+    /// otherwise run only when that subcommand is first parsed.
+    #[test]
+    fn the_command_line_is_well_formed() {
+        use clap::CommandFactory;
+        super::Cli::command().debug_assert();
     }
 }

@@ -330,3 +330,98 @@ fn control_traffic_stays_on_the_control_segment() {
     assert!(!ping.success(), "the controller reached the domain segment");
     lab.down();
 }
+
+/// SoftHSM's PKCS#11 module (Debian's `softhsm2`, installed by ./test.sh): a real PKCS#11
+/// implementation, the same interface a smart card or an HSM offers.
+fn softhsm_module() -> std::path::PathBuf {
+    ["/usr/lib/softhsm/libsofthsm2.so", "/usr/lib/x86_64-linux-gnu/softhsm/libsofthsm2.so"]
+        .iter()
+        .map(std::path::PathBuf::from)
+        .find(|p| p.exists())
+        .expect("SoftHSM's PKCS#11 module (apt-get install softhsm2; ./test.sh does)")
+}
+
+/// Seed 004 REQ8, hardware tokens: `zsfc role-key` moves a role onto a key generated on a
+/// PKCS#11 token; the controller then accepts the role only from that key. The role's old
+/// certificate and key file (copied away first, as a thief would) are refused and audited; the
+/// role acts through the token with its PIN only; only the full operator may bind.
+#[test]
+fn an_administrative_role_moved_to_a_hardware_token_acts_only_from_it() {
+    usable();
+    let mut lab = LabRun::new("quickstart", "h");
+    let dir = lab.state.parent().unwrap().to_path_buf();
+    // A token of this test alone, in its own directory.
+    std::fs::create_dir_all(dir.join("tokens")).unwrap();
+    let conf = dir.join("softhsm2.conf");
+    std::fs::write(
+        &conf,
+        format!("directories.tokendir = {}\nobjectstore.backend = file\n", dir.join("tokens").display()),
+    )
+    .unwrap();
+    let token = format!("zsfc-{}", lab.name);
+    let init = Command::new("softhsm2-util")
+        .args(["--init-token", "--free", "--label", &token, "--pin", "4321", "--so-pin", "87654321"])
+        .env("SOFTHSM2_CONF", &conf)
+        .output()
+        .unwrap();
+    assert!(init.status.success(), "softhsm2-util: {}", String::from_utf8_lossy(&init.stderr));
+    lab.up();
+    let module = softhsm_module();
+    let state = lab.state.to_str().unwrap().to_owned();
+    let zsfc = |args: &[&str], pin: Option<&str>| {
+        let mut c = Command::new(BIN);
+        c.args(args).args(["--state-dir", &state]).env("SOFTHSM2_CONF", &conf).env_remove("ZSFC_PKCS11_PIN");
+        if let Some(p) = pin {
+            c.env("ZSFC_PKCS11_PIN", p);
+        }
+        let out = c.stdin(Stdio::null()).output().unwrap();
+        let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        (out.status.success(), text)
+    };
+    let bind = |role: &str, caller: &str| {
+        let m = module.to_str().unwrap();
+        zsfc(&["role-key", &lab.name, role, "--as", caller, "--pkcs11", m, "--token", &token], Some("4321"))
+    };
+    // The role's credentials as they were: what a thief of the key file would hold.
+    let (old_cert, old_key) = (dir.join("old.pem"), dir.join("old.key"));
+    std::fs::copy(lab.state_file("pki/operator-keys.pem"), &old_cert).unwrap();
+    std::fs::copy(lab.state_file("pki/operator-keys.key"), &old_key).unwrap();
+    let rekey_with_old = || {
+        let (c, k) = (old_cert.to_str().unwrap(), old_key.to_str().unwrap());
+        curl(&lab, &["-X", "POST", "--cert", c, "--key", k], "/restconf/operations/zsfc:rekey")
+    };
+    assert_eq!(rekey_with_old(), 200, "before the binding the file key acts as the role");
+
+    // Only the full operator binds roles; a refused binding leaves no key on the token.
+    let (ok, text) = bind("auditor", "operator-keys");
+    assert!(!ok && text.contains("\"operator-keys\" may not bind a role to a key"), "{text}");
+    let (ok, text) = bind("operator-keys", "operator");
+    assert!(ok, "{text}");
+    assert!(text.contains("never extractable"), "{text}");
+    assert!(!lab.state_file("pki/operator-keys.key").exists(), "the key file is gone");
+    // The label of the key the refused binding made is free again: it was removed.
+    let (ok, text) = bind("auditor", "operator");
+    assert!(ok, "{text}");
+
+    // The role acts from the token, with its PIN only.
+    let (ok, text) = zsfc(&["rekey", &lab.name, "--as", "operator-keys"], Some("4321"));
+    assert!(ok && text.contains("rekeyed"), "{text}");
+    let (ok, text) = zsfc(&["rekey", &lab.name, "--as", "operator-keys"], None);
+    assert!(!ok && text.contains("ZSFC_PKCS11_PIN"), "{text}");
+    let (ok, text) = zsfc(&["rekey", &lab.name, "--as", "operator-keys"], Some("1111"));
+    assert!(!ok && text.contains("wrong PIN"), "{text}");
+    // The stolen file key: refused, though its certificate is still valid.
+    assert_eq!(rekey_with_old(), 403);
+    // The roles left on files are unchanged.
+    assert!(lab.zsfc(&["chain", &lab.name, "--as", "operator-chains", "web-via-dpi", "dpi"]).status.success());
+
+    let op = (lab.state_file("pki/operator.pem"), lab.state_file("pki/operator.key"));
+    let (c, k) = (op.0.to_str().unwrap(), op.1.to_str().unwrap());
+    assert_eq!(curl(&lab, &["--cert", c, "--key", k], "/restconf/data/zsfc:domain"), 200);
+    let rows = audit_rows(&lab.state_file("controller.db"));
+    assert!(rows.contains("|role-key|operator-keys|role bound to key"), "{rows}");
+    assert!(rows.contains("|role-key|auditor|role bound to key"), "{rows}");
+    assert_eq!(rows.matches("the role is bound to another key").count(), 1, "{rows}");
+    assert_eq!(rows.matches("bind a role to a key from").count(), 1, "{rows}");
+    lab.down();
+}

@@ -21,6 +21,8 @@ pub enum Kind {
     Policy,
     Notification,
     Start,
+    /// An administrative role bound to a key on a hardware token.
+    RoleKey,
 }
 
 impl Kind {
@@ -33,6 +35,7 @@ impl Kind {
             Self::Policy => "policy",
             Self::Notification => "notification",
             Self::Start => "start",
+            Self::RoleKey => "role-key",
         }
     }
 }

@@ -37,10 +37,29 @@ impl Reply {
     }
 }
 
+/// Who the caller is: nobody (enrolment), a certificate with its key in PEM, or a certificate
+/// whose key is on a hardware token.
+#[derive(Debug, Clone, Copy)]
+pub enum Identity<'a> {
+    Anonymous,
+    Pem { cert: &'a str, key: &'a str },
+    Token { cert: &'a str, key: &'a Arc<crate::token::TokenKey> },
+}
+
 impl Client {
     /// `identity`: PEM certificate and key of the caller (`None`: no client certificate, as at
     /// enrolment).
     pub fn new(address: &str, server_name: &str, ca_pem: &str, identity: Option<(&str, &str)>) -> anyhow::Result<Self> {
+        let identity = identity.map_or(Identity::Anonymous, |(cert, key)| Identity::Pem { cert, key });
+        Self::with_identity(address, server_name, ca_pem, identity)
+    }
+
+    pub fn with_identity(
+        address: &str,
+        server_name: &str,
+        ca_pem: &str,
+        identity: Identity<'_>,
+    ) -> anyhow::Result<Self> {
         let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
         let mut roots = rustls::RootCertStore::empty();
         for c in rustls_pki_types::CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {
@@ -50,12 +69,13 @@ impl Client {
             .with_protocol_versions(&[&rustls::version::TLS13])?
             .with_root_certificates(roots);
         let cfg = match identity {
-            None => b.with_no_client_auth(),
-            Some((cert, key)) => {
+            Identity::Anonymous => b.with_no_client_auth(),
+            Identity::Pem { cert, key } => {
                 let chain =
                     rustls_pki_types::CertificateDer::pem_slice_iter(cert.as_bytes()).collect::<Result<_, _>>()?;
                 b.with_client_auth_cert(chain, rustls_pki_types::PrivateKeyDer::from_pem_slice(key.as_bytes())?)?
             }
+            Identity::Token { cert, key } => b.with_client_cert_resolver(crate::token::resolver(cert, key.clone())?),
         };
         Ok(Self {
             address: address.to_owned(),

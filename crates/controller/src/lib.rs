@@ -16,6 +16,7 @@ pub mod rollout;
 pub mod sealed;
 mod server;
 mod store;
+pub mod token;
 
 pub use server::{API_ROUTES, OPENAPI, serve};
 pub use store::{Controller, DomainSpec, RekeySettings, StartError};
@@ -51,6 +52,8 @@ pub enum Admin {
     ChangeChain,
     /// Acts for a node (acknowledges its state): the node itself, or the full operator.
     ActForNode,
+    /// Binds a role to a key on a hardware token: the full operator only.
+    BindRole,
 }
 
 impl Role {

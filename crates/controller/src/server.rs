@@ -34,6 +34,7 @@ pub const API_ROUTES: &[(&str, &str)] = &[
     ("put", "/restconf/data/zsfc:domain/chain={name}"),
     ("put", "/restconf/data/zsfc:domain/grants"),
     ("post", "/restconf/operations/zsfc:rekey"),
+    ("post", "/restconf/operations/zsfc:bind-role"),
     ("get", "/openapi.json"),
 ];
 
@@ -41,10 +42,12 @@ pub const API_ROUTES: &[(&str, &str)] = &[
 const POLL_WAIT: Duration = Duration::from_secs(20);
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// Who is calling: the certificate's CN (`None`: no client certificate) and the address.
+/// Who is calling: the certificate's CN (`None`: no client certificate), the SHA-256 of its
+/// public key and the address.
 #[derive(Debug, Clone)]
 struct Peer {
     identity: Option<String>,
+    key: Option<Vec<u8>>,
     addr: SocketAddr,
 }
 
@@ -80,13 +83,25 @@ fn refuse_unauthenticated(ctl: &Controller, peer: &Peer, what: &str) -> Refusal 
 }
 
 /// The caller must be `node` itself or hold an administrative role that may do `admin`
-/// ([`crate::Role::may`]).
+/// ([`crate::Role::may`]); a role bound to a key on a hardware token acts only with that key.
 fn require(ctl: &Controller, peer: &Peer, node: Option<&str>, admin: Admin, what: &str) -> Result<String, Refusal> {
     let Some(id) = &peer.identity else { return Err(refuse_unauthenticated(ctl, peer, what)) };
-    let allowed = node.is_some_and(|n| n == id) || crate::Role::of(id).is_some_and(|r| r.may(admin));
+    let role = crate::Role::of(id);
+    let allowed = node.is_some_and(|n| n == id) || role.is_some_and(|r| r.may(admin));
     if !allowed {
         ctl.audit(Kind::Refused, id, &format!("{what} from {}: not allowed for this identity", peer.addr));
         return Err(Refusal::new(403, "access-denied", format!("{id:?} may not {what}")));
+    }
+    if let Some(r) = role
+        && let Some(bound) = ctl.role_key(r)?
+        && peer.key.as_ref() != Some(&bound)
+    {
+        ctl.audit(Kind::Refused, id, &format!("{what} from {}: the role is bound to another key", peer.addr));
+        return Err(Refusal::new(
+            403,
+            "access-denied",
+            format!("{id:?} acts only with the key on its hardware token; this certificate's key is not it"),
+        ));
     }
     Ok(id.clone())
 }
@@ -292,6 +307,25 @@ async fn rekey(State(ctl): Ctl, Extension(peer): Extension<Peer>) -> Response {
     }
 }
 
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BindInput {
+    role: String,
+    csr: String,
+}
+
+async fn bind_role(State(ctl): Ctl, Extension(peer): Extension<Peer>, body: Bytes) -> Response {
+    let r = (|| {
+        let who = require(&ctl, &peer, None, Admin::BindRole, "bind a role to a key")?;
+        let i: BindInput = input(&body, "zsfc:input")?;
+        let role = crate::Role::of(&i.role)
+            .ok_or_else(|| Refusal::new(400, "invalid-value", format!("{:?} is not an administrative role", i.role)))?;
+        let cert = ctl.bind_role(role, &i.csr, &who)?;
+        Ok(serde_json::json!({"zsfc:output": {"certificate": cert}}))
+    })();
+    r.map_or_else(|e: Refusal| error(&e), ok)
+}
+
 async fn openapi() -> Response {
     ([(header::CONTENT_TYPE, "application/json")], OPENAPI).into_response()
 }
@@ -315,6 +349,7 @@ fn router(ctl: Arc<Controller>) -> Router {
             (_, "/restconf/data/zsfc:domain/chain={name}") => put(chain),
             (_, "/restconf/data/zsfc:domain/grants") => put(grants),
             (_, "/restconf/operations/zsfc:rekey") => post(rekey),
+            (_, "/restconf/operations/zsfc:bind-role") => post(bind_role),
             (_, "/openapi.json") => get(openapi),
             _ => unreachable!("every route in API_ROUTES has a handler"),
         };
@@ -395,8 +430,10 @@ pub async fn serve(ctl: Arc<Controller>, listener: tokio::net::TcpListener, serv
                 Ok(Err(e)) => return ctl.audit(Kind::Refused, &addr.to_string(), &format!("TLS handshake: {e}")),
                 Err(_) => return ctl.audit(Kind::Refused, &addr.to_string(), "TLS handshake timed out"),
             };
-            let identity = stream.get_ref().1.peer_certificates().and_then(|c| c.first()).and_then(common_name);
-            let svc = app.layer(Extension(Peer { identity, addr }));
+            let cert = stream.get_ref().1.peer_certificates().and_then(|c| c.first());
+            let identity = cert.and_then(common_name);
+            let key = cert.and_then(|c| crate::store::spki_sha256(c));
+            let svc = app.layer(Extension(Peer { identity, key, addr }));
             let svc = hyper_util::service::TowerToHyperService::new(svc);
             let _ = hyper::server::conn::http1::Builder::new()
                 .serve_connection(hyper_util::rt::TokioIo::new(stream), svc)

@@ -55,6 +55,8 @@ CREATE TABLE IF NOT EXISTS ca (id INTEGER PRIMARY KEY CHECK (id = 1), cert TEXT 
 CREATE TABLE IF NOT EXISTS nodes (name TEXT PRIMARY KEY, token_hash BLOB, enrolled_at INTEGER, boot TEXT, state TEXT);
 CREATE TABLE IF NOT EXISTS sas (spi INTEGER PRIMARY KEY, name TEXT NOT NULL, from_node TEXT, to_node TEXT,
     created_at INTEGER NOT NULL, retired_at INTEGER);
+CREATE TABLE IF NOT EXISTS role_keys (role TEXT PRIMARY KEY, spki_sha256 BLOB NOT NULL, bound_at INTEGER NOT NULL,
+    bound_by TEXT NOT NULL);
 ";
 
 /// The first SPI a domain hands out; below are RFC 4303's reserved values and room.
@@ -141,6 +143,12 @@ impl core::fmt::Debug for Controller {
 
 fn sha256(b: &[u8]) -> Vec<u8> {
     aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, b).as_ref().to_vec()
+}
+
+/// SHA-256 of a certificate's SubjectPublicKeyInfo: what names the key a role is bound to.
+pub(crate) fn spki_sha256(cert_der: &[u8]) -> Option<Vec<u8>> {
+    let (_, c) = x509_parser::parse_x509_certificate(cert_der).ok()?;
+    Some(sha256(c.public_key().raw))
 }
 
 fn empty_state(version: u64) -> NodeState {
@@ -306,6 +314,42 @@ impl Controller {
         audit::append(&tx, Kind::Enrol, node, &format!("enrolled from {peer}; token consumed")).map_err(internal)?;
         tx.commit().map_err(internal)?;
         Ok(cert)
+    }
+
+    /// Binds administrative role `role` to the key of `csr` (made on a hardware token): the
+    /// answer is a certificate for the role and that key, and from now on only certificates of
+    /// that key act as the role — the role's earlier certificates, whose keys were files, are
+    /// refused. Binding again moves the role to another key.
+    pub fn bind_role(&self, role: crate::Role, csr: &str, who: &str) -> Result<String, Refusal> {
+        let cert =
+            self.ca.sign_csr(csr, role.name()).map_err(|e| Refusal::new(400, "invalid-value", format!("csr: {e}")))?;
+        let der = rustls_pki_types::pem::PemObject::from_pem_slice(cert.as_bytes())
+            .map(|c: rustls_pki_types::CertificateDer<'static>| c)
+            .map_err(internal)?;
+        let key = spki_sha256(&der)
+            .ok_or_else(|| Refusal::new(500, "operation-failed", "issued an unreadable certificate"))?;
+        let mut db = self.db();
+        let tx = db.transaction().map_err(internal)?;
+        tx.execute(
+            "INSERT OR REPLACE INTO role_keys (role, spki_sha256, bound_at, bound_by) VALUES (?1, ?2, ?3, ?4)",
+            params![role.name(), key, audit::unix_ms(), who],
+        )
+        .map_err(internal)?;
+        let detail = format!(
+            "role bound to key {} (SHA-256 of its public key); its other keys are refused",
+            hex::encode(&key[..8])
+        );
+        audit::append(&tx, Kind::RoleKey, role.name(), &detail).map_err(internal)?;
+        tx.commit().map_err(internal)?;
+        Ok(cert)
+    }
+
+    /// The SHA-256 of the public key `role` is bound to, if it is.
+    pub fn role_key(&self, role: crate::Role) -> Result<Option<Vec<u8>>, Refusal> {
+        self.db()
+            .query_row("SELECT spki_sha256 FROM role_keys WHERE role = ?1", [role.name()], |r| r.get(0))
+            .optional()
+            .map_err(internal)
     }
 
     /// Whether `node` belongs to the domain.
@@ -632,10 +676,14 @@ impl Controller {
         }
         let chains: Vec<_> =
             st.domain.topology.chains.iter().map(|c| serde_json::json!({"name": c.name, "sfs": c.sfs})).collect();
+        let bound: Vec<String> = db
+            .prepare("SELECT role FROM role_keys ORDER BY role")
+            .and_then(|mut q| q.query_map([], |r| r.get(0))?.collect())
+            .unwrap_or_default();
         serde_json::json!({"zsfc:domain": {
             "name": st.domain.name, "version": st.version, "rollouts": self.rollouts.load(Ordering::Relaxed),
             "converged": converged, "nodes": nodes, "chains": chains, "grants": st.domain.grants,
-            "next-spi": st.next_spi,
+            "next-spi": st.next_spi, "roles-on-tokens": bound,
         }})
     }
 

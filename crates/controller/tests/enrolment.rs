@@ -231,3 +231,62 @@ async fn each_administrative_role_may_do_its_own_part_only() {
     let e = Controller::init(&r.db.with_file_name("d.db"), &taken).unwrap_err().to_string();
     assert!(e.contains("administrative role"), "{e}");
 }
+
+/// A role bound to a key (`zsfc:bind-role`, what `zsfc role-key` asks for with a key made on a
+/// hardware token) acts only with that key: the role's earlier certificate is refused, the new
+/// one accepted; only the full operator binds, and a bad request is refused precisely.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_role_bound_to_a_key_acts_only_with_that_key() {
+    let mut d = domain();
+    d.rekey = zsfc_controller::RekeySettings { period_s: 0, grace_ms: 0, ack_timeout_ms: 50 };
+    let (r, ca) = start_with(d).await;
+    let client = |cert: &str, key: &str| Client::new(&r.addr, "controller", &r.ca, Some((cert, key))).unwrap();
+    let (op_cert, op_key) = ca.issue("operator", false, &[], &[]).unwrap();
+    let operator = client(&op_cert, &op_key);
+    let (old_cert, old_key) = ca.issue("operator-keys", false, &[], &[]).unwrap();
+    let old = client(&old_cert, &old_key);
+    let rekey = |c: Client| async move {
+        c.request("POST", "/restconf/operations/zsfc:rekey", None, Duration::from_secs(30)).await.unwrap().status
+    };
+    assert_eq!(rekey(old.clone()).await, 200);
+
+    // The new key: here a key pair in memory; `zsfc role-key` makes it on a token, which the
+    // controller cannot tell (it binds whatever key signed the request).
+    let (csr, new_key) = zsfc_controller::pki::new_csr("anything").unwrap();
+    let bind = |c: &Client, role: &str, csr: &str| {
+        let body = serde_json::json!({"zsfc:input": {"role": role, "csr": csr}}).to_string().into_bytes();
+        let c = c.clone();
+        async move { c.request("POST", "/restconf/operations/zsfc:bind-role", Some(body), T).await.unwrap() }
+    };
+    let refused = bind(&old, "operator-keys", &csr).await;
+    assert_eq!(refused.status, 403, "only the full operator binds");
+    assert_eq!(bind(&operator, "root", &csr).await.status, 400);
+    assert_eq!(bind(&operator, "auditor", "not a csr").await.status, 400);
+    let bound = bind(&operator, "operator-keys", &csr).await;
+    assert_eq!(bound.status, 200, "{}", bound.message());
+    let v: serde_json::Value = serde_json::from_slice(&bound.body).unwrap();
+    let new_cert = v["zsfc:output"]["certificate"].as_str().unwrap().to_owned();
+
+    let refused = old.request("POST", "/restconf/operations/zsfc:rekey", None, T).await.unwrap();
+    assert_eq!(refused.status, 403);
+    assert!(refused.message().contains("hardware token"), "{}", refused.message());
+    // Reading is refused too: the old key no longer speaks for the role at all.
+    let read = old.request("GET", "/restconf/data/zsfc:domain", None, T).await.unwrap();
+    assert_eq!(read.status, 403);
+    assert_eq!(rekey(client(&new_cert, &new_key)).await, 200, "the bound key acts as the role");
+    let status = operator.request("GET", "/restconf/data/zsfc:domain", None, T).await.unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&status.body).unwrap();
+    assert_eq!(v["zsfc:domain"]["roles-on-tokens"], serde_json::json!(["operator-keys"]));
+    // Other roles keep their files.
+    let (aud_cert, aud_key) = ca.issue("auditor", false, &[], &[]).unwrap();
+    let aud = client(&aud_cert, &aud_key);
+    assert_eq!(aud.request("GET", "/restconf/data/zsfc:domain", None, T).await.unwrap().status, 200);
+
+    let audit = zsfc_controller::audit::open_read_only(&r.db).unwrap();
+    let count = |like: &str| -> i64 {
+        audit.query_row("SELECT count(*) FROM audit WHERE detail LIKE ?1", [like], |r| r.get(0)).unwrap()
+    };
+    assert_eq!(count("%bound to another key%"), 2, "the old key's rekey and read");
+    assert_eq!(count("bind a role to a key from%not allowed%"), 1);
+    assert_eq!(count("role bound to key%"), 1);
+}
