@@ -54,6 +54,10 @@ pub(crate) struct InitArgs {
     /// Rekey the whole domain this often (0: at soft lifetime and on request only).
     #[arg(long, default_value_t = 0)]
     rekey_period_s: u64,
+    /// How long each step of a rollout waits for a node's acknowledgement before it goes on
+    /// without it (a node that is down must not hold the others' keys back).
+    #[arg(long, default_value_t = zsfc_controller::RekeySettings::default().ack_timeout_ms)]
+    ack_timeout_ms: u64,
     /// The database to create.
     #[arg(long)]
     db: PathBuf,
@@ -90,7 +94,11 @@ pub(crate) fn init(a: &InitArgs) -> anyhow::Result<bool> {
         topology,
         gateway_node: a.gateway_node.clone(),
         grants: parse_grants(&a.grants)?,
-        rekey: zsfc_controller::RekeySettings { period_s: a.rekey_period_s, ..Default::default() },
+        rekey: zsfc_controller::RekeySettings {
+            period_s: a.rekey_period_s,
+            ack_timeout_ms: a.ack_timeout_ms,
+            ..Default::default()
+        },
         api: Default::default(),
     };
     let (init, ca) = Controller::init(&a.db, &spec).with_context(|| format!("creating {}", a.db.display()))?;
@@ -111,10 +119,11 @@ pub(crate) fn init(a: &InitArgs) -> anyhow::Result<bool> {
     Ok(true)
 }
 
-/// The lab's controller as the operator reaches it.
+/// The controller as the operator reaches it: a lab's (by its name), or any controller with
+/// `--controller ADDRESS --creds DIR` (what `controller-init --out` wrote).
 #[derive(Debug, clap::Args)]
 pub(crate) struct LabArgs {
-    /// The lab's name.
+    /// The lab's name (with `--controller`: the domain's name, checked against the controller's).
     name: String,
     #[arg(long, default_value = "/run/zsfc")]
     state_dir: PathBuf,
@@ -122,6 +131,15 @@ pub(crate) struct LabArgs {
     /// operator-policy, operator-chains or auditor (each limited to its part).
     #[arg(long = "as", default_value = zsfc_controller::OPERATOR, value_parser = role)]
     role: zsfc_controller::Role,
+    /// A controller outside any lab: its API address (HOST:PORT).
+    #[arg(long, requires = "creds")]
+    controller: Option<String>,
+    /// With `--controller`: the directory with ca.pem and the role's credentials.
+    #[arg(long, requires = "controller")]
+    creds: Option<PathBuf>,
+    /// With `--controller`: the name in the controller's certificate.
+    #[arg(long, default_value = "controller")]
+    server_name: String,
 }
 
 fn role(s: &str) -> Result<zsfc_controller::Role, String> {
@@ -131,9 +149,46 @@ fn role(s: &str) -> Result<zsfc_controller::Role, String> {
     })
 }
 
+/// Where a controller is and where the credentials to reach it are.
+struct Access {
+    address: String,
+    server_name: String,
+    /// ca.pem and ROLE.pem with ROLE.key or ROLE.token.
+    creds: PathBuf,
+    /// The lab's controller namespace, which the calling thread joins.
+    netns: Option<String>,
+    /// A domain name the controller must have (outside labs: a wrong `--controller` is caught).
+    domain: Option<String>,
+}
+
+impl Access {
+    fn lab(dir: &Path, lab: &str) -> Self {
+        Self {
+            address: zsfc_config::CONTROLLER_ADDRESS.to_owned(),
+            server_name: "controller".to_owned(),
+            creds: dir.join("pki"),
+            netns: Some(format!("zsfc-{lab}-ctl")),
+            domain: None,
+        }
+    }
+}
+
 impl LabArgs {
+    fn access(&self) -> Access {
+        match (&self.controller, &self.creds) {
+            (Some(address), Some(creds)) => Access {
+                address: address.clone(),
+                server_name: self.server_name.clone(),
+                creds: creds.clone(),
+                netns: None,
+                domain: Some(self.name.clone()),
+            },
+            _ => Access::lab(&self.state_dir.join(&self.name), &self.name),
+        }
+    }
+
     fn with_role<T: Send>(&self, f: impl FnOnce(&Client) -> anyhow::Result<T> + Send) -> anyhow::Result<T> {
-        with_role(&self.state_dir.join(&self.name), &self.name, self.role, f)
+        with_role(&self.access(), self.role, f)
     }
 }
 
@@ -145,41 +200,49 @@ pub(crate) fn with_operator<T: Send>(
     lab: &str,
     f: impl FnOnce(&Client) -> anyhow::Result<T> + Send,
 ) -> anyhow::Result<T> {
-    with_role(dir, lab, zsfc_controller::Role::Operator, f)
+    with_role(&Access::lab(dir, lab), zsfc_controller::Role::Operator, f)
 }
 
-/// [`with_operator`] with the credentials of `role`.
+/// Runs `f` with a client holding the credentials of `role`: a key file, or a key on a hardware
+/// token where `zsfc role-key` moved the role (`ROLE.token` says where; PIN in
+/// `ZSFC_PKCS11_PIN`).
 fn with_role<T: Send>(
-    dir: &Path,
-    lab: &str,
+    at: &Access,
     role: zsfc_controller::Role,
     f: impl FnOnce(&Client) -> anyhow::Result<T> + Send,
 ) -> anyhow::Result<T> {
-    let pki = dir.join("pki");
     let read = |p: PathBuf| {
-        std::fs::read_to_string(&p).with_context(|| format!("reading {} (is lab {lab:?} up?)", p.display()))
+        let hint = if at.netns.is_some() { " (is the lab up?)" } else { "" };
+        std::fs::read_to_string(&p).with_context(|| format!("reading {}{hint}", p.display()))
     };
     let name = role.name();
-    let (ca, cert) = (read(pki.join("ca.pem"))?, read(pki.join(format!("{name}.pem")))?);
-    // A role moved to a hardware token (`zsfc role-key`) signs there; the others have key files.
-    let token_file = pki.join(format!("{name}.token"));
+    let (ca, cert) = (read(at.creds.join("ca.pem"))?, read(at.creds.join(format!("{name}.pem")))?);
+    let token_file = at.creds.join(format!("{name}.token"));
     let credential = if token_file.exists() {
         let r: TokenRef =
             toml::from_str(&read(token_file.clone())?).with_context(|| token_file.display().to_string())?;
         let pin = zsfc_controller::token::pin_from_env()?;
         Credential::Token(TokenKey::open(&r, &pin).with_context(|| format!("the {name} key"))?)
     } else {
-        Credential::File(zeroize::Zeroizing::new(read(pki.join(format!("{name}.key")))?))
+        Credential::File(zeroize::Zeroizing::new(read(at.creds.join(format!("{name}.key")))?))
     };
-    let ns = format!("zsfc-{lab}-ctl");
     std::thread::scope(|s| {
         s.spawn(|| {
-            enter_ns(&ns)?;
+            if let Some(ns) = &at.netns {
+                enter_ns(ns)?;
+            }
             let identity = match &credential {
                 Credential::File(key) => Identity::Pem { cert: &cert, key },
                 Credential::Token(key) => Identity::Token { cert: &cert, key },
             };
-            let c = Client::with_identity(zsfc_config::CONTROLLER_ADDRESS, "controller", &ca, identity)?;
+            let c = Client::with_identity(&at.address, &at.server_name, &ca, identity)?;
+            if let Some(want) = &at.domain {
+                let v = call(&c, "GET", "/restconf/data/zsfc:domain", None)?;
+                let have = v["zsfc:domain"]["name"].as_str().unwrap_or_default();
+                if have != want {
+                    bail!("the controller at {} runs domain {have:?}, not {want:?}", at.address);
+                }
+            }
             f(&c)
         })
         .join()
@@ -235,7 +298,7 @@ pub(crate) fn role_key(a: &RoleKeyArgs) -> anyhow::Result<bool> {
         }
     };
     let cert = v["zsfc:output"]["certificate"].as_str().context("the controller answered without a certificate")?;
-    let pki = a.lab.state_dir.join(&a.lab.name).join("pki");
+    let pki = a.lab.access().creds;
     std::fs::write(pki.join(format!("{name}.pem")), cert)?;
     std::fs::write(pki.join(format!("{name}.token")), toml::to_string(&r)?)?;
     let old = pki.join(format!("{name}.key"));

@@ -425,3 +425,106 @@ fn an_administrative_role_moved_to_a_hardware_token_acts_only_from_it() {
     assert_eq!(rows.matches("bind a role to a key from").count(), 1, "{rows}");
     lab.down();
 }
+
+/// Operator commands against a controller outside any lab (`--controller ADDRESS --creds DIR`,
+/// the credentials `controller-init` wrote), here in a network namespace of this test: the
+/// domain's name is checked against the controller's, and a role moved to a hardware token
+/// signs there as it does in labs.
+#[test]
+fn operator_commands_reach_a_controller_outside_labs() {
+    usable();
+    let ns = format!("zsfc-t{}-host", std::process::id() % 100_000);
+    // Removed on drop, also when an assertion fails.
+    struct Netns(String, std::path::PathBuf);
+    impl Drop for Netns {
+        fn drop(&mut self) {
+            let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
+            let _ = std::fs::remove_dir_all(&self.1);
+        }
+    }
+    struct Dir(std::path::PathBuf);
+    impl Dir {
+        fn path(&self) -> &std::path::Path {
+            &self.0
+        }
+    }
+    let dir = Dir(std::env::temp_dir().join(&ns));
+    std::fs::create_dir_all(dir.path()).unwrap();
+    assert!(Command::new("ip").args(["netns", "add", &ns]).status().unwrap().success());
+    let _ns = Netns(ns.clone(), dir.path().to_path_buf());
+    assert!(Command::new("ip").args(["-n", &ns, "link", "set", "lo", "up"]).status().unwrap().success());
+    let topology = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/inmemory-topology.toml");
+    let (db, creds) = (dir.path().join("c.db"), dir.path().join("creds"));
+    let init = Command::new(BIN)
+        .args(["controller-init", "--name", "example", "--ack-timeout-ms", "100", "--topology"])
+        .arg(&topology)
+        .arg("--db")
+        .arg(&db)
+        .arg("--out")
+        .arg(&creds)
+        .output()
+        .unwrap();
+    assert!(init.status.success(), "{}", String::from_utf8_lossy(&init.stderr));
+    struct Kill(std::process::Child);
+    impl Drop for Kill {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let _ctl = Kill(
+        Command::new("ip")
+            .args(["netns", "exec", &ns, BIN, "controller", "--listen", "127.0.0.1:8443", "--db"])
+            .arg(&db)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let conf = dir.path().join("softhsm2.conf");
+    std::fs::create_dir_all(dir.path().join("tokens")).unwrap();
+    let tokens = dir.path().join("tokens");
+    std::fs::write(&conf, format!("directories.tokendir = {}\nobjectstore.backend = file\n", tokens.display()))
+        .unwrap();
+    let zsfc = |args: &[&str]| {
+        let out = Command::new("ip")
+            .args(["netns", "exec", &ns, BIN])
+            .args(args)
+            .args(["--controller", "127.0.0.1:8443", "--creds", creds.to_str().unwrap()])
+            .env("SOFTHSM2_CONF", &conf)
+            .env("ZSFC_PKCS11_PIN", "4321")
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        (out.status.success(), text)
+    };
+    // The controller takes a moment to listen; a refusal costs no rollout.
+    let refused = "\"auditor\" may not change the policy";
+    let t = Instant::now();
+    let mut last = zsfc(&["policy", "example", "--as", "auditor"]);
+    while !last.1.contains(refused) && t.elapsed() < Duration::from_secs(10) {
+        std::thread::sleep(Duration::from_millis(200));
+        last = zsfc(&["policy", "example", "--as", "auditor"]);
+    }
+    assert!(!last.0 && last.1.contains(refused), "{}", last.1);
+    let (ok, text) = zsfc(&["policy", "another", "--as", "operator-policy"]);
+    assert!(!ok && text.contains("runs domain \"example\", not \"another\""), "{text}");
+    // (No node is enrolled: each step of the rollout waits out the 100 ms acknowledgement timeout.)
+    let (ok, text) = zsfc(&["policy", "example", "--as", "operator-policy"]);
+    assert!(ok && text.contains("policy: 0 grants"), "{text}");
+
+    let init = Command::new("softhsm2-util")
+        .args(["--init-token", "--free", "--label", "ops", "--pin", "4321", "--so-pin", "87654321"])
+        .env("SOFTHSM2_CONF", &conf)
+        .output()
+        .unwrap();
+    assert!(init.status.success(), "softhsm2-util: {}", String::from_utf8_lossy(&init.stderr));
+    let module = softhsm_module();
+    let (ok, text) =
+        zsfc(&["role-key", "example", "operator-policy", "--pkcs11", module.to_str().unwrap(), "--token", "ops"]);
+    assert!(ok, "{text}");
+    assert!(creds.join("operator-policy.token").exists() && !creds.join("operator-policy.key").exists());
+    let (ok, text) = zsfc(&["policy", "example", "--as", "operator-policy"]);
+    assert!(ok, "from the token: {text}");
+}
