@@ -200,7 +200,17 @@ pub(crate) fn with_operator<T: Send>(
     lab: &str,
     f: impl FnOnce(&Client) -> anyhow::Result<T> + Send,
 ) -> anyhow::Result<T> {
-    with_role(&Access::lab(dir, lab), zsfc_controller::Role::Operator, f)
+    with_role_in_lab(dir, lab, zsfc_controller::Role::Operator, f)
+}
+
+/// [`with_operator`] with the credentials of `role`.
+pub(crate) fn with_role_in_lab<T: Send>(
+    dir: &Path,
+    lab: &str,
+    role: zsfc_controller::Role,
+    f: impl FnOnce(&Client) -> anyhow::Result<T> + Send,
+) -> anyhow::Result<T> {
+    with_role(&Access::lab(dir, lab), role, f)
 }
 
 /// Runs `f` with a client holding the credentials of `role`: a key file, or a key on a hardware

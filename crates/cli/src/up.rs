@@ -836,7 +836,9 @@ pub(crate) fn status(a: &CheckArgs) -> anyhow::Result<bool> {
             println!("     gateway: {}", gw.join(" "));
         }
     }
-    match crate::control::with_operator(&state.dir, &a.name, |c| {
+    // Reading needs no more than the auditor's credentials (least privilege).
+    let auditor = zsfc_controller::Role::Auditor;
+    match crate::control::with_role_in_lab(&state.dir, &a.name, auditor, |c| {
         let r = c.blocking("GET", "/restconf/data/zsfc:domain", None, Duration::from_secs(5))?;
         anyhow::ensure!(r.status == 200, "{} {}", r.status, r.message());
         Ok(serde_json::from_slice::<serde_json::Value>(&r.body)?)
@@ -856,6 +858,11 @@ pub(crate) fn status(a: &CheckArgs) -> anyhow::Result<bool> {
                 if d["converged"] == true { "converged," } else { "rolling out," },
                 acked.join(" ")
             );
+            let on_tokens: Vec<&str> =
+                d["roles-on-tokens"].as_array().into_iter().flatten().filter_map(|r| r.as_str()).collect();
+            if !on_tokens.is_empty() {
+                println!("            roles on hardware tokens: {}", on_tokens.join(" "));
+            }
         }
         Err(e) => {
             all_up = false;

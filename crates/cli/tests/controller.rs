@@ -414,6 +414,11 @@ fn an_administrative_role_moved_to_a_hardware_token_acts_only_from_it() {
     assert_eq!(rekey_with_old(), 403);
     // The roles left on files are unchanged.
     assert!(lab.zsfc(&["chain", &lab.name, "--as", "operator-chains", "web-via-dpi", "dpi"]).status.success());
+    // `zsfc status` reads the controller as the auditor (now on the token too): with its PIN.
+    let (ok, text) = zsfc(&["status", &lab.name], Some("4321"));
+    assert!(ok && text.contains("roles on hardware tokens: auditor operator-keys"), "{text}");
+    let (ok, text) = zsfc(&["status", &lab.name], None);
+    assert!(!ok && text.contains("controller  NOT ANSWERING") && text.contains("ZSFC_PKCS11_PIN"), "{text}");
 
     let op = (lab.state_file("pki/operator.pem"), lab.state_file("pki/operator.key"));
     let (c, k) = (op.0.to_str().unwrap(), op.1.to_str().unwrap());
