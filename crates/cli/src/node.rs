@@ -52,7 +52,8 @@ pub(crate) fn run(a: &Args) -> anyhow::Result<bool> {
             Some(to_sf_mac) => AttachmentKind::Veth { to_sf_mac },
             None => AttachmentKind::Tun,
         };
-        attachments.push(AttachmentSpec { sf, to_sf: a.to_sf.clone(), from_sf: a.from_sf.clone(), mtu: a.mtu, kind });
+        let (to_sf, from_sf) = (a.to_sf.clone(), a.from_sf.clone());
+        attachments.push(AttachmentSpec { sf, lane: a.lane as u16, to_sf, from_sf, mtu: a.mtu, kind });
     }
     let peers: Vec<(u32, PeerAddr)> = io
         .peers

@@ -372,29 +372,33 @@ fn build(lab: &Lab, plan: &LabPlan, state: &State) -> anyhow::Result<()> {
         ip(&["-n", &gw.ns, "link", "set", &port, "master", "clients", "up"])?;
     }
 
-    // Veth attachment circuits exist before their node opens them.
+    // Veth attachment circuits (one per lane) exist before their node opens them.
     for sf in &plan.external_sfs {
-        let Some(v) = &sf.veth else { continue };
         let node_ns = &plan.nodes[sf.node].ns;
-        add_ns(&sf.ns)?;
-        for (node_end, sf_end) in [(&sf.to_sf, &v.sf_in), (&sf.from_sf, &v.sf_out)] {
-            ip(&[
-                "link", "add", node_end, "mtu", &mtu, "netns", node_ns, "type", "veth", "peer", "name", sf_end, "mtu",
-                &mtu, "netns", &sf.ns,
-            ])?;
-            // The node's kernel must not route what the SF sends back: only zsfc reads it.
-            sysctl(
-                node_ns,
-                &[
-                    &format!("net.ipv6.conf.{node_end}.disable_ipv6=1"),
-                    &format!("net.ipv4.conf.{node_end}.forwarding=0"),
-                ],
-            )?;
+        if sf.circuits.iter().any(|c| c.veth.is_some()) {
+            add_ns(&sf.ns)?;
         }
-        ip(&["-n", &sf.ns, "link", "set", &v.sf_in, "address", &v.sf_in_mac])?;
-        ip(&["-n", node_ns, "link", "set", &sf.from_sf, "address", &v.node_from_sf_mac])?;
-        for dev in [&sf.to_sf, &sf.from_sf] {
-            ip(&["-n", node_ns, "link", "set", dev, "up"])?;
+        for c in &sf.circuits {
+            let Some(v) = &c.veth else { continue };
+            for (node_end, sf_end) in [(&c.to_sf, &v.sf_in), (&c.from_sf, &v.sf_out)] {
+                ip(&[
+                    "link", "add", node_end, "mtu", &mtu, "netns", node_ns, "type", "veth", "peer", "name", sf_end,
+                    "mtu", &mtu, "netns", &sf.ns,
+                ])?;
+                // The node's kernel must not route what the SF sends back: only zsfc reads it.
+                sysctl(
+                    node_ns,
+                    &[
+                        &format!("net.ipv6.conf.{node_end}.disable_ipv6=1"),
+                        &format!("net.ipv4.conf.{node_end}.forwarding=0"),
+                    ],
+                )?;
+            }
+            ip(&["-n", &sf.ns, "link", "set", &v.sf_in, "address", &v.sf_in_mac])?;
+            ip(&["-n", node_ns, "link", "set", &c.from_sf, "address", &v.node_from_sf_mac])?;
+            for dev in [&c.to_sf, &c.from_sf] {
+                ip(&["-n", node_ns, "link", "set", dev, "up"])?;
+            }
         }
     }
 
@@ -438,49 +442,58 @@ fn build(lab: &Lab, plan: &LabPlan, state: &State) -> anyhow::Result<()> {
     // Every node runs the controller's latest state (keys, chains, policy).
     crate::control::wait_converged(&state.dir, &plan.name, READY_TIMEOUT)?;
 
-    // External SFs: their own namespace, routing from the circuit's in side to its out side.
+    // External SFs: their own namespace, routing each circuit's in side to its own out side
+    // (lane j's through routing table 100 + j), so that every lane gets back what it sent.
     for sf in &plan.external_sfs {
         let node_ns = &plan.nodes[sf.node].ns;
-        let (sf_in, sf_out) = match &sf.veth {
-            Some(v) => (v.sf_in.clone(), v.sf_out.clone()),
-            None => {
-                // TUN circuits: the node created both devices; they move into the SF's namespace.
-                add_ns(&sf.ns)?;
-                for dev in [&sf.to_sf, &sf.from_sf] {
-                    ip(&["-n", node_ns, "link", "set", dev, "netns", &sf.ns])?;
-                }
-                (sf.to_sf.clone(), sf.from_sf.clone())
-            }
-        };
-        for dev in [&sf_in, &sf_out] {
-            sysctl(&sf.ns, &[&format!("net.ipv6.conf.{dev}.disable_ipv6=1")])?;
-            ip(&["-n", &sf.ns, "link", "set", dev, "up"])?;
+        if sf.circuits.iter().all(|c| c.veth.is_none()) {
+            add_ns(&sf.ns)?;
         }
         sysctl(
             &sf.ns,
             &["net.ipv4.ip_forward=1", "net.ipv4.conf.all.rp_filter=0", "net.ipv4.conf.default.rp_filter=0"],
         )?;
-        sysctl(&sf.ns, &[&format!("net.ipv4.conf.{sf_in}.rp_filter=0")])?;
-        match &sf.veth {
-            Some(v) => {
-                // The way out: a next hop whose MAC is the node's end (no ARP needed).
-                ip(&["-n", &sf.ns, "addr", "add", "169.254.0.1/30", "dev", &sf_out])?;
-                ip(&[
-                    "-n",
-                    &sf.ns,
-                    "neigh",
-                    "add",
-                    "169.254.0.2",
-                    "lladdr",
-                    &v.node_from_sf_mac,
-                    "dev",
-                    &sf_out,
-                    "nud",
-                    "permanent",
-                ])?;
-                ip(&["-n", &sf.ns, "route", "add", "default", "via", "169.254.0.2", "dev", &sf_out])?;
+        for (lane, c) in sf.circuits.iter().enumerate() {
+            let (sf_in, sf_out) = match &c.veth {
+                Some(v) => (v.sf_in.clone(), v.sf_out.clone()),
+                None => {
+                    // TUN circuits: the node created both devices; they move into the SF's namespace.
+                    for dev in [&c.to_sf, &c.from_sf] {
+                        ip(&["-n", node_ns, "link", "set", dev, "netns", &sf.ns])?;
+                    }
+                    (c.to_sf.clone(), c.from_sf.clone())
+                }
+            };
+            for dev in [&sf_in, &sf_out] {
+                sysctl(&sf.ns, &[&format!("net.ipv6.conf.{dev}.disable_ipv6=1")])?;
+                ip(&["-n", &sf.ns, "link", "set", dev, "up"])?;
             }
-            None => ip(&["-n", &sf.ns, "route", "add", "default", "dev", &sf_out])?,
+            sysctl(&sf.ns, &[&format!("net.ipv4.conf.{sf_in}.rp_filter=0")])?;
+            let table = (100 + lane).to_string();
+            // Lane 0 uses the main table (as with one lane); the others a table each.
+            let route = |args: &[&str]| {
+                let mut a = vec!["-n", sf.ns.as_str(), "route", "add"];
+                a.extend_from_slice(args);
+                if lane > 0 {
+                    a.extend_from_slice(&["table", &table]);
+                }
+                ip(&a)
+            };
+            match &c.veth {
+                Some(v) => {
+                    // The way out: a next hop whose MAC is the node's end (no ARP needed).
+                    let (here, next) =
+                        (format!("169.254.0.{}/30", 4 * lane + 1), format!("169.254.0.{}", 4 * lane + 2));
+                    ip(&["-n", &sf.ns, "addr", "add", &here, "dev", &sf_out])?;
+                    let lladdr = &v.node_from_sf_mac;
+                    ip(&["-n", &sf.ns, "neigh", "add", &next, "lladdr", lladdr, "dev", &sf_out, "nud", "permanent"])?;
+                    route(&["default", "via", &next, "dev", &sf_out])?;
+                }
+                None => route(&["default", "dev", &sf_out])?,
+            }
+            if lane > 0 {
+                ip(&["-n", &sf.ns, "rule", "add", "iif", &sf_in, "lookup", &table])?;
+            }
         }
         for rule in &sf.iptables {
             let mut args = vec!["iptables"];
@@ -609,12 +622,12 @@ fn summary(plan: &LabPlan, state: &State) {
         println!("  node {:<10} ns {:<24} {} {} SFs [{}]", n.name, n.ns, n.address, roles.join(","), sfs.join(","));
     }
     for sf in &plan.external_sfs {
+        let circuits: Vec<String> = sf.circuits.iter().map(|c| format!("{} -> {}", c.to_sf, c.from_sf)).collect();
         println!(
-            "  external SF {} in ns {} ({} -> {}, iptables rules: {})",
+            "  external SF {} in ns {} ({}, iptables rules: {})",
             sf.name,
             sf.ns,
-            sf.to_sf,
-            sf.from_sf,
+            circuits.join(", "),
             sf.iptables.len()
         );
     }

@@ -210,3 +210,31 @@ fn two_worker_lanes_per_node_carry_the_quickstart_over_udp_and_ethernet() {
         }
     }
 }
+
+/// An external SF behind a node with worker lanes gets an attachment circuit per lane, and its
+/// namespace routes each circuit's in side to its own out side: the seed testbed (an iptables
+/// DPI over veth circuits, Ethernet links) and the NAT lab (iptables SNAT, both directions
+/// through it) keep their outcomes with two lanes, and the SF's traffic crosses both circuits.
+#[test]
+fn external_sfs_get_a_circuit_per_worker_lane() {
+    usable();
+    for (example, tag, node, sf) in [("seed-testbed", "xs", "sf2", "dpi"), ("nat", "xn", "natnode", "nat")] {
+        let lab = LabRun::new(example, tag);
+        lab.edit("\nversion = 1\n", "\nversion = 1\nlanes = 2\n");
+        let out = lab.run();
+        let want = if example == "nat" { "1 of 1 outcomes as expected" } else { "5 of 5 outcomes as expected" };
+        assert!(out.contains(want), "{example}: {out}");
+        let circuits = out.lines().filter(|l| l.contains(&format!("external SF {sf} in ns"))).collect::<Vec<_>>();
+        assert!(circuits.len() == 1 && circuits[0].matches(" -> ").count() == 2, "{circuits:?}");
+        for lane in 0..2 {
+            let line = out
+                .lines()
+                .skip_while(|l| !l.starts_with(&format!("node {node} lane {lane}: ")))
+                .find(|l| l.starts_with(&format!("sf {sf} rx_success=")))
+                .unwrap_or_else(|| panic!("{example}: no report of lane {lane}:\n{out}"));
+            let rx = count(line, &format!("sf {sf} rx_success="));
+            assert!(rx > 0, "{example}: lane {lane} sent nothing through the SF: {line}");
+            assert!(line.contains("tx_not_cached=0"), "every packet came back to the lane that sent it: {line}");
+        }
+    }
+}

@@ -390,8 +390,9 @@ pub fn sa_config(p: &SaParams, lane: u32) -> Result<zsfc_esp::SaConfig, (&'stati
 
 impl NodeConfig {
     /// What worker lanes need: at most 8 on an Ethernet link (the top label's traffic class
-    /// names the lane), SFs whose state may be split by flow (no external SF, NAT, rate limiter
-    /// or pcap logger), SPIs that leave the top byte for the lane.
+    /// names the lane), SFs whose state may be split by flow (no NAT, rate limiter or pcap
+    /// logger; an external SF gets an attachment circuit per lane), SPIs that leave the top
+    /// byte for the lane.
     fn check_lanes(&self) -> Result<(), FieldError> {
         let most = MAX_ETHERNET_LANES;
         if self.settings.lanes > most && self.transport.as_ref().is_some_and(|t| t.ethernet.is_some()) {
@@ -401,11 +402,10 @@ impl NodeConfig {
             ));
         }
         for (i, sf) in self.sfs.iter().enumerate() {
-            let why = match (&sf.function, sf.external) {
-                (_, true) => Some("an external SF has one attachment circuit"),
-                (Some(Function::Nat { .. }), _) => Some("a NAT keeps one translation table"),
-                (Some(Function::RateLimiter { .. }), _) => Some("a rate limiter keeps one budget"),
-                (Some(Function::Logger { .. }), _) => Some("a packet logger writes one file"),
+            let why = match &sf.function {
+                Some(Function::Nat { .. }) => Some("a NAT keeps one translation table"),
+                Some(Function::RateLimiter { .. }) => Some("a rate limiter keeps one budget"),
+                Some(Function::Logger { .. }) => Some("a packet logger writes one file"),
                 _ => None,
             };
             if let Some(why) = why {

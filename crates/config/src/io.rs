@@ -55,15 +55,53 @@ pub fn parse_mac(s: &str) -> Option<[u8; 6]> {
     parts.next().is_none().then_some(out)
 }
 
-/// The attachment circuit of the external SF `sf` (its name in `sfs`).
+/// The attachment circuit of the external SF `sf` (its name in `sfs`) for worker lane `lane`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AttachmentSettings {
     pub sf: String,
+    pub lane: u32,
     pub to_sf: String,
     pub from_sf: String,
     pub mtu: u16,
     /// `Some(SF's MAC)` for a veth attachment, `None` for TUN devices.
     pub veth_peer: Option<[u8; 6]>,
+}
+
+/// One attachment circuit, checked; `field` names it in errors.
+fn attachment_settings(
+    field: &str,
+    sf: &str,
+    lane: u32,
+    a: &crate::AttachmentConfig,
+) -> Result<AttachmentSettings, FieldError> {
+    device_name(format!("{field}.to_sf"), &a.to_sf)?;
+    device_name(format!("{field}.from_sf"), &a.from_sf)?;
+    if a.to_sf == a.from_sf {
+        return Err(bad(format!("{field}.from_sf"), "must differ from to_sf"));
+    }
+    if a.mtu < 576 {
+        return Err(bad(format!("{field}.mtu"), format!("{} is below 576", a.mtu)));
+    }
+    let veth_peer = match (a.kind, &a.to_sf_mac) {
+        (AttachmentKindConfig::Tun, None) => None,
+        (AttachmentKindConfig::Veth, Some(m)) => Some(
+            parse_mac(m).ok_or_else(|| bad(format!("{field}.to_sf_mac"), format!("{m:?} is not aa:bb:cc:dd:ee:ff")))?,
+        ),
+        (AttachmentKindConfig::Veth, None) => {
+            return Err(bad(format!("{field}.to_sf_mac"), "missing: a veth attachment needs the SF's MAC"));
+        }
+        (AttachmentKindConfig::Tun, Some(_)) => {
+            return Err(bad(format!("{field}.to_sf_mac"), "only a veth attachment has one"));
+        }
+    };
+    Ok(AttachmentSettings {
+        sf: sf.to_owned(),
+        lane,
+        to_sf: a.to_sf.clone(),
+        from_sf: a.from_sf.clone(),
+        mtu: a.mtu,
+        veth_peer,
+    })
 }
 
 fn device_name(field: String, name: &str) -> Result<(), FieldError> {
@@ -164,39 +202,32 @@ impl NodeConfig {
                     ));
                 }
                 (Some(a), true) => {
-                    device_name(format!("sfs[{i}].attachment.to_sf"), &a.to_sf)?;
-                    device_name(format!("sfs[{i}].attachment.from_sf"), &a.from_sf)?;
-                    if a.to_sf == a.from_sf {
-                        return Err(bad(format!("sfs[{i}].attachment.from_sf"), "must differ from to_sf"));
+                    let further = self.settings.lanes.saturating_sub(1) as usize;
+                    if sf.lane_attachments.len() != further {
+                        return Err(bad(
+                            format!("sfs[{i}].lane_attachments"),
+                            format!(
+                                "{} given; with settings.lanes = {} an external SF needs {further} (one attachment \
+                                 circuit per lane after the first)",
+                                sf.lane_attachments.len(),
+                                self.settings.lanes
+                            ),
+                        ));
                     }
-                    if a.mtu < 576 {
-                        return Err(bad(format!("sfs[{i}].attachment.mtu"), format!("{} is below 576", a.mtu)));
+                    attachments.push(attachment_settings(&format!("sfs[{i}].attachment"), &sf.name, 0, a)?);
+                    for (k, a) in sf.lane_attachments.iter().enumerate() {
+                        let field = format!("sfs[{i}].lane_attachments[{k}]");
+                        attachments.push(attachment_settings(&field, &sf.name, k as u32 + 1, a)?);
                     }
-                    let veth_peer = match (a.kind, &a.to_sf_mac) {
-                        (AttachmentKindConfig::Tun, None) => None,
-                        (AttachmentKindConfig::Veth, Some(m)) => Some(parse_mac(m).ok_or_else(|| {
-                            bad(format!("sfs[{i}].attachment.to_sf_mac"), format!("{m:?} is not aa:bb:cc:dd:ee:ff"))
-                        })?),
-                        (AttachmentKindConfig::Veth, None) => {
-                            return Err(bad(
-                                format!("sfs[{i}].attachment.to_sf_mac"),
-                                "missing: a veth attachment needs the SF's MAC",
-                            ));
-                        }
-                        (AttachmentKindConfig::Tun, Some(_)) => {
-                            return Err(bad(
-                                format!("sfs[{i}].attachment.to_sf_mac"),
-                                "only a veth attachment has one",
-                            ));
-                        }
-                    };
-                    attachments.push(AttachmentSettings {
-                        sf: sf.name.clone(),
-                        to_sf: a.to_sf.clone(),
-                        from_sf: a.from_sf.clone(),
-                        mtu: a.mtu,
-                        veth_peer,
-                    });
+                }
+            }
+        }
+        let mut names = HashSet::new();
+        for a in &attachments {
+            for dev in [&a.to_sf, &a.from_sf] {
+                if !names.insert(dev.as_str()) {
+                    let why = format!("SF {:?}: device {dev:?} belongs to two attachment circuits", a.sf);
+                    return Err(bad("sfs", why));
                 }
             }
         }

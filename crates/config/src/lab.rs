@@ -336,10 +336,16 @@ pub struct PlannedSf {
     pub name: String,
     pub node: usize,
     pub ns: String,
+    /// One attachment circuit per worker lane, in lane order.
+    pub circuits: Vec<PlannedCircuit>,
+    pub iptables: Vec<Vec<String>>,
+}
+
+#[derive(Debug, Clone)]
+pub struct PlannedCircuit {
     /// The node's ends of the attachment circuit.
     pub to_sf: String,
     pub from_sf: String,
-    pub iptables: Vec<Vec<String>>,
     /// For veth circuits: the SF's interface names and MAC addresses (`in`, `out`) and the MAC
     /// of the node's `from_sf` end (the SF's next hop).
     pub veth: Option<PlannedVeth>,
@@ -505,27 +511,34 @@ impl Lab {
                         }
                         parsed.push(args);
                     }
-                    let (to_sf, from_sf) = (format!("ac{k}in"), format!("ac{k}out"));
-                    let veth = (self.attachments == LabAttachments::Veth).then(|| PlannedVeth {
-                        sf_in: "in0".into(),
-                        sf_in_mac: format!("02:00:5b:{:02x}:{:02x}:01", k >> 8, k & 0xff),
-                        sf_out: "out0".into(),
-                        node_from_sf_mac: format!("02:00:5b:{:02x}:{:02x}:02", k >> 8, k & 0xff),
-                    });
-                    let (kind, to_sf_mac) = match &veth {
-                        Some(v) => (AttachmentKindConfig::Veth, Some(v.sf_in_mac.clone())),
-                        None => (AttachmentKindConfig::Tun, None),
-                    };
+                    // One circuit per lane: lane 0's names as ever, lane j's with j appended.
+                    let mut circuits = Vec::new();
+                    let mut configs = Vec::new();
+                    for lane in 0..self.lanes.max(1) {
+                        let j = if lane == 0 { String::new() } else { lane.to_string() };
+                        let (to_sf, from_sf) = (format!("ac{k}in{j}"), format!("ac{k}out{j}"));
+                        let veth = (self.attachments == LabAttachments::Veth).then(|| PlannedVeth {
+                            sf_in: format!("in{lane}"),
+                            sf_in_mac: format!("02:{lane:02x}:5b:{:02x}:{:02x}:01", k >> 8, k & 0xff),
+                            sf_out: format!("out{lane}"),
+                            node_from_sf_mac: format!("02:{lane:02x}:5b:{:02x}:{:02x}:02", k >> 8, k & 0xff),
+                        });
+                        let (kind, to_sf_mac) = match &veth {
+                            Some(v) => (AttachmentKindConfig::Veth, Some(v.sf_in_mac.clone())),
+                            None => (AttachmentKindConfig::Tun, None),
+                        };
+                        let (to, from) = (to_sf.clone(), from_sf.clone());
+                        configs.push(AttachmentConfig { to_sf: to, from_sf: from, mtu: self.mtu, kind, to_sf_mac });
+                        circuits.push(PlannedCircuit { to_sf, from_sf, veth });
+                    }
                     external_sfs.push(PlannedSf {
                         name: s.name.clone(),
                         node,
                         ns: format!("{prefix}-sf-{}", s.name),
-                        to_sf: to_sf.clone(),
-                        from_sf: from_sf.clone(),
+                        circuits,
                         iptables: parsed,
-                        veth,
                     });
-                    Some(AttachmentConfig { to_sf, from_sf, mtu: self.mtu, kind, to_sf_mac })
+                    Some(configs)
                 }
                 _ => return Err(bad(at, "give exactly one of `function` (built-in) and `iptables` (external)")),
             };
@@ -538,7 +551,8 @@ impl Lab {
                 cache_capacity: s.cache_capacity,
                 function: s.function.clone(),
                 label: None,
-                attachment,
+                lane_attachments: attachment.as_ref().map(|a| a[1..].to_vec()).unwrap_or_default(),
+                attachment: attachment.and_then(|a| a.into_iter().next()),
             });
         }
         let sf_exists = |field: String, name: &str| {

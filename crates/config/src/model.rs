@@ -293,6 +293,11 @@ pub struct SfConfig {
     /// How a node process reaches an external SF (the simulation needs none).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub attachment: Option<AttachmentConfig>,
+    /// With worker lanes: the attachment circuits of lanes 1, 2, ... (`attachment` is lane 0's),
+    /// one per further lane, so that each lane's proxy gets back what it handed over (the SF
+    /// routes each circuit's in side to its own out side).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub lane_attachments: Vec<AttachmentConfig>,
 }
 
 /// The attachment circuit of an external SF: packets for the SF leave on `to_sf`, the SF

@@ -100,6 +100,9 @@ pub struct TopoSf {
     /// How the node process reaches an external SF.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub attachment: Option<AttachmentConfig>,
+    /// See [`SfConfig::lane_attachments`].
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub lane_attachments: Vec<AttachmentConfig>,
     /// See [`SfConfig::cache_capacity`].
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cache_capacity: Option<usize>,
@@ -295,6 +298,7 @@ impl Topology {
                 cache_capacity: s.cache_capacity,
                 cache_max_age_ms: None,
                 attachment: s.attachment.clone(),
+                lane_attachments: s.lane_attachments.clone(),
             });
         }
 

@@ -59,13 +59,13 @@ fn the_seed_testbed_plan_has_its_chains_policy_and_external_sf() {
     let a = sf2.sfs[0].attachment.as_ref().unwrap();
     assert!(sf2.sfs[0].external && sf2.sfs[0].intrusive);
     assert_eq!(plan.external_sfs[0].ns, "zsfc-seed-sf-dpi");
-    assert_eq!(
-        (plan.external_sfs[0].to_sf.as_str(), plan.external_sfs[0].from_sf.as_str()),
-        (a.to_sf.as_str(), a.from_sf.as_str())
-    );
+    let circuit = &plan.external_sfs[0].circuits[0];
+    assert_eq!((circuit.to_sf.as_str(), circuit.from_sf.as_str()), (a.to_sf.as_str(), a.from_sf.as_str()));
+    assert_eq!(plan.external_sfs[0].circuits.len(), 1, "one lane, one circuit");
+    assert!(sf2.sfs[0].lane_attachments.is_empty());
     assert_eq!(plan.external_sfs[0].iptables[0][..2], ["-A", "FORWARD"]);
     // A veth pair in, a veth pair out (the default): the node addresses the SF's `in` side.
-    let v = plan.external_sfs[0].veth.as_ref().unwrap();
+    let v = circuit.veth.as_ref().unwrap();
     assert_eq!(a.kind, zsfc_config::AttachmentKindConfig::Veth);
     assert_eq!(a.to_sf_mac.as_deref(), Some(v.sf_in_mac.as_str()));
     // One SA per encrypting hop: ingress→egress (chain 1: sf1 is not intrusive), ingress→sf2
@@ -76,6 +76,46 @@ fn the_seed_testbed_plan_has_its_chains_policy_and_external_sf() {
     assert_eq!(plan.inner_mtu, 1500 - encapsulation_overhead(3, false, false));
     assert_eq!(ingress.settings.tcp_mss_clamp, Some(plan.inner_mtu - 40));
     assert_eq!(ingress.local.as_ref().unwrap().mtu, plan.inner_mtu);
+}
+
+/// With worker lanes an external SF gets one attachment circuit per lane, each with its own
+/// devices and addresses; a node file short of circuits is refused with the field named.
+#[test]
+fn an_external_sf_gets_a_circuit_per_lane() {
+    let text =
+        EXAMPLES.iter().find(|e| e.0 == "seed-testbed").unwrap().1.replace("version = 1", "version = 1\nlanes = 3");
+    let lab = Lab::from_toml(&text).unwrap();
+    let plan = lab.plan(Path::new("/state")).unwrap();
+    let sf = &plan.external_sfs[0];
+    assert_eq!(sf.circuits.len(), 3);
+    let sf2 = &plan.nodes[2].config;
+    let a = &sf2.sfs[0];
+    assert_eq!(a.lane_attachments.len(), 2);
+    let mut devices = std::collections::HashSet::new();
+    let mut macs = std::collections::HashSet::new();
+    for (lane, c) in sf.circuits.iter().enumerate() {
+        let cfg = if lane == 0 { a.attachment.as_ref().unwrap() } else { &a.lane_attachments[lane - 1] };
+        assert_eq!((cfg.to_sf.as_str(), cfg.from_sf.as_str()), (c.to_sf.as_str(), c.from_sf.as_str()));
+        let v = c.veth.as_ref().unwrap();
+        assert_eq!(cfg.to_sf_mac.as_deref(), Some(v.sf_in_mac.as_str()));
+        for d in [&c.to_sf, &c.from_sf, &v.sf_in, &v.sf_out] {
+            assert!(d.len() <= 15 && devices.insert(d.clone()), "{d} is unique and a valid name");
+        }
+        assert!(macs.insert(v.sf_in_mac.clone()) && macs.insert(v.node_from_sf_mac.clone()));
+    }
+    // Each lane's I/O settings name its own circuit.
+    let io = sf2.io_settings().unwrap();
+    let lanes: Vec<u32> = io.attachments.iter().map(|a| a.lane).collect();
+    assert_eq!(lanes, [0, 1, 2]);
+
+    let mut short = sf2.clone();
+    short.sfs[0].lane_attachments.pop();
+    let e = short.io_settings().unwrap_err().to_string();
+    assert!(e.contains("sfs[0].lane_attachments: 1 given; with settings.lanes = 3 an external SF needs 2"), "{e}");
+    let mut twice = sf2.clone();
+    twice.sfs[0].lane_attachments[1].to_sf = twice.sfs[0].lane_attachments[0].to_sf.clone();
+    let e = twice.io_settings().unwrap_err().to_string();
+    assert!(e.contains("belongs to two attachment circuits"), "{e}");
 }
 
 #[test]

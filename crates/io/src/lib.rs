@@ -80,6 +80,8 @@ pub enum IoError {
     Link { name: String, source: std::io::Error },
     #[error("creating TUN device {name}: {source}")]
     Tun { name: String, source: std::io::Error },
+    #[error("attachment circuit {name}: {why}")]
+    Attachment { name: String, why: String },
     #[error("{0}")]
     Io(#[from] std::io::Error),
 }
@@ -105,6 +107,8 @@ pub struct TunSpec {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AttachmentSpec {
     pub sf: SfId,
+    /// The worker lane that uses this circuit (each lane has its own; see `Drivers::open_lanes`).
+    pub lane: u16,
     pub to_sf: String,
     pub from_sf: String,
     pub mtu: u16,
@@ -317,6 +321,9 @@ impl Drivers {
         if lanes <= 1 {
             return Ok(vec![Self::open(transport, peers, tun, attachments)?]);
         }
+        if let Some(a) = attachments.iter().find(|a| a.lane >= lanes) {
+            return Err(IoError::Attachment { name: a.to_sf.clone(), why: format!("lane {} of {lanes}", a.lane) });
+        }
         // One queue per lane: the device's first, then clones (each a new queue).
         let mut queues: Vec<Option<(tun_rs::SyncDevice, u16)>> = Vec::new();
         if let Some(t) = tun {
@@ -341,7 +348,8 @@ impl Drivers {
                 .collect();
             let group = out.first().and_then(|d| d.eth.as_ref()).and_then(|e| e.group);
             let join = LaneJoin { index: lane, mark, group };
-            out.push(Self::open_with(&lane_transport, &lane_peers, queue, &[], Some(join))?);
+            let circuits: Vec<AttachmentSpec> = attachments.iter().filter(|a| a.lane == lane).cloned().collect();
+            out.push(Self::open_with(&lane_transport, &lane_peers, queue, &circuits, Some(join))?);
         }
         Ok(out)
     }
