@@ -65,6 +65,11 @@ pub(crate) struct ChainArgs {
     /// Worker lanes per node.
     #[arg(long, default_value_t = 1)]
     lanes: u32,
+    /// Rounds: the whole sweep runs this many times, one cell after another in each round (so
+    /// that a busy moment of the machine spreads over the cells), and each cell reports the
+    /// median of its runs.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=20))]
+    rounds: u32,
     #[command(flatten)]
     run: RunArgs,
 }
@@ -111,6 +116,64 @@ struct Row {
     /// mode. Less sensitive than goodput to what else runs on the machine.
     #[serde(skip_serializing_if = "Option::is_none")]
     node_cpu_ns_per_byte: Option<f64>,
+    /// With `--rounds` above 1: every round's goodput (the row holds their medians).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    rounds_mbps: Vec<f64>,
+}
+
+/// The median (the mean of the middle two for an even count).
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    match v.len() {
+        0 => 0.0,
+        n if n % 2 == 1 => v[n / 2],
+        n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
+    }
+}
+
+/// One row per cell from the runs of every round, in the order of the first round.
+fn merge_rounds(runs: Vec<Row>, rounds: u32) -> Vec<Row> {
+    let mut cells: Vec<Vec<Row>> = Vec::new();
+    for r in runs {
+        match cells.iter_mut().find(|c| c[0].sfs == r.sfs && c[0].mode == r.mode && c[0].mtu == r.mtu) {
+            Some(c) => c.push(r),
+            None => cells.push(vec![r]),
+        }
+    }
+    cells
+        .into_iter()
+        .map(|c| {
+            let goodputs: Vec<f64> = c.iter().map(|r| r.goodput_mbps).collect();
+            let cpu = c.iter().map(|r| r.node_cpu_ns_per_byte).collect::<Option<Vec<f64>>>().map(median);
+            let peak =
+                c.iter().max_by_key(|r| r.peak_rss_kib).map(|r| r.nodes_peak_rss_kib.clone()).unwrap_or_default();
+            Row {
+                sfs: c[0].sfs,
+                mode: c[0].mode.clone(),
+                mtu: c[0].mtu,
+                goodput_mbps: median(goodputs.clone()),
+                peak_rss_kib: c.iter().map(|r| r.peak_rss_kib).max().unwrap_or(0),
+                nodes_peak_rss_kib: peak,
+                node_cpu_ns_per_byte: cpu,
+                rounds_mbps: if rounds > 1 { goodputs } else { Vec::new() },
+            }
+        })
+        .collect()
+}
+
+/// What `secure` costs against `intrusive` in each (SFs, MTU) that ran both: goodput lost and
+/// the ratio of the nodes' CPU per byte.
+fn secure_costs(rows: &[Row]) -> Vec<(usize, u16, f64, Option<f64>)> {
+    let find = |n: usize, mtu: u16, mode: &str| rows.iter().find(|r| r.sfs == n && r.mtu == mtu && r.mode == mode);
+    rows.iter()
+        .filter(|r| r.mode == "secure")
+        .filter_map(|s| {
+            let i = find(s.sfs, s.mtu, "intrusive")?;
+            let cost = 100.0 * (1.0 - s.goodput_mbps / i.goodput_mbps.max(f64::MIN_POSITIVE));
+            let cpu = s.node_cpu_ns_per_byte.zip(i.node_cpu_ns_per_byte).map(|(a, b)| a / b);
+            Some((s.sfs, s.mtu, cost, cpu))
+        })
+        .collect()
 }
 
 pub(crate) fn run(c: &Command) -> anyhow::Result<bool> {
@@ -286,45 +349,53 @@ fn chain(a: &ChainArgs) -> anyhow::Result<bool> {
         ("blocks", _) => bail!("--ring blocks needs --transport ethernet"),
         (r, _) => bail!("--ring: {r:?} is not frames or blocks"),
     };
-    let total = a.mtu.len() * a.sfs.len() * a.modes.len();
+    let total = a.mtu.len() * a.sfs.len() * a.modes.len() * a.rounds as usize;
     let mut rows = Vec::new();
     let mut k = 0;
-    for &mtu in &a.mtu {
-        for &n in &a.sfs {
-            for mode in &a.modes {
-                k += 1;
-                eprint!("[{k}/{total}] {n} SFs, {mode}, MTU {mtu}: ");
-                let (goodput, nodes, cpu) = if mode == "kernel" {
-                    (kernel_run(n, mtu, a.run.seconds, a.run.streams)?, Vec::new(), None)
-                } else {
-                    let mut spec = chain_lab(n, mode == "intrusive" || mode == "secure", mtu, transport);
-                    spec.lanes = a.lanes;
-                    spec.ring = ring;
-                    spec.link_protection = mode == "secure";
-                    spec.sfc_integrity = mode == "secure";
-                    let lab = RunningLab::start(&spec, &a.run.state_dir)?;
-                    let server = lab.plan.services[0].address.to_string();
-                    let port = lab.plan.services[0].port;
-                    let before = lab.node_cpu_seconds();
-                    let (goodput, bytes) =
-                        iperf_bytes(&lab.plan.clients[0].ns, &server, port, a.run.seconds, a.run.streams)?;
-                    let cpu = (lab.node_cpu_seconds() - before) * 1e9 / bytes.max(1.0);
-                    (goodput, lab.node_peak_rss(), Some(cpu))
-                };
-                let rss = nodes.iter().map(|r| r.1).max().unwrap_or(0);
-                let per_byte = cpu.map(|c| format!(", nodes' CPU {c:.2} ns/B")).unwrap_or_default();
-                eprintln!("{goodput:.0} Mb/s (max node RSS {rss} KiB{per_byte})");
-                rows.push(Row {
-                    sfs: n,
-                    mode: mode.clone(),
-                    mtu,
-                    goodput_mbps: goodput,
-                    peak_rss_kib: rss,
-                    nodes_peak_rss_kib: nodes.into_iter().collect(),
-                    node_cpu_ns_per_byte: cpu,
-                });
+    for round in 1..=a.rounds {
+        for &mtu in &a.mtu {
+            for &n in &a.sfs {
+                for mode in &a.modes {
+                    k += 1;
+                    let r = if a.rounds > 1 { format!("round {round}: ") } else { String::new() };
+                    eprint!("[{k}/{total}] {r}{n} SFs, {mode}, MTU {mtu}: ");
+                    let (goodput, nodes, cpu) = if mode == "kernel" {
+                        (kernel_run(n, mtu, a.run.seconds, a.run.streams)?, Vec::new(), None)
+                    } else {
+                        let mut spec = chain_lab(n, mode == "intrusive" || mode == "secure", mtu, transport);
+                        spec.lanes = a.lanes;
+                        spec.ring = ring;
+                        spec.link_protection = mode == "secure";
+                        spec.sfc_integrity = mode == "secure";
+                        let lab = RunningLab::start(&spec, &a.run.state_dir)?;
+                        let server = lab.plan.services[0].address.to_string();
+                        let port = lab.plan.services[0].port;
+                        let before = lab.node_cpu_seconds();
+                        let (goodput, bytes) =
+                            iperf_bytes(&lab.plan.clients[0].ns, &server, port, a.run.seconds, a.run.streams)?;
+                        let cpu = (lab.node_cpu_seconds() - before) * 1e9 / bytes.max(1.0);
+                        (goodput, lab.node_peak_rss(), Some(cpu))
+                    };
+                    let rss = nodes.iter().map(|r| r.1).max().unwrap_or(0);
+                    let per_byte = cpu.map(|c| format!(", nodes' CPU {c:.2} ns/B")).unwrap_or_default();
+                    eprintln!("{goodput:.0} Mb/s (max node RSS {rss} KiB{per_byte})");
+                    rows.push(Row {
+                        sfs: n,
+                        mode: mode.clone(),
+                        mtu,
+                        goodput_mbps: goodput,
+                        peak_rss_kib: rss,
+                        nodes_peak_rss_kib: nodes.into_iter().collect(),
+                        node_cpu_ns_per_byte: cpu,
+                        rounds_mbps: Vec::new(),
+                    });
+                }
             }
         }
+    }
+    let rows = merge_rounds(rows, a.rounds);
+    if a.rounds > 1 {
+        println!("medians of {} rounds", a.rounds);
     }
     println!(
         "{:>4} {:>10} {:>6} {:>14} {:>16} {:>18}",
@@ -335,8 +406,18 @@ fn chain(a: &ChainArgs) -> anyhow::Result<bool> {
         let cpu = r.node_cpu_ns_per_byte.map_or("-".into(), |c| format!("{c:.2}"));
         println!("{:>4} {:>10} {:>6} {:>14.0} {:>16} {:>18}", r.sfs, r.mode, r.mtu, r.goodput_mbps, rss, cpu);
     }
+    let costs = secure_costs(&rows);
+    for (n, mtu, cost, cpu) in &costs {
+        let cpu = cpu.map(|c| format!(", nodes' CPU per byte ×{c:.2}")).unwrap_or_default();
+        println!("secure against intrusive, {n} SFs, MTU {mtu}: {cost:.0}% less goodput{cpu}");
+    }
     if let Some(p) = &a.run.json {
-        std::fs::write(p, serde_json::to_string_pretty(&serde_json::json!({ "rows": rows }))?)?;
+        let costs: Vec<_> = costs
+            .iter()
+            .map(|(n, mtu, cost, cpu)| serde_json::json!({"sfs": n, "mtu": mtu, "goodput_cost_percent": cost, "cpu_per_byte_ratio": cpu}))
+            .collect();
+        let doc = serde_json::json!({ "rows": rows, "secure_cost": costs });
+        std::fs::write(p, serde_json::to_string_pretty(&doc)?)?;
     }
     Ok(true)
 }
@@ -579,4 +660,59 @@ fn proxy(a: &ProxyArgs) -> anyhow::Result<bool> {
         std::fs::write(p, serde_json::to_string_pretty(&out)?)?;
     }
     Ok(true)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(sfs: usize, mode: &str, mtu: u16, goodput: f64, cpu: Option<f64>) -> Row {
+        Row {
+            sfs,
+            mode: mode.into(),
+            mtu,
+            goodput_mbps: goodput,
+            peak_rss_kib: goodput as u64,
+            nodes_peak_rss_kib: Default::default(),
+            node_cpu_ns_per_byte: cpu,
+            rounds_mbps: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn rounds_merge_into_medians_and_secure_is_costed_against_intrusive() {
+        assert_eq!(median(vec![3.0, 1.0, 2.0]), 2.0);
+        assert_eq!(median(vec![4.0, 1.0, 3.0, 2.0]), 2.5);
+        let runs = vec![
+            row(1, "intrusive", 1500, 1000.0, Some(8.0)),
+            row(1, "secure", 1500, 700.0, Some(12.0)),
+            row(1, "kernel", 1500, 9000.0, None),
+            row(1, "intrusive", 1500, 1200.0, Some(7.0)),
+            row(1, "secure", 1500, 900.0, Some(11.0)),
+            row(1, "kernel", 1500, 8000.0, None),
+            row(1, "intrusive", 1500, 1100.0, Some(9.0)),
+            row(1, "secure", 1500, 800.0, Some(10.0)),
+            row(1, "kernel", 1500, 7000.0, None),
+        ];
+        let rows = merge_rounds(runs, 3);
+        let cells: Vec<(&str, f64, Option<f64>, u64)> =
+            rows.iter().map(|r| (r.mode.as_str(), r.goodput_mbps, r.node_cpu_ns_per_byte, r.peak_rss_kib)).collect();
+        assert_eq!(
+            cells,
+            [
+                ("intrusive", 1100.0, Some(8.0), 1200),
+                ("secure", 800.0, Some(11.0), 900),
+                ("kernel", 8000.0, None, 9000)
+            ]
+        );
+        assert_eq!(rows[0].rounds_mbps, [1000.0, 1200.0, 1100.0]);
+        let costs = secure_costs(&rows);
+        assert_eq!(costs.len(), 1);
+        let (n, mtu, cost, cpu) = costs[0];
+        assert_eq!((n, mtu), (1, 1500));
+        assert!((cost - 100.0 * 300.0 / 1100.0).abs() < 1e-9, "{cost}");
+        assert!((cpu.unwrap() - 11.0 / 8.0).abs() < 1e-12);
+        // One round: the row is the run, with no list of rounds.
+        assert!(merge_rounds(vec![row(0, "forward", 9000, 5.0, None)], 1)[0].rounds_mbps.is_empty());
+    }
 }

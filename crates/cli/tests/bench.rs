@@ -27,11 +27,8 @@ fn chain_pageload_and_proxy_benchmarks_measure_and_write_json() {
     std::fs::create_dir_all(&dir).unwrap();
     let state = dir.join("state");
 
-    let chain = bench(
-        &["chain", "--sfs", "1", "--modes", "kernel,intrusive,secure", "--mtu", "1500", "--seconds", "1"],
-        &dir.join("chain.json"),
-        &state,
-    );
+    let args = "chain --sfs 1 --modes kernel,intrusive,secure --mtu 1500 --seconds 1 --rounds 2";
+    let chain = bench(&args.split(' ').collect::<Vec<_>>(), &dir.join("chain.json"), &state);
     let rows = chain["rows"].as_array().unwrap();
     assert_eq!(rows.len(), 3, "{chain}");
     for (row, mode) in rows.iter().zip(["kernel", "intrusive", "secure"]) {
@@ -39,6 +36,15 @@ fn chain_pageload_and_proxy_benchmarks_measure_and_write_json() {
         assert!(row["goodput_mbps"].as_f64().unwrap() > 0.0, "{row}");
     }
     assert!(rows[1]["peak_rss_kib"].as_u64().unwrap() > 0);
+    // Two rounds: each cell keeps both runs and reports their median; secure is costed.
+    for row in rows {
+        let runs: Vec<f64> = row["rounds_mbps"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect();
+        assert_eq!(runs.len(), 2, "{row}");
+        assert!((row["goodput_mbps"].as_f64().unwrap() - (runs[0] + runs[1]) / 2.0).abs() < 1e-6, "{row}");
+    }
+    let cost = &chain["secure_cost"][0];
+    let (i, s) = (rows[1]["goodput_mbps"].as_f64().unwrap(), rows[2]["goodput_mbps"].as_f64().unwrap());
+    assert!((cost["goodput_cost_percent"].as_f64().unwrap() - 100.0 * (1.0 - s / i)).abs() < 1e-6, "{chain}");
     let nodes = rows[1]["nodes_peak_rss_kib"].as_object().unwrap();
     assert_eq!(nodes.keys().map(String::as_str).collect::<Vec<_>>(), ["egress", "ingress", "sf1"], "{chain}");
 
