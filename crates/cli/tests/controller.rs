@@ -447,19 +447,13 @@ fn operator_commands_reach_a_controller_outside_labs() {
             let _ = std::fs::remove_dir_all(&self.1);
         }
     }
-    struct Dir(std::path::PathBuf);
-    impl Dir {
-        fn path(&self) -> &std::path::Path {
-            &self.0
-        }
-    }
-    let dir = Dir(std::env::temp_dir().join(&ns));
-    std::fs::create_dir_all(dir.path()).unwrap();
+    let dir = std::env::temp_dir().join(&ns);
+    std::fs::create_dir_all(&dir).unwrap();
     assert!(Command::new("ip").args(["netns", "add", &ns]).status().unwrap().success());
-    let _ns = Netns(ns.clone(), dir.path().to_path_buf());
+    let _ns = Netns(ns.clone(), dir.as_path().to_path_buf());
     assert!(Command::new("ip").args(["-n", &ns, "link", "set", "lo", "up"]).status().unwrap().success());
     let topology = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/inmemory-topology.toml");
-    let (db, creds) = (dir.path().join("c.db"), dir.path().join("creds"));
+    let (db, creds) = (dir.as_path().join("c.db"), dir.as_path().join("creds"));
     let init = Command::new(BIN)
         .args(["controller-init", "--name", "example", "--ack-timeout-ms", "100", "--topology"])
         .arg(&topology)
@@ -486,9 +480,9 @@ fn operator_commands_reach_a_controller_outside_labs() {
             .spawn()
             .unwrap(),
     );
-    let conf = dir.path().join("softhsm2.conf");
-    std::fs::create_dir_all(dir.path().join("tokens")).unwrap();
-    let tokens = dir.path().join("tokens");
+    let conf = dir.as_path().join("softhsm2.conf");
+    std::fs::create_dir_all(dir.as_path().join("tokens")).unwrap();
+    let tokens = dir.as_path().join("tokens");
     std::fs::write(&conf, format!("directories.tokendir = {}\nobjectstore.backend = file\n", tokens.display()))
         .unwrap();
     let zsfc = |args: &[&str]| {
