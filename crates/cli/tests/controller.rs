@@ -341,6 +341,23 @@ fn softhsm_module() -> std::path::PathBuf {
         .expect("SoftHSM's PKCS#11 module (apt-get install softhsm2; ./test.sh does)")
 }
 
+/// A SoftHSM token labelled `label` (user PIN 4321) in `dir`, a token store of this test alone;
+/// returns the configuration file that `SOFTHSM2_CONF` must name.
+fn softhsm_token(dir: &std::path::Path, label: &str) -> std::path::PathBuf {
+    let tokens = dir.join("tokens");
+    std::fs::create_dir_all(&tokens).unwrap();
+    let conf = dir.join("softhsm2.conf");
+    std::fs::write(&conf, format!("directories.tokendir = {}\nobjectstore.backend = file\n", tokens.display()))
+        .unwrap();
+    let init = Command::new("softhsm2-util")
+        .args(["--init-token", "--free", "--label", label, "--pin", "4321", "--so-pin", "87654321"])
+        .env("SOFTHSM2_CONF", &conf)
+        .output()
+        .unwrap();
+    assert!(init.status.success(), "softhsm2-util: {}", String::from_utf8_lossy(&init.stderr));
+    conf
+}
+
 /// Seed 004 REQ8, hardware tokens: `zsfc role-key` moves a role onto a key generated on a
 /// PKCS#11 token; the controller then accepts the role only from that key. The role's old
 /// certificate and key file (copied away first, as a thief would) are refused and audited; the
@@ -350,21 +367,8 @@ fn an_administrative_role_moved_to_a_hardware_token_acts_only_from_it() {
     usable();
     let mut lab = LabRun::new("quickstart", "h");
     let dir = lab.state.parent().unwrap().to_path_buf();
-    // A token of this test alone, in its own directory.
-    std::fs::create_dir_all(dir.join("tokens")).unwrap();
-    let conf = dir.join("softhsm2.conf");
-    std::fs::write(
-        &conf,
-        format!("directories.tokendir = {}\nobjectstore.backend = file\n", dir.join("tokens").display()),
-    )
-    .unwrap();
     let token = format!("zsfc-{}", lab.name);
-    let init = Command::new("softhsm2-util")
-        .args(["--init-token", "--free", "--label", &token, "--pin", "4321", "--so-pin", "87654321"])
-        .env("SOFTHSM2_CONF", &conf)
-        .output()
-        .unwrap();
-    assert!(init.status.success(), "softhsm2-util: {}", String::from_utf8_lossy(&init.stderr));
+    let conf = softhsm_token(&dir, &token);
     lab.up();
     let module = softhsm_module();
     let state = lab.state.to_str().unwrap().to_owned();
@@ -450,10 +454,10 @@ fn operator_commands_reach_a_controller_outside_labs() {
     let dir = std::env::temp_dir().join(&ns);
     std::fs::create_dir_all(&dir).unwrap();
     assert!(Command::new("ip").args(["netns", "add", &ns]).status().unwrap().success());
-    let _ns = Netns(ns.clone(), dir.as_path().to_path_buf());
+    let _ns = Netns(ns.clone(), dir.to_path_buf());
     assert!(Command::new("ip").args(["-n", &ns, "link", "set", "lo", "up"]).status().unwrap().success());
     let topology = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/inmemory-topology.toml");
-    let (db, creds) = (dir.as_path().join("c.db"), dir.as_path().join("creds"));
+    let (db, creds) = (dir.join("c.db"), dir.join("creds"));
     let init = Command::new(BIN)
         .args(["controller-init", "--name", "example", "--ack-timeout-ms", "100", "--topology"])
         .arg(&topology)
@@ -480,11 +484,7 @@ fn operator_commands_reach_a_controller_outside_labs() {
             .spawn()
             .unwrap(),
     );
-    let conf = dir.as_path().join("softhsm2.conf");
-    std::fs::create_dir_all(dir.as_path().join("tokens")).unwrap();
-    let tokens = dir.as_path().join("tokens");
-    std::fs::write(&conf, format!("directories.tokendir = {}\nobjectstore.backend = file\n", tokens.display()))
-        .unwrap();
+    let conf = softhsm_token(&dir, "ops");
     let zsfc = |args: &[&str]| {
         let out = Command::new("ip")
             .args(["netns", "exec", &ns, BIN])
@@ -513,12 +513,6 @@ fn operator_commands_reach_a_controller_outside_labs() {
     let (ok, text) = zsfc(&["policy", "example", "--as", "operator-policy"]);
     assert!(ok && text.contains("policy: 0 grants"), "{text}");
 
-    let init = Command::new("softhsm2-util")
-        .args(["--init-token", "--free", "--label", "ops", "--pin", "4321", "--so-pin", "87654321"])
-        .env("SOFTHSM2_CONF", &conf)
-        .output()
-        .unwrap();
-    assert!(init.status.success(), "softhsm2-util: {}", String::from_utf8_lossy(&init.stderr));
     let module = softhsm_module();
     let (ok, text) =
         zsfc(&["role-key", "example", "operator-policy", "--pkcs11", module.to_str().unwrap(), "--token", "ops"]);
