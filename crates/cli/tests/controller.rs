@@ -520,4 +520,13 @@ fn operator_commands_reach_a_controller_outside_labs() {
     assert!(creds.join("operator-policy.token").exists() && !creds.join("operator-policy.key").exists());
     let (ok, text) = zsfc(&["policy", "example", "--as", "operator-policy"]);
     assert!(ok, "from the token: {text}");
+    // The operator itself moves onto the token, then binds the auditor from there: two keys of
+    // one token in one process (the user is logged in once per token).
+    let m = module.to_str().unwrap();
+    let (ok, text) = zsfc(&["role-key", "example", "operator", "--pkcs11", m, "--token", "ops"]);
+    assert!(ok, "{text}");
+    let (ok, text) = zsfc(&["role-key", "example", "auditor", "--pkcs11", m, "--token", "ops"]);
+    assert!(ok, "the operator on its token binds the auditor: {text}");
+    let (ok, text) = zsfc(&["policy", "example", "--as", "auditor"]);
+    assert!(!ok && text.contains(refused), "the auditor, from the token, is still only an auditor: {text}");
 }

@@ -51,13 +51,26 @@ fn err(what: impl core::fmt::Display) -> impl FnOnce(cryptoki::error::Error) -> 
     move |e| anyhow::anyhow!("PKCS#11: {what}: {e}")
 }
 
-/// A read-write session on the token labelled `token`, logged in as its user with `pin`.
-fn login(module: &Path, token: &str, pin: &str) -> anyhow::Result<Session> {
+/// The module's context, one per module and process: a module is initialized once, and
+/// finalizing a second context would pull the first one's sessions from under it.
+fn context(module: &Path) -> anyhow::Result<Pkcs11> {
+    static CONTEXTS: Mutex<Vec<(std::path::PathBuf, Pkcs11)>> = Mutex::new(Vec::new());
+    let mut all = CONTEXTS.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    if let Some((_, p11)) = all.iter().find(|(m, _)| m == module) {
+        return Ok(p11.clone());
+    }
     let p11 = Pkcs11::new(module).map_err(err(format!("loading {}", module.display())))?;
     match p11.initialize(CInitializeArgs::OsThreads) {
         Ok(()) | Err(cryptoki::error::Error::AlreadyInitialized) => {}
         Err(e) => return Err(err("initializing the module")(e)),
     }
+    all.push((module.to_owned(), p11.clone()));
+    Ok(p11)
+}
+
+/// A read-write session on the token labelled `token`, logged in as its user with `pin`.
+fn login(module: &Path, token: &str, pin: &str) -> anyhow::Result<Session> {
+    let p11 = context(module)?;
     let mut found = None;
     for slot in p11.get_slots_with_token().map_err(err("listing slots"))? {
         if p11.get_token_info(slot).map_err(err("reading a token's label"))?.label() == token {
@@ -67,10 +80,12 @@ fn login(module: &Path, token: &str, pin: &str) -> anyhow::Result<Session> {
     }
     let slot = found.ok_or_else(|| anyhow::anyhow!("PKCS#11: no token labelled {token:?} in {}", module.display()))?;
     let session = p11.open_rw_session(slot).map_err(err(format!("opening a session on token {token:?}")))?;
-    session
-        .login(UserType::User, Some(&AuthPin::new(pin.into())))
-        .map_err(err(format!("logging in to token {token:?} (wrong PIN?)")))?;
-    Ok(session)
+    // PKCS#11 logs the user in per token and application: a second key on the same token (the
+    // caller's and the new one, in `zsfc role-key`) finds the user logged in already.
+    match session.login(UserType::User, Some(&AuthPin::new(pin.into()))) {
+        Ok(()) | Err(cryptoki::error::Error::Pkcs11(cryptoki::error::RvError::UserAlreadyLoggedIn, _)) => Ok(session),
+        Err(e) => Err(err(format!("logging in to token {token:?} (wrong PIN?)"))(e)),
+    }
 }
 
 fn find(session: &Session, class: ObjectClass, label: &str) -> anyhow::Result<Option<ObjectHandle>> {
