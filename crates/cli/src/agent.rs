@@ -12,7 +12,7 @@ use zsfc_config::ikeless::{Direction, NodeState, StateChain, sa_name};
 use zsfc_config::{ControllerConfig, LabelEntry, RuleConfig, SaParams};
 use zsfc_controller::client::Client;
 use zsfc_controller::sealed::PollKey;
-use zsfc_dataplane::{ChainId, ChainSpec, Event, Instant, LabelAction, Node, NodeId, Rule, SaIdx, SaUse};
+use zsfc_dataplane::{ChainId, ChainSpec, DropReason, Event, Instant, LabelAction, Node, NodeId, Rule, SaIdx, SaUse};
 use zsfc_io::Control;
 
 const POLL_TIMEOUT: Duration = Duration::from_secs(30);
@@ -290,6 +290,8 @@ pub(crate) struct AgentSetup {
     pub gateway: Option<(Arc<zsfc_gateway::Gateway>, Vec<zsfc_gateway::Service>)>,
     pub ready_file: Option<PathBuf>,
     pub events: Receiver<Event>,
+    /// The names of the node's SFs, by `SfId` (for reports of their drops).
+    pub sf_names: Vec<String>,
 }
 
 /// Starts the agent's threads (state and events); they live as long as the process.
@@ -297,8 +299,20 @@ pub(crate) fn start(s: AgentSetup) -> anyhow::Result<()> {
     let mut boot = [0u8; 8];
     aws_lc_rs::rand::fill(&mut boot).map_err(|_| anyhow::anyhow!("no randomness"))?;
     let boot = hex::encode(boot);
-    let (client, name) = (s.client.clone(), s.name.clone());
-    std::thread::Builder::new().name("agent-events".into()).spawn(move || report_events(&client, &name, &s.events))?;
+    let (client, name, sf_names) = (s.client.clone(), s.name.clone(), s.sf_names.clone());
+    std::thread::Builder::new()
+        .name("agent-events".into())
+        .spawn(move || report_events(&client, &name, &s.events, &sf_names))?;
+    if let Some((gw, _)) = &s.gateway {
+        let (client, name, gw) = (s.client.clone(), s.name.clone(), gw.clone());
+        std::thread::Builder::new().name("agent-sf-drops".into()).spawn(move || {
+            let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+                Ok(rt) => rt,
+                Err(e) => return eprintln!("agent: {e}"),
+            };
+            rt.block_on(follow_sf_drops(&name, &client, &gw));
+        })?;
+    }
     let AgentSetup { name, client, lanes, peers, gateway, ready_file, .. } = s;
     std::thread::Builder::new().name("agent".into()).spawn(move || {
         let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
@@ -442,13 +456,78 @@ async fn apply(
     Ok(missing)
 }
 
-/// Forwards the engines' SA events: one `sadb-expire` per SA, one `sadb-bad-spi` per SPI and
-/// 10 seconds.
-fn report_events(client: &Client, name: &str, events: &Receiver<Event>) {
+/// The gateway's node counts the SF drops other nodes report toward blocking the clients they
+/// name (seed 004 REQ11): a long poll of the controller, from the last report on.
+async fn follow_sf_drops(name: &str, client: &Client, gw: &zsfc_gateway::Gateway) {
+    let mut after = 0u64;
+    loop {
+        let path = format!("/restconf/data/zsfc:nodes/node={name}/sf-drops?after={after}");
+        let reply = match client.request("GET", &path, None, POLL_TIMEOUT).await {
+            Ok(r) if r.status == 200 => r,
+            _ => {
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                continue;
+            }
+        };
+        let v: serde_json::Value = serde_json::from_slice(&reply.body).unwrap_or_default();
+        let Some(last) = v["zsfc:sf-drops"]["last"].as_u64() else { continue };
+        let drops: Vec<zsfc_controller::SfDrops> =
+            serde_json::from_value(v["zsfc:sf-drops"]["drops"].clone()).unwrap_or_default();
+        for d in drops {
+            let Ok(subscriber) = u64::from_str_radix(&d.subscriber, 16) else { continue };
+            gw.sf_drops(subscriber, d.count, &format!("{} on {}: {}", d.sf, d.node, d.reason));
+        }
+        // A restarted controller counts from 0 again.
+        after = last;
+    }
+}
+
+/// Most subscribers one report of SF drops names; more within one period are not reported.
+const MAX_SF_DROP_SUBSCRIBERS: usize = 256;
+/// How often SF drops are reported (they are summed per subscriber, SF and reason meanwhile).
+const SF_DROP_PERIOD: Duration = Duration::from_millis(200);
+
+/// Forwards the engines' events: one `sadb-expire` per SA, one `sadb-bad-spi` per SPI and 10
+/// seconds, and the SF drops of each period, summed per subscriber.
+fn report_events(client: &Client, name: &str, events: &Receiver<Event>, sf_names: &[String]) {
     let mut bad_spi_seen: HashMap<u32, std::time::Instant> = HashMap::new();
     let mut expired_seen = std::collections::HashSet::new();
-    while let Ok(e) = events.recv() {
+    let mut drops: HashMap<(u64, u32, DropReason), u32> = HashMap::new();
+    let mut since = std::time::Instant::now();
+    loop {
+        if !drops.is_empty() && since.elapsed() >= SF_DROP_PERIOD {
+            let list: Vec<zsfc_controller::SfDrops> = drops
+                .drain()
+                .map(|((subscriber, sf, reason), count)| zsfc_controller::SfDrops {
+                    seq: 0,
+                    node: String::new(),
+                    sf: sf_names.get(sf as usize).cloned().unwrap_or_else(|| format!("sf{sf}")),
+                    subscriber: format!("{subscriber:016x}"),
+                    reason: reason.name().to_owned(),
+                    count,
+                })
+                .collect();
+            let body = serde_json::json!({"zsfc:input": {"drops": list}});
+            let path = "/restconf/operations/zsfc:sf-drops";
+            if let Err(e) = client.blocking("POST", path, Some(body.to_string().into_bytes()), Duration::from_secs(5)) {
+                eprintln!("agent {name:?}: reporting SF drops: {e:#}");
+            }
+        }
+        let e = match events.recv_timeout(SF_DROP_PERIOD) {
+            Ok(e) => e,
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => continue,
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => return,
+        };
         let (path, body) = match e {
+            Event::SfDrop { subscriber, sf, reason } => {
+                if drops.is_empty() {
+                    since = std::time::Instant::now();
+                }
+                if drops.len() < MAX_SF_DROP_SUBSCRIBERS || drops.contains_key(&(subscriber, sf.0, reason)) {
+                    *drops.entry((subscriber, sf.0, reason)).or_default() += 1;
+                }
+                continue;
+            }
             Event::RekeyWanted { spi, .. } => {
                 let sa = sa_name(zsfc_config::configured_spi(spi));
                 if !expired_seen.insert(sa.clone()) {

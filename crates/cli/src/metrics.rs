@@ -52,7 +52,7 @@ impl Metrics {
         r.register("proxy_cached", "Packets inside each SF now (proxy cache entries)", self.cached.clone());
         r.register(
             "gateway",
-            "Gateway connections: accepted, served, refused by reason; blocks begun",
+            "Gateway connections: accepted, served, refused by reason; blocks begun; packets SFs dropped for a served client",
             self.gateway.clone(),
         );
         r.register(
@@ -120,6 +120,7 @@ impl Metrics {
         Self::set(&self.gateway, vec![("outcome", "accepted".into())], g.accepted.load(Ordering::Relaxed));
         Self::set(&self.gateway, vec![("outcome", "served".into())], g.served.load(Ordering::Relaxed));
         Self::set(&self.gateway, vec![("outcome", "blocks".into())], g.blocks.load(Ordering::Relaxed));
+        Self::set(&self.gateway, vec![("outcome", "sf_drops".into())], g.sf_drops.load(Ordering::Relaxed));
         for r in zsfc_gateway::Refusal::ALL {
             Self::set(&self.gateway, vec![("outcome", format!("refused_{}", r.name()))], g.refused(r));
         }

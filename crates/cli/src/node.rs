@@ -168,6 +168,7 @@ pub(crate) fn run(a: &Args) -> anyhow::Result<bool> {
             gateway: gateway.clone().map(|g| (g, services)),
             ready_file: a.ready_file.clone(),
             events: events_rx,
+            sf_names: nodes[0].sf_ids().filter_map(|id| nodes[0].sf_report(id)).map(|r| r.name).collect(),
         })?,
         None => {
             drop((events_rx, agent_lanes));

@@ -354,6 +354,45 @@ fn an_identity_or_source_refused_too_often_is_blocked_for_a_while() {
     );
 }
 
+/// Seed 004 REQ11, fed by the SFs: packets an intrusive DPI drops for what they carry are
+/// reported by the SF's node (by subscriber id, the gateway's pseudonym, through the
+/// controller) to the gateway's node, which counts them against the client's identity. alice
+/// asking for /test.html (the DPI drops her request and every retransmission of it) is
+/// blocked for a while; her earlier and later pages are served.
+#[test]
+fn packets_an_sf_drops_count_toward_blocking_the_client() {
+    usable();
+    let mut lab = LabRun::new("quickstart", "d");
+    // The subscriber id travels in the protected NSH.
+    lab.edit("\nnodes = ", "\nsfc_integrity = true\nnodes = ");
+    lab.edit(
+        "gateway = { node = \"ingress\" }",
+        "gateway = { node = \"ingress\", blocking = { after_refusals = 3, within_s = 60, block_s = 5 } }",
+    );
+    lab.up();
+    let outcome = |o: &str| metric(&lab, "ingress", "zsfc_gateway_total", &[&format!("outcome=\"{o}\"")]);
+    assert_eq!(fetch_as(&lab, "alice"), 200);
+    assert_eq!(fetch_path(&lab, "alice", Some("alice"), "/test.html"), 0, "the DPI drops the request");
+    // The report goes SF node → controller → gateway node; metrics refresh every second.
+    let t = std::time::Instant::now();
+    while outcome("blocks") == 0 && t.elapsed() < Duration::from_secs(10) {
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    assert_eq!(outcome("blocks"), 1);
+    assert!(outcome("sf_drops") >= 3, "every dropped packet counted: {}", outcome("sf_drops"));
+    assert_eq!(fetch_as(&lab, "alice"), 0);
+    assert_eq!(outcome("refused_identity_blocked"), 1);
+    let log = std::fs::read_to_string(lab.state_file("logs/ingress.log")).unwrap_or_default();
+    assert!(
+        log.contains("gateway: blocking identity=alice for 5 s:")
+            && log.contains("the last packets an SF dropped (dpi on sf: sf_dpi_match)"),
+        "{log}"
+    );
+    std::thread::sleep(Duration::from_secs(6));
+    assert_eq!(fetch_as(&lab, "alice"), 200, "the block ended");
+    lab.down();
+}
+
 #[test]
 fn the_seed_testbed_on_ethernet_links_keeps_its_outcomes_with_every_protection_on() {
     usable();

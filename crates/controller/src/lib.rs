@@ -19,7 +19,7 @@ mod store;
 pub mod token;
 
 pub use server::{API_ROUTES, OPENAPI, serve};
-pub use store::{Controller, DomainSpec, RekeySettings, StartError};
+pub use store::{Controller, DomainSpec, RekeySettings, SfDrops, StartError};
 
 /// The CN of the operator's client certificate (commands such as `zsfc rekey` use it); no node
 /// may take this name.

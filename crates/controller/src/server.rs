@@ -35,6 +35,8 @@ pub const API_ROUTES: &[(&str, &str)] = &[
     ("put", "/restconf/data/zsfc:domain/grants"),
     ("post", "/restconf/operations/zsfc:rekey"),
     ("post", "/restconf/operations/zsfc:bind-role"),
+    ("post", "/restconf/operations/zsfc:sf-drops"),
+    ("get", "/restconf/data/zsfc:nodes/node={node}/sf-drops"),
     ("get", "/openapi.json"),
 ];
 
@@ -309,6 +311,57 @@ async fn rekey(State(ctl): Ctl, Extension(peer): Extension<Peer>) -> Response {
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
+struct SfDropsInput {
+    drops: Vec<crate::SfDrops>,
+}
+
+/// A node reports the packets its SFs dropped for what they carried, by subscriber.
+async fn report_sf_drops(State(ctl): Ctl, Extension(peer): Extension<Peer>, body: Bytes) -> Response {
+    let r = (|| {
+        let id = require(&ctl, &peer, peer.identity.as_deref(), Admin::ActForNode, "report SF drops")?;
+        if !ctl.knows(&id) {
+            return Err(Refusal::new(403, "access-denied", "nodes only"));
+        }
+        let i: SfDropsInput = input(&body, "zsfc:input")?;
+        ctl.report_sf_drops(&id, i.drops)?;
+        Ok(serde_json::json!({}))
+    })();
+    r.map_or_else(|e: Refusal| error(&e), ok)
+}
+
+#[derive(Deserialize)]
+struct AfterQuery {
+    #[serde(default)]
+    after: u64,
+}
+
+/// The gateway's node fetches the SF drops reported after `after` (a long poll): they count
+/// toward blocking the client they name (seed 004 REQ11).
+async fn sf_drops(
+    State(ctl): Ctl,
+    Extension(peer): Extension<Peer>,
+    Path(key): Path<String>,
+    q: Result<Query<AfterQuery>, axum::extract::rejection::QueryRejection>,
+) -> Response {
+    let r = (|| {
+        let node = list_key(&key, "node")?;
+        if ctl.domain().gateway_node.as_deref() != Some(node.as_str()) {
+            return Err(Refusal::new(404, "invalid-value", format!("{node:?} is not the gateway's node")));
+        }
+        require(&ctl, &peer, Some(&node), Admin::ActForNode, "read SF drops")?;
+        q.map(|Query(q)| q.after).map_err(|_| Refusal::new(400, "invalid-value", "query: after=<number> expected"))
+    })();
+    match r {
+        Ok(after) => {
+            let (last, drops) = ctl.sf_drops_after(after, POLL_WAIT).await;
+            ok(serde_json::json!({"zsfc:sf-drops": {"last": last, "drops": drops}}))
+        }
+        Err(e) => error(&e),
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 struct BindInput {
     role: String,
     csr: String,
@@ -350,6 +403,8 @@ fn router(ctl: Arc<Controller>) -> Router {
             (_, "/restconf/data/zsfc:domain/grants") => put(grants),
             (_, "/restconf/operations/zsfc:rekey") => post(rekey),
             (_, "/restconf/operations/zsfc:bind-role") => post(bind_role),
+            (_, "/restconf/operations/zsfc:sf-drops") => post(report_sf_drops),
+            (_, "/restconf/data/zsfc:nodes/node={node}/sf-drops") => get(sf_drops),
             (_, "/openapi.json") => get(openapi),
             _ => unreachable!("every route in API_ROUTES has a handler"),
         };

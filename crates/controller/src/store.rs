@@ -133,6 +133,29 @@ pub struct Controller {
     pub rollouts: AtomicU64,
     /// Time from publishing each step of a rollout to the last node's acknowledgement.
     push_latencies: Mutex<Vec<Duration>>,
+    /// SF drops reported by nodes, numbered, for the gateway to count (the last
+    /// [`SF_DROPS_KEPT`]); woken on every report.
+    sf_drops: Mutex<(u64, std::collections::VecDeque<SfDrops>)>,
+    sf_drops_added: Notify,
+}
+
+/// How many reports of SF drops the controller keeps for the gateway to fetch.
+const SF_DROPS_KEPT: usize = 1024;
+
+/// Packets of one client an SF dropped for what they carried (a DPI match, a firewall rule),
+/// as a node reports them: the subscriber id is the gateway's pseudonym (hex), which only the
+/// gateway can map to an identity.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SfDrops {
+    #[serde(default)]
+    pub seq: u64,
+    #[serde(default)]
+    pub node: String,
+    pub sf: String,
+    pub subscriber: String,
+    pub reason: String,
+    pub count: u32,
 }
 
 impl core::fmt::Debug for Controller {
@@ -259,6 +282,8 @@ impl Controller {
             ca,
             rollouts: AtomicU64::new(0),
             push_latencies: Mutex::new(Vec::new()),
+            sf_drops: Mutex::new((0, std::collections::VecDeque::new())),
+            sf_drops_added: Notify::new(),
         }))
     }
 
@@ -411,6 +436,47 @@ impl Controller {
 
     pub fn bad_spi(&self, node: &str, spi: u32) {
         self.audit(Kind::Notification, node, &format!("sadb-bad-spi {spi:#x}"));
+    }
+
+    /// Records SF drops reported by `node` (audited) for the gateway to fetch.
+    pub fn report_sf_drops(&self, node: &str, drops: Vec<SfDrops>) -> Result<(), Refusal> {
+        for d in &drops {
+            let hex_ok = d.subscriber.len() == 16 && d.subscriber.bytes().all(|b| b.is_ascii_hexdigit());
+            if !hex_ok || d.count == 0 || d.sf.is_empty() || d.reason.is_empty() {
+                return Err(Refusal::new(400, "invalid-value", format!("drops: {d:?} is not a report of SF drops")));
+            }
+        }
+        {
+            let mut q = self.sf_drops.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            for mut d in drops {
+                q.0 += 1;
+                (d.seq, d.node) = (q.0, node.to_owned());
+                let detail =
+                    format!("SF {} dropped {} packets of subscriber {} ({})", d.sf, d.count, d.subscriber, d.reason);
+                self.audit(Kind::Notification, node, &detail);
+                if q.1.len() == SF_DROPS_KEPT {
+                    q.1.pop_front();
+                }
+                q.1.push_back(d);
+            }
+        }
+        self.sf_drops_added.notify_waiters();
+        Ok(())
+    }
+
+    /// The reports after `after`, waiting up to `wait` for one; and the number of the last.
+    pub async fn sf_drops_after(&self, after: u64, wait: Duration) -> (u64, Vec<SfDrops>) {
+        let collect = || {
+            let q = self.sf_drops.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            (q.0, q.1.iter().filter(|d| d.seq > after).cloned().collect::<Vec<_>>())
+        };
+        let woken = self.sf_drops_added.notified();
+        let now = collect();
+        if !now.1.is_empty() || now.0 < after {
+            return now;
+        }
+        let _ = tokio::time::timeout(wait, woken).await;
+        collect()
     }
 
     /// Asks the background task for a rollout (requests coalesce).

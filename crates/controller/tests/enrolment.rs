@@ -290,3 +290,55 @@ async fn a_role_bound_to_a_key_acts_only_with_that_key() {
     assert_eq!(count("bind a role to a key from%not allowed%"), 1);
     assert_eq!(count("role bound to key%"), 1);
 }
+
+/// Reports of SF drops: a node reports its SFs' drops by subscriber (audited, checked), and
+/// only the gateway's node fetches them, by long poll, from where it left off.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sf_drops_go_from_the_reporting_node_to_the_gateways_node_only() {
+    let mut d = domain();
+    d.gateway_node = Some("ingress".into());
+    let (r, ca) = start_with(d).await;
+    let node = |name: &str| {
+        let (cert, key) = ca.issue(name, false, &[], &[]).unwrap();
+        Client::new(&r.addr, "controller", &r.ca, Some((&cert, &key))).unwrap()
+    };
+    let (sf, gw) = (node("node-a"), node("ingress"));
+    let report = |c: &Client, drops: serde_json::Value| {
+        let body = serde_json::json!({"zsfc:input": {"drops": drops}}).to_string().into_bytes();
+        let c = c.clone();
+        async move { c.request("POST", "/restconf/operations/zsfc:sf-drops", Some(body), T).await.unwrap() }
+    };
+    let fetch = |c: &Client, after: u64| {
+        let c = c.clone();
+        let path = format!("/restconf/data/zsfc:nodes/node=ingress/sf-drops?after={after}");
+        async move { c.request("GET", &path, None, T).await.unwrap() }
+    };
+    let one =
+        serde_json::json!([{"sf": "dpi", "subscriber": "00112233aabbccdd", "reason": "sf_dpi_match", "count": 6}]);
+    let bad = serde_json::json!([{"sf": "dpi", "subscriber": "alice", "reason": "sf_dpi_match", "count": 6}]);
+    assert_eq!(report(&sf, bad).await.status, 400, "a subscriber id is 16 hex digits");
+    // The gateway's node waits for a report: the poll answers when it comes.
+    let waiting = tokio::spawn(fetch(&gw, 0));
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(report(&sf, one).await.status, 200);
+    let got = waiting.await.unwrap();
+    assert_eq!(got.status, 200, "{}", got.message());
+    let v: serde_json::Value = serde_json::from_slice(&got.body).unwrap();
+    let drops = &v["zsfc:sf-drops"]["drops"];
+    assert_eq!((drops[0]["node"].as_str(), drops[0]["count"].as_u64()), (Some("node-a"), Some(6)), "{v}");
+    let last = v["zsfc:sf-drops"]["last"].as_u64().unwrap();
+    assert_eq!(last, 1);
+    // Another node may not read them, nor ask as the gateway's node.
+    assert_eq!(fetch(&sf, 0).await.status, 403);
+    let other = sf.request("GET", "/restconf/data/zsfc:nodes/node=node-a/sf-drops?after=0", None, T).await.unwrap();
+    assert_eq!(other.status, 404);
+    let audit = zsfc_controller::audit::open_read_only(&r.db).unwrap();
+    let n: i64 = audit
+        .query_row(
+            "SELECT count(*) FROM audit WHERE subject = 'node-a' AND detail = ?1",
+            ["SF dpi dropped 6 packets of subscriber 00112233aabbccdd (sf_dpi_match)"],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(n, 1);
+}

@@ -223,6 +223,10 @@ pub enum Event {
     RekeyWanted { sa: SaIdx, spi: u32 },
     /// An ESP packet named an SPI no inbound SA has (RFC 9061 `sadb-bad-spi`).
     BadSpi { spi: u32 },
+    /// An SF dropped a packet for what it carried (a DPI match, a firewall rule), and the packet
+    /// named its client: the gateway's subscriber id (a pseudonym), read with the chain key.
+    /// What the gateway's blocking counts (seed 004 REQ11).
+    SfDrop { subscriber: u64, sf: SfId, reason: DropReason },
 }
 
 /// Packet counts by what happened (drops are in [`DropCounters`]).
@@ -1091,6 +1095,21 @@ impl Node {
         match verdict {
             SfVerdict::Pass(b) => self.sf_tx(now, id, b),
             SfVerdict::Drop(b, r) => {
+                // Only the drop path reads the subscriber id (bounded like every event).
+                if matches!(r, DropReason::SfDpiMatch | DropReason::SfFirewallDeny)
+                    && has_nsh
+                    && self.events.len() < MAX_EVENTS
+                {
+                    let hdr = slot.cache.peek(&key).unwrap_or(&[]);
+                    let subscriber = integrity::locate(hdr, max_depth)
+                        .ok()
+                        .flatten()
+                        .and_then(|l| integrity::subscriber(self.chain_keys.get(&l.key_id)?, hdr, &l))
+                        .filter(|&s| s != 0);
+                    if let Some(subscriber) = subscriber {
+                        self.events.push_back(Event::SfDrop { subscriber, sf: id, reason: r });
+                    }
+                }
                 slot.cache.forget(&key);
                 Step::Done(self.drop(r, b))
             }

@@ -197,6 +197,8 @@ pub struct GatewayStats {
     pub served: AtomicU64,
     /// Blocks begun (of sources and identities).
     pub blocks: AtomicU64,
+    /// Packets SFs dropped for what they carried, reported for a client this gateway served.
+    pub sf_drops: AtomicU64,
     refused: [AtomicU64; Refusal::ALL.len()],
 }
 
@@ -448,11 +450,17 @@ fn handshake_refusal(e: &std::io::Error) -> Refusal {
 }
 
 /// A running gateway: its stats, and the thread that runs it (it lives as long as the process).
-#[derive(Debug)]
 pub struct Gateway {
     pub stats: Arc<GatewayStats>,
     pub local_addr: SocketAddr,
     policy: Arc<RwLock<Arc<Policy>>>,
+    shared: Arc<Shared>,
+}
+
+impl core::fmt::Debug for Gateway {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("Gateway").field("local_addr", &self.local_addr).finish_non_exhaustive()
+    }
 }
 
 impl Gateway {
@@ -460,6 +468,38 @@ impl Gateway {
     /// decided by it, open ones keep their chain.
     pub fn set_policy(&self, policy: Policy) {
         *self.policy.write().unwrap_or_else(std::sync::PoisonError::into_inner) = Arc::new(policy);
+    }
+
+    /// `count` packets of the client with subscriber id `subscriber` were dropped by an SF for
+    /// what they carried (`what`: the SF and the reason): each counts as a refusal of the
+    /// client's identity toward blocking it (seed 004 REQ11). The identity, when this gateway
+    /// gave out that pseudonym (it keeps the last [`MAX_BUCKETS`]); `None` for one it did not.
+    pub fn sf_drops(&self, subscriber: u64, count: u32, what: &str) -> Option<String> {
+        let identity = self
+            .shared
+            .subscribers
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(&subscriber)
+            .cloned()?;
+        self.stats.sf_drops.fetch_add(u64::from(count), Ordering::Relaxed);
+        let now = std::time::Instant::now();
+        // Past `after` strikes nothing more can happen within one report.
+        let strikes = count.min(self.shared.settings.blocking.after.max(1));
+        let mut begun = None;
+        for _ in 0..strikes {
+            begun = self.shared.identity_strikes.strike(identity.clone(), now).or(begun);
+        }
+        if let Some(n) = begun {
+            self.stats.blocks.fetch_add(1, Ordering::Relaxed);
+            let rule = self.shared.settings.blocking;
+            eprintln!(
+                "gateway: blocking identity={identity} for {} s: {n} refusals within {} s, the last packets an SF dropped ({what})",
+                rule.duration.as_secs(),
+                rule.within.as_secs(),
+            );
+        }
+        Some(identity)
     }
 }
 
@@ -482,6 +522,7 @@ pub fn start(settings: GatewaySettings, control: Vec<Sender<Control>>) -> Result
     let (sources, identities) = (Buckets::new(settings.limits.per_source), Buckets::new(settings.limits.per_identity));
     let (source_strikes, identity_strikes) = (Strikes::new(settings.blocking), Strikes::new(settings.blocking));
     let shared = Arc::new(Shared {
+        subscribers: Default::default(),
         source_strikes,
         identity_strikes,
         settings,
@@ -492,6 +533,7 @@ pub fn start(settings: GatewaySettings, control: Vec<Sender<Control>>) -> Result
         sources,
         identities,
     });
+    let handle = shared.clone();
     std::thread::Builder::new().name("gateway".into()).spawn(move || {
         rt.block_on(async move {
             let listener = match tokio::net::TcpListener::from_std(listener) {
@@ -506,7 +548,7 @@ pub fn start(settings: GatewaySettings, control: Vec<Sender<Control>>) -> Result
             }
         });
     })?;
-    Ok(Gateway { stats, local_addr, policy })
+    Ok(Gateway { stats, local_addr, policy, shared: handle })
 }
 
 struct Shared {
@@ -522,6 +564,9 @@ struct Shared {
     identities: Buckets<String>,
     source_strikes: Strikes<IpAddr>,
     identity_strikes: Strikes<String>,
+    /// Subscriber id → identity of the clients served (at most [`MAX_BUCKETS`]; then it starts
+    /// afresh), so that SF drops reported by pseudonym count against the identity.
+    subscribers: std::sync::Mutex<std::collections::HashMap<u64, String>>,
 }
 
 impl Shared {
@@ -623,6 +668,13 @@ impl Shared {
         };
         let tag = aws_lc_rs::hmac::sign(&self.pseudonyms, identity.as_bytes());
         let subscriber = u64::from_be_bytes(tag.as_ref()[..8].try_into().unwrap_or_default());
+        {
+            let mut known = self.subscribers.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            if known.len() >= MAX_BUCKETS && !known.contains_key(&subscriber) {
+                known.clear();
+            }
+            known.insert(subscriber, identity.clone());
+        }
         let (mut inner, tuple) = match self.connect(&service, chain, subscriber).await {
             Ok(connected) => connected,
             Err((tuple, e)) => {

@@ -231,6 +231,11 @@ pub fn fetch_as(lab: &LabRun, client: &str) -> u32 {
 /// (`None`: without a certificate).
 #[allow(dead_code)]
 pub fn fetch_from(lab: &LabRun, from: &str, cert: Option<&str>) -> u32 {
+    fetch_path(lab, from, cert, "/index.html")
+}
+
+/// [`fetch_from`] of `path`.
+pub fn fetch_path(lab: &LabRun, from: &str, cert: Option<&str>, path: &str) -> u32 {
     let pki = |f: String| lab.state_file(&format!("pki/{f}")).display().to_string();
     let host = format!("web.{}", lab.name);
     let mut curl = Command::new("ip");
@@ -239,9 +244,7 @@ pub fn fetch_from(lab: &LabRun, from: &str, cert: Option<&str>) -> u32 {
     if let Some(c) = cert {
         curl.args(["--cert", &pki(format!("clients/{c}.pem")), "--key", &pki(format!("clients/{c}.key"))]);
     }
-    let out = curl
-        .args(["--resolve", &format!("{host}:443:172.16.0.1"), &format!("https://{host}/index.html")])
-        .output()
-        .unwrap();
+    let out =
+        curl.args(["--resolve", &format!("{host}:443:172.16.0.1"), &format!("https://{host}{path}")]).output().unwrap();
     String::from_utf8_lossy(&out.stdout).trim().parse().unwrap_or(0)
 }
