@@ -12,9 +12,14 @@ pub(crate) struct ControllerArgs {
     /// The controller's SQLite database (created by `zsfc up`, or `Controller::init`).
     #[arg(long)]
     db: PathBuf,
-    /// Where the HTTPS API listens.
+    /// Where the HTTPS API listens (for nodes, and for the operator too unless
+    /// `--management-listen` gives the operator an address of its own).
     #[arg(long)]
     listen: String,
+    /// A separate address for the operator's commands (seed 004 REQ1): `--listen` then serves
+    /// nodes only and this one administrative roles only; each refuses the other's callers.
+    #[arg(long)]
+    management_listen: Option<String>,
     /// The name in the controller's certificate (what nodes verify).
     #[arg(long, default_value = "controller")]
     server_name: String,
@@ -24,15 +29,33 @@ pub(crate) fn controller(a: &ControllerArgs) -> anyhow::Result<bool> {
     let ctl = Controller::open(&a.db).with_context(|| format!("opening {}", a.db.display()))?;
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
     rt.block_on(async {
-        let listener =
-            tokio::net::TcpListener::bind(&a.listen).await.with_context(|| format!("listening on {}", a.listen))?;
-        eprintln!(
-            "zsfc controller: domain {:?}, API on https://{} (TLS 1.3)",
-            ctl.domain().name,
-            listener.local_addr()?
-        );
+        let bind = |addr: &str| {
+            let addr = addr.to_owned();
+            async move { tokio::net::TcpListener::bind(&addr).await.with_context(|| format!("listening on {addr}")) }
+        };
+        let listener = bind(&a.listen).await?;
+        let name = ctl.domain().name;
         tokio::spawn(ctl.clone().run_background());
-        zsfc_controller::serve(ctl, listener, &a.server_name).await
+        let Some(m) = &a.management_listen else {
+            eprintln!("zsfc controller: domain {name:?}, API on https://{} (TLS 1.3)", listener.local_addr()?);
+            return zsfc_controller::serve(ctl, listener, &a.server_name).await;
+        };
+        let management = bind(m).await?;
+        eprintln!(
+            "zsfc controller: domain {name:?}, API for nodes on https://{}, for the operator on https://{} (TLS 1.3)",
+            listener.local_addr()?,
+            management.local_addr()?
+        );
+        use zsfc_controller::Plane;
+        let (c, server_name) = (ctl.clone(), a.server_name.clone());
+        let operator =
+            tokio::spawn(
+                async move { zsfc_controller::serve_plane(c, management, &server_name, Plane::Management).await },
+            );
+        tokio::select! {
+            r = zsfc_controller::serve_plane(ctl, listener, &a.server_name, Plane::Nodes) => r,
+            r = operator => r?,
+        }
     })?;
     Ok(true)
 }
@@ -164,7 +187,7 @@ struct Access {
 impl Access {
     fn lab(dir: &Path, lab: &str) -> Self {
         Self {
-            address: zsfc_config::CONTROLLER_ADDRESS.to_owned(),
+            address: zsfc_config::MANAGEMENT_ADDRESS.to_owned(),
             server_name: "controller".to_owned(),
             creds: dir.join("pki"),
             netns: Some(format!("zsfc-{lab}-ctl")),

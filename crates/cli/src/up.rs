@@ -349,12 +349,15 @@ fn build(lab: &Lab, plan: &LabPlan, state: &State) -> anyhow::Result<()> {
     let bin = std::env::current_exe().context("finding the zsfc binary")?;
     let bin = bin.to_str().context("the zsfc binary's path is not UTF-8")?;
     let db = state.controller_db();
-    let args =
-        [bin, "controller", "--db", db.to_str().unwrap_or_default(), "--listen", zsfc_config::CONTROLLER_ADDRESS];
+    let (nodes, management) = (zsfc_config::CONTROLLER_ADDRESS, zsfc_config::MANAGEMENT_ADDRESS);
+    let db = db.to_str().unwrap_or_default();
+    let args = [bin, "controller", "--db", db, "--listen", nodes, "--management-listen", management];
     let pid = spawn(&ctl_ns, &args, &state.log("controller"))?;
     std::fs::write(state.dir.join("controller.pid"), pid.to_string())?;
-    let ctl_port: u16 = zsfc_config::CONTROLLER_ADDRESS.rsplit(':').next().and_then(|p| p.parse().ok()).unwrap_or(8443);
-    wait_until("the controller", Some(&state.log("controller")), || listening(&ctl_ns, false, ctl_port))?;
+    let port = |a: &str| a.rsplit(':').next().and_then(|p| p.parse::<u16>().ok()).unwrap_or(8443);
+    wait_until("the controller", Some(&state.log("controller")), || {
+        listening(&ctl_ns, false, port(nodes)) && listening(&ctl_ns, false, port(management))
+    })?;
 
     // The client network on the gateway node.
     let gw = &plan.nodes[plan.gateway.node];

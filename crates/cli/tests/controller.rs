@@ -70,7 +70,7 @@ fn without_the_controller_nodes_fail_closed_at_hard_lifetime_and_recover_without
     let log = std::fs::File::create(lab.state_file("logs/controller-again.log")).unwrap();
     let mut ctl = Command::new("ip")
         .args(["netns", "exec", &lab.ns("ctl"), BIN, "controller", "--db", db.to_str().unwrap()])
-        .args(["--listen", "10.201.0.250:8443"])
+        .args(["--listen", "10.201.0.250:8443", "--management-listen", "127.0.0.1:8444"])
         .stdout(log.try_clone().unwrap())
         .stderr(log)
         .spawn()
@@ -101,14 +101,25 @@ fn nix_kill(pid: i32) {
     assert!(Command::new("kill").args(["-9", &pid.to_string()]).status().unwrap().success());
 }
 
-/// `curl` inside the controller's namespace; (HTTP status or 0 for a failed handshake).
+/// `curl` of the controller's interface for nodes, inside its namespace; the HTTP status or 0
+/// for a failed handshake.
 fn curl(lab: &LabRun, extra: &[&str], url: &str) -> u32 {
+    curl_at(lab, "10.201.0.250:8443", extra, url)
+}
+
+/// [`curl`] of the controller's interface for the operator (its namespace's loopback).
+fn curl_mgmt(lab: &LabRun, extra: &[&str], url: &str) -> u32 {
+    curl_at(lab, "127.0.0.1:8444", extra, url)
+}
+
+fn curl_at(lab: &LabRun, at: &str, extra: &[&str], url: &str) -> u32 {
     let ca = lab.state_file("pki/ca.pem");
+    let (addr, port) = at.rsplit_once(':').unwrap();
     let out = Command::new("ip")
         .args(["netns", "exec", &lab.ns("ctl"), "curl", "-s", "-o", "/dev/null", "-w", "%{http_code}"])
-        .args(["--max-time", "5", "--cacert", ca.to_str().unwrap(), "--resolve", "controller:8443:10.201.0.250"])
+        .args(["--max-time", "5", "--cacert", ca.to_str().unwrap(), "--resolve", &format!("controller:{port}:{addr}")])
         .args(extra)
-        .arg(format!("https://controller:8443{url}"))
+        .arg(format!("https://controller:{port}{url}"))
         .output()
         .unwrap();
     String::from_utf8_lossy(&out.stdout).trim().parse().unwrap_or(0)
@@ -138,9 +149,16 @@ fn refused_enrolments_and_api_calls_are_audited_and_tampering_is_detected() {
     assert_eq!(curl(&lab, &post, "/restconf/operations/zsfc:enrol"), 403, "a used bootstrap token");
     let op = (lab.state_file("pki/operator.pem"), lab.state_file("pki/operator.key"));
     let as_operator = ["--cert", op.0.to_str().unwrap(), "--key", op.1.to_str().unwrap()];
-    assert_eq!(curl(&lab, &as_operator, domain), 200);
-    assert_eq!(curl(&lab, &as_operator, "/restconf/data/zsfc:nothing"), 404);
-    assert_eq!(curl(&lab, &as_operator, "/restconf/data/zsfc:domain/chain=stream"), 405, "GET on a PUT-only resource");
+    assert_eq!(curl_mgmt(&lab, &as_operator, domain), 200);
+    assert_eq!(curl_mgmt(&lab, &as_operator, "/restconf/data/zsfc:nothing"), 404);
+    assert_eq!(
+        curl_mgmt(&lab, &as_operator, "/restconf/data/zsfc:domain/chain=stream"),
+        405,
+        "GET on a PUT-only resource"
+    );
+    // Seed 004 REQ1: the operator's interface is not the nodes' — each refuses the other's callers.
+    assert_eq!(curl(&lab, &as_operator, domain), 403, "the operator on the nodes' interface");
+    assert_eq!(curl_mgmt(&lab, &post, "/restconf/operations/zsfc:enrol"), 403, "enrolment on the operator's");
 
     let db = lab.state_file("controller.db");
     let rows = audit_rows(&db);
@@ -154,6 +172,8 @@ fn refused_enrolments_and_api_calls_are_audited_and_tampering_is_detected() {
         "|refused|sf|enrolment from",
         "the bootstrap token was already used",
         "|rekey|domain|",
+        "|refused|operator|read the domain from 10.201.0.250:",
+        "administrative roles use the management interface",
     ] {
         assert!(rows.contains(want), "audit log lacks {want:?}:\n{rows}");
     }
@@ -251,8 +271,8 @@ fn sad_names(lab: &LabRun, node: &str) -> Vec<String> {
     let out = Command::new("ip")
         .args(["netns", "exec", &lab.ns("ctl"), "curl", "-s", "--max-time", "5", "--cacert", ca.to_str().unwrap()])
         .args(["--cert", op.0.to_str().unwrap(), "--key", op.1.to_str().unwrap()])
-        .args(["--resolve", "controller:8443:10.201.0.250"])
-        .arg(format!("https://controller:8443/restconf/data/zsfc:nodes/node={node}"))
+        .args(["--resolve", "controller:8444:127.0.0.1"])
+        .arg(format!("https://controller:8444/restconf/data/zsfc:nodes/node={node}"))
         .output()
         .unwrap();
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
@@ -392,7 +412,7 @@ fn an_administrative_role_moved_to_a_hardware_token_acts_only_from_it() {
     std::fs::copy(lab.state_file("pki/operator-keys.key"), &old_key).unwrap();
     let rekey_with_old = || {
         let (c, k) = (old_cert.to_str().unwrap(), old_key.to_str().unwrap());
-        curl(&lab, &["-X", "POST", "--cert", c, "--key", k], "/restconf/operations/zsfc:rekey")
+        curl_mgmt(&lab, &["-X", "POST", "--cert", c, "--key", k], "/restconf/operations/zsfc:rekey")
     };
     assert_eq!(rekey_with_old(), 200, "before the binding the file key acts as the role");
 
@@ -426,7 +446,7 @@ fn an_administrative_role_moved_to_a_hardware_token_acts_only_from_it() {
 
     let op = (lab.state_file("pki/operator.pem"), lab.state_file("pki/operator.key"));
     let (c, k) = (op.0.to_str().unwrap(), op.1.to_str().unwrap());
-    assert_eq!(curl(&lab, &["--cert", c, "--key", k], "/restconf/data/zsfc:domain"), 200);
+    assert_eq!(curl_mgmt(&lab, &["--cert", c, "--key", k], "/restconf/data/zsfc:domain"), 200);
     let rows = audit_rows(&lab.state_file("controller.db"));
     assert!(rows.contains("|role-key|operator-keys|role bound to key"), "{rows}");
     assert!(rows.contains("|role-key|auditor|role bound to key"), "{rows}");

@@ -86,8 +86,11 @@ impl Default for LabController {
     }
 }
 
-/// Where a lab's controller listens (in its own namespace on the control segment).
+/// Where a lab's controller listens for nodes (in its own namespace on the control segment).
 pub const CONTROLLER_ADDRESS: &str = "10.201.0.250:8443";
+/// Where a lab's controller listens for the operator's commands: the loopback of its own
+/// namespace, which only the machine's administrator can enter (seed 004 REQ1).
+pub const MANAGEMENT_ADDRESS: &str = "127.0.0.1:8444";
 pub const CONTROLLER_PREFIX: &str = "10.201.0.250/24";
 
 fn link_mtu() -> u16 {

@@ -45,12 +45,24 @@ const POLL_WAIT: Duration = Duration::from_secs(20);
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Who is calling: the certificate's CN (`None`: no client certificate), the SHA-256 of its
-/// public key and the address.
+/// public key, the address, and the listener it came in on.
 #[derive(Debug, Clone)]
 struct Peer {
     identity: Option<String>,
     key: Option<Vec<u8>>,
     addr: SocketAddr,
+    plane: Plane,
+}
+
+/// Which callers a listener serves (seed 004 REQ1: the planes on interfaces of their own).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Plane {
+    /// Nodes and administrative roles alike (one listener for everything).
+    All,
+    /// Nodes only: enrolment, their documents, acknowledgements and reports.
+    Nodes,
+    /// Administrative roles only (the operator's commands).
+    Management,
 }
 
 type Ctl = State<Arc<Controller>>;
@@ -94,6 +106,15 @@ fn require(ctl: &Controller, peer: &Peer, node: Option<&str>, admin: Admin, what
         ctl.audit(Kind::Refused, id, &format!("{what} from {}: not allowed for this identity", peer.addr));
         return Err(Refusal::new(403, "access-denied", format!("{id:?} may not {what}")));
     }
+    let wrong_plane = match (peer.plane, role) {
+        (Plane::Nodes, Some(_)) => Some("administrative roles use the management interface"),
+        (Plane::Management, None) => Some("nodes use the nodes' interface"),
+        _ => None,
+    };
+    if let Some(why) = wrong_plane {
+        ctl.audit(Kind::Refused, id, &format!("{what} from {}: {why}", peer.addr));
+        return Err(Refusal::new(403, "access-denied", why));
+    }
     if let Some(r) = role
         && let Some(bound) = ctl.role_key(r)?
         && peer.key.as_ref() != Some(&bound)
@@ -125,6 +146,9 @@ struct EnrolInput {
 
 async fn enrol(State(ctl): Ctl, Extension(peer): Extension<Peer>, body: Bytes) -> Response {
     let r = (|| {
+        if peer.plane == Plane::Management {
+            return Err(Refusal::new(403, "access-denied", "nodes enrol on the nodes' interface"));
+        }
         let i: EnrolInput = input(&body, "zsfc:input")?;
         let cert = ctl.enrol(&i.node, &i.token, &i.csr, &peer.addr.to_string())?;
         Ok(serde_json::json!({"zsfc:output": {"certificate": cert, "ca": ctl.ca.pem()}}))
@@ -438,9 +462,21 @@ fn common_name(cert: &rustls_pki_types::CertificateDer<'_>) -> Option<String> {
     c.subject().iter_common_name().next()?.as_str().ok().map(str::to_owned)
 }
 
-/// Serves the API on `listener` until the process ends. The server certificate is issued now
-/// by the domain CA for `server_name` (its key is never written).
+/// Serves the API on `listener` until the process ends, to nodes and administrative roles
+/// alike. The server certificate is issued now by the domain CA for `server_name` (its key is
+/// never written).
 pub async fn serve(ctl: Arc<Controller>, listener: tokio::net::TcpListener, server_name: &str) -> anyhow::Result<()> {
+    serve_plane(ctl, listener, server_name, Plane::All).await
+}
+
+/// [`serve`] for the callers of one `plane` only: a call of the other plane's callers is
+/// refused (403) and audited.
+pub async fn serve_plane(
+    ctl: Arc<Controller>,
+    listener: tokio::net::TcpListener,
+    server_name: &str,
+    plane: Plane,
+) -> anyhow::Result<()> {
     let (cert, key) = ctl.ca.issue(server_name, true, &[server_name.to_owned()], &[])?;
     let tls = tokio_rustls::TlsAcceptor::from(Arc::new(server_tls(&ctl, &cert, &key)?));
     drop(key);
@@ -488,7 +524,7 @@ pub async fn serve(ctl: Arc<Controller>, listener: tokio::net::TcpListener, serv
             let cert = stream.get_ref().1.peer_certificates().and_then(|c| c.first());
             let identity = cert.and_then(common_name);
             let key = cert.and_then(|c| crate::store::spki_sha256(c));
-            let svc = app.layer(Extension(Peer { identity, key, addr }));
+            let svc = app.layer(Extension(Peer { identity, key, addr, plane }));
             let svc = hyper_util::service::TowerToHyperService::new(svc);
             let _ = hyper::server::conn::http1::Builder::new()
                 .serve_connection(hyper_util::rt::TokioIo::new(stream), svc)

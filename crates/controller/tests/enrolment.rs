@@ -342,3 +342,47 @@ async fn sf_drops_go_from_the_reporting_node_to_the_gateways_node_only() {
         .unwrap();
     assert_eq!(n, 1);
 }
+
+/// Seed 004 REQ1: with a listener per plane, nodes are served on theirs only and the
+/// administrative roles on theirs only; each refusal is audited.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_plane_has_a_listener_of_its_own() {
+    use zsfc_controller::Plane;
+    let (r, ca) = start_with(domain()).await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let management = listener.local_addr().unwrap().to_string();
+    tokio::spawn(zsfc_controller::serve_plane(r.ctl.clone(), listener, "controller", Plane::Management));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let nodes = listener.local_addr().unwrap().to_string();
+    tokio::spawn(zsfc_controller::serve_plane(r.ctl.clone(), listener, "controller", Plane::Nodes));
+    let at = |addr: &str, name: &str| {
+        let (cert, key) = ca.issue(name, false, &[], &[]).unwrap();
+        Client::new(addr, "controller", &r.ca, Some((&cert, &key))).unwrap()
+    };
+    let domain = "/restconf/data/zsfc:domain";
+    let status = |c: Client, path: &'static str| async move { c.request("GET", path, None, T).await.unwrap() };
+    let ack = |c: Client| async move {
+        let body = br#"{"zsfc:input": {"node": "ingress", "version": 0}}"#.to_vec();
+        c.request("POST", "/restconf/operations/zsfc:ack", Some(body), T).await.unwrap()
+    };
+    assert_eq!(status(at(&management, "auditor"), domain).await.status, 200);
+    let refused = status(at(&nodes, "auditor"), domain).await;
+    assert_eq!(refused.status, 403);
+    assert!(refused.message().contains("management interface"), "{}", refused.message());
+    assert_eq!(ack(at(&nodes, "ingress")).await.status, 200);
+    let refused = ack(at(&management, "ingress")).await;
+    assert_eq!(refused.status, 403);
+    assert!(refused.message().contains("nodes' interface"), "{}", refused.message());
+    // Enrolment (no certificate) belongs to the nodes' interface too.
+    let anonymous = Client::new(&management, "controller", &r.ca, None).unwrap();
+    let (body, _) = enrol_body(&r.tokens[0].0, &r.tokens[0].1);
+    assert_eq!(anonymous.request("POST", "/restconf/operations/zsfc:enrol", Some(body), T).await.unwrap().status, 403);
+    // The listener for everything (as without `--management-listen`) serves both.
+    assert_eq!(status(at(&r.addr, "auditor"), domain).await.status, 200);
+    assert_eq!(ack(at(&r.addr, "ingress")).await.status, 200);
+    let audit = zsfc_controller::audit::open_read_only(&r.db).unwrap();
+    let n: i64 = audit
+        .query_row("SELECT count(*) FROM audit WHERE detail LIKE '%use the %interface'", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(n, 2);
+}
