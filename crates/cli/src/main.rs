@@ -47,14 +47,14 @@ enum Command {
     Controller(control::ControllerArgs),
     /// Create a domain's controller database, CA, operator credentials and bootstrap tokens.
     ControllerInit(control::InitArgs),
-    /// Rekey a lab's whole domain now, make-before-break.
+    /// Rekey the whole domain now, make-before-break (a lab's, or any with --controller).
     Rekey(control::LabArgs),
-    /// Set the SFs of a chain of a running lab (add, remove, reorder).
+    /// Set the SFs of a chain (add, remove, reorder) in a running lab or, with --controller, any domain.
     Chain(control::ChainArgs),
-    /// Replace the gateway policy of a running lab.
+    /// Replace the gateway policy of a running lab or, with --controller, any domain.
     Policy(control::PolicyArgs),
-    /// Move an administrative role of a running lab onto a key generated on a PKCS#11 hardware
-    /// token (PIN in ZSFC_PKCS11_PIN); the controller then refuses the role's other keys.
+    /// Move an administrative role onto a key generated on a PKCS#11 hardware token (PIN in
+    /// ZSFC_PKCS11_PIN); the controller then refuses the role's other keys.
     RoleKey(control::RoleKeyArgs),
     /// Send a paced, numbered UDP stream between two namespaces and count what arrived.
     Traffic(traffic::TrafficArgs),
