@@ -151,9 +151,10 @@ pub(crate) struct LabArgs {
     #[arg(long, default_value = "/run/zsfc")]
     state_dir: PathBuf,
     /// The administrative role whose credentials to use: operator (everything), operator-keys,
-    /// operator-policy, operator-chains or auditor (each limited to its part).
-    #[arg(long = "as", default_value = zsfc_controller::OPERATOR, value_parser = role)]
-    role: zsfc_controller::Role,
+    /// operator-policy, operator-chains or auditor (each limited to its part) [default:
+    /// operator; auditor for `zsfc domain`, which only reads].
+    #[arg(long = "as", value_parser = role)]
+    role: Option<zsfc_controller::Role>,
     /// A controller outside any lab: its API address (HOST:PORT).
     #[arg(long, requires = "creds")]
     controller: Option<String>,
@@ -211,7 +212,7 @@ impl LabArgs {
     }
 
     fn with_role<T: Send>(&self, f: impl FnOnce(&Client) -> anyhow::Result<T> + Send) -> anyhow::Result<T> {
-        with_role(&self.access(), self.role, f)
+        with_role(&self.access(), self.role.unwrap_or(zsfc_controller::Role::Operator), f)
     }
 }
 
@@ -377,6 +378,56 @@ fn call(c: &Client, method: &str, path: &str, body: Option<serde_json::Value>) -
         bail!("{method} {path}: {} {}", r.status, r.message());
     }
     Ok(serde_json::from_slice(&r.body).unwrap_or_default())
+}
+
+/// `zsfc domain NAME`: the controller's view of the domain — version, rollouts, every node's
+/// enrolment and acknowledged version, chains, grants, roles on hardware tokens (no key).
+pub(crate) fn domain(a: &DomainArgs) -> anyhow::Result<bool> {
+    let role = a.lab.role.unwrap_or(zsfc_controller::Role::Auditor);
+    let v = with_role(&a.lab.access(), role, |c| call(c, "GET", "/restconf/data/zsfc:domain", None))?;
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&v)?);
+        return Ok(true);
+    }
+    let d = &v["zsfc:domain"];
+    let converged = if d["converged"] == true { "converged" } else { "rolling out" };
+    println!("domain {} version {} rollouts {} ({converged})", d["name"], d["version"], d["rollouts"]);
+    for n in d["nodes"].as_array().into_iter().flatten() {
+        println!(
+            "  node {:<12} enrolled {:<5} pushed {:>4} acknowledged {:>4} SAs {}",
+            n["name"].as_str().unwrap_or("?"),
+            n["enrolled"],
+            n["pushed-version"],
+            n["acked-version"],
+            n["sad-entries"]
+        );
+    }
+    for c in d["chains"].as_array().into_iter().flatten() {
+        let sfs: Vec<&str> = c["sfs"].as_array().into_iter().flatten().filter_map(|s| s.as_str()).collect();
+        println!("  chain {} [{}]", c["name"].as_str().unwrap_or("?"), sfs.join(", "));
+    }
+    for g in d["grants"].as_array().into_iter().flatten() {
+        println!(
+            "  grant {} -> {} chain {}",
+            g["identity"].as_str().unwrap_or("?"),
+            g["service"].as_str().unwrap_or("?"),
+            g["chain"]
+        );
+    }
+    let tokens: Vec<&str> = d["roles-on-tokens"].as_array().into_iter().flatten().filter_map(|r| r.as_str()).collect();
+    if !tokens.is_empty() {
+        println!("  roles on hardware tokens: {}", tokens.join(" "));
+    }
+    Ok(true)
+}
+
+#[derive(Debug, clap::Args)]
+pub(crate) struct DomainArgs {
+    #[command(flatten)]
+    lab: LabArgs,
+    /// Print the controller's JSON as it is.
+    #[arg(long)]
+    json: bool,
 }
 
 pub(crate) fn rekey(a: &LabArgs) -> anyhow::Result<bool> {

@@ -47,6 +47,9 @@ enum Command {
     Controller(control::ControllerArgs),
     /// Create a domain's controller database, CA, operator credentials and bootstrap tokens.
     ControllerInit(control::InitArgs),
+    /// The controller's view of the domain: nodes, versions, chains, grants, roles on tokens
+    /// (reads as the auditor by default).
+    Domain(control::DomainArgs),
     /// Rekey the whole domain now, make-before-break (a lab's, or any with --controller).
     Rekey(control::LabArgs),
     /// Set the SFs of a chain (add, remove, reorder) in a running lab or, with --controller, any domain.
@@ -83,6 +86,7 @@ fn main() -> std::process::ExitCode {
         Command::Bench(c) => bench::run(&c),
         Command::Controller(a) => control::controller(&a),
         Command::ControllerInit(a) => control::init(&a),
+        Command::Domain(a) => control::domain(&a),
         Command::Rekey(a) => control::rekey(&a),
         Command::Chain(a) => control::chain(&a),
         Command::Policy(a) => control::policy(&a),

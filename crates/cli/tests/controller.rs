@@ -549,4 +549,12 @@ fn operator_commands_reach_a_controller_outside_labs() {
     assert!(ok, "the operator on its token binds the auditor: {text}");
     let (ok, text) = zsfc(&["policy", "example", "--as", "auditor"]);
     assert!(!ok && text.contains(refused), "the auditor, from the token, is still only an auditor: {text}");
+    // `zsfc domain` reads as the auditor (from its token now).
+    let (ok, text) = zsfc(&["domain", "example"]);
+    assert!(ok && text.contains("domain \"example\" version"), "{text}");
+    assert!(text.contains("  node ingress ") && text.contains("  chain to-web ["), "{text}");
+    assert!(text.contains("roles on hardware tokens: auditor operator operator-policy"), "{text}");
+    let (ok, text) = zsfc(&["domain", "example", "--json"]);
+    let v: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
+    assert!(ok && v["zsfc:domain"]["nodes"].as_array().map(Vec::len) == Some(5), "{text}");
 }
