@@ -142,6 +142,41 @@ pub(crate) fn init(a: &InitArgs) -> anyhow::Result<bool> {
     Ok(true)
 }
 
+#[derive(Debug, clap::Args)]
+pub(crate) struct RecoverArgs {
+    /// The controller's database (on the controller's host).
+    #[arg(long)]
+    db: PathBuf,
+    /// The role to recover.
+    #[arg(value_name = "ROLE", value_parser = role)]
+    target: zsfc_controller::Role,
+    /// Where to write ROLE.pem and ROLE.key (a ROLE.token there is removed).
+    #[arg(long)]
+    out: PathBuf,
+}
+
+/// `zsfc controller-recover`: break glass for a role whose hardware token is lost.
+pub(crate) fn recover(a: &RecoverArgs) -> anyhow::Result<bool> {
+    if !a.db.exists() {
+        bail!("{}: no such database", a.db.display());
+    }
+    let name = a.target.name();
+    let (cert, key) = Controller::recover_role(&a.db, a.target).with_context(|| a.db.display().to_string())?;
+    std::fs::create_dir_all(&a.out)?;
+    std::fs::write(a.out.join(format!("{name}.pem")), cert)?;
+    crate::pki::write_private(&a.out.join(format!("{name}.key")), key.as_bytes())?;
+    let token = a.out.join(format!("{name}.token"));
+    if token.exists() {
+        std::fs::remove_file(&token)?;
+    }
+    println!(
+        "{name}: no longer bound to a hardware token; new credentials in {} (audited). Move it onto a token again with \
+         `zsfc role-key`.",
+        a.out.display()
+    );
+    Ok(true)
+}
+
 /// The controller as the operator reaches it: a lab's (by its name), or any controller with
 /// `--controller ADDRESS --creds DIR` (what `controller-init --out` wrote).
 #[derive(Debug, clap::Args)]

@@ -47,6 +47,9 @@ enum Command {
     Controller(control::ControllerArgs),
     /// Create a domain's controller database, CA, operator credentials and bootstrap tokens.
     ControllerInit(control::InitArgs),
+    /// Break glass on the controller's host: unbind a role from its lost hardware token and
+    /// issue it new file credentials (audited).
+    ControllerRecover(control::RecoverArgs),
     /// The controller's view of the domain: nodes, versions, chains, grants, roles on tokens
     /// (reads as the auditor by default).
     Domain(control::DomainArgs),
@@ -86,6 +89,7 @@ fn main() -> std::process::ExitCode {
         Command::Bench(c) => bench::run(&c),
         Command::Controller(a) => control::controller(&a),
         Command::ControllerInit(a) => control::init(&a),
+        Command::ControllerRecover(a) => control::recover(&a),
         Command::Domain(a) => control::domain(&a),
         Command::Rekey(a) => control::rekey(&a),
         Command::Chain(a) => control::chain(&a),

@@ -557,4 +557,32 @@ fn operator_commands_reach_a_controller_outside_labs() {
     let (ok, text) = zsfc(&["domain", "example", "--json"]);
     let v: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
     assert!(ok && v["zsfc:domain"]["nodes"].as_array().map(Vec::len) == Some(5), "{text}");
+
+    // The operator's token is lost: on the controller's host, break glass — the binding goes,
+    // new file credentials come, audited; the running controller accepts them at once.
+    let out = Command::new(BIN)
+        .args(["controller-recover", "operator", "--db"])
+        .arg(&db)
+        .arg("--out")
+        .arg(&creds)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(creds.join("operator.key").exists() && !creds.join("operator.token").exists());
+    let (ok, text) = zsfc(&["policy", "example", "--as", "operator"]);
+    assert!(ok, "the recovered operator, from its new key file: {text}");
+    let (ok, text) = zsfc(&["domain", "example"]);
+    assert!(ok && text.contains("roles on hardware tokens: auditor operator-policy"), "{text}");
+    let audit = Command::new("python3")
+        .args(["-c", "import sqlite3,sys\nfor r in sqlite3.connect(sys.argv[1]).execute('SELECT subject, detail FROM audit'): print(*r)"])
+        .arg(&db)
+        .output()
+        .unwrap();
+    let audit = String::from_utf8_lossy(&audit.stdout);
+    assert!(
+        audit.contains("operator role recovered on the controller's host: its hardware-token binding removed"),
+        "{audit}"
+    );
+    let verify = Command::new(BIN).args(["audit", "verify"]).arg(&db).output().unwrap();
+    assert!(verify.status.success(), "the hash chain holds: {}", String::from_utf8_lossy(&verify.stdout));
 }

@@ -232,6 +232,33 @@ impl Controller {
         Ok((Init { tokens }, ca))
     }
 
+    /// Break glass, on the controller's host (whoever may read its database holds the CA key
+    /// anyway): removes `role`'s binding to a hardware-token key and issues the role a new
+    /// certificate and key (files), audited — for a role whose token was lost, the `operator`'s
+    /// above all, which no one else can rebind. A running controller sees it at the next call.
+    pub fn recover_role(path: &Path, role: crate::Role) -> Result<(String, Zeroizing<String>), StartError> {
+        let mut db = Connection::open(path)?;
+        if meta(&db, "domain")?.is_none() {
+            return Err(StartError::Domain(format!("{} holds no domain", path.display())));
+        }
+        db.execute_batch(SCHEMA)?;
+        let (cert, key): (String, Zeroizing<String>) =
+            db.query_row("SELECT cert, key FROM ca WHERE id = 1", [], |r| Ok((r.get(0)?, Zeroizing::new(r.get(1)?))))?;
+        let issued = Ca::from_pem(&cert, &key)?.issue(role.name(), false, &[], &[])?;
+        // Immediate: the audit chain's last hash is read under the write lock (a running
+        // controller appends too).
+        db.busy_timeout(Duration::from_secs(5))?;
+        let tx = db.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let unbound = tx.execute("DELETE FROM role_keys WHERE role = ?1", [role.name()])?;
+        let detail = format!(
+            "role recovered on the controller's host: {} new file credentials issued",
+            if unbound > 0 { "its hardware-token binding removed," } else { "no binding to remove;" }
+        );
+        audit::append(&tx, Kind::RoleKey, role.name(), &detail)?;
+        tx.commit()?;
+        Ok(issued)
+    }
+
     /// Opens an initialised database.
     pub fn open(path: &Path) -> Result<Arc<Self>, StartError> {
         let db = Connection::open(path)?;
