@@ -183,6 +183,17 @@ impl NodeConfig {
                         len.parse().ok().filter(|l| *l <= if addr.is_ipv4() { 32 } else { 128 }).ok_or_else(|| {
                             bad(format!("local.addresses[{i}]"), format!("bad prefix length in {a:?}"))
                         })?;
+                    // The kernel takes IPv6 off a device below 1280 bytes (RFC 8200 §5), silently.
+                    if addr.is_ipv6() && l.mtu < 1280 {
+                        return Err(bad(
+                            format!("local.addresses[{i}]"),
+                            format!(
+                                "IPv6 needs an MTU of at least 1280 and local.mtu is {} (the encapsulation's \
+                                 overhead on the links leaves no more: raise the links' MTU)",
+                                l.mtu
+                            ),
+                        ));
+                    }
                     addresses.push((addr, len));
                 }
                 Some(TunSettings { name: l.tun.clone(), addresses, mtu: l.mtu })

@@ -322,6 +322,11 @@ grants = [{ identity = "alice", service = "web.example", chain = 1 }]
     }
 }
 
+/// A local side (TUN) with an IPv4 and an IPv6 address and the MTU `mtu`.
+fn local(mtu: &str) -> String {
+    format!("\n[local]\ntun = \"zsfc0\"\nmtu = {mtu}\naddresses = [\"10.1.0.1/24\", \"fd01::1/64\"]\n")
+}
+
 #[test]
 fn process_settings_are_parsed_and_mistakes_name_the_field() {
     let ing = NodeConfig::from_toml(&with_process_settings("ingress")).unwrap().io_settings().unwrap();
@@ -383,7 +388,14 @@ fn process_settings_are_parsed_and_mistakes_name_the_field() {
             with_process_settings("sf").replace("\nattachment = { to_sf = \"ac0-in\", from_sf = \"ac0-out\" }", ""),
             "sfs[1].attachment: missing",
         ),
+        (
+            format!("{}{}", with_process_settings("ingress"), local("1278")),
+            "local.addresses[1]: IPv6 needs an MTU of at least 1280 and local.mtu is 1278",
+        ),
     ];
+    // At 1280 the same addresses are fine.
+    let ok = format!("{}{}", with_process_settings("ingress"), local("1280"));
+    assert_eq!(NodeConfig::from_toml(&ok).unwrap().io_settings().unwrap().tun.unwrap().addresses.len(), 2);
     for (text, want) in cases {
         let err = NodeConfig::from_toml(&text)
             .and_then(|c| c.io_settings())
