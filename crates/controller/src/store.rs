@@ -194,6 +194,13 @@ fn set_meta(db: &Connection, key: &str, value: &str) -> rusqlite::Result<()> {
     db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?1, ?2)", params![key, value]).map(drop)
 }
 
+/// The domain CA stored by [`Controller::init`].
+fn load_ca(db: &Connection) -> Result<Ca, StartError> {
+    let (cert, key): (String, Zeroizing<String>) =
+        db.query_row("SELECT cert, key FROM ca WHERE id = 1", [], |r| Ok((r.get(0)?, Zeroizing::new(r.get(1)?))))?;
+    Ok(Ca::from_pem(&cert, &key)?)
+}
+
 fn meta(db: &Connection, key: &str) -> rusqlite::Result<Option<String>> {
     db.query_row("SELECT value FROM meta WHERE key = ?1", [key], |r| r.get(0)).optional()
 }
@@ -242,9 +249,7 @@ impl Controller {
             return Err(StartError::Domain(format!("{} holds no domain", path.display())));
         }
         db.execute_batch(SCHEMA)?;
-        let (cert, key): (String, Zeroizing<String>) =
-            db.query_row("SELECT cert, key FROM ca WHERE id = 1", [], |r| Ok((r.get(0)?, Zeroizing::new(r.get(1)?))))?;
-        let issued = Ca::from_pem(&cert, &key)?.issue(role.name(), false, &[], &[])?;
+        let issued = load_ca(&db)?.issue(role.name(), false, &[], &[])?;
         // Immediate: the audit chain's last hash is read under the write lock (a running
         // controller appends too).
         db.busy_timeout(Duration::from_secs(5))?;
@@ -267,9 +272,7 @@ impl Controller {
         let text =
             meta(&db, "domain")?.ok_or_else(|| StartError::Domain(format!("{} holds no domain", path.display())))?;
         let domain: DomainSpec = serde_json::from_str(&text).map_err(|e| StartError::Domain(e.to_string()))?;
-        let (cert, key): (String, Zeroizing<String>) =
-            db.query_row("SELECT cert, key FROM ca WHERE id = 1", [], |r| Ok((r.get(0)?, Zeroizing::new(r.get(1)?))))?;
-        let ca = Ca::from_pem(&cert, &key)?;
+        let ca = load_ca(&db)?;
         let num = |k: &str| -> Result<u64, StartError> {
             meta(&db, k)?.and_then(|v| v.parse().ok()).ok_or_else(|| StartError::Domain(format!("meta {k} is missing")))
         };

@@ -1081,14 +1081,8 @@ impl Node {
             }
             SfAttach::InProcess(sf) => {
                 let hdr = if has_nsh { slot.cache.peek(&key).unwrap_or(&[]) } else { &[] };
-                let subscriber = if sf.wants_subscriber() {
-                    integrity::locate(hdr, max_depth)
-                        .ok()
-                        .flatten()
-                        .and_then(|l| integrity::subscriber(self.chain_keys.get(&l.key_id)?, hdr, &l))
-                } else {
-                    None
-                };
+                let subscriber =
+                    if sf.wants_subscriber() { subscriber_in(&self.chain_keys, hdr, max_depth) } else { None };
                 sf.process(&SfContext { now, label: slot.label, metadata: nsh_context(hdr), subscriber }, buf)
             }
         };
@@ -1101,11 +1095,7 @@ impl Node {
                     && self.events.len() < MAX_EVENTS
                 {
                     let hdr = slot.cache.peek(&key).unwrap_or(&[]);
-                    let subscriber = integrity::locate(hdr, max_depth)
-                        .ok()
-                        .flatten()
-                        .and_then(|l| integrity::subscriber(self.chain_keys.get(&l.key_id)?, hdr, &l))
-                        .filter(|&s| s != 0);
+                    let subscriber = subscriber_in(&self.chain_keys, hdr, max_depth).filter(|&s| s != 0);
                     if let Some(subscriber) = subscriber {
                         self.events.push_back(Event::SfDrop { subscriber, sf: id, reason: r });
                     }
@@ -1211,6 +1201,13 @@ fn nsh_context(hdr: &[u8]) -> &[u8] {
         Ok(h) => rest.get(nsh::BASE_LEN..h.len()).unwrap_or(&[]),
         Err(_) => &[],
     }
+}
+
+/// The subscriber id in the cached encapsulation `hdr`, for a node that holds the chain's
+/// encryption key.
+fn subscriber_in(keys: &HashMap<u32, ChainKey>, hdr: &[u8], max_depth: usize) -> Option<u64> {
+    let l = integrity::locate(hdr, max_depth).ok().flatten()?;
+    integrity::subscriber(keys.get(&l.key_id)?, hdr, &l)
 }
 
 #[cfg(test)]

@@ -491,13 +491,7 @@ impl Gateway {
             begun = self.shared.identity_strikes.strike(identity.clone(), now).or(begun);
         }
         if let Some(n) = begun {
-            self.stats.blocks.fetch_add(1, Ordering::Relaxed);
-            let rule = self.shared.settings.blocking;
-            eprintln!(
-                "gateway: blocking identity={identity} for {} s: {n} refusals within {} s, the last packets an SF dropped ({what})",
-                rule.duration.as_secs(),
-                rule.within.as_secs(),
-            );
+            self.shared.block_begun(&format!("identity={identity}"), n, &format!("packets an SF dropped ({what})"));
         }
         Some(identity)
     }
@@ -612,16 +606,20 @@ impl Shared {
             (None, _) => return,
         };
         if let Some(count) = count {
-            self.stats.blocks.fetch_add(1, Ordering::Relaxed);
             let who = identity.map_or_else(|| format!("source={}", peer.ip()), |id| format!("identity={id}"));
-            let rule = self.settings.blocking;
-            eprintln!(
-                "gateway: blocking {who} for {} s: {count} refusals within {} s, the last {}",
-                rule.duration.as_secs(),
-                rule.within.as_secs(),
-                r.name()
-            );
+            self.block_begun(&who, count, r.name());
         }
+    }
+
+    /// Counts and logs (once) a block that begins after `count` refusals, the last `last`.
+    fn block_begun(&self, who: &str, count: u32, last: &str) {
+        self.stats.blocks.fetch_add(1, Ordering::Relaxed);
+        let rule = self.settings.blocking;
+        eprintln!(
+            "gateway: blocking {who} for {} s: {count} refusals within {} s, the last {last}",
+            rule.duration.as_secs(),
+            rule.within.as_secs(),
+        );
     }
 
     async fn serve(&self, acceptor: tokio_rustls::TlsAcceptor, tcp: tokio::net::TcpStream, peer: SocketAddr) {
