@@ -7,9 +7,9 @@ use serde::Serialize;
 use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::Instant;
-use zsfc_config::{
-    CertChoice, Function, Lab, LabChain, LabClient, LabGateway, LabNode, LabRule, LabService, LabSf, LabTransport,
-    Protocol, ProtocolName, SaDefaults, ServiceKind,
+use zsfc_config::{Function, Protocol, ProtocolName, SaDefaults};
+use zsfc_lab::{
+    CertChoice, Lab, LabChain, LabClient, LabGateway, LabNode, LabRule, LabService, LabSf, LabTransport, ServiceKind,
 };
 
 #[derive(Debug, clap::Subcommand)]
@@ -201,7 +201,7 @@ fn chain_lab(n: usize, intrusive: bool, mtu: u16, transport: LabTransport) -> La
         mtu,
         transport,
         ring: None,
-        attachments: zsfc_config::LabAttachments::Veth,
+        attachments: zsfc_lab::LabAttachments::Veth,
         lanes: 1,
         nodes,
         gateway: LabGateway {
@@ -452,7 +452,7 @@ fn pageload(a: &PageloadArgs) -> anyhow::Result<bool> {
             let t = Instant::now();
             let (got, outcome) = crate::up::fetch_page(&lab.plan, &lab.pki(), client, &svc, "/", CertChoice::Own)?;
             let s = t.elapsed().as_secs_f64();
-            if outcome != Some(zsfc_config::Outcome::Served) {
+            if outcome != Some(zsfc_lab::Outcome::Served) {
                 bail!("run {run}: client {} did not get the page: {got}", client.name);
             }
             eprintln!("[{}/{}] {}: {s:.3} s", run + 1, a.runs, client.name);

@@ -7,10 +7,8 @@ use anyhow::Context;
 use serde::Serialize;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
-use zsfc_config::{
-    Function, Lab, LabChain, LabClient, LabGateway, LabNode, LabRule, LabService, LabSf, Protocol, ProtocolName,
-    SaDefaults, ServiceKind,
-};
+use zsfc_config::{Function, Protocol, ProtocolName, SaDefaults};
+use zsfc_lab::{Lab, LabChain, LabClient, LabGateway, LabNode, LabRule, LabService, LabSf, ServiceKind};
 
 #[derive(Debug, clap::Args)]
 pub(crate) struct RekeyArgs {

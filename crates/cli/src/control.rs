@@ -223,7 +223,7 @@ struct Access {
 impl Access {
     fn lab(dir: &Path, lab: &str) -> Self {
         Self {
-            address: zsfc_config::MANAGEMENT_ADDRESS.to_owned(),
+            address: zsfc_lab::MANAGEMENT_ADDRESS.to_owned(),
             server_name: "controller".to_owned(),
             creds: dir.join("pki"),
             netns: Some(format!("zsfc-{lab}-ctl")),

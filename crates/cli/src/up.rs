@@ -1,5 +1,5 @@
 //! `zsfc up`, `zsfc down`, `zsfc check` and `zsfc run`: a whole domain in network namespaces
-//! from one lab file ([`zsfc_config::Lab`]).
+//! from one lab file ([`zsfc_lab::Lab`]).
 //!
 //! `up` plans everything first (so a mistake in the file changes nothing), then creates the
 //! namespaces, links, PKI and node files, starts every process, waits until each node is ready
@@ -13,8 +13,8 @@ use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
-use zsfc_config::{CertChoice, Lab, LabPlan, Outcome, ServiceKind};
 use zsfc_controller::pki::Ca;
+use zsfc_lab::{CertChoice, Lab, LabPlan, Outcome, ServiceKind};
 
 /// How long a node or service may take to become ready.
 const READY_TIMEOUT: Duration = Duration::from_secs(20);
@@ -342,14 +342,14 @@ fn build(lab: &Lab, plan: &LabPlan, state: &State) -> anyhow::Result<()> {
     let ctl_ns = format!("{}-ctl", plan.prefix);
     add_ns(&ctl_ns)?;
     veth(&ctl_ns, "eth0", &plan.bridge_ns, "ctl", "1500")?;
-    ip(&["-n", &ctl_ns, "addr", "add", zsfc_config::CONTROLLER_PREFIX, "dev", "eth0"])?;
+    ip(&["-n", &ctl_ns, "addr", "add", zsfc_lab::CONTROLLER_PREFIX, "dev", "eth0"])?;
     ip(&["-n", &ctl_ns, "link", "set", "eth0", "up"])?;
     ip(&["-n", &ctl_ns, "link", "set", "lo", "up"])?;
     ip(&["-n", &plan.bridge_ns, "link", "set", "ctl", "master", "br1", "up"])?;
     let bin = std::env::current_exe().context("finding the zsfc binary")?;
     let bin = bin.to_str().context("the zsfc binary's path is not UTF-8")?;
     let db = state.controller_db();
-    let (nodes, management) = (zsfc_config::CONTROLLER_ADDRESS, zsfc_config::MANAGEMENT_ADDRESS);
+    let (nodes, management) = (zsfc_lab::CONTROLLER_ADDRESS, zsfc_lab::MANAGEMENT_ADDRESS);
     let db = db.to_str().unwrap_or_default();
     let args = [bin, "controller", "--db", db, "--listen", nodes, "--management-listen", management];
     let pid = spawn(&ctl_ns, &args, &state.log("controller"))?;
@@ -409,7 +409,7 @@ fn build(lab: &Lab, plan: &LabPlan, state: &State) -> anyhow::Result<()> {
     for n in &plan.nodes {
         let cfg = state.dir.join(format!("{}.toml", n.name));
         let file = n.config.for_controller(zsfc_config::ControllerConfig {
-            address: zsfc_config::CONTROLLER_ADDRESS.into(),
+            address: zsfc_lab::CONTROLLER_ADDRESS.into(),
             server_name: "controller".into(),
             ca: state.pki().join("ca.pem").display().to_string(),
             identity_dir: state.dir.join(format!("{}.id", n.name)).display().to_string(),
@@ -435,10 +435,10 @@ fn build(lab: &Lab, plan: &LabPlan, state: &State) -> anyhow::Result<()> {
             // Labs are IPv4 inside: no IPv6 neighbour discovery or router solicitations from
             // the device (the classifier would count them as `no_matching_rule`). Below an MTU
             // of 1280 the kernel has taken IPv6 off the device already (`-e`: no such key).
-            sysctl(&n.ns, &["-e", &format!("net.ipv6.conf.{}.disable_ipv6=1", zsfc_config::LOCAL_DEV)])?;
-            ip(&["-n", &n.ns, "link", "set", zsfc_config::LOCAL_DEV, "up"])?;
+            sysctl(&n.ns, &["-e", &format!("net.ipv6.conf.{}.disable_ipv6=1", zsfc_lab::LOCAL_DEV)])?;
+            ip(&["-n", &n.ns, "link", "set", zsfc_lab::LOCAL_DEV, "up"])?;
             for r in &n.local_routes {
-                ip(&["-n", &n.ns, "route", "add", r, "dev", zsfc_config::LOCAL_DEV])?;
+                ip(&["-n", &n.ns, "route", "add", r, "dev", zsfc_lab::LOCAL_DEV])?;
             }
         }
     }
@@ -649,7 +649,7 @@ fn summary(plan: &LabPlan, state: &State) {
     println!(
         "  controller https://{} in ns {}-ctl, on the control segment (every node's ctl0) only (domain CA, \
          every node's SAs, chains and policy; log {})",
-        zsfc_config::CONTROLLER_ADDRESS,
+        zsfc_lab::CONTROLLER_ADDRESS,
         plan.prefix,
         state.log("controller").display()
     );
@@ -670,7 +670,7 @@ fn summary(plan: &LabPlan, state: &State) {
         );
     }
     println!("  the gateway's log: {}", state.log(&gw.name).display());
-    println!("  a node's counters: ip netns exec {} curl -s http://{}/metrics", gw.ns, zsfc_config::METRICS_LISTEN);
+    println!("  a node's counters: ip netns exec {} curl -s http://{}/metrics", gw.ns, zsfc_lab::METRICS_LISTEN);
     println!("live counters: zsfc status {}; expected outcomes: zsfc check {}", plan.name, plan.name);
     println!(
         "keys and paths: zsfc rekey {n}; zsfc chain {n} CHAIN SF...; zsfc policy {n} --grant ID=SERVICE:CHAIN; \
@@ -782,7 +782,7 @@ const BLOCKING_DROPS: [&str; 3] = ["sf_dpi_match", "sf_firewall_deny", "sf_rate_
 /// Packets SFs have blocked in the whole domain so far: the engines' blocking drops (from every
 /// node's metrics) and the packets matched by DROP or REJECT rules in external SFs' iptables.
 fn blocked_by_sfs(plan: &LabPlan) -> u64 {
-    let url = format!("http://{}/metrics", zsfc_config::METRICS_LISTEN);
+    let url = format!("http://{}/metrics", zsfc_lab::METRICS_LISTEN);
     let engines: u64 = plan
         .nodes
         .iter()
@@ -816,7 +816,7 @@ pub(crate) fn status(a: &CheckArgs) -> anyhow::Result<bool> {
     let state = State::new(&a.state_dir, &a.name);
     let lab = load(&state.lab_file()).with_context(|| format!("is lab {:?} up?", a.name))?;
     let plan = plan(&lab, &state.lab_file(), &state)?;
-    let url = format!("http://{}/metrics", zsfc_config::METRICS_LISTEN);
+    let url = format!("http://{}/metrics", zsfc_lab::METRICS_LISTEN);
     let mut all_up = true;
     for n in &plan.nodes {
         let text = match in_ns(&n.ns, &["curl", "-s", "--max-time", "2", &url]) {
@@ -966,8 +966,8 @@ fn run_checks(lab: &Lab, plan: &LabPlan, state: &State) -> anyhow::Result<Vec<Ch
 pub(crate) fn fetch_page(
     plan: &LabPlan,
     pki: &Path,
-    client: &zsfc_config::PlannedClient,
-    service: &zsfc_config::PlannedService,
+    client: &zsfc_lab::PlannedClient,
+    service: &zsfc_lab::PlannedService,
     request: &str,
     cert: CertChoice,
 ) -> anyhow::Result<(String, Option<Outcome>)> {
@@ -1026,8 +1026,8 @@ pub(crate) fn fetch_page(
 
 /// Sends one datagram from the client's namespace and waits for the echo.
 fn udp_request(
-    client: &zsfc_config::PlannedClient,
-    service: &zsfc_config::PlannedService,
+    client: &zsfc_lab::PlannedClient,
+    service: &zsfc_lab::PlannedService,
     request: &str,
 ) -> anyhow::Result<(String, Option<Outcome>)> {
     const SEND: &str = "import socket,sys\ns=socket.socket(socket.AF_INET,socket.SOCK_DGRAM)\ns.settimeout(float(sys.argv[4]))\ns.sendto(sys.argv[3].encode(),(sys.argv[1],int(sys.argv[2])))\ntry:\n print(s.recv(65535).decode())\nexcept socket.timeout:\n print('<timeout>')\n";

@@ -21,8 +21,15 @@ pub enum FieldError {
     Field { field: String, why: String },
 }
 
+impl FieldError {
+    /// The field at `field` cannot be used, because `why`.
+    pub fn field(field: impl Into<String>, why: impl ToString) -> Self {
+        Self::Field { field: field.into(), why: why.to_string() }
+    }
+}
+
 pub(crate) fn bad(field: impl Into<String>, why: impl ToString) -> FieldError {
-    FieldError::Field { field: field.into(), why: why.to_string() }
+    FieldError::field(field, why)
 }
 
 impl NodeConfig {
@@ -446,7 +453,9 @@ fn nsh_context(tlvs: &[TlvConfig]) -> Result<Vec<u8>, (usize, String)> {
 }
 
 /// Checks a built-in SF's parameters without side effects.
-pub(crate) fn check_function(func: &Function) -> Result<(), (String, String)> {
+/// Checks a built-in SF's settings without building it; names the failing sub-field (with its
+/// leading dot) and why.
+pub fn check_function(func: &Function) -> Result<(), (String, String)> {
     function(func, true).map(drop)
 }
 

@@ -25,15 +25,14 @@
 mod build;
 pub mod ikeless;
 mod io;
-mod lab;
 mod model;
 mod topology;
 
 pub use build::{
-    FieldError, MAX_ETHERNET_LANES, chain_spec, configured_spi, install_chain_key, lane_spi, rule, sa_config,
+    FieldError, MAX_ETHERNET_LANES, chain_spec, check_function, configured_spi, install_chain_key, lane_spi, rule,
+    sa_config,
 };
 pub use io::{AttachmentSettings, GatewaySettings, IoSettings, PeerLink, TunSettings, parse_mac};
-pub use lab::*;
 pub use model::*;
 pub use topology::*;
 

@@ -1,4 +1,4 @@
-//! A lab: a whole domain for `zsfc up` — nodes, the ingress gateway, services, SFs (built-in or
+//! Planning a lab: a whole domain for `zsfc up` — nodes, the ingress gateway, services, SFs (built-in or
 //! external iptables programs), chains with their clients, and the outcomes `zsfc run` checks.
 //! [`Lab::plan`] turns it into everything `up` builds: namespaces, addresses, routes, one
 //! [`NodeConfig`] per node (through [`Topology::compile`]), the external SFs' set-up, the
@@ -15,14 +15,11 @@
 //! - the gateway's local side (TUN `zsfc0`): `10.1.0.1/24`, where inner connections come from;
 //! - service `j`: `10.9.0.(j+1)` on the TUN `zsfc0` of its node;
 //! - every node's metrics: `http://127.0.0.1:9464/metrics` inside its namespace.
-use crate::build::{bad, check_function};
-use crate::model::*;
-use crate::topology::*;
-use crate::{FieldError, VERSION};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::net::Ipv4Addr;
 use std::path::Path;
+use zsfc_config::*;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -818,4 +815,8 @@ fn names<'a>(names: impl Iterator<Item = &'a str>, list: &str) -> Result<HashMap
         }
     }
     Ok(m)
+}
+
+fn bad(field: impl Into<String>, why: impl ToString) -> FieldError {
+    FieldError::field(field, why)
 }

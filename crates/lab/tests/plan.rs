@@ -1,7 +1,7 @@
 //! Lab files (`zsfc up`): every example plans; the plan holds what `up` builds; mistakes are
 //! reported with the field at fault before anything exists.
 use std::path::Path;
-use zsfc_config::{Lab, encapsulation_overhead};
+use zsfc_lab::{Lab, encapsulation_overhead};
 
 const EXAMPLES: [(&str, &str); 5] = [
     ("quickstart", include_str!("../../../examples/quickstart.toml")),
