@@ -1,16 +1,17 @@
 //! `zsfc bench chain` and `zsfc bench pageload`: the seed 000 experiments on this machine, in
 //! network namespaces, with real traffic (iperf3, curl over mutual TLS). Every run is bounded in
 //! time; progress goes to stderr, the table to stdout, `--json FILE` writes the numbers.
-use crate::up::{RunningLab, add_ns, in_ns, ip, lab_namespaces, sh, sysctl};
 use anyhow::{Context, bail};
 use serde::Serialize;
 use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::Instant;
 use zsfc_config::{Function, Protocol, ProtocolName, SaDefaults};
+use zsfc_lab::shell::{in_ns, ip, sysctl};
 use zsfc_lab::{
     CertChoice, Lab, LabChain, LabClient, LabGateway, LabNode, LabRule, LabService, LabSf, LabTransport, ServiceKind,
 };
+use zsfc_lab::{LabGuard, Namespaces};
 
 #[derive(Debug, clap::Subcommand)]
 pub(crate) enum Command {
@@ -86,9 +87,29 @@ pub(crate) struct RunArgs {
     /// Write the results as JSON.
     #[arg(long)]
     json: Option<PathBuf>,
+    #[command(flatten)]
+    lab: BenchLab,
+}
+
+/// The lab a benchmark builds: its name (unique per run unless given) and where it keeps its
+/// files. A lab of that name that is up already is an error, never removed: a benchmark removes
+/// only what it built.
+#[derive(Debug, clap::Args)]
+pub(crate) struct BenchLab {
+    /// The benchmark lab's name [default: the benchmark's and this process's id, unique per run].
+    #[arg(long)]
+    name: Option<String>,
     /// Where the benchmark labs keep their files.
     #[arg(long, default_value = "/run/zsfc-bench")]
     state_dir: PathBuf,
+}
+
+impl BenchLab {
+    /// Builds `lab` under this name (or its own name and this process's id).
+    pub(crate) fn start(&self, mut lab: Lab) -> anyhow::Result<LabGuard> {
+        lab.name = self.name.clone().unwrap_or_else(|| format!("{}{}", lab.name, std::process::id()));
+        LabGuard::up(&lab, &self.state_dir, &std::env::current_exe().context("finding the zsfc binary")?)
+    }
 }
 
 #[derive(Debug, clap::Args)]
@@ -98,8 +119,8 @@ pub(crate) struct PageloadArgs {
     runs: usize,
     #[arg(long)]
     json: Option<PathBuf>,
-    #[arg(long, default_value = "/run/zsfc-bench")]
-    state_dir: PathBuf,
+    #[command(flatten)]
+    lab: BenchLab,
 }
 
 #[derive(Debug, Serialize)]
@@ -269,17 +290,13 @@ fn iperf_bytes(client_ns: &str, server: &str, port: u16, seconds: u32, streams: 
 /// The kernel baseline: as many namespaces in a line as the zsfc chain has (client, ingress,
 /// `n` SF nodes, egress), plain IP forwarding between them, iperf3 at the end.
 fn kernel_run(n: usize, mtu: u16, seconds: u32, streams: u32) -> anyhow::Result<f64> {
-    let names: Vec<String> = (0..n + 3).map(|i| format!("zsfc-kbench-{i}")).collect();
-    let cleanup = || {
-        for ns in lab_namespaces("kbench") {
-            let _ = sh("ip", &["netns", "del", &ns]);
-        }
-    };
-    cleanup();
-    let result = (|| -> anyhow::Result<f64> {
+    let names: Vec<String> = (0..n + 3).map(|i| format!("zsfc-kbench{}-{i}", std::process::id())).collect();
+    // Removed, with the iperf3 server, whatever happens.
+    let mut namespaces = Namespaces::new();
+    (|| -> anyhow::Result<f64> {
         let mtu = mtu.to_string();
         for ns in &names {
-            add_ns(ns)?;
+            namespaces.add(ns)?;
             sysctl(ns, &["net.ipv4.ip_forward=1"])?;
         }
         // Link i joins node i (10.250.i.1) and node i+1 (10.250.i.2).
@@ -327,9 +344,7 @@ fn kernel_run(n: usize, mtu: u16, seconds: u32, streams: u32) -> anyhow::Result<
         let _ = srv.kill();
         let _ = srv.wait();
         r
-    })();
-    cleanup();
-    result
+    })()
 }
 
 fn chain(a: &ChainArgs) -> anyhow::Result<bool> {
@@ -367,7 +382,7 @@ fn chain(a: &ChainArgs) -> anyhow::Result<bool> {
                         spec.ring = ring;
                         spec.link_protection = mode == "secure";
                         spec.sfc_integrity = mode == "secure";
-                        let lab = RunningLab::start(&spec, &a.run.state_dir)?;
+                        let lab = a.run.lab.start(spec)?;
                         let server = lab.plan.services[0].address.to_string();
                         let port = lab.plan.services[0].port;
                         let before = lab.node_cpu_seconds();
@@ -443,14 +458,15 @@ chains = [
 }
 
 fn pageload(a: &PageloadArgs) -> anyhow::Result<bool> {
-    let lab = RunningLab::start(&pageload_lab(), &a.state_dir)?;
+    let lab = a.lab.start(pageload_lab())?;
     let svc = lab.plan.services[0].clone();
     let mut times: [Vec<f64>; 2] = [Vec::new(), Vec::new()];
     for run in 0..a.runs {
         // Interleaved, so a busy moment of the machine hits both.
         for (i, client) in lab.plan.clients.iter().enumerate() {
             let t = Instant::now();
-            let (got, outcome) = crate::up::fetch_page(&lab.plan, &lab.pki(), client, &svc, "/", CertChoice::Own)?;
+            let (got, outcome) =
+                zsfc_lab::check::fetch_page(&lab.plan, &lab.pki(), client, &svc, "/", CertChoice::Own)?;
             let s = t.elapsed().as_secs_f64();
             if outcome != Some(zsfc_lab::Outcome::Served) {
                 bail!("run {run}: client {} did not get the page: {got}", client.name);
@@ -494,7 +510,7 @@ fn proxy_counters(report: &str, name: &str) -> serde_json::Map<String, serde_jso
 }
 
 /// Stops a proxy lab: the SF's proxy counters and the largest node peak RSS (KiB).
-fn finish(lab: RunningLab) -> (serde_json::Map<String, serde_json::Value>, u64) {
+fn finish(lab: LabGuard) -> (serde_json::Map<String, serde_json::Value>, u64) {
     let rss = lab.node_peak_rss().iter().map(|r| r.1).max().unwrap_or(0);
     (proxy_counters(&lab.finish(), "sf"), rss)
 }
@@ -554,7 +570,7 @@ fn external(name: &str, rules: &[&str]) -> LabSf {
 }
 
 /// Runs iperf3 from every client of `lab` at once; goodput of each in Mb/s.
-fn iperf_all(lab: &RunningLab, seconds: u32, streams: u32) -> anyhow::Result<Vec<f64>> {
+fn iperf_all(lab: &LabGuard, seconds: u32, streams: u32) -> anyhow::Result<Vec<f64>> {
     std::thread::scope(|s| {
         let runs: Vec<_> = lab
             .plan
@@ -582,7 +598,7 @@ fn proxy(a: &ProxyArgs) -> anyhow::Result<bool> {
     let mut rows = Vec::new();
     for &k in &a.labels {
         eprint!("   {k} labels: ");
-        let lab = RunningLab::start(&proxy_lab(accept.clone(), k.saturating_sub(1), 1), &a.run.state_dir)?;
+        let lab = a.run.lab.start(proxy_lab(accept.clone(), k.saturating_sub(1), 1))?;
         let g = iperf_all(&lab, a.run.seconds, a.run.streams)?[0];
         let (c, rss) = finish(lab);
         eprintln!("{g:.0} Mb/s");
@@ -594,7 +610,7 @@ fn proxy(a: &ProxyArgs) -> anyhow::Result<bool> {
     println!("\n2. an SF that drops 1% of packets (iptables statistic)");
     eprint!("   1% loss: ");
     let lossy = external("sf", &["-A FORWARD -m statistic --mode random --probability 0.01 -j DROP"]);
-    let lab = RunningLab::start(&proxy_lab(lossy, 0, 1), &a.run.state_dir)?;
+    let lab = a.run.lab.start(proxy_lab(lossy, 0, 1))?;
     let g = iperf_all(&lab, a.run.seconds, a.run.streams)?[0];
     let (c, rss) = finish(lab);
     eprintln!("{g:.0} Mb/s");
@@ -626,7 +642,7 @@ fn proxy(a: &ProxyArgs) -> anyhow::Result<bool> {
             translates_addresses: false,
             cache_capacity: Some(size),
         };
-        let lab = RunningLab::start(&proxy_lab(delay, 0, 1), &a.run.state_dir)?;
+        let lab = a.run.lab.start(proxy_lab(delay, 0, 1))?;
         let g = iperf_all(&lab, a.run.seconds, a.run.streams)?[0];
         let (c, rss) = finish(lab);
         eprintln!("{g:.0} Mb/s");
@@ -642,7 +658,7 @@ fn proxy(a: &ProxyArgs) -> anyhow::Result<bool> {
 
     println!("\n4. two chains through one external SF at once");
     eprint!("   two chains: ");
-    let lab = RunningLab::start(&proxy_lab(accept, 0, 2), &a.run.state_dir)?;
+    let lab = a.run.lab.start(proxy_lab(accept, 0, 2))?;
     let g = iperf_all(&lab, a.run.seconds, a.run.streams)?;
     let (c, rss) = finish(lab);
     eprintln!("{:.0} + {:.0} Mb/s", g[0], g[1]);

@@ -2,7 +2,6 @@
 //! controller rekeys the whole domain every second; counts lost and duplicated packets and the
 //! nodes' replay and bad-SPI drops. `zsfc bench keying`: the controller and engine costs of keys.
 use crate::traffic::{Counted, Stream};
-use crate::up::RunningLab;
 use anyhow::Context;
 use serde::Serialize;
 use std::path::PathBuf;
@@ -24,8 +23,8 @@ pub(crate) struct RekeyArgs {
     grace_ms: u64,
     #[arg(long)]
     json: Option<PathBuf>,
-    #[arg(long, default_value = "/run/zsfc-bench")]
-    state_dir: PathBuf,
+    #[command(flatten)]
+    lab: crate::bench::BenchLab,
 }
 
 #[derive(Debug, Serialize)]
@@ -122,14 +121,14 @@ pub(crate) fn rekey(a: &RekeyArgs) -> anyhow::Result<bool> {
     eprintln!("bench rekey: building the lab (4 nodes, controller, 3 SFs of which 2 intrusive)...");
     let mut spec = rekey_lab();
     spec.controller.grace_ms = a.grace_ms;
-    let lab = RunningLab::start(&spec, &a.state_dir)?;
+    let lab = a.lab.start(spec)?;
     let plan = &lab.plan;
     let egress = plan.nodes.iter().find(|n| n.name == "egress").context("no egress")?;
     let to = std::net::SocketAddr::new(plan.services[0].address.into(), SINK_PORT);
     eprintln!("bench rekey: {} packets/s for {} s, rekeying every second...", a.rate, a.seconds);
     let stream = Stream::start(&plan.clients[0].ns, &egress.ns, to, a.rate, Duration::from_secs(a.seconds))?;
     let length = Duration::from_secs(a.seconds);
-    let (rekeys, slowest) = crate::control::with_operator(lab.state_dir(), &plan.name, |c| {
+    let (rekeys, slowest) = zsfc_lab::access::with_operator(lab.state_dir(), &plan.name, |c| {
         let start = Instant::now();
         let (mut n, mut slowest) = (0u64, Duration::ZERO);
         // Start and end with quiet time so the stream's first and last packets see stable keys
@@ -226,7 +225,7 @@ struct KeyingResult {
 }
 
 fn rss_kib() -> u64 {
-    crate::up::proc_status_kib("self", "VmRSS").unwrap_or(0)
+    zsfc_lab::shell::proc_status_kib("self", "VmRSS").unwrap_or(0)
 }
 
 /// CPU time (user + system) of the calling thread.
@@ -234,7 +233,7 @@ fn thread_cpu() -> Duration {
     let stat = std::fs::read_to_string("/proc/thread-self/stat").unwrap_or_default();
     let fields: Vec<&str> = stat.rsplit_once(')').map_or(Vec::new(), |(_, r)| r.split_whitespace().collect());
     let ticks: u64 = [11, 12].iter().filter_map(|&i| fields.get(i)?.parse::<u64>().ok()).sum();
-    let hz: u64 = crate::up::sh("getconf", &["CLK_TCK"]).ok().and_then(|s| s.trim().parse().ok()).unwrap_or(100);
+    let hz: u64 = zsfc_lab::shell::sh("getconf", &["CLK_TCK"]).ok().and_then(|s| s.trim().parse().ok()).unwrap_or(100);
     Duration::from_micros(ticks * 1_000_000 / hz.max(1))
 }
 
@@ -276,10 +275,10 @@ fn engine_costs(n: usize, replay_window: u64) -> anyhow::Result<(f64, f64, f64)>
     let body = serde_json::to_vec(&NodeState::from_config(1, &cfg, Vec::new(), |_| true))?;
     drop(cfg);
     let mut node = zsfc_dataplane::Node::new(Default::default());
-    let mut applied = crate::agent::Applied::default();
+    let mut applied = zsfc_node::agent::Applied::default();
     let t = Instant::now();
     let doc: NodeState = serde_json::from_slice(&body)?;
-    let missing = crate::agent::apply_to_engine(&mut node, &mut applied, &doc, &[], now)?;
+    let missing = zsfc_node::agent::apply_to_engine(&mut node, &mut applied, &doc, &[], now)?;
     anyhow::ensure!(missing.is_empty(), "SAs without keys: {missing:?}");
     let doc_rate = n as f64 / t.elapsed().as_secs_f64();
     Ok((doc_rate, engine_rate, bytes))
@@ -361,8 +360,8 @@ fn controller_costs(chains: usize, rollouts: usize) -> anyhow::Result<(Vec<Durat
                 bootstrap: dir.join(format!("{name}.token")).display().to_string(),
             };
             std::fs::write(&cfg.ca, &ca_pem)?;
-            crate::pki::write_private(std::path::Path::new(&cfg.bootstrap), token.as_bytes())?;
-            let client = crate::agent::enrolled_client(&cfg, name)?;
+            zsfc_controller::pki::write_private(std::path::Path::new(&cfg.bootstrap), token.as_bytes())?;
+            let client = zsfc_node::agent::enrolled_client(&cfg, name)?;
             let (name, stop) = (name.clone(), stop.clone());
             agents.push(std::thread::spawn(move || fake_free_agent(&name, &client, &stop)));
         }
@@ -406,7 +405,7 @@ fn controller_costs(chains: usize, rollouts: usize) -> anyhow::Result<(Vec<Durat
 fn fake_free_agent(name: &str, client: &zsfc_controller::client::Client, stop: &std::sync::atomic::AtomicBool) {
     let Ok(rt) = tokio::runtime::Builder::new_current_thread().enable_all().build() else { return };
     let mut node = zsfc_dataplane::Node::new(Default::default());
-    let mut applied = crate::agent::Applied::default();
+    let mut applied = zsfc_node::agent::Applied::default();
     let peers = [0, 1];
     let epoch = Instant::now();
     let mut version = 0;
@@ -424,7 +423,7 @@ fn fake_free_agent(name: &str, client: &zsfc_controller::client::Client, stop: &
         let Ok(doc) = serde_json::from_slice::<zsfc_config::ikeless::NodeState>(&plain) else { continue };
         let now = zsfc_dataplane::Instant::from_nanos(epoch.elapsed().as_nanos() as u64);
         let error =
-            crate::agent::apply_to_engine(&mut node, &mut applied, &doc, &peers, now).err().map(|e| e.to_string());
+            zsfc_node::agent::apply_to_engine(&mut node, &mut applied, &doc, &peers, now).err().map(|e| e.to_string());
         version = doc.version;
         let body = serde_json::json!({"zsfc:input": {"node": name, "version": version, "error": error}});
         let _ = rt.block_on(client.request(

@@ -62,7 +62,7 @@ fn compile(
             }),
         };
         let body = zeroize::Zeroizing::new(cfg.to_toml()?);
-        crate::pki::write_private(&path, body.as_bytes())?;
+        zsfc_controller::pki::write_private(&path, body.as_bytes())?;
         println!(
             "{}: node {:?}, {} SFs, {} chains, {} SAs",
             path.display(),

@@ -2,10 +2,10 @@
 //! `zsfc rekey`, `zsfc chain`, `zsfc policy`, `zsfc audit verify`.
 use anyhow::{Context, bail};
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 use zsfc_controller::Controller;
-use zsfc_controller::client::{Client, Identity};
+use zsfc_controller::client::Client;
 use zsfc_controller::token::{TokenKey, TokenRef};
+use zsfc_lab::access::{Access, call, with_role};
 
 #[derive(Debug, clap::Args)]
 pub(crate) struct ControllerArgs {
@@ -127,9 +127,9 @@ pub(crate) fn init(a: &InitArgs) -> anyhow::Result<bool> {
     let (init, ca) = Controller::init(&a.db, &spec).with_context(|| format!("creating {}", a.db.display()))?;
     std::fs::create_dir_all(&a.out)?;
     std::fs::write(a.out.join("ca.pem"), ca.pem())?;
-    crate::pki::issue_roles(&ca, &a.out)?;
+    zsfc_controller::pki::issue_roles(&ca, &a.out)?;
     for (node, token) in &init.tokens {
-        crate::pki::write_private(&a.out.join(format!("{node}.token")), token.as_bytes())?;
+        zsfc_controller::pki::write_private(&a.out.join(format!("{node}.token")), token.as_bytes())?;
     }
     println!(
         "domain {:?}: {} created; CA, credentials of every administrative role (operator, operator-keys, \
@@ -164,7 +164,7 @@ pub(crate) fn recover(a: &RecoverArgs) -> anyhow::Result<bool> {
     let (cert, key) = Controller::recover_role(&a.db, a.target).with_context(|| a.db.display().to_string())?;
     std::fs::create_dir_all(&a.out)?;
     std::fs::write(a.out.join(format!("{name}.pem")), cert)?;
-    crate::pki::write_private(&a.out.join(format!("{name}.key")), key.as_bytes())?;
+    zsfc_controller::pki::write_private(&a.out.join(format!("{name}.key")), key.as_bytes())?;
     let token = a.out.join(format!("{name}.token"));
     if token.exists() {
         std::fs::remove_file(&token)?;
@@ -208,30 +208,6 @@ fn role(s: &str) -> Result<zsfc_controller::Role, String> {
     })
 }
 
-/// Where a controller is and where the credentials to reach it are.
-struct Access {
-    address: String,
-    server_name: String,
-    /// ca.pem and ROLE.pem with ROLE.key or ROLE.token.
-    creds: PathBuf,
-    /// The lab's controller namespace, which the calling thread joins.
-    netns: Option<String>,
-    /// A domain name the controller must have (outside labs: a wrong `--controller` is caught).
-    domain: Option<String>,
-}
-
-impl Access {
-    fn lab(dir: &Path, lab: &str) -> Self {
-        Self {
-            address: zsfc_lab::MANAGEMENT_ADDRESS.to_owned(),
-            server_name: "controller".to_owned(),
-            creds: dir.join("pki"),
-            netns: Some(format!("zsfc-{lab}-ctl")),
-            domain: None,
-        }
-    }
-}
-
 impl LabArgs {
     fn access(&self) -> Access {
         match (&self.controller, &self.creds) {
@@ -249,79 +225,6 @@ impl LabArgs {
     fn with_role<T: Send>(&self, f: impl FnOnce(&Client) -> anyhow::Result<T> + Send) -> anyhow::Result<T> {
         with_role(&self.access(), self.role.unwrap_or(zsfc_controller::Role::Operator), f)
     }
-}
-
-/// Runs `f` with a client holding the operator's credentials of the lab whose state is in
-/// `dir`, on a thread that joins the controller's namespace (the caller's thread stays where
-/// it is).
-pub(crate) fn with_operator<T: Send>(
-    dir: &Path,
-    lab: &str,
-    f: impl FnOnce(&Client) -> anyhow::Result<T> + Send,
-) -> anyhow::Result<T> {
-    with_role_in_lab(dir, lab, zsfc_controller::Role::Operator, f)
-}
-
-/// [`with_operator`] with the credentials of `role`.
-pub(crate) fn with_role_in_lab<T: Send>(
-    dir: &Path,
-    lab: &str,
-    role: zsfc_controller::Role,
-    f: impl FnOnce(&Client) -> anyhow::Result<T> + Send,
-) -> anyhow::Result<T> {
-    with_role(&Access::lab(dir, lab), role, f)
-}
-
-/// Runs `f` with a client holding the credentials of `role`: a key file, or a key on a hardware
-/// token where `zsfc role-key` moved the role (`ROLE.token` says where; PIN in
-/// `ZSFC_PKCS11_PIN`).
-fn with_role<T: Send>(
-    at: &Access,
-    role: zsfc_controller::Role,
-    f: impl FnOnce(&Client) -> anyhow::Result<T> + Send,
-) -> anyhow::Result<T> {
-    let read = |p: PathBuf| {
-        let hint = if at.netns.is_some() { " (is the lab up?)" } else { "" };
-        std::fs::read_to_string(&p).with_context(|| format!("reading {}{hint}", p.display()))
-    };
-    let name = role.name();
-    let (ca, cert) = (read(at.creds.join("ca.pem"))?, read(at.creds.join(format!("{name}.pem")))?);
-    let token_file = at.creds.join(format!("{name}.token"));
-    let credential = if token_file.exists() {
-        let r: TokenRef =
-            toml::from_str(&read(token_file.clone())?).with_context(|| token_file.display().to_string())?;
-        let pin = zsfc_controller::token::pin_from_env()?;
-        Credential::Token(TokenKey::open(&r, &pin).with_context(|| format!("the {name} key"))?)
-    } else {
-        Credential::File(zeroize::Zeroizing::new(read(at.creds.join(format!("{name}.key")))?))
-    };
-    std::thread::scope(|s| {
-        s.spawn(|| {
-            if let Some(ns) = &at.netns {
-                enter_ns(ns)?;
-            }
-            let identity = match &credential {
-                Credential::File(key) => Identity::Pem { cert: &cert, key },
-                Credential::Token(key) => Identity::Token { cert: &cert, key },
-            };
-            let c = Client::with_identity(&at.address, &at.server_name, &ca, identity)?;
-            if let Some(want) = &at.domain {
-                let v = call(&c, "GET", "/restconf/data/zsfc:domain", None)?;
-                let have = v["zsfc:domain"]["name"].as_str().unwrap_or_default();
-                if have != want {
-                    bail!("the controller at {} runs domain {have:?}, not {want:?}", at.address);
-                }
-            }
-            f(&c)
-        })
-        .join()
-        .unwrap_or_else(|_| Err(anyhow::anyhow!("the operator thread panicked")))
-    })
-}
-
-enum Credential {
-    File(zeroize::Zeroizing<String>),
-    Token(std::sync::Arc<TokenKey>),
 }
 
 #[derive(Debug, clap::Args)]
@@ -381,38 +284,6 @@ pub(crate) fn role_key(a: &RoleKeyArgs) -> anyhow::Result<bool> {
         r.key, r.token
     );
     Ok(true)
-}
-
-/// Waits until every node acknowledged the controller's latest state.
-pub(crate) fn wait_converged(dir: &Path, lab: &str, patience: Duration) -> anyhow::Result<serde_json::Value> {
-    with_operator(dir, lab, |c| {
-        let t = std::time::Instant::now();
-        loop {
-            let v = call(c, "GET", "/restconf/data/zsfc:domain", None)?;
-            if v["zsfc:domain"]["converged"] == serde_json::Value::Bool(true) {
-                return Ok(v);
-            }
-            if t.elapsed() > patience {
-                bail!("the controller's state did not reach every node within {patience:?}: {v}");
-            }
-            std::thread::sleep(Duration::from_millis(200));
-        }
-    })
-}
-
-/// Moves this (single-threaded) process into network namespace `ns`.
-pub(crate) fn enter_ns(ns: &str) -> anyhow::Result<()> {
-    let f = std::fs::File::open(format!("/run/netns/{ns}")).with_context(|| format!("namespace {ns}"))?;
-    nix::sched::setns(f, nix::sched::CloneFlags::CLONE_NEWNET).with_context(|| format!("entering {ns}"))?;
-    Ok(())
-}
-
-fn call(c: &Client, method: &str, path: &str, body: Option<serde_json::Value>) -> anyhow::Result<serde_json::Value> {
-    let r = c.blocking(method, path, body.map(|b| b.to_string().into_bytes()), Duration::from_secs(60))?;
-    if r.status != 200 {
-        bail!("{method} {path}: {} {}", r.status, r.message());
-    }
-    Ok(serde_json::from_slice(&r.body).unwrap_or_default())
 }
 
 /// `zsfc domain NAME`: the controller's view of the domain — version, rollouts, every node's

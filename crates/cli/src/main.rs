@@ -1,16 +1,13 @@
 //! `zsfc`: the one binary of zsfc.
 #![forbid(unsafe_code)]
 
-mod agent;
 mod attack;
 mod bench;
 mod bench_keys;
 mod config;
 mod control;
 mod demo;
-mod metrics;
 mod node;
-mod pki;
 mod traffic;
 mod up;
 
@@ -80,7 +77,7 @@ fn main() -> std::process::ExitCode {
     let result = match cli.command {
         Command::Demo(a) => demo::run(&a),
         Command::Config(c) => config::run(&c),
-        Command::Node(a) => node::run(&a),
+        Command::Node(a) => zsfc_node::run(&zsfc_node::Options { config: a.config, ready_file: a.ready_file }),
         Command::Up(a) => up::up(&a),
         Command::Down(a) => up::down(&a),
         Command::Check(a) => up::check(&a),

@@ -63,7 +63,7 @@ impl Stream {
         let done = sending_done.clone();
         let to_ns = to_ns.to_owned();
         let receiver = std::thread::spawn(move || -> anyhow::Result<(u64, u64, Vec<bool>)> {
-            crate::control::enter_ns(&to_ns)?;
+            zsfc_lab::shell::enter_ns(&to_ns)?;
             let sock = UdpSocket::bind(to).with_context(|| format!("binding {to} in {to_ns}"))?;
             sock.set_read_timeout(Some(Duration::from_millis(100)))?;
             // Room for 20 ms-scale scheduling gaps of this thread at any rate we send (root may
@@ -107,7 +107,7 @@ impl Stream {
         bound_rx.recv_timeout(Duration::from_secs(5)).context("the receiver did not start")?;
         let from_ns = from_ns.to_owned();
         let sender = std::thread::spawn(move || -> anyhow::Result<u64> {
-            crate::control::enter_ns(&from_ns)?;
+            zsfc_lab::shell::enter_ns(&from_ns)?;
             let sock = UdpSocket::bind("0.0.0.0:0")?;
             let mut pkt = [0u8; PAYLOAD];
             let start = Instant::now();

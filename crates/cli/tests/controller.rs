@@ -463,19 +463,18 @@ fn an_administrative_role_moved_to_a_hardware_token_acts_only_from_it() {
 fn operator_commands_reach_a_controller_outside_labs() {
     usable();
     let ns = format!("zsfc-t{}-host", std::process::id() % 100_000);
-    // Removed on drop, also when an assertion fails.
-    struct Netns(String, std::path::PathBuf);
-    impl Drop for Netns {
-        fn drop(&mut self) {
-            let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
-            let _ = std::fs::remove_dir_all(&self.1);
-        }
-    }
     let dir = std::env::temp_dir().join(&ns);
     std::fs::create_dir_all(&dir).unwrap();
-    assert!(Command::new("ip").args(["netns", "add", &ns]).status().unwrap().success());
-    let _ns = Netns(ns.clone(), dir.to_path_buf());
-    assert!(Command::new("ip").args(["-n", &ns, "link", "set", "lo", "up"]).status().unwrap().success());
+    struct RemoveDir(std::path::PathBuf);
+    impl Drop for RemoveDir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+    let _dir = RemoveDir(dir.clone());
+    // Removed (before the directory) with every process in it, also when an assertion fails.
+    let mut namespaces = zsfc_lab::Namespaces::new();
+    namespaces.add(&ns).unwrap();
     let topology = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/inmemory-topology.toml");
     let (db, creds) = (dir.join("c.db"), dir.join("creds"));
     let init = Command::new(BIN)
@@ -488,22 +487,15 @@ fn operator_commands_reach_a_controller_outside_labs() {
         .output()
         .unwrap();
     assert!(init.status.success(), "{}", String::from_utf8_lossy(&init.stderr));
-    struct Kill(std::process::Child);
-    impl Drop for Kill {
-        fn drop(&mut self) {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
-    let _ctl = Kill(
-        Command::new("ip")
-            .args(["netns", "exec", &ns, BIN, "controller", "--listen", "127.0.0.1:8443", "--db"])
-            .arg(&db)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
+    // Stopped with the namespace.
+    let controller = Command::new("ip")
+        .args(["netns", "exec", &ns, BIN, "controller", "--listen", "127.0.0.1:8443", "--db"])
+        .arg(&db)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    namespaces.adopt(controller);
     let conf = softhsm_token(&dir, "ops");
     let zsfc = |args: &[&str]| {
         let out = Command::new("ip")

@@ -173,6 +173,30 @@ fn down_removes_everything_after_a_node_is_killed() {
 }
 
 #[test]
+fn down_removes_only_the_lab_of_that_exact_name() {
+    usable();
+    // Lab `tPIDdn-x` is up; a lab whose name is a prefix of it (`tPIDdn`) is never up, then up
+    // and down beside it: `down` of the shorter name must leave the longer one whole.
+    let mut long = LabRun::new("quickstart", "dn-x");
+    let mut short = LabRun::new("quickstart", "dn");
+    long.up();
+    let before = long.namespaces_left();
+    assert!(before.len() >= 4, "{before:?}");
+    let out = short.zsfc(&["down", &short.name]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("is not up"), "{}", String::from_utf8_lossy(&out.stdout));
+    // Same state directory: the shorter lab is brought up and down next to the longer one.
+    short.state = long.state.clone();
+    let out = short.zsfc(&["up", short.file.to_str().unwrap()]);
+    assert!(out.status.success(), "zsfc up {}: {}", short.name, String::from_utf8_lossy(&out.stderr));
+    let out = short.zsfc(&["down", &short.name]);
+    assert!(out.status.success(), "zsfc down {}: {}", short.name, String::from_utf8_lossy(&out.stderr));
+    assert_eq!(long.namespaces_left(), before, "zsfc down {} removed namespaces of {}", short.name, long.name);
+    assert_eq!(fetch_as(&long, "alice"), 200, "lab {} no longer serves after `zsfc down {}`", long.name, short.name);
+    long.down();
+}
+
+#[test]
 fn a_bad_lab_file_is_reported_with_file_and_field_and_builds_nothing() {
     usable();
     let lab = LabRun::new("quickstart", "e");

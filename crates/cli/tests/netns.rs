@@ -9,10 +9,11 @@ use zsfc_config::{NodeConfig, Topology};
 mod memory;
 use memory::find_in_memory;
 
-/// Namespaces and processes of one test; dropped → everything is killed and deleted.
+/// Namespaces and processes of one test; dropped → everything is killed and deleted (the
+/// namespaces through zsfc-lab's guard, with whatever runs in them).
 struct Lab {
     prefix: String,
-    namespaces: Vec<String>,
+    namespaces: zsfc_lab::Namespaces,
     children: Vec<Child>,
     dir: std::path::PathBuf,
 }
@@ -22,14 +23,12 @@ impl Lab {
         let prefix = format!("zt{}", std::process::id());
         let dir = std::env::temp_dir().join(format!("zsfc-netns-{prefix}"));
         std::fs::create_dir_all(&dir).unwrap();
-        Self { prefix, namespaces: Vec::new(), children: Vec::new(), dir }
+        Self { prefix, namespaces: zsfc_lab::Namespaces::new(), children: Vec::new(), dir }
     }
 
     fn ns(&mut self, name: &str) -> String {
         let n = format!("{}-{name}", self.prefix);
-        ip(&["netns", "add", &n]);
-        ip(&["-n", &n, "link", "set", "lo", "up"]);
-        self.namespaces.push(n.clone());
+        self.namespaces.add(&n).unwrap();
         n
     }
 
@@ -52,9 +51,7 @@ impl Drop for Lab {
             let _ = c.kill();
             let _ = c.wait();
         }
-        for n in &self.namespaces {
-            let _ = Command::new("ip").args(["netns", "del", n]).status();
-        }
+        self.namespaces.remove_all();
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }

@@ -111,3 +111,34 @@ mod tests {
         assert!(again.sign_csr(&csr, "sf2").is_ok());
     }
 }
+
+/// Writes `data` to `path`, readable by the owner only (keys, node files, tokens); the error
+/// names the file.
+pub fn write_private(path: &std::path::Path, data: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let named = |e: std::io::Error| std::io::Error::new(e.kind(), format!("{}: {e}", path.display()));
+    let mut f =
+        std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(path).map_err(named)?;
+    f.write_all(data).map_err(named)
+}
+
+/// Why credentials could not be issued.
+#[derive(Debug, thiserror::Error)]
+pub enum IssueError {
+    #[error("issuing a certificate: {0}")]
+    Certificate(#[from] rcgen::Error),
+    #[error("writing credentials: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// One client certificate per administrative role (`ROLE.pem`, `ROLE.key` in `dir`), each
+/// limited to what its role may do ([`crate::Role`]); hand each person only theirs.
+pub fn issue_roles(ca: &Ca, dir: &std::path::Path) -> Result<(), IssueError> {
+    for role in crate::Role::ALL {
+        let (cert, key) = ca.issue(role.name(), false, &[], &[])?;
+        std::fs::write(dir.join(format!("{}.pem", role.name())), cert)?;
+        write_private(&dir.join(format!("{}.key", role.name())), key.as_bytes())?;
+    }
+    Ok(())
+}

@@ -19,7 +19,7 @@ const POLL_TIMEOUT: Duration = Duration::from_secs(30);
 const ENROL_PATIENCE: Duration = Duration::from_secs(60);
 
 /// A client holding the node's certificate, enrolling first if the node has none yet.
-pub(crate) fn enrolled_client(c: &ControllerConfig, node: &str) -> anyhow::Result<Client> {
+pub fn enrolled_client(c: &ControllerConfig, node: &str) -> anyhow::Result<Client> {
     let ca = std::fs::read_to_string(&c.ca).with_context(|| format!("controller.ca: reading {}", c.ca))?;
     let dir = PathBuf::from(&c.identity_dir);
     let (cert_path, key_path) = (dir.join("node.pem"), dir.join("node.key"));
@@ -56,8 +56,8 @@ pub(crate) fn enrolled_client(c: &ControllerConfig, node: &str) -> anyhow::Resul
         let cert = v["zsfc:output"]["certificate"].as_str().context("enrolment answer without a certificate")?;
         std::fs::create_dir_all(&dir)?;
         std::os::unix::fs::PermissionsExt::set_mode(&mut std::fs::metadata(&dir)?.permissions(), 0o700);
-        crate::pki::write_private(&key_path, key.as_bytes())?;
-        crate::pki::write_private(&cert_path, cert.as_bytes())?;
+        zsfc_controller::pki::write_private(&key_path, key.as_bytes())?;
+        zsfc_controller::pki::write_private(&cert_path, cert.as_bytes())?;
         // The token is spent; nothing else should find it.
         let _ = std::fs::remove_file(&c.bootstrap);
         eprintln!("zsfc node {node:?}: enrolled with the controller at {}", c.address);
@@ -84,8 +84,8 @@ enum Op {
 }
 
 /// What the engines run now, as the agent applied it.
-#[derive(Default, Clone)]
-pub(crate) struct Applied {
+#[derive(Debug, Default, Clone)]
+pub struct Applied {
     out: HashMap<String, (u32, SaIdx)>,
     inb: HashMap<String, u32>,
     labels: HashMap<u32, LabelEntry>,
@@ -237,7 +237,7 @@ impl Applied {
 
 /// Makes `node` (one engine, lane 0) match `doc` directly: the agent's work without the packet
 /// loop (benchmarks). Returns the SAs the document lacked keys for.
-pub(crate) fn apply_to_engine(
+pub fn apply_to_engine(
     node: &mut Node,
     applied: &mut Applied,
     doc: &NodeState,
