@@ -27,8 +27,8 @@ const ETH_BATCH: usize = 64;
 /// Receive and send buffer of the socket.
 const SOCKET_BUFFER: usize = 8 << 20;
 
-pub(crate) const ETHERTYPE_MPLS: u16 = 0x8847;
-const HEADER: usize = 14;
+const ETHERTYPE_MPLS: u16 = zsfc_wire::ethernet::ethertype::MPLS;
+const HEADER: usize = zsfc_wire::ethernet::HEADER_LEN;
 /// `sll_pkttype` of a frame this host sent (AF_PACKET sockets see those too).
 const PACKET_OUTGOING: u8 = 4;
 

@@ -191,7 +191,7 @@ fn lane_program(mark: LaneMark) -> Vec<libc::sock_filter> {
     const AND_K: u16 = 0x54;
     const RET_A: u16 = 0x16;
     const RET_K: u16 = 0x06;
-    let mpls = u32::from(crate::eth::ETHERTYPE_MPLS);
+    let mpls = u32::from(zsfc_wire::ethernet::ethertype::MPLS);
     match mark {
         LaneMark::LabelTc => vec![
             op(LD_H_ABS, 0, 0, LOAD_PROTOCOL),
