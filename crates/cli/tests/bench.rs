@@ -1,6 +1,10 @@
 //! The benchmark commands run end to end (briefly) and write what they promise. Throughput is not
 //! asserted — it depends on the machine — only that every run measured something and the JSON has
 //! its documented shape. Needs root, iproute2, iperf3, iptables, curl (./test.sh installs them).
+#![expect(
+    clippy::unwrap_used,
+    reason = "helpers of tests and benchmarks: a failure should stop them loudly, with its place"
+)]
 use std::process::{Command, Stdio};
 
 const BIN: &str = env!("CARGO_BIN_EXE_zsfc");

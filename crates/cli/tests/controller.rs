@@ -1,6 +1,11 @@
 //! The controller in network namespaces: keys pushed and rotated while traffic runs, nodes
 //! failing closed without it and recovering when it returns, refusals in the audit log, chains
 //! changed at run time. Needs root (./test.sh).
+#![expect(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "helpers of tests and benchmarks: a failure should stop them loudly, with its place"
+)]
 mod common;
 use common::*;
 use std::process::{Command, Stdio};

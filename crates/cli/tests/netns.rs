@@ -2,6 +2,11 @@
 //! DPI SF, egress) on one L2 segment, MPLS-in-UDP between them, TUN devices on the ingress and
 //! egress; a real UDP client and echo server use the kernel's own stacks. Needs root, `ip` and
 //! /dev/net/tun. Every namespace and process is removed at the end, also on failure.
+#![expect(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "helpers of tests and benchmarks: a failure should stop them loudly, with its place"
+)]
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 use zsfc_config::{NodeConfig, Topology};

@@ -1,6 +1,10 @@
 //! Attacks on a running domain, each by a real attacker process (`zsfc attack`) on a link of
 //! the domain: replayed, forged and injected packets refused by the next node, and floods of
 //! malformed packets that leave valid traffic flowing. Needs root (./test.sh).
+#![expect(
+    clippy::unwrap_used,
+    reason = "helpers of tests and benchmarks: a failure should stop them loudly, with its place"
+)]
 mod common;
 use common::*;
 use std::process::Command;

@@ -1,4 +1,8 @@
 //! A domain topology compiled into node configurations: SA placement, labels, errors.
+#![expect(
+    clippy::unwrap_used,
+    reason = "helpers of tests and benchmarks: a failure should stop them loudly, with its place"
+)]
 use std::collections::HashSet;
 use zsfc_config::{NodeConfig, Topology};
 use zsfc_dataplane::{DropReason, Instant};

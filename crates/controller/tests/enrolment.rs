@@ -1,5 +1,9 @@
 //! Enrolment and access control against a real controller: its HTTPS API on a loopback socket,
 //! a real SQLite database, real certificates; the client is the one nodes use.
+#![expect(
+    clippy::unwrap_used,
+    reason = "helpers of tests and benchmarks: a failure should stop them loudly, with its place"
+)]
 use std::sync::Arc;
 use std::time::Duration;
 use zsfc_config::Topology;

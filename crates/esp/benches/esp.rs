@@ -1,5 +1,9 @@
 //! ESP seal and open in place at 64/512/1400/9000-byte IP packets, beside the raw AEAD call of
 //! AWS-LC on the same payload (the floor zsfc's overhead is measured against).
+#![expect(
+    clippy::unwrap_used,
+    reason = "helpers of tests and benchmarks: a failure should stop them loudly, with its place"
+)]
 use aws_lc_rs::aead::{AES_256_GCM, Aad, LessSafeKey, Nonce, UnboundKey};
 use criterion::{BatchSize, BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use zsfc_esp::{Algorithm, InboundSa, Instant, OutboundSa, SaConfig, SaKey};

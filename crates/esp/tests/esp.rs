@@ -1,4 +1,8 @@
 //! ESP seal/open behaviour on real IPv4 and IPv6 packets.
+#![expect(
+    clippy::unwrap_used,
+    reason = "helpers of tests and benchmarks: a failure should stop them loudly, with its place"
+)]
 use zsfc_esp::*;
 use zsfc_wire::{PacketBuf, checksum, ip, ipv4, ipv6, tcp, udp};
 

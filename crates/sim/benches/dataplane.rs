@@ -7,6 +7,10 @@
 //! - `secure_hop/PROTECTION/SIZE`: the same hop with the protections of mode `secure`: `link`
 //!   (link ESP opened and sealed), `integrity` (RFC 9145 MAC checked and computed again, proof
 //!   of transit updated) or `all`. The packets come from a real classifier node.
+#![expect(
+    clippy::unwrap_used,
+    reason = "helpers of tests and benchmarks: a failure should stop them loudly, with its place"
+)]
 use criterion::{BatchSize, BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use zsfc_dataplane::integrity::{ChainKeyConfig, PotRole, PotShare};
 use zsfc_dataplane::proxy::{self, CacheKey, ProxyCache};

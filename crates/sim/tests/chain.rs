@@ -1,5 +1,10 @@
 //! The in-memory chain: real packets from a client through ingress, six SFs and egress to a
 //! service and back, with a fake clock.
+#![expect(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "helpers of tests and benchmarks: a failure should stop them loudly, with its place"
+)]
 use std::collections::BTreeSet;
 use zsfc_dataplane::{DropReason, PacketBuf, Verdict};
 use zsfc_sim::packets::{self, Flow};

@@ -1,6 +1,11 @@
 //! Interop: Wireshark's dissectors (tshark) decode what zsfc puts on the wire — the label
 //! stack on Ethernet (0x8847) and in MPLS-in-UDP (RFC 7510, port 6635), the IPv4 header and
 //! the ESP header below it. Needs tshark (`./test.sh` installs it).
+#![expect(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "helpers of tests and benchmarks: a failure should stop them loudly, with its place"
+)]
 use pcap_file::DataLink;
 use pcap_file::pcap::{PcapHeader, PcapPacket, PcapWriter};
 use std::process::Command;

@@ -4,6 +4,13 @@
 //! validates lengths once and returns a view whose accessors cannot fail; a `FooRepr` has
 //! `parse` and `emit` and round-trips. No function in this crate panics on any input: the fuzz
 //! targets in `fuzz/` feed every parser arbitrary bytes.
+//!
+//! `clippy::indexing_slicing` is not on here, for a reason: every view checks its buffer's
+//! length once, in `new_checked`, and its accessors then index with the ranges of its `field`
+//! module, which that check covers (smoltcp's discipline). Turning each of those ~150 accesses
+//! into `get()` would add error paths that cannot be taken to every header read on the hot
+//! path. What shows that attacker bytes cannot make an index fail is the property tests (parse
+//! and emit round trips over arbitrary bytes) and the fuzz targets of every parser.
 #![forbid(unsafe_code)]
 
 pub mod buffer;

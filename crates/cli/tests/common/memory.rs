@@ -1,6 +1,10 @@
 //! A process's memory as an attacker with the node's privileges reads it: every writable
 //! mapping (heap, stacks, anonymous maps, data) through /proc/PID/mem.
 #![allow(dead_code)] // each test binary uses its own part
+#![expect(
+    clippy::unwrap_used,
+    reason = "helpers of tests and benchmarks: a failure should stop them loudly, with its place"
+)]
 use std::io::{Read, Seek, SeekFrom};
 
 /// Calls `f` with the contents of each writable mapping of process `pid` that can be read.

@@ -1,6 +1,11 @@
 //! Helpers of the namespace tests: a lab brought up under a unique name and always brought
 //! down, tshark captures, counters from reports and metrics.
 #![allow(dead_code)] // each test binary uses its own part
+#![expect(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "helpers of tests and benchmarks: a failure should stop them loudly, with its place"
+)]
 pub mod memory;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
