@@ -105,9 +105,14 @@ pub(crate) struct BenchLab {
 }
 
 impl BenchLab {
+    /// The lab's name: `--name`, or `default` and this process's id.
+    fn name(&self, default: &str) -> String {
+        self.name.clone().unwrap_or_else(|| format!("{default}{}", std::process::id()))
+    }
+
     /// Builds `lab` under this name (or its own name and this process's id).
     pub(crate) fn start(&self, mut lab: Lab) -> anyhow::Result<LabGuard> {
-        lab.name = self.name.clone().unwrap_or_else(|| format!("{}{}", lab.name, std::process::id()));
+        lab.name = self.name(&lab.name);
         LabGuard::up(&lab, &self.state_dir, &std::env::current_exe().context("finding the zsfc binary")?)
     }
 }
@@ -289,8 +294,8 @@ fn iperf_bytes(client_ns: &str, server: &str, port: u16, seconds: u32, streams: 
 
 /// The kernel baseline: as many namespaces in a line as the zsfc chain has (client, ingress,
 /// `n` SF nodes, egress), plain IP forwarding between them, iperf3 at the end.
-fn kernel_run(n: usize, mtu: u16, seconds: u32, streams: u32) -> anyhow::Result<f64> {
-    let names: Vec<String> = (0..n + 3).map(|i| format!("zsfc-kbench{}-{i}", std::process::id())).collect();
+fn kernel_run(name: &str, n: usize, mtu: u16, seconds: u32, streams: u32) -> anyhow::Result<f64> {
+    let names: Vec<String> = (0..n + 3).map(|i| format!("zsfc-{name}-k{i}")).collect();
     // Removed, with the iperf3 server, whatever happens.
     let mut namespaces = Namespaces::new();
     (|| -> anyhow::Result<f64> {
@@ -375,7 +380,7 @@ fn chain(a: &ChainArgs) -> anyhow::Result<bool> {
                     let r = if a.rounds > 1 { format!("round {round}: ") } else { String::new() };
                     eprint!("[{k}/{total}] {r}{n} SFs, {mode}, MTU {mtu}: ");
                     let (goodput, nodes, cpu) = if mode == "kernel" {
-                        (kernel_run(n, mtu, a.run.seconds, a.run.streams)?, Vec::new(), None)
+                        (kernel_run(&a.run.lab.name("kbench"), n, mtu, a.run.seconds, a.run.streams)?, Vec::new(), None)
                     } else {
                         let mut spec = chain_lab(n, mode == "intrusive" || mode == "secure", mtu, transport);
                         spec.lanes = a.lanes;

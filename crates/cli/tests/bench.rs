@@ -9,10 +9,17 @@ use std::process::{Command, Stdio};
 
 const BIN: &str = env!("CARGO_BIN_EXE_zsfc");
 
+/// The name of this test's benchmark labs (`--name`): its namespaces are `zsfc-NAME-*`, so the
+/// test checks what it made and nothing another run makes at the same time.
+fn lab_name() -> String {
+    format!("tb{}", std::process::id())
+}
+
 fn bench(args: &[&str], json: &std::path::Path, state: &std::path::Path) -> serde_json::Value {
     let out = Command::new(BIN)
         .arg("bench")
         .args(args)
+        .args(["--name", &lab_name()])
         .arg("--json")
         .arg(json)
         .arg("--state-dir")
@@ -68,7 +75,9 @@ fn chain_pageload_and_proxy_benchmarks_measure_and_write_json() {
     assert!(proxy["delay"][0]["proxy"]["peak_in_flight"].as_u64().unwrap() <= 1000);
     assert_eq!(proxy["two_chains"]["goodput_mbps"].as_array().map(Vec::len), Some(2));
     let _ = std::fs::remove_dir_all(&dir);
-    assert!(!Command::new("ip").args(["netns", "list"]).output().unwrap().stdout.windows(5).any(|w| w == b"bench"));
+    let left = String::from_utf8(Command::new("ip").args(["netns", "list"]).output().unwrap().stdout).unwrap();
+    let ours = format!("zsfc-{}-", lab_name());
+    assert!(!left.lines().any(|l| l.starts_with(&ours)), "the benchmarks left namespaces behind:\n{left}");
 }
 
 #[test]
