@@ -127,7 +127,7 @@ pub(crate) fn init(a: &InitArgs) -> anyhow::Result<bool> {
     let (init, ca) = Controller::init(&a.db, &spec).with_context(|| format!("creating {}", a.db.display()))?;
     std::fs::create_dir_all(&a.out)?;
     std::fs::write(a.out.join("ca.pem"), ca.pem())?;
-    zsfc_controller::pki::issue_roles(&ca, &a.out)?;
+    zsfc_controller::pki::issue_roles(&ca, &a.name, &a.out)?;
     for (node, token) in &init.tokens {
         zsfc_controller::pki::write_private(&a.out.join(format!("{node}.token")), token.as_bytes())?;
     }
@@ -296,8 +296,8 @@ pub(crate) fn domain(a: &DomainArgs) -> anyhow::Result<bool> {
         return Ok(true);
     }
     let d = &v["zsfc:domain"];
-    let converged = if d["converged"] == true { "converged" } else { "rolling out" };
-    println!("domain {} version {} rollouts {} ({converged})", d["name"], d["version"], d["rollouts"]);
+    println!("domain {} version {} rollouts {} ({})", d["name"], d["version"], d["rollouts"], convergence(d));
+    println!("  {}", sa_ages(d));
     for n in d["nodes"].as_array().into_iter().flatten() {
         println!(
             "  node {:<12} enrolled {:<5} pushed {:>4} acknowledged {:>4} SAs {}",
@@ -325,6 +325,27 @@ pub(crate) fn domain(a: &DomainArgs) -> anyhow::Result<bool> {
         println!("  roles on hardware tokens: {}", tokens.join(" "));
     }
     Ok(true)
+}
+
+/// Whether the domain runs the controller's latest state, in words; SAs past their soft
+/// lifetime are a problem whatever the acknowledgements say.
+pub(crate) fn convergence(d: &serde_json::Value) -> &'static str {
+    match (d["converged"] == true, d["sas"]["past-soft-lifetime"] == true) {
+        (_, true) => "NOT converged: SAs past their soft lifetime",
+        (true, false) => "converged",
+        (false, false) => "rolling out",
+    }
+}
+
+/// How old the SAs are against their lifetime and renewal.
+pub(crate) fn sa_ages(d: &serde_json::Value) -> String {
+    let sas = &d["sas"];
+    let age = sas["age-s"].as_u64().map_or("not made yet by this controller".to_owned(), |a| format!("made {a} s ago"));
+    let renew =
+        sas["renew-every-s"].as_f64().map_or("never renewed by time".to_owned(), |r| format!("renewed every {r:.1} s"));
+    let soft = sas["soft-lifetime-s"].as_u64().map_or(String::new(), |s| format!(", soft lifetime {s} s"));
+    let alarm = if sas["past-soft-lifetime"] == true { " — PAST THEIR SOFT LIFETIME (renewal failing?)" } else { "" };
+    format!("SAs {age}, {renew}{soft}{alarm}")
 }
 
 #[derive(Debug, clap::Args)]

@@ -135,12 +135,13 @@ pub(crate) fn status(a: &CheckArgs) -> anyhow::Result<bool> {
                 .map(|n| format!("{}@{}", n["name"].as_str().unwrap_or("?"), n["acked-version"]))
                 .collect();
             println!(
-                "controller  version {} rollouts {} {} acknowledged: {}",
+                "controller  version {} rollouts {} {}, acknowledged: {}",
                 d["version"],
                 d["rollouts"],
-                if d["converged"] == true { "converged," } else { "rolling out," },
+                crate::control::convergence(d),
                 acked.join(" ")
             );
+            println!("            {}", crate::control::sa_ages(d));
             let on_tokens: Vec<&str> =
                 d["roles-on-tokens"].as_array().into_iter().flatten().filter_map(|r| r.as_str()).collect();
             if !on_tokens.is_empty() {

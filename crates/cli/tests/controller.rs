@@ -172,12 +172,12 @@ fn refused_enrolments_and_api_calls_are_audited_and_tampering_is_detected() {
         "|enrol|sf|",
         "|enrol|egress|",
         "without a client certificate",
-        "|refused|alice|",
+        "|refused|client/alice|",
         "TLS handshake",
         "|refused|sf|enrolment from",
         "the bootstrap token was already used",
         "|rekey|domain|",
-        "|refused|operator|read the domain from 10.201.0.250:",
+        "|refused|role/operator|read the domain from 10.201.0.250:",
         "administrative roles use the management interface",
     ] {
         assert!(rows.contains(want), "audit log lacks {want:?}:\n{rows}");
@@ -250,7 +250,7 @@ fn a_client_policy_changed_at_run_time_applies_to_new_connections() {
         let out = lab.zsfc(&["policy", &lab.name, "--as", role, "--grant", &grant]);
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(
-            !out.status.success() && err.contains(&format!("\"{role}\" may not change the policy")),
+            !out.status.success() && err.contains(&format!("role/{role} may not change the policy")),
             "{role}: {err}"
         );
     }
@@ -423,7 +423,7 @@ fn an_administrative_role_moved_to_a_hardware_token_acts_only_from_it() {
 
     // Only the full operator binds roles; a refused binding leaves no key on the token.
     let (ok, text) = bind("auditor", "operator-keys");
-    assert!(!ok && text.contains("\"operator-keys\" may not bind a role to a key"), "{text}");
+    assert!(!ok && text.contains("role/operator-keys may not bind a role to a key"), "{text}");
     let (ok, text) = bind("operator-keys", "operator");
     assert!(ok, "{text}");
     assert!(text.contains("never extractable"), "{text}");
@@ -516,7 +516,7 @@ fn operator_commands_reach_a_controller_outside_labs() {
         (out.status.success(), text)
     };
     // The controller takes a moment to listen; a refusal costs no rollout.
-    let refused = "\"auditor\" may not change the policy";
+    let refused = "role/auditor may not change the policy";
     let t = Instant::now();
     let mut last = zsfc(&["policy", "example", "--as", "auditor"]);
     while !last.1.contains(refused) && t.elapsed() < Duration::from_secs(10) {
@@ -582,4 +582,75 @@ fn operator_commands_reach_a_controller_outside_labs() {
     );
     let verify = Command::new(BIN).args(["audit", "verify"]).arg(&db).output().unwrap();
     assert!(verify.status.success(), "the hash chain holds: {}", String::from_utf8_lossy(&verify.stdout));
+}
+
+/// Issue 17: identities are typed. A client certificate named like a node (`sf`) or like an
+/// administrative role (`operator`) is a client's, not the node's or the role's: on the nodes'
+/// interface it may not read node sf's SAD or poll its documents, on the management interface
+/// it may not read the domain, and each refusal is audited. The real node and operator still
+/// work.
+#[test]
+fn client_certificates_named_like_a_node_or_a_role_are_refused_by_the_controller() {
+    usable();
+    let mut lab = LabRun::new("quickstart", "id");
+    lab.edit(
+        r#"clients = [{ name = "alice" }, { name = "bob" }]"#,
+        r#"clients = [{ name = "alice" }, { name = "bob" }, { name = "sf" }, { name = "operator" }]"#,
+    );
+    lab.up();
+    let pki = |f: &str| lab.state_file(&format!("pki/{f}")).display().to_string();
+    // curl with client `who`'s certificate from namespace `ns` to the controller at `at`
+    // (PORT:ADDRESS).
+    let call = |ns: &str, who: &str, at: &str, path: &str| -> u32 {
+        let port = at.split(':').next().unwrap();
+        let out = Command::new("ip")
+            .args(["netns", "exec", &lab.ns(ns), "curl", "-s", "-o", "/dev/null", "-w", "%{http_code}"])
+            .args(["--max-time", "5", "--cacert", &pki("ca.pem")])
+            .args(["--cert", &pki(&format!("clients/{who}.pem")), "--key", &pki(&format!("clients/{who}.key"))])
+            .args(["--resolve", &format!("controller:{at}")])
+            .arg(format!("https://controller:{port}{path}"))
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).trim().parse().unwrap_or(0)
+    };
+    let nodes = "8443:10.201.0.250";
+    let sad = call("sf", "sf", nodes, "/restconf/data/zsfc:nodes/node=sf");
+    let poll = call("sf", "sf", nodes, "/restconf/data/zsfc:nodes/node=sf/desired?after=0&boot=x&seal=00");
+    let management = "8444:127.0.0.1";
+    let domain = call("ctl", "operator", management, "/restconf/data/zsfc:domain");
+    assert_eq!((sad, poll, domain), (403, 403, 403), "client sf's SAD read and poll, client operator's domain read");
+    let rows = audit_rows(&lab.state_file("controller.db"));
+    for want in ["client/sf|read a node", "client/sf|poll its state", "client/operator|read the domain"] {
+        assert!(rows.contains(want), "audit log lacks {want:?}:\n{rows}");
+    }
+    // The real ones: the node sf converged (the lab is up), and the operator reads the domain.
+    let out = lab.zsfc(&["domain", &lab.name]);
+    assert!(out.status.success(), "zsfc domain: {}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(fetch_as(&lab, "alice"), 200);
+    lab.down();
+}
+
+/// Issue 18: SAs are renewed by time, not only when a packet is sealed past the soft lifetime.
+/// A lab whose SAs live seconds (soft 4 s, hard 6 s) stays idle for more than three hard
+/// lifetimes, then carries traffic at once: the page is served and nothing was dropped as
+/// `sa_expired`.
+#[test]
+fn an_idle_domain_renews_its_sas_in_time_and_carries_traffic_after_idling() {
+    usable();
+    let mut lab = LabRun::new("quickstart", "idle");
+    let text = std::fs::read_to_string(&lab.file).unwrap();
+    std::fs::write(&lab.file, format!("{text}\n[sa.lifetime]\nsoft = {{ seconds = 4 }}\nhard = {{ seconds = 6 }}\n"))
+        .unwrap();
+    lab.up();
+    assert_eq!(fetch_as(&lab, "alice"), 200);
+    std::thread::sleep(Duration::from_secs(20));
+    let (served, expired) = (fetch_as(&lab, "alice"), metric(&lab, "ingress", "zsfc_drops_total", &["sa_expired"]));
+    let status = lab.zsfc(&["status", &lab.name]);
+    let status = String::from_utf8_lossy(&status.stdout).into_owned();
+    lab.down();
+    assert_eq!((served, expired), (200, 0), "after 20 s idle (hard lifetime 6 s):\n{status}");
+    assert!(!status.contains("PAST THEIR SOFT LIFETIME"), "{status}");
+    // Renewed by time while nothing was sent: a rollout every 3 s (3/4 of the soft lifetime).
+    let rollouts: u64 = status.split("rollouts ").nth(1).and_then(|r| r.split(' ').next()?.parse().ok()).unwrap();
+    assert!(rollouts >= 5, "{rollouts} rollouts in 20 s idle:\n{status}");
 }

@@ -101,6 +101,16 @@ impl Client {
         let tcp = tokio::net::TcpStream::connect(&self.address).await?;
         tcp.set_nodelay(true)?;
         let tls = self.tls.connect(self.server_name.clone(), tcp).await?;
+        // The server's certificate chains to the domain CA and names the server; it must also be
+        // the controller's (zsfc_identity): a gateway's server certificate, say, whose names an
+        // operator made to include "controller", is not.
+        let server = tls.get_ref().1.peer_certificates().and_then(|c| c.first());
+        match server.map(|c| zsfc_identity::Identity::of_certificate(c)) {
+            Some(Ok(id)) if id.kind() == zsfc_identity::Kind::Controller => {}
+            Some(Ok(id)) => anyhow::bail!("{}: the server is {id}, not the controller", self.address),
+            Some(Err(e)) => anyhow::bail!("{}: the server's certificate: {e}", self.address),
+            None => anyhow::bail!("{}: the server sent no certificate", self.address),
+        }
         let (mut send, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tls)).await?;
         tokio::spawn(conn);
         let req = hyper::Request::builder()

@@ -59,7 +59,7 @@ pub enum Admin {
 impl Role {
     pub const ALL: [Role; 5] = [Role::Operator, Role::Keys, Role::Policy, Role::Chains, Role::Auditor];
 
-    /// The certificate CN of the role.
+    /// The role's name: `spiffe://DOMAIN/role/NAME` in its certificates.
     pub fn name(self) -> &'static str {
         match self {
             Role::Operator => OPERATOR,
@@ -70,8 +70,20 @@ impl Role {
         }
     }
 
-    pub fn of(identity: &str) -> Option<Role> {
-        Role::ALL.into_iter().find(|r| r.name() == identity)
+    /// The role named `name` (a role's name only, never a certificate's common name: see
+    /// [`Role::of_identity`]).
+    pub fn of(name: &str) -> Option<Role> {
+        Role::ALL.into_iter().find(|r| r.name() == name)
+    }
+
+    /// The role a typed identity holds: only an identity of kind role names one.
+    pub fn of_identity(id: &zsfc_identity::Identity) -> Option<Role> {
+        (id.kind() == zsfc_identity::Kind::Role).then(|| Role::of(id.name())).flatten()
+    }
+
+    /// The role's identity in `domain`.
+    pub fn identity(self, domain: &str) -> Result<zsfc_identity::Identity, zsfc_identity::IdentityError> {
+        zsfc_identity::Identity::new(domain, zsfc_identity::Kind::Role, self.name())
     }
 
     pub fn may(self, a: Admin) -> bool {

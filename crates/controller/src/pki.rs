@@ -6,6 +6,7 @@ use rcgen::{
     ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose, SanType,
 };
 use zeroize::Zeroizing;
+use zsfc_identity::{Identity, Kind};
 
 pub struct Ca {
     issuer: Issuer<'static, KeyPair>,
@@ -47,39 +48,50 @@ impl Ca {
         &self.key_pem
     }
 
-    /// Issues a certificate and its new key for `cn`; a server certificate carries `dns_names`
-    /// and `ips`.
+    /// Issues a certificate and its new key for `id`: its SPIFFE ID as the one URI SAN, its name
+    /// as the common name (for people; nothing decides on it), the extended key usage of its kind
+    /// (server auth for the gateway and the controller, client auth otherwise). A server
+    /// certificate also carries `dns_names` and `ips`.
     pub fn issue(
         &self,
-        cn: &str,
-        server: bool,
+        id: &Identity,
         dns_names: &[String],
         ips: &[std::net::IpAddr],
     ) -> Result<(String, Zeroizing<String>), rcgen::Error> {
         let mut p = CertificateParams::new(dns_names.to_vec())?;
         p.subject_alt_names.extend(ips.iter().map(|ip| SanType::IpAddress(*ip)));
-        p.distinguished_name.push(DnType::CommonName, cn);
-        p.key_usages = vec![KeyUsagePurpose::DigitalSignature];
-        p.extended_key_usages =
-            vec![if server { ExtendedKeyUsagePurpose::ServerAuth } else { ExtendedKeyUsagePurpose::ClientAuth }];
+        set_identity(&mut p, id)?;
         let key = KeyPair::generate()?;
         let cert = p.signed_by(&key, &self.issuer)?;
         Ok((cert.pem(), Zeroizing::new(key.serialize_pem())))
     }
 
-    /// Signs a node's certificate signing request as a client certificate for `cn`, whatever
-    /// subject the request asked for: the identity comes from the bootstrap credential.
-    pub fn sign_csr(&self, csr_pem: &str, cn: &str) -> Result<String, rcgen::Error> {
+    /// Signs a certificate signing request as a certificate for `id`, whatever subject and
+    /// names the request asked for: the identity comes from the credential the caller proved
+    /// (a node's bootstrap token, the operator's certificate for a role).
+    pub fn sign_csr(&self, csr_pem: &str, id: &Identity) -> Result<String, rcgen::Error> {
         let mut req = CertificateSigningRequestParams::from_pem(csr_pem)?;
         let p = &mut req.params;
-        p.distinguished_name = rcgen::DistinguishedName::new();
-        p.distinguished_name.push(DnType::CommonName, DnValue::Utf8String(cn.to_owned()));
         p.subject_alt_names.clear();
         p.is_ca = IsCa::NoCa;
-        p.key_usages = vec![KeyUsagePurpose::DigitalSignature];
-        p.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+        set_identity(p, id)?;
         Ok(req.signed_by(&self.issuer)?.pem())
     }
+}
+
+/// Subject, SAN and key usages of a certificate for `id` (zsfc_identity's table).
+fn set_identity(p: &mut CertificateParams, id: &Identity) -> Result<(), rcgen::Error> {
+    let cn = if id.kind() == Kind::Controller { "controller" } else { id.name() };
+    p.distinguished_name = rcgen::DistinguishedName::new();
+    p.distinguished_name.push(DnType::CommonName, DnValue::Utf8String(cn.to_owned()));
+    p.subject_alt_names.push(SanType::URI(rcgen::string::Ia5String::try_from(id.uri())?));
+    p.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+    p.extended_key_usages = vec![if id.kind().is_server() {
+        ExtendedKeyUsagePurpose::ServerAuth
+    } else {
+        ExtendedKeyUsagePurpose::ClientAuth
+    }];
+    Ok(())
 }
 
 /// A node's new key and the CSR for it (the key never leaves the node).
@@ -96,19 +108,44 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_csr_is_signed_for_the_enrolled_name_only() {
+    fn a_csr_is_signed_for_the_enrolled_identity_only() {
         let ca = Ca::new("test CA").unwrap();
         let (csr, _key) = new_csr("i-claim-to-be-egress").unwrap();
-        let pem = ca.sign_csr(&csr, "sf1").unwrap();
+        let sf1 = Identity::new("d", Kind::Node, "sf1").unwrap();
+        let pem = ca.sign_csr(&csr, &sf1).unwrap();
         let der = rustls_pki_types::pem::PemObject::from_pem_slice(pem.as_bytes())
             .map(|c: rustls_pki_types::CertificateDer<'static>| c);
         let der = der.unwrap();
         let (_, cert) = x509_parser::parse_x509_certificate(&der).unwrap();
         let cn: Vec<_> = cert.subject().iter_common_name().map(|c| c.as_str().unwrap().to_owned()).collect();
         assert_eq!(cn, ["sf1"]);
+        assert_eq!(Identity::of_certificate(&der).unwrap(), sf1);
         // The CA survives a round trip through its stored form.
         let again = Ca::from_pem(ca.pem(), ca.key_pem()).unwrap();
-        assert!(again.sign_csr(&csr, "sf2").is_ok());
+        assert!(again.sign_csr(&csr, &Identity::new("d", Kind::Node, "sf2").unwrap()).is_ok());
+    }
+
+    #[test]
+    fn every_kind_gets_its_uri_and_key_usage() {
+        use x509_parser::extensions::ParsedExtension;
+        let ca = Ca::new("test CA").unwrap();
+        for kind in Kind::ALL {
+            let id = Identity::new("d", kind, "x").unwrap();
+            let (pem, _) = ca.issue(&id, &[], &[]).unwrap();
+            let der: rustls_pki_types::CertificateDer<'static> =
+                rustls_pki_types::pem::PemObject::from_pem_slice(pem.as_bytes()).unwrap();
+            assert_eq!(Identity::of_certificate(&der).unwrap(), id);
+            let (_, cert) = x509_parser::parse_x509_certificate(&der).unwrap();
+            let eku = cert
+                .extensions()
+                .iter()
+                .find_map(|e| match e.parsed_extension() {
+                    ParsedExtension::ExtendedKeyUsage(u) => Some((u.server_auth, u.client_auth)),
+                    _ => None,
+                })
+                .unwrap();
+            assert_eq!(eku, (kind.is_server(), !kind.is_server()), "{kind}");
+        }
     }
 }
 
@@ -130,13 +167,15 @@ pub enum IssueError {
     Certificate(#[from] rcgen::Error),
     #[error("writing credentials: {0}")]
     Io(#[from] std::io::Error),
+    #[error("{0}")]
+    Identity(#[from] zsfc_identity::IdentityError),
 }
 
 /// One client certificate per administrative role (`ROLE.pem`, `ROLE.key` in `dir`), each
 /// limited to what its role may do ([`crate::Role`]); hand each person only theirs.
-pub fn issue_roles(ca: &Ca, dir: &std::path::Path) -> Result<(), IssueError> {
+pub fn issue_roles(ca: &Ca, domain: &str, dir: &std::path::Path) -> Result<(), IssueError> {
     for role in crate::Role::ALL {
-        let (cert, key) = ca.issue(role.name(), false, &[], &[])?;
+        let (cert, key) = ca.issue(&role.identity(domain)?, &[], &[])?;
         std::fs::write(dir.join(format!("{}.pem", role.name())), cert)?;
         write_private(&dir.join(format!("{}.key", role.name())), key.as_bytes())?;
     }

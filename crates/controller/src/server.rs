@@ -17,6 +17,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use zeroize::Zeroizing;
 use zsfc_config::GatewayGrant;
+use zsfc_identity::{Identity, Kind as IdKind};
 
 /// The OpenAPI document of this API (`docs/controller-openapi.json`), also served at
 /// `/openapi.json`.
@@ -44,14 +45,35 @@ pub const API_ROUTES: &[(&str, &str)] = &[
 const POLL_WAIT: Duration = Duration::from_secs(20);
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// Who is calling: the certificate's CN (`None`: no client certificate), the SHA-256 of its
-/// public key, the address, and the listener it came in on.
+/// Who is calling: the identity of its client certificate (its SPIFFE ID, `zsfc_identity`;
+/// never its common name), the SHA-256 of its public key, the address, and the listener it
+/// came in on.
 #[derive(Debug, Clone)]
 struct Peer {
-    identity: Option<String>,
+    caller: Caller,
     key: Option<Vec<u8>>,
     addr: SocketAddr,
     plane: Plane,
+}
+
+/// What the client certificate says of its holder.
+#[derive(Debug, Clone)]
+enum Caller {
+    /// No client certificate.
+    Anonymous,
+    /// A certificate of the domain CA without a usable identity.
+    Unidentified(zsfc_identity::IdentityError),
+    Known(Identity),
+}
+
+impl Peer {
+    /// The caller's name if it is a node.
+    fn node_name(&self) -> Option<&str> {
+        match &self.caller {
+            Caller::Known(id) if id.kind() == IdKind::Node => Some(id.name()),
+            _ => None,
+        }
+    }
 }
 
 /// Which callers a listener serves (seed 004 REQ1: the planes on interfaces of their own).
@@ -96,15 +118,29 @@ fn refuse_unauthenticated(ctl: &Controller, peer: &Peer, what: &str) -> Refusal 
     Refusal::new(401, "access-denied", "a client certificate of the domain CA is required")
 }
 
-/// The caller must be `node` itself or hold an administrative role that may do `admin`
-/// ([`crate::Role::may`]); a role bound to a key on a hardware token acts only with that key.
+/// The caller must be the node `node` itself or hold an administrative role that may do
+/// `admin` ([`crate::Role::may`]), each decided on the kind and name of its certificate's
+/// SPIFFE ID (a client named `sf` is not node `sf`, one named `operator` holds no role); a role
+/// bound to a key on a hardware token acts only with that key. The caller's name is returned.
 fn require(ctl: &Controller, peer: &Peer, node: Option<&str>, admin: Admin, what: &str) -> Result<String, Refusal> {
-    let Some(id) = &peer.identity else { return Err(refuse_unauthenticated(ctl, peer, what)) };
-    let role = crate::Role::of(id);
-    let allowed = node.is_some_and(|n| n == id) || role.is_some_and(|r| r.may(admin));
+    let id = match &peer.caller {
+        Caller::Anonymous => return Err(refuse_unauthenticated(ctl, peer, what)),
+        Caller::Unidentified(e) => {
+            ctl.audit(Kind::Refused, &peer.addr.to_string(), &format!("{what}: {e}"));
+            return Err(Refusal::new(403, "access-denied", e.to_string()));
+        }
+        Caller::Known(id) => id,
+    };
+    let domain = ctl.domain().name;
+    if id.domain() != domain {
+        ctl.audit(Kind::Refused, &id.uri(), &format!("{what} from {}: an identity of another domain", peer.addr));
+        return Err(Refusal::new(403, "access-denied", format!("{} is not of domain {domain:?}", id.uri())));
+    }
+    let role = crate::Role::of_identity(id);
+    let allowed = node.is_some_and(|n| id.is(IdKind::Node, n)) || role.is_some_and(|r| r.may(admin));
     if !allowed {
-        ctl.audit(Kind::Refused, id, &format!("{what} from {}: not allowed for this identity", peer.addr));
-        return Err(Refusal::new(403, "access-denied", format!("{id:?} may not {what}")));
+        ctl.audit(Kind::Refused, &id.to_string(), &format!("{what} from {}: not allowed for this identity", peer.addr));
+        return Err(Refusal::new(403, "access-denied", format!("{id} may not {what}")));
     }
     let wrong_plane = match (peer.plane, role) {
         (Plane::Nodes, Some(_)) => Some("administrative roles use the management interface"),
@@ -112,21 +148,25 @@ fn require(ctl: &Controller, peer: &Peer, node: Option<&str>, admin: Admin, what
         _ => None,
     };
     if let Some(why) = wrong_plane {
-        ctl.audit(Kind::Refused, id, &format!("{what} from {}: {why}", peer.addr));
+        ctl.audit(Kind::Refused, &id.to_string(), &format!("{what} from {}: {why}", peer.addr));
         return Err(Refusal::new(403, "access-denied", why));
     }
     if let Some(r) = role
         && let Some(bound) = ctl.role_key(r)?
         && peer.key.as_ref() != Some(&bound)
     {
-        ctl.audit(Kind::Refused, id, &format!("{what} from {}: the role is bound to another key", peer.addr));
+        ctl.audit(
+            Kind::Refused,
+            &id.to_string(),
+            &format!("{what} from {}: the role is bound to another key", peer.addr),
+        );
         return Err(Refusal::new(
             403,
             "access-denied",
-            format!("{id:?} acts only with the key on its hardware token; this certificate's key is not it"),
+            format!("{id} acts only with the key on its hardware token; this certificate's key is not it"),
         ));
     }
-    Ok(id.clone())
+    Ok(id.name().to_owned())
 }
 
 fn list_key(key: &str, name: &str) -> Result<String, Refusal> {
@@ -175,15 +215,9 @@ async fn desired(
         Ok(n) => n,
         Err(e) => return error(&e),
     };
-    if let Err(e) = require(
-        &ctl,
-        &Peer { identity: peer.identity.clone(), ..peer },
-        Some(&node),
-        Admin::ActForNode,
-        "poll its state",
-    )
-    .and_then(|id| if id == node { Ok(()) } else { Err(Refusal::new(403, "access-denied", "nodes only")) })
-    {
+    if let Err(e) = require(&ctl, &peer, Some(&node), Admin::ActForNode, "poll its state").and_then(|_| {
+        if peer.node_name() == Some(&node) { Ok(()) } else { Err(Refusal::new(403, "access-denied", "nodes only")) }
+    }) {
         return error(&e);
     }
     let Ok(Query(q)) = q else {
@@ -242,7 +276,7 @@ fn yes() -> bool {
 
 async fn sadb_expire(State(ctl): Ctl, Extension(peer): Extension<Peer>, body: Bytes) -> Response {
     let r = (|| {
-        let id = require(&ctl, &peer, peer.identity.as_deref(), Admin::ActForNode, "notify")?;
+        let id = require(&ctl, &peer, peer.node_name(), Admin::ActForNode, "notify")?;
         let i: ExpireInput = input(&body, "ietf-i2nsf-ikeless:input")?;
         ctl.expired(&id, &i.name, i.soft);
         Ok(serde_json::json!({}))
@@ -258,7 +292,7 @@ struct BadSpiInput {
 
 async fn sadb_bad_spi(State(ctl): Ctl, Extension(peer): Extension<Peer>, body: Bytes) -> Response {
     let r = (|| {
-        let id = require(&ctl, &peer, peer.identity.as_deref(), Admin::ActForNode, "notify")?;
+        let id = require(&ctl, &peer, peer.node_name(), Admin::ActForNode, "notify")?;
         let i: BadSpiInput = input(&body, "ietf-i2nsf-ikeless:input")?;
         ctl.bad_spi(&id, i.spi);
         Ok(serde_json::json!({}))
@@ -342,7 +376,7 @@ struct SfDropsInput {
 /// A node reports the packets its SFs dropped for what they carried, by subscriber.
 async fn report_sf_drops(State(ctl): Ctl, Extension(peer): Extension<Peer>, body: Bytes) -> Response {
     let r = (|| {
-        let id = require(&ctl, &peer, peer.identity.as_deref(), Admin::ActForNode, "report SF drops")?;
+        let id = require(&ctl, &peer, peer.node_name(), Admin::ActForNode, "report SF drops")?;
         if !ctl.knows(&id) {
             return Err(Refusal::new(403, "access-denied", "nodes only"));
         }
@@ -457,11 +491,6 @@ fn server_tls(ctl: &Controller, cert: &str, key: &str) -> anyhow::Result<rustls:
         .with_single_cert(chain, key)?)
 }
 
-fn common_name(cert: &rustls_pki_types::CertificateDer<'_>) -> Option<String> {
-    let (_, c) = x509_parser::parse_x509_certificate(cert).ok()?;
-    c.subject().iter_common_name().next()?.as_str().ok().map(str::to_owned)
-}
-
 /// Serves the API on `listener` until the process ends, to nodes and administrative roles
 /// alike. The server certificate is issued now by the domain CA for `server_name` (its key is
 /// never written).
@@ -477,7 +506,7 @@ pub async fn serve_plane(
     server_name: &str,
     plane: Plane,
 ) -> anyhow::Result<()> {
-    let (cert, key) = ctl.ca.issue(server_name, true, &[server_name.to_owned()], &[])?;
+    let (cert, key) = ctl.ca.issue(&Identity::controller(&ctl.domain().name)?, &[server_name.to_owned()], &[])?;
     let tls = tokio_rustls::TlsAcceptor::from(Arc::new(server_tls(&ctl, &cert, &key)?));
     drop(key);
     let app = router(ctl.clone());
@@ -522,9 +551,13 @@ pub async fn serve_plane(
                 Err(_) => return ctl.audit(Kind::Refused, &addr.to_string(), "TLS handshake timed out"),
             };
             let cert = stream.get_ref().1.peer_certificates().and_then(|c| c.first());
-            let identity = cert.and_then(common_name);
+            let caller = match cert.map(|c| Identity::of_certificate(c)) {
+                None => Caller::Anonymous,
+                Some(Ok(id)) => Caller::Known(id),
+                Some(Err(e)) => Caller::Unidentified(e),
+            };
             let key = cert.and_then(|c| crate::store::spki_sha256(c));
-            let svc = app.layer(Extension(Peer { identity, key, addr, plane }));
+            let svc = app.layer(Extension(Peer { caller, key, addr, plane }));
             let svc = hyper_util::service::TowerToHyperService::new(svc);
             let _ = hyper::server::conn::http1::Builder::new()
                 .serve_connection(hyper_util::rt::TokioIo::new(stream), svc)

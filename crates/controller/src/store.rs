@@ -72,6 +72,8 @@ pub enum StartError {
     Ca(#[from] rcgen::Error),
     #[error("domain: {0}")]
     Domain(String),
+    #[error("identity: {0}")]
+    Identity(#[from] zsfc_identity::IdentityError),
 }
 
 /// An API failure: HTTP status, RFC 8040 error-tag and message.
@@ -119,6 +121,9 @@ struct State {
     docs: HashMap<String, NodeState>,
     boots: HashMap<String, String>,
     rolling: bool,
+    /// When the SAs the nodes run now were made (the start of the last rollout); `None` before
+    /// this controller's first rollout.
+    renewed_at: Option<std::time::Instant>,
 }
 
 pub struct Controller {
@@ -249,7 +254,9 @@ impl Controller {
             return Err(StartError::Domain(format!("{} holds no domain", path.display())));
         }
         db.execute_batch(SCHEMA)?;
-        let issued = load_ca(&db)?.issue(role.name(), false, &[], &[])?;
+        let text = meta(&db, "domain")?.unwrap_or_default();
+        let domain: DomainSpec = serde_json::from_str(&text).map_err(|e| StartError::Domain(e.to_string()))?;
+        let issued = load_ca(&db)?.issue(&role.identity(&domain.name)?, &[], &[])?;
         // Immediate: the audit chain's last hash is read under the write lock (a running
         // controller appends too).
         db.busy_timeout(Duration::from_secs(5))?;
@@ -304,7 +311,7 @@ impl Controller {
         audit::append(&db, Kind::Start, &domain.name, &format!("controller started at version {version}"))?;
         Ok(Arc::new(Self {
             db: Mutex::new(db),
-            state: Mutex::new(State { domain, version, next_spi, docs, boots, rolling: false }),
+            state: Mutex::new(State { domain, version, next_spi, docs, boots, rolling: false, renewed_at: None }),
             nodes,
             rollout_lock: tokio::sync::Mutex::new(()),
             wanted: Notify::new(),
@@ -358,7 +365,9 @@ impl Controller {
         if aws_lc_rs::constant_time::verify_slices_are_equal(&hash, &sha256(token.as_bytes())).is_err() {
             return Err(refuse("wrong bootstrap token"));
         }
-        let cert = self.ca.sign_csr(csr, node).map_err(|e| Refusal::new(400, "invalid-value", format!("csr: {e}")))?;
+        let id = zsfc_identity::Identity::new(&self.domain().name, zsfc_identity::Kind::Node, node)
+            .map_err(|e| Refusal::new(400, "invalid-value", e.to_string()))?;
+        let cert = self.ca.sign_csr(csr, &id).map_err(|e| Refusal::new(400, "invalid-value", format!("csr: {e}")))?;
         db = self.db();
         let tx = db.transaction().map_err(internal)?;
         tx.execute(
@@ -376,8 +385,8 @@ impl Controller {
     /// that key act as the role — the role's earlier certificates, whose keys were files, are
     /// refused. Binding again moves the role to another key.
     pub fn bind_role(&self, role: crate::Role, csr: &str, who: &str) -> Result<String, Refusal> {
-        let cert =
-            self.ca.sign_csr(csr, role.name()).map_err(|e| Refusal::new(400, "invalid-value", format!("csr: {e}")))?;
+        let id = role.identity(&self.domain().name).map_err(|e| Refusal::new(400, "invalid-value", e.to_string()))?;
+        let cert = self.ca.sign_csr(csr, &id).map_err(|e| Refusal::new(400, "invalid-value", format!("csr: {e}")))?;
         let der = rustls_pki_types::pem::PemObject::from_pem_slice(cert.as_bytes())
             .map(|c: rustls_pki_types::CertificateDer<'static>| c)
             .map_err(internal)?;
@@ -509,6 +518,22 @@ impl Controller {
         collect()
     }
 
+    /// How long after a rollout the SAs it made are renewed: 3/4 of the shorter of the soft
+    /// and hard time lifetimes (at least 1 s); `None` when SAs have no time lifetime.
+    fn renew_every(domain: &DomainSpec) -> Option<Duration> {
+        let lt = &domain.topology.sa.lifetime;
+        let secs = [lt.soft.seconds, lt.hard.seconds].into_iter().flatten().filter(|&s| s > 0).min()?;
+        Some(Duration::from_millis(secs.saturating_mul(750)).max(Duration::from_secs(1)))
+    }
+
+    /// Time until the SAs the nodes run are due for renewal (zero: now); `None` when they
+    /// never are (no time lifetime, or no rollout yet: nodes that start ask by polling).
+    fn renewal_due(&self) -> Option<Duration> {
+        let st = self.state();
+        let every = Self::renew_every(&st.domain)?;
+        Some(every.saturating_sub(st.renewed_at?.elapsed()))
+    }
+
     /// Asks the background task for a rollout (requests coalesce).
     pub fn request_rollout(&self) {
         self.requested.store(true, Ordering::SeqCst);
@@ -524,11 +549,15 @@ impl Controller {
         }
         loop {
             let period = self.state().domain.rekey.period_s;
+            // Whichever comes first: the operator's period, or the SAs' renewal by time — SAs are
+            // renewed before their soft lifetime whether or not they carry traffic (a node only
+            // asks when it seals past the soft lifetime, which an idle node never does).
+            let wait =
+                [(period > 0).then(|| Duration::from_secs(period)), self.renewal_due()].into_iter().flatten().min();
             let tick = async {
-                if period == 0 {
-                    std::future::pending::<()>().await
-                } else {
-                    tokio::time::sleep(Duration::from_secs(period)).await
+                match wait {
+                    Some(d) => tokio::time::sleep(d).await,
+                    None => std::future::pending::<()>().await,
                 }
             };
             tokio::select! {
@@ -621,6 +650,7 @@ impl Controller {
             st.next_spi = next;
             // From here the rollout runs to its end (and clears this): status is not converged.
             st.rolling = true;
+            st.renewed_at = Some(std::time::Instant::now());
             let gw = st.domain.gateway_node.clone();
             let news: Vec<(String, NodeState)> = cfgs
                 .iter()
@@ -770,6 +800,17 @@ impl Controller {
                 "acked-version": acked, "sad-entries": sas,
             }));
         }
+        // SAs older than their soft lifetime are a problem whatever the acknowledgements say:
+        // renewal failed, or is late.
+        let age = st.renewed_at.map(|t| t.elapsed());
+        let soft = st.domain.topology.sa.lifetime.soft.seconds.filter(|&s| s > 0).map(Duration::from_secs);
+        let past_soft = matches!((age, soft), (Some(a), Some(s)) if a > s);
+        converged &= !past_soft;
+        let sas = serde_json::json!({
+            "age-s": age.map(|a| a.as_secs()), "soft-lifetime-s": soft.map(|s| s.as_secs()),
+            "renew-every-s": Self::renew_every(&st.domain).map(|d| d.as_secs_f64()),
+            "past-soft-lifetime": past_soft,
+        });
         let chains: Vec<_> =
             st.domain.topology.chains.iter().map(|c| serde_json::json!({"name": c.name, "sfs": c.sfs})).collect();
         let bound: Vec<String> = db
@@ -779,7 +820,7 @@ impl Controller {
         serde_json::json!({"zsfc:domain": {
             "name": st.domain.name, "version": st.version, "rollouts": self.rollouts.load(Ordering::Relaxed),
             "converged": converged, "nodes": nodes, "chains": chains, "grants": st.domain.grants,
-            "next-spi": st.next_spi, "roles-on-tokens": bound,
+            "next-spi": st.next_spi, "roles-on-tokens": bound, "sas": sas,
         }})
     }
 
@@ -791,8 +832,11 @@ impl Controller {
 
 /// A domain must compile (every chain names existing SFs, every grant an existing chain).
 fn check_domain(d: &DomainSpec) -> Result<(), String> {
-    if let Some(n) = d.topology.nodes.iter().find(|n| crate::Role::of(&n.name).is_some()) {
-        return Err(format!("no node may be called {:?}: it names an administrative role", n.name));
+    // Certificates name the domain and the nodes in SPIFFE IDs (zsfc_identity). A node may be
+    // called like a client or a role: the kinds keep them apart.
+    zsfc_identity::check_domain(&d.name).map_err(|e| format!("name: {e}"))?;
+    for (i, n) in d.topology.nodes.iter().enumerate() {
+        zsfc_identity::check_name(&n.name).map_err(|e| format!("topology.nodes[{i}].name: {e}"))?;
     }
     d.topology.compile().map_err(|e| e.to_string())?;
     let chains = d.topology.chains.len() as u32;

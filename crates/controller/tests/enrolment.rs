@@ -9,9 +9,15 @@ use std::time::Duration;
 use zsfc_config::Topology;
 use zsfc_controller::client::Client;
 use zsfc_controller::sealed::PollKey;
-use zsfc_controller::{Controller, DomainSpec};
+use zsfc_controller::{Controller, DomainSpec, Role};
+use zsfc_identity::{Identity, Kind};
 
 const T: Duration = Duration::from_secs(10);
+
+/// An identity of the test domain.
+fn typed(kind: Kind, name: &str) -> Identity {
+    Identity::new("enrol", kind, name).unwrap()
+}
 
 fn domain() -> DomainSpec {
     let text = include_str!("../../../examples/inmemory-topology.toml");
@@ -188,7 +194,6 @@ async fn a_connection_flood_is_cut_before_tls_and_audited_once() {
 /// reads; every refusal is audited under the role's name.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn each_administrative_role_may_do_its_own_part_only() {
-    use zsfc_controller::Role;
     let mut d = domain();
     // Nobody acknowledges here: rollouts go on after 50 ms per step.
     d.rekey = zsfc_controller::RekeySettings { period_s: 0, grace_ms: 0, ack_timeout_ms: 50 };
@@ -203,7 +208,7 @@ async fn each_administrative_role_may_do_its_own_part_only() {
     ];
     let mut refusals = 0;
     for role in Role::ALL {
-        let (cert, key) = ca.issue(role.name(), false, &[], &[]).unwrap();
+        let (cert, key) = ca.issue(&typed(Kind::Role, role.name()), &[], &[]).unwrap();
         let client = Client::new(&r.addr, "controller", &r.ca, Some((&cert, &key))).unwrap();
         // read, rekey, change the policy, change a chain
         let allowed = match role {
@@ -229,11 +234,12 @@ async fn each_administrative_role_may_do_its_own_part_only() {
         .query_row("SELECT count(*) FROM audit WHERE detail LIKE '%not allowed for this identity%'", [], |r| r.get(0))
         .unwrap();
     assert_eq!(refused, refusals);
-    // No node may take a role's name.
-    let mut taken = domain();
-    taken.topology.nodes[0].name = "auditor".into();
-    let e = Controller::init(&r.db.with_file_name("d.db"), &taken).unwrap_err().to_string();
-    assert!(e.contains("administrative role"), "{e}");
+    // A node may be called like a role (issue 17: the kinds of the identities keep them apart;
+    // `a_client_named_like_a_node_or_a_role_acts_as_neither` shows it does not act as one).
+    let text = include_str!("../../../examples/inmemory-topology.toml").replace("\"ingress\"", "\"auditor\"");
+    let shared = DomainSpec { topology: Topology::from_toml(&text).unwrap(), ..domain() };
+    assert!(shared.topology.nodes.iter().any(|n| n.name == "auditor"));
+    Controller::init(&r.db.with_file_name("d.db"), &shared).unwrap();
 }
 
 /// A role bound to a key (`zsfc:bind-role`, what `zsfc role-key` asks for with a key made on a
@@ -245,9 +251,9 @@ async fn a_role_bound_to_a_key_acts_only_with_that_key() {
     d.rekey = zsfc_controller::RekeySettings { period_s: 0, grace_ms: 0, ack_timeout_ms: 50 };
     let (r, ca) = start_with(d).await;
     let client = |cert: &str, key: &str| Client::new(&r.addr, "controller", &r.ca, Some((cert, key))).unwrap();
-    let (op_cert, op_key) = ca.issue("operator", false, &[], &[]).unwrap();
+    let (op_cert, op_key) = ca.issue(&typed(Kind::Role, "operator"), &[], &[]).unwrap();
     let operator = client(&op_cert, &op_key);
-    let (old_cert, old_key) = ca.issue("operator-keys", false, &[], &[]).unwrap();
+    let (old_cert, old_key) = ca.issue(&typed(Kind::Role, "operator-keys"), &[], &[]).unwrap();
     let old = client(&old_cert, &old_key);
     let rekey = |c: Client| async move {
         c.request("POST", "/restconf/operations/zsfc:rekey", None, Duration::from_secs(30)).await.unwrap().status
@@ -282,7 +288,7 @@ async fn a_role_bound_to_a_key_acts_only_with_that_key() {
     let v: serde_json::Value = serde_json::from_slice(&status.body).unwrap();
     assert_eq!(v["zsfc:domain"]["roles-on-tokens"], serde_json::json!(["operator-keys"]));
     // Other roles keep their files.
-    let (aud_cert, aud_key) = ca.issue("auditor", false, &[], &[]).unwrap();
+    let (aud_cert, aud_key) = ca.issue(&typed(Kind::Role, "auditor"), &[], &[]).unwrap();
     let aud = client(&aud_cert, &aud_key);
     assert_eq!(aud.request("GET", "/restconf/data/zsfc:domain", None, T).await.unwrap().status, 200);
 
@@ -303,7 +309,7 @@ async fn sf_drops_go_from_the_reporting_node_to_the_gateways_node_only() {
     d.gateway_node = Some("ingress".into());
     let (r, ca) = start_with(d).await;
     let node = |name: &str| {
-        let (cert, key) = ca.issue(name, false, &[], &[]).unwrap();
+        let (cert, key) = ca.issue(&typed(Kind::Node, name), &[], &[]).unwrap();
         Client::new(&r.addr, "controller", &r.ca, Some((&cert, &key))).unwrap()
     };
     let (sf, gw) = (node("node-a"), node("ingress"));
@@ -360,7 +366,8 @@ async fn each_plane_has_a_listener_of_its_own() {
     let nodes = listener.local_addr().unwrap().to_string();
     tokio::spawn(zsfc_controller::serve_plane(r.ctl.clone(), listener, "controller", Plane::Nodes));
     let at = |addr: &str, name: &str| {
-        let (cert, key) = ca.issue(name, false, &[], &[]).unwrap();
+        let kind = if Role::of(name).is_some() { Kind::Role } else { Kind::Node };
+        let (cert, key) = ca.issue(&typed(kind, name), &[], &[]).unwrap();
         Client::new(addr, "controller", &r.ca, Some((&cert, &key))).unwrap()
     };
     let domain = "/restconf/data/zsfc:domain";
@@ -389,4 +396,43 @@ async fn each_plane_has_a_listener_of_its_own() {
         .query_row("SELECT count(*) FROM audit WHERE detail LIKE '%use the %interface'", [], |r| r.get(0))
         .unwrap();
     assert_eq!(n, 2);
+}
+
+/// Issue 17: kinds keep identities apart. A client certificate named like a node may not read
+/// or poll that node's state, one named like a role holds no role; the node and the role
+/// themselves may.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_named_like_a_node_or_a_role_acts_as_neither() {
+    let (r, ca) = start_with(domain()).await;
+    let with = |id: Identity| {
+        let (cert, key) = ca.issue(&id, &[], &[]).unwrap();
+        Client::new(&r.addr, "controller", &r.ca, Some((&cert, &key))).unwrap()
+    };
+    let get = |c: Client, path: String| async move { c.request("GET", &path, None, T).await.unwrap() };
+    let node = r.tokens[0].0.clone();
+    let sad = format!("/restconf/data/zsfc:nodes/node={node}");
+    assert_ne!(get(with(typed(Kind::Node, &node)), sad.clone()).await.status, 403);
+    let refused = get(with(typed(Kind::Client, &node)), sad.clone()).await;
+    assert_eq!(refused.status, 403, "{}", refused.message());
+    assert!(refused.message().contains(&format!("client/{node} may not")), "{}", refused.message());
+    let poll = format!("{sad}/desired?after=0&boot=b&seal={}", "00".repeat(32));
+    assert_eq!(get(with(typed(Kind::Client, &node)), poll).await.status, 403);
+    let domain = "/restconf/data/zsfc:domain".to_owned();
+    assert_eq!(get(with(typed(Kind::Role, "operator")), domain.clone()).await.status, 200);
+    assert_eq!(get(with(typed(Kind::Client, "operator")), domain.clone()).await.status, 403);
+    // Another domain's identity (same CA here, as a CA shared by mistake would be) is refused.
+    let foreign = Identity::new("elsewhere", Kind::Role, "operator").unwrap();
+    assert_eq!(get(with(foreign), domain).await.status, 403);
+    let audit = zsfc_controller::audit::open_read_only(&r.db).unwrap();
+    let refusals: Vec<String> = audit
+        .prepare("SELECT subject || ' ' || detail FROM audit WHERE kind = 'refused'")
+        .unwrap()
+        .query_map([], |row| row.get(0))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    for want in [format!("client/{node} read a node"), "client/operator read the domain".to_owned()] {
+        assert!(refusals.iter().any(|x| x.starts_with(&want)), "no audit row {want:?} in {refusals:?}");
+    }
+    assert!(refusals.iter().any(|x| x.starts_with("spiffe://elsewhere/role/operator")), "{refusals:?}");
 }

@@ -18,6 +18,7 @@ use std::sync::mpsc::Sender;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 use zsfc_dataplane::ChainId;
+use zsfc_identity::{Identity, Kind as IdKind};
 use zsfc_io::Control;
 use zsfc_wire::ip::{FiveTuple, protocol};
 
@@ -102,8 +103,12 @@ pub enum Refusal {
     UntrustedCertificate,
     /// Any other handshake failure (not TLS, TLS 1.2 only, timeout).
     HandshakeFailed,
-    /// The certificate verified but carries no usable identity (no subject common name).
+    /// The certificate verified but names no usable identity (no single SPIFFE URI SAN of
+    /// this domain; the common name is never taken for one).
     NoIdentity,
+    /// The certificate names an identity of another kind than a client (a node's, a role's,
+    /// a gateway's): only clients use services.
+    NotAClient,
     /// The client named no service (no SNI).
     NoServerName,
     /// The SNI names no service of this gateway.
@@ -137,13 +142,14 @@ enum Culprit {
 }
 
 impl Refusal {
-    pub const ALL: [Refusal; 14] = [
+    pub const ALL: [Refusal; 15] = [
         Refusal::SourceRateLimited,
         Refusal::IdentityRateLimited,
         Refusal::NoCertificate,
         Refusal::UntrustedCertificate,
         Refusal::HandshakeFailed,
         Refusal::NoIdentity,
+        Refusal::NotAClient,
         Refusal::NoServerName,
         Refusal::UnknownService,
         Refusal::NotAllowed,
@@ -160,6 +166,7 @@ impl Refusal {
             Refusal::UntrustedCertificate => "untrusted_certificate",
             Refusal::HandshakeFailed => "handshake_failed",
             Refusal::NoIdentity => "no_identity",
+            Refusal::NotAClient => "not_a_client",
             Refusal::NoServerName => "no_server_name",
             Refusal::UnknownService => "unknown_service",
             Refusal::NotAllowed => "not_allowed",
@@ -179,7 +186,7 @@ impl Refusal {
     fn culprit(self) -> Option<Culprit> {
         use Refusal::*;
         match self {
-            NoCertificate | UntrustedCertificate | HandshakeFailed | NoIdentity | SourceRateLimited => {
+            NoCertificate | UntrustedCertificate | HandshakeFailed | NoIdentity | NotAClient | SourceRateLimited => {
                 Some(Culprit::Source)
             }
             NoServerName | UnknownService | NotAllowed | NoHttpRequest | PathNotAllowed | IdentityRateLimited => {
@@ -368,8 +375,14 @@ pub enum GatewayError {
     Io(#[from] std::io::Error),
 }
 
-/// Builds the TLS 1.3 server configuration with mandatory client certificates from `ca`.
-pub fn server_config(ca: &PathBuf, cert: &PathBuf, key: &PathBuf) -> Result<rustls::ServerConfig, GatewayError> {
+/// Builds the TLS 1.3 server configuration with mandatory client certificates from `ca`, and
+/// returns it with the trust domain of the gateway's own certificate (which must name a
+/// gateway: `spiffe://DOMAIN/gateway/NAME`); clients must be of that domain.
+pub fn server_config(
+    ca: &PathBuf,
+    cert: &PathBuf,
+    key: &PathBuf,
+) -> Result<(rustls::ServerConfig, String), GatewayError> {
     let pem_err = |path: &PathBuf| {
         let path = path.clone();
         move |e: rustls::pki_types::pem::Error| GatewayError::Pem { path, why: e.to_string() }
@@ -383,6 +396,15 @@ pub fn server_config(ca: &PathBuf, cert: &PathBuf, key: &PathBuf) -> Result<rust
     }
     let chain: Vec<CertificateDer<'static>> =
         CertificateDer::pem_file_iter(cert).map_err(pem_err(cert))?.collect::<Result<_, _>>().map_err(pem_err(cert))?;
+    let own = chain.first().map(|c| Identity::of_certificate(c));
+    let domain = match own {
+        Some(Ok(id)) if id.kind() == IdKind::Gateway => id.domain().to_owned(),
+        Some(Ok(id)) => {
+            return Err(GatewayError::Pem { path: cert.clone(), why: format!("names {id}, not a gateway") });
+        }
+        Some(Err(e)) => return Err(GatewayError::Pem { path: cert.clone(), why: e.to_string() }),
+        None => return Err(GatewayError::Pem { path: cert.clone(), why: "no certificate in the file".into() }),
+    };
     let key = PrivateKeyDer::from_pem_file(key).map_err(pem_err(key))?;
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
     let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
@@ -393,14 +415,19 @@ pub fn server_config(ca: &PathBuf, cert: &PathBuf, key: &PathBuf) -> Result<rust
         .map_err(|e| GatewayError::Tls(e.to_string()))?
         .with_client_cert_verifier(verifier)
         .with_single_cert(chain, key)
+        .map(|c| (c, domain))
         .map_err(|e| GatewayError::Tls(e.to_string()))
 }
 
-/// The subject common name of a DER certificate: the client's identity.
-pub fn identity_of(cert: &CertificateDer<'_>) -> Option<String> {
-    let (_, c) = x509_parser::parse_x509_certificate(cert.as_ref()).ok()?;
-    let cn = c.subject().iter_common_name().next()?.as_str().ok()?.trim().to_owned();
-    (!cn.is_empty()).then_some(cn)
+/// The client a verified certificate names: its SPIFFE ID must be `client/NAME` of `domain`;
+/// the name is what the policy grants. The common name is never read.
+pub fn client_of(cert: &CertificateDer<'_>, domain: &str) -> Result<String, Refusal> {
+    match Identity::of_certificate(cert) {
+        Ok(id) if id.domain() != domain => Err(Refusal::NoIdentity),
+        Ok(id) if id.kind() == IdKind::Client => Ok(id.name().to_owned()),
+        Ok(_) => Err(Refusal::NotAClient),
+        Err(_) => Err(Refusal::NoIdentity),
+    }
 }
 
 /// Most bytes read while looking for the HTTP request line.
@@ -501,7 +528,8 @@ impl Gateway {
 /// thread of its own. Flow entries go to every packet loop (one per worker lane) through
 /// `control`.
 pub fn start(settings: GatewaySettings, control: Vec<Sender<Control>>) -> Result<Gateway, GatewayError> {
-    let tls = Arc::new(server_config(&settings.ca, &settings.cert, &settings.key)?);
+    let (tls, domain) = server_config(&settings.ca, &settings.cert, &settings.key)?;
+    let tls = Arc::new(tls);
     let listener = std::net::TcpListener::bind(settings.listen)
         .map_err(|source| GatewayError::Listen { addr: settings.listen, source })?;
     listener.set_nonblocking(true)?;
@@ -516,6 +544,7 @@ pub fn start(settings: GatewaySettings, control: Vec<Sender<Control>>) -> Result
     let (sources, identities) = (Buckets::new(settings.limits.per_source), Buckets::new(settings.limits.per_identity));
     let (source_strikes, identity_strikes) = (Strikes::new(settings.blocking), Strikes::new(settings.blocking));
     let shared = Arc::new(Shared {
+        domain,
         subscribers: Default::default(),
         source_strikes,
         identity_strikes,
@@ -547,6 +576,8 @@ pub fn start(settings: GatewaySettings, control: Vec<Sender<Control>>) -> Result
 
 struct Shared {
     settings: GatewaySettings,
+    /// The trust domain of the gateway's certificate: clients must be of it.
+    domain: String,
     /// The live policy (`settings.policy` is the one the gateway started with).
     policy: Arc<RwLock<Arc<Policy>>>,
     control: Vec<Sender<Control>>,
@@ -637,8 +668,13 @@ impl Shared {
         };
         let (_, conn) = tls.get_ref();
         let sni = conn.server_name().map(str::to_owned);
-        let Some(identity) = conn.peer_certificates().and_then(|c| c.first()).and_then(identity_of) else {
-            return self.refuse(peer, None, sni.as_deref(), Refusal::NoIdentity, "");
+        let identity = match conn.peer_certificates().and_then(|c| c.first()) {
+            Some(c) => client_of(c, &self.domain),
+            None => Err(Refusal::NoIdentity),
+        };
+        let identity = match identity {
+            Ok(i) => i,
+            Err(r) => return self.refuse(peer, None, sni.as_deref(), r, ""),
         };
         if self.identity_strikes.blocked(&identity, std::time::Instant::now()) {
             return self.refuse(peer, Some(&identity), sni.as_deref(), Refusal::IdentityBlocked, "");
@@ -864,18 +900,23 @@ mod tests {
     }
 
     #[test]
-    fn identity_is_the_subject_common_name() {
+    fn the_client_is_read_from_the_spiffe_id_never_the_common_name() {
         let key = rcgen::KeyPair::generate().unwrap();
-        let mut params = rcgen::CertificateParams::new(Vec::new()).unwrap();
-        params.distinguished_name.push(rcgen::DnType::CommonName, "alice");
-        let cert = params.self_signed(&key).unwrap();
-        assert_eq!(identity_of(cert.der()).as_deref(), Some("alice"));
-        let params = rcgen::CertificateParams::new(vec!["x.example".into()]).unwrap();
-        let mut params = params;
-        params.distinguished_name = rcgen::DistinguishedName::new();
-        let cert = params.self_signed(&key).unwrap();
-        assert_eq!(identity_of(cert.der()), None);
-        assert_eq!(identity_of(&CertificateDer::from(vec![1, 2, 3])), None);
+        let cert = |cn: &str, uri: Option<&str>| {
+            let mut params = rcgen::CertificateParams::new(Vec::new()).unwrap();
+            params.distinguished_name.push(rcgen::DnType::CommonName, cn);
+            if let Some(u) = uri {
+                params.subject_alt_names.push(rcgen::SanType::URI(u.try_into().unwrap()));
+            }
+            params.self_signed(&key).unwrap()
+        };
+        let alice = cert("bob", Some("spiffe://d/client/alice"));
+        assert_eq!(client_of(alice.der(), "d"), Ok("alice".to_owned()));
+        assert_eq!(client_of(alice.der(), "other"), Err(Refusal::NoIdentity));
+        assert_eq!(client_of(cert("alice", None).der(), "d"), Err(Refusal::NoIdentity));
+        assert_eq!(client_of(cert("alice", Some("spiffe://d/node/alice")).der(), "d"), Err(Refusal::NotAClient));
+        assert_eq!(client_of(cert("x", Some("spiffe://d/role/operator")).der(), "d"), Err(Refusal::NotAClient));
+        assert_eq!(client_of(&CertificateDer::from(vec![1, 2, 3]), "d"), Err(Refusal::NoIdentity));
     }
 
     #[test]

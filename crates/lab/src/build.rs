@@ -9,6 +9,7 @@ use anyhow::Context;
 use std::net::IpAddr;
 use std::path::Path;
 use zsfc_controller::pki::{Ca, write_private};
+use zsfc_identity::{Identity, Kind};
 
 pub(crate) fn build(lab: &Lab, plan: &LabPlan, state: &State, ns: &mut Namespaces, bin: &Path) -> anyhow::Result<()> {
     for d in [state.dir.clone(), state.pki().join("clients"), state.pki().join("outsider"), state.dir.join("logs")] {
@@ -305,18 +306,23 @@ fn write_site(dir: &Path, files: u32, bytes: u64) -> anyhow::Result<()> {
 fn make_pki(plan: &LabPlan, state: &State, ca: &Ca) -> anyhow::Result<()> {
     let pki = state.pki();
     std::fs::write(pki.join("ca.pem"), ca.pem())?;
-    zsfc_controller::pki::issue_roles(ca, &pki)?;
+    zsfc_controller::pki::issue_roles(ca, &plan.name, &pki)?;
+    // Typed identities (zsfc_identity): the gateway's server certificate names the gateway
+    // node, clients are `client/NAME` (a client may share a name with a node or a role).
+    let id = |kind, name: &str| Identity::new(&plan.name, kind, name);
     let gw_ip: IpAddr = plan.gateway.address.into();
-    let (cert, key) = ca.issue("gateway", true, &plan.gateway.server_names, &[gw_ip])?;
+    let gateway = id(Kind::Gateway, &plan.nodes[plan.gateway.node].name)?;
+    let (cert, key) = ca.issue(&gateway, &plan.gateway.server_names, &[gw_ip])?;
     std::fs::write(pki.join("gateway.pem"), cert)?;
     write_private(&pki.join("gateway.key"), key.as_bytes())?;
     // Same names from a CA nobody trusts: what a client from elsewhere would present.
     let outsider = Ca::new(&format!("zsfc {} outsider CA", plan.name))?;
     for c in &plan.clients {
-        let (cert, key) = ca.issue(&c.name, false, &[], &[])?;
+        let client = id(Kind::Client, &c.name)?;
+        let (cert, key) = ca.issue(&client, &[], &[])?;
         std::fs::write(pki.join("clients").join(format!("{}.pem", c.name)), cert)?;
         write_private(&pki.join("clients").join(format!("{}.key", c.name)), key.as_bytes())?;
-        let (cert, key) = outsider.issue(&c.name, false, &[], &[])?;
+        let (cert, key) = outsider.issue(&client, &[], &[])?;
         std::fs::write(pki.join("outsider").join(format!("{}.pem", c.name)), cert)?;
         write_private(&pki.join("outsider").join(format!("{}.key", c.name)), key.as_bytes())?;
     }
