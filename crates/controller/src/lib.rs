@@ -18,7 +18,7 @@ mod server;
 mod store;
 pub mod token;
 
-pub use server::{API_ROUTES, OPENAPI, Plane, serve, serve_plane};
+pub use server::{API_ROUTES, MAX_BODY, OPENAPI, Plane, serve, serve_plane};
 pub use store::{Controller, DomainSpec, RekeySettings, SfDrops, StartError};
 
 /// The CN of the operator's client certificate (commands such as `zsfc rekey` use it); no node

@@ -44,6 +44,14 @@ pub const API_ROUTES: &[(&str, &str)] = &[
 /// How long a node's poll waits for a new document before an empty answer.
 const POLL_WAIT: Duration = Duration::from_secs(20);
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a caller may take to send a request's headers (also the wait for the next request
+/// on a kept-alive connection): a connection that sends nothing, or a little at a time, is
+/// closed after this (slowloris).
+const HEADER_TIMEOUT: Duration = Duration::from_secs(5);
+/// The largest request body (every legitimate one is a few KiB); larger is 413.
+pub const MAX_BODY: usize = 1 << 20;
+/// Failed TLS handshakes are audited as one summary row per this period, not a row each.
+const HANDSHAKE_REPORT_EVERY: Duration = Duration::from_secs(10);
 
 /// Who is calling: the identity of its client certificate (its SPIFFE ID, `zsfc_identity`;
 /// never its common name), the SHA-256 of its public key, the address, and the listener it
@@ -254,7 +262,7 @@ async fn ack(State(ctl): Ctl, Extension(peer): Extension<Peer>, body: Bytes) -> 
     let r = (|| {
         let i: AckInput = input(&body, "zsfc:input")?;
         require(&ctl, &peer, Some(&i.node), Admin::ActForNode, "acknowledge")?;
-        ctl.ack(&i.node, i.version, i.error.as_deref());
+        ctl.ack(&i.node, i.version, i.error.as_deref())?;
         Ok(serde_json::json!({}))
     })();
     r.map_or_else(|e: Refusal| error(&e), ok)
@@ -472,7 +480,68 @@ fn router(ctl: Arc<Controller>) -> Router {
         .method_not_allowed_fallback(|| async {
             error(&Refusal::new(405, "operation-not-supported", "this resource does not take this method"))
         })
+        .layer(axum::middleware::from_fn(refuse_large_bodies))
+        .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY))
         .with_state(ctl)
+}
+
+/// A body announced larger than [`MAX_BODY`] is refused with 413 (one sent without a length is
+/// cut at the limit by `DefaultBodyLimit`, also 413). A caller that asked `Expect:
+/// 100-continue` (curl does for large bodies) gets the 413 before it sends any of the body;
+/// one that did not is read for a bounded while ([`DRAIN_AT_MOST`] bytes, [`DRAIN_FOR`]), so
+/// that the 413 reaches it rather than a reset, and then the connection is closed.
+async fn refuse_large_bodies(req: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    use http_body_util::BodyExt;
+    let headers = req.headers();
+    let announced =
+        headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
+    if announced.is_none_or(|n| n <= MAX_BODY as u64) {
+        return next.run(req).await;
+    }
+    let expects = headers.get(header::EXPECT).is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
+    if !expects {
+        let mut body = req.into_body();
+        let mut read = 0usize;
+        let _ = tokio::time::timeout(DRAIN_FOR, async {
+            while read < DRAIN_AT_MOST {
+                match body.frame().await {
+                    Some(Ok(f)) => read += f.data_ref().map_or(0, |d| d.len()),
+                    _ => break,
+                }
+            }
+        })
+        .await;
+    }
+    let mut r = error(&Refusal::new(413, "too-big", format!("request bodies are at most {MAX_BODY} bytes")));
+    r.headers_mut().insert(header::CONNECTION, axum::http::HeaderValue::from_static("close"));
+    r
+}
+
+/// How much of an oversized body is read (and thrown away) so that its 413 arrives.
+const DRAIN_AT_MOST: usize = 16 << 20;
+const DRAIN_FOR: Duration = Duration::from_secs(3);
+
+/// Failed TLS handshakes since the last audit row about them: audited as one summary per
+/// [`HANDSHAKE_REPORT_EVERY`] (300 garbage connections are one row, not 300).
+#[derive(Debug, Default)]
+struct HandshakeFailures {
+    count: u64,
+    last: String,
+    reported: Option<std::time::Instant>,
+}
+
+impl HandshakeFailures {
+    /// Counts a failure; the summary to audit now, if one is due.
+    fn failed(&mut self, addr: SocketAddr, why: &str) -> Option<String> {
+        self.count += 1;
+        self.last = format!("{addr}: {}", why.chars().take(200).collect::<String>());
+        if self.reported.is_some_and(|t| t.elapsed() < HANDSHAKE_REPORT_EVERY) {
+            return None;
+        }
+        let summary = format!("{} TLS handshakes failed (the last from {})", self.count, self.last);
+        (self.count, self.reported) = (0, Some(std::time::Instant::now()));
+        Some(summary)
+    }
 }
 
 fn server_tls(ctl: &Controller, cert: &str, key: &str) -> anyhow::Result<rustls::ServerConfig> {
@@ -515,6 +584,7 @@ pub async fn serve_plane(
     let open = Arc::new(tokio::sync::Semaphore::new(limits.max_open.max(1) as usize));
     // Refusals for lack of room are audited once per 10 s with their count.
     let (mut full, mut full_reported) = (0u64, None::<std::time::Instant>);
+    let handshakes = Arc::new(std::sync::Mutex::new(HandshakeFailures::default()));
     loop {
         let Ok((tcp, addr)) = listener.accept().await else { continue };
         // Admission before any TLS work: rate per source, and a cap on open connections.
@@ -542,13 +612,23 @@ pub async fn serve_plane(
         };
         // Small request/response exchanges: no Nagle delay.
         let _ = tcp.set_nodelay(true);
-        let (tls, app, ctl) = (tls.clone(), app.clone(), ctl.clone());
+        let (tls, app, ctl, handshakes) = (tls.clone(), app.clone(), ctl.clone(), handshakes.clone());
         tokio::spawn(async move {
             let _permit = permit;
-            let stream = match tokio::time::timeout(HANDSHAKE_TIMEOUT, tls.accept(tcp)).await {
-                Ok(Ok(s)) => s,
-                Ok(Err(e)) => return ctl.audit(Kind::Refused, &addr.to_string(), &format!("TLS handshake: {e}")),
-                Err(_) => return ctl.audit(Kind::Refused, &addr.to_string(), "TLS handshake timed out"),
+            let failed = match tokio::time::timeout(HANDSHAKE_TIMEOUT, tls.accept(tcp)).await {
+                Ok(Ok(s)) => Ok(s),
+                Ok(Err(e)) => Err(e.to_string()),
+                Err(_) => Err("timed out".to_owned()),
+            };
+            let stream = match failed {
+                Ok(s) => s,
+                Err(why) => {
+                    let due = handshakes.lock().unwrap_or_else(std::sync::PoisonError::into_inner).failed(addr, &why);
+                    if let Some(summary) = due {
+                        ctl.audit(Kind::Refused, &addr.ip().to_string(), &summary);
+                    }
+                    return;
+                }
             };
             let cert = stream.get_ref().1.peer_certificates().and_then(|c| c.first());
             let caller = match cert.map(|c| Identity::of_certificate(c)) {
@@ -560,6 +640,8 @@ pub async fn serve_plane(
             let svc = app.layer(Extension(Peer { caller, key, addr, plane }));
             let svc = hyper_util::service::TowerToHyperService::new(svc);
             let _ = hyper::server::conn::http1::Builder::new()
+                .timer(hyper_util::rt::TokioTimer::new())
+                .header_read_timeout(HEADER_TIMEOUT)
                 .serve_connection(hyper_util::rt::TokioIo::new(stream), svc)
                 .await;
         });

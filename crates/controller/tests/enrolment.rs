@@ -1,10 +1,5 @@
 //! Enrolment and access control against a real controller: its HTTPS API on a loopback socket,
 //! a real SQLite database, real certificates; the client is the one nodes use.
-#![expect(
-    clippy::unwrap_used,
-    reason = "helpers of tests and benchmarks: a failure should stop them loudly, with its place"
-)]
-use std::sync::Arc;
 use std::time::Duration;
 use zsfc_config::Topology;
 use zsfc_controller::client::Client;
@@ -12,60 +7,8 @@ use zsfc_controller::sealed::PollKey;
 use zsfc_controller::{Controller, DomainSpec, Role};
 use zsfc_identity::{Identity, Kind};
 
-const T: Duration = Duration::from_secs(10);
-
-/// An identity of the test domain.
-fn typed(kind: Kind, name: &str) -> Identity {
-    Identity::new("enrol", kind, name).unwrap()
-}
-
-fn domain() -> DomainSpec {
-    let text = include_str!("../../../examples/inmemory-topology.toml");
-    DomainSpec {
-        name: "enrol".into(),
-        topology: Topology::from_toml(text).unwrap(),
-        gateway_node: None,
-        grants: Vec::new(),
-        rekey: Default::default(),
-        api: Default::default(),
-    }
-}
-
-struct Running {
-    _dir: tempfile::TempDir,
-    db: std::path::PathBuf,
-    ctl: Arc<Controller>,
-    addr: String,
-    ca: String,
-    tokens: Vec<(String, String)>,
-}
-
-async fn start() -> Running {
-    start_with(domain()).await.0
-}
-
-/// A controller of domain `d` serving on loopback, and its CA (to issue more certificates).
-async fn start_with(d: DomainSpec) -> (Running, zsfc_controller::pki::Ca) {
-    let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("c.db");
-    let (init, domain_ca) = Controller::init(&db, &d).unwrap();
-    let ca = domain_ca.pem().to_owned();
-    let tokens = init.tokens.iter().map(|(n, t)| (n.clone(), t.to_string())).collect();
-    let ctl = Controller::open(&db).unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap().to_string();
-    tokio::spawn(zsfc_controller::serve(ctl.clone(), listener, "controller"));
-    tokio::spawn(ctl.clone().run_background());
-    (Running { _dir: dir, db, ctl, addr, ca, tokens }, domain_ca)
-}
-
-fn enrol_body(node: &str, token: &str) -> (Vec<u8>, String) {
-    let (csr, key) = zsfc_controller::pki::new_csr(node).unwrap();
-    (
-        serde_json::json!({"zsfc:input": {"node": node, "token": token, "csr": csr}}).to_string().into_bytes(),
-        key.to_string(),
-    )
-}
+mod common;
+use common::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_token_enrols_its_node_once_and_every_refusal_is_audited() {

@@ -14,6 +14,9 @@ use zeroize::Zeroizing;
 use zsfc_config::ikeless::{Direction, NodeState, sa_name};
 use zsfc_config::{GatewayGrant, Topology};
 
+mod sf_drops;
+mod status;
+
 /// What the controller runs: the compiled domain, who gets the gateway policy, and when to
 /// rekey. Stored in the database; changed at run time through the API.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -449,8 +452,25 @@ impl Controller {
         }
     }
 
-    pub fn ack(&self, node: &str, version: u64, error: Option<&str>) {
-        let Some(chan) = self.nodes.get(node) else { return };
+    pub fn ack(&self, node: &str, version: u64, error: Option<&str>) -> Result<(), Refusal> {
+        let Some(chan) = self.nodes.get(node) else {
+            return Err(Refusal::new(404, "invalid-value", format!("no node {node:?}")));
+        };
+        // A node acknowledges what it was given: a version beyond the last one pushed to it
+        // would show it as converged on a state it never received.
+        let pushed = chan.pending.borrow().as_ref().map_or(0, |p| p.version);
+        if version > pushed {
+            self.audit(
+                Kind::Refused,
+                node,
+                &format!("acknowledgement of version {version}, never pushed (last {pushed})"),
+            );
+            return Err(Refusal::new(
+                400,
+                "invalid-value",
+                format!("version {version} was never pushed to {node} (the last was {pushed})"),
+            ));
+        }
         match error {
             None => {
                 chan.acked.send_if_modified(|a| {
@@ -461,8 +481,9 @@ impl Controller {
                     newer
                 });
             }
-            Some(e) => self.audit(Kind::Push, node, &format!("version {version} refused by the node: {e}")),
+            Some(e) => self.audit(Kind::Push, node, &format!("version {version} refused by the node: {}", bounded(e))),
         }
+        Ok(())
     }
 
     /// `sadb-expire`: a soft lifetime asks for a rekey; a hard one is recorded.
@@ -475,63 +496,6 @@ impl Controller {
 
     pub fn bad_spi(&self, node: &str, spi: u32) {
         self.audit(Kind::Notification, node, &format!("sadb-bad-spi {spi:#x}"));
-    }
-
-    /// Records SF drops reported by `node` (audited) for the gateway to fetch.
-    pub fn report_sf_drops(&self, node: &str, drops: Vec<SfDrops>) -> Result<(), Refusal> {
-        for d in &drops {
-            let hex_ok = d.subscriber.len() == 16 && d.subscriber.bytes().all(|b| b.is_ascii_hexdigit());
-            if !hex_ok || d.count == 0 || d.sf.is_empty() || d.reason.is_empty() {
-                return Err(Refusal::new(400, "invalid-value", format!("drops: {d:?} is not a report of SF drops")));
-            }
-        }
-        {
-            let mut q = self.sf_drops.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-            for mut d in drops {
-                q.0 += 1;
-                (d.seq, d.node) = (q.0, node.to_owned());
-                let detail =
-                    format!("SF {} dropped {} packets of subscriber {} ({})", d.sf, d.count, d.subscriber, d.reason);
-                self.audit(Kind::Notification, node, &detail);
-                if q.1.len() == SF_DROPS_KEPT {
-                    q.1.pop_front();
-                }
-                q.1.push_back(d);
-            }
-        }
-        self.sf_drops_added.notify_waiters();
-        Ok(())
-    }
-
-    /// The reports after `after`, waiting up to `wait` for one; and the number of the last.
-    pub async fn sf_drops_after(&self, after: u64, wait: Duration) -> (u64, Vec<SfDrops>) {
-        let collect = || {
-            let q = self.sf_drops.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-            (q.0, q.1.iter().filter(|d| d.seq > after).cloned().collect::<Vec<_>>())
-        };
-        let woken = self.sf_drops_added.notified();
-        let now = collect();
-        if !now.1.is_empty() || now.0 < after {
-            return now;
-        }
-        let _ = tokio::time::timeout(wait, woken).await;
-        collect()
-    }
-
-    /// How long after a rollout the SAs it made are renewed: 3/4 of the shorter of the soft
-    /// and hard time lifetimes (at least 1 s); `None` when SAs have no time lifetime.
-    fn renew_every(domain: &DomainSpec) -> Option<Duration> {
-        let lt = &domain.topology.sa.lifetime;
-        let secs = [lt.soft.seconds, lt.hard.seconds].into_iter().flatten().filter(|&s| s > 0).min()?;
-        Some(Duration::from_millis(secs.saturating_mul(750)).max(Duration::from_secs(1)))
-    }
-
-    /// Time until the SAs the nodes run are due for renewal (zero: now); `None` when they
-    /// never are (no time lifetime, or no rollout yet: nodes that start ask by polling).
-    fn renewal_due(&self) -> Option<Duration> {
-        let st = self.state();
-        let every = Self::renew_every(&st.domain)?;
-        Some(every.saturating_sub(st.renewed_at?.elapsed()))
     }
 
     /// Asks the background task for a rollout (requests coalesce).
@@ -781,53 +745,27 @@ impl Controller {
         set_meta(&self.db(), "domain", &serde_json::to_string(d).map_err(internal)?).map_err(internal)
     }
 
-    /// The domain as the operator sees it (no key material).
-    pub fn status(&self) -> serde_json::Value {
-        let st = self.state();
-        let db = self.db();
-        let mut nodes = Vec::new();
-        let mut converged = !st.rolling && !self.requested.load(Ordering::SeqCst);
-        for n in &st.domain.topology.nodes {
-            let acked = self.nodes.get(&n.name).map_or(0, |c| *c.acked.borrow());
-            let pushed =
-                self.nodes.get(&n.name).and_then(|c| c.pending.borrow().as_ref().map(|p| p.version)).unwrap_or(0);
-            converged &= pushed > 0 && acked >= pushed;
-            let enrolled: Option<i64> =
-                db.query_row("SELECT enrolled_at FROM nodes WHERE name = ?1", [&n.name], |r| r.get(0)).ok().flatten();
-            let sas = st.docs.get(&n.name).map_or(0, |d| d.ikeless.sad.entries.len());
-            nodes.push(serde_json::json!({
-                "name": n.name, "enrolled": enrolled.is_some(), "pushed-version": pushed,
-                "acked-version": acked, "sad-entries": sas,
-            }));
-        }
-        // SAs older than their soft lifetime are a problem whatever the acknowledgements say:
-        // renewal failed, or is late.
-        let age = st.renewed_at.map(|t| t.elapsed());
-        let soft = st.domain.topology.sa.lifetime.soft.seconds.filter(|&s| s > 0).map(Duration::from_secs);
-        let past_soft = matches!((age, soft), (Some(a), Some(s)) if a > s);
-        converged &= !past_soft;
-        let sas = serde_json::json!({
-            "age-s": age.map(|a| a.as_secs()), "soft-lifetime-s": soft.map(|s| s.as_secs()),
-            "renew-every-s": Self::renew_every(&st.domain).map(|d| d.as_secs_f64()),
-            "past-soft-lifetime": past_soft,
-        });
-        let chains: Vec<_> =
-            st.domain.topology.chains.iter().map(|c| serde_json::json!({"name": c.name, "sfs": c.sfs})).collect();
-        let bound: Vec<String> = db
-            .prepare("SELECT role FROM role_keys ORDER BY role")
-            .and_then(|mut q| q.query_map([], |r| r.get(0))?.collect())
-            .unwrap_or_default();
-        serde_json::json!({"zsfc:domain": {
-            "name": st.domain.name, "version": st.version, "rollouts": self.rollouts.load(Ordering::Relaxed),
-            "converged": converged, "nodes": nodes, "chains": chains, "grants": st.domain.grants,
-            "next-spi": st.next_spi, "roles-on-tokens": bound, "sas": sas,
-        }})
-    }
-
     /// One node's current state without keys.
     pub fn node_state(&self, node: &str) -> Option<NodeState> {
         self.state().docs.get(node).cloned()
     }
+}
+
+/// Longest text from a node that goes into the audit log (an acknowledgement's error).
+const MAX_NODE_TEXT: usize = 512;
+
+/// `text` fit for one audit record: control characters replaced, at most [`MAX_NODE_TEXT`]
+/// bytes (cut at a character boundary, the full length said).
+fn bounded(text: &str) -> String {
+    let clean: String = text.chars().map(|c| if c.is_control() { ' ' } else { c }).collect();
+    if clean.len() <= MAX_NODE_TEXT {
+        return clean;
+    }
+    let mut end = MAX_NODE_TEXT;
+    while !clean.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}... ({} bytes in all)", &clean[..end], text.len())
 }
 
 /// A domain must compile (every chain names existing SFs, every grant an existing chain).
