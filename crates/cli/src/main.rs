@@ -74,6 +74,12 @@ enum Command {
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
+    // A printing command whose reader went away (`zsfc status | head`) ends quietly, as any Unix
+    // tool does, instead of panicking on the broken pipe. Long-running processes keep Rust's
+    // default (a closed socket or pipe is an error they handle).
+    if !matches!(cli.command, Command::Node(_) | Command::Controller(_) | Command::Traffic(_) | Command::Attack(_)) {
+        sigpipe::reset();
+    }
     let result = match cli.command {
         Command::Demo(a) => demo::run(&a),
         Command::Config(c) => config::run(&c),

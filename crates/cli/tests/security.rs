@@ -417,3 +417,25 @@ fn the_seed_testbed_on_ethernet_links_keeps_its_outcomes_with_every_protection_o
         assert!(!text.contains(bad), "{bad} in the reports:\n{text}");
     }
 }
+
+/// Issue 18: what the drivers drop (here datagrams from an address that is no peer's) is a drop
+/// reason like the engine's, counted in the metrics and shown by `zsfc status` — it said
+/// "drops: none" before.
+#[test]
+fn datagrams_from_no_peer_are_a_drop_reason_that_status_shows() {
+    usable();
+    let mut lab = LabRun::new("quickstart", "ds");
+    lab.up();
+    // 20 datagrams to the SF node's tunnel port from its own address: no peer's.
+    let send = "import socket\ns=socket.socket(socket.AF_INET,socket.SOCK_DGRAM)\n\
+                for i in range(20): s.sendto(b'x'*(i+1),('10.200.0.2',6635))\n";
+    let out = Command::new("ip").args(["netns", "exec", &lab.ns("sf"), "python3", "-c", send]).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    let counted = metric(&lab, "sf", "zsfc_drops_total", &["reason=\"udp_unknown_source\""]);
+    let status = String::from_utf8_lossy(&lab.zsfc(&["status", &lab.name]).stdout).into_owned();
+    lab.down();
+    assert_eq!(counted, 20, "{status}");
+    let sf = status.lines().find(|l| l.starts_with("node sf ")).unwrap_or_default();
+    assert!(sf.contains("udp_unknown_source=20"), "{status}");
+}

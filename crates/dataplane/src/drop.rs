@@ -111,6 +111,25 @@ drop_reasons! {
     /// context headers, timestamp, nonce, encrypted subscriber id) were changed on the way by a
     /// node that holds the chain key (the PktID derived from them with the origin key differs).
     SfcOriginFailed => "sfc_origin_failed",
+    // Drops the I/O drivers decide before the engine sees a packet or after it gave its verdict
+    // (`zsfc_io::IoStats::drops`), declared here so that every drop has one reason and one
+    // metric, whoever counts it.
+    /// A datagram from an address that is no peer's (the driver drops it before the engine).
+    UdpUnknownSource => "udp_unknown_source",
+    /// An MPLS frame from a MAC address that is no peer's.
+    EthUnknownSource => "eth_unknown_source",
+    /// A frame on the domain link that carries no MPLS packet to hand on (a runt: the socket
+    /// takes MPLS frames only).
+    EthRunt => "eth_runt",
+    /// A frame the receive ring could not hand over whole (longer than a slot or block, or with
+    /// inconsistent offsets).
+    EthRingError => "eth_ring_error",
+    /// A frame on an attachment circuit that is not an IP packet for the node (ARP, neighbour
+    /// discovery, the node's own frames).
+    CircuitNotIp => "circuit_not_ip",
+    /// The driver could not carry out a verdict: no peer address, no TUN, no attachment
+    /// circuit for the SF, or the kernel refused the send.
+    Undeliverable => "undeliverable",
 }
 
 /// One counter per [`DropReason`]. Plain integers: each worker owns its own set.

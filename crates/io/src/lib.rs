@@ -20,7 +20,7 @@ use std::net::{IpAddr, SocketAddr, UdpSocket};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::Receiver;
 use udp::UdpLink;
-use zsfc_dataplane::{ChainId, Instant, Node, PacketBuf, SfId, Verdict};
+use zsfc_dataplane::{ChainId, DropReason, Instant, Node, PacketBuf, SfId, Verdict};
 use zsfc_wire::buffer::{DEFAULT_HEADROOM, DEFAULT_TAILROOM};
 use zsfc_wire::ip::FiveTuple;
 
@@ -45,15 +45,18 @@ pub struct IoStats {
     /// System calls that received and sent them (GRO and GSO put many in one).
     pub udp_recv_calls: u64,
     pub udp_send_calls: u64,
-    /// Datagrams or MPLS frames from an address that is no peer's: dropped before the engine
-    /// sees them.
+    /// Datagrams from an address that is no peer's: dropped before the engine sees them.
     pub udp_unknown_source: u64,
+    /// MPLS frames from a MAC address that is no peer's: dropped before the engine.
+    pub eth_unknown_source: u64,
     /// MPLS frames received and sent on the Ethernet link.
     pub eth_rx: u64,
     pub eth_tx: u64,
     /// Frames from the Ethernet link that are not MPLS frames to hand on (the socket is bound to
     /// MPLS frames, so only runts): not for the engine.
     pub eth_other: u64,
+    /// Frames on attachment circuits that are not IP packets for the node (ARP, ...).
+    pub circuit_other: u64,
     /// Frames the receive ring could not deliver whole (longer than a slot or block, or with
     /// inconsistent offsets): lost before the engine saw them. Updated once a second.
     pub eth_ring_errors: u64,
@@ -70,6 +73,20 @@ pub struct IoStats {
     /// Verdicts the drivers could not carry out (no peer address, no TUN, no attachment
     /// circuit for the SF, a failed send).
     pub undeliverable: u64,
+}
+
+impl IoStats {
+    /// The drivers' drops, each with its reason (the engine counts its own).
+    pub fn drops(&self) -> [(DropReason, u64); 6] {
+        [
+            (DropReason::UdpUnknownSource, self.udp_unknown_source),
+            (DropReason::EthUnknownSource, self.eth_unknown_source),
+            (DropReason::EthRunt, self.eth_other),
+            (DropReason::EthRingError, self.eth_ring_errors),
+            (DropReason::CircuitNotIp, self.circuit_other),
+            (DropReason::Undeliverable, self.undeliverable),
+        ]
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -549,7 +566,7 @@ impl Drivers {
             let mut inbox = core::mem::take(&mut self.eth_inbox);
             for (src, b) in inbox.drain(..) {
                 if !self.is_peer_mac(&src) {
-                    self.stats.udp_unknown_source += 1;
+                    self.stats.eth_unknown_source += 1;
                     self.recycle(b);
                     continue;
                 }
@@ -639,7 +656,7 @@ impl Drivers {
                 Ok(Some(false)) => {
                     // A frame on the veth that is not an IP packet for us (ARP, neighbour
                     // discovery, our own frames).
-                    self.stats.eth_other += 1;
+                    self.stats.circuit_other += 1;
                     self.recycle(b);
                     continue;
                 }

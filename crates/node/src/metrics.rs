@@ -92,7 +92,8 @@ impl Metrics {
         for (what, v) in [("erased", s.sas_erased), ("retired", s.sas_retired)] {
             Self::set(&self.sas, vec![("what", what.to_owned())], v);
         }
-        for (r, n) in node.drops().nonzero() {
+        // Every drop by its reason, the engine's and the drivers' alike.
+        for (r, n) in node.drops().nonzero().chain(io.drops().into_iter().filter(|d| d.1 > 0)) {
             Self::set(&self.drops, vec![("reason", r.name().to_owned())], n);
         }
         for id in node.sf_ids() {

@@ -215,7 +215,7 @@ pub fn run(a: &Options) -> anyhow::Result<bool> {
 
 fn report(name: &str, s: &zsfc_io::IoStats, node: &zsfc_dataplane::Node, gateway: Option<&zsfc_gateway::Gateway>) {
     println!(
-        "node {}: udp rx {} tx {} ({} receives, {} sends) eth rx {} tx {} other {} ring-errors {} unknown-source {}; tun rx {} ({} reads) tx {}; sf rx {} tx {}; undeliverable {}",
+        "node {}: udp rx {} tx {} ({} receives, {} sends) eth rx {} tx {} other {} ring-errors {} unknown-source {}/{}; tun rx {} ({} reads) tx {}; sf rx {} tx {}; undeliverable {}",
         name,
         s.udp_rx,
         s.udp_tx,
@@ -226,6 +226,7 @@ fn report(name: &str, s: &zsfc_io::IoStats, node: &zsfc_dataplane::Node, gateway
         s.eth_other,
         s.eth_ring_errors,
         s.udp_unknown_source,
+        s.eth_unknown_source,
         s.tun_rx,
         s.tun_reads,
         s.tun_tx,
@@ -247,7 +248,7 @@ fn report(name: &str, s: &zsfc_io::IoStats, node: &zsfc_dataplane::Node, gateway
     }
     let n = node.stats();
     println!("engine: classified {} forwarded {} delivered {}", n.classified, n.forwarded, n.delivered);
-    for (r, c) in node.drops().nonzero() {
+    for (r, c) in node.drops().nonzero().chain(s.drops().into_iter().filter(|d| d.1 > 0)) {
         println!("drop {} {c}", r.name());
     }
     for id in node.sf_ids() {
