@@ -262,3 +262,40 @@ fn external_sfs_get_a_circuit_per_worker_lane() {
         }
     }
 }
+
+/// Issue 17: path authorization holds for every request on a connection. In the paths lab
+/// `/part...` skips the DPI and everything else crosses it; on one kept-alive TLS connection a
+/// client asks for `/part1.bin` and then, pipelined, `/test.html` — which must not reach the
+/// service past the DPI. The service speaks HTTP/1.1 with keep-alive, as real ones do.
+#[test]
+fn a_later_request_on_a_kept_alive_connection_cannot_skip_the_dpi() {
+    usable();
+    let mut lab = LabRun::new("paths", "ka");
+    lab.up();
+    let pki = |f: &str| lab.state_file(&format!("pki/{f}")).display().to_string();
+    let host = format!("web.{}", lab.name);
+    // Two requests written at once on one connection; everything that comes back is read.
+    let client = "import socket,ssl,sys\n\
+        c=ssl.create_default_context(cafile=sys.argv[1]); c.load_cert_chain(sys.argv[2], sys.argv[3])\n\
+        s=c.wrap_socket(socket.create_connection(('172.16.0.1',443)), server_hostname=sys.argv[4])\n\
+        h=sys.argv[4]\n\
+        s.sendall(('GET /part1.bin HTTP/1.1\\r\\nHost: %s\\r\\n\\r\\nGET /test.html HTTP/1.1\\r\\nHost: %s\\r\\n\\r\\n' % (h,h)).encode())\n\
+        s.settimeout(8); got=b''\n\
+        try:\n  while True:\n    d=s.recv(65536)\n    if not d: break\n    got+=d\n\
+        except Exception as e: pass\n\
+        print(got.count(b'HTTP/1.'), b'you passed' in got)\n";
+    let out = Command::new("ip")
+        .args(["netns", "exec", &lab.ns("c-alice"), "python3", "-c", client])
+        .args([pki("ca.pem"), pki("clients/alice.pem"), pki("clients/alice.key"), host])
+        .output()
+        .unwrap();
+    let answer = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    let service_log = std::fs::read_to_string(lab.state_file("logs/service-web.log")).unwrap_or_default();
+    let gateway_log = std::fs::read_to_string(lab.state_file("logs/ingress.log")).unwrap_or_default();
+    lab.down();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(service_log.contains("GET /part1.bin"), "the first request was served:\n{service_log}");
+    assert!(!service_log.contains("/test.html"), "the second request reached the service:\n{service_log}");
+    assert_eq!(answer, "1 False", "one answer (to /part1.bin), and not test.html's");
+    assert!(gateway_log.contains("reason=other_chain"), "{gateway_log}");
+}

@@ -19,6 +19,14 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 use zsfc_dataplane::ChainId;
 use zsfc_identity::{Identity, Kind as IdKind};
+
+pub mod http;
+mod limits;
+mod policy;
+
+use limits::{Buckets, MAX_BUCKETS, Strikes};
+use policy::Culprit;
+pub use policy::{Grant, Policy, Refusal, Service};
 use zsfc_io::Control;
 use zsfc_wire::ip::{FiveTuple, protocol};
 
@@ -26,176 +34,6 @@ use zsfc_wire::ip::{FiveTuple, protocol};
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a flow entry outlives its connection, so the last FIN/ACK exchange still finds it.
 const FLOW_LINGER: Duration = Duration::from_secs(5);
-
-/// A service reachable through the gateway.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Service {
-    /// The server name clients ask for (SNI); also the name in policies.
-    pub name: String,
-    /// Where the inner connection goes (through the chain).
-    pub address: SocketAddr,
-}
-
-/// One client identity may use one service, and its connections take `chain` (two identities
-/// may reach the same service through different chains). With a `path`, the grant covers only
-/// connections whose first HTTP request's target starts with it (classification by HTTP path;
-/// the longest matching prefix wins, a grant without a path matches every path).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Grant {
-    pub identity: String,
-    pub service: String,
-    pub chain: ChainId,
-    pub path: Option<String>,
-}
-
-/// Identity → allowed services → chain. Anything not granted is refused.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct Policy {
-    pub services: Vec<Service>,
-    pub grants: Vec<Grant>,
-}
-
-impl Policy {
-    fn grants_for<'a>(&'a self, identity: &'a str, service: &'a Service) -> impl Iterator<Item = &'a Grant> + 'a {
-        self.grants.iter().filter(move |g| g.identity == identity && g.service.eq_ignore_ascii_case(&service.name))
-    }
-
-    /// Whether the chain of `identity`'s connections to `sni` depends on the HTTP path.
-    pub fn needs_path(&self, identity: &str, sni: Option<&str>) -> bool {
-        let Some(service) = sni.and_then(|n| self.services.iter().find(|s| s.name.eq_ignore_ascii_case(n))) else {
-            return false;
-        };
-        self.grants_for(identity, service).any(|g| g.path.is_some())
-    }
-
-    /// The service `identity` reaches by asking for `sni` (and `path`, the target of the first
-    /// HTTP request, where [`needs_path`](Self::needs_path)), and the chain it takes, or why not.
-    pub fn decide(
-        &self,
-        identity: &str,
-        sni: Option<&str>,
-        path: Option<&str>,
-    ) -> Result<(&Service, ChainId), Refusal> {
-        let sni = sni.ok_or(Refusal::NoServerName)?;
-        let service = self.services.iter().find(|s| s.name.eq_ignore_ascii_case(sni)).ok_or(Refusal::UnknownService)?;
-        if self.grants_for(identity, service).next().is_none() {
-            return Err(Refusal::NotAllowed);
-        }
-        self.grants_for(identity, service)
-            .filter(|g| match (&g.path, path) {
-                (None, _) => true,
-                (Some(prefix), Some(p)) => p.starts_with(prefix.as_str()),
-                (Some(_), None) => false,
-            })
-            .max_by_key(|g| g.path.as_ref().map_or(0, String::len))
-            .map(|g| (service, g.chain))
-            .ok_or(Refusal::PathNotAllowed)
-    }
-}
-
-/// Why a client connection was refused.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Refusal {
-    /// The client presented no certificate.
-    NoCertificate,
-    /// The client's certificate does not verify against the domain CA (another CA, expired,
-    /// wrong usage).
-    UntrustedCertificate,
-    /// Any other handshake failure (not TLS, TLS 1.2 only, timeout).
-    HandshakeFailed,
-    /// The certificate verified but names no usable identity (no single SPIFFE URI SAN of
-    /// this domain; the common name is never taken for one).
-    NoIdentity,
-    /// The certificate names an identity of another kind than a client (a node's, a role's,
-    /// a gateway's): only clients use services.
-    NotAClient,
-    /// The client named no service (no SNI).
-    NoServerName,
-    /// The SNI names no service of this gateway.
-    UnknownService,
-    /// The identity is not granted the service.
-    NotAllowed,
-    /// The inner connection to the service failed.
-    ServiceUnreachable,
-    /// The chain depends on the HTTP path, but no HTTP request line came.
-    NoHttpRequest,
-    /// No grant of the identity covers the requested path.
-    PathNotAllowed,
-    /// The source address opened more connections than its rate allows (refused before the
-    /// TLS handshake costs anything).
-    SourceRateLimited,
-    /// The client identity opened more connections than its rate allows.
-    IdentityRateLimited,
-    /// The source address is blocked after too many refusals (refused before the handshake).
-    SourceBlocked,
-    /// The client identity is blocked after too many refusals.
-    IdentityBlocked,
-}
-
-/// Whom a refusal counts against when [`Blocking`] tallies them.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Culprit {
-    /// Failed or missing authentication, or load: the source address.
-    Source,
-    /// Asking for what the policy does not grant, or load: the authenticated identity.
-    Identity,
-}
-
-impl Refusal {
-    pub const ALL: [Refusal; 15] = [
-        Refusal::SourceRateLimited,
-        Refusal::IdentityRateLimited,
-        Refusal::NoCertificate,
-        Refusal::UntrustedCertificate,
-        Refusal::HandshakeFailed,
-        Refusal::NoIdentity,
-        Refusal::NotAClient,
-        Refusal::NoServerName,
-        Refusal::UnknownService,
-        Refusal::NotAllowed,
-        Refusal::ServiceUnreachable,
-        Refusal::NoHttpRequest,
-        Refusal::PathNotAllowed,
-        Refusal::SourceBlocked,
-        Refusal::IdentityBlocked,
-    ];
-
-    pub fn name(self) -> &'static str {
-        match self {
-            Refusal::NoCertificate => "no_certificate",
-            Refusal::UntrustedCertificate => "untrusted_certificate",
-            Refusal::HandshakeFailed => "handshake_failed",
-            Refusal::NoIdentity => "no_identity",
-            Refusal::NotAClient => "not_a_client",
-            Refusal::NoServerName => "no_server_name",
-            Refusal::UnknownService => "unknown_service",
-            Refusal::NotAllowed => "not_allowed",
-            Refusal::ServiceUnreachable => "service_unreachable",
-            Refusal::NoHttpRequest => "no_http_request",
-            Refusal::PathNotAllowed => "path_not_allowed",
-            Refusal::SourceRateLimited => "source_rate_limited",
-            Refusal::IdentityRateLimited => "identity_rate_limited",
-            Refusal::SourceBlocked => "source_blocked",
-            Refusal::IdentityBlocked => "identity_blocked",
-        }
-    }
-
-    /// Whom this refusal counts against for blocking: `None` for what is not the client's doing
-    /// (the service is unreachable) and for refusals of what is blocked already (a block runs
-    /// its time from when it began).
-    fn culprit(self) -> Option<Culprit> {
-        use Refusal::*;
-        match self {
-            NoCertificate | UntrustedCertificate | HandshakeFailed | NoIdentity | NotAClient | SourceRateLimited => {
-                Some(Culprit::Source)
-            }
-            NoServerName | UnknownService | NotAllowed | NoHttpRequest | PathNotAllowed | IdentityRateLimited => {
-                Some(Culprit::Identity)
-            }
-            ServiceUnreachable | SourceBlocked | IdentityBlocked => None,
-        }
-    }
-}
 
 /// What the gateway did; shared with the node process for its report.
 #[derive(Debug, Default)]
@@ -270,99 +108,6 @@ pub struct Blocking {
     pub duration: Duration,
 }
 
-/// Refusals counted per key (source or identity) in a window that starts with the first one,
-/// and the blocks they led to; bounded like [`Buckets`]. When it is full of live entries a new
-/// key's refusal is not tallied (blocking is on top of authentication and rate limits, which
-/// still apply).
-struct Strikes<K> {
-    rule: Blocking,
-    map: std::sync::Mutex<std::collections::HashMap<K, Strike>>,
-}
-
-#[derive(Debug, Clone, Copy)]
-struct Strike {
-    count: u32,
-    since: std::time::Instant,
-    blocked_until: Option<std::time::Instant>,
-}
-
-impl<K: std::hash::Hash + Eq> Strikes<K> {
-    fn new(rule: Blocking) -> Self {
-        Self { rule, map: Default::default() }
-    }
-
-    fn blocked(&self, key: &K, now: std::time::Instant) -> bool {
-        let m = self.map.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        m.get(key).and_then(|s| s.blocked_until).is_some_and(|until| now < until)
-    }
-
-    /// Tallies one refusal of `key`; the number of refusals when this one begins a block.
-    fn strike(&self, key: K, now: std::time::Instant) -> Option<u32> {
-        if self.rule.after == 0 {
-            return None;
-        }
-        let mut m = self.map.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        let fresh = Strike { count: 0, since: now, blocked_until: None };
-        let live = |s: &Strike| match s.blocked_until {
-            Some(until) => now < until,
-            None => now.saturating_duration_since(s.since) < self.rule.within,
-        };
-        if m.len() >= MAX_BUCKETS && !m.contains_key(&key) {
-            m.retain(|_, s| live(s));
-            if m.len() >= MAX_BUCKETS {
-                return None;
-            }
-        }
-        let s = m.entry(key).or_insert(fresh);
-        match s.blocked_until {
-            Some(until) if now < until => return None,
-            _ if !live(s) => *s = fresh,
-            _ => {}
-        }
-        s.count += 1;
-        if s.count < self.rule.after {
-            return None;
-        }
-        // A duration past what the clock can count blocks for a century instead of panicking.
-        let century = Duration::from_secs(100 * 365 * 86_400);
-        s.blocked_until = Some(now.checked_add(self.rule.duration).or_else(|| now.checked_add(century))?);
-        Some(s.count)
-    }
-}
-
-/// Keys (sources or identities) remembered at most; beyond, the full buckets are forgotten.
-const MAX_BUCKETS: usize = 10_000;
-
-/// Token buckets by key, bounded in number: an attacker's many keys can fill it, but it never
-/// grows past [`MAX_BUCKETS`], and a key that cannot get a bucket is refused (fail closed).
-struct Buckets<K> {
-    rate: Rate,
-    map: std::sync::Mutex<std::collections::HashMap<K, (f64, std::time::Instant)>>,
-}
-
-impl<K: std::hash::Hash + Eq> Buckets<K> {
-    fn new(rate: Rate) -> Self {
-        Self { rate, map: Default::default() }
-    }
-
-    fn admit(&self, key: K, now: std::time::Instant) -> bool {
-        let mut m = self.map.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        let refill = |(t, last): (f64, std::time::Instant)| {
-            (t + now.saturating_duration_since(last).as_secs_f64() * self.rate.per_s).min(self.rate.burst)
-        };
-        if m.len() >= MAX_BUCKETS && !m.contains_key(&key) {
-            m.retain(|_, b| refill(*b) < self.rate.burst);
-            if m.len() >= MAX_BUCKETS {
-                return false;
-            }
-        }
-        let b = m.entry(key).or_insert((self.rate.burst, now));
-        let tokens = refill(*b);
-        *b = (if tokens >= 1.0 { tokens - 1.0 } else { tokens }, now);
-        tokens >= 1.0
-    }
-}
-
 #[derive(Debug, thiserror::Error)]
 pub enum GatewayError {
     #[error("reading {path}: {why}")]
@@ -430,27 +175,6 @@ pub fn client_of(cert: &CertificateDer<'_>, domain: &str) -> Result<String, Refu
     }
 }
 
-/// Most bytes read while looking for the HTTP request line.
-const MAX_REQUEST_LINE: usize = 8192;
-
-/// Reads from `r` into `head` until the first line is complete and returns its request target
-/// (`GET /a/b HTTP/1.1` → `/a/b`; an absolute URI gives its path), or `None`.
-async fn read_request_target<R: tokio::io::AsyncRead + Unpin>(r: &mut R, head: &mut Vec<u8>) -> Option<String> {
-    use tokio::io::AsyncReadExt;
-    let mut chunk = [0u8; 2048];
-    while !head.contains(&b'\n') {
-        if head.len() >= MAX_REQUEST_LINE {
-            return None;
-        }
-        let n = r.read(&mut chunk).await.ok()?;
-        if n == 0 {
-            return None;
-        }
-        head.extend_from_slice(&chunk[..n]);
-    }
-    request_target(head)
-}
-
 /// The target of an HTTP/1.x request line at the start of `head`.
 pub fn request_target(head: &[u8]) -> Option<String> {
     let line = head.split(|&b| b == b'\n').next()?;
@@ -460,11 +184,7 @@ pub fn request_target(head: &[u8]) -> Option<String> {
     if !version.starts_with("HTTP/1.") || parts.next().is_some() {
         return None;
     }
-    let path = match target.split_once("://") {
-        Some((_, rest)) => rest.find('/').map_or("/", |i| &rest[i..]),
-        None => target,
-    };
-    path.starts_with('/').then(|| path.to_owned())
+    http::path_of(target)
 }
 
 /// Sorts a failed handshake into a refusal reason.
@@ -682,12 +402,15 @@ impl Shared {
         if !self.identities.admit(identity.clone(), std::time::Instant::now()) {
             return self.refuse(peer, Some(&identity), sni.as_deref(), Refusal::IdentityRateLimited, "");
         }
-        // Classification by HTTP path: read the request line first (and pass it on later).
+        // Classification by HTTP path: read the first request's head (and pass it on later).
         let mut head = Vec::new();
         let policy = self.policy.read().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
         let path = if policy.needs_path(&identity, sni.as_deref()) {
-            match tokio::time::timeout(HANDSHAKE_TIMEOUT, read_request_target(&mut tls, &mut head)).await {
-                Ok(Some(p)) => Some(p),
+            match tokio::time::timeout(HANDSHAKE_TIMEOUT, http::read_head(&mut tls, &mut head)).await {
+                Ok(Ok(h)) => Some(h.target),
+                Ok(Err(http::Stop::Malformed(why))) => {
+                    return self.refuse(peer, Some(&identity), sni.as_deref(), Refusal::NoHttpRequest, why);
+                }
                 _ => return self.refuse(peer, Some(&identity), sni.as_deref(), Refusal::NoHttpRequest, ""),
             }
         } else {
@@ -721,10 +444,47 @@ impl Shared {
         self.stats.served.fetch_add(1, Ordering::Relaxed);
         eprintln!("gateway: {peer} identity={identity} service={} chain={}", service.name, chain.0);
         use tokio::io::AsyncWriteExt;
-        if inner.write_all(&head).await.is_ok() {
-            let _ = tokio::io::copy_bidirectional(&mut tls, &mut inner).await;
+        if path.is_none() {
+            // No grant of this identity for this service depends on the path: bytes both ways.
+            if inner.write_all(&head).await.is_ok() {
+                let _ = tokio::io::copy_bidirectional(&mut tls, &mut inner).await;
+            }
+            drop(inner);
+        } else {
+            // The chain depends on the path: every request on the connection must take the
+            // connection's chain (keep-alive and pipelining included), or the connection ends.
+            let same = |target: &str| {
+                matches!(policy.decide(&identity, sni.as_deref(), Some(target)),
+                    Ok((s, c)) if s.name == service.name && c == chain)
+            };
+            let (mut from_client, mut to_client) = tokio::io::split(tls);
+            let (mut from_service, mut to_service) = inner.into_split();
+            let requests = async {
+                let stop = http::forward(&mut from_client, &mut to_service, head, same).await;
+                // Nothing more for the service; it finishes what it was sent.
+                let _ = to_service.shutdown().await;
+                stop
+            };
+            let answers = async {
+                let _ = tokio::io::copy(&mut from_service, &mut to_client).await;
+                let _ = to_client.shutdown().await;
+            };
+            let (stop, ()) = tokio::join!(requests, answers);
+            match stop {
+                http::Stop::Closed => {}
+                http::Stop::Refused(target) => {
+                    let why = match policy.decide(&identity, sni.as_deref(), Some(&target)) {
+                        Err(r) => r,
+                        Ok(_) => Refusal::OtherChain,
+                    };
+                    let detail = format!("path {target} on a connection of chain {}", chain.0);
+                    self.refuse(peer, Some(&identity), Some(&service.name), why, &detail);
+                }
+                http::Stop::Malformed(why) => {
+                    self.refuse(peer, Some(&identity), Some(&service.name), Refusal::NoHttpRequest, why);
+                }
+            }
         }
-        drop(inner);
         tokio::time::sleep(FLOW_LINGER).await;
         self.tell(|| Control::RemoveFlow(tuple));
     }
@@ -837,7 +597,7 @@ mod tests {
         // Once the blocks are over they make room.
         let later = t0 + Duration::from_secs(301);
         assert_eq!(strikes.strike(u32::MAX, later), Some(1));
-        assert!(strikes.map.lock().unwrap().len() <= MAX_BUCKETS);
+        assert!(strikes.len() <= MAX_BUCKETS);
     }
 
     #[test]
@@ -932,6 +692,6 @@ mod tests {
         for i in 0..MAX_BUCKETS + 10 {
             b.admit(format!("k{i}").leak(), t1);
         }
-        assert!(b.map.lock().unwrap().len() <= MAX_BUCKETS);
+        assert!(b.len() <= MAX_BUCKETS);
     }
 }

@@ -251,7 +251,11 @@ pub(crate) fn build(lab: &Lab, plan: &LabPlan, state: &State, ns: &mut Namespace
                 let www = state.dir.join(format!("www-{}", s.name));
                 write_site(&www, s.files, s.bytes)?;
                 let dir = www.to_str().unwrap_or_default();
-                spawn(ns, &["python3", "-m", "http.server", &port, "--bind", &addr, "--directory", dir], &log)?
+                // HTTP/1.1 with keep-alive, as real services speak: the gateway's per-request
+                // checks are what keeps a connection on its chain, not the service closing it.
+                let protocol = ["--protocol", "HTTP/1.1"];
+                let server = ["python3", "-m", "http.server", &port, "--bind", &addr, "--directory", dir];
+                spawn(ns, &[&server[..], &protocol[..]].concat(), &log)?
             }
             ServiceKind::UdpEcho => spawn(ns, &["python3", "-c", UDP_ECHO, &addr, &port], &log)?,
             ServiceKind::Iperf3 => spawn(ns, &["iperf3", "-s", "-B", &addr, "-p", &port], &log)?,
