@@ -85,7 +85,7 @@ pub(crate) fn status(a: &CheckArgs) -> anyhow::Result<bool> {
     let plan = plan(&lab, &state.lab_file(), &state)?;
     let url = format!("http://{}/metrics", zsfc_lab::METRICS_LISTEN);
     let mut all_up = true;
-    for n in &plan.nodes {
+    for (index, n) in plan.nodes.iter().enumerate() {
         let text = match in_ns(&n.ns, &["curl", "-s", "--max-time", "2", &url]) {
             Ok(t) if !t.trim().is_empty() => t,
             _ => {
@@ -117,6 +117,11 @@ pub(crate) fn status(a: &CheckArgs) -> anyhow::Result<bool> {
             .collect();
         if !gw.is_empty() {
             println!("     gateway: {}", gw.join(" "));
+        }
+        if index == plan.gateway.node
+            && let Some(dropped) = zsfc_lab::check::border_drops(&n.ns)
+        {
+            println!("     border: dropped {dropped} packets from the client network (iptables)");
         }
     }
     // Reading needs no more than the auditor's credentials (least privilege).

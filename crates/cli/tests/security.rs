@@ -439,3 +439,44 @@ fn datagrams_from_no_peer_are_a_drop_reason_that_status_shows() {
     let sf = status.lines().find(|l| l.starts_with("node sf ")).unwrap_or_default();
     assert!(sf.contains("udp_unknown_source=20"), "{status}");
 }
+
+/// Issue 18: a closed border. A client that takes a domain node's address (the egress's,
+/// 10.200.0.3, a peer of the SF node) and sends MPLS-in-UDP to the SF node's tunnel port, or
+/// sends SYNs to the controller's nodes listener, gets nothing through the ingress; the drops
+/// are counted and `zsfc status` shows them.
+#[test]
+fn a_client_spoofing_a_peer_or_calling_the_controller_gets_nothing_through() {
+    usable();
+    let mut lab = LabRun::new("quickstart", "bd");
+    lab.up();
+    let client = lab.ns("c-alice");
+    let ip = |args: &[&str]| Command::new("ip").args(args).output().unwrap();
+    assert!(ip(&["-n", &client, "addr", "add", "10.200.0.3/32", "dev", "eth0"]).status.success());
+    std::thread::sleep(Duration::from_millis(1200));
+    let sf_rx = || metric(&lab, "sf", "zsfc_packets_total", &["what=\"udp_rx\""]);
+    let before = sf_rx();
+    let dir = lab.state.parent().unwrap().to_path_buf();
+    let at_controller = Capture::start(&lab.ns("ctl"), "eth0", dir.join("ctl.pcapng"));
+    let spoof = "import socket\ns=socket.socket(socket.AF_INET,socket.SOCK_DGRAM)\ns.bind(('10.200.0.3',0))\n\
+                 for i in range(50): s.sendto(bytes([0,0x06,0x41,0x40])+bytes(40),('10.200.0.2',6635))\n";
+    let out = ip(&["netns", "exec", &client, "python3", "-c", spoof]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let connect = "import socket\nfor i in range(3):\n try: socket.create_connection(('10.201.0.250',8443),timeout=1)\n except Exception: pass\n";
+    assert!(ip(&["netns", "exec", &client, "python3", "-c", connect]).status.success());
+    std::thread::sleep(Duration::from_millis(1500));
+    let after = sf_rx();
+    let syns: Vec<String> =
+        at_controller.fields(&["ip.src", "tcp.dstport"]).into_iter().filter(|l| l.starts_with("172.16.")).collect();
+    let status = String::from_utf8_lossy(&lab.zsfc(&["status", &lab.name]).stdout).into_owned();
+    let served = fetch_as(&lab, "alice");
+    lab.down();
+    assert_eq!(after, before, "spoofed datagrams reached the SF node");
+    assert!(syns.is_empty(), "the client's SYNs reached the controller: {syns:?}");
+    let dropped: u64 = status
+        .split("border: dropped ")
+        .nth(1)
+        .and_then(|r| r.split(' ').next()?.parse().ok())
+        .unwrap_or_else(|| panic!("no border line in:\n{status}"));
+    assert!(dropped >= 50, "{status}");
+    assert_eq!(served, 200, "the gateway still serves");
+}

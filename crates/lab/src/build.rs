@@ -109,6 +109,7 @@ pub(crate) fn build(lab: &Lab, plan: &LabPlan, state: &State, ns: &mut Namespace
         ip(&["-n", &c.ns, "route", "add", "default", "via", &plan.gateway.address.to_string()])?;
         ip(&["-n", &gw.ns, "link", "set", &port, "master", "clients", "up"])?;
     }
+    close_border(&gw.ns, plan.gateway.port)?;
 
     // Veth attachment circuits (one per lane) exist before their node opens them.
     for sf in &plan.external_sfs {
@@ -264,6 +265,37 @@ pub(crate) fn build(lab: &Lab, plan: &LabPlan, state: &State, ns: &mut Namespace
         wait_until(&format!("service {}", s.name), Some(&log), || {
             listening(ns, s.kind == ServiceKind::UdpEcho, s.port)
         })?;
+    }
+    Ok(())
+}
+
+/// The border between the client network and the domain (seed 004 REQ22; DEPLOYMENT.md has the
+/// same rules for hosts), in the ingress node's namespace: from the clients only the gateway's
+/// port and the traffic the classifier takes (routed into the local side, `zsfc0`) enter;
+/// nothing is forwarded to the domain or control segments, nothing else reaches the node's own
+/// sockets (its MPLS-in-UDP port, its metrics), and a source address that does not belong on
+/// the client network is dropped (strict reverse-path filter). Every drop is counted by
+/// iptables (`zsfc status` shows it).
+fn close_border(gw_ns: &str, gateway_port: u16) -> anyhow::Result<()> {
+    sysctl(gw_ns, &["net.ipv4.conf.clients.rp_filter=1"])?;
+    let port = gateway_port.to_string();
+    let dev = crate::LOCAL_DEV;
+    let rules: [&[&str]; 8] = [
+        // Before routing (and the kernel's reverse-path filter, which counts nothing): a source
+        // that is not of the client network, counted.
+        &["-t", "raw", "-A", "PREROUTING", "-i", "clients", "!", "-s", crate::CLIENT_NET, "-j", "DROP"],
+        &["-A", "INPUT", "-i", "clients", "-p", "tcp", "--dport", &port, "-j", "ACCEPT"],
+        &["-A", "INPUT", "-i", "clients", "-p", "icmp", "-j", "ACCEPT"],
+        &["-A", "INPUT", "-i", "clients", "-j", "DROP"],
+        &["-A", "FORWARD", "-i", "clients", "-o", dev, "-j", "ACCEPT"],
+        &["-A", "FORWARD", "-i", dev, "-o", "clients", "-j", "ACCEPT"],
+        &["-A", "FORWARD", "-i", "clients", "-j", "DROP"],
+        &["-A", "FORWARD", "-o", "clients", "-j", "DROP"],
+    ];
+    for r in rules {
+        let mut args = vec!["iptables"];
+        args.extend_from_slice(r);
+        in_ns(gw_ns, &args).context("the border's iptables rules")?;
     }
     Ok(())
 }

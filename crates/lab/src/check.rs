@@ -60,6 +60,14 @@ fn blocked_by_sfs(plan: &LabPlan) -> u64 {
     engines + externals
 }
 
+/// Packets the border of the ingress node (`build::close_border`) dropped so far: its DROP rules'
+/// counters in the raw and filter tables.
+pub fn border_drops(gw_ns: &str) -> Option<u64> {
+    let filter = in_ns(gw_ns, &["iptables", "-nvxL"]).ok()?;
+    let raw = in_ns(gw_ns, &["iptables", "-t", "raw", "-nvxL"]).ok()?;
+    Some(dropped_by_rules(&filter) + dropped_by_rules(&raw))
+}
+
 /// Packets matched by DROP or REJECT rules in `iptables -nvxL` output.
 fn dropped_by_rules(listing: &str) -> u64 {
     listing
@@ -163,6 +171,9 @@ pub fn fetch_page(
         args.extend(["--cert".into(), c.display().to_string(), "--key".into(), k.display().to_string()]);
     }
     args.extend(["--resolve".into(), resolve, "-w".into(), "%{http_code} %{size_download}\\n".into()]);
+    // One connection per file, as a browser's parallel fetches are: each file is a flow of its
+    // own (spread over worker lanes), and the service's keep-alive is exercised elsewhere.
+    args.extend(["-H".into(), "Connection: close".into()]);
     for u in &urls {
         args.extend(["-o".into(), "/dev/null".into(), u.clone()]);
     }
