@@ -135,6 +135,8 @@ pub struct LabGuard {
     pub plan: LabPlan,
     pub state: State,
     namespaces: Namespaces,
+    /// Handed over to a later `zsfc down`: dropping removes nothing.
+    kept: bool,
 }
 
 impl LabGuard {
@@ -148,15 +150,16 @@ impl LabGuard {
             bail!("lab {:?} is already up (or left over): run `zsfc down {}` first", lab.name, lab.name);
         }
         std::fs::create_dir_all(&state.dir).with_context(|| format!("creating {}", state.dir.display()))?;
-        let mut guard = Self { namespaces: Namespaces::recorded_in(state.namespaces_file()), plan, state };
+        let mut guard = Self { namespaces: Namespaces::recorded_in(state.namespaces_file()), plan, state, kept: false };
         build(lab, &guard.plan, &guard.state, &mut guard.namespaces, bin)?;
         Ok(guard)
     }
 
     /// Leaves the lab running after this process ends; `zsfc down NAME` removes it.
     pub fn keep(mut self) {
+        self.kept = true;
+        // The namespaces are the lab's, no longer this value's.
         self.namespaces.names.clear();
-        self.state.dir = PathBuf::new();
     }
 
     /// Stops the lab and returns the nodes' final reports.
@@ -199,8 +202,8 @@ impl LabGuard {
 
 impl Drop for LabGuard {
     fn drop(&mut self) {
-        self.namespaces.remove_all();
-        if !self.state.dir.as_os_str().is_empty() {
+        if !self.kept {
+            self.namespaces.remove_all();
             let _ = std::fs::remove_dir_all(&self.state.dir);
         }
     }
