@@ -108,6 +108,7 @@ pub(crate) fn rekey_lab() -> Lab {
         // Every key the controller rolls: payload SAs, link SAs and chain keys.
         link_protection: true,
         sfc_integrity: true,
+        certificates: Default::default(),
     }
 }
 
@@ -324,6 +325,7 @@ fn controller_costs(chains: usize, rollouts: usize) -> anyhow::Result<(Vec<Durat
         sa: Default::default(),
         link_protection: false,
         sfc_integrity: false,
+        certificates: Default::default(),
     };
     let spec = zsfc_controller::DomainSpec {
         name: "keying".into(),

@@ -81,6 +81,14 @@ pub(crate) struct InitArgs {
     /// without it (a node that is down must not hold the others' keys back).
     #[arg(long, default_value_t = zsfc_controller::RekeySettings::default().ack_timeout_ms)]
     ack_timeout_ms: u64,
+    /// Lifetime of the nodes', the gateway's and the controller's certificates, in seconds
+    /// (default: the topology's `certificates.node_s`, else 24 h); renewed at two thirds.
+    #[arg(long)]
+    node_certificate_lifetime_s: Option<u64>,
+    /// Lifetime of client certificates, in seconds (default: the topology's
+    /// `certificates.client_s`, else 30 days).
+    #[arg(long)]
+    client_certificate_lifetime_s: Option<u64>,
     /// The database to create.
     #[arg(long)]
     db: PathBuf,
@@ -111,7 +119,11 @@ fn parse_grants(grants: &[String]) -> anyhow::Result<Vec<zsfc_config::GatewayGra
 /// bootstrap tokens (files 0600; give each node only its own token).
 pub(crate) fn init(a: &InitArgs) -> anyhow::Result<bool> {
     let text = std::fs::read_to_string(&a.topology).with_context(|| format!("reading {}", a.topology.display()))?;
-    let topology = zsfc_config::Topology::from_toml(&text).with_context(|| a.topology.display().to_string())?;
+    let mut topology = zsfc_config::Topology::from_toml(&text).with_context(|| a.topology.display().to_string())?;
+    let lifetimes = &mut topology.certificates;
+    lifetimes.node_s = a.node_certificate_lifetime_s.unwrap_or(lifetimes.node_s);
+    lifetimes.client_s = a.client_certificate_lifetime_s.unwrap_or(lifetimes.client_s);
+    lifetimes.check().map_err(|e| anyhow::anyhow!("{e} (--node/--client-certificate-lifetime-s)"))?;
     let spec = zsfc_controller::DomainSpec {
         name: a.name.clone(),
         topology,

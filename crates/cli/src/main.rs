@@ -72,14 +72,27 @@ enum Command {
     Bench(bench::Command),
 }
 
+/// A printing command whose reader went away (`zsfc status | head`) ends quietly, as any Unix
+/// tool does, instead of panicking on the broken pipe: `println!`'s panic on EPIPE ends the
+/// process with 141 (what a shell reports for SIGPIPE), silently. SIGPIPE itself stays ignored, as
+/// Rust sets it: TLS sockets are written with `writev`, which cannot ask for `MSG_NOSIGNAL`, so
+/// with the default action a controller closing a connection first would kill the command
+/// (seen: `zsfc bench keying` killed by SIGPIPE after its last rollout).
+fn quiet_on_closed_stdout() {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let payload = info.payload();
+        let msg = payload.downcast_ref::<String>().map(String::as_str).or(payload.downcast_ref::<&str>().copied());
+        if msg.is_some_and(|m| m.starts_with("failed printing to stdout") && m.contains("Broken pipe")) {
+            std::process::exit(141);
+        }
+        default(info);
+    }));
+}
+
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
-    // A printing command whose reader went away (`zsfc status | head`) ends quietly, as any Unix
-    // tool does, instead of panicking on the broken pipe. Long-running processes keep Rust's
-    // default (a closed socket or pipe is an error they handle).
-    if !matches!(cli.command, Command::Node(_) | Command::Controller(_) | Command::Traffic(_) | Command::Attack(_)) {
-        sigpipe::reset();
-    }
+    quiet_on_closed_stdout();
     let result = match cli.command {
         Command::Demo(a) => demo::run(&a),
         Command::Config(c) => config::run(&c),

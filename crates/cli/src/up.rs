@@ -46,6 +46,13 @@ fn plan(lab: &Lab, file: &Path, state: &State) -> anyhow::Result<LabPlan> {
     lab.plan(&state.dir).map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))
 }
 
+/// A protection the lab file turned off is a warning line on stderr (`zsfc up`, `zsfc run`).
+fn warn(lab: &Lab, file: &Path) {
+    for w in zsfc_lab::warnings(lab) {
+        eprintln!("{}: {w}", file.display());
+    }
+}
+
 /// The `zsfc` binary the lab's node and controller processes run: this one.
 fn this_binary() -> anyhow::Result<PathBuf> {
     std::env::current_exe().context("finding the zsfc binary")
@@ -55,6 +62,7 @@ pub(crate) fn up(a: &UpArgs) -> anyhow::Result<bool> {
     let lab = load(&a.file)?;
     let state = State::new(&a.state_dir, &lab.name);
     plan(&lab, &a.file, &state)?;
+    warn(&lab, &a.file);
     match LabGuard::up(&lab, &a.state_dir, &this_binary()?) {
         Ok(guard) => {
             print!("{}", zsfc_lab::summary(&guard.plan, &guard.state));
@@ -183,6 +191,7 @@ fn print_checks(results: &[Checked]) -> bool {
 pub(crate) fn run(a: &UpArgs) -> anyhow::Result<bool> {
     let lab = load(&a.file)?;
     plan(&lab, &a.file, &State::new(&a.state_dir, &lab.name))?;
+    warn(&lab, &a.file);
     let guard = LabGuard::up(&lab, &a.state_dir, &this_binary()?)
         .map_err(|e| e.context(format!("lab {:?} could not be brought up", lab.name)))?;
     print!("{}", zsfc_lab::summary(&guard.plan, &guard.state));

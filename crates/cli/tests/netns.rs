@@ -232,9 +232,12 @@ fn dropped(report: &str, reason: &str) -> u64 {
 }
 
 /// ingress → sfa [firewall] → sfb [counter] → egress with SFC integrity (and a tenant id), from
-/// static files.
+/// static files. Without link protection: the attacker plays a compromised sfa, which would
+/// hold sfa's link keys too, and `zsfc attack` does not seal link ESP; what is tested is that
+/// the chain key alone does not let it skip an SF or rewrite metadata.
 const INTEGRITY: &str = r#"
 version = 1
+link_protection = false
 sfc_integrity = true
 nodes = [
   { name = "ingress", address = "192.168.78.1:6635", local = { tun = "zsfc0", addresses = ["10.1.0.1/24"] } },

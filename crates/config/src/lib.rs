@@ -23,6 +23,7 @@
 #![forbid(unsafe_code)]
 
 mod build;
+mod certificates;
 pub mod ikeless;
 mod io;
 mod model;
@@ -32,9 +33,21 @@ pub use build::{
     FieldError, MAX_ETHERNET_LANES, chain_spec, check_function, configured_spi, install_chain_key, lane_spi, rule,
     sa_config,
 };
+pub use certificates::{CertificateLifetimes, MAX_CLIENT_LIFETIME_S, MAX_NODE_LIFETIME_S, MIN_LIFETIME_S};
 pub use io::{AttachmentSettings, GatewaySettings, IoSettings, PeerLink, TunSettings, parse_mac};
 pub use model::*;
 pub use topology::*;
 
 /// The configuration format version this build reads and writes.
 pub const VERSION: u32 = 1;
+
+/// serde default of the protections that are on unless a file turns them off
+/// (`link_protection`, `sfc_integrity`): secure by default.
+pub fn on() -> bool {
+    true
+}
+
+/// Whether a protection is on (serialized only when a file turned it off).
+pub fn is_on(v: &bool) -> bool {
+    *v
+}

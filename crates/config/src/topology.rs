@@ -42,14 +42,19 @@ pub struct Topology {
     #[serde(default)]
     pub sa: SaDefaults,
     /// Hop-by-hop authentication: every ordered pair of nodes gets a link SA (AES-GMAC of the
-    /// SA key size, RFC 4543) and every node drops domain packets that are not link ESP.
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    /// SA key size, RFC 4543) and every node drops domain packets that are not link ESP. On
+    /// unless the file says `link_protection = false`.
+    #[serde(default = "crate::on", skip_serializing_if = "crate::is_on")]
     pub link_protection: bool,
     /// SFC integrity: every chain's NSH carries an RFC 9145 MAC over labels and NSH, the
     /// encrypted subscriber id and (with SFs) a proof of transit; one chain key per chain, held
-    /// by its classifier, its SF nodes and its end; every node drops unprotected packets.
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    /// by its classifier, its SF nodes and its end; every node drops unprotected packets. On
+    /// unless the file says `sfc_integrity = false`.
+    #[serde(default = "crate::on", skip_serializing_if = "crate::is_on")]
     pub sfc_integrity: bool,
+    /// How long the certificates of the domain's nodes and clients live.
+    #[serde(default, skip_serializing_if = "crate::CertificateLifetimes::is_default")]
+    pub certificates: crate::CertificateLifetimes,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -177,6 +182,7 @@ impl Topology {
         if self.nodes.is_empty() {
             return Err(bad("nodes", "at least one node is needed"));
         }
+        self.certificates.check()?;
         let node_ix = index(self.nodes.iter().map(|n| n.name.as_str()), "nodes")?;
         let ep_ix = index(self.endpoints.iter().map(|e| e.name.as_str()), "endpoints")?;
         let sf_ix = index(self.sfs.iter().map(|s| s.name.as_str()), "sfs")?;

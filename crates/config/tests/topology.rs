@@ -12,6 +12,28 @@ use zsfc_sim::{ClientSide, FakeEchoService, Sim, SimNode};
 /// The example in `examples/`, so that it cannot drift from what is tested.
 const TOPOLOGY: &str = include_str!("../../../examples/inmemory-topology.toml");
 
+/// The in-memory topology with both protections off (each test turns on what it tests).
+fn plain_topology() -> Topology {
+    let mut t = Topology::from_toml(TOPOLOGY).unwrap();
+    (t.link_protection, t.sfc_integrity) = (false, false);
+    t
+}
+
+#[test]
+fn protections_are_on_unless_a_file_turns_them_off() {
+    let t = Topology::from_toml(TOPOLOGY).unwrap();
+    assert!(t.link_protection && t.sfc_integrity, "secure by default");
+    let off = TOPOLOGY.replacen("version = 1", "version = 1\nlink_protection = false\nsfc_integrity = false", 1);
+    let t = Topology::from_toml(&off).unwrap();
+    assert!(!t.link_protection && !t.sfc_integrity);
+    // Written back, an off protection stays off (and an on one needs no line).
+    let again = Topology::from_toml(&toml::to_string(&t).unwrap()).unwrap();
+    assert!(!again.link_protection && !again.sfc_integrity);
+    for c in Topology::from_toml(TOPOLOGY).unwrap().compile().unwrap() {
+        assert!(c.settings.link_auth && c.settings.sfc_integrity, "{}", c.name);
+    }
+}
+
 fn sim_of(cfgs: &[NodeConfig]) -> Sim {
     let nodes = cfgs
         .iter()
@@ -31,7 +53,7 @@ fn sim_of(cfgs: &[NodeConfig]) -> Sim {
 
 #[test]
 fn compiled_domain_carries_traffic_both_ways_through_nat() {
-    let cfgs = Topology::from_toml(TOPOLOGY).unwrap().compile().unwrap();
+    let cfgs = plain_topology().compile().unwrap();
     let mut sim = sim_of(&cfgs);
     let flow = Flow::udp("10.1.0.9", 5000, "10.9.0.1", 53);
     for i in 0..20u32 {
@@ -52,7 +74,7 @@ fn compiled_domain_carries_traffic_both_ways_through_nat() {
 
 #[test]
 fn one_sa_per_encrypting_hop_and_no_key_at_a_non_intrusive_node() {
-    let cfgs = Topology::from_toml(TOPOLOGY).unwrap().compile().unwrap();
+    let cfgs = plain_topology().compile().unwrap();
     let by = |n: &str| cfgs.iter().find(|c| c.name == n).unwrap();
     // to-web: ingress -> firewall -> dpi (both node-a) -> counter (obs) -> nat (node-b) -> egress
     // SAs: ingress->a, a(fw)->a(dpi), a(dpi)->b, b->egress; from-web: egress->b, b->ingress.
@@ -75,7 +97,7 @@ fn one_sa_per_encrypting_hop_and_no_key_at_a_non_intrusive_node() {
 
 #[test]
 fn compiles_again_with_fresh_keys() {
-    let t = Topology::from_toml(TOPOLOGY).unwrap();
+    let t = plain_topology();
     let (a, b) = (t.compile().unwrap(), t.compile().unwrap());
     assert_ne!(a[0].outbound_sas[0].sa.keymat, b[0].outbound_sas[0].sa.keymat);
     assert_eq!(a[0].outbound_sas[0].sa.spi, b[0].outbound_sas[0].sa.spi);
@@ -142,8 +164,10 @@ fn deployment_topology() -> String {
 fn the_deployment_guide_compiles_into_ready_to_run_node_files() {
     let cfgs = Topology::from_toml(&deployment_topology()).unwrap().compile().unwrap();
     assert_eq!(cfgs.iter().map(|c| c.name.as_str()).collect::<Vec<_>>(), vec!["ingress", "sf-1", "egress"]);
-    let sas: usize = cfgs.iter().map(|c| c.outbound_sas.len()).sum();
-    assert_eq!(sas, 3, "ingress->sf-1, sf-1->egress, egress->ingress");
+    // Payload SAs (those no link uses): one per encrypting hop; link SAs: one per ordered pair.
+    let payload = |c: &NodeConfig| c.outbound_sas.iter().filter(|o| c.links.iter().all(|l| l.sa != o.index)).count();
+    assert_eq!(cfgs.iter().map(payload).sum::<usize>(), 3, "ingress->sf-1, sf-1->egress, egress->ingress");
+    assert!(cfgs.iter().all(|c| c.settings.link_auth && c.settings.sfc_integrity && c.links.len() == 2));
     for c in &cfgs {
         let again = NodeConfig::from_toml(&c.to_toml().unwrap()).unwrap();
         again.check().unwrap();
@@ -170,7 +194,7 @@ fn the_deployment_guide_compiles_into_ready_to_run_node_files() {
 }
 
 fn protected() -> Vec<NodeConfig> {
-    let mut t = Topology::from_toml(TOPOLOGY).unwrap();
+    let mut t = plain_topology();
     t.link_protection = true;
     t.compile().unwrap()
 }
@@ -217,7 +241,7 @@ fn a_protected_domain_carries_traffic_and_refuses_unprotected_packets() {
     assert_eq!(sim.local::<FakeEchoService>(4).unwrap().received.len(), 10);
     assert_eq!(sim.local::<ClientSide>(0).unwrap().received.len(), 10);
     // The same packet as the unprotected domain would carry it: labels, then ESP.
-    let plain = Topology::from_toml(TOPOLOGY).unwrap().compile().unwrap();
+    let plain = plain_topology().compile().unwrap();
     let mut ingress = plain[0].build(Instant::from_secs(1)).unwrap();
     let pkt = zsfc_wire::PacketBuf::from_slice(&packets::build(&flow, 1, b"forged"));
     let zsfc_dataplane::Verdict::Forward(_, b) = ingress.handle_local(Instant::from_secs(1), pkt) else {
@@ -229,7 +253,7 @@ fn a_protected_domain_carries_traffic_and_refuses_unprotected_packets() {
 }
 
 fn integrity() -> Vec<NodeConfig> {
-    let mut t = Topology::from_toml(TOPOLOGY).unwrap();
+    let mut t = plain_topology();
     t.sfc_integrity = true;
     t.compile().unwrap()
 }
@@ -346,7 +370,7 @@ fn a_hop_that_skips_an_sf_or_changes_the_nsh_is_caught_by_the_mac_the_origin_or_
     let late = now + core::time::Duration::from_secs(3);
     assert_eq!(dropped(n[2].handle_from_domain(late, copy(&at_obs))), DropReason::SfcStale);
     // A node that requires integrity refuses a packet without an NSH MAC.
-    let plain = Topology::from_toml(TOPOLOGY).unwrap().compile().unwrap();
+    let plain = plain_topology().compile().unwrap();
     let mut ingress = plain[0].build(now).unwrap();
     let b = forwarded(ingress.handle_local(now, PacketBuf::from_slice(&packets::build(&flow, 2, b"x"))), 1);
     assert_eq!(dropped(n[1].handle_from_domain(now, b)), DropReason::SfcIntegrityMissing);
@@ -354,7 +378,7 @@ fn a_hop_that_skips_an_sf_or_changes_the_nsh_is_caught_by_the_mac_the_origin_or_
 
 #[test]
 fn a_node_configuration_can_forget_every_key_it_held() {
-    let mut t = Topology::from_toml(TOPOLOGY).unwrap();
+    let mut t = plain_topology();
     (t.sfc_integrity, t.link_protection) = (true, true);
     for mut cfg in t.compile().unwrap() {
         assert!(cfg.outbound_sas.iter().all(|o| !o.sa.keymat.0.is_empty()), "{}: keys before", cfg.name);

@@ -23,6 +23,8 @@ pub enum Kind {
     Start,
     /// An administrative role bound to a key on a hardware token.
     RoleKey,
+    /// A certificate renewed by its holder.
+    Renew,
 }
 
 impl Kind {
@@ -36,6 +38,7 @@ impl Kind {
             Self::Notification => "notification",
             Self::Start => "start",
             Self::RoleKey => "role-key",
+            Self::Renew => "renew",
         }
     }
 }

@@ -11,6 +11,8 @@ pub struct Client {
     address: String,
     server_name: rustls_pki_types::ServerName<'static>,
     tls: tokio_rustls::TlsConnector,
+    /// The client certificate of a PEM identity, replaceable (renewal; shared by every clone).
+    slot: Option<Arc<zsfc_identity::CertSlot>>,
 }
 
 impl core::fmt::Debug for Client {
@@ -65,15 +67,16 @@ impl Client {
         for c in rustls_pki_types::CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {
             roots.add(c?)?;
         }
-        let b = rustls::ClientConfig::builder_with_provider(provider)
+        let b = rustls::ClientConfig::builder_with_provider(provider.clone())
             .with_protocol_versions(&[&rustls::version::TLS13])?
             .with_root_certificates(roots);
+        let mut slot = None;
         let cfg = match identity {
             Identity::Anonymous => b.with_no_client_auth(),
             Identity::Pem { cert, key } => {
-                let chain =
-                    rustls_pki_types::CertificateDer::pem_slice_iter(cert.as_bytes()).collect::<Result<_, _>>()?;
-                b.with_client_auth_cert(chain, rustls_pki_types::PrivateKeyDer::from_pem_slice(key.as_bytes())?)?
+                let s = zsfc_identity::CertSlot::new(provider.clone(), cert, key)?;
+                slot = Some(s.clone());
+                b.with_client_cert_resolver(s)
             }
             Identity::Token { cert, key } => b.with_client_cert_resolver(crate::token::resolver(cert, key.clone())?),
         };
@@ -81,7 +84,15 @@ impl Client {
             address: address.to_owned(),
             server_name: rustls_pki_types::ServerName::try_from(server_name.to_owned())?,
             tls: tokio_rustls::TlsConnector::from(Arc::new(cfg)),
+            slot,
         })
+    }
+
+    /// Presents `cert` and `key` from the next connection on (a renewed certificate), in this
+    /// client and every clone of it. Only a client with a PEM identity has one to replace.
+    pub fn renew(&self, cert: &str, key: &str) -> anyhow::Result<()> {
+        let slot = self.slot.as_ref().ok_or_else(|| anyhow::anyhow!("this client has no certificate to renew"))?;
+        Ok(slot.replace(cert, key)?)
     }
 
     /// One request on its own connection, bounded by `timeout`.

@@ -26,6 +26,7 @@ pub const OPENAPI: &str = include_str!("../../../docs/controller-openapi.json");
 /// Every route: method, path as the OpenAPI document writes it, and its handler.
 pub const API_ROUTES: &[(&str, &str)] = &[
     ("post", "/restconf/operations/zsfc:enrol"),
+    ("post", "/restconf/operations/zsfc:renew"),
     ("get", "/restconf/data/zsfc:nodes/node={node}/desired"),
     ("post", "/restconf/operations/zsfc:ack"),
     ("post", "/restconf/operations/ietf-i2nsf-ikeless:sadb-expire"),
@@ -200,6 +201,31 @@ async fn enrol(State(ctl): Ctl, Extension(peer): Extension<Peer>, body: Bytes) -
         let i: EnrolInput = input(&body, "zsfc:input")?;
         let cert = ctl.enrol(&i.node, &i.token, &i.csr, &peer.addr.to_string())?;
         Ok(serde_json::json!({"zsfc:output": {"certificate": cert, "ca": ctl.ca.pem()}}))
+    })();
+    r.map_or_else(|e: Refusal| error(&e), ok)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RenewInput {
+    /// `node` (the caller's own certificate) or `gateway` (the gateway it runs).
+    #[serde(rename = "for")]
+    what: crate::Renewal,
+    csr: String,
+}
+
+/// A node renews its certificate (or its gateway's) with its current, valid one: only a node
+/// may, only for itself (an administrative role acting for a node may not).
+async fn renew(State(ctl): Ctl, Extension(peer): Extension<Peer>, body: Bytes) -> Response {
+    let r = (|| {
+        let node = require(&ctl, &peer, peer.node_name(), Admin::ActForNode, "renew a certificate")?;
+        if peer.node_name().is_none() {
+            ctl.audit(Kind::Refused, &node, &format!("certificate renewal from {}: not a node", peer.addr));
+            return Err(Refusal::new(403, "access-denied", "only a node renews its certificates"));
+        }
+        let i: RenewInput = input(&body, "zsfc:input")?;
+        let cert = ctl.renew(&node, i.what, &i.csr, &peer.addr.to_string())?;
+        Ok(serde_json::json!({"zsfc:output": {"certificate": cert}}))
     })();
     r.map_or_else(|e: Refusal| error(&e), ok)
 }
@@ -459,6 +485,7 @@ fn router(ctl: Arc<Controller>) -> Router {
         let axum_path = path.replace("node={node}", "{key}").replace("chain={name}", "{key}");
         let route = match (method, path) {
             (_, "/restconf/operations/zsfc:enrol") => post(enrol),
+            (_, "/restconf/operations/zsfc:renew") => post(renew),
             (_, "/restconf/data/zsfc:nodes/node={node}/desired") => get(desired),
             (_, "/restconf/operations/zsfc:ack") => post(ack),
             (_, "/restconf/operations/ietf-i2nsf-ikeless:sadb-expire") => post(sadb_expire),
@@ -544,7 +571,53 @@ impl HandshakeFailures {
     }
 }
 
-fn server_tls(ctl: &Controller, cert: &str, key: &str) -> anyhow::Result<rustls::ServerConfig> {
+/// The controller's server certificate: issued by its CA when the listener starts and again at
+/// the first handshake after two thirds of its life (the nodes' certificate lifetime) have
+/// passed. Its key is never written.
+#[derive(Debug)]
+struct OwnCertificate {
+    ctl: Arc<Controller>,
+    server_name: String,
+    slot: Arc<zsfc_identity::CertSlot>,
+    renew_at: std::sync::Mutex<std::time::SystemTime>,
+}
+
+impl OwnCertificate {
+    fn issue(ctl: &Controller, server_name: &str) -> anyhow::Result<(String, Zeroizing<String>, crate::pki::Validity)> {
+        let v = crate::pki::Validity::from_now(ctl.domain().topology.certificates.node());
+        let id = Identity::controller(&ctl.domain().name)?;
+        let (cert, key) = ctl.ca.issue(&id, &[server_name.to_owned()], &[], v)?;
+        Ok((cert, key, v))
+    }
+
+    fn new(
+        ctl: Arc<Controller>,
+        server_name: &str,
+        provider: Arc<rustls::crypto::CryptoProvider>,
+    ) -> anyhow::Result<Self> {
+        let (cert, key, v) = Self::issue(&ctl, server_name)?;
+        let slot = zsfc_identity::CertSlot::new(provider, &cert, &key)?;
+        Ok(Self { ctl, server_name: server_name.to_owned(), slot, renew_at: std::sync::Mutex::new(v.renew_at()) })
+    }
+}
+
+impl rustls::server::ResolvesServerCert for OwnCertificate {
+    fn resolve(&self, _hello: rustls::server::ClientHello<'_>) -> Option<Arc<rustls::sign::CertifiedKey>> {
+        let mut at = self.renew_at.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if std::time::SystemTime::now() >= *at {
+            let renewed = Self::issue(&self.ctl, &self.server_name)
+                .and_then(|(cert, key, v)| Ok(self.slot.replace(&cert, &key).map(|()| v)?));
+            match renewed {
+                Ok(v) => *at = v.renew_at(),
+                // The current certificate serves until it expires; the next handshake tries again.
+                Err(e) => eprintln!("zsfc controller: renewing its server certificate: {e:#}"),
+            }
+        }
+        Some(self.slot.current())
+    }
+}
+
+fn server_tls(ctl: &Arc<Controller>, server_name: &str) -> anyhow::Result<rustls::ServerConfig> {
     use rustls_pki_types::pem::PemObject;
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
     let mut roots = rustls::RootCertStore::empty();
@@ -552,17 +625,16 @@ fn server_tls(ctl: &Controller, cert: &str, key: &str) -> anyhow::Result<rustls:
     let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
         .allow_unauthenticated()
         .build()?;
-    let chain = vec![rustls_pki_types::CertificateDer::from_pem_slice(cert.as_bytes())?];
-    let key = rustls_pki_types::PrivateKeyDer::from_pem_slice(key.as_bytes())?;
+    let own = OwnCertificate::new(ctl.clone(), server_name, provider.clone())?;
     Ok(rustls::ServerConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13])?
         .with_client_cert_verifier(verifier)
-        .with_single_cert(chain, key)?)
+        .with_cert_resolver(Arc::new(own)))
 }
 
 /// Serves the API on `listener` until the process ends, to nodes and administrative roles
-/// alike. The server certificate is issued now by the domain CA for `server_name` (its key is
-/// never written).
+/// alike. The server certificate is issued by the domain CA for `server_name` and renewed on
+/// its own ([`OwnCertificate`]; its key is never written).
 pub async fn serve(ctl: Arc<Controller>, listener: tokio::net::TcpListener, server_name: &str) -> anyhow::Result<()> {
     serve_plane(ctl, listener, server_name, Plane::All).await
 }
@@ -575,9 +647,7 @@ pub async fn serve_plane(
     server_name: &str,
     plane: Plane,
 ) -> anyhow::Result<()> {
-    let (cert, key) = ctl.ca.issue(&Identity::controller(&ctl.domain().name)?, &[server_name.to_owned()], &[])?;
-    let tls = tokio_rustls::TlsAcceptor::from(Arc::new(server_tls(&ctl, &cert, &key)?));
-    drop(key);
+    let tls = tokio_rustls::TlsAcceptor::from(Arc::new(server_tls(&ctl, server_name)?));
     let app = router(ctl.clone());
     let limits = ctl.domain().api;
     let limiter = crate::limit::Limiter::new(limits);

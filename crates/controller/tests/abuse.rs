@@ -26,7 +26,7 @@ fn audit_rows(r: &Running, sql_where: &str) -> Vec<String> {
 async fn a_node_cannot_acknowledge_what_it_was_never_pushed_or_flood_the_audit_log() {
     let (r, ca) = start_with(domain()).await;
     let node = r.tokens[0].0.clone();
-    let (cert, key) = ca.issue(&typed(Kind::Node, &node), &[], &[]).unwrap();
+    let (cert, key) = ca.issue(&typed(Kind::Node, &node), &[], &[], common::hour()).unwrap();
     let c = Client::new(&r.addr, "controller", &r.ca, Some((&cert, &key))).unwrap();
     let ack = |version: u64, error: Option<String>| {
         let body = serde_json::json!({"zsfc:input": {"node": node, "version": version, "error": error}});
@@ -78,7 +78,7 @@ async fn anonymous_tls(r: &Running) -> tokio_rustls::client::TlsStream<tokio::ne
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_oversized_body_is_answered_413() {
     let (r, ca) = start_with(domain()).await;
-    let (cert, key) = ca.issue(&typed(Kind::Role, "operator"), &[], &[]).unwrap();
+    let (cert, key) = ca.issue(&typed(Kind::Role, "operator"), &[], &[], common::hour()).unwrap();
     let c = Client::new(&r.addr, "controller", &r.ca, Some((&cert, &key))).unwrap();
     let big = vec![b' '; 3 << 20];
     let reply = c.request("PUT", "/restconf/data/zsfc:domain/grants", Some(big), T).await.unwrap();

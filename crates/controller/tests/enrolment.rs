@@ -88,6 +88,8 @@ async fn a_configured_period_rekeys_the_domain_on_its_own() {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("c.db");
     let mut d = domain();
+    // The SPI arithmetic below counts payload SAs only.
+    (d.topology.link_protection, d.topology.sfc_integrity) = (false, false);
     // Nobody acknowledges here: each step waits 50 ms, a rollout takes well under the period.
     d.rekey = zsfc_controller::RekeySettings { period_s: 1, grace_ms: 0, ack_timeout_ms: 50 };
     Controller::init(&db, &d).unwrap();
@@ -138,6 +140,8 @@ async fn a_connection_flood_is_cut_before_tls_and_audited_once() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn each_administrative_role_may_do_its_own_part_only() {
     let mut d = domain();
+    // The SPI arithmetic below counts payload SAs only.
+    (d.topology.link_protection, d.topology.sfc_integrity) = (false, false);
     // Nobody acknowledges here: rollouts go on after 50 ms per step.
     d.rekey = zsfc_controller::RekeySettings { period_s: 0, grace_ms: 0, ack_timeout_ms: 50 };
     let (r, ca) = start_with(d).await;
@@ -151,7 +155,7 @@ async fn each_administrative_role_may_do_its_own_part_only() {
     ];
     let mut refusals = 0;
     for role in Role::ALL {
-        let (cert, key) = ca.issue(&typed(Kind::Role, role.name()), &[], &[]).unwrap();
+        let (cert, key) = ca.issue(&typed(Kind::Role, role.name()), &[], &[], common::hour()).unwrap();
         let client = Client::new(&r.addr, "controller", &r.ca, Some((&cert, &key))).unwrap();
         // read, rekey, change the policy, change a chain
         let allowed = match role {
@@ -194,9 +198,9 @@ async fn a_role_bound_to_a_key_acts_only_with_that_key() {
     d.rekey = zsfc_controller::RekeySettings { period_s: 0, grace_ms: 0, ack_timeout_ms: 50 };
     let (r, ca) = start_with(d).await;
     let client = |cert: &str, key: &str| Client::new(&r.addr, "controller", &r.ca, Some((cert, key))).unwrap();
-    let (op_cert, op_key) = ca.issue(&typed(Kind::Role, "operator"), &[], &[]).unwrap();
+    let (op_cert, op_key) = ca.issue(&typed(Kind::Role, "operator"), &[], &[], common::hour()).unwrap();
     let operator = client(&op_cert, &op_key);
-    let (old_cert, old_key) = ca.issue(&typed(Kind::Role, "operator-keys"), &[], &[]).unwrap();
+    let (old_cert, old_key) = ca.issue(&typed(Kind::Role, "operator-keys"), &[], &[], common::hour()).unwrap();
     let old = client(&old_cert, &old_key);
     let rekey = |c: Client| async move {
         c.request("POST", "/restconf/operations/zsfc:rekey", None, Duration::from_secs(30)).await.unwrap().status
@@ -231,7 +235,7 @@ async fn a_role_bound_to_a_key_acts_only_with_that_key() {
     let v: serde_json::Value = serde_json::from_slice(&status.body).unwrap();
     assert_eq!(v["zsfc:domain"]["roles-on-tokens"], serde_json::json!(["operator-keys"]));
     // Other roles keep their files.
-    let (aud_cert, aud_key) = ca.issue(&typed(Kind::Role, "auditor"), &[], &[]).unwrap();
+    let (aud_cert, aud_key) = ca.issue(&typed(Kind::Role, "auditor"), &[], &[], common::hour()).unwrap();
     let aud = client(&aud_cert, &aud_key);
     assert_eq!(aud.request("GET", "/restconf/data/zsfc:domain", None, T).await.unwrap().status, 200);
 
@@ -252,7 +256,7 @@ async fn sf_drops_go_from_the_reporting_node_to_the_gateways_node_only() {
     d.gateway_node = Some("ingress".into());
     let (r, ca) = start_with(d).await;
     let node = |name: &str| {
-        let (cert, key) = ca.issue(&typed(Kind::Node, name), &[], &[]).unwrap();
+        let (cert, key) = ca.issue(&typed(Kind::Node, name), &[], &[], common::hour()).unwrap();
         Client::new(&r.addr, "controller", &r.ca, Some((&cert, &key))).unwrap()
     };
     let (sf, gw) = (node("node-a"), node("ingress"));
@@ -310,7 +314,7 @@ async fn each_plane_has_a_listener_of_its_own() {
     tokio::spawn(zsfc_controller::serve_plane(r.ctl.clone(), listener, "controller", Plane::Nodes));
     let at = |addr: &str, name: &str| {
         let kind = if Role::of(name).is_some() { Kind::Role } else { Kind::Node };
-        let (cert, key) = ca.issue(&typed(kind, name), &[], &[]).unwrap();
+        let (cert, key) = ca.issue(&typed(kind, name), &[], &[], common::hour()).unwrap();
         Client::new(addr, "controller", &r.ca, Some((&cert, &key))).unwrap()
     };
     let domain = "/restconf/data/zsfc:domain";
@@ -348,7 +352,7 @@ async fn each_plane_has_a_listener_of_its_own() {
 async fn a_client_named_like_a_node_or_a_role_acts_as_neither() {
     let (r, ca) = start_with(domain()).await;
     let with = |id: Identity| {
-        let (cert, key) = ca.issue(&id, &[], &[]).unwrap();
+        let (cert, key) = ca.issue(&id, &[], &[], common::hour()).unwrap();
         Client::new(&r.addr, "controller", &r.ca, Some((&cert, &key))).unwrap()
     };
     let get = |c: Client, path: String| async move { c.request("GET", &path, None, T).await.unwrap() };

@@ -10,7 +10,7 @@
 //! while ([`Blocking`], seed 004 REQ11): refused outright, before any further TLS or policy work.
 #![forbid(unsafe_code)]
 
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject};
+use rustls::pki_types::{CertificateDer, pem::PemObject};
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -18,7 +18,7 @@ use std::sync::mpsc::Sender;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 use zsfc_dataplane::ChainId;
-use zsfc_identity::{Identity, Kind as IdKind};
+use zsfc_identity::{CertSlot, Identity, Kind as IdKind};
 
 pub mod http;
 mod limits;
@@ -122,12 +122,13 @@ pub enum GatewayError {
 
 /// Builds the TLS 1.3 server configuration with mandatory client certificates from `ca`, and
 /// returns it with the trust domain of the gateway's own certificate (which must name a
-/// gateway: `spiffe://DOMAIN/gateway/NAME`); clients must be of that domain.
+/// gateway: `spiffe://DOMAIN/gateway/NAME`; clients must be of that domain) and the slot that
+/// holds that certificate (renewal replaces it: [`Gateway::renew_certificate`]).
 pub fn server_config(
     ca: &PathBuf,
     cert: &PathBuf,
     key: &PathBuf,
-) -> Result<(rustls::ServerConfig, String), GatewayError> {
+) -> Result<(rustls::ServerConfig, String, Arc<CertSlot>), GatewayError> {
     let pem_err = |path: &PathBuf| {
         let path = path.clone();
         move |e: rustls::pki_types::pem::Error| GatewayError::Pem { path, why: e.to_string() }
@@ -139,29 +140,35 @@ pub fn server_config(
     if roots.is_empty() {
         return Err(GatewayError::Pem { path: ca.clone(), why: "no certificate in the file".into() });
     }
-    let chain: Vec<CertificateDer<'static>> =
-        CertificateDer::pem_file_iter(cert).map_err(pem_err(cert))?.collect::<Result<_, _>>().map_err(pem_err(cert))?;
-    let own = chain.first().map(|c| Identity::of_certificate(c));
-    let domain = match own {
-        Some(Ok(id)) if id.kind() == IdKind::Gateway => id.domain().to_owned(),
-        Some(Ok(id)) => {
-            return Err(GatewayError::Pem { path: cert.clone(), why: format!("names {id}, not a gateway") });
-        }
-        Some(Err(e)) => return Err(GatewayError::Pem { path: cert.clone(), why: e.to_string() }),
-        None => return Err(GatewayError::Pem { path: cert.clone(), why: "no certificate in the file".into() }),
+    let read = |path: &PathBuf| {
+        std::fs::read_to_string(path).map_err(|e| GatewayError::Pem { path: path.clone(), why: e.to_string() })
     };
-    let key = PrivateKeyDer::from_pem_file(key).map_err(pem_err(key))?;
+    let (cert_pem, key_pem) = (read(cert)?, zeroize::Zeroizing::new(read(key)?));
+    let domain = gateway_domain(&cert_pem).map_err(|why| GatewayError::Pem { path: cert.clone(), why })?;
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let slot = CertSlot::new(provider.clone(), &cert_pem, &key_pem)
+        .map_err(|e| GatewayError::Pem { path: key.clone(), why: e.to_string() })?;
     let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
         .build()
         .map_err(|e| GatewayError::Tls(e.to_string()))?;
-    rustls::ServerConfig::builder_with_provider(provider)
+    let config = rustls::ServerConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13])
         .map_err(|e| GatewayError::Tls(e.to_string()))?
         .with_client_cert_verifier(verifier)
-        .with_single_cert(chain, key)
-        .map(|c| (c, domain))
-        .map_err(|e| GatewayError::Tls(e.to_string()))
+        .with_cert_resolver(slot.clone());
+    Ok((config, domain, slot))
+}
+
+/// The trust domain of a gateway's certificate (PEM), which must name a gateway.
+fn gateway_domain(cert_pem: &str) -> Result<String, String> {
+    let first = CertificateDer::pem_slice_iter(cert_pem.as_bytes()).next();
+    match first.map(|c| c.map(|c| Identity::of_certificate(&c))) {
+        Some(Ok(Ok(id))) if id.kind() == IdKind::Gateway => Ok(id.domain().to_owned()),
+        Some(Ok(Ok(id))) => Err(format!("names {id}, not a gateway")),
+        Some(Ok(Err(e))) => Err(e.to_string()),
+        Some(Err(e)) => Err(e.to_string()),
+        None => Err("no certificate in the file".into()),
+    }
 }
 
 /// The client a verified certificate names: its SPIFFE ID must be `client/NAME` of `domain`;
@@ -191,6 +198,9 @@ pub fn request_target(head: &[u8]) -> Option<String> {
 fn handshake_refusal(e: &std::io::Error) -> Refusal {
     match e.get_ref().and_then(|i| i.downcast_ref::<rustls::Error>()) {
         Some(rustls::Error::NoCertificatesPresented) => Refusal::NoCertificate,
+        Some(rustls::Error::InvalidCertificate(
+            rustls::CertificateError::Expired | rustls::CertificateError::ExpiredContext { .. },
+        )) => Refusal::CertificateExpired,
         Some(rustls::Error::InvalidCertificate(_)) => Refusal::UntrustedCertificate,
         _ => Refusal::HandshakeFailed,
     }
@@ -202,6 +212,7 @@ pub struct Gateway {
     pub local_addr: SocketAddr,
     policy: Arc<RwLock<Arc<Policy>>>,
     shared: Arc<Shared>,
+    certificate: Arc<CertSlot>,
 }
 
 impl core::fmt::Debug for Gateway {
@@ -211,6 +222,15 @@ impl core::fmt::Debug for Gateway {
 }
 
 impl Gateway {
+    /// Presents `cert_pem` and `key_pem` from the next handshake on (a renewed certificate);
+    /// refused unless it names a gateway of this gateway's domain. Open connections go on.
+    pub fn renew_certificate(&self, cert_pem: &str, key_pem: &str) -> Result<(), String> {
+        match gateway_domain(cert_pem)? {
+            d if d == self.shared.domain => self.certificate.replace(cert_pem, key_pem).map_err(|e| e.to_string()),
+            d => Err(format!("the certificate is of domain {d:?}, not {:?}", self.shared.domain)),
+        }
+    }
+
     /// Replaces the policy (a push from the controller); connections accepted from now on are
     /// decided by it, open ones keep their chain.
     pub fn set_policy(&self, policy: Policy) {
@@ -248,7 +268,7 @@ impl Gateway {
 /// thread of its own. Flow entries go to every packet loop (one per worker lane) through
 /// `control`.
 pub fn start(settings: GatewaySettings, control: Vec<Sender<Control>>) -> Result<Gateway, GatewayError> {
-    let (tls, domain) = server_config(&settings.ca, &settings.cert, &settings.key)?;
+    let (tls, domain, certificate) = server_config(&settings.ca, &settings.cert, &settings.key)?;
     let tls = Arc::new(tls);
     let listener = std::net::TcpListener::bind(settings.listen)
         .map_err(|source| GatewayError::Listen { addr: settings.listen, source })?;
@@ -291,7 +311,7 @@ pub fn start(settings: GatewaySettings, control: Vec<Sender<Control>>) -> Result
             }
         });
     })?;
-    Ok(Gateway { stats, local_addr, policy, shared: handle })
+    Ok(Gateway { stats, local_addr, policy, shared: handle, certificate })
 }
 
 struct Shared {

@@ -74,9 +74,13 @@ impl Policy {
 pub enum Refusal {
     /// The client presented no certificate.
     NoCertificate,
-    /// The client's certificate does not verify against the domain CA (another CA, expired,
-    /// wrong usage).
+    /// The client's certificate does not verify against the domain CA (another CA, wrong
+    /// usage, not yet valid).
     UntrustedCertificate,
+    /// The client's certificate is past its validity (issue 17: client certificates live as
+    /// long as the operator chose, then the client needs a new one). The validity is checked
+    /// before the issuer, so an expired certificate of another CA is refused this way too.
+    CertificateExpired,
     /// Any other handshake failure (not TLS, TLS 1.2 only, timeout).
     HandshakeFailed,
     /// The certificate verified but names no usable identity (no single SPIFFE URI SAN of
@@ -121,11 +125,12 @@ pub(crate) enum Culprit {
 }
 
 impl Refusal {
-    pub const ALL: [Refusal; 16] = [
+    pub const ALL: [Refusal; 17] = [
         Refusal::SourceRateLimited,
         Refusal::IdentityRateLimited,
         Refusal::NoCertificate,
         Refusal::UntrustedCertificate,
+        Refusal::CertificateExpired,
         Refusal::HandshakeFailed,
         Refusal::NoIdentity,
         Refusal::NotAClient,
@@ -144,6 +149,7 @@ impl Refusal {
         match self {
             Refusal::NoCertificate => "no_certificate",
             Refusal::UntrustedCertificate => "untrusted_certificate",
+            Refusal::CertificateExpired => "certificate_expired",
             Refusal::HandshakeFailed => "handshake_failed",
             Refusal::NoIdentity => "no_identity",
             Refusal::NotAClient => "not_a_client",
@@ -167,9 +173,8 @@ impl Refusal {
     pub(crate) fn culprit(self) -> Option<Culprit> {
         use Refusal::*;
         match self {
-            NoCertificate | UntrustedCertificate | HandshakeFailed | NoIdentity | NotAClient | SourceRateLimited => {
-                Some(Culprit::Source)
-            }
+            NoCertificate | UntrustedCertificate | CertificateExpired | HandshakeFailed | NoIdentity | NotAClient
+            | SourceRateLimited => Some(Culprit::Source),
             NoServerName | UnknownService | NotAllowed | NoHttpRequest | PathNotAllowed | IdentityRateLimited => {
                 Some(Culprit::Identity)
             }

@@ -19,6 +19,9 @@
 //! letters, digits, `.`, `-`, `_`, neither `.` nor `..`).
 #![forbid(unsafe_code)]
 
+mod slot;
+pub use slot::{CertSlot, SlotError};
+
 use std::fmt;
 
 /// What a certificate's holder is.

@@ -8,7 +8,7 @@ use crate::state::State;
 use anyhow::Context;
 use std::net::IpAddr;
 use std::path::Path;
-use zsfc_controller::pki::{Ca, write_private};
+use zsfc_controller::pki::{Ca, Validity, write_private};
 use zsfc_identity::{Identity, Kind};
 
 pub(crate) fn build(lab: &Lab, plan: &LabPlan, state: &State, ns: &mut Namespaces, bin: &Path) -> anyhow::Result<()> {
@@ -348,17 +348,18 @@ fn make_pki(plan: &LabPlan, state: &State, ca: &Ca) -> anyhow::Result<()> {
     let id = |kind, name: &str| Identity::new(&plan.name, kind, name);
     let gw_ip: IpAddr = plan.gateway.address.into();
     let gateway = id(Kind::Gateway, &plan.nodes[plan.gateway.node].name)?;
-    let (cert, key) = ca.issue(&gateway, &plan.gateway.server_names, &[gw_ip])?;
+    let lifetimes = plan.topology.certificates;
+    let (cert, key) = ca.issue(&gateway, &plan.gateway.server_names, &[gw_ip], Validity::from_now(lifetimes.node()))?;
     std::fs::write(pki.join("gateway.pem"), cert)?;
     write_private(&pki.join("gateway.key"), key.as_bytes())?;
     // Same names from a CA nobody trusts: what a client from elsewhere would present.
     let outsider = Ca::new(&format!("zsfc {} outsider CA", plan.name))?;
     for c in &plan.clients {
         let client = id(Kind::Client, &c.name)?;
-        let (cert, key) = ca.issue(&client, &[], &[])?;
+        let (cert, key) = ca.issue(&client, &[], &[], Validity::from_now(lifetimes.client()))?;
         std::fs::write(pki.join("clients").join(format!("{}.pem", c.name)), cert)?;
         write_private(&pki.join("clients").join(format!("{}.key", c.name)), key.as_bytes())?;
-        let (cert, key) = outsider.issue(&client, &[], &[])?;
+        let (cert, key) = outsider.issue(&client, &[], &[], Validity::from_now(lifetimes.client()))?;
         std::fs::write(pki.join("outsider").join(format!("{}.pem", c.name)), cert)?;
         write_private(&pki.join("outsider").join(format!("{}.key", c.name)), key.as_bytes())?;
     }

@@ -27,4 +27,4 @@ pub use build::site_files;
 pub use guard::{Down, LabGuard, Namespaces, down};
 pub use plan::*;
 pub use state::State;
-pub use summary::summary;
+pub use summary::{summary, warnings};

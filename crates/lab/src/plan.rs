@@ -58,12 +58,16 @@ pub struct Lab {
     /// The controller every node enrols with and gets its SAs from.
     #[serde(default)]
     pub controller: LabController,
-    /// Hop-by-hop authentication between nodes (see `Topology::link_protection`).
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    /// Hop-by-hop authentication between nodes (see `Topology::link_protection`; on by default).
+    #[serde(default = "zsfc_config::on", skip_serializing_if = "zsfc_config::is_on")]
     pub link_protection: bool,
-    /// SFC integrity, encrypted metadata and proof of transit (see `Topology::sfc_integrity`).
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    /// SFC integrity, encrypted metadata and proof of transit (see `Topology::sfc_integrity`; on by default).
+    #[serde(default = "zsfc_config::on", skip_serializing_if = "zsfc_config::is_on")]
     pub sfc_integrity: bool,
+    /// How long the certificates of the lab's nodes, gateway and clients live
+    /// (`Topology::certificates`).
+    #[serde(default, skip_serializing_if = "zsfc_config::CertificateLifetimes::is_default")]
+    pub certificates: zsfc_config::CertificateLifetimes,
 }
 
 /// When the lab's controller rekeys. SAs without configured lifetimes get soft 50 min / hard
@@ -451,6 +455,7 @@ impl Lab {
             sa: self.sa,
             link_protection: self.link_protection,
             sfc_integrity: self.sfc_integrity,
+            certificates: self.certificates,
         };
         let lt = &mut topo.sa.lifetime;
         if *lt == LifetimeConfig::default() {

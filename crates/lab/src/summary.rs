@@ -108,3 +108,22 @@ pub fn summary(plan: &LabPlan, state: &State) -> String {
     line!("stop with: zsfc down {}", plan.name);
     out
 }
+
+/// One warning per protection a lab file turned off (`zsfc up` and `zsfc run` print them):
+/// both are on by default (seed 004 REQ20, secure by default).
+pub fn warnings(lab: &crate::plan::Lab) -> Vec<&'static str> {
+    let mut w = Vec::new();
+    if !lab.link_protection {
+        w.push(
+            "warning: link protection is off (link_protection = false): packets between nodes are not \
+             authenticated hop by hop, so an on-link attacker can forge or rewrite labels and NSH",
+        );
+    }
+    if !lab.sfc_integrity {
+        w.push(
+            "warning: SFC integrity is off (sfc_integrity = false): no RFC 9145 MAC and no proof of transit, \
+             so a packet that skipped an SF is not detected at the egress",
+        );
+    }
+    w
+}

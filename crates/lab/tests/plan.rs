@@ -70,10 +70,15 @@ fn the_seed_testbed_plan_has_its_chains_policy_and_external_sf() {
     assert_eq!(a.to_sf_mac.as_deref(), Some(v.sf_in_mac.as_str()));
     // One SA per encrypting hop: ingress→egress (chain 1: sf1 is not intrusive), ingress→sf2
     // and sf2→egress (chain 2), egress→ingress (the way back). sf1 holds no payload key.
-    let sas: Vec<usize> = plan.nodes.iter().map(|n| n.config.outbound_sas.len() + n.config.inbound_sas.len()).collect();
+    let payload = |c: &zsfc_config::NodeConfig| {
+        let out = c.outbound_sas.iter().filter(|o| c.links.iter().all(|l| l.sa != o.index)).count();
+        out + c.inbound_sas.iter().filter(|i| !i.link).count()
+    };
+    let sas: Vec<usize> = plan.nodes.iter().map(|n| payload(&n.config)).collect();
     assert_eq!(sas, [2 + 1, 0, 1 + 1, 2 + 1]);
-    // Inner MTU and MSS follow the deepest stack (3 labels) on a 1500-byte link.
-    assert_eq!(plan.inner_mtu, 1500 - encapsulation_overhead(3, false, false));
+    // Inner MTU and MSS follow the deepest stack (3 labels, link ESP, NSH with its MAC) on a
+    // 1500-byte link.
+    assert_eq!(plan.inner_mtu, 1500 - encapsulation_overhead(3, true, true));
     assert_eq!(ingress.settings.tcp_mss_clamp, Some(plan.inner_mtu - 40));
     assert_eq!(ingress.local.as_ref().unwrap().mtu, plan.inner_mtu);
 }

@@ -62,6 +62,7 @@ pub fn enrolled_client(c: &ControllerConfig, node: &str) -> anyhow::Result<Clien
         let _ = std::fs::remove_file(&c.bootstrap);
         eprintln!("zsfc node {node:?}: enrolled with the controller at {}", c.address);
     }
+    crate::renew::finish_interrupted(&cert_path, &key_path)?;
     let cert = std::fs::read_to_string(&cert_path)?;
     let key = zeroize::Zeroizing::new(std::fs::read_to_string(&key_path)?);
     Client::new(&c.address, &c.server_name, &ca, Some((&cert, &key)))
@@ -292,6 +293,8 @@ pub(crate) struct AgentSetup {
     pub events: Receiver<Event>,
     /// The names of the node's SFs, by `SfId` (for reports of their drops).
     pub sf_names: Vec<String>,
+    /// The certificates the agent renews: the node's own (`identity_dir`), the gateway's.
+    pub held: Vec<crate::renew::Held>,
 }
 
 /// Starts the agent's threads (state and events); they live as long as the process.
@@ -313,6 +316,10 @@ pub(crate) fn start(s: AgentSetup) -> anyhow::Result<()> {
             rt.block_on(follow_sf_drops(&name, &client, &gw));
         })?;
     }
+    let (client, name, held) = (s.client.clone(), s.name.clone(), s.held);
+    std::thread::Builder::new()
+        .name("agent-renew".into())
+        .spawn(move || crate::renew::follow(&name, &client, &held))?;
     let AgentSetup { name, client, lanes, peers, gateway, ready_file, .. } = s;
     std::thread::Builder::new().name("agent".into()).spawn(move || {
         let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {

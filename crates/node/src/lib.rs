@@ -6,7 +6,8 @@
 //!   final report;
 //! - [`agent`]: the controller agent (enrolment, long polls, applying SAD/SPD documents to the
 //!   engines make-before-break, acknowledgements, SF drop reports);
-//! - [`metrics`]: the Prometheus families and their HTTP endpoint.
+//! - [`metrics`]: the Prometheus families and their HTTP endpoint;
+//! - `renew`: the agent's renewal of the node's and the gateway's certificates.
 //!
 //! A process runtime reports to its operator, so its errors are `anyhow` errors with context.
 #![forbid(unsafe_code)]
@@ -14,5 +15,6 @@
 pub mod agent;
 pub mod metrics;
 pub mod process;
+mod renew;
 
 pub use process::{Options, run};

@@ -170,6 +170,7 @@ pub fn run(a: &Options) -> anyhow::Result<bool> {
             ready_file: a.ready_file.clone(),
             events: events_rx,
             sf_names: nodes[0].sf_ids().filter_map(|id| nodes[0].sf_report(id)).map(|r| r.name).collect(),
+            held: held_certificates(&cfg, &io, gateway.as_ref()),
         })?,
         None => {
             drop((events_rx, agent_lanes));
@@ -211,6 +212,33 @@ pub fn run(a: &Options) -> anyhow::Result<bool> {
         report(&name, &d.stats, node, if lane == 0 { gateway.as_deref() } else { None });
     }
     Ok(true)
+}
+
+/// The certificates the agent renews: the node's own, and the gateway's where it runs one.
+fn held_certificates(
+    cfg: &zsfc_config::NodeConfig,
+    io: &zsfc_config::IoSettings,
+    gateway: Option<&Arc<zsfc_gateway::Gateway>>,
+) -> Vec<crate::renew::Held> {
+    let mut held = Vec::new();
+    if let Some(c) = &cfg.controller {
+        let dir = std::path::PathBuf::from(&c.identity_dir);
+        held.push(crate::renew::Held {
+            what: "node",
+            cert: dir.join("node.pem"),
+            key: dir.join("node.key"),
+            gateway: None,
+        });
+    }
+    if let (Some(g), Some(gw)) = (&io.gateway, gateway) {
+        held.push(crate::renew::Held {
+            what: "gateway",
+            cert: g.cert.clone(),
+            key: g.key.clone(),
+            gateway: Some(gw.clone()),
+        });
+    }
+    held
 }
 
 fn report(name: &str, s: &zsfc_io::IoStats, node: &zsfc_dataplane::Node, gateway: Option<&zsfc_gateway::Gateway>) {

@@ -14,6 +14,9 @@ use zeroize::Zeroizing;
 use zsfc_config::ikeless::{Direction, NodeState, sa_name};
 use zsfc_config::{GatewayGrant, Topology};
 
+pub use certs::Renewal;
+
+mod certs;
 mod sf_drops;
 mod status;
 
@@ -259,7 +262,8 @@ impl Controller {
         db.execute_batch(SCHEMA)?;
         let text = meta(&db, "domain")?.unwrap_or_default();
         let domain: DomainSpec = serde_json::from_str(&text).map_err(|e| StartError::Domain(e.to_string()))?;
-        let issued = load_ca(&db)?.issue(&role.identity(&domain.name)?, &[], &[])?;
+        let life = crate::pki::Validity::from_now(crate::pki::ROLE_LIFETIME);
+        let issued = load_ca(&db)?.issue(&role.identity(&domain.name)?, &[], &[], life)?;
         // Immediate: the audit chain's last hash is read under the write lock (a running
         // controller appends too).
         db.busy_timeout(Duration::from_secs(5))?;
@@ -370,7 +374,9 @@ impl Controller {
         }
         let id = zsfc_identity::Identity::new(&self.domain().name, zsfc_identity::Kind::Node, node)
             .map_err(|e| Refusal::new(400, "invalid-value", e.to_string()))?;
-        let cert = self.ca.sign_csr(csr, &id).map_err(|e| Refusal::new(400, "invalid-value", format!("csr: {e}")))?;
+        let life = crate::pki::Validity::from_now(self.domain().topology.certificates.node());
+        let cert =
+            self.ca.sign_csr(csr, &id, life).map_err(|e| Refusal::new(400, "invalid-value", format!("csr: {e}")))?;
         db = self.db();
         let tx = db.transaction().map_err(internal)?;
         tx.execute(
@@ -389,7 +395,9 @@ impl Controller {
     /// refused. Binding again moves the role to another key.
     pub fn bind_role(&self, role: crate::Role, csr: &str, who: &str) -> Result<String, Refusal> {
         let id = role.identity(&self.domain().name).map_err(|e| Refusal::new(400, "invalid-value", e.to_string()))?;
-        let cert = self.ca.sign_csr(csr, &id).map_err(|e| Refusal::new(400, "invalid-value", format!("csr: {e}")))?;
+        let life = crate::pki::Validity::from_now(crate::pki::ROLE_LIFETIME);
+        let cert =
+            self.ca.sign_csr(csr, &id, life).map_err(|e| Refusal::new(400, "invalid-value", format!("csr: {e}")))?;
         let der = rustls_pki_types::pem::PemObject::from_pem_slice(cert.as_bytes())
             .map(|c: rustls_pki_types::CertificateDer<'static>| c)
             .map_err(internal)?;

@@ -18,6 +18,11 @@ pub fn typed(kind: Kind, name: &str) -> Identity {
     Identity::new("enrol", kind, name).unwrap()
 }
 
+/// A validity of an hour from now, for certificates a test issues itself.
+pub fn hour() -> zsfc_controller::pki::Validity {
+    zsfc_controller::pki::Validity::from_now(Duration::from_secs(3600))
+}
+
 pub fn domain() -> DomainSpec {
     let text = include_str!("../../../../examples/inmemory-topology.toml");
     DomainSpec {

@@ -1,0 +1,123 @@
+//! Certificate lifetimes and renewal over the controller's API (issue 17): a node renews its
+//! own certificate with its current one, only the gateway node renews the gateway's, nobody
+//! else renews anything, and an expired certificate no longer reaches the controller.
+#![expect(clippy::unwrap_used, reason = "tests: a failure should stop them loudly, with its place")]
+mod common;
+use common::{T, domain, enrol_body, start_with, typed};
+use std::time::{Duration, SystemTime};
+use zsfc_controller::client::Client;
+use zsfc_controller::pki::{Validity, new_csr, new_server_csr};
+use zsfc_identity::{Identity, Kind};
+
+fn renew_body(what: &str, csr: &str) -> Vec<u8> {
+    serde_json::json!({"zsfc:input": {"for": what, "csr": csr}}).to_string().into_bytes()
+}
+
+fn cert_of(reply: &zsfc_controller::client::Reply) -> String {
+    let v: serde_json::Value = serde_json::from_slice(&reply.body).unwrap();
+    v["zsfc:output"]["certificate"].as_str().unwrap().to_owned()
+}
+
+fn identity_of(pem: &str) -> Identity {
+    let der: rustls_pki_types::CertificateDer<'static> =
+        rustls_pki_types::pem::PemObject::from_pem_slice(pem.as_bytes()).unwrap();
+    Identity::of_certificate(&der).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_renews_its_certificate_and_nobody_renews_another_identity() {
+    let mut d = domain();
+    d.topology.certificates.node_s = 60;
+    d.gateway_node = Some("ingress".into());
+    let (r, ca) = start_with(d).await;
+    let anonymous = Client::new(&r.addr, "controller", &r.ca, None).unwrap();
+    let mut nodes = std::collections::HashMap::new();
+    for (node, token) in r.tokens.iter().filter(|(n, _)| n == "ingress" || n == "obs") {
+        let (body, key) = enrol_body(node, token);
+        let reply = anonymous.request("POST", "/restconf/operations/zsfc:enrol", Some(body), T).await.unwrap();
+        assert_eq!(reply.status, 200, "{}", reply.message());
+        let cert = cert_of(&reply);
+        // Enrolment gives the domain's node lifetime (60 s here, plus the skew allowance).
+        let v = Validity::of_pem(&cert).unwrap();
+        assert_eq!(v.not_after.duration_since(v.not_before).unwrap().as_secs(), 66);
+        nodes.insert(node.clone(), Client::new(&r.addr, "controller", &r.ca, Some((&cert, &key))).unwrap());
+    }
+    let obs = &nodes["obs"];
+    // The node's own certificate: a new one for a new key, same identity, valid from now.
+    let (csr, key) = new_csr("whatever-i-like").unwrap();
+    let reply =
+        obs.request("POST", "/restconf/operations/zsfc:renew", Some(renew_body("node", &csr)), T).await.unwrap();
+    assert_eq!(reply.status, 200, "{}", reply.message());
+    let renewed = cert_of(&reply);
+    assert_eq!(identity_of(&renewed), typed(Kind::Node, "obs"));
+    // The renewed certificate works at once, in the same client.
+    obs.renew(&renewed, &key).unwrap();
+    let reply =
+        obs.request("POST", "/restconf/operations/zsfc:renew", Some(renew_body("node", &csr)), T).await.unwrap();
+    assert_eq!(reply.status, 200, "with the renewed certificate: {}", reply.message());
+    // obs runs no gateway: it may not get the gateway's certificate.
+    let (gw_csr, _) = new_server_csr("ingress", &["web.example".into()], &[]).unwrap();
+    let reply =
+        obs.request("POST", "/restconf/operations/zsfc:renew", Some(renew_body("gateway", &gw_csr)), T).await.unwrap();
+    assert_eq!(reply.status, 403, "{}", reply.message());
+    // The gateway node gets the gateway's server certificate with the names it asked for.
+    let ingress = &nodes["ingress"];
+    let reply = ingress
+        .request("POST", "/restconf/operations/zsfc:renew", Some(renew_body("gateway", &gw_csr)), T)
+        .await
+        .unwrap();
+    assert_eq!(reply.status, 200, "{}", reply.message());
+    assert_eq!(identity_of(&cert_of(&reply)), typed(Kind::Gateway, "ingress"));
+    // The operator, a client and no certificate at all renew nothing.
+    let day = Validity::from_now(Duration::from_secs(86_400));
+    for (id, want) in [(typed(Kind::Role, "operator"), 403), (typed(Kind::Client, "obs"), 403)] {
+        let (cert, key) = ca.issue(&id, &[], &[], day).unwrap();
+        let c = Client::new(&r.addr, "controller", &r.ca, Some((&cert, &key))).unwrap();
+        let reply =
+            c.request("POST", "/restconf/operations/zsfc:renew", Some(renew_body("node", &csr)), T).await.unwrap();
+        assert_eq!(reply.status, want, "{id}: {}", reply.message());
+    }
+    let reply =
+        anonymous.request("POST", "/restconf/operations/zsfc:renew", Some(renew_body("node", &csr)), T).await.unwrap();
+    assert_eq!(reply.status, 401);
+    let db = zsfc_controller::audit::open_read_only(&r.db).unwrap();
+    let mut q = db.prepare("SELECT kind || ' ' || subject || ' ' || detail FROM audit").unwrap();
+    let rows: Vec<String> = q.query_map([], |r| r.get(0)).unwrap().map(Result::unwrap).collect();
+    let audit = rows.join("\n");
+    assert!(audit.contains("renew node/obs certificate renewed"), "{audit}");
+    assert!(audit.contains("renew gateway/ingress certificate renewed"), "{audit}");
+    assert!(audit.contains("runs no gateway"), "{audit}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_expired_node_certificate_no_longer_reaches_the_controller() {
+    let (r, ca) = start_with(domain()).await;
+    let now = SystemTime::now();
+    let past = Validity { not_before: now - Duration::from_secs(7200), not_after: now - Duration::from_secs(3600) };
+    let (cert, key) = ca.issue(&typed(Kind::Node, "obs"), &[], &[], past).unwrap();
+    let c = Client::new(&r.addr, "controller", &r.ca, Some((&cert, &key))).unwrap();
+    let (csr, _) = new_csr("obs").unwrap();
+    let got = c.request("POST", "/restconf/operations/zsfc:renew", Some(renew_body("node", &csr)), T).await;
+    assert!(got.is_err(), "an expired certificate got an answer: {:?}", got.map(|r| r.status));
+    // The controller's own certificate is short-lived too: the node lifetime, renewed by itself.
+    let server = peer_validity(&r.addr, &r.ca).await;
+    let life = server.not_after.duration_since(server.not_before).unwrap();
+    assert_eq!(life.as_secs(), 86_400 + 60);
+}
+
+/// The validity of the certificate the server at `addr` presents (verified against `ca`).
+async fn peer_validity(addr: &str, ca: &str) -> Validity {
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(rustls_pki_types::pem::PemObject::from_pem_slice(ca.as_bytes()).unwrap()).unwrap();
+    let cfg =
+        rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(rustls::crypto::aws_lc_rs::default_provider()))
+            .with_protocol_versions(&[&rustls::version::TLS13])
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let name = rustls_pki_types::ServerName::try_from("controller").unwrap();
+    let tls = tokio_rustls::TlsConnector::from(std::sync::Arc::new(cfg)).connect(name, tcp).await.unwrap();
+    let der = tls.get_ref().1.peer_certificates().unwrap()[0].clone();
+    Validity::of_certificate(&der).unwrap()
+}
