@@ -335,6 +335,7 @@ fn controller_costs(chains: usize, rollouts: usize) -> anyhow::Result<(Vec<Durat
         rekey: zsfc_controller::RekeySettings { period_s: 0, grace_ms: 0, ack_timeout_ms: 30_000 },
         // Two in-process nodes on one address rekeying back to back: no admission limit.
         api: zsfc_controller::limit::ApiLimits { connections_per_s: 1_000_000, burst: 1_000_000, max_open: 4096 },
+        revoked: Vec::new(),
     };
     let dir = std::env::temp_dir().join(format!("zsfc-keying-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);

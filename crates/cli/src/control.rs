@@ -135,6 +135,7 @@ pub(crate) fn init(a: &InitArgs) -> anyhow::Result<bool> {
             ..Default::default()
         },
         api: Default::default(),
+        revoked: Vec::new(),
     };
     let (init, ca) = Controller::init(&a.db, &spec).with_context(|| format!("creating {}", a.db.display()))?;
     std::fs::create_dir_all(&a.out)?;
@@ -312,12 +313,21 @@ pub(crate) fn domain(a: &DomainArgs) -> anyhow::Result<bool> {
     println!("  {}", sa_ages(d));
     for n in d["nodes"].as_array().into_iter().flatten() {
         println!(
-            "  node {:<12} enrolled {:<5} pushed {:>4} acknowledged {:>4} SAs {}",
+            "  node {:<12} enrolled {:<5} pushed {:>4} acknowledged {:>4} SAs {}{}",
             n["name"].as_str().unwrap_or("?"),
             n["enrolled"],
             n["pushed-version"],
             n["acked-version"],
-            n["sad-entries"]
+            n["sad-entries"],
+            if n["revoked"] == true { " REVOKED (cut off: no keys, not waited for)" } else { "" }
+        );
+    }
+    for r in d["revoked"].as_array().into_iter().flatten() {
+        println!(
+            "  revoked {}/{}: certificates from before {} (unix s) refused",
+            r["kind"].as_str().unwrap_or("?"),
+            r["name"].as_str().unwrap_or("?"),
+            r["before"]
         );
     }
     for c in d["chains"].as_array().into_iter().flatten() {
@@ -372,6 +382,65 @@ pub(crate) struct DomainArgs {
 pub(crate) fn rekey(a: &LabArgs) -> anyhow::Result<bool> {
     let v = a.with_role(|c| call(c, "POST", "/restconf/operations/zsfc:rekey", None))?;
     println!("rekeyed: every node runs new SAs (version {})", v["zsfc:output"]["version"]);
+    Ok(true)
+}
+
+#[derive(Debug, clap::Args)]
+pub(crate) struct RevokeArgs {
+    #[command(flatten)]
+    lab: LabArgs,
+    /// What the identity is: node, client or gateway.
+    #[arg(value_parser = ["node", "client", "gateway"])]
+    kind: String,
+    /// Its name.
+    #[arg(value_name = "NAME")]
+    who: String,
+}
+
+/// `zsfc revoke NAME KIND WHO`: the controller refuses the identity's certificates at once, the
+/// gateway refuses a revoked client's and closes its open connections, and a revoked node gets
+/// no more keys (its SAs are rotated out).
+pub(crate) fn revoke(a: &RevokeArgs) -> anyhow::Result<bool> {
+    let body = serde_json::json!({"zsfc:input": {"kind": a.kind, "name": a.who}});
+    let v = a.lab.with_role(|c| call(c, "POST", "/restconf/operations/zsfc:revoke", Some(body)))?;
+    println!(
+        "{}/{} revoked: its certificates until now are refused (rolled out as version {})",
+        a.kind, a.who, v["zsfc:output"]["version"]
+    );
+    Ok(true)
+}
+
+#[derive(Debug, clap::Args)]
+pub(crate) struct NodeTokenArgs {
+    #[command(flatten)]
+    lab: LabArgs,
+    /// The node (a reinstalled host, or one whose certificate expired).
+    node: String,
+    /// Where to write the token (0600) [default: in a lab, the node's bootstrap file; with
+    /// --controller, ./NODE.token].
+    #[arg(long)]
+    out: Option<PathBuf>,
+}
+
+/// `zsfc node-token NAME NODE`: a new single-use bootstrap token for NODE; its old
+/// certificates are revoked in the same step.
+pub(crate) fn node_token(a: &NodeTokenArgs) -> anyhow::Result<bool> {
+    let body = serde_json::json!({"zsfc:input": {"node": a.node}});
+    let v = a.lab.with_role(|c| call(c, "POST", "/restconf/operations/zsfc:node-token", Some(body)))?;
+    let token = zeroize::Zeroizing::new(
+        v["zsfc:output"]["token"].as_str().context("the controller's answer holds no token")?.to_owned(),
+    );
+    let out = a.out.clone().unwrap_or_else(|| match a.lab.controller {
+        Some(_) => PathBuf::from(format!("{}.token", a.node)),
+        None => a.lab.state_dir.join(&a.lab.name).join(format!("{}.token", a.node)),
+    });
+    zsfc_controller::pki::write_private(&out, token.as_bytes())?;
+    println!(
+        "node {}: new bootstrap token in {} (single use); its old certificates are revoked. Remove the node's \
+         identity directory and start it: it enrols with the token.",
+        a.node,
+        out.display()
+    );
     Ok(true)
 }
 

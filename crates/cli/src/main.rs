@@ -59,6 +59,12 @@ enum Command {
     /// Move an administrative role onto a key generated on a PKCS#11 hardware token (PIN in
     /// ZSFC_PKCS11_PIN); the controller then refuses the role's other keys.
     RoleKey(control::RoleKeyArgs),
+    /// Revoke a node, client or gateway identity at once (operator only, audited): refused by
+    /// the controller and the gateway, open client connections closed, a node's SAs rotated out.
+    Revoke(control::RevokeArgs),
+    /// Issue a node a new single-use bootstrap token (a reinstalled host); its old certificates
+    /// are revoked in the same step.
+    NodeToken(control::NodeTokenArgs),
     /// Send a paced, numbered UDP stream between two namespaces and count what arrived.
     Traffic(traffic::TrafficArgs),
     /// Attack a link of a running domain (capture, then replay, forge, strip or flood) to see
@@ -111,6 +117,8 @@ fn main() -> std::process::ExitCode {
         Command::Chain(a) => control::chain(&a),
         Command::Policy(a) => control::policy(&a),
         Command::RoleKey(a) => control::role_key(&a),
+        Command::Revoke(a) => control::revoke(&a),
+        Command::NodeToken(a) => control::node_token(&a),
         Command::Audit(c) => control::audit(&c),
         Command::Traffic(a) => traffic::run(&a),
         Command::Attack(a) => attack::run(&a),

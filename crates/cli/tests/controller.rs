@@ -11,14 +11,6 @@ use common::*;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-fn pid_of(lab: &LabRun, who: &str) -> i32 {
-    std::fs::read_to_string(lab.state_file(&format!("{who}.pid"))).unwrap().trim().parse().unwrap()
-}
-
-fn alive(pid: i32) -> bool {
-    std::path::Path::new(&format!("/proc/{pid}")).exists()
-}
-
 /// The release build: whether packets sealed with an old key arrive within the grace period is
 /// a matter of the nodes' queueing delay, which a debug build under a loaded CI machine inflates
 /// to seconds (seen: 12,236 of 400,000 packets behind their keys).
@@ -102,10 +94,6 @@ fn no_key_document_in_memory(nodes: &[i32]) {
     }
 }
 
-fn nix_kill(pid: i32) {
-    assert!(Command::new("kill").args(["-9", &pid.to_string()]).status().unwrap().success());
-}
-
 /// `curl` of the controller's interface for nodes, inside its namespace; the HTTP status or 0
 /// for a failed handshake.
 fn curl(lab: &LabRun, extra: &[&str], url: &str) -> u32 {
@@ -128,12 +116,6 @@ fn curl_at(lab: &LabRun, at: &str, extra: &[&str], url: &str) -> u32 {
         .output()
         .unwrap();
     String::from_utf8_lossy(&out.stdout).trim().parse().unwrap_or(0)
-}
-
-fn audit_rows(db: &std::path::Path) -> String {
-    let q = "import sqlite3,sys\nfor r in sqlite3.connect(sys.argv[1]).execute('SELECT seq,kind,subject,detail FROM audit ORDER BY seq'): print(*r, sep='|')";
-    let out = Command::new("python3").args(["-c", q]).arg(db).output().unwrap();
-    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 #[test]
@@ -298,25 +280,10 @@ fn a_restarted_node_gets_fresh_sas_and_its_peers_drop_the_old_ones() {
 
     // The SF node dies and comes back with its certificate but without any SA.
     nix_kill(pid_of(&lab, "sf"));
-    let cfg = lab.state_file("sf.toml");
-    let log = std::fs::File::create(lab.state_file("logs/sf-again.log")).unwrap();
-    let mut sf = Command::new("ip")
-        .args(["netns", "exec", &lab.ns("sf"), BIN, "node", "--config", cfg.to_str().unwrap()])
-        .stdout(log.try_clone().unwrap())
-        .stderr(log)
-        .spawn()
-        .unwrap();
+    let mut sf = start_node_again(&lab, "sf");
     // Its first poll tells the controller it restarted; the rollout that follows gives every
     // node new SAs. A requested rekey queues behind it, so once it answers both are done.
-    let t = Instant::now();
-    loop {
-        let rows = audit_rows(&lab.state_file("controller.db"));
-        if rows.lines().filter(|l| l.contains("|push|sf|node (re)started")).count() >= 2 {
-            break;
-        }
-        assert!(t.elapsed() < Duration::from_secs(20), "the controller never saw sf restart:\n{rows}");
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    wait_for_restart(&lab, "sf", Duration::from_secs(20));
     assert!(lab.zsfc(&["rekey", &lab.name]).status.success());
     let (sent, received, lost, _) = stream(&lab, 1000, 2);
     assert!(received == sent && lost == 0, "after the restart: {received} of {sent}");

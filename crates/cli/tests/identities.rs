@@ -4,7 +4,8 @@
 #![expect(clippy::unwrap_used, reason = "tests: a failure should stop them loudly, with its place")]
 mod common;
 use common::*;
-use std::time::{Duration, SystemTime};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant, SystemTime};
 use zsfc_controller::pki::Validity;
 
 /// A web service through the gateway next to secure.toml's UDP stream.
@@ -69,4 +70,99 @@ fn certificates_are_renewed_while_traffic_runs_and_an_expired_client_is_refused(
     let expired = metric(&lab, "ingress", "zsfc_gateway_total", &["outcome=\"refused_certificate_expired\""]);
     lab.down();
     assert_eq!(expired, 1, "the refusal's reason");
+}
+
+/// A client on one kept-alive HTTPS connection: `GET /index.html`, prints the status; then waits
+/// up to ARGV[5] s for the server to close the connection, and prints `closed` if it did, `open`
+/// if not.
+const KEPT_ALIVE: &str = r#"
+import socket, ssl, sys
+host, ca, cert, key, wait = sys.argv[1:6]
+ctx = ssl.create_default_context(cafile=ca)
+ctx.load_cert_chain(cert, key)
+s = ctx.wrap_socket(socket.create_connection(("172.16.0.1", 443), timeout=10), server_hostname=host)
+s.sendall(b"GET /index.html HTTP/1.1\r\nHost: " + host.encode() + b"\r\n\r\n")
+data = b""
+while b"\r\n\r\n" not in data:
+    data += s.recv(65536)
+head, body = data.split(b"\r\n\r\n", 1)
+length = int([l.split(b":")[1] for l in head.split(b"\r\n") if l.lower().startswith(b"content-length")][0])
+while len(body) < length:
+    body += s.recv(65536)
+print(head.split(b" ")[1].decode(), flush=True)
+s.settimeout(float(wait))
+try:
+    print("closed" if s.recv(1) == b"" else "data")
+except socket.timeout:
+    print("open")
+except (ssl.SSLError, OSError):
+    print("closed")
+"#;
+
+/// `zsfc CMD LAB ARGS...` of a running lab; what it printed, after asserting it succeeded.
+fn zsfc_ok(lab: &LabRun, args: &[&str]) -> String {
+    let out = lab.zsfc(args);
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "zsfc {args:?}:\n{text}");
+    text
+}
+
+#[test]
+fn a_revoked_client_is_refused_and_cut_off_on_an_open_connection() {
+    usable();
+    let mut lab = LabRun::new("quickstart", "rvc");
+    lab.up();
+    assert_eq!(fetch_as(&lab, "alice"), 200);
+    // A kept-alive connection: one request answered, then idle while the revocation comes; the
+    // gateway must close it (the client sees EOF without sending anything).
+    let pki = |f: &str| lab.state_file(&format!("pki/{f}")).display().to_string();
+    let host = format!("web.{}", lab.name);
+    let client = Command::new("ip")
+        .args(["netns", "exec", &lab.ns("c-alice"), "python3", "-c", KEPT_ALIVE, &host, &pki("ca.pem")])
+        .args([&pki("clients/alice.pem"), &pki("clients/alice.key"), "8"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_secs(2));
+    zsfc_ok(&lab, &["revoke", &lab.name, "client", "alice"]);
+    let out = client.wait_with_output().unwrap();
+    let said = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert_eq!(said.lines().collect::<Vec<_>>(), ["200", "closed"], "the kept-alive connection:\n{said}");
+    assert_eq!(fetch_as(&lab, "alice"), 0, "a revoked client was served");
+    let revoked = metric(&lab, "ingress", "zsfc_gateway_total", &["outcome=\"refused_revoked\""]);
+    let domain = zsfc_ok(&lab, &["domain", &lab.name]);
+    lab.down();
+    assert_eq!(revoked, 2, "the open connection and the new one");
+    assert!(domain.contains("revoked client/alice"), "{domain}");
+}
+
+#[test]
+fn a_revoked_node_is_cut_off_and_rejoins_with_a_new_token() {
+    usable();
+    let mut lab = LabRun::new("keys", "rvn");
+    lab.up();
+    let (sent, received, ..) = stream(&lab, 1000, 1);
+    assert_eq!(received, sent);
+    // Revoked: its polls are refused and the rollout that follows rotates its SAs out.
+    zsfc_ok(&lab, &["revoke", &lab.name, "node", "sf"]);
+    let (sent, received, ..) = stream(&lab, 1000, 2);
+    assert_eq!(received, 0, "{received} of {sent} crossed a revoked SF node");
+    let domain = zsfc_ok(&lab, &["domain", &lab.name]);
+    assert!(domain.contains("REVOKED"), "{domain}");
+    let t = Instant::now();
+    while !audit_rows(&lab.state_file("controller.db")).contains("|refused|node/sf|poll its state") {
+        assert!(t.elapsed() < Duration::from_secs(30), "sf's polls were not refused");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    // Reinstalled: a new token, no identity, started again; it enrols and carries traffic.
+    zsfc_ok(&lab, &["node-token", &lab.name, "sf"]);
+    nix_kill(pid_of(&lab, "sf"));
+    std::fs::remove_dir_all(lab.state_file("sf.id")).unwrap();
+    let mut sf = start_node_again(&lab, "sf");
+    wait_for_restart(&lab, "sf", Duration::from_secs(30));
+    zsfc_ok(&lab, &["rekey", &lab.name]);
+    let (sent, received, lost, _) = stream(&lab, 1000, 2);
+    lab.down();
+    let _ = sf.wait();
+    assert!(received == sent && lost == 0, "after re-enrolment: {received} of {sent}");
 }

@@ -206,6 +206,18 @@ pub struct Sfc {
     /// SFC integrity: chain keys (without key material when the node holds them already).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub chain_keys: Vec<ChainKeyConfig>,
+    /// Client identities the gateway refuses (gateway nodes only): `zsfc revoke client NAME`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub revoked: Vec<RevokedClient>,
+}
+
+/// A revoked client: its certificates issued at or before `before` (Unix seconds, the
+/// certificate's notBefore) are refused, on new connections and on open ones.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RevokedClient {
+    pub name: String,
+    pub before: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -347,7 +359,7 @@ impl NodeState {
         Self {
             version,
             ikeless: IpsecIkeless { spd: Spd { entries: spd }, sad: Sad { entries: sad } },
-            sfc: Sfc { labels: cfg.labels.clone(), chains, grants, links, chain_keys },
+            sfc: Sfc { labels: cfg.labels.clone(), chains, grants, links, chain_keys, revoked: Vec::new() },
         }
     }
 

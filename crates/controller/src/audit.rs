@@ -25,6 +25,8 @@ pub enum Kind {
     RoleKey,
     /// A certificate renewed by its holder.
     Renew,
+    /// An identity revoked (or a node given a new bootstrap token).
+    Revoke,
 }
 
 impl Kind {
@@ -39,6 +41,7 @@ impl Kind {
             Self::Start => "start",
             Self::RoleKey => "role-key",
             Self::Renew => "renew",
+            Self::Revoke => "revoke",
         }
     }
 }

@@ -19,7 +19,7 @@ mod store;
 pub mod token;
 
 pub use server::{API_ROUTES, MAX_BODY, OPENAPI, Plane, serve, serve_plane};
-pub use store::{Controller, DomainSpec, RekeySettings, Renewal, SfDrops, StartError};
+pub use store::{Controller, DomainSpec, RekeySettings, Renewal, Revocation, SfDrops, StartError, revocable};
 
 /// The CN of the operator's client certificate (commands such as `zsfc rekey` use it); no node
 /// may take this name.
@@ -54,6 +54,8 @@ pub enum Admin {
     ActForNode,
     /// Binds a role to a key on a hardware token: the full operator only.
     BindRole,
+    /// Revokes an identity or issues a node a new bootstrap token: the full operator only.
+    Revoke,
 }
 
 impl Role {

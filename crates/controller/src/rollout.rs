@@ -48,6 +48,8 @@ pub fn prepare(old: &NodeState, new: &NodeState, version: u64) -> NodeState {
     d.ikeless.sad.entries = union_sad(&old.ikeless.sad.entries, &new.ikeless.sad.entries);
     d.sfc.chain_keys = union_keys(&old.sfc.chain_keys, &new.sfc.chain_keys);
     d.sfc.labels = union_labels(&old.sfc.labels, &new.sfc.labels);
+    // Revocations hold from the first push on, not after the switch.
+    d.sfc.revoked = new.sfc.revoked.clone();
     d
 }
 

@@ -37,6 +37,8 @@ pub const API_ROUTES: &[(&str, &str)] = &[
     ("put", "/restconf/data/zsfc:domain/grants"),
     ("post", "/restconf/operations/zsfc:rekey"),
     ("post", "/restconf/operations/zsfc:bind-role"),
+    ("post", "/restconf/operations/zsfc:revoke"),
+    ("post", "/restconf/operations/zsfc:node-token"),
     ("post", "/restconf/operations/zsfc:sf-drops"),
     ("get", "/restconf/data/zsfc:nodes/node={node}/sf-drops"),
     ("get", "/openapi.json"),
@@ -61,6 +63,8 @@ const HANDSHAKE_REPORT_EVERY: Duration = Duration::from_secs(10);
 struct Peer {
     caller: Caller,
     key: Option<Vec<u8>>,
+    /// The certificate's notBefore (Unix seconds): revocations cut off by it.
+    not_before: Option<u64>,
     addr: SocketAddr,
     plane: Plane,
 }
@@ -144,6 +148,10 @@ fn require(ctl: &Controller, peer: &Peer, node: Option<&str>, admin: Admin, what
     if id.domain() != domain {
         ctl.audit(Kind::Refused, &id.uri(), &format!("{what} from {}: an identity of another domain", peer.addr));
         return Err(Refusal::new(403, "access-denied", format!("{} is not of domain {domain:?}", id.uri())));
+    }
+    if ctl.is_revoked(id, peer.not_before) {
+        ctl.audit(Kind::Refused, &id.to_string(), &format!("{what} from {}: the certificate is revoked", peer.addr));
+        return Err(Refusal::new(403, "access-denied", format!("{id}: this certificate is revoked")));
     }
     let role = crate::Role::of_identity(id);
     let allowed = node.is_some_and(|n| id.is(IdKind::Node, n)) || role.is_some_and(|r| r.may(admin));
@@ -471,6 +479,56 @@ async fn bind_role(State(ctl): Ctl, Extension(peer): Extension<Peer>, body: Byte
     r.map_or_else(|e: Refusal| error(&e), ok)
 }
 
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RevokeInput {
+    /// `node`, `client` or `gateway`.
+    kind: String,
+    name: String,
+}
+
+/// The operator revokes an identity: refused at once by the controller, pushed to the
+/// gateway, a revoked node's SAs rotated out.
+async fn revoke(State(ctl): Ctl, Extension(peer): Extension<Peer>, body: Bytes) -> Response {
+    let who = match require(&ctl, &peer, None, Admin::Revoke, "revoke an identity") {
+        Ok(w) => w,
+        Err(e) => return error(&e),
+    };
+    let i: RevokeInput = match input(&body, "zsfc:input") {
+        Ok(i) => i,
+        Err(e) => return error(&e),
+    };
+    let Some(kind) = crate::revocable(&i.kind) else {
+        return error(&Refusal::new(400, "invalid-value", format!("{:?}: node, client or gateway", i.kind)));
+    };
+    match ctl.revoke(kind, &i.name, &format!("role/{who}")).await {
+        Ok(v) => ok(serde_json::json!({"zsfc:output": {"version": v}})),
+        Err(e) => error(&e),
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NodeTokenInput {
+    node: String,
+}
+
+/// The operator issues a reinstalled node a new bootstrap token (its old certificates revoked).
+async fn node_token(State(ctl): Ctl, Extension(peer): Extension<Peer>, body: Bytes) -> Response {
+    let who = match require(&ctl, &peer, None, Admin::Revoke, "issue a bootstrap token") {
+        Ok(w) => w,
+        Err(e) => return error(&e),
+    };
+    let i: NodeTokenInput = match input(&body, "zsfc:input") {
+        Ok(i) => i,
+        Err(e) => return error(&e),
+    };
+    match ctl.node_token(&i.node, &format!("role/{who}")).await {
+        Ok((token, v)) => ok(serde_json::json!({"zsfc:output": {"token": token.as_str(), "version": v}})),
+        Err(e) => error(&e),
+    }
+}
+
 async fn openapi() -> Response {
     ([(header::CONTENT_TYPE, "application/json")], OPENAPI).into_response()
 }
@@ -496,6 +554,8 @@ fn router(ctl: Arc<Controller>) -> Router {
             (_, "/restconf/data/zsfc:domain/grants") => put(grants),
             (_, "/restconf/operations/zsfc:rekey") => post(rekey),
             (_, "/restconf/operations/zsfc:bind-role") => post(bind_role),
+            (_, "/restconf/operations/zsfc:revoke") => post(revoke),
+            (_, "/restconf/operations/zsfc:node-token") => post(node_token),
             (_, "/restconf/operations/zsfc:sf-drops") => post(report_sf_drops),
             (_, "/restconf/data/zsfc:nodes/node={node}/sf-drops") => get(sf_drops),
             (_, "/openapi.json") => get(openapi),
@@ -707,7 +767,8 @@ pub async fn serve_plane(
                 Some(Err(e)) => Caller::Unidentified(e),
             };
             let key = cert.and_then(|c| crate::store::spki_sha256(c));
-            let svc = app.layer(Extension(Peer { caller, key, addr, plane }));
+            let not_before = cert.and_then(|c| zsfc_identity::not_before(c));
+            let svc = app.layer(Extension(Peer { caller, key, not_before, addr, plane }));
             let svc = hyper_util::service::TowerToHyperService::new(svc);
             let _ = hyper::server::conn::http1::Builder::new()
                 .timer(hyper_util::rt::TokioTimer::new())

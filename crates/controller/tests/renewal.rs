@@ -121,3 +121,85 @@ async fn peer_validity(addr: &str, ca: &str) -> Validity {
     let der = tls.get_ref().1.peer_certificates().unwrap()[0].clone();
     Validity::of_certificate(&der).unwrap()
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revoked_node_is_refused_until_it_enrols_again_with_a_new_token() {
+    let mut d = domain();
+    d.gateway_node = Some("ingress".into());
+    // Nobody acknowledges here: rollouts go on after 50 ms per step.
+    d.rekey = zsfc_controller::RekeySettings { period_s: 0, grace_ms: 0, ack_timeout_ms: 50 };
+    let (r, ca) = start_with(d).await;
+    let anonymous = Client::new(&r.addr, "controller", &r.ca, None).unwrap();
+    let token = &r.tokens.iter().find(|(n, _)| n == "obs").unwrap().1;
+    let (body, key) = enrol_body("obs", token);
+    let reply = anonymous.request("POST", "/restconf/operations/zsfc:enrol", Some(body), T).await.unwrap();
+    let obs = Client::new(&r.addr, "controller", &r.ca, Some((&cert_of(&reply), &key))).unwrap();
+    let (csr, _) = new_csr("obs").unwrap();
+    let renew = |c: &Client| {
+        let c = c.clone();
+        let body = renew_body("node", &csr);
+        async move { c.request("POST", "/restconf/operations/zsfc:renew", Some(body), T).await.unwrap() }
+    };
+    assert_eq!(renew(&obs).await.status, 200);
+    let day = Validity::from_now(Duration::from_secs(86_400));
+    let as_role = |role: &str| {
+        let (cert, key) = ca.issue(&typed(Kind::Role, role), &[], &[], day).unwrap();
+        Client::new(&r.addr, "controller", &r.ca, Some((&cert, &key))).unwrap()
+    };
+    let (operator, keys) = (as_role("operator"), as_role("operator-keys"));
+    let revoke = |kind: &str, name: &str| {
+        serde_json::json!({"zsfc:input": {"kind": kind, "name": name}}).to_string().into_bytes()
+    };
+    // Only the full operator revokes.
+    let reply = keys.request("POST", "/restconf/operations/zsfc:revoke", Some(revoke("node", "obs")), T).await.unwrap();
+    assert_eq!(reply.status, 403, "{}", reply.message());
+    let reply =
+        operator.request("POST", "/restconf/operations/zsfc:revoke", Some(revoke("node", "obs")), T).await.unwrap();
+    assert_eq!(reply.status, 200, "{}", reply.message());
+    let reply = renew(&obs).await;
+    assert_eq!(reply.status, 403, "a revoked node renewed");
+    assert!(reply.message().contains("revoked"), "{}", reply.message());
+    let poll = "/restconf/data/zsfc:nodes/node=obs/desired?after=0&boot=b&seal=00";
+    assert_eq!(obs.request("GET", poll, None, T).await.unwrap().status, 403, "a revoked node polled");
+    let status = r.ctl.status();
+    let node = status["zsfc:domain"]["nodes"].as_array().unwrap().iter().find(|n| n["name"] == "obs").unwrap();
+    assert_eq!(node["revoked"], true, "{status}");
+    // A new token: the node enrols again and its new certificate works; the old one stays out.
+    let reply = operator
+        .request(
+            "POST",
+            "/restconf/operations/zsfc:node-token",
+            Some(br#"{"zsfc:input": {"node": "obs"}}"#.to_vec()),
+            T,
+        )
+        .await
+        .unwrap();
+    assert_eq!(reply.status, 200, "{}", reply.message());
+    let v: serde_json::Value = serde_json::from_slice(&reply.body).unwrap();
+    let new_token = v["zsfc:output"]["token"].as_str().unwrap();
+    assert_ne!(new_token, token);
+    let (body, key) = enrol_body("obs", new_token);
+    let reply = anonymous.request("POST", "/restconf/operations/zsfc:enrol", Some(body), T).await.unwrap();
+    assert_eq!(reply.status, 200, "{}", reply.message());
+    let again = Client::new(&r.addr, "controller", &r.ca, Some((&cert_of(&reply), &key))).unwrap();
+    // Valid from after the cut-off: wait for it, then the node is back.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    assert_eq!(renew(&again).await.status, 200, "the re-enrolled node");
+    assert_eq!(renew(&obs).await.status, 403, "the old certificate after re-enrolment");
+    // A revoked client goes to the gateway's node in its next document.
+    let reply =
+        operator.request("POST", "/restconf/operations/zsfc:revoke", Some(revoke("client", "alice")), T).await.unwrap();
+    assert_eq!(reply.status, 200, "{}", reply.message());
+    let doc = r.ctl.node_state("ingress").unwrap();
+    assert_eq!(doc.sfc.revoked.iter().map(|c| c.name.as_str()).collect::<Vec<_>>(), ["alice"]);
+    assert!(r.ctl.node_state("node-a").unwrap().sfc.revoked.is_empty(), "only the gateway's node is told");
+    let db = zsfc_controller::audit::open_read_only(&r.db).unwrap();
+    let mut q = db.prepare("SELECT kind || ' ' || subject || ' ' || detail FROM audit").unwrap();
+    let audit: Vec<String> = q.query_map([], |r| r.get(0)).unwrap().map(Result::unwrap).collect();
+    let audit = audit.join("\n");
+    for want in
+        ["revoke node/obs revoked by role/operator", "revoke node/obs new bootstrap token", "certificate is revoked"]
+    {
+        assert!(audit.contains(want), "audit lacks {want:?}:\n{audit}");
+    }
+}

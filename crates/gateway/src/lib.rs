@@ -23,6 +23,7 @@ use zsfc_identity::{CertSlot, Identity, Kind as IdKind};
 pub mod http;
 mod limits;
 mod policy;
+mod revoked;
 
 use limits::{Buckets, MAX_BUCKETS, Strikes};
 use policy::Culprit;
@@ -222,6 +223,12 @@ impl core::fmt::Debug for Gateway {
 }
 
 impl Gateway {
+    /// Replaces the revoked clients (name, cut-off in Unix seconds: certificates issued at or
+    /// before it are refused); connections of a newly revoked client are closed at once.
+    pub fn set_revoked(&self, list: Vec<(String, u64)>) {
+        self.shared.revocations.set(list);
+    }
+
     /// Presents `cert_pem` and `key_pem` from the next handshake on (a renewed certificate);
     /// refused unless it names a gateway of this gateway's domain. Open connections go on.
     pub fn renew_certificate(&self, cert_pem: &str, key_pem: &str) -> Result<(), String> {
@@ -284,6 +291,7 @@ pub fn start(settings: GatewaySettings, control: Vec<Sender<Control>>) -> Result
     let (sources, identities) = (Buckets::new(settings.limits.per_source), Buckets::new(settings.limits.per_identity));
     let (source_strikes, identity_strikes) = (Strikes::new(settings.blocking), Strikes::new(settings.blocking));
     let shared = Arc::new(Shared {
+        revocations: revoked::Revocations::new(),
         domain,
         subscribers: Default::default(),
         source_strikes,
@@ -314,6 +322,17 @@ pub fn start(settings: GatewaySettings, control: Vec<Sender<Control>>) -> Result
     Ok(Gateway { stats, local_addr, policy, shared: handle, certificate })
 }
 
+/// What a served connection is: who, to which service, through which chain, under which policy.
+#[derive(Clone, Copy)]
+struct Served<'a> {
+    peer: SocketAddr,
+    identity: &'a str,
+    sni: Option<&'a str>,
+    service: &'a Service,
+    chain: ChainId,
+    policy: &'a Policy,
+}
+
 struct Shared {
     settings: GatewaySettings,
     /// The trust domain of the gateway's certificate: clients must be of it.
@@ -332,6 +351,8 @@ struct Shared {
     /// Subscriber id → identity of the clients served (at most [`MAX_BUCKETS`]; then it starts
     /// afresh), so that SF drops reported by pseudonym count against the identity.
     subscribers: std::sync::Mutex<std::collections::HashMap<u64, String>>,
+    /// Revoked clients, as the controller pushed them.
+    revocations: revoked::Revocations,
 }
 
 impl Shared {
@@ -408,7 +429,9 @@ impl Shared {
         };
         let (_, conn) = tls.get_ref();
         let sni = conn.server_name().map(str::to_owned);
-        let identity = match conn.peer_certificates().and_then(|c| c.first()) {
+        let cert = conn.peer_certificates().and_then(|c| c.first());
+        let not_before = cert.and_then(|c| zsfc_identity::not_before(c));
+        let identity = match cert {
             Some(c) => client_of(c, &self.domain),
             None => Err(Refusal::NoIdentity),
         };
@@ -416,6 +439,10 @@ impl Shared {
             Ok(i) => i,
             Err(r) => return self.refuse(peer, None, sni.as_deref(), r, ""),
         };
+        let revocations = self.revocations.watch();
+        if self.revocations.is_revoked(&identity, not_before) {
+            return self.refuse(peer, Some(&identity), sni.as_deref(), Refusal::Revoked, "");
+        }
         if self.identity_strikes.blocked(&identity, std::time::Instant::now()) {
             return self.refuse(peer, Some(&identity), sni.as_deref(), Refusal::IdentityBlocked, "");
         }
@@ -452,7 +479,7 @@ impl Shared {
             }
             known.insert(subscriber, identity.clone());
         }
-        let (mut inner, tuple) = match self.connect(&service, chain, subscriber).await {
+        let (inner, tuple) = match self.connect(&service, chain, subscriber).await {
             Ok(connected) => connected,
             Err((tuple, e)) => {
                 if let Some(t) = tuple {
@@ -463,8 +490,31 @@ impl Shared {
         };
         self.stats.served.fetch_add(1, Ordering::Relaxed);
         eprintln!("gateway: {peer} identity={identity} service={} chain={}", service.name, chain.0);
+        let served =
+            Served { peer, identity: &identity, sni: sni.as_deref(), service: &service, chain, policy: &policy };
+        tokio::select! {
+            () = self.relay(&served, tls, inner, head, path.is_some()) => {}
+            () = self.revocations.until_revoked(revocations, &identity, not_before) => {
+                self.refuse(peer, Some(&identity), Some(&service.name), Refusal::Revoked, "open connection closed");
+            }
+        }
+        tokio::time::sleep(FLOW_LINGER).await;
+        self.tell(|| Control::RemoveFlow(tuple));
+    }
+
+    /// Carries a served connection's bytes both ways until either side ends; where the chain
+    /// depends on the path, request by request (a request of another chain ends it).
+    async fn relay(
+        &self,
+        s: &Served<'_>,
+        mut tls: tokio_rustls::server::TlsStream<tokio::net::TcpStream>,
+        mut inner: tokio::net::TcpStream,
+        head: Vec<u8>,
+        by_path: bool,
+    ) {
+        let Served { peer, identity, sni, service, chain, policy } = *s;
         use tokio::io::AsyncWriteExt;
-        if path.is_none() {
+        if !by_path {
             // No grant of this identity for this service depends on the path: bytes both ways.
             if inner.write_all(&head).await.is_ok() {
                 let _ = tokio::io::copy_bidirectional(&mut tls, &mut inner).await;
@@ -474,7 +524,7 @@ impl Shared {
             // The chain depends on the path: every request on the connection must take the
             // connection's chain (keep-alive and pipelining included), or the connection ends.
             let same = |target: &str| {
-                matches!(policy.decide(&identity, sni.as_deref(), Some(target)),
+                matches!(policy.decide(identity, sni, Some(target)),
                     Ok((s, c)) if s.name == service.name && c == chain)
             };
             let (mut from_client, mut to_client) = tokio::io::split(tls);
@@ -493,20 +543,18 @@ impl Shared {
             match stop {
                 http::Stop::Closed => {}
                 http::Stop::Refused(target) => {
-                    let why = match policy.decide(&identity, sni.as_deref(), Some(&target)) {
+                    let why = match policy.decide(identity, sni, Some(&target)) {
                         Err(r) => r,
                         Ok(_) => Refusal::OtherChain,
                     };
                     let detail = format!("path {target} on a connection of chain {}", chain.0);
-                    self.refuse(peer, Some(&identity), Some(&service.name), why, &detail);
+                    self.refuse(peer, Some(identity), Some(&service.name), why, &detail);
                 }
                 http::Stop::Malformed(why) => {
-                    self.refuse(peer, Some(&identity), Some(&service.name), Refusal::NoHttpRequest, why);
+                    self.refuse(peer, Some(identity), Some(&service.name), Refusal::NoHttpRequest, why);
                 }
             }
         }
-        tokio::time::sleep(FLOW_LINGER).await;
-        self.tell(|| Control::RemoveFlow(tuple));
     }
 
     /// Binds the inner socket to the local side, steers its 5-tuple onto the service's chain,

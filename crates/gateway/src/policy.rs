@@ -81,6 +81,9 @@ pub enum Refusal {
     /// long as the operator chose, then the client needs a new one). The validity is checked
     /// before the issuer, so an expired certificate of another CA is refused this way too.
     CertificateExpired,
+    /// The client's identity was revoked (`zsfc revoke client NAME`) and its certificate is
+    /// from before that: refused after the handshake, or its open connection closed.
+    Revoked,
     /// Any other handshake failure (not TLS, TLS 1.2 only, timeout).
     HandshakeFailed,
     /// The certificate verified but names no usable identity (no single SPIFFE URI SAN of
@@ -125,12 +128,13 @@ pub(crate) enum Culprit {
 }
 
 impl Refusal {
-    pub const ALL: [Refusal; 17] = [
+    pub const ALL: [Refusal; 18] = [
         Refusal::SourceRateLimited,
         Refusal::IdentityRateLimited,
         Refusal::NoCertificate,
         Refusal::UntrustedCertificate,
         Refusal::CertificateExpired,
+        Refusal::Revoked,
         Refusal::HandshakeFailed,
         Refusal::NoIdentity,
         Refusal::NotAClient,
@@ -150,6 +154,7 @@ impl Refusal {
             Refusal::NoCertificate => "no_certificate",
             Refusal::UntrustedCertificate => "untrusted_certificate",
             Refusal::CertificateExpired => "certificate_expired",
+            Refusal::Revoked => "revoked",
             Refusal::HandshakeFailed => "handshake_failed",
             Refusal::NoIdentity => "no_identity",
             Refusal::NotAClient => "not_a_client",
@@ -178,8 +183,9 @@ impl Refusal {
             NoServerName | UnknownService | NotAllowed | NoHttpRequest | PathNotAllowed | IdentityRateLimited => {
                 Some(Culprit::Identity)
             }
-            // A browser reusing a connection across paths of two chains does nothing wrong.
-            ServiceUnreachable | OtherChain | SourceBlocked | IdentityBlocked => None,
+            // A browser reusing a connection across paths of two chains does nothing wrong; a
+            // revoked client is refused outright anyway.
+            ServiceUnreachable | OtherChain | SourceBlocked | IdentityBlocked | Revoked => None,
         }
     }
 }

@@ -207,6 +207,13 @@ impl Identity {
     }
 }
 
+/// When a certificate (DER) became valid, in Unix seconds: what a revocation's cut-off is
+/// compared with (certificates issued at or before it are revoked).
+pub fn not_before(der: &[u8]) -> Option<u64> {
+    let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;
+    u64::try_from(cert.validity().not_before.timestamp()).ok()
+}
+
 impl fmt::Display for Identity {
     /// `kind/name` (`controller` for the controller): what logs and the audit show.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

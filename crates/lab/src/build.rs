@@ -28,6 +28,7 @@ pub(crate) fn build(lab: &Lab, plan: &LabPlan, state: &State, ns: &mut Namespace
             ..Default::default()
         },
         api: Default::default(),
+        revoked: Vec::new(),
     };
     let (init, ca) = zsfc_controller::Controller::init(&state.controller_db(), &spec)?;
     make_pki(plan, state, &ca)?;

@@ -459,6 +459,7 @@ async fn apply(
             })
             .collect();
         gw.set_policy(zsfc_gateway::Policy { services: services.clone(), grants });
+        gw.set_revoked(doc.sfc.revoked.iter().map(|r| (r.name.clone(), r.before)).collect());
     }
     Ok(missing)
 }

@@ -253,3 +253,53 @@ pub fn fetch_path(lab: &LabRun, from: &str, cert: Option<&str>, path: &str) -> u
         curl.args(["--resolve", &format!("{host}:443:172.16.0.1"), &format!("https://{host}{path}")]).output().unwrap();
     String::from_utf8_lossy(&out.stdout).trim().parse().unwrap_or(0)
 }
+
+/// The pid a lab recorded for `who` (a node or the controller).
+pub fn pid_of(lab: &LabRun, who: &str) -> i32 {
+    std::fs::read_to_string(lab.state_file(&format!("{who}.pid"))).unwrap().trim().parse().unwrap()
+}
+
+/// Whether process `pid` exists.
+pub fn alive(pid: i32) -> bool {
+    std::path::Path::new(&format!("/proc/{pid}")).exists()
+}
+
+/// SIGKILL, as a crash would.
+pub fn nix_kill(pid: i32) {
+    assert!(Command::new("kill").args(["-9", &pid.to_string()]).status().unwrap().success());
+}
+
+/// The controller's audit log, one `seq|kind|subject|detail` line per row.
+pub fn audit_rows(db: &std::path::Path) -> String {
+    let q = "import sqlite3,sys\nfor r in sqlite3.connect(sys.argv[1]).execute('SELECT seq,kind,subject,detail FROM audit ORDER BY seq'): print(*r, sep='|')";
+    let out = Command::new("python3").args(["-c", q]).arg(db).output().unwrap();
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Starts node `node` of a running lab again (after it was killed), as the lab did, logging to
+/// `logs/NODE-again.log`.
+pub fn start_node_again(lab: &LabRun, node: &str) -> std::process::Child {
+    let cfg = lab.state_file(&format!("{node}.toml"));
+    let log = std::fs::File::create(lab.state_file(&format!("logs/{node}-again.log"))).unwrap();
+    Command::new("ip")
+        .args(["netns", "exec", &lab.ns(node), BIN, "node", "--config", cfg.to_str().unwrap()])
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .spawn()
+        .unwrap()
+}
+
+/// Waits (at most `patience`) until the controller audited a second push for `node`'s
+/// restart: its first poll after starting again, and the rollout that followed.
+pub fn wait_for_restart(lab: &LabRun, node: &str, patience: std::time::Duration) {
+    let t = std::time::Instant::now();
+    let want = format!("|push|{node}|node (re)started");
+    loop {
+        let rows = audit_rows(&lab.state_file("controller.db"));
+        if rows.lines().filter(|l| l.contains(&want)).count() >= 2 {
+            return;
+        }
+        assert!(t.elapsed() < patience, "the controller never saw {node} start again:\n{rows}");
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+}

@@ -14,7 +14,7 @@ use zeroize::Zeroizing;
 use zsfc_config::ikeless::{Direction, NodeState, sa_name};
 use zsfc_config::{GatewayGrant, Topology};
 
-pub use certs::Renewal;
+pub use certs::{Renewal, revocable};
 
 mod certs;
 mod sf_drops;
@@ -36,6 +36,24 @@ pub struct DomainSpec {
     pub rekey: RekeySettings,
     #[serde(default)]
     pub api: crate::limit::ApiLimits,
+    /// Revoked identities (`zsfc revoke`, `zsfc node-token`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub revoked: Vec<Revocation>,
+}
+
+/// A revoked identity: its certificates issued at or before `before` (Unix seconds, their
+/// notBefore) are refused everywhere; one issued later (a node's re-enrolment) is not.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Revocation {
+    /// `node`, `client` or `gateway`.
+    pub kind: String,
+    pub name: String,
+    pub before: u64,
+    /// When it was revoked (Unix ms): a node enrolled after this has a certificate after the
+    /// cut-off and is back in the domain.
+    #[serde(default)]
+    pub at_ms: i64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -374,7 +392,7 @@ impl Controller {
         }
         let id = zsfc_identity::Identity::new(&self.domain().name, zsfc_identity::Kind::Node, node)
             .map_err(|e| Refusal::new(400, "invalid-value", e.to_string()))?;
-        let life = crate::pki::Validity::from_now(self.domain().topology.certificates.node());
+        let life = self.validity_for(&id, self.domain().topology.certificates.node());
         let cert =
             self.ca.sign_csr(csr, &id, life).map_err(|e| Refusal::new(400, "invalid-value", format!("csr: {e}")))?;
         db = self.db();
@@ -568,10 +586,11 @@ impl Controller {
         Ok(())
     }
 
-    /// Waits until every node acknowledged `version`; returns the ones that did not in time.
-    async fn acks(&self, version: u64) -> Vec<String> {
+    /// Waits until every node but the cut-off ones acknowledged `version`; returns the ones
+    /// that did not in time.
+    async fn acks(&self, version: u64, cut: &std::collections::HashSet<String>) -> Vec<String> {
         let deadline = tokio::time::Instant::now() + Duration::from_millis(self.state().domain.rekey.ack_timeout_ms);
-        let waits = self.nodes.iter().map(|(name, c)| {
+        let waits = self.nodes.iter().filter(|(name, _)| !cut.contains(*name)).map(|(name, c)| {
             let mut rx = c.acked.subscribe();
             async move {
                 let ok =
@@ -590,6 +609,9 @@ impl Controller {
     /// break. Returns the final version.
     pub async fn rollout(&self, reason: &str) -> Result<u64, Refusal> {
         let _one_at_a_time = self.rollout_lock.lock().await;
+        // Revoked nodes get nothing (their SAs go with the old generation) and are not waited for.
+        let cut = self.cut_off()?;
+        let revoked_clients = self.revoked_clients();
         let (olds, news, grace) = {
             let mut st = self.state();
             let (cfgs, next) = st
@@ -626,16 +648,22 @@ impl Controller {
             let gw = st.domain.gateway_node.clone();
             let news: Vec<(String, NodeState)> = cfgs
                 .iter()
+                .filter(|c| !cut.contains(&c.name))
                 .map(|c| {
-                    let grants = if gw.as_deref() == Some(&c.name) { st.domain.grants.clone() } else { Vec::new() };
-                    (c.name.clone(), NodeState::from_config(0, c, grants, |_| true))
+                    let is_gw = gw.as_deref() == Some(&c.name);
+                    let grants = if is_gw { st.domain.grants.clone() } else { Vec::new() };
+                    let mut doc = NodeState::from_config(0, c, grants, |_| true);
+                    if is_gw {
+                        doc.sfc.revoked.clone_from(&revoked_clients);
+                    }
+                    (c.name.clone(), doc)
                 })
                 .collect();
             let olds: Vec<NodeState> =
                 news.iter().map(|(n, _)| st.docs.get(n).cloned().unwrap_or_else(|| empty_state(0))).collect();
             (olds, news, Duration::from_millis(st.domain.rekey.grace_ms))
         };
-        let result = self.three_steps(&olds, news, grace, reason).await;
+        let result = self.three_steps(&olds, news, grace, reason, &cut).await;
         self.state().rolling = false;
         result
     }
@@ -646,13 +674,14 @@ impl Controller {
         news: Vec<(String, NodeState)>,
         grace: Duration,
         reason: &str,
+        cut: &std::collections::HashSet<String>,
     ) -> Result<u64, Refusal> {
         let v1 = self.next_version()?;
         let t = std::time::Instant::now();
         for ((n, new), old) in news.iter().zip(olds) {
             self.publish(n, &rollout::prepare(old, new, v1))?;
         }
-        let late = self.acks(v1).await;
+        let late = self.acks(v1, cut).await;
         self.pushed(t);
         // Every node that acknowledged has its keys; nothing here needs them any more.
         let news: Vec<(String, NodeState)> = news.into_iter().map(|(n, d)| (n, rollout::strip_keys(&d))).collect();
@@ -661,7 +690,7 @@ impl Controller {
         for ((n, new), old) in news.iter().zip(olds) {
             self.publish(n, &rollout::switch(old, new, v2))?;
         }
-        let late2 = self.acks(v2).await;
+        let late2 = self.acks(v2, cut).await;
         self.pushed(t);
         tokio::time::sleep(grace).await;
         let v3 = self.next_version()?;
@@ -669,7 +698,7 @@ impl Controller {
         for (n, new) in &news {
             self.publish(n, &rollout::finish(new, v3))?;
         }
-        let late3 = self.acks(v3).await;
+        let late3 = self.acks(v3, cut).await;
         self.pushed(t);
         {
             let mut st = self.state();

@@ -23,6 +23,8 @@ impl Controller {
 
     /// The domain as the operator sees it (no key material).
     pub fn status(&self) -> serde_json::Value {
+        // Revoked nodes are out of the domain on purpose: shown, not waited for.
+        let cut = self.cut_off().unwrap_or_default();
         let st = self.state();
         let db = self.db();
         let mut nodes = Vec::new();
@@ -31,13 +33,14 @@ impl Controller {
             let acked = self.nodes.get(&n.name).map_or(0, |c| *c.acked.borrow());
             let pushed =
                 self.nodes.get(&n.name).and_then(|c| c.pending.borrow().as_ref().map(|p| p.version)).unwrap_or(0);
-            converged &= pushed > 0 && acked >= pushed;
+            let revoked = cut.contains(&n.name);
+            converged &= revoked || (pushed > 0 && acked >= pushed);
             let enrolled: Option<i64> =
                 db.query_row("SELECT enrolled_at FROM nodes WHERE name = ?1", [&n.name], |r| r.get(0)).ok().flatten();
             let sas = st.docs.get(&n.name).map_or(0, |d| d.ikeless.sad.entries.len());
             nodes.push(serde_json::json!({
                 "name": n.name, "enrolled": enrolled.is_some(), "pushed-version": pushed,
-                "acked-version": acked, "sad-entries": sas,
+                "acked-version": acked, "sad-entries": sas, "revoked": revoked,
             }));
         }
         // SAs older than their soft lifetime are a problem whatever the acknowledgements say:
@@ -60,7 +63,7 @@ impl Controller {
         serde_json::json!({"zsfc:domain": {
             "name": st.domain.name, "version": st.version, "rollouts": self.rollouts.load(Ordering::Relaxed),
             "converged": converged, "nodes": nodes, "chains": chains, "grants": st.domain.grants,
-            "next-spi": st.next_spi, "roles-on-tokens": bound, "sas": sas,
+            "next-spi": st.next_spi, "roles-on-tokens": bound, "sas": sas, "revoked": st.domain.revoked,
         }})
     }
 }

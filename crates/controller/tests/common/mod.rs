@@ -32,6 +32,7 @@ pub fn domain() -> DomainSpec {
         grants: Vec::new(),
         rekey: Default::default(),
         api: Default::default(),
+        revoked: Vec::new(),
     }
 }
 
