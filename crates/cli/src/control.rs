@@ -445,6 +445,47 @@ pub(crate) fn node_token(a: &NodeTokenArgs) -> anyhow::Result<bool> {
 }
 
 #[derive(Debug, clap::Args)]
+pub(crate) struct ClientCertArgs {
+    #[command(flatten)]
+    lab: LabArgs,
+    /// The client's name (its identity: spiffe://DOMAIN/client/NAME).
+    client: String,
+    /// How long the certificate is valid, in seconds [default, and at most: the domain's
+    /// `certificates.client_s`].
+    #[arg(long)]
+    lifetime_s: Option<u64>,
+    /// Where to write NAME.pem and NAME.key (0600) [default: in a lab, its pki/clients; with
+    /// --controller, the current directory].
+    #[arg(long)]
+    out: Option<PathBuf>,
+}
+
+/// `zsfc client-cert NAME CLIENT`: a new key made here and a certificate for it signed by the
+/// domain CA through the controller (the key never leaves this host).
+pub(crate) fn client_cert(a: &ClientCertArgs) -> anyhow::Result<bool> {
+    let (csr, key) = zsfc_controller::pki::new_csr(&a.client)?;
+    let mut input = serde_json::json!({"name": a.client, "csr": csr});
+    if let Some(s) = a.lifetime_s {
+        input["lifetime-s"] = s.into();
+    }
+    let body = serde_json::json!({"zsfc:input": input});
+    let v = a.lab.with_role(|c| call(c, "POST", "/restconf/operations/zsfc:client-certificate", Some(body)))?;
+    let cert = v["zsfc:output"]["certificate"].as_str().context("the controller's answer holds no certificate")?;
+    let dir = a.out.clone().unwrap_or_else(|| match a.lab.controller {
+        Some(_) => PathBuf::from("."),
+        None => a.lab.state_dir.join(&a.lab.name).join("pki/clients"),
+    });
+    std::fs::create_dir_all(&dir)?;
+    zsfc_controller::pki::write_private(&dir.join(format!("{}.key", a.client)), key.as_bytes())?;
+    std::fs::write(dir.join(format!("{}.pem", a.client)), cert)?;
+    let until = zsfc_controller::pki::Validity::of_pem(cert)
+        .and_then(|v| v.not_after.duration_since(std::time::UNIX_EPOCH).ok())
+        .map_or(0, |d| d.as_secs());
+    println!("client {}: certificate and key in {} (valid until {until}, unix s)", a.client, dir.display());
+    Ok(true)
+}
+
+#[derive(Debug, clap::Args)]
 pub(crate) struct ChainArgs {
     #[command(flatten)]
     lab: LabArgs,

@@ -65,6 +65,10 @@ enum Command {
     /// Issue a node a new single-use bootstrap token (a reinstalled host); its old certificates
     /// are revoked in the same step.
     NodeToken(control::NodeTokenArgs),
+    /// Issue a client certificate (operator only, audited): a key made here, signed by the
+    /// domain CA for spiffe://DOMAIN/client/NAME, valid as long as asked (at most the domain's
+    /// client lifetime, 30 days by default).
+    ClientCert(control::ClientCertArgs),
     /// Send a paced, numbered UDP stream between two namespaces and count what arrived.
     Traffic(traffic::TrafficArgs),
     /// Attack a link of a running domain (capture, then replay, forge, strip or flood) to see
@@ -119,6 +123,7 @@ fn main() -> std::process::ExitCode {
         Command::RoleKey(a) => control::role_key(&a),
         Command::Revoke(a) => control::revoke(&a),
         Command::NodeToken(a) => control::node_token(&a),
+        Command::ClientCert(a) => control::client_cert(&a),
         Command::Audit(c) => control::audit(&c),
         Command::Traffic(a) => traffic::run(&a),
         Command::Attack(a) => attack::run(&a),

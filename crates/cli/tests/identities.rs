@@ -68,6 +68,14 @@ fn certificates_are_renewed_while_traffic_runs_and_an_expired_client_is_refused(
     std::thread::sleep(wait);
     assert_eq!(fetch_as(&lab, "alice"), 0, "an expired client certificate was served");
     let expired = metric(&lab, "ingress", "zsfc_gateway_total", &["outcome=\"refused_certificate_expired\""]);
+    // The operator issues her a new one (a key made where it is written), within the domain's
+    // client lifetime only.
+    let longer = lab.zsfc(&["client-cert", &lab.name, "alice", "--lifetime-s", "26"]);
+    assert!(!longer.status.success(), "a lifetime beyond the domain's was accepted");
+    zsfc_ok(&lab, &["client-cert", &lab.name, "alice", "--lifetime-s", "20"]);
+    let renewed = validity(&lab, "pki/clients/alice.pem");
+    assert!(renewed.not_before > client.not_after - Duration::from_secs(5), "not a new certificate");
+    assert_eq!(fetch_as(&lab, "alice"), 200, "with her new certificate");
     lab.down();
     assert_eq!(expired, 1, "the refusal's reason");
 }
@@ -131,6 +139,10 @@ fn a_revoked_client_is_refused_and_cut_off_on_an_open_connection() {
     assert_eq!(fetch_as(&lab, "alice"), 0, "a revoked client was served");
     let revoked = metric(&lab, "ingress", "zsfc_gateway_total", &["outcome=\"refused_revoked\""]);
     let domain = zsfc_ok(&lab, &["domain", &lab.name]);
+    // A certificate issued after the revocation is hers again (valid from after the cut-off).
+    zsfc_ok(&lab, &["client-cert", &lab.name, "alice"]);
+    std::thread::sleep(Duration::from_millis(1100));
+    assert_eq!(fetch_as(&lab, "alice"), 200, "a certificate issued after the revocation");
     lab.down();
     assert_eq!(revoked, 2, "the open connection and the new one");
     assert!(domain.contains("revoked client/alice"), "{domain}");

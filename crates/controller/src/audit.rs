@@ -27,6 +27,8 @@ pub enum Kind {
     Renew,
     /// An identity revoked (or a node given a new bootstrap token).
     Revoke,
+    /// A client certificate issued by the operator.
+    Issue,
 }
 
 impl Kind {
@@ -42,6 +44,7 @@ impl Kind {
             Self::RoleKey => "role-key",
             Self::Renew => "renew",
             Self::Revoke => "revoke",
+            Self::Issue => "issue",
         }
     }
 }

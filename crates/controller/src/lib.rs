@@ -54,7 +54,8 @@ pub enum Admin {
     ActForNode,
     /// Binds a role to a key on a hardware token: the full operator only.
     BindRole,
-    /// Revokes an identity or issues a node a new bootstrap token: the full operator only.
+    /// Revokes an identity, issues a node a new bootstrap token or a client a certificate:
+    /// the full operator only.
     Revoke,
 }
 

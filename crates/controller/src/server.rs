@@ -39,6 +39,7 @@ pub const API_ROUTES: &[(&str, &str)] = &[
     ("post", "/restconf/operations/zsfc:bind-role"),
     ("post", "/restconf/operations/zsfc:revoke"),
     ("post", "/restconf/operations/zsfc:node-token"),
+    ("post", "/restconf/operations/zsfc:client-certificate"),
     ("post", "/restconf/operations/zsfc:sf-drops"),
     ("get", "/restconf/data/zsfc:nodes/node={node}/sf-drops"),
     ("get", "/openapi.json"),
@@ -462,6 +463,29 @@ async fn sf_drops(
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
+struct ClientCertificateInput {
+    name: String,
+    csr: String,
+    /// Seconds; at most (and by default) the domain's client certificate lifetime.
+    #[serde(default, rename = "lifetime-s")]
+    lifetime_s: Option<u64>,
+}
+
+/// The operator has the CA sign a client's certificate (the client's key stays where it was
+/// made).
+async fn client_certificate(State(ctl): Ctl, Extension(peer): Extension<Peer>, body: Bytes) -> Response {
+    let r = (|| {
+        let who = require(&ctl, &peer, None, Admin::Revoke, "issue a client certificate")?;
+        let i: ClientCertificateInput = input(&body, "zsfc:input")?;
+        let life = i.lifetime_s.map(Duration::from_secs);
+        let cert = ctl.issue_client(&i.name, &i.csr, life, &format!("role/{who}"))?;
+        Ok(serde_json::json!({"zsfc:output": {"certificate": cert}}))
+    })();
+    r.map_or_else(|e: Refusal| error(&e), ok)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 struct BindInput {
     role: String,
     csr: String,
@@ -556,6 +580,7 @@ fn router(ctl: Arc<Controller>) -> Router {
             (_, "/restconf/operations/zsfc:bind-role") => post(bind_role),
             (_, "/restconf/operations/zsfc:revoke") => post(revoke),
             (_, "/restconf/operations/zsfc:node-token") => post(node_token),
+            (_, "/restconf/operations/zsfc:client-certificate") => post(client_certificate),
             (_, "/restconf/operations/zsfc:sf-drops") => post(report_sf_drops),
             (_, "/restconf/data/zsfc:nodes/node={node}/sf-drops") => get(sf_drops),
             (_, "/openapi.json") => get(openapi),

@@ -195,4 +195,34 @@ impl Controller {
         let version = self.rollout(&format!("{id} revoked for re-enrolment")).await?;
         Ok((token, version))
     }
+
+    /// A certificate for client `name` and the key of `csr` (made where the client's key is to
+    /// live), valid for `life` — at most the domain's client lifetime, which is also the
+    /// default. Audited; a revoked client's new certificate starts after its cut-off.
+    pub fn issue_client(&self, name: &str, csr: &str, life: Option<Duration>, who: &str) -> Result<String, Refusal> {
+        let domain = self.domain();
+        let max = domain.topology.certificates.client();
+        let life = life.unwrap_or(max);
+        if life > max || life < Duration::from_secs(zsfc_config::MIN_LIFETIME_S) {
+            return Err(Refusal::new(
+                400,
+                "invalid-value",
+                format!(
+                    "lifetime {life:?}: {}..={} seconds in this domain",
+                    zsfc_config::MIN_LIFETIME_S,
+                    max.as_secs()
+                ),
+            ));
+        }
+        let id = Identity::new(&domain.name, IdKind::Client, name)
+            .map_err(|e| Refusal::new(400, "invalid-value", e.to_string()))?;
+        let validity = self.validity_for(&id, life);
+        let cert = self
+            .ca
+            .sign_csr(csr, &id, validity)
+            .map_err(|e| Refusal::new(400, "invalid-value", format!("csr: {e}")))?;
+        let detail = format!("client certificate issued by {who}, valid until {} (unix s)", unix_s(validity.not_after));
+        self.audit(Kind::Issue, &id.to_string(), &detail);
+        Ok(cert)
+    }
 }
