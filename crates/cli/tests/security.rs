@@ -480,3 +480,74 @@ fn a_client_spoofing_a_peer_or_calling_the_controller_gets_nothing_through() {
     assert!(dropped >= 50, "{status}");
     assert_eq!(served, 200, "the gateway still serves");
 }
+
+/// `capture DEV`: prints (hex) the first MPLS frame DEV receives. `inject DEV N HEX`: sends
+/// N copies of each variant a stranger on the segment could make of frame HEX: to the
+/// broadcast, a multicast and an unknown unicast address, and to its own address with an
+/// 802.1Q tag and with 802.1ad + 802.1Q tags; prints how many frames it sent.
+const STRANGE_FRAMES: &str = r#"
+import socket, sys
+mode, dev = sys.argv[1], sys.argv[2]
+s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(0x8847))
+s.bind((dev, 0))
+s.settimeout(10)
+if mode == "capture":
+    while True:
+        f, addr = s.recvfrom(65535)
+        if addr[2] == socket.PACKET_HOST:
+            print(f.hex())
+            sys.exit(0)
+n, f = int(sys.argv[3]), bytes.fromhex(sys.argv[4])
+dst, src, rest = f[:6], f[6:12], f[12:]
+tag = lambda tpid, vid: tpid.to_bytes(2, "big") + vid.to_bytes(2, "big")
+variants = [b"\xff" * 6 + src + rest, bytes.fromhex("01005e0000fb") + src + rest,
+            bytes.fromhex("02000000beef") + src + rest, dst + src + tag(0x8100, 7) + rest,
+            dst + src + tag(0x88a8, 7) + tag(0x8100, 8) + rest]
+for v in variants:
+    for _ in range(n):
+        s.send(v)
+print(len(variants) * n)
+"#;
+
+/// Issue 18: on an Ethernet link a node takes only untagged MPLS frames addressed to its own
+/// interface. Broadcast, multicast and flooded unknown-unicast frames (which every node that
+/// saw them used to forward: 3x the traffic at the target) and tagged frames (once taken as
+/// untagged) are counted drops: `eth_not_for_us`, `eth_tagged`.
+#[test]
+fn ethernet_nodes_drop_frames_not_addressed_to_them_and_tagged_frames() {
+    usable();
+    let mut lab = LabRun::new("secure", "ef");
+    lab.edit("link_protection = true", "link_protection = true\ntransport = \"ethernet\"");
+    lab.up();
+    // A frame from the ingress to the SF node, as the SF node received it; then the variants,
+    // sent from the ingress's side of the segment (its own source address).
+    let capture = Command::new("ip")
+        .args(["netns", "exec", &lab.ns("sf"), "python3", "-c", STRANGE_FRAMES, "capture", "eth0"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    let (sent, received, ..) = stream(&lab, 200, 1);
+    let frame = capture.wait_with_output().unwrap();
+    assert!(frame.status.success(), "the capture: {}", String::from_utf8_lossy(&frame.stderr));
+    let frame = String::from_utf8_lossy(&frame.stdout).trim().to_owned();
+    let inject = Command::new("ip")
+        .args(["netns", "exec", &lab.ns("ingress"), "python3", "-c", STRANGE_FRAMES, "inject", "eth0", "20", &frame])
+        .output()
+        .unwrap();
+    assert!(inject.status.success(), "the injector: {}", String::from_utf8_lossy(&inject.stderr));
+    assert_eq!(String::from_utf8_lossy(&inject.stdout).trim(), "100");
+    std::thread::sleep(Duration::from_millis(1200));
+    let drops = |node: &str, reason: &str| metric(&lab, node, "zsfc_drops_total", &[&format!("reason=\"{reason}\"")]);
+    let (sf_away, sf_tagged) = (drops("sf", "eth_not_for_us"), drops("sf", "eth_tagged"));
+    let egress_away = drops("egress", "eth_not_for_us");
+    let status = String::from_utf8_lossy(&lab.zsfc(&["status", &lab.name]).stdout).into_owned();
+    lab.down();
+    assert_eq!(received, sent, "the stream itself");
+    // Broadcast, multicast and the flooded unknown unicast reach every other node on the
+    // segment; the 802.1Q-tagged frames reach the node they were addressed to (the doubly
+    // tagged ones the kernel keeps from the MPLS socket).
+    assert_eq!((sf_away, egress_away, sf_tagged), (60, 60, 20), "{status}");
+    assert!(status.contains("eth_not_for_us=60"), "{status}");
+}

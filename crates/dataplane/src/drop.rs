@@ -121,6 +121,11 @@ drop_reasons! {
     /// A frame on the domain link that carries no MPLS packet to hand on (a runt: the socket
     /// takes MPLS frames only).
     EthRunt => "eth_runt",
+    /// An MPLS frame not addressed to this node's interface (broadcast, multicast, or unicast
+    /// to another address): never forwarded, or every node that saw it would.
+    EthNotForUs => "eth_not_for_us",
+    /// An MPLS frame with an 802.1Q/802.1ad tag: the domain's links are untagged.
+    EthTagged => "eth_tagged",
     /// A frame the receive ring could not hand over whole (longer than a slot or block, or with
     /// inconsistent offsets).
     EthRingError => "eth_ring_error",

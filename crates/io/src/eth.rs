@@ -63,6 +63,11 @@ pub(crate) enum Frame {
     /// Anything else: the socket is bound to MPLS frames, so only a frame this host sent (which
     /// `PACKET_IGNORE_OUTGOING` keeps away too) or a runt.
     Other,
+    /// An MPLS frame not addressed to this interface: broadcast, multicast, or unicast to
+    /// another address (flooded by a switch, or seen in promiscuous mode).
+    NotForUs,
+    /// An MPLS frame that carried an 802.1Q or 802.1ad tag.
+    Tagged,
 }
 
 /// A non-blocking AF_PACKET socket on `interface` for the frames of `ethertype` (every frame
@@ -123,9 +128,26 @@ impl EthLink {
         mut fresh: impl FnMut(usize) -> PacketBuf,
         mut each: impl FnMut(Frame),
     ) -> usize {
-        self.ring.recv(ETH_BATCH, |f, pkttype| {
-            if pkttype == PACKET_OUTGOING || f.len() <= HEADER || u16::from_be_bytes([f[12], f[13]]) != ETHERTYPE_MPLS {
+        let mac = self.mac;
+        self.ring.recv(ETH_BATCH, |f, meta| {
+            if meta.pkttype == PACKET_OUTGOING
+                || f.len() <= HEADER
+                || u16::from_be_bytes([f[12], f[13]]) != ETHERTYPE_MPLS
+            {
                 return each(Frame::Other);
+            }
+            // The links carry untagged frames; a tag means the frame came from some other
+            // network. The kernel takes the tag off the bytes: for a VLAN with no device of its
+            // own it marks the frame as for another host (so: to our address, yet "other host"),
+            // otherwise it says so in the ring (`tagged`). A frame with two tags (802.1ad) keeps
+            // its inner 802.1Q type and never reaches this MPLS socket.
+            if meta.tagged || (meta.pkttype == PACKET_OTHERHOST && f[..6] == mac) {
+                return each(Frame::Tagged);
+            }
+            // Only unicast to this interface's own address: a broadcast, multicast or flooded
+            // frame would be forwarded by every node that sees it.
+            if meta.pkttype != PACKET_HOST || f[..6] != mac {
+                return each(Frame::NotForUs);
             }
             let mut buf = fresh(f.len() - HEADER);
             if buf.set(&f[HEADER..], DEFAULT_HEADROOM).is_err() {
@@ -209,6 +231,7 @@ pub(crate) struct IpOverEthernet {
 
 /// `sll_pkttype` of a frame addressed to this host.
 const PACKET_HOST: u8 = 0;
+const PACKET_OTHERHOST: u8 = 3;
 const ETHERTYPE_IPV4: u16 = 0x0800;
 const ETHERTYPE_IPV6: u16 = 0x86dd;
 
@@ -320,7 +343,7 @@ mod tests {
                             let b = buf.as_slice();
                             got[lane].push(u32::from_be_bytes([0, b[0], b[1], b[2]]) >> 4);
                         }
-                        Frame::Other => other += 1,
+                        Frame::Other | Frame::NotForUs | Frame::Tagged => other += 1,
                     },
                 );
             }

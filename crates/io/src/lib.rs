@@ -55,6 +55,10 @@ pub struct IoStats {
     /// Frames from the Ethernet link that are not MPLS frames to hand on (the socket is bound to
     /// MPLS frames, so only runts): not for the engine.
     pub eth_other: u64,
+    /// MPLS frames not addressed to this interface (broadcast, multicast, another address).
+    pub eth_not_for_us: u64,
+    /// MPLS frames that carried a VLAN tag.
+    pub eth_tagged: u64,
     /// Frames on attachment circuits that are not IP packets for the node (ARP, ...).
     pub circuit_other: u64,
     /// Frames the receive ring could not deliver whole (longer than a slot or block, or with
@@ -77,11 +81,13 @@ pub struct IoStats {
 
 impl IoStats {
     /// The drivers' drops, each with its reason (the engine counts its own).
-    pub fn drops(&self) -> [(DropReason, u64); 6] {
+    pub fn drops(&self) -> [(DropReason, u64); 8] {
         [
             (DropReason::UdpUnknownSource, self.udp_unknown_source),
             (DropReason::EthUnknownSource, self.eth_unknown_source),
             (DropReason::EthRunt, self.eth_other),
+            (DropReason::EthNotForUs, self.eth_not_for_us),
+            (DropReason::EthTagged, self.eth_tagged),
             (DropReason::EthRingError, self.eth_ring_errors),
             (DropReason::CircuitNotIp, self.circuit_other),
             (DropReason::Undeliverable, self.undeliverable),
@@ -561,6 +567,8 @@ impl Drivers {
                 |f| match f {
                     Frame::Mpls { src, buf } => eth_inbox.push((src, buf)),
                     Frame::Other => stats.eth_other += 1,
+                    Frame::NotForUs => stats.eth_not_for_us += 1,
+                    Frame::Tagged => stats.eth_tagged += 1,
                 },
             );
             let mut inbox = core::mem::take(&mut self.eth_inbox);

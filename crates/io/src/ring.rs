@@ -47,6 +47,7 @@ const BLOCK_FIRST: usize = 16;
 const FRAME_NEXT: usize = 0;
 const FRAME_SNAPLEN: usize = 12;
 const FRAME_LEN: usize = 16;
+const FRAME_STATUS: usize = 20;
 const FRAME_MAC: usize = 24;
 const FRAME_PKTTYPE: usize = 48 + 10;
 const FRAME_HEADER: usize = FRAME_PKTTYPE + 1;
@@ -56,6 +57,18 @@ const SLOT_LEN: usize = 4;
 const SLOT_SNAPLEN: usize = 8;
 const SLOT_MAC: usize = 12;
 const SLOT_PKTTYPE: usize = 32 + 10;
+/// `TP_STATUS_VLAN_VALID` in `tp_status`: the kernel took an 802.1Q/802.1ad tag off the frame
+/// (VLAN offload) and keeps it beside it; the bytes look untagged.
+const TP_STATUS_VLAN_VALID: u32 = 1 << 4;
+
+/// What the kernel says of a received frame besides its bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Meta {
+    /// `sll_pkttype`: to this host, broadcast, multicast, another host, outgoing.
+    pub pkttype: u8,
+    /// The frame carried a VLAN tag the kernel removed.
+    pub tagged: bool,
+}
 
 /// How the kernel hands frames over (see the module documentation).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -352,10 +365,10 @@ impl RxRing {
         self.left = 0;
     }
 
-    /// Calls `each(frame, pkttype)` for up to `max` received frames (the whole Ethernet frame and
-    /// its `sll_pkttype`), handing them back to the kernel. Returns how many it saw; fewer than
-    /// `max` means the ring is empty for now.
-    pub(crate) fn recv(&mut self, max: usize, mut each: impl FnMut(&[u8], u8)) -> usize {
+    /// Calls `each(frame, meta)` for up to `max` received frames (the whole Ethernet frame and
+    /// what the kernel says of it), handing them back to the kernel. Returns how many it saw;
+    /// fewer than `max` means the ring is empty for now.
+    pub(crate) fn recv(&mut self, max: usize, mut each: impl FnMut(&[u8], Meta)) -> usize {
         let mut seen = 0;
         while seen < max {
             if self.geometry.kind == RingKind::Frames {
@@ -363,7 +376,7 @@ impl RxRing {
                     break;
                 }
                 match slot(self.bytes()) {
-                    Some(f) if f.complete => each(f.bytes, f.pkttype),
+                    Some(f) if f.complete => each(f.bytes, f.meta),
                     Some(_) => self.truncated += 1,
                     None => self.malformed += 1,
                 }
@@ -388,9 +401,9 @@ impl RxRing {
                 }
             }
             match frame_at(self.bytes(), self.offset) {
-                Some(Frame { bytes, pkttype, complete, next }) => {
+                Some(Frame { bytes, meta, complete, next }) => {
                     if complete {
-                        each(bytes, pkttype);
+                        each(bytes, meta);
                     } else {
                         self.truncated += 1;
                     }
@@ -432,7 +445,7 @@ fn read_u16(b: &[u8], at: usize) -> Option<u16> {
 /// One frame of a block, as the kernel described it.
 struct Frame<'a> {
     bytes: &'a [u8],
-    pkttype: u8,
+    meta: Meta,
     /// `false` when the kernel cut it (`tp_snaplen < tp_len`).
     complete: bool,
     /// Offset of the next frame from this one (0: none).
@@ -447,7 +460,9 @@ fn frame_at(block: &[u8], at: usize) -> Option<Frame<'_>> {
     let len = read_u32(h, FRAME_LEN)? as usize;
     let mac = at.checked_add(read_u16(h, FRAME_MAC)? as usize)?;
     let bytes = block.get(mac..mac.checked_add(snaplen)?)?;
-    Some(Frame { bytes, pkttype: h[FRAME_PKTTYPE], complete: snaplen == len, next: read_u32(h, FRAME_NEXT)? as usize })
+    let tagged = read_u32(h, FRAME_STATUS)? & TP_STATUS_VLAN_VALID != 0;
+    let meta = Meta { pkttype: h[FRAME_PKTTYPE], tagged };
+    Some(Frame { bytes, meta, complete: snaplen == len, next: read_u32(h, FRAME_NEXT)? as usize })
 }
 
 /// The frame in a V2 slot, or `None` when its offsets point outside the slot.
@@ -456,7 +471,9 @@ fn slot(slot: &[u8]) -> Option<Frame<'_>> {
     let snaplen = read_u32(slot, SLOT_SNAPLEN)? as usize;
     let mac = read_u16(slot, SLOT_MAC)? as usize;
     let bytes = slot.get(mac..mac.checked_add(snaplen)?)?;
-    Some(Frame { bytes, pkttype: *slot.get(SLOT_PKTTYPE)?, complete: snaplen == len, next: 0 })
+    let tagged = read_u32(slot, SLOT_STATUS)? & TP_STATUS_VLAN_VALID != 0;
+    let meta = Meta { pkttype: *slot.get(SLOT_PKTTYPE)?, tagged };
+    Some(Frame { bytes, meta, complete: snaplen == len, next: 0 })
 }
 
 #[cfg(test)]
@@ -490,9 +507,23 @@ mod tests {
     fn frames_are_walked_by_their_offsets() {
         let b = block(&[(b"first frame", 0), (b"second", 4)]);
         let f = frame_at(&b, 48).expect("first");
-        assert_eq!((f.bytes, f.pkttype, f.complete), (&b"first frame"[..], 0, true));
+        assert_eq!((f.bytes, f.meta.pkttype, f.complete, f.meta.tagged), (&b"first frame"[..], 0, true, false));
         let g = frame_at(&b, 48 + f.next).expect("second");
-        assert_eq!((g.bytes, g.pkttype, g.next), (&b"second"[..], 4, 0));
+        assert_eq!((g.bytes, g.meta.pkttype, g.next), (&b"second"[..], 4, 0));
+    }
+
+    #[test]
+    fn a_tag_the_kernel_took_off_is_reported() {
+        let mut b = block(&[(b"tagged frame", 0)]);
+        b[48 + FRAME_STATUS..48 + FRAME_STATUS + 4].copy_from_slice(&(TP_STATUS_VLAN_VALID | 1).to_ne_bytes());
+        assert!(frame_at(&b, 48).expect("frame").meta.tagged);
+        let mut s = vec![0u8; 2048];
+        s[SLOT_LEN..SLOT_LEN + 4].copy_from_slice(&5u32.to_ne_bytes());
+        s[SLOT_SNAPLEN..SLOT_SNAPLEN + 4].copy_from_slice(&5u32.to_ne_bytes());
+        s[SLOT_MAC..SLOT_MAC + 2].copy_from_slice(&66u16.to_ne_bytes());
+        assert!(!slot(&s).expect("untagged").meta.tagged);
+        s[SLOT_STATUS..SLOT_STATUS + 4].copy_from_slice(&(TP_STATUS_VLAN_VALID | 1).to_ne_bytes());
+        assert!(slot(&s).expect("tagged").meta.tagged);
     }
 
     #[test]
@@ -523,7 +554,7 @@ mod tests {
         s[SLOT_PKTTYPE] = 3;
         s[66..71].copy_from_slice(b"frame");
         let f = slot(&s).expect("frame");
-        assert_eq!((f.bytes, f.pkttype, f.complete), (&b"frame"[..], 3, true));
+        assert_eq!((f.bytes, f.meta.pkttype, f.complete), (&b"frame"[..], 3, true));
         s[SLOT_MAC..SLOT_MAC + 2].copy_from_slice(&2046u16.to_ne_bytes());
         assert!(slot(&s).is_none(), "frame past the slot's end");
     }
