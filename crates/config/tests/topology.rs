@@ -393,3 +393,22 @@ fn a_node_configuration_can_forget_every_key_it_held() {
         }
     }
 }
+
+/// RFC 4303 §2.6: an IP packet of protocol 59 (no next header) is sealed as a dummy packet;
+/// the first hop that opens it discards it and counts it (`esp_dummy`), nothing is delivered.
+#[test]
+fn a_dummy_packet_is_discarded_where_it_is_opened() {
+    let cfgs = plain_topology().compile().unwrap();
+    let mut sim = sim_of(&cfgs);
+    let mut p = packets::build(&Flow::udp("10.1.0.9", 5000, "10.9.0.1", 53), 0, b"dummy");
+    p[9] = 59;
+    p[10..12].fill(0);
+    let sum = zsfc_wire::checksum::finish(zsfc_wire::checksum::sum(&p[..20]));
+    p[10..12].copy_from_slice(&sum.to_be_bytes());
+    for _ in 0..5 {
+        sim.send_local(0, sim.now, &p);
+    }
+    sim.run(100_000);
+    assert_eq!(sim.dropped(DropReason::EspDummy), 5);
+    assert!(sim.local::<FakeEchoService>(4).unwrap().received.is_empty(), "a dummy packet was delivered");
+}

@@ -56,6 +56,9 @@ drop_reasons! {
     EspReplay => "esp_replay",
     /// ICV check failed: tampered, forged or wrong key.
     EspAuthFailed => "esp_auth_failed",
+    /// An authentic dummy packet (ESP next header 59, RFC 4303 §2.6), payload or link:
+    /// discarded, never delivered.
+    EspDummy => "esp_dummy",
     /// The decrypted ESP trailer is inconsistent.
     EspBadTrailer => "esp_bad_trailer",
     /// Not an ESP packet where one was expected, or an ESP packet that cannot be parsed.
@@ -196,6 +199,7 @@ impl From<zsfc_esp::OpenError> for DropReason {
             E::Trailer => Self::EspBadTrailer,
             E::Expired(_) => Self::SaExpired,
             E::AuthOnly => Self::SaRoleMismatch,
+            E::Dummy => Self::EspDummy,
         }
     }
 }

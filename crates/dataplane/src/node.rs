@@ -824,6 +824,7 @@ impl Node {
             Ok(o) if o.next_header == MPLS_IN_IP => Ok(()),
             Ok(_) => Err(DropReason::Unsupported),
             Err(E::Replay(_)) => Err(DropReason::LinkReplay),
+            Err(E::Dummy) => Err(DropReason::EspDummy),
             Err(E::Auth | E::Trailer) => Err(DropReason::LinkAuthFailed),
             Err(E::Expired(_)) => Err(DropReason::SaExpired),
             Err(_) => Err(DropReason::LinkUnauthenticated),

@@ -23,7 +23,7 @@ mod time;
 pub use key::{Algorithm, KeyError, SaKey};
 pub use replay::{DEFAULT_WINDOW, ReplayError, ReplayWindow};
 pub use sa::{
-    InboundSa, Lifetimes, Limit, Limits, OVERHEAD_MAX, OpenError, Opened, OutboundSa, SaConfig, SealError, Sealed,
-    spi_of,
+    InboundSa, Lifetimes, Limit, Limits, NEXT_HEADER_DUMMY, OVERHEAD_MAX, OpenError, Opened, OutboundSa, SaConfig,
+    SealError, Sealed, spi_of,
 };
 pub use time::Instant;

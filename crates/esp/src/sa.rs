@@ -353,7 +353,14 @@ pub enum OpenError {
     Expired(Limit),
     #[error("an authentication-only (GMAC) SA protects links, not payloads")]
     AuthOnly,
+    /// An authentic dummy packet (next header 59, RFC 4303 §2.6): the receiver discards it.
+    #[error("dummy packet (next header 59)")]
+    Dummy,
 }
+
+/// Next header of a dummy packet, which traffic-flow confidentiality may send (RFC 4303 §2.6);
+/// every receiver discards it silently.
+pub const NEXT_HEADER_DUMMY: u8 = 59;
 
 /// What [`InboundSa::open`] did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -439,14 +446,17 @@ impl InboundSa {
         // 3. Only an authentic packet moves the window.
         self.window.mark(seq);
         let (payload_len, next_header) = wesp::parse_trailer(plain).map_err(|_| OpenError::Trailer)?;
+        self.c.packets += 1;
+        self.c.bytes += payload_len as u64;
+        if next_header == NEXT_HEADER_DUMMY {
+            return Err(OpenError::Dummy);
+        }
         let strip_tail = plain.len() - payload_len + ICV_LEN;
         pkt[s.l4_nh_field] = next_header;
         let new_total = s.total_len - HDR_IV - strip_tail;
         set_ip_len(pkt, new_total);
         buf.trim_back(strip_tail).map_err(OpenError::Packet)?;
         buf.close_gap(esp_at, HDR_IV).map_err(OpenError::Packet)?;
-        self.c.packets += 1;
-        self.c.bytes += payload_len as u64;
         Ok(Opened { seq, next_header })
     }
 
@@ -475,10 +485,13 @@ impl InboundSa {
         self.window.mark(seq);
         let (payload_len, next_header) =
             wesp::parse_trailer(&pkt[HDR_IV..n - ICV_LEN]).map_err(|_| OpenError::Trailer)?;
-        buf.trim_back(n - HDR_IV - payload_len).map_err(OpenError::Packet)?;
-        buf.pull_front(HDR_IV).map_err(OpenError::Packet)?;
         self.c.packets += 1;
         self.c.bytes += payload_len as u64;
+        if next_header == NEXT_HEADER_DUMMY {
+            return Err(OpenError::Dummy);
+        }
+        buf.trim_back(n - HDR_IV - payload_len).map_err(OpenError::Packet)?;
+        buf.pull_front(HDR_IV).map_err(OpenError::Packet)?;
         Ok(Opened { seq, next_header })
     }
 

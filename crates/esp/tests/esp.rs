@@ -295,3 +295,36 @@ fn payload_transforms_refuse_gmac_sas() {
     gcm.seal(Instant::ZERO, &mut b).unwrap();
     assert_eq!(rx.open(Instant::ZERO, &mut b), Err(OpenError::AuthOnly));
 }
+
+/// RFC 4303 §2.6: a dummy packet (next header 59) is authenticated like any other — its
+/// sequence number taken, a replay of it refused — and then discarded, never delivered; on a
+/// payload SA and on a link SA alike.
+#[test]
+fn dummy_packets_are_authenticated_then_discarded() {
+    let (mut tx, mut rx) = pair(Algorithm::Aes256Gcm, true, Lifetimes::default());
+    // An IPv4 packet whose protocol is 59: the ESP trailer then says 59.
+    let mut dummy = v4_tcp(b"padding of a dummy");
+    dummy[9] = NEXT_HEADER_DUMMY;
+    let mut b = PacketBuf::from_slice(&dummy);
+    tx.seal(Instant::ZERO, &mut b).unwrap();
+    let sealed = b.as_slice().to_vec();
+    assert_eq!(rx.open(Instant::ZERO, &mut b), Err(OpenError::Dummy));
+    let replayed = rx.open(Instant::ZERO, &mut PacketBuf::from_slice(&sealed));
+    assert!(matches!(replayed, Err(OpenError::Replay(_))), "{replayed:?}");
+    // A real packet after it still opens.
+    let mut b = PacketBuf::from_slice(&v4_tcp(b"data"));
+    tx.seal(Instant::ZERO, &mut b).unwrap();
+    assert!(rx.open(Instant::ZERO, &mut b).is_ok());
+    for alg in [Algorithm::Aes128Gmac, Algorithm::Aes256Gcm] {
+        let (mut tx, mut rx) = pair(alg, true, Lifetimes::default());
+        let mut b = PacketBuf::from_slice(&labelled(40));
+        tx.seal_link(Instant::ZERO, &mut b, NEXT_HEADER_DUMMY).unwrap();
+        assert_eq!(rx.open_link(Instant::ZERO, &mut b), Err(OpenError::Dummy), "{alg:?}");
+    }
+    // A forged dummy is an authentication failure, not a dummy.
+    let mut forged = sealed.clone();
+    let last = forged.len() - 1;
+    forged[last] ^= 1;
+    let (_, mut fresh) = pair(Algorithm::Aes256Gcm, true, Lifetimes::default());
+    assert!(!matches!(fresh.open(Instant::ZERO, &mut PacketBuf::from_slice(&forged)), Err(OpenError::Dummy)));
+}
