@@ -1,5 +1,5 @@
 //! Key material of one SA (RFC 4106 §8.1: the AES key followed by a 4-byte salt).
-use zeroize::{Zeroize, ZeroizeOnDrop};
+use zeroize::Zeroize;
 
 /// The transforms zsfc speaks. All use a 16-byte ICV (RFC 4106 §6) and an 8-byte explicit IV.
 /// The GMAC ones (RFC 4543 ENCR_NULL_AUTH_AES_GMAC) authenticate without encrypting: zsfc uses
@@ -46,12 +46,25 @@ pub enum KeyError {
     Rejected,
 }
 
-/// Key and salt of one SA. Zeroized on drop; `Debug` prints no byte of it.
-#[derive(Clone, Zeroize, ZeroizeOnDrop)]
+/// Key and salt of one SA. Zeroized on drop; `Debug` prints no byte of it. The bytes live in
+/// one heap allocation: moving an `SaKey` (or the `SaConfig` around it) moves a pointer, so no
+/// stale copy of the key is left in a stack frame that drop cannot reach.
+#[derive(Clone)]
 pub struct SaKey {
-    #[zeroize(skip)]
     alg: Algorithm,
-    bytes: [u8; MAX_KEYMAT],
+    bytes: Box<[u8; MAX_KEYMAT]>,
+}
+
+impl Zeroize for SaKey {
+    fn zeroize(&mut self) {
+        self.bytes.zeroize();
+    }
+}
+
+impl Drop for SaKey {
+    fn drop(&mut self) {
+        self.zeroize();
+    }
 }
 
 impl core::fmt::Debug for SaKey {
@@ -74,14 +87,14 @@ impl SaKey {
         if keymat.len() != alg.keymat_len() {
             return Err(KeyError::Length { expected: alg.keymat_len(), got: keymat.len() });
         }
-        let mut bytes = [0u8; MAX_KEYMAT];
+        let mut bytes = Box::new([0u8; MAX_KEYMAT]);
         bytes[..keymat.len()].copy_from_slice(keymat);
         Ok(Self { alg, bytes })
     }
 
     /// Fresh key material from the OS CSPRNG (through AWS-LC).
     pub fn generate(alg: Algorithm) -> Result<Self, KeyError> {
-        let mut bytes = [0u8; MAX_KEYMAT];
+        let mut bytes = Box::new([0u8; MAX_KEYMAT]);
         aws_lc_rs::rand::fill(&mut bytes[..alg.keymat_len()]).map_err(|_| KeyError::Rejected)?;
         Ok(Self { alg, bytes })
     }
