@@ -412,3 +412,45 @@ fn a_dummy_packet_is_discarded_where_it_is_opened() {
     assert_eq!(sim.dropped(DropReason::EspDummy), 5);
     assert!(sim.local::<FakeEchoService>(4).unwrap().received.is_empty(), "a dummy packet was delivered");
 }
+
+/// RFC 8300 §2.2: every SFF that forwards the packet after its SF decrements the NSH TTL (the
+/// MAC, which leaves the TTL out, still verifies); at 0 the packet is dropped
+/// (`nsh_ttl_expired`), not forwarded.
+#[test]
+fn the_nsh_ttl_falls_by_one_per_sff_and_a_packet_at_zero_is_dropped() {
+    use zsfc_dataplane::{NodeId, Verdict};
+    use zsfc_wire::PacketBuf;
+    let cfgs = integrity();
+    let now = Instant::from_secs(1);
+    let mut n: Vec<zsfc_dataplane::Node> = cfgs.iter().map(|c| c.build(now).unwrap()).collect();
+    let forwarded = |v: Verdict, to: u32| match v {
+        Verdict::Forward(NodeId(p), b) if p == to => b,
+        other => panic!("expected a packet for node {to}, got {other:?}"),
+    };
+    // The NSH follows the label stack (S bit set in the last entry).
+    let ttl = |b: &PacketBuf| {
+        let p = b.as_slice();
+        let at = (0..).step_by(4).find(|&i| p[i + 2] & 1 == 1).unwrap() + 4;
+        ((p[at] & 0x0f) << 2) | (p[at + 1] >> 6)
+    };
+    let flow = Flow::udp("10.1.0.9", 5000, "10.9.0.1", 53);
+    let b = forwarded(n[0].handle_local(now, PacketBuf::from_slice(&packets::build(&flow, 1, b"x"))), 1);
+    assert_eq!(ttl(&b), 63, "as the classifier sends it");
+    // node-a forwards after two SFs (firewall, DPI), obs after one, node-b after the NAT.
+    let b = forwarded(n[1].handle_from_domain(now, b), 2);
+    assert_eq!(ttl(&b), 61);
+    let b = forwarded(n[2].handle_from_domain(now, b), 3);
+    assert_eq!(ttl(&b), 60);
+    let b = forwarded(n[3].handle_from_domain(now, b), 4);
+    assert_eq!(ttl(&b), 59);
+    assert!(matches!(n[4].handle_from_domain(now, b), Verdict::Deliver(_)), "the MAC verifies throughout");
+    // A packet that arrives with TTL 1 is not forwarded by the next SFF.
+    let mut b = forwarded(n[0].handle_local(now, PacketBuf::from_slice(&packets::build(&flow, 2, b"y"))), 1);
+    let at = (0..).step_by(4).find(|&i| b.as_slice()[i + 2] & 1 == 1).unwrap() + 4;
+    let p = b.as_mut_slice();
+    (p[at], p[at + 1]) = (p[at] & 0xf0, (p[at + 1] & 0x3f) | (1 << 6));
+    match n[1].handle_from_domain(now, b) {
+        Verdict::Drop(r, _) => assert_eq!(r, DropReason::NshTtlExpired),
+        other => panic!("expected a drop, got {other:?}"),
+    }
+}

@@ -59,6 +59,9 @@ drop_reasons! {
     /// An authentic dummy packet (ESP next header 59, RFC 4303 §2.6), payload or link:
     /// discarded, never delivered.
     EspDummy => "esp_dummy",
+    /// The NSH TTL reached 0 at this SFF (RFC 8300 §2.2): a forwarding loop, or a path longer
+    /// than the classifier allowed.
+    NshTtlExpired => "nsh_ttl_expired",
     /// The decrypted ESP trailer is inconsistent.
     EspBadTrailer => "esp_bad_trailer",
     /// Not an ESP packet where one was expected, or an ESP packet that cannot be parsed.

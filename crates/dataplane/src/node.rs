@@ -1109,7 +1109,8 @@ impl Node {
     }
 
     /// Proxy TX: find the cached encapsulation, re-seal with this node's SA for an intrusive
-    /// SF, restore the headers, decrement the NSH service index on the SF's behalf.
+    /// SF, restore the headers, decrement the NSH service index on the SF's behalf and the TTL
+    /// as the SFF that forwards the packet on.
     fn sf_tx(&mut self, now: Instant, id: SfId, mut buf: PacketBuf) -> Step {
         let Some(slot) = self.sfs.get_mut(id.0 as usize) else {
             return Step::Done(self.drop(DropReason::NotConfigured, buf));
@@ -1135,13 +1136,21 @@ impl Node {
             }
             let h = buf.push_front(hdr.len()).map_err(|_| DropReason::NoBufferRoom)?;
             h.copy_from_slice(hdr);
-            if let Some(si) = mpls::stack_depth(hdr, max_depth).ok().map(|d| d * LSE_LEN + 7) {
+            if let Some(at) = mpls::stack_depth(hdr, max_depth).ok().map(|d| d * LSE_LEN)
+                && hdr.get(at).is_some_and(|b| nsh::looks_like_nsh(*b))
+                && let Some(base) = h.get_mut(at..at + 8)
+            {
                 // RFC 8300 §2.3: the proxy decrements the SI on behalf of an SFC-unaware SF.
-                if hdr.get(si - 7).is_some_and(|b| nsh::looks_like_nsh(*b))
-                    && let Some(b) = h.get_mut(si)
-                {
-                    *b = b.saturating_sub(1);
+                base[7] = base[7].saturating_sub(1);
+                // RFC 8300 §2.2: the SFF decrements the TTL before it forwards (0 becomes 63)
+                // and does not forward a packet whose TTL is then 0. The MAC leaves it out.
+                let ttl = ((base[0] & 0x0f) << 2) | (base[1] >> 6);
+                let ttl = if ttl == 0 { 63 } else { ttl - 1 };
+                if ttl == 0 {
+                    return Err(DropReason::NshTtlExpired);
                 }
+                base[0] = (base[0] & 0xf0) | (ttl >> 2);
+                base[1] = (base[1] & 0x3f) | ((ttl & 3) << 6);
             }
             Ok(())
         });
