@@ -252,6 +252,22 @@ fn a_protected_domain_carries_traffic_and_refuses_unprotected_packets() {
     assert_eq!(sim.dropped(DropReason::LinkUnauthenticated), 1);
 }
 
+/// The packet a verdict forwards to node `to`; anything else fails the test.
+fn forwarded(v: zsfc_dataplane::Verdict, to: u32) -> zsfc_wire::PacketBuf {
+    match v {
+        zsfc_dataplane::Verdict::Forward(zsfc_dataplane::NodeId(p), b) if p == to => b,
+        other => panic!("expected a packet for node {to}, got {other:?}"),
+    }
+}
+
+/// The reason of a verdict that drops; anything else fails the test.
+fn dropped(v: zsfc_dataplane::Verdict) -> DropReason {
+    match v {
+        zsfc_dataplane::Verdict::Drop(r, _) => r,
+        other => panic!("expected a drop, got {other:?}"),
+    }
+}
+
 fn integrity() -> Vec<NodeConfig> {
     let mut t = plain_topology();
     t.sfc_integrity = true;
@@ -303,14 +319,6 @@ fn a_hop_that_skips_an_sf_or_changes_the_nsh_is_caught_by_the_mac_the_origin_or_
     let cfgs = integrity();
     let now = Instant::from_secs(1);
     let mut n: Vec<zsfc_dataplane::Node> = cfgs.iter().map(|c| c.build(now).unwrap()).collect();
-    let forwarded = |v: Verdict, to: u32| match v {
-        Verdict::Forward(NodeId(p), b) if p == to => b,
-        other => panic!("expected a packet for node {to}, got {other:?}"),
-    };
-    let dropped = |v: Verdict| match v {
-        Verdict::Drop(r, _) => r,
-        other => panic!("expected a drop, got {other:?}"),
-    };
     let flow = Flow::udp("10.1.0.9", 5000, "10.9.0.1", 53);
     // A fresh packet as node-a (firewall, DPI) sends it to obs (the counter's node); each test
     // below uses its own, so that the payload's anti-replay does not decide it.
@@ -418,19 +426,15 @@ fn a_dummy_packet_is_discarded_where_it_is_opened() {
 /// (`nsh_ttl_expired`), not forwarded.
 #[test]
 fn the_nsh_ttl_falls_by_one_per_sff_and_a_packet_at_zero_is_dropped() {
-    use zsfc_dataplane::{NodeId, Verdict};
+    use zsfc_dataplane::Verdict;
     use zsfc_wire::PacketBuf;
     let cfgs = integrity();
     let now = Instant::from_secs(1);
     let mut n: Vec<zsfc_dataplane::Node> = cfgs.iter().map(|c| c.build(now).unwrap()).collect();
-    let forwarded = |v: Verdict, to: u32| match v {
-        Verdict::Forward(NodeId(p), b) if p == to => b,
-        other => panic!("expected a packet for node {to}, got {other:?}"),
-    };
     // The NSH follows the label stack (S bit set in the last entry).
+    let nsh_at = |p: &[u8]| (0..).step_by(4).find(|&i| p[i + 2] & 1 == 1).unwrap() + 4;
     let ttl = |b: &PacketBuf| {
-        let p = b.as_slice();
-        let at = (0..).step_by(4).find(|&i| p[i + 2] & 1 == 1).unwrap() + 4;
+        let (p, at) = (b.as_slice(), nsh_at(b.as_slice()));
         ((p[at] & 0x0f) << 2) | (p[at + 1] >> 6)
     };
     let flow = Flow::udp("10.1.0.9", 5000, "10.9.0.1", 53);
@@ -446,11 +450,8 @@ fn the_nsh_ttl_falls_by_one_per_sff_and_a_packet_at_zero_is_dropped() {
     assert!(matches!(n[4].handle_from_domain(now, b), Verdict::Deliver(_)), "the MAC verifies throughout");
     // A packet that arrives with TTL 1 is not forwarded by the next SFF.
     let mut b = forwarded(n[0].handle_local(now, PacketBuf::from_slice(&packets::build(&flow, 2, b"y"))), 1);
-    let at = (0..).step_by(4).find(|&i| b.as_slice()[i + 2] & 1 == 1).unwrap() + 4;
+    let at = nsh_at(b.as_slice());
     let p = b.as_mut_slice();
     (p[at], p[at + 1]) = (p[at] & 0xf0, (p[at + 1] & 0x3f) | (1 << 6));
-    match n[1].handle_from_domain(now, b) {
-        Verdict::Drop(r, _) => assert_eq!(r, DropReason::NshTtlExpired),
-        other => panic!("expected a drop, got {other:?}"),
-    }
+    assert_eq!(dropped(n[1].handle_from_domain(now, b)), DropReason::NshTtlExpired);
 }
