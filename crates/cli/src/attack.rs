@@ -27,7 +27,12 @@ use nix::sys::socket::{AddressFamily, SockFlag, SockProtocol, SockType, bind, re
 use std::net::Ipv4Addr;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::time::{Duration, Instant};
-use zsfc_wire::mpls::in_udp::PORT;
+use zsfc_wire::{esp::UDP_ENCAP_PORT, mpls::in_udp::PORT};
+
+/// The ports the domain's links use: MPLS-in-UDP (RFC 7510), link ESP (RFC 3948).
+fn domain_port(p: u16) -> bool {
+    p == PORT || p == UDP_ENCAP_PORT
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub(crate) enum Mode {
@@ -56,10 +61,11 @@ pub(crate) struct AttackArgs {
     /// Give up capturing after this many seconds.
     #[arg(long, default_value_t = 20)]
     capture_timeout: u64,
-    /// The UDP destination port of the frames to capture (MPLS-in-UDP by default; a service's
-    /// port to capture a client's frames at an ingress).
-    #[arg(long, default_value_t = PORT)]
-    port: u16,
+    /// The UDP destination port of the frames to capture (by default the domain's: 6635,
+    /// MPLS-in-UDP, and 4500, link ESP; a service's port to capture a client's frames at an
+    /// ingress).
+    #[arg(long)]
+    port: Option<u16>,
     /// Flood: send to this UDP port instead of the captured one.
     #[arg(long)]
     flood_port: Option<u16>,
@@ -133,10 +139,10 @@ pub(crate) fn run(a: &AttackArgs) -> anyhow::Result<bool> {
     };
     let fd = tap(&a.dev)?;
     let frames = capture(&fd, a.to, a.port, a.capture, Duration::from_secs(a.capture_timeout))?;
-    anyhow::ensure!(!frames.is_empty(), "no frame to {:?} (port {}) seen on {}", a.to, a.port, a.dev);
+    anyhow::ensure!(!frames.is_empty(), "no frame to {:?} (port {:?}) seen on {}", a.to, a.port, a.dev);
     anyhow::ensure!(
-        a.mode == Mode::Flood || a.port == PORT,
-        "replay, forge and strip work on the domain's frames (MPLS-in-UDP: port {PORT})"
+        a.mode == Mode::Flood || a.port.is_none_or(domain_port),
+        "replay, forge and strip work on the domain's frames (ports {PORT} and {UDP_ENCAP_PORT})"
     );
     anyhow::ensure!(
         a.flood_port.is_none() || matches!(a.to, Target::Ip(_)),
@@ -253,7 +259,7 @@ fn tap(dev: &str) -> anyhow::Result<OwnedFd> {
 
 /// Frames of IPv4/UDP to `to`:`port` (one datagram each: the link must not carry GSO batches,
 /// see the tests), or MPLS frames to MAC address `to`.
-fn capture(fd: &OwnedFd, to: Target, port: u16, n: usize, patience: Duration) -> anyhow::Result<Vec<Frame>> {
+fn capture(fd: &OwnedFd, to: Target, port: Option<u16>, n: usize, patience: Duration) -> anyhow::Result<Vec<Frame>> {
     // Big enough for link ESP around at least one label.
     const DOMAIN_MIN: usize = ESP_HDR_IV + 4 + 4 + ESP_ICV;
     let mut out = Vec::with_capacity(n);
@@ -284,10 +290,11 @@ fn capture(fd: &OwnedFd, to: Target, port: u16, n: usize, patience: Duration) ->
         let Ok(ip) = zsfc_wire::ipv4::Packet::new_checked(&f[ETH_HDR..]) else { continue };
         let udp_at = ETH_HDR + ip.header_len();
         let udp_dst = f.get(udp_at + 2..udp_at + 4).map(|p| u16::from_be_bytes([p[0], p[1]]));
-        if ip.protocol() != 17 || Ipv4Addr::from(ip.dst()) != to || udp_dst != Some(port) {
+        let wanted = |d: u16| port.map_or(domain_port(d), |p| p == d);
+        if ip.protocol() != 17 || Ipv4Addr::from(ip.dst()) != to || !udp_dst.is_some_and(wanted) {
             continue;
         }
-        if port == PORT && len < udp_at + 8 + DOMAIN_MIN {
+        if udp_dst.is_some_and(domain_port) && len < udp_at + 8 + DOMAIN_MIN {
             continue;
         }
         out.push(Frame { bytes: f.to_vec(), udp_at: Some(udp_at) });

@@ -79,7 +79,15 @@ fn check(files: &[std::path::PathBuf]) -> anyhow::Result<bool> {
     let mut ok = true;
     for f in files {
         let text = std::fs::read_to_string(f).with_context(|| format!("reading {}", f.display()))?;
-        match NodeConfig::from_toml(&text).and_then(|cfg| cfg.check().map(|()| cfg)) {
+        // A node file with a transport is also checked as a node process would read it.
+        let checked = NodeConfig::from_toml(&text).and_then(|cfg| {
+            cfg.check()?;
+            if cfg.transport.is_some() {
+                cfg.io_settings()?;
+            }
+            Ok(cfg)
+        });
+        match checked {
             Ok(cfg) => println!(
                 "{}: ok: node {:?}: {} peers, {} labels, {} SFs, {} outbound and {} inbound SAs, {} chains, {} rules",
                 f.display(),

@@ -81,9 +81,9 @@ fn sigterm(c: &Child) {
 const TOPOLOGY: &str = r#"
 version = 1
 nodes = [
-  { name = "ingress", address = "192.168.77.1:6635", local = { tun = "zsfc0", addresses = ["10.1.0.1/24"] } },
-  { name = "sf", address = "192.168.77.2:6635" },
-  { name = "egress", address = "192.168.77.3:6635", local = { tun = "zsfc0", addresses = ["10.9.0.1/24"] } },
+  { name = "ingress", address = "192.168.77.1", local = { tun = "zsfc0", addresses = ["10.1.0.1/24"] } },
+  { name = "sf", address = "192.168.77.2" },
+  { name = "egress", address = "192.168.77.3", local = { tun = "zsfc0", addresses = ["10.9.0.1/24"] } },
 ]
 endpoints = [{ name = "service", node = "egress" }, { name = "clients", node = "ingress" }]
 sfs = [{ name = "dpi", node = "sf", intrusive = true, function = { kind = "dpi", patterns = ["test"] } }]

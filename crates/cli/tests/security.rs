@@ -428,7 +428,7 @@ fn datagrams_from_no_peer_are_a_drop_reason_that_status_shows() {
     lab.up();
     // 20 datagrams to the SF node's tunnel port from its own address: no peer's.
     let send = "import socket\ns=socket.socket(socket.AF_INET,socket.SOCK_DGRAM)\n\
-                for i in range(20): s.sendto(b'x'*(i+1),('10.200.0.2',6635))\n";
+                for i in range(20): s.sendto(b'x'*(i+1),('10.200.0.2',4500))\n";
     let out = Command::new("ip").args(["netns", "exec", &lab.ns("sf"), "python3", "-c", send]).output().unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     std::thread::sleep(std::time::Duration::from_millis(1500));
@@ -458,7 +458,7 @@ fn a_client_spoofing_a_peer_or_calling_the_controller_gets_nothing_through() {
     let dir = lab.state.parent().unwrap().to_path_buf();
     let at_controller = Capture::start(&lab.ns("ctl"), "eth0", dir.join("ctl.pcapng"));
     let spoof = "import socket\ns=socket.socket(socket.AF_INET,socket.SOCK_DGRAM)\ns.bind(('10.200.0.3',0))\n\
-                 for i in range(50): s.sendto(bytes([0,0x06,0x41,0x40])+bytes(40),('10.200.0.2',6635))\n";
+                 for i in range(50): s.sendto(bytes([0,0x06,0x41,0x40])+bytes(40),('10.200.0.2',4500))\n";
     let out = ip(&["netns", "exec", &client, "python3", "-c", spoof]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let connect = "import socket\nfor i in range(3):\n try: socket.create_connection(('10.201.0.250',8443),timeout=1)\n except Exception: pass\n";

@@ -94,6 +94,7 @@ impl NodeConfig {
     /// Checks everything [`build`](Self::build) checks without side effects (a logger's pcap
     /// file is not created; its directory must exist).
     pub fn check(&self) -> Result<(), FieldError> {
+        self.check_link_ports()?;
         self.build_inner(Instant::ZERO, true, 0).map(drop)
     }
 
@@ -392,6 +393,7 @@ pub fn sa_config(p: &SaParams, lane: u32) -> Result<zsfc_esp::SaConfig, (&'stati
         esn: p.esn,
         replay_window: p.replay_window,
         lifetimes: Lifetimes { soft: limits(&p.lifetime.soft), hard: limits(&p.lifetime.hard) },
+        first_seq: 0,
     })
 }
 

@@ -118,7 +118,52 @@ pub struct TunSettings {
     pub mtu: u16,
 }
 
+/// The UDP port says what the datagrams are, so that any receiver or capture reads them right:
+/// labelled packets in MPLS-in-UDP on 6635 (RFC 7510 §3), link ESP around them on 4500
+/// (UDP-encapsulated ESP, RFC 3948). A protected link on the MPLS port, or plain MPLS on the ESP
+/// port, is refused.
+fn check_link_port(field: &str, a: SocketAddr, link_auth: bool) -> Result<(), FieldError> {
+    use zsfc_wire::{esp::UDP_ENCAP_PORT, mpls::in_udp::PORT as MPLS_PORT};
+    match (link_auth, a.port()) {
+        (true, MPLS_PORT) => Err(bad(
+            field,
+            format!(
+                "port {MPLS_PORT} is MPLS-in-UDP (RFC 7510), but link protection is on: link ESP travels as \
+                 UDP-encapsulated ESP (RFC 3948) on port {UDP_ENCAP_PORT}"
+            ),
+        )),
+        (false, UDP_ENCAP_PORT) => Err(bad(
+            field,
+            format!(
+                "port {UDP_ENCAP_PORT} is UDP-encapsulated ESP (RFC 3948), but link protection is off: plain \
+                 labelled packets travel as MPLS-in-UDP (RFC 7510) on port {MPLS_PORT}"
+            ),
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// The domain's default UDP port for the links: 4500 with link protection, 6635 without.
+pub fn link_port(link_protection: bool) -> u16 {
+    if link_protection { zsfc_wire::esp::UDP_ENCAP_PORT } else { zsfc_wire::mpls::in_udp::PORT }
+}
+
 impl NodeConfig {
+    /// The links' UDP ports against link protection (see [`check_link_port`]); addresses that
+    /// do not parse are left to [`io_settings`](Self::io_settings).
+    pub(crate) fn check_link_ports(&self) -> Result<(), FieldError> {
+        let link_auth = self.settings.link_auth;
+        if let Some(a) = self.transport.as_ref().and_then(|t| t.listen.as_deref()).and_then(|l| l.parse().ok()) {
+            check_link_port("transport.listen", a, link_auth)?;
+        }
+        for (i, p) in self.peers.iter().enumerate() {
+            if let Some(a) = p.address.as_deref().and_then(|a| a.parse().ok()) {
+                check_link_port(&format!("peers[{i}].address"), a, link_auth)?;
+            }
+        }
+        Ok(())
+    }
+
     /// The settings a node process needs beyond its data plane.
     pub fn io_settings(&self) -> Result<IoSettings, FieldError> {
         let t = self
@@ -128,6 +173,7 @@ impl NodeConfig {
         if t.listen.is_none() && t.ethernet.is_none() {
             return Err(bad("transport", "give `listen` (MPLS-in-UDP) and/or `ethernet` (an interface)"));
         }
+        self.check_link_ports()?;
         let listen = match &t.listen {
             Some(l) => Some(l.parse().map_err(|_| bad("transport.listen", format!("{l:?} is not ADDRESS:PORT")))?),
             None => None,

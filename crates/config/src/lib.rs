@@ -34,7 +34,7 @@ pub use build::{
     sa_config,
 };
 pub use certificates::{CertificateLifetimes, MAX_CLIENT_LIFETIME_S, MAX_NODE_LIFETIME_S, MIN_LIFETIME_S};
-pub use io::{AttachmentSettings, GatewaySettings, IoSettings, PeerLink, TunSettings, parse_mac};
+pub use io::{AttachmentSettings, GatewaySettings, IoSettings, PeerLink, TunSettings, link_port, parse_mac};
 pub use model::*;
 pub use topology::*;
 

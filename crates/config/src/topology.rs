@@ -61,7 +61,9 @@ pub struct Topology {
 #[serde(deny_unknown_fields)]
 pub struct TopoNode {
     pub name: String,
-    /// Where peers reach this node (MPLS-in-UDP), and where it listens.
+    /// Where peers reach this node, and where it listens: `ADDRESS:PORT`, or an address alone
+    /// for the domain's port (4500, UDP-encapsulated ESP, with link protection; 6635,
+    /// MPLS-in-UDP, without).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub address: Option<String>,
     /// The interface of the node's Ethernet + MPLS link, and the node's MAC address on it:
@@ -75,6 +77,17 @@ pub struct TopoNode {
     pub local: Option<LocalConfig>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tcp_mss_clamp: Option<u16>,
+}
+
+impl TopoNode {
+    /// [`address`](Self::address) with the domain's port when it names none.
+    fn link_address(&self, link_protection: bool) -> Option<String> {
+        let a = self.address.as_deref()?;
+        Some(match a.parse::<std::net::IpAddr>() {
+            Ok(ip) => std::net::SocketAddr::new(ip, crate::io::link_port(link_protection)).to_string(),
+            Err(_) => a.to_owned(),
+        })
+    }
 }
 
 /// Where chains end: packets are decrypted and delivered to the local side of `node`.
@@ -238,7 +251,7 @@ impl Topology {
                     Peer {
                         id: j as u32,
                         name: n.name.clone(),
-                        address: if eth { None } else { n.address.clone() },
+                        address: if eth { None } else { n.link_address(self.link_protection) },
                         mac: if eth { n.mac.clone() } else { None },
                     }
                 })
@@ -267,7 +280,7 @@ impl Topology {
                 chain_keys: Vec::new(),
                 rules: Vec::new(),
                 transport: (n.address.is_some() || n.ethernet.is_some()).then(|| TransportConfig {
-                    listen: n.address.clone(),
+                    listen: n.link_address(self.link_protection),
                     ethernet: n.ethernet.clone(),
                     ring: None,
                 }),

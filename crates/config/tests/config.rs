@@ -388,11 +388,30 @@ fn process_settings_are_parsed_and_mistakes_name_the_field() {
             with_process_settings("sf").replace("\nattachment = { to_sf = \"ac0-in\", from_sf = \"ac0-out\" }", ""),
             "sfs[1].attachment: missing",
         ),
+        // The port says what the datagrams are (RFC 7510 for MPLS, RFC 3948 for link ESP).
+        (
+            with_process_settings("ingress").replace("192.0.2.1:6635", "192.0.2.1:4500"),
+            "transport.listen: port 4500 is UDP-encapsulated ESP (RFC 3948), but link protection is off",
+        ),
+        (
+            with_process_settings("ingress").replace("192.0.2.11:6635", "192.0.2.11:4500"),
+            "peers[0].address: port 4500 is UDP-encapsulated ESP",
+        ),
+        (
+            with_process_settings("ingress")
+                .replace("name = \"ingress\"", "name = \"ingress\"\nsettings = { link_auth = true }"),
+            "transport.listen: port 6635 is MPLS-in-UDP (RFC 7510), but link protection is on",
+        ),
         (
             format!("{}{}", with_process_settings("ingress"), local("1278")),
             "local.addresses[1]: IPv6 needs an MTU of at least 1280 and local.mtu is 1278",
         ),
     ];
+    // Link protection on 4500 everywhere is fine.
+    let esp = with_process_settings("ingress")
+        .replace("name = \"ingress\"", "name = \"ingress\"\nsettings = { link_auth = true }")
+        .replace(":6635", ":4500");
+    assert_eq!(NodeConfig::from_toml(&esp).unwrap().io_settings().unwrap().peers.len(), 1);
     // At 1280 the same addresses are fine.
     let ok = format!("{}{}", with_process_settings("ingress"), local("1280"));
     assert_eq!(NodeConfig::from_toml(&ok).unwrap().io_settings().unwrap().tun.unwrap().addresses.len(), 2);

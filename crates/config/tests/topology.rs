@@ -175,7 +175,7 @@ fn the_deployment_guide_compiles_into_ready_to_run_node_files() {
         assert_eq!(io.peers.len(), 2);
         assert_eq!(io.tun.is_some(), c.name != "sf-1");
     }
-    assert_eq!(cfgs[0].io_settings().unwrap().listen, Some("198.51.100.10:6635".parse().unwrap()));
+    assert_eq!(cfgs[0].io_settings().unwrap().listen, Some("198.51.100.10:4500".parse().unwrap()));
     assert_eq!(cfgs[0].settings.tcp_mss_clamp, Some(1200));
     // The guide's gateway block, added to the compiled ingress file, is a valid gateway.
     let ingress = format!("{}\n{}", cfgs[0].to_toml().unwrap(), deployment_blocks()[1]);

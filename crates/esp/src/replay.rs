@@ -45,6 +45,12 @@ impl ReplayWindow {
         Self { top: 0, size, bits: vec![0; words as usize].into_boxed_slice() }
     }
 
+    /// A window of `size` packets that takes `top` as the highest number already received
+    /// (for an SA that starts its sequence numbers after `top`).
+    pub fn starting_after(size: u64, top: u64) -> Self {
+        Self { top, ..Self::new(size) }
+    }
+
     pub fn size(&self) -> u64 {
         self.size
     }

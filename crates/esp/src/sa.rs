@@ -58,11 +58,15 @@ pub struct SaConfig {
     /// Anti-replay window in packets (inbound only).
     pub replay_window: u64,
     pub lifetimes: Lifetimes,
+    /// The sequence number the SA starts after: 0 in service (the first packet carries 1,
+    /// RFC 4303 §3.3.3). Interop tests set it near 2^32 to cross the ESN boundary without
+    /// sending four billion packets first; both ends of the SA must be given the same value.
+    pub first_seq: u64,
 }
 
 impl SaConfig {
     pub fn new(spi: u32, key: SaKey) -> Self {
-        Self { spi, key, esn: true, replay_window: DEFAULT_WINDOW, lifetimes: Lifetimes::default() }
+        Self { spi, key, esn: true, replay_window: DEFAULT_WINDOW, lifetimes: Lifetimes::default(), first_seq: 0 }
     }
 }
 
@@ -139,6 +143,12 @@ impl Crypto {
         Nonce::assume_unique_for_key(n)
     }
 
+    /// The high half of the sequence number, which RFC 4543 §3.3 puts into the AAD of a GMAC
+    /// packet when the SA uses extended sequence numbers.
+    fn esn_high(&self, seq: u64) -> Option<u32> {
+        self.esn.then_some((seq >> 32) as u32)
+    }
+
     /// RFC 4106 §5: AAD is SPI ‖ 32-bit seq, or SPI ‖ 64-bit ESN.
     fn aad(&self, seq: u64) -> ([u8; 12], usize) {
         let mut a = [0u8; 12];
@@ -200,7 +210,7 @@ impl core::fmt::Debug for OutboundSa {
 
 impl OutboundSa {
     pub fn new(cfg: &SaConfig, now: Instant) -> Result<Self, crate::KeyError> {
-        Ok(Self { c: Crypto::new(cfg, now)?, seq: 0 })
+        Ok(Self { c: Crypto::new(cfg, now)?, seq: cfg.first_seq })
     }
 
     pub fn spi(&self) -> u32 {
@@ -296,21 +306,25 @@ impl OutboundSa {
         wesp::emit_header(h, self.c.spi, seq as u32).map_err(SealError::Packet)?;
         h[HEADER_LEN..].copy_from_slice(&iv);
 
-        let pkt = buf.as_mut_slice();
-        let body_end = pkt.len() - ICV_LEN;
-        let (body, icv) = pkt.split_at_mut(body_end);
         let nonce = self.c.nonce(iv);
         let key = self.c.key().ok_or(SealError::HardLimit(Limit::Time))?;
-        let tag = if self.c.alg.authenticates_only() {
+        let sealed = if self.c.alg.authenticates_only() {
             // RFC 4543 §3.3: everything is AAD, the plaintext is empty. The IV is the 64-bit
-            // sequence number, so the ICV also covers the high half of an ESN.
-            key.seal_in_place_separate_tag(nonce, Aad::from(&*body), &mut [])
+            // sequence number: it never repeats under one key (§3.1 asks only that).
+            gmac_in_place(buf, self.c.esn_high(seq), |aad, icv| {
+                key.seal_in_place_separate_tag(nonce, Aad::from(aad), &mut [])
+                    .map(|tag| icv.copy_from_slice(tag.as_ref()))
+            })
+            .map_err(SealError::Packet)?
         } else {
+            let pkt = buf.as_mut_slice();
+            let body_end = pkt.len() - ICV_LEN;
+            let (body, icv) = pkt.split_at_mut(body_end);
             let (aad, aad_len) = self.c.aad(seq);
             key.seal_in_place_separate_tag(nonce, Aad::from(&aad[..aad_len]), &mut body[HDR_IV..])
-        }
-        .map_err(|_| SealError::Packet(zsfc_wire::Error::Malformed))?;
-        icv.copy_from_slice(tag.as_ref());
+                .map(|tag| icv.copy_from_slice(tag.as_ref()))
+        };
+        sealed.map_err(|_| SealError::Packet(zsfc_wire::Error::Malformed))?;
         Ok(self.account(now, seq, payload_len))
     }
 
@@ -393,7 +407,7 @@ pub fn spi_of(b: &[u8]) -> Result<u32, OpenError> {
 
 impl InboundSa {
     pub fn new(cfg: &SaConfig, now: Instant) -> Result<Self, crate::KeyError> {
-        Ok(Self { c: Crypto::new(cfg, now)?, window: ReplayWindow::new(cfg.replay_window) })
+        Ok(Self { c: Crypto::new(cfg, now)?, window: ReplayWindow::starting_after(cfg.replay_window, cfg.first_seq) })
     }
 
     pub fn spi(&self) -> u32 {
@@ -463,26 +477,25 @@ impl InboundSa {
     /// Opens what [`OutboundSa::seal_link`] made: `buf` starts with the ESP header and, on
     /// success, holds the payload alone. On error the buffer content is unspecified.
     pub fn open_link(&mut self, now: Instant, buf: &mut PacketBuf) -> Result<Opened, OpenError> {
+        // The IV is only an input to the nonce: any value the sender chose is accepted
+        // (RFC 4543 §3.1 leaves its construction to the sender, which must never repeat it).
         let (seq, iv) = self.precheck(now, buf.as_slice())?;
-        let gmac = self.c.alg.authenticates_only();
-        if gmac && iv != seq.to_be_bytes() {
-            // The ICV covers the IV, and the IV carries the ESN's high half: a sender that is
-            // not zsfc's, or a forged low half, fails here.
-            return Err(OpenError::Auth);
-        }
         let nonce = self.c.nonce(iv);
-        let pkt = buf.as_mut_slice();
-        let n = pkt.len();
-        if gmac {
-            let (body, icv) = pkt.split_at_mut(n - ICV_LEN);
-            let key = self.c.key().ok_or(OpenError::Expired(Limit::Time))?;
-            key.open_in_place(nonce, Aad::from(&*body), icv).map_err(|_| OpenError::Auth)?;
+        let key = self.c.key().ok_or(OpenError::Expired(Limit::Time))?;
+        if self.c.alg.authenticates_only() {
+            gmac_in_place(buf, self.c.esn_high(seq), |aad, icv| {
+                key.open_in_place(nonce, Aad::from(aad), icv).map(|_| ())
+            })
+            .map_err(OpenError::Packet)?
+            .map_err(|_| OpenError::Auth)?;
         } else {
             let (aad, aad_len) = self.c.aad(seq);
-            let key = self.c.key().ok_or(OpenError::Expired(Limit::Time))?;
-            key.open_in_place(nonce, Aad::from(&aad[..aad_len]), &mut pkt[HDR_IV..]).map_err(|_| OpenError::Auth)?;
+            key.open_in_place(nonce, Aad::from(&aad[..aad_len]), &mut buf.as_mut_slice()[HDR_IV..])
+                .map_err(|_| OpenError::Auth)?;
         }
         self.window.mark(seq);
+        let pkt = buf.as_slice();
+        let n = pkt.len();
         let (payload_len, next_header) =
             wesp::parse_trailer(&pkt[HDR_IV..n - ICV_LEN]).map_err(|_| OpenError::Trailer)?;
         self.c.packets += 1;
@@ -513,6 +526,37 @@ impl InboundSa {
         self.window.check(seq).map_err(OpenError::Replay)?;
         Ok((seq, p.iv()))
     }
+}
+
+/// Runs `f` on the AAD and the ICV of the GMAC ESP packet that is `buf` (ESP header to ICV).
+/// RFC 4543 §3.3, figures 5 and 6: the AAD is the packet up to the ICV, and with an ESN it is
+/// SPI ‖ seq-high ‖ seq-low ‖ IV ‖ payload ‖ trailer — four bytes that are not on the wire. They
+/// are put in place through the headroom (SPI moved four bytes forward, seq-high where it was)
+/// and the header is restored afterwards, so the payload is never copied.
+fn gmac_in_place<R>(
+    buf: &mut PacketBuf,
+    esn_high: Option<u32>,
+    f: impl FnOnce(&[u8], &mut [u8]) -> R,
+) -> Result<R, zsfc_wire::Error> {
+    let extra = if esn_high.is_some() { 4 } else { 0 };
+    if buf.len() < HDR_IV + ICV_LEN {
+        return Err(zsfc_wire::Error::Truncated);
+    }
+    if let Some(hi) = esn_high {
+        buf.push_front(extra)?;
+        let pkt = buf.as_mut_slice();
+        pkt.copy_within(4..8, 0);
+        pkt[4..8].copy_from_slice(&hi.to_be_bytes());
+    }
+    let pkt = buf.as_mut_slice();
+    let body_end = pkt.len() - ICV_LEN;
+    let (body, icv) = pkt.split_at_mut(body_end);
+    let r = f(body, icv);
+    if extra > 0 {
+        pkt.copy_within(0..4, 4);
+        buf.pull_front(extra)?;
+    }
+    Ok(r)
 }
 
 /// Writes the new total length of the IP packet `pkt` (and the IPv4 header checksum).

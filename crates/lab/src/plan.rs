@@ -6,7 +6,8 @@
 //! exists.
 //!
 //! Addressing (all of it lives inside the lab's namespaces):
-//! - the domain segment, one bridge: node `i` is `10.200.0.(i+1)/24`, MPLS-in-UDP on port 6635;
+//! - the domain segment, one bridge: node `i` is `10.200.0.(i+1)/24`, its links on UDP port
+//!   4500 (UDP-encapsulated link ESP, RFC 3948) with link protection, 6635 (MPLS-in-UDP) without;
 //! - the control segment, a bridge of its own (seed 004 REQ1: the planes on dedicated networks
 //!   and interfaces): node `i`'s `ctl0` is `10.201.0.(i+1)/24`, the controller `10.201.0.250`;
 //!   enrolment, polls and acknowledgements never cross the domain segment, and the controller
@@ -105,7 +106,8 @@ fn one_lane() -> u32 {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum LabTransport {
-    /// MPLS-in-UDP (RFC 7510), port 6635, over IP on the segment.
+    /// MPLS-in-UDP (RFC 7510, port 6635) over IP on the segment; with link protection the link
+    /// ESP around it is UDP-encapsulated ESP (RFC 3948, port 4500).
     #[default]
     Udp,
     /// Ethernet + MPLS (ethertype 0x8847) frames on the segment, as in the seed testbed.
@@ -707,7 +709,7 @@ impl Lab {
                 let eth = self.transport == LabTransport::Ethernet;
                 TopoNode {
                     name: n.name.clone(),
-                    address: (!eth).then(|| format!("10.200.0.{}:6635", i + 1)),
+                    address: (!eth).then(|| format!("10.200.0.{}", i + 1)),
                     ethernet: eth.then(|| "eth0".to_owned()),
                     mac: eth.then(|| lab_mac(i)),
                     local: (!addresses.is_empty()).then(|| LocalConfig {

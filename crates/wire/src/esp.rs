@@ -31,6 +31,10 @@ pub const ICV_LEN: usize = 16;
 pub const TRAILER_LEN: usize = 2;
 /// IP protocol number of ESP.
 pub const PROTOCOL: u8 = 50;
+/// UDP-encapsulated ESP (RFC 3948 §2.1 with the port of RFC 3947): the port of link-protected
+/// datagrams between nodes. A payload that starts with four zero bytes is not ESP (§2.2), which
+/// SPIs never are (0-255 are reserved).
+pub const UDP_ENCAP_PORT: u16 = 4500;
 
 /// A checked view of an ESP packet with an 8-byte IV and a 16-byte ICV.
 #[derive(Debug, Clone, Copy)]
