@@ -15,6 +15,10 @@
 //! - `meta` (a domain without link protection): the captured frames with one byte of the first
 //!   NSH context header changed (metadata rewritten on the way, a tenant id say); with
 //!   `--stolen-config`, by a compromised SF node that computes the NSH MAC again;
+//! - `rewrite`: the captured frames with the inner packet's addresses changed (destination up
+//!   by one, source down by one, so the IPv4 checksum still holds): a packet sent elsewhere than
+//!   its sender said. Link ESP (port 4500) is left as it is (an on-link attacker) or, with
+//!   `--stolen-config`, sealed again under the stolen node's link SA (a compromised node);
 //! - `flood`: for `--seconds`, frames as fast as one thread can send, each a captured frame
 //!   with random bytes after the UDP (or Ethernet) header, or after the link SPI with
 //!   `--keep-spi` (a flood of malformed packets from a peer's address).
@@ -41,6 +45,7 @@ pub(crate) enum Mode {
     Strip,
     Skip,
     Meta,
+    Rewrite,
     Flood,
 }
 
@@ -76,8 +81,18 @@ pub(crate) struct AttackArgs {
     /// How long a flood lasts.
     #[arg(long, default_value_t = 5.0)]
     seconds: f64,
-    /// `skip` and `meta` as a compromised SF node: the node file of that node (with its chain
-    /// keys), to compute the NSH MAC again after the label is gone or the metadata changed.
+    /// Seconds to wait between capturing and sending (a packet played long after it was sent,
+    /// or an attack that starts once the link is quiet).
+    #[arg(long, default_value_t = 0.0)]
+    wait_s: f64,
+    /// Send every frame to this MAC address instead of the one it was captured with: an
+    /// attacker in the middle (by ARP spoofing, say) that passes its frames on to the real next
+    /// hop.
+    #[arg(long, value_parser = mac)]
+    via_mac: Option<[u8; 6]>,
+    /// `skip`, `meta` and `rewrite` as a compromised SF node: the node file of that node (with
+    /// its chain and link keys), to compute the NSH MAC again after the label is gone or the
+    /// metadata changed, or to seal link ESP again after the inner header changed.
     #[arg(long)]
     stolen_config: Option<std::path::PathBuf>,
 }
@@ -86,6 +101,10 @@ pub(crate) struct AttackArgs {
 enum Target {
     Ip(Ipv4Addr),
     Mac([u8; 6]),
+}
+
+fn mac(s: &str) -> Result<[u8; 6], String> {
+    zsfc_config::parse_mac(s).ok_or_else(|| format!("{s:?} is not a MAC address"))
 }
 
 fn target(s: &str) -> Result<Target, String> {
@@ -129,14 +148,14 @@ impl Frame {
 }
 
 pub(crate) fn run(a: &AttackArgs) -> anyhow::Result<bool> {
-    let stolen = match &a.stolen_config {
+    let stolen_cfg = match &a.stolen_config {
         None => None,
         Some(p) => {
             let text = std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?;
-            let cfg = zsfc_config::NodeConfig::from_toml(&text)?;
-            Some(cfg.build(zsfc_dataplane::Instant::ZERO)?)
+            Some(zsfc_config::NodeConfig::from_toml(&text)?)
         }
     };
+    let stolen = stolen_cfg.as_ref().map(|c| c.build(zsfc_dataplane::Instant::ZERO)).transpose()?;
     let fd = tap(&a.dev)?;
     let frames = capture(&fd, a.to, a.port, a.capture, Duration::from_secs(a.capture_timeout))?;
     anyhow::ensure!(!frames.is_empty(), "no frame to {:?} (port {:?}) seen on {}", a.to, a.port, a.dev);
@@ -148,6 +167,11 @@ pub(crate) fn run(a: &AttackArgs) -> anyhow::Result<bool> {
         a.flood_port.is_none() || matches!(a.to, Target::Ip(_)),
         "--flood-port is for UDP frames: give --to an IPv4 address"
     );
+    let mut frames = frames;
+    if let Some(mac) = a.via_mac {
+        frames.iter_mut().for_each(|f| f.bytes[..6].copy_from_slice(&mac));
+    }
+    std::thread::sleep(Duration::from_secs_f64(a.wait_s.clamp(0.0, 3600.0)));
     let mut sent = 0u64;
     let started = Instant::now();
     match a.mode {
@@ -208,6 +232,20 @@ pub(crate) fn run(a: &AttackArgs) -> anyhow::Result<bool> {
                 sent += send_frame(&fd, &f.bytes);
             }
         }
+        Mode::Rewrite => {
+            // Link ESP to reseal only where the frames carry it (UDP-encapsulated ESP).
+            let protected = frames.first().and_then(|f| f.udp_at.and_then(|u| f.bytes.get(u + 2..u + 4)))
+                == Some(&UDP_ENCAP_PORT.to_be_bytes()[..]);
+            let mut reseal = match (&stolen_cfg, a.to) {
+                (Some(cfg), Target::Ip(to)) if protected => Some(link_sa_to(cfg, to, &frames)?),
+                _ => None,
+            };
+            for mut f in frames.into_iter() {
+                rewrite_inner_addresses(&mut f, reseal.as_mut())?;
+                f.fix_headers();
+                sent += send_frame(&fd, &f.bytes);
+            }
+        }
         Mode::Flood => {
             let mut rng = [0u8; 4096];
             let deadline = started + Duration::from_secs_f64(a.seconds);
@@ -239,6 +277,60 @@ pub(crate) fn run(a: &AttackArgs) -> anyhow::Result<bool> {
             "seconds": secs, "pps": sent as f64 / secs.max(1e-9)})
     );
     Ok(true)
+}
+
+/// The outbound link SA of the stolen node towards the peer at `to`, its sequence numbers 512
+/// ahead of the highest the real node used in `frames` (a compromised node may send any): close
+/// enough that the real node's next few hundred stay inside the receiver's window (much further
+/// and, under ESN, the receiver would read them as the next 2^32 epoch and fail them).
+fn link_sa_to(cfg: &zsfc_config::NodeConfig, to: Ipv4Addr, frames: &[Frame]) -> anyhow::Result<zsfc_esp::OutboundSa> {
+    let peer = cfg
+        .peers
+        .iter()
+        .find(|p| {
+            p.address.as_deref().and_then(|a| a.parse::<std::net::SocketAddr>().ok()).map(|a| a.ip()) == Some(to.into())
+        })
+        .with_context(|| format!("the stolen node has no peer at {to}"))?;
+    let link = cfg.links.iter().find(|l| l.peer == peer.id).context("the stolen node has no link SA to that peer")?;
+    let sa = cfg.outbound_sas.iter().find(|o| o.index == link.sa).context("the link's SA is not in the file")?;
+    let mut sa = zsfc_config::sa_config(&sa.sa, 0).map_err(|(f, why)| anyhow::anyhow!("{f}: {why}"))?;
+    let used = frames
+        .iter()
+        .filter_map(|f| f.bytes.get(f.payload_at() + 4..f.payload_at() + 8))
+        .filter_map(|b| b.try_into().ok().map(u32::from_be_bytes))
+        .max()
+        .unwrap_or(0);
+    sa.first_seq = u64::from(used) + 512;
+    Ok(zsfc_esp::OutboundSa::new(&sa, zsfc_esp::Instant::ZERO)?)
+}
+
+/// Changes the addresses of the IPv4 packet under the labels (and NSH) of `f` so that its
+/// header checksum still holds; with `reseal`, the frame's link ESP is sealed again around the
+/// changed packet, otherwise it is left as it was.
+fn rewrite_inner_addresses(f: &mut Frame, reseal: Option<&mut zsfc_esp::OutboundSa>) -> anyhow::Result<()> {
+    let udp_at = f.udp_at.context("rewrite works on MPLS-in-UDP and UDP-encapsulated ESP frames")?;
+    let protected = f.bytes.get(udp_at + 2..udp_at + 4) == Some(&UDP_ENCAP_PORT.to_be_bytes()[..]);
+    let p = f.payload_at();
+    let labelled = if protected { p + ESP_HDR_IV } else { p };
+    let depth = zsfc_wire::mpls::stack_depth(f.bytes.get(labelled..).unwrap_or(&[]), 16)?;
+    let mut at = labelled + depth * 4;
+    if f.bytes.get(at).is_some_and(|&b| zsfc_wire::nsh::looks_like_nsh(b)) {
+        at += zsfc_wire::nsh::Header::new_checked(&f.bytes[at..])?.len();
+    }
+    let ip = f.bytes.get_mut(at..at + 20).context("no IPv4 header under the labels")?;
+    anyhow::ensure!(ip[0] >> 4 == 4 && ip[15] > 0 && ip[19] < 255, "not an IPv4 packet this can rewrite");
+    // One's complement: +1 in the destination's last word and -1 in the source's cancel out.
+    ip[19] += 1;
+    ip[15] -= 1;
+    if let (true, Some(sa)) = (protected, reseal) {
+        let end = f.bytes.len() - ESP_ICV;
+        let pad = usize::from(f.bytes[end - 2]);
+        let mut buf = zsfc_wire::PacketBuf::from_slice(&f.bytes[labelled..end - 2 - pad]);
+        sa.seal_link(zsfc_esp::Instant::ZERO, &mut buf, 137).map_err(|e| anyhow::anyhow!("link ESP: {e}"))?;
+        f.bytes.truncate(p);
+        f.bytes.extend_from_slice(buf.as_slice());
+    }
+    Ok(())
 }
 
 /// An AF_PACKET socket on `dev` that sees frames in both directions and can send raw frames.

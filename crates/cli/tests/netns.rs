@@ -240,10 +240,10 @@ version = 1
 link_protection = false
 sfc_integrity = true
 nodes = [
-  { name = "ingress", address = "192.168.78.1:6635", local = { tun = "zsfc0", addresses = ["10.1.0.1/24"] } },
-  { name = "sfa", address = "192.168.78.2:6635" },
-  { name = "sfb", address = "192.168.78.3:6635" },
-  { name = "egress", address = "192.168.78.4:6635", local = { tun = "zsfc0", addresses = ["10.9.0.1/24"] } },
+  { name = "ingress", address = "192.168.78.1", local = { tun = "zsfc0", addresses = ["10.1.0.1/24"] } },
+  { name = "sfa", address = "192.168.78.2" },
+  { name = "sfb", address = "192.168.78.3" },
+  { name = "egress", address = "192.168.78.4", local = { tun = "zsfc0", addresses = ["10.9.0.1/24"] } },
 ]
 endpoints = [{ name = "service", node = "egress" }, { name = "clients", node = "ingress" }]
 sfs = [
@@ -307,6 +307,74 @@ fn a_compromised_sf_node_that_skips_the_next_sf_or_rewrites_metadata_fails_at_th
     assert_eq!(dropped(&reports[2], "sfc_mac_failed"), 0, "sfb saw valid MACs only:\n{}", reports[2]);
     // The honest datagrams all arrived (the stream's own packets are not touched).
     assert!(egress.contains(" delivered 1200\n"), "{egress}");
+}
+
+/// Issue 18: the inner packet's header is covered end to end by the payload SA (tunnel mode,
+/// RFC 4301 §5.2). An attacker in the middle of sfa's link to sfb (sfa's neighbour entry for sfb
+/// points at the attacker: ARP spoofing) passes 50 packets on with their inner addresses
+/// rewritten (checksum-neutral: destination +1, source -1); then a compromised sfa that holds
+/// its node file does the same (with link protection sealing link ESP again under its key).
+/// Without link protection all are dropped at the egress (`inner_header_mismatch`); with it the
+/// on-link attacker's at sfb (`link_auth_failed`) and the compromised node's at the egress.
+/// None is delivered; the honest datagrams sent after each attack all are.
+#[test]
+fn a_rewritten_inner_destination_is_dropped_with_and_without_link_protection() {
+    assert!(usable(), "this test needs root and /dev/net/tun (CI machines have both)");
+    for link_protection in [false, true] {
+        let topology = INTEGRITY.replace("link_protection = false", &format!("link_protection = {link_protection}"));
+        let mut lab = Lab::new();
+        let (nss, nodes) = start_domain(&mut lab, &topology);
+        ip(&["-n", &nss[1], "link", "set", "eth0", "gso_max_segs", "1"]);
+        let sfb_mac = String::from_utf8(
+            Command::new("ip").args(["-n", &nss[2], "-br", "link", "show", "eth0"]).output().unwrap().stdout,
+        )
+        .unwrap()
+        .split_whitespace()
+        .nth(2)
+        .unwrap()
+        .to_owned();
+        let stolen = lab.dir.join("sfa.toml");
+        let bin = env!("CARGO_BIN_EXE_zsfc");
+        let send = |lab: &mut Lab, n: &str| {
+            let sender = lab.spawn(&nss[0], &["python3", "-c", SENDER, n], Stdio::null());
+            let t = Instant::now();
+            while lab.children[sender].try_wait().unwrap().is_none() {
+                assert!(t.elapsed() < Duration::from_secs(30), "the sender did not finish");
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        };
+        for extra in [vec![], vec!["--stolen-config".to_owned(), stolen.to_str().unwrap().to_owned()]] {
+            // sfa's frames for sfb now go to the attacker's MAC, which passes them on rewritten.
+            ip(&["-n", &nss[1], "neigh", "replace", "192.168.78.3", "lladdr", "02:00:00:00:ad:ad", "dev", "eth0"]);
+            let attacker = Command::new("ip")
+                .args(["netns", "exec", &nss[1], bin, "attack", "--dev", "eth0", "--to", "192.168.78.3"])
+                .args(["--mode", "rewrite", "--capture", "50", "--via-mac", &sfb_mac])
+                .args(&extra)
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap();
+            std::thread::sleep(Duration::from_millis(500));
+            send(&mut lab, "50");
+            let out = attacker.wait_with_output().unwrap();
+            assert!(out.status.success(), "zsfc attack: {}", String::from_utf8_lossy(&out.stderr));
+            let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+            assert_eq!(v["sent"].as_u64(), Some(50), "{v}");
+            ip(&["-n", &nss[1], "neigh", "replace", "192.168.78.3", "lladdr", &sfb_mac, "dev", "eth0"]);
+            send(&mut lab, "100");
+        }
+        std::thread::sleep(Duration::from_millis(500));
+        let reports = stop(&mut lab, &nodes);
+        let (sfb, egress) = (&reports[2], &reports[3]);
+        let (at_sfb, at_egress) = if link_protection { (50, 50) } else { (0, 100) };
+        assert_eq!(dropped(sfb, "link_auth_failed"), at_sfb, "link protection {link_protection}, sfb:\n{sfb}");
+        assert_eq!(
+            dropped(egress, "inner_header_mismatch"),
+            at_egress,
+            "link protection {link_protection}, egress:\n{egress}"
+        );
+        assert!(egress.contains(" delivered 200\n"), "link protection {link_protection}: {egress}");
+    }
 }
 
 /// Issue 5's forward secrecy seen from outside the process: once the SAs' hard lifetime has

@@ -283,7 +283,9 @@ fn sad_entry(
             ext_seq_num: p.esn,
             anti_replay_window_size: p.replay_window,
             protocol_parameters: "esp".into(),
-            mode: if link { "tunnel" } else { "transport" }.into(),
+            // Payload SAs carry whole IP packets (RFC 4301 §5.2 check of the inner header),
+            // link SAs whole labelled packets: both are tunnel mode.
+            mode: "tunnel".into(),
             esp_sa: EspSa { encryption: Encryption { algorithm, key: with_key.then(|| p.keymat.clone()) } },
             lifetime_hard: lifetime(&p.lifetime.hard, false),
             lifetime_soft: lifetime(&p.lifetime.soft, true),
@@ -460,12 +462,8 @@ impl SadEntry {
     /// field.
     pub fn params(&self) -> Result<SaParams, (&'static str, String)> {
         let c = &self.config;
-        let mode = if self.link { "tunnel" } else { "transport" };
-        if c.protocol_parameters != "esp" || c.mode != mode {
-            return Err((
-                "ipsec-sa-config.mode",
-                "zsfc runs payload SAs in transport mode and link SAs (zsfc:link) in tunnel mode".into(),
-            ));
+        if c.protocol_parameters != "esp" || c.mode != "tunnel" {
+            return Err(("ipsec-sa-config.mode", "zsfc runs every SA (payload and zsfc:link) in tunnel mode".into()));
         }
         let (aes128, aes256) = match (c.esp_sa.encryption.algorithm, self.link) {
             (ENCR_AES_GCM_16, false) => (Algorithm::Aes128Gcm, Algorithm::Aes256Gcm),

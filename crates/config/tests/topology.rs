@@ -402,23 +402,37 @@ fn a_node_configuration_can_forget_every_key_it_held() {
     }
 }
 
-/// RFC 4303 §2.6: an IP packet of protocol 59 (no next header) is sealed as a dummy packet;
-/// the first hop that opens it discards it and counts it (`esp_dummy`), nothing is delivered.
+/// RFC 4303 §2.6: a dummy packet (ESP next header 59) under the classifier's payload SA is
+/// discarded by the first hop that opens it (node-a, whose firewall is intrusive) and counted
+/// (`esp_dummy`), never handed to an SF or delivered.
 #[test]
 fn a_dummy_packet_is_discarded_where_it_is_opened() {
+    use zsfc_wire::{PacketBuf, ipv4};
     let cfgs = plain_topology().compile().unwrap();
-    let mut sim = sim_of(&cfgs);
-    let mut p = packets::build(&Flow::udp("10.1.0.9", 5000, "10.9.0.1", 53), 0, b"dummy");
-    p[9] = 59;
-    p[10..12].fill(0);
-    let sum = zsfc_wire::checksum::finish(zsfc_wire::checksum::sum(&p[..20]));
-    p[10..12].copy_from_slice(&sum.to_be_bytes());
-    for _ in 0..5 {
-        sim.send_local(0, sim.now, &p);
+    let now = Instant::from_secs(1);
+    let mut n: Vec<zsfc_dataplane::Node> = cfgs.iter().map(|c| c.build(now).unwrap()).collect();
+    let flow = Flow::udp("10.1.0.9", 5000, "10.9.0.1", 53);
+    let real = forwarded(n[0].handle_local(now, PacketBuf::from_slice(&packets::build(&flow, 1, b"x"))), 1);
+    // The classifier's labels and NSH, then a dummy sealed under its SA (sequence numbers after the
+    // real packet's) behind an outer IPv4 header.
+    let p = real.as_slice();
+    let mut labels = (0..).step_by(4).find(|&i| p[i + 2] & 1 == 1).unwrap() + 4;
+    if zsfc_wire::nsh::looks_like_nsh(p[labels]) {
+        labels += zsfc_wire::nsh::Header::new_checked(&p[labels..]).unwrap().len();
     }
-    sim.run(100_000);
-    assert_eq!(sim.dropped(DropReason::EspDummy), 5);
-    assert!(sim.local::<FakeEchoService>(4).unwrap().received.is_empty(), "a dummy packet was delivered");
+    let spi = u32::from_be_bytes(p[labels + 20..labels + 24].try_into().unwrap());
+    let params = &cfgs[0].outbound_sas.iter().find(|o| o.sa.spi == spi).unwrap().sa;
+    let sa = zsfc_esp::SaConfig { first_seq: 10, ..zsfc_config::sa_config(params, 0).unwrap() };
+    let mut tx = zsfc_esp::OutboundSa::new(&sa, now).unwrap();
+    for _ in 0..5 {
+        let mut d = PacketBuf::from_slice(b"padding of a dummy");
+        tx.seal_link(now, &mut d, zsfc_esp::NEXT_HEADER_DUMMY).unwrap();
+        let len = d.len() as u16;
+        ipv4::Repr::new([10, 1, 0, 9], [10, 9, 0, 1], 50, len).emit(d.push_front(20).unwrap()).unwrap();
+        d.push_front(labels).unwrap().copy_from_slice(&real.as_slice()[..labels]);
+        assert_eq!(dropped(n[1].handle_from_domain(now, d)), DropReason::EspDummy);
+    }
+    assert_eq!(n[1].drops().get(DropReason::EspDummy), 5);
 }
 
 /// RFC 8300 §2.2: every SFF that forwards the packet after its SF decrements the NSH TTL (the

@@ -56,6 +56,9 @@ drop_reasons! {
     EspReplay => "esp_replay",
     /// ICV check failed: tampered, forged or wrong key.
     EspAuthFailed => "esp_auth_failed",
+    /// The outer header of an authentic payload ESP packet does not carry the addresses (IPv6:
+    /// and flow label) of the inner header it protects: rewritten on the way (RFC 4301 §5.2).
+    InnerHeaderMismatch => "inner_header_mismatch",
     /// An authentic dummy packet (ESP next header 59, RFC 4303 §2.6), payload or link:
     /// discarded, never delivered.
     EspDummy => "esp_dummy",
@@ -203,6 +206,8 @@ impl From<zsfc_esp::OpenError> for DropReason {
             E::Expired(_) => Self::SaExpired,
             E::AuthOnly => Self::SaRoleMismatch,
             E::Dummy => Self::EspDummy,
+            E::HeaderMismatch => Self::InnerHeaderMismatch,
+            E::NotTunnel(_) => Self::EspBadTrailer,
         }
     }
 }

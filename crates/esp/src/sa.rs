@@ -1,14 +1,18 @@
-//! Security associations: outbound (seal) and inbound (open), transport mode, IPv4 and IPv6.
+//! Security associations: outbound (seal) and inbound (open), tunnel mode for payloads (IPv4
+//! and IPv6), and the link transform around labelled packets.
 use crate::key::{Algorithm, SALT_LEN, SaKey};
 use crate::replay::{DEFAULT_WINDOW, ReplayError, ReplayWindow};
 use crate::time::Instant;
 use aws_lc_rs::aead::{Aad, LessSafeKey, Nonce, UnboundKey};
 use zeroize::Zeroize;
 use zsfc_wire::esp::{self as wesp, HEADER_LEN, ICV_LEN, IV_LEN, TRAILER_LEN};
-use zsfc_wire::{PacketBuf, ip, ipv4, ipv6};
+use zsfc_wire::{PacketBuf, checksum, ip, ipv4, ipv6};
 
-/// Most bytes ESP adds to a packet: header + IV + 3 padding + trailer + ICV.
+/// Most bytes link ESP adds to a packet: header + IV + 3 padding + trailer + ICV.
 pub const OVERHEAD_MAX: usize = HEADER_LEN + IV_LEN + 3 + TRAILER_LEN + ICV_LEN;
+/// Most bytes payload ESP (tunnel mode) adds to an IP packet: the outer IPv6 header and
+/// [`OVERHEAD_MAX`] (20 fewer for IPv4).
+pub const TUNNEL_OVERHEAD_MAX: usize = ipv6::HEADER_LEN + OVERHEAD_MAX;
 const HDR_IV: usize = HEADER_LEN + IV_LEN;
 
 /// One set of lifetime limits. `u64::MAX` means unlimited.
@@ -179,7 +183,7 @@ impl Crypto {
 pub enum SealError {
     #[error("hard lifetime reached ({0:?})")]
     HardLimit(Limit),
-    #[error("not an IP packet that ESP transport mode can carry: {0}")]
+    #[error("not an IP packet that payload ESP can carry: {0}")]
     Packet(zsfc_wire::Error),
     #[error("the sealed packet would exceed 65535 bytes")]
     TooBig,
@@ -236,9 +240,15 @@ impl OutboundSa {
         self.c.aead.is_none()
     }
 
-    /// Encrypts the IP packet that starts `buf` in ESP transport mode.
+    /// Encrypts the IP packet that starts `buf` in ESP tunnel mode (RFC 4303 §3.1.2): the whole
+    /// packet, its header included, becomes the encrypted payload (next header 4 or 41) behind
+    /// an outer header that copies the inner one (addresses, DSCP and ECN, DF, TTL or hop limit,
+    /// flow label; protocol 50), so the path and non-intrusive SFs see the same header as before.
+    /// The inner header is thereby authenticated end to end, and [`InboundSa::open`] compares
+    /// the outer header with it (RFC 4301 §5.2): a hop that rewrote it is found out.
     pub fn seal(&mut self, now: Instant, buf: &mut PacketBuf) -> Result<Sealed, SealError> {
         let s = ip::parse(buf.as_slice()).map_err(SealError::Packet)?;
+        // Later fragments carry no ports to classify by (the classifier never sends them).
         if s.later_fragment || s.tuple.protocol == ip::protocol::ESP {
             return Err(SealError::Packet(zsfc_wire::Error::Unsupported));
         }
@@ -246,36 +256,33 @@ impl OutboundSa {
             return Err(SealError::AuthOnly);
         }
         let seq = self.next_seq(now)?;
-        let payload_len = s.total_len - s.esp_offset;
+        let (outer_len, next_header) =
+            if s.is_v4() { (ipv4::MIN_HEADER_LEN, ip::protocol::IPV4) } else { (ipv6::HEADER_LEN, ip::protocol::IPV6) };
+        let payload_len = s.total_len;
         let pad = wesp::pad_len(payload_len);
-        let added = HDR_IV + pad + TRAILER_LEN + ICV_LEN;
-        let new_total = s.total_len + added;
+        let new_total = outer_len + HDR_IV + payload_len + pad + TRAILER_LEN + ICV_LEN;
         if new_total > usize::from(u16::MAX) + if s.is_v4() { 0 } else { ipv6::HEADER_LEN } {
             return Err(SealError::TooBig);
         }
-        if buf.headroom() < HDR_IV || buf.tailroom() + (buf.len() - s.total_len) < pad + TRAILER_LEN + ICV_LEN {
+        if buf.headroom() < outer_len + HDR_IV
+            || buf.tailroom() + (buf.len() - s.total_len) < pad + TRAILER_LEN + ICV_LEN
+        {
             return Err(SealError::Packet(zsfc_wire::Error::NoRoom));
         }
         // Link-layer padding after the IP packet is not part of it.
         buf.trim_back(buf.len() - s.total_len).map_err(SealError::Packet)?;
-
-        let next_header = buf.as_slice()[s.esp_nh_field];
         wesp::emit_trailer(buf.push_back(pad + TRAILER_LEN).map_err(SealError::Packet)?, next_header)
             .map_err(SealError::Packet)?;
         buf.push_back(ICV_LEN).map_err(SealError::Packet)?;
-        let gap = buf.open_gap(s.esp_offset, HDR_IV).map_err(SealError::Packet)?;
-        wesp::emit_header(gap, self.c.spi, seq as u32).map_err(SealError::Packet)?;
+        buf.push_front(outer_len + HDR_IV).map_err(SealError::Packet)?;
         let iv = seq.to_be_bytes();
-        gap[HEADER_LEN..].copy_from_slice(&iv);
-
-        let pkt = buf.as_mut_slice();
-        pkt[s.esp_nh_field] = wesp::PROTOCOL;
-        set_ip_len(pkt, new_total);
+        let (head, rest) = buf.as_mut_slice().split_at_mut(outer_len + HDR_IV);
+        outer_header(&mut head[..outer_len], rest, new_total);
+        wesp::emit_header(&mut head[outer_len..], self.c.spi, seq as u32).map_err(SealError::Packet)?;
+        head[outer_len + HEADER_LEN..].copy_from_slice(&iv);
 
         let (aad, aad_len) = self.c.aad(seq);
-        let body_end = pkt.len() - ICV_LEN;
-        let (body, icv) = pkt.split_at_mut(body_end);
-        let plain = &mut body[s.esp_offset + HDR_IV..];
+        let (plain, icv) = rest.split_at_mut(rest.len() - ICV_LEN);
         let key = self.c.key().ok_or(SealError::HardLimit(Limit::Time))?;
         let tag = key
             .seal_in_place_separate_tag(self.c.nonce(iv), Aad::from(&aad[..aad_len]), plain)
@@ -370,6 +377,13 @@ pub enum OpenError {
     /// An authentic dummy packet (next header 59, RFC 4303 §2.6): the receiver discards it.
     #[error("dummy packet (next header 59)")]
     Dummy,
+    /// The outer header of an authentic tunnel-mode packet does not carry the inner header's
+    /// addresses (or IPv6 flow label): a hop rewrote it (RFC 4301 §5.2).
+    #[error("the outer header does not match the authenticated inner header")]
+    HeaderMismatch,
+    /// An authentic packet that is not tunnel mode: its next header is not 4 or 41.
+    #[error("authenticated packet carries next header {0}, not an IP packet (tunnel mode)")]
+    NotTunnel(u8),
 }
 
 /// Next header of a dummy packet, which traffic-flow confidentiality may send (RFC 4303 §2.6);
@@ -432,7 +446,10 @@ impl InboundSa {
         self.window.top()
     }
 
-    /// Decrypts the ESP transport-mode packet that starts `buf`, in place. On error the
+    /// Decrypts the ESP tunnel-mode packet that starts `buf`, in place, leaving the inner IP
+    /// packet. The inner packet must be IPv4 or IPv6 as the trailer says, and its immutable
+    /// header fields must be those of the outer header (RFC 4301 §5.2): addresses, and for IPv6
+    /// the flow label (the protocol is the inner one, inside the ciphertext). On error the
     /// buffer content is unspecified (the caller drops it).
     pub fn open(&mut self, now: Instant, buf: &mut PacketBuf) -> Result<Opened, OpenError> {
         let s = ip::parse(buf.as_slice()).map_err(OpenError::Packet)?;
@@ -449,13 +466,12 @@ impl InboundSa {
         buf.trim_back(buf.len() - s.total_len).map_err(OpenError::Packet)?;
         let (aad, aad_len) = self.c.aad(seq);
         let nonce = self.c.nonce(iv);
-        let pkt = buf.as_mut_slice();
-        let sealed = &mut pkt[esp_at + HDR_IV..];
+        let (outer, esp) = buf.as_mut_slice().split_at_mut(esp_at);
         let plain = self
             .c
             .key()
             .ok_or(OpenError::Expired(Limit::Time))?
-            .open_in_place(nonce, Aad::from(&aad[..aad_len]), sealed)
+            .open_in_place(nonce, Aad::from(&aad[..aad_len]), &mut esp[HDR_IV..])
             .map_err(|_| OpenError::Auth)?;
         // 3. Only an authentic packet moves the window.
         self.window.mark(seq);
@@ -465,12 +481,10 @@ impl InboundSa {
         if next_header == NEXT_HEADER_DUMMY {
             return Err(OpenError::Dummy);
         }
+        inner_matches_outer(outer, &plain[..payload_len], next_header)?;
         let strip_tail = plain.len() - payload_len + ICV_LEN;
-        pkt[s.l4_nh_field] = next_header;
-        let new_total = s.total_len - HDR_IV - strip_tail;
-        set_ip_len(pkt, new_total);
         buf.trim_back(strip_tail).map_err(OpenError::Packet)?;
-        buf.close_gap(esp_at, HDR_IV).map_err(OpenError::Packet)?;
+        buf.pull_front(esp_at + HDR_IV).map_err(OpenError::Packet)?;
         Ok(Opened { seq, next_header })
     }
 
@@ -559,15 +573,62 @@ fn gmac_in_place<R>(
     Ok(r)
 }
 
-/// Writes the new total length of the IP packet `pkt` (and the IPv4 header checksum).
-fn set_ip_len(pkt: &mut [u8], total: usize) {
-    if let Ok(mut p) = ipv4::Packet::new_checked(&mut *pkt) {
-        p.set_total_len(total as u16);
-        p.fill_checksum();
-    } else if pkt.first().is_some_and(|b| b >> 4 == 6) && pkt.len() >= ipv6::HEADER_LEN {
-        let len = (total - ipv6::HEADER_LEN) as u16;
-        pkt[4..6].copy_from_slice(&len.to_be_bytes());
+/// Writes into `out` the outer header of a tunnel-mode packet of `total` bytes whose inner IP
+/// packet is at the start of `inner`: a copy of the inner base header (RFC 4301 §5.1.2: DSCP and
+/// ECN, DF, TTL or hop limit, flow label copied) without IPv4 options or IPv6 extension headers,
+/// protocol ESP, and for IPv4 no fragment fields and a new checksum.
+fn outer_header(out: &mut [u8], inner: &[u8], total: usize) {
+    out.copy_from_slice(&inner[..out.len()]);
+    if out.len() == ipv4::MIN_HEADER_LEN {
+        out[ipv4::field::VER_IHL] = 0x45;
+        out[ipv4::field::FLAGS_FRAG] &= 0x40;
+        out[ipv4::field::FLAGS_FRAG + 1] = 0;
+        out[ipv4::field::PROTOCOL] = wesp::PROTOCOL;
+        out[ipv4::field::TOTAL_LEN..ipv4::field::TOTAL_LEN + 2].copy_from_slice(&(total as u16).to_be_bytes());
+        out[ipv4::field::CHECKSUM..ipv4::field::CHECKSUM + 2].fill(0);
+        let c = checksum::finish(checksum::sum(out));
+        out[ipv4::field::CHECKSUM..ipv4::field::CHECKSUM + 2].copy_from_slice(&c.to_be_bytes());
+    } else {
+        out[ipv6::field::PAYLOAD_LEN..ipv6::field::PAYLOAD_LEN + 2]
+            .copy_from_slice(&((total - ipv6::HEADER_LEN) as u16).to_be_bytes());
+        out[ipv6::field::NEXT_HEADER] = wesp::PROTOCOL;
     }
+}
+
+/// RFC 4301 §5.2: the decrypted inner packet is the IP version the trailer names, is exactly
+/// the payload, and carries the outer header's immutable fields (IPv4: addresses; IPv6:
+/// addresses and flow label). Anything else is an outer header changed on the way, or a sender
+/// that is not in tunnel mode.
+fn inner_matches_outer(outer: &[u8], inner: &[u8], next_header: u8) -> Result<(), OpenError> {
+    match next_header {
+        ip::protocol::IPV4 => {
+            let i = ipv4::Packet::new_checked(inner).map_err(|_| OpenError::Trailer)?;
+            if usize::from(i.total_len()) != inner.len() {
+                return Err(OpenError::Trailer);
+            }
+            // The outer header's own length field covers the ESP packet, so it is read raw.
+            let addresses = ipv4::field::SRC.start..ipv4::field::DST.end;
+            if outer.first().map(|b| b >> 4) != Some(4) || outer.get(addresses.clone()) != inner.get(addresses) {
+                return Err(OpenError::HeaderMismatch);
+            }
+        }
+        ip::protocol::IPV6 => {
+            let i = ipv6::Packet::new_checked(inner).map_err(|_| OpenError::Trailer)?;
+            if ipv6::HEADER_LEN + usize::from(i.payload_len()) != inner.len() {
+                return Err(OpenError::Trailer);
+            }
+            let addresses = ipv6::field::SRC.start..ipv6::field::DST.end;
+            let flow_label = |h: &[u8]| h.get(1..4).map(|b| u32::from_be_bytes([0, b[0] & 0x0f, b[1], b[2]]));
+            if outer.first().map(|b| b >> 4) != Some(6)
+                || outer.get(addresses.clone()) != inner.get(addresses)
+                || flow_label(outer) != flow_label(inner)
+            {
+                return Err(OpenError::HeaderMismatch);
+            }
+        }
+        _ => return Err(OpenError::NotTunnel(next_header)),
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -59,9 +59,12 @@ fn seals_and_opens_ipv4_and_ipv6_for_both_key_sizes_and_all_paddings() {
                     let mut b = PacketBuf::from_slice(&orig);
                     let head_before = b.headroom();
                     let sealed = tx.seal(Instant::ZERO, &mut b).unwrap();
-                    assert_eq!(b.headroom(), head_before - 16, "only the IP header moved into the headroom");
+                    let inner = ip::parse(&orig).unwrap();
+                    let outer_len = if inner.is_v4() { 20 } else { 40 };
+                    assert_eq!(b.headroom(), head_before - outer_len - 16, "outer header, ESP header and IV in front");
                     let s = ip::parse(b.as_slice()).unwrap();
-                    assert_eq!(s.tuple.protocol, 50);
+                    assert_eq!((s.tuple.protocol, s.l4_offset), (50, outer_len), "no options, no extension headers");
+                    assert_eq!((s.tuple.src, s.tuple.dst), (inner.tuple.src, inner.tuple.dst), "addresses copied");
                     assert_eq!(s.total_len, b.len());
                     assert_eq!((b.len() - s.l4_offset - 16 - 16) % 4, 0);
                     assert_eq!(spi_of(b.as_slice()).unwrap(), SPI);
@@ -109,9 +112,98 @@ fn independent_aes_gcm_decrypts_our_packets() {
             .decrypt_in_place_detached(&nonce.into(), &aad, &mut body, &tag)
             .unwrap();
         let (len, nh) = zsfc_wire::esp::parse_trailer(&body).unwrap();
-        assert_eq!(nh, 6);
-        assert_eq!(&body[..len], &orig[20..]);
+        assert_eq!(nh, 4, "tunnel mode: IPv4 inside");
+        assert_eq!(&body[..len], &orig[..], "the whole inner packet");
     }
+}
+
+/// The other direction: tunnel-mode packets sealed by an independent AES-GCM (RFC 4106) open,
+/// with and without ESN; an authentic transport-mode packet (next header 6) is refused.
+#[test]
+fn packets_of_an_independent_sender_open_and_transport_mode_is_refused() {
+    use aes_gcm::aead::{AeadInPlace, KeyInit};
+    let keymat = [3u8; 36];
+    let aes = aes_gcm::Aes256Gcm::new_from_slice(&keymat[..32]).unwrap();
+    for esn in [false, true] {
+        let cfg = SaConfig { esn, ..SaConfig::new(SPI, SaKey::new(Algorithm::Aes256Gcm, &keymat).unwrap()) };
+        let mut rx = InboundSa::new(&cfg, Instant::ZERO).unwrap();
+        for (seq, next_header) in [(1u64, 4u8), (2, 6)] {
+            let orig = v4_tcp(b"from elsewhere");
+            let (payload, outer) =
+                if next_header == 4 { (&orig[..], orig[..20].to_vec()) } else { (&orig[20..], orig[..20].to_vec()) };
+            let mut body = payload.to_vec();
+            let pad = (4 - (body.len() + 2) % 4) % 4;
+            body.extend((1..=pad as u8).chain([pad as u8, next_header]));
+            let iv = (seq ^ 0x1234_5678_9abc_def0).to_be_bytes(); // any IV the sender likes
+            let mut nonce = [0u8; 12];
+            nonce[..4].copy_from_slice(&keymat[32..]);
+            nonce[4..].copy_from_slice(&iv);
+            let mut aad = SPI.to_be_bytes().to_vec();
+            if esn {
+                aad.extend_from_slice(&seq.to_be_bytes());
+            } else {
+                aad.extend_from_slice(&(seq as u32).to_be_bytes());
+            }
+            let tag = aes.encrypt_in_place_detached(&nonce.into(), &aad, &mut body).unwrap();
+            let mut pkt = outer;
+            pkt.extend_from_slice(&SPI.to_be_bytes());
+            pkt.extend_from_slice(&(seq as u32).to_be_bytes());
+            pkt.extend_from_slice(&iv);
+            pkt.extend_from_slice(&body);
+            pkt.extend_from_slice(&tag);
+            let total = pkt.len() as u16;
+            pkt[2..4].copy_from_slice(&total.to_be_bytes());
+            pkt[9] = 50;
+            ipv4::Packet::new_checked(&mut pkt[..]).unwrap().fill_checksum();
+            let mut b = PacketBuf::from_slice(&pkt);
+            match next_header {
+                4 => {
+                    rx.open(Instant::ZERO, &mut b).unwrap();
+                    assert_eq!(b.as_slice(), &orig[..]);
+                }
+                _ => assert_eq!(rx.open(Instant::ZERO, &mut b), Err(OpenError::NotTunnel(6))),
+            }
+        }
+    }
+}
+
+/// Issue 18: the inner header is authenticated end to end. An on-path rewrite of the outer
+/// addresses — even one that keeps the IPv4 checksum (source and destination changed by
+/// opposite amounts) — or of the IPv6 flow label is refused after authentication; mutable
+/// fields (TTL, DSCP) may change, and the packet delivered is the inner one the sender sealed.
+#[test]
+fn a_rewritten_outer_header_is_refused_and_mutable_fields_are_not_delivered() {
+    let (mut tx, mut rx) = pair(Algorithm::Aes256Gcm, true, Lifetimes::default());
+    let seal = |tx: &mut OutboundSa, orig: &[u8]| {
+        let mut b = PacketBuf::from_slice(orig);
+        tx.seal(Instant::ZERO, &mut b).unwrap();
+        b.as_slice().to_vec()
+    };
+    let orig = v4_tcp(b"to 10.0.0.2");
+    // Checksum-neutral: destination +1, source -1 in the same 16-bit word position.
+    let mut t = seal(&mut tx, &orig);
+    t[19] += 1;
+    t[15] -= 1;
+    assert!(ipv4::Packet::new_checked(&t[..]).unwrap().verify_checksum(), "the rewrite keeps the checksum");
+    assert_eq!(rx.open(Instant::ZERO, &mut PacketBuf::from_slice(&t)), Err(OpenError::HeaderMismatch));
+    // TTL and DSCP are mutable on the way: accepted, and the inner header is what arrives.
+    let mut t = seal(&mut tx, &orig);
+    t[8] = 3;
+    t[1] = 0xb8;
+    ipv4::Packet::new_checked(&mut t[..]).unwrap().fill_checksum();
+    let mut b = PacketBuf::from_slice(&t);
+    rx.open(Instant::ZERO, &mut b).unwrap();
+    assert_eq!(b.as_slice(), &orig[..]);
+    // IPv6: destination and flow label.
+    let orig6 = v6_udp_ext(b"six");
+    for at in [39usize, 3] {
+        let mut t = seal(&mut tx, &orig6);
+        t[at] ^= 1;
+        assert_eq!(rx.open(Instant::ZERO, &mut PacketBuf::from_slice(&t)), Err(OpenError::HeaderMismatch), "byte {at}");
+    }
+    let mut b = PacketBuf::from_slice(&seal(&mut tx, &orig6));
+    rx.open(Instant::ZERO, &mut b).unwrap();
+    assert_eq!(b.as_slice(), &orig6[..]);
 }
 
 #[test]
@@ -351,11 +443,12 @@ fn payload_transforms_refuse_gmac_sas() {
 #[test]
 fn dummy_packets_are_authenticated_then_discarded() {
     let (mut tx, mut rx) = pair(Algorithm::Aes256Gcm, true, Lifetimes::default());
-    // An IPv4 packet whose protocol is 59: the ESP trailer then says 59.
-    let mut dummy = v4_tcp(b"padding of a dummy");
-    dummy[9] = NEXT_HEADER_DUMMY;
-    let mut b = PacketBuf::from_slice(&dummy);
-    tx.seal(Instant::ZERO, &mut b).unwrap();
+    // A payload ESP packet whose trailer says 59 (the same RFC 4106 transform, sealed around
+    // padding bytes), behind an outer IPv4 header.
+    let mut b = PacketBuf::from_slice(b"padding of a dummy");
+    tx.seal_link(Instant::ZERO, &mut b, NEXT_HEADER_DUMMY).unwrap();
+    let esp_len = b.len() as u16;
+    ipv4::Repr::new([10, 0, 0, 1], [10, 0, 0, 2], 50, esp_len).emit(b.push_front(20).unwrap()).unwrap();
     let sealed = b.as_slice().to_vec();
     assert_eq!(rx.open(Instant::ZERO, &mut b), Err(OpenError::Dummy));
     let replayed = rx.open(Instant::ZERO, &mut PacketBuf::from_slice(&sealed));

@@ -398,14 +398,14 @@ pub const METRICS_LISTEN: &str = "127.0.0.1:9464";
 pub const LOCAL_DEV: &str = "zsfc0";
 
 /// Bytes the domain adds to an inner packet on a link: outer IPv4 + UDP (28), up to `labels`
-/// label stack entries, ESP header (8) + IV (8) + ICV (16) + pad length/next header (2) and up to
-/// 3 bytes of padding; the same ESP overhead again around everything on a protected link; the
-/// NSH of SFC integrity (with room for a tenant id).
+/// label stack entries, payload ESP in tunnel mode (the outer IP header, at most IPv6's 40,
+/// ESP header 8 + IV 8 + ICV 16 + pad length/next header 2 and up to 3 bytes of padding); link
+/// ESP around everything on a protected link; the NSH of SFC integrity (with room for a tenant
+/// id).
 pub fn encapsulation_overhead(labels: usize, link_protection: bool, sfc_integrity: bool) -> u16 {
-    let esp = 8 + 8 + 16 + 2 + 3;
-    let link = if link_protection { esp } else { 0 };
+    let link = if link_protection { zsfc_esp::OVERHEAD_MAX } else { 0 };
     let nsh = if sfc_integrity { zsfc_dataplane::integrity::NSH_OVERHEAD + 8 } else { 0 };
-    (28 + 4 * labels + esp + link + nsh) as u16
+    (28 + 4 * labels + zsfc_esp::TUNNEL_OVERHEAD_MAX + link + nsh) as u16
 }
 
 impl Lab {

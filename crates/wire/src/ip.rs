@@ -9,6 +9,10 @@ pub mod protocol {
     pub const TCP: u8 = 6;
     pub const UDP: u8 = 17;
     pub const ESP: u8 = 50;
+    /// IPv4 in IP: the next header of a tunnel-mode ESP packet around IPv4.
+    pub const IPV4: u8 = 4;
+    /// IPv6 in IP: the next header of a tunnel-mode ESP packet around IPv6.
+    pub const IPV6: u8 = 41;
     pub const ICMPV6: u8 = 58;
 }
 

@@ -21,7 +21,8 @@ use crate::{Error, Result, be16, checksum, put16};
 
 pub const MIN_HEADER_LEN: usize = 20;
 
-mod field {
+/// Byte offsets of the header fields.
+pub mod field {
     pub const VER_IHL: usize = 0;
     pub const TOS: usize = 1;
     pub const TOTAL_LEN: usize = 2;

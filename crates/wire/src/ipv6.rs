@@ -28,7 +28,8 @@ pub mod ext {
     pub const DEST_OPTS: u8 = 60;
 }
 
-mod field {
+/// Byte offsets of the header fields.
+pub mod field {
     pub const PAYLOAD_LEN: usize = 4;
     pub const NEXT_HEADER: usize = 6;
     pub const HOP_LIMIT: usize = 7;
