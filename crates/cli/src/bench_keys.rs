@@ -334,7 +334,12 @@ fn controller_costs(chains: usize, rollouts: usize) -> anyhow::Result<(Vec<Durat
         grants: Vec::new(),
         rekey: zsfc_controller::RekeySettings { period_s: 0, grace_ms: 0, ack_timeout_ms: 30_000 },
         // Two in-process nodes on one address rekeying back to back: no admission limit.
-        api: zsfc_controller::limit::ApiLimits { connections_per_s: 1_000_000, burst: 1_000_000, max_open: 4096 },
+        api: zsfc_controller::limit::ApiLimits {
+            connections_per_s: 1_000_000,
+            burst: 1_000_000,
+            max_open: 4096,
+            max_open_per_source: 4096,
+        },
         revoked: Vec::new(),
     };
     let dir = std::env::temp_dir().join(format!("zsfc-keying-{}", std::process::id()));

@@ -629,3 +629,56 @@ fn an_idle_domain_renews_its_sas_in_time_and_carries_traffic_after_idling() {
     let rollouts: u64 = status.split("rollouts ").nth(1).and_then(|r| r.split(' ').next()?.parse().ok()).unwrap();
     assert!(rollouts >= 5, "{rollouts} rollouts in 20 s idle:\n{status}");
 }
+
+/// 1,000 connections from one source, each 3 bytes of a TLS record and then nothing.
+const SLOW_CONNECTIONS: &str = "import socket,time,json\nsocks=[];failed=0\nfor i in range(1000):\n s=socket.socket();s.settimeout(2)\n try:\n  s.connect(('10.201.0.250',8443));s.send(b'\\x16\\x03\\x01');s.setblocking(False);socks.append(s)\n except Exception: failed+=1\ndef alive():\n n=0\n for s in socks:\n  try:\n   n+=len(s.recv(1))>0\n  except BlockingIOError: n+=1\n  except Exception: pass\n return n\ntime.sleep(1);a1=alive()\ntime.sleep(6);a7=alive()\nprint(json.dumps({'opened':len(socks),'failed':failed,'open_after_1s':a1,'open_after_7s':a7}))\n";
+
+/// Issue 18: slowloris without credentials. A host on the control segment (a namespace of this
+/// test, bridged into the lab's control segment) opens 1,000 connections to the nodes'
+/// listener and sends each 3 bytes of a TLS record; the source keeps at most its share of open
+/// connections (32), the others are closed at once, the held ones after the 5 s handshake
+/// timeout, the refusals are one audit summary; meanwhile the nodes poll and a rekey completes
+/// about as fast as without the flood.
+#[test]
+fn a_thousand_slow_connections_from_one_source_leave_polls_and_rekeys_on_time() {
+    usable();
+    let mut lab = LabRun::new("quickstart", "sl");
+    lab.up();
+    let atk = format!("zsl{}", std::process::id());
+    let mut namespaces = zsfc_lab::Namespaces::new();
+    namespaces.add(&atk).unwrap();
+    let ip = |args: &[&str]| assert!(Command::new("ip").args(args).status().unwrap().success(), "ip {args:?}");
+    let bridge = lab.ns("net");
+    ip(&["link", "add", "eth0", "netns", &atk, "type", "veth", "peer", "name", "slow0", "netns", &bridge]);
+    ip(&["-n", &bridge, "link", "set", "slow0", "master", "br1", "up"]);
+    ip(&["-n", &atk, "addr", "add", "10.201.0.200/24", "dev", "eth0"]);
+    ip(&["-n", &atk, "link", "set", "eth0", "up"]);
+    let rekey = |lab: &LabRun| {
+        let t = Instant::now();
+        let out = lab.zsfc(&["rekey", &lab.name]);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        t.elapsed()
+    };
+    let quiet = rekey(&lab);
+    let flood = Command::new("ip")
+        .args(["netns", "exec", &atk, "python3", "-c", SLOW_CONNECTIONS])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(1500));
+    let loaded = rekey(&lab);
+    let served = fetch_as(&lab, "alice");
+    let out = flood.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    eprintln!("slow connections: {v}; rekey {quiet:?} without them, {loaded:?} during them");
+    assert_eq!(v["opened"].as_u64().unwrap() + v["failed"].as_u64().unwrap(), 1000, "{v}");
+    assert!(v["open_after_1s"].as_u64().unwrap() <= 32, "one source held more than its share: {v}");
+    assert_eq!(v["open_after_7s"].as_u64(), Some(0), "slow handshakes outlived their timeout: {v}");
+    assert_eq!(served, 200);
+    assert!(loaded <= quiet + Duration::from_secs(3), "rekey {loaded:?} during the flood, {quiet:?} without");
+    let audit = audit_rows(&lab.state_file("controller.db"));
+    assert!(audit.contains("open from this source"), "no summary of the refusals:\n{audit}");
+    assert!(audit.lines().filter(|l| l.contains("10.201.0.200")).count() < 20, "a row per refusal:\n{audit}");
+}

@@ -1,7 +1,8 @@
 //! Admission control for the API (seed 004 REQ3): every source address has a token bucket of
-//! new connections, and only so many connections may be open at once. What is refused costs no
-//! TLS handshake, and is audited once per source and interval with its count, so a flood fills
-//! neither memory nor the audit log.
+//! new connections and a cap on its open connections, and only so many connections may be open
+//! at once from everyone. What is refused costs no TLS handshake, and is audited once per source
+//! and interval with its count, so a flood fills neither memory nor the audit log, and one
+//! source (slowloris without credentials) cannot take the room of the others.
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -18,12 +19,16 @@ pub struct ApiLimits {
     pub burst: u32,
     /// Connections open at the same time, from everyone.
     pub max_open: u32,
+    /// Connections open at the same time from one source address (below `max_open`, so that
+    /// one source cannot fill the room).
+    pub max_open_per_source: u32,
 }
 
 impl Default for ApiLimits {
     fn default() -> Self {
         // A node makes about six connections per rollout (three polls, three acknowledgements).
-        Self { connections_per_s: 50, burst: 200, max_open: 1024 }
+        // A node holds one poll and an acknowledgement or two; an operator a few calls.
+        Self { connections_per_s: 50, burst: 200, max_open: 1024, max_open_per_source: 32 }
     }
 }
 
@@ -49,6 +54,33 @@ pub enum Admission {
 pub struct Limiter {
     limits: ApiLimits,
     buckets: Mutex<HashMap<IpAddr, Bucket>>,
+    open: Mutex<HashMap<IpAddr, OpenCount>>,
+}
+
+/// A source's open connections, and its refusals for having too many.
+struct OpenCount {
+    open: u32,
+    refused: u64,
+    reported: Option<Instant>,
+}
+
+/// One open connection of a source; dropping it (the connection ends) frees its place.
+#[derive(Debug)]
+pub struct OpenSlot {
+    limiter: std::sync::Arc<Limiter>,
+    ip: IpAddr,
+}
+
+impl Drop for OpenSlot {
+    fn drop(&mut self) {
+        let mut m = self.limiter.open.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(c) = m.get_mut(&self.ip) {
+            c.open = c.open.saturating_sub(1);
+            if c.open == 0 && c.refused == 0 {
+                m.remove(&self.ip);
+            }
+        }
+    }
 }
 
 impl core::fmt::Debug for Limiter {
@@ -59,7 +91,7 @@ impl core::fmt::Debug for Limiter {
 
 impl Limiter {
     pub fn new(limits: ApiLimits) -> Self {
-        Self { limits, buckets: Mutex::new(HashMap::new()) }
+        Self { limits, buckets: Mutex::new(HashMap::new()), open: Mutex::new(HashMap::new()) }
     }
 
     pub fn limits(&self) -> ApiLimits {
@@ -94,13 +126,50 @@ impl Limiter {
     }
 }
 
+impl Limiter {
+    /// A place for one more open connection of `ip` at `now`, held until the slot is dropped;
+    /// `Err(Some(n))` when the source has `max_open_per_source` open already and `n` refusals
+    /// are due for the audit log (once per interval), `Err(None)` when refused silently.
+    pub fn open(self: &std::sync::Arc<Self>, ip: IpAddr, now: Instant) -> Result<OpenSlot, Option<u64>> {
+        let mut m = self.open.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if m.len() >= MAX_SOURCES && !m.contains_key(&ip) {
+            return Err(None);
+        }
+        let c = m.entry(ip).or_insert(OpenCount { open: 0, refused: 0, reported: None });
+        if c.open < self.limits.max_open_per_source.max(1) {
+            c.open += 1;
+            return Ok(OpenSlot { limiter: self.clone(), ip });
+        }
+        c.refused += 1;
+        if c.reported.is_none_or(|t| now.duration_since(t) >= REPORT_EVERY) {
+            c.reported = Some(now);
+            return Err(Some(std::mem::take(&mut c.refused)));
+        }
+        Err(None)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
+    fn a_source_holds_at_most_its_share_of_open_connections() {
+        let limits = ApiLimits { max_open_per_source: 3, ..ApiLimits::default() };
+        let l = std::sync::Arc::new(Limiter::new(limits));
+        let (a, b): (IpAddr, IpAddr) = ("192.0.2.1".parse().unwrap(), "192.0.2.2".parse().unwrap());
+        let t = Instant::now();
+        let held: Vec<OpenSlot> = (0..3).map(|_| l.open(a, t).ok().unwrap()).collect();
+        assert_eq!(l.open(a, t).err(), Some(Some(1)), "the first refusal is reported");
+        assert_eq!(l.open(a, t).err(), Some(None), "later ones are counted");
+        assert!(l.open(b, t).is_ok(), "another source has its own share");
+        drop(held);
+        assert!(l.open(a, t).is_ok(), "closed connections free their places");
+    }
+
+    #[test]
     fn a_source_gets_its_burst_then_its_rate_and_is_reported_once_per_interval() {
-        let l = Limiter::new(ApiLimits { connections_per_s: 10, burst: 5, max_open: 10 });
+        let l = Limiter::new(ApiLimits { connections_per_s: 10, burst: 5, max_open: 10, max_open_per_source: 10 });
         let (a, b): (IpAddr, IpAddr) = ("192.0.2.1".parse().unwrap(), "192.0.2.2".parse().unwrap());
         let t = Instant::now();
         assert!((0..5).all(|_| l.admit(a, t) == Admission::Admit));

@@ -735,7 +735,7 @@ pub async fn serve_plane(
     let tls = tokio_rustls::TlsAcceptor::from(Arc::new(server_tls(&ctl, server_name)?));
     let app = router(ctl.clone());
     let limits = ctl.domain().api;
-    let limiter = crate::limit::Limiter::new(limits);
+    let limiter = Arc::new(crate::limit::Limiter::new(limits));
     let open = Arc::new(tokio::sync::Semaphore::new(limits.max_open.max(1) as usize));
     // Refusals for lack of room are audited once per 10 s with their count.
     let (mut full, mut full_reported) = (0u64, None::<std::time::Instant>);
@@ -746,6 +746,20 @@ pub async fn serve_plane(
         let refused = match limiter.admit(addr.ip(), std::time::Instant::now()) {
             crate::limit::Admission::Admit => None,
             crate::limit::Admission::Refuse(report) => Some(report.map(|n| format!("{n} connections"))),
+        };
+        let slot = match refused {
+            Some(_) => None,
+            None => match limiter.open(addr.ip(), std::time::Instant::now()) {
+                Ok(slot) => Some(slot),
+                Err(report) => {
+                    if let Some(n) = report {
+                        let detail =
+                            format!("{n} connections refused: {} open from this source", limits.max_open_per_source);
+                        ctl.audit(Kind::Refused, &addr.ip().to_string(), &detail);
+                    }
+                    continue;
+                }
+            },
         };
         let permit = match (refused, open.clone().try_acquire_owned()) {
             (None, Ok(p)) => p,
@@ -769,7 +783,7 @@ pub async fn serve_plane(
         let _ = tcp.set_nodelay(true);
         let (tls, app, ctl, handshakes) = (tls.clone(), app.clone(), ctl.clone(), handshakes.clone());
         tokio::spawn(async move {
-            let _permit = permit;
+            let _held = (permit, slot);
             let failed = match tokio::time::timeout(HANDSHAKE_TIMEOUT, tls.accept(tcp)).await {
                 Ok(Ok(s)) => Ok(s),
                 Ok(Err(e)) => Err(e.to_string()),

@@ -109,7 +109,8 @@ async fn a_connection_flood_is_cut_before_tls_and_audited_once() {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("c.db");
     let mut d = domain();
-    d.api = zsfc_controller::limit::ApiLimits { connections_per_s: 1, burst: 3, max_open: 100 };
+    d.api =
+        zsfc_controller::limit::ApiLimits { connections_per_s: 1, burst: 3, max_open: 100, max_open_per_source: 100 };
     let (_, ca) = Controller::init(&db, &d).unwrap();
     let ctl = Controller::open(&db).unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
