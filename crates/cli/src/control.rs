@@ -381,8 +381,28 @@ pub(crate) struct DomainArgs {
 
 pub(crate) fn rekey(a: &LabArgs) -> anyhow::Result<bool> {
     let v = a.with_role(|c| call(c, "POST", "/restconf/operations/zsfc:rekey", None))?;
-    println!("rekeyed: every node runs new SAs (version {})", v["zsfc:output"]["version"]);
-    Ok(true)
+    let all = acknowledged(&v);
+    if all {
+        println!("rekeyed: every node runs new SAs (version {})", v["zsfc:output"]["version"]);
+    } else {
+        println!("rekeyed to version {}, but not every node runs the new SAs", v["zsfc:output"]["version"]);
+    }
+    Ok(all)
+}
+
+/// Whether every node acknowledged the rollout a command caused; names those that did not (on
+/// stderr) when not: the command then exits 1.
+fn acknowledged(v: &serde_json::Value) -> bool {
+    let late: Vec<&str> =
+        v["zsfc:output"]["not-acknowledged"].as_array().into_iter().flatten().filter_map(|n| n.as_str()).collect();
+    if !late.is_empty() {
+        eprintln!(
+            "NOT acknowledged by {}: down, unreachable or slow; each gets the current state when it polls \
+             again (zsfc domain shows who is behind)",
+            late.join(", ")
+        );
+    }
+    late.is_empty()
 }
 
 #[derive(Debug, clap::Args)]
@@ -407,6 +427,9 @@ pub(crate) fn revoke(a: &RevokeArgs) -> anyhow::Result<bool> {
         "{}/{} revoked: its certificates until now are refused (rolled out as version {})",
         a.kind, a.who, v["zsfc:output"]["version"]
     );
+    if !acknowledged(&v) {
+        return Ok(false);
+    }
     Ok(true)
 }
 
@@ -500,6 +523,9 @@ pub(crate) fn chain(a: &ChainArgs) -> anyhow::Result<bool> {
     let body = serde_json::json!({"zsfc:chain": {"sfs": a.sfs}});
     let v = a.lab.with_role(|c| call(c, "PUT", &path, Some(body)))?;
     println!("chain {}: {:?} (version {}); new flows take it", a.chain, a.sfs, v["zsfc:output"]["version"]);
+    if !acknowledged(&v) {
+        return Ok(false);
+    }
     Ok(true)
 }
 
@@ -517,6 +543,9 @@ pub(crate) fn policy(a: &PolicyArgs) -> anyhow::Result<bool> {
     let body = serde_json::json!({"zsfc:grants": grants});
     let v = a.lab.with_role(|c| call(c, "PUT", "/restconf/data/zsfc:domain/grants", Some(body)))?;
     println!("policy: {} grants (version {})", grants.len(), v["zsfc:output"]["version"]);
+    if !acknowledged(&v) {
+        return Ok(false);
+    }
     Ok(true)
 }
 

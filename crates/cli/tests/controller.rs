@@ -682,3 +682,40 @@ fn a_thousand_slow_connections_from_one_source_leave_polls_and_rekeys_on_time() 
     assert!(audit.contains("open from this source"), "no summary of the refusals:\n{audit}");
     assert!(audit.lines().filter(|l| l.contains("10.201.0.200")).count() < 20, "a row per refusal:\n{audit}");
 }
+
+/// Issue 20, honest rollouts: with the SF node killed, `zsfc rekey` names it, exits 1 and waits
+/// for it once (one acknowledgement timeout, 5 s, not one per step); `zsfc domain` does not say
+/// converged. Started again, the node rejoins, the next rekey is acknowledged by every node and
+/// exits 0, and the chain carries traffic.
+#[test]
+fn a_rekey_with_a_node_down_names_it_and_exits_non_zero() {
+    usable();
+    let mut lab = LabRun::new("quickstart", "hr");
+    lab.up();
+    let pid = pid_of(&lab, "sf");
+    nix_kill(pid);
+    while alive(pid) {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let t = Instant::now();
+    let out = lab.zsfc(&["rekey", &lab.name]);
+    let took = t.elapsed();
+    let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert_eq!(out.status.code(), Some(1), "{stdout}{stderr}");
+    assert!(stderr.contains("NOT acknowledged by sf:"), "{stderr}");
+    assert!(!stdout.contains("every node runs new SAs"), "{stdout}");
+    assert!(took < Duration::from_secs(12), "the dead node was waited for at every step: {took:?}");
+    let domain = String::from_utf8_lossy(&lab.zsfc(&["domain", &lab.name]).stdout).into_owned();
+    assert!(!domain.contains("(converged)"), "{domain}");
+    let mut sf = start_node_again(&lab, "sf");
+    wait_for_restart(&lab, "sf", Duration::from_secs(30));
+    let out = lab.zsfc(&["rekey", &lab.name]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("every node runs new SAs"));
+    let domain = String::from_utf8_lossy(&lab.zsfc(&["domain", &lab.name]).stdout).into_owned();
+    let served = fetch_as(&lab, "alice");
+    lab.down();
+    let _ = sf.wait();
+    assert!(domain.contains("(converged)"), "{domain}");
+    assert_eq!(served, 200);
+}

@@ -19,7 +19,7 @@ mod store;
 pub mod token;
 
 pub use server::{API_ROUTES, MAX_BODY, OPENAPI, Plane, serve, serve_plane};
-pub use store::{Controller, DomainSpec, RekeySettings, Renewal, Revocation, SfDrops, StartError, revocable};
+pub use store::{Controller, DomainSpec, RekeySettings, Renewal, Revocation, Rolled, SfDrops, StartError, revocable};
 
 /// The CN of the operator's client certificate (commands such as `zsfc rekey` use it); no node
 /// may take this name.

@@ -378,7 +378,7 @@ async fn chain(State(ctl): Ctl, Extension(peer): Extension<Peer>, Path(key): Pat
     match prep {
         Err(e) => error(&e),
         Ok((name, who, i)) => match ctl.set_chain(&name, i.sfs, &who).await {
-            Ok(v) => ok(serde_json::json!({"zsfc:output": {"version": v}})),
+            Ok(r) => ok(r.output()),
             Err(e) => error(&e),
         },
     }
@@ -393,7 +393,7 @@ async fn grants(State(ctl): Ctl, Extension(peer): Extension<Peer>, body: Bytes) 
     match prep {
         Err(e) => error(&e),
         Ok((who, g)) => match ctl.set_grants(g, &who).await {
-            Ok(v) => ok(serde_json::json!({"zsfc:output": {"version": v}})),
+            Ok(r) => ok(r.output()),
             Err(e) => error(&e),
         },
     }
@@ -405,7 +405,7 @@ async fn rekey(State(ctl): Ctl, Extension(peer): Extension<Peer>) -> Response {
         Err(e) => return error(&e),
     };
     match ctl.rollout(&format!("rekey requested by {who}")).await {
-        Ok(v) => ok(serde_json::json!({"zsfc:output": {"version": v}})),
+        Ok(r) => ok(r.output()),
         Err(e) => error(&e),
     }
 }
@@ -526,7 +526,7 @@ async fn revoke(State(ctl): Ctl, Extension(peer): Extension<Peer>, body: Bytes) 
         return error(&Refusal::new(400, "invalid-value", format!("{:?}: node, client or gateway", i.kind)));
     };
     match ctl.revoke(kind, &i.name, &format!("role/{who}")).await {
-        Ok(v) => ok(serde_json::json!({"zsfc:output": {"version": v}})),
+        Ok(r) => ok(r.output()),
         Err(e) => error(&e),
     }
 }

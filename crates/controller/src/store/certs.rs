@@ -151,7 +151,7 @@ impl Controller {
     /// Revokes `kind`/`name` at once: the controller refuses its certificates from the next
     /// call, and a rollout gives every node new SAs — none to a revoked node, which is also not
     /// waited for — and the gateway the revoked clients. Audited; returns the rollout's version.
-    pub async fn revoke(&self, kind: IdKind, name: &str, who: &str) -> Result<u64, Refusal> {
+    pub async fn revoke(&self, kind: IdKind, name: &str, who: &str) -> Result<super::Rolled, Refusal> {
         let domain = self.domain();
         let id =
             Identity::new(&domain.name, kind, name).map_err(|e| Refusal::new(400, "invalid-value", e.to_string()))?;
@@ -192,7 +192,7 @@ impl Controller {
             tx.commit().map_err(internal)?;
         }
         self.state().domain = d;
-        let version = self.rollout(&format!("{id} revoked for re-enrolment")).await?;
+        let version = self.rollout(&format!("{id} revoked for re-enrolment")).await?.version;
         Ok((token, version))
     }
 

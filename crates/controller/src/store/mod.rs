@@ -234,6 +234,22 @@ fn meta(db: &Connection, key: &str) -> rusqlite::Result<Option<String>> {
     db.query_row("SELECT value FROM meta WHERE key = ?1", [key], |r| r.get(0)).optional()
 }
 
+/// What a rollout did: the version it gave every node, and the nodes that did not acknowledge
+/// one of its steps in time (dead, unreachable or slow; each gets the current document when it
+/// polls again, and `zsfc domain` shows it behind until then).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rolled {
+    pub version: u64,
+    pub late: Vec<String>,
+}
+
+impl Rolled {
+    /// The API's reply: `{"zsfc:output": {"version", "not-acknowledged"}}`.
+    pub fn output(&self) -> serde_json::Value {
+        serde_json::json!({"zsfc:output": {"version": self.version, "not-acknowledged": self.late}})
+    }
+}
+
 impl Controller {
     /// Creates the database of a new domain: the CA, the domain and one bootstrap token per
     /// node (only their hashes are stored).
@@ -606,8 +622,8 @@ impl Controller {
     }
 
     /// A new generation of SAs (and the current chains and grants) to every node, make before
-    /// break. Returns the final version.
-    pub async fn rollout(&self, reason: &str) -> Result<u64, Refusal> {
+    /// break. Returns the final version and the nodes that did not acknowledge in time.
+    pub async fn rollout(&self, reason: &str) -> Result<Rolled, Refusal> {
         let _one_at_a_time = self.rollout_lock.lock().await;
         // Revoked nodes get nothing (their SAs go with the old generation) and are not waited for.
         let cut = self.cut_off()?;
@@ -675,7 +691,7 @@ impl Controller {
         grace: Duration,
         reason: &str,
         cut: &std::collections::HashSet<String>,
-    ) -> Result<u64, Refusal> {
+    ) -> Result<Rolled, Refusal> {
         let v1 = self.next_version()?;
         let t = std::time::Instant::now();
         for ((n, new), old) in news.iter().zip(olds) {
@@ -683,6 +699,10 @@ impl Controller {
         }
         let late = self.acks(v1, cut).await;
         self.pushed(t);
+        // A node that missed the install is not waited for again in this rollout (it is dead,
+        // cut off from us or slow): one dead node costs the others one ack timeout, not three.
+        let mut skip = cut.clone();
+        skip.extend(late.iter().cloned());
         // Every node that acknowledged has its keys; nothing here needs them any more.
         let news: Vec<(String, NodeState)> = news.into_iter().map(|(n, d)| (n, rollout::strip_keys(&d))).collect();
         let v2 = self.next_version()?;
@@ -690,15 +710,16 @@ impl Controller {
         for ((n, new), old) in news.iter().zip(olds) {
             self.publish(n, &rollout::switch(old, new, v2))?;
         }
-        let late2 = self.acks(v2, cut).await;
+        let late2 = self.acks(v2, &skip).await;
         self.pushed(t);
+        skip.extend(late2.iter().cloned());
         tokio::time::sleep(grace).await;
         let v3 = self.next_version()?;
         let t = std::time::Instant::now();
         for (n, new) in &news {
             self.publish(n, &rollout::finish(new, v3))?;
         }
-        let late3 = self.acks(v3, cut).await;
+        let late3 = self.acks(v3, &skip).await;
         self.pushed(t);
         {
             let mut st = self.state();
@@ -725,7 +746,10 @@ impl Controller {
             }
         }
         self.audit(Kind::Rekey, "domain", &detail);
-        Ok(v3)
+        let mut late: Vec<String> = late.into_iter().chain(late2).chain(late3).collect();
+        late.sort();
+        late.dedup();
+        Ok(Rolled { version: v3, late })
     }
 
     fn pushed(&self, since: std::time::Instant) {
@@ -743,7 +767,7 @@ impl Controller {
 
     /// Replaces the SFs of chain `name` (add, remove, reorder); new flows take the new path
     /// once the rollout that follows is done.
-    pub async fn set_chain(&self, name: &str, sfs: Vec<String>, who: &str) -> Result<u64, Refusal> {
+    pub async fn set_chain(&self, name: &str, sfs: Vec<String>, who: &str) -> Result<Rolled, Refusal> {
         let before = {
             let mut st = self.state();
             let mut d = st.domain.clone();
@@ -764,7 +788,7 @@ impl Controller {
     }
 
     /// Replaces the gateway policy.
-    pub async fn set_grants(&self, grants: Vec<GatewayGrant>, who: &str) -> Result<u64, Refusal> {
+    pub async fn set_grants(&self, grants: Vec<GatewayGrant>, who: &str) -> Result<Rolled, Refusal> {
         {
             let mut st = self.state();
             let mut d = st.domain.clone();
