@@ -383,18 +383,24 @@ pub(crate) fn rekey(a: &LabArgs) -> anyhow::Result<bool> {
     let v = a.with_role(|c| call(c, "POST", "/restconf/operations/zsfc:rekey", None))?;
     let all = acknowledged(&v);
     if all {
-        println!("rekeyed: every node runs new SAs (version {})", v["zsfc:output"]["version"]);
+        println!("rekeyed: every enrolled node runs new SAs (version {})", v["zsfc:output"]["version"]);
     } else {
         println!("rekeyed to version {}, but not every node runs the new SAs", v["zsfc:output"]["version"]);
     }
     Ok(all)
 }
 
-/// Whether every node acknowledged the rollout a command caused; names those that did not (on
-/// stderr) when not: the command then exits 1.
+/// Whether every enrolled node acknowledged the rollout a command caused; names those that did
+/// not (on stderr) when not: the command then exits 1. Nodes never enrolled are named too, but
+/// are not a failure (they get the current state when they enrol).
 fn acknowledged(v: &serde_json::Value) -> bool {
-    let late: Vec<&str> =
-        v["zsfc:output"]["not-acknowledged"].as_array().into_iter().flatten().filter_map(|n| n.as_str()).collect();
+    let names = |field: &str| -> Vec<String> {
+        v["zsfc:output"][field].as_array().into_iter().flatten().filter_map(|n| n.as_str()).map(String::from).collect()
+    };
+    let (late, unenrolled) = (names("not-acknowledged"), names("not-enrolled"));
+    if !unenrolled.is_empty() {
+        eprintln!("not enrolled yet: {}; each gets the current state when it enrols", unenrolled.join(", "));
+    }
     if !late.is_empty() {
         eprintln!(
             "NOT acknowledged by {}: down, unreachable or slow; each gets the current state when it polls \

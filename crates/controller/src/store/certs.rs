@@ -127,6 +127,22 @@ impl Controller {
         Ok(cut)
     }
 
+    /// The nodes that never enrolled (and are not cut off), sorted.
+    pub(crate) fn unenrolled(&self) -> Result<Vec<String>, Refusal> {
+        let cut = self.cut_off()?;
+        let db = self.db();
+        let mut q = db.prepare("SELECT name FROM nodes WHERE enrolled_at IS NULL ORDER BY name").map_err(internal)?;
+        let names = q.query_map([], |r| r.get::<_, String>(0)).map_err(internal)?;
+        let mut out = Vec::new();
+        for n in names {
+            let n = n.map_err(internal)?;
+            if !cut.contains(&n) {
+                out.push(n);
+            }
+        }
+        Ok(out)
+    }
+
     /// The revoked clients, for the gateway's document.
     pub(crate) fn revoked_clients(&self) -> Vec<RevokedClient> {
         let st = self.state();

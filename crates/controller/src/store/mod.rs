@@ -236,17 +236,21 @@ fn meta(db: &Connection, key: &str) -> rusqlite::Result<Option<String>> {
 
 /// What a rollout did: the version it gave every node, and the nodes that did not acknowledge
 /// one of its steps in time (dead, unreachable or slow; each gets the current document when it
-/// polls again, and `zsfc domain` shows it behind until then).
+/// polls again, and `zsfc domain` shows it behind until then), and the nodes not waited for
+/// because they never enrolled (each gets the current document at its enrolment).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Rolled {
     pub version: u64,
     pub late: Vec<String>,
+    pub unenrolled: Vec<String>,
 }
 
 impl Rolled {
-    /// The API's reply: `{"zsfc:output": {"version", "not-acknowledged"}}`.
+    /// The API's reply: `{"zsfc:output": {"version", "not-acknowledged", "not-enrolled"}}`.
     pub fn output(&self) -> serde_json::Value {
-        serde_json::json!({"zsfc:output": {"version": self.version, "not-acknowledged": self.late}})
+        serde_json::json!({"zsfc:output": {
+            "version": self.version, "not-acknowledged": self.late, "not-enrolled": self.unenrolled,
+        }})
     }
 }
 
@@ -627,6 +631,9 @@ impl Controller {
         let _one_at_a_time = self.rollout_lock.lock().await;
         // Revoked nodes get nothing (their SAs go with the old generation) and are not waited for.
         let cut = self.cut_off()?;
+        // Nodes never enrolled cannot acknowledge; they are published to (the document waits
+        // for their first poll) but not waited for.
+        let unenrolled = self.unenrolled()?;
         let revoked_clients = self.revoked_clients();
         let (olds, news, grace) = {
             let mut st = self.state();
@@ -679,9 +686,11 @@ impl Controller {
                 news.iter().map(|(n, _)| st.docs.get(n).cloned().unwrap_or_else(|| empty_state(0))).collect();
             (olds, news, Duration::from_millis(st.domain.rekey.grace_ms))
         };
-        let result = self.three_steps(&olds, news, grace, reason, &cut).await;
+        let mut not_waited = cut.clone();
+        not_waited.extend(unenrolled.iter().cloned());
+        let result = self.three_steps(&olds, news, grace, reason, &not_waited).await;
         self.state().rolling = false;
-        result
+        result.map(|(version, late)| Rolled { version, late, unenrolled })
     }
 
     async fn three_steps(
@@ -691,7 +700,7 @@ impl Controller {
         grace: Duration,
         reason: &str,
         cut: &std::collections::HashSet<String>,
-    ) -> Result<Rolled, Refusal> {
+    ) -> Result<(u64, Vec<String>), Refusal> {
         let v1 = self.next_version()?;
         let t = std::time::Instant::now();
         for ((n, new), old) in news.iter().zip(olds) {
@@ -749,7 +758,7 @@ impl Controller {
         let mut late: Vec<String> = late.into_iter().chain(late2).chain(late3).collect();
         late.sort();
         late.dedup();
-        Ok(Rolled { version: v3, late })
+        Ok((v3, late))
     }
 
     fn pushed(&self, since: std::time::Instant) {
