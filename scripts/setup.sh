@@ -14,9 +14,10 @@ if ! need cargo; then
   fi
 fi
 # What the namespace labs use: iproute2 (ip), iptables (external SFs), curl (clients with
-# certificates), python3 (the web and echo services), iperf3 (benchmarks), procps (sysctl, kill).
+# certificates), python3 (the web and echo services), iperf3 (benchmarks), procps (sysctl, kill),
+# systemd-analyze (the shipped unit file is verified).
 missing=""
-for p in ip:iproute2 sysctl:procps iptables:iptables curl:curl python3:python3 iperf3:iperf3; do
+for p in ip:iproute2 sysctl:procps iptables:iptables curl:curl python3:python3 iperf3:iperf3 systemd-analyze:systemd; do
   need "${p%%:*}" || missing="$missing ${p#*:}"
 done
 if [ -n "$missing" ]; then

@@ -34,6 +34,9 @@ enum Command {
     Up(up::UpArgs),
     /// Stop and remove everything a lab created (also after a crash).
     Down(up::DownArgs),
+    /// Stop one node of a running lab (if it still runs) and start it again with its identity;
+    /// waits until the domain runs the controller's state again.
+    Restart(up::RestartArgs),
     /// Check a running lab's expected outcomes by sending traffic as its clients.
     Check(up::CheckArgs),
     /// Up, check, down: exits 0 only if every expected outcome happened.
@@ -109,6 +112,7 @@ fn main() -> std::process::ExitCode {
         Command::Node(a) => zsfc_node::run(&zsfc_node::Options { config: a.config, ready_file: a.ready_file }),
         Command::Up(a) => up::up(&a),
         Command::Down(a) => up::down(&a),
+        Command::Restart(a) => up::restart(&a),
         Command::Check(a) => up::check(&a),
         Command::Run(a) => up::run(&a),
         Command::Status(a) => up::status(&a),

@@ -1,4 +1,4 @@
-//! `zsfc up`, `zsfc down`, `zsfc check`, `zsfc status` and `zsfc run`: the arguments and what
+//! `zsfc up`, `zsfc down`, `zsfc restart`, `zsfc check`, `zsfc status` and `zsfc run`: the arguments and what
 //! is printed; the labs themselves are `zsfc_lab`'s (planned, built, checked and removed there).
 //!
 //! `up` plans everything first (so a mistake in the file changes nothing), then builds the lab
@@ -25,6 +25,16 @@ pub(crate) struct UpArgs {
 pub(crate) struct DownArgs {
     /// The lab's name.
     name: String,
+    #[arg(long, default_value = "/run/zsfc")]
+    state_dir: PathBuf,
+}
+
+#[derive(Debug, clap::Args)]
+pub(crate) struct RestartArgs {
+    /// The lab's name.
+    name: String,
+    /// The node to restart.
+    node: String,
     #[arg(long, default_value = "/run/zsfc")]
     state_dir: PathBuf,
 }
@@ -84,6 +94,16 @@ pub(crate) fn down(a: &DownArgs) -> anyhow::Result<bool> {
             println!("lab {} is down", a.name);
         }
     }
+    Ok(true)
+}
+
+pub(crate) fn restart(a: &RestartArgs) -> anyhow::Result<bool> {
+    let r = zsfc_lab::restart(&a.state_dir, &a.name, &a.node, &this_binary()?)?;
+    match r.stopped {
+        Some(old) => println!("node {}: stopped pid {old}, started pid {}", a.node, r.pid),
+        None => println!("node {}: was not running; started pid {}", a.node, r.pid),
+    }
+    println!("domain converged at version {}: node {} runs its document and fresh SAs", r.version, a.node);
     Ok(true)
 }
 

@@ -116,6 +116,26 @@ pub struct TunSettings {
     pub name: String,
     pub addresses: Vec<(IpAddr, u8)>,
     pub mtu: u16,
+    /// Networks routed through the device (see [`crate::LocalConfig::routes`]).
+    pub routes: Vec<(IpAddr, u8)>,
+}
+
+/// `ADDRESS/LENGTH`, the length within the family's.
+fn prefix(field: &str, text: &str) -> Result<(IpAddr, u8), FieldError> {
+    let (addr, len) = text.split_once('/').ok_or_else(|| bad(field, format!("{text:?} is not ADDRESS/LENGTH")))?;
+    let addr: IpAddr = addr.parse().map_err(|_| bad(field, format!("{addr:?} is not an address")))?;
+    let max = if addr.is_ipv4() { 32 } else { 128 };
+    let len: u8 =
+        len.parse().ok().filter(|l| *l <= max).ok_or_else(|| bad(field, format!("bad prefix length in {text:?}")))?;
+    Ok((addr, len))
+}
+
+/// Whether the bits of `a` past the first `len` are zero.
+fn host_bits_clear(a: IpAddr, len: u8) -> bool {
+    match a {
+        IpAddr::V4(v4) => u32::from(v4).checked_shl(u32::from(len)).unwrap_or(0) == 0,
+        IpAddr::V6(v6) => u128::from(v6).checked_shl(u32::from(len)).unwrap_or(0) == 0,
+    }
 }
 
 /// The UDP port says what the datagrams are, so that any receiver or capture reads them right:
@@ -219,16 +239,7 @@ impl NodeConfig {
                 }
                 let mut addresses = Vec::new();
                 for (i, a) in l.addresses.iter().enumerate() {
-                    let (addr, len) = a
-                        .split_once('/')
-                        .ok_or_else(|| bad(format!("local.addresses[{i}]"), format!("{a:?} is not ADDRESS/LENGTH")))?;
-                    let addr: IpAddr = addr
-                        .parse()
-                        .map_err(|_| bad(format!("local.addresses[{i}]"), format!("{addr:?} is not an address")))?;
-                    let len: u8 =
-                        len.parse().ok().filter(|l| *l <= if addr.is_ipv4() { 32 } else { 128 }).ok_or_else(|| {
-                            bad(format!("local.addresses[{i}]"), format!("bad prefix length in {a:?}"))
-                        })?;
+                    let (addr, len) = prefix(&format!("local.addresses[{i}]"), a)?;
                     // The kernel takes IPv6 off a device below 1280 bytes (RFC 8200 §5), silently.
                     if addr.is_ipv6() && l.mtu < 1280 {
                         return Err(bad(
@@ -242,7 +253,19 @@ impl NodeConfig {
                     }
                     addresses.push((addr, len));
                 }
-                Some(TunSettings { name: l.tun.clone(), addresses, mtu: l.mtu })
+                let mut routes = Vec::new();
+                for (i, r) in l.routes.iter().enumerate() {
+                    let field = format!("local.routes[{i}]");
+                    let (net, len) = prefix(&field, r)?;
+                    if !host_bits_clear(net, len) {
+                        return Err(bad(field, format!("{r:?} has host bits set (a route names a network)")));
+                    }
+                    if net.is_ipv6() && l.mtu < 1280 {
+                        return Err(bad(field, format!("an IPv6 route needs an MTU of at least 1280, not {}", l.mtu)));
+                    }
+                    routes.push((net, len));
+                }
+                Some(TunSettings { name: l.tun.clone(), addresses, mtu: l.mtu, routes })
             }
         };
         let mut attachments = Vec::new();

@@ -195,6 +195,11 @@ pub struct LocalConfig {
     /// Inner MTU: leaves room for the outer headers, labels and ESP so nothing fragments.
     #[serde(default = "mtu")]
     pub mtu: u16,
+    /// Prefixes routed into the domain through the device (`10.9.0.0/24`): where the services
+    /// or the clients behind the other end of the chains are. The node installs them each time
+    /// it creates the device, so that a restarted node is reachable again by itself.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub routes: Vec<String>,
 }
 
 fn mtu() -> u16 {

@@ -406,6 +406,26 @@ fn process_settings_are_parsed_and_mistakes_name_the_field() {
             format!("{}{}", with_process_settings("ingress"), local("1278")),
             "local.addresses[1]: IPv6 needs an MTU of at least 1280 and local.mtu is 1278",
         ),
+        (
+            format!(
+                "{}{}routes = [\"10.9.0.0/24\", \"10.8.0.1/24\"]\n",
+                with_process_settings("ingress"),
+                local("1280")
+            ),
+            "local.routes[1]: \"10.8.0.1/24\" has host bits set (a route names a network)",
+        ),
+        (
+            format!("{}{}routes = [\"10.9.0.0\"]\n", with_process_settings("ingress"), local("1280")),
+            "local.routes[0]: \"10.9.0.0\" is not ADDRESS/LENGTH",
+        ),
+        (
+            format!(
+                "{}{}routes = [\"fd09::/64\"]\n",
+                with_process_settings("ingress"),
+                local("1278").replace(", \"fd01::1/64\"", "")
+            ),
+            "local.routes[0]: an IPv6 route needs an MTU of at least 1280, not 1278",
+        ),
     ];
     // Link protection on 4500 everywhere is fine.
     let esp = with_process_settings("ingress")
@@ -415,6 +435,12 @@ fn process_settings_are_parsed_and_mistakes_name_the_field() {
     // At 1280 the same addresses are fine.
     let ok = format!("{}{}", with_process_settings("ingress"), local("1280"));
     assert_eq!(NodeConfig::from_toml(&ok).unwrap().io_settings().unwrap().tun.unwrap().addresses.len(), 2);
+    // Routes into the domain through the device, as the node installs them.
+    let routed = format!("{ok}routes = [\"10.9.0.0/24\", \"fd09::/64\", \"0.0.0.0/0\"]\n");
+    let tun = NodeConfig::from_toml(&routed).unwrap().io_settings().unwrap().tun.unwrap();
+    let want: Vec<(std::net::IpAddr, u8)> =
+        vec![("10.9.0.0".parse().unwrap(), 24), ("fd09::".parse().unwrap(), 64), ("0.0.0.0".parse().unwrap(), 0)];
+    assert_eq!(tun.routes, want);
     for (text, want) in cases {
         let err = NodeConfig::from_toml(&text)
             .and_then(|c| c.io_settings())

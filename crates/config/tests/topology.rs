@@ -177,6 +177,9 @@ fn the_deployment_guide_compiles_into_ready_to_run_node_files() {
     }
     assert_eq!(cfgs[0].io_settings().unwrap().listen, Some("198.51.100.10:4500".parse().unwrap()));
     assert_eq!(cfgs[0].settings.tcp_mss_clamp, Some(1200));
+    // The routes into the domain the node installs on its device, as the guide writes them.
+    let tun = cfgs[2].io_settings().unwrap().tun.unwrap();
+    assert_eq!(tun.routes, vec![("10.1.0.0".parse().unwrap(), 24)]);
     // The guide's gateway block, added to the compiled ingress file, is a valid gateway.
     let ingress = format!("{}\n{}", cfgs[0].to_toml().unwrap(), deployment_blocks()[1]);
     let gw = NodeConfig::from_toml(&ingress).unwrap().io_settings().unwrap().gateway.unwrap();

@@ -124,11 +124,28 @@ pub fn call(
 
 /// Waits until every node acknowledged the controller's latest state.
 pub fn wait_converged(dir: &Path, lab: &str, patience: Duration) -> anyhow::Result<serde_json::Value> {
+    wait_converged_after(dir, lab, 0, patience)
+}
+
+/// The controller's domain version now (read as the operator).
+pub fn domain_version(dir: &Path, lab: &str) -> anyhow::Result<u64> {
+    let v = with_operator(dir, lab, |c| call(c, "GET", "/restconf/data/zsfc:domain", None))?;
+    Ok(v["zsfc:domain"]["version"].as_u64().unwrap_or_default())
+}
+
+/// Like [`wait_converged`], for a state beyond version `after` (a rollout asked for since).
+pub fn wait_converged_after(
+    dir: &Path,
+    lab: &str,
+    after: u64,
+    patience: Duration,
+) -> anyhow::Result<serde_json::Value> {
     with_operator(dir, lab, |c| {
         let t = std::time::Instant::now();
         loop {
             let v = call(c, "GET", "/restconf/data/zsfc:domain", None)?;
-            if v["zsfc:domain"]["converged"] == serde_json::Value::Bool(true) {
+            let newer = v["zsfc:domain"]["version"].as_u64().is_some_and(|n| n > after);
+            if newer && v["zsfc:domain"]["converged"] == serde_json::Value::Bool(true) {
                 return Ok(v);
             }
             if t.elapsed() > patience {

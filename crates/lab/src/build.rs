@@ -2,7 +2,7 @@
 //! the client network, attachment circuits, node processes, external SFs and services, in that
 //! order, each waited for before the next needs it.
 use crate::guard::Namespaces;
-use crate::plan::{Lab, LabPlan, ServiceKind};
+use crate::plan::{Lab, LabPlan, PlannedNode, ServiceKind};
 use crate::shell::{READY_TIMEOUT, in_ns, ip, listening, spawn, sysctl, veth, wait_until};
 use crate::state::State;
 use anyhow::Context;
@@ -153,30 +153,16 @@ pub(crate) fn build(lab: &Lab, plan: &LabPlan, state: &State, ns: &mut Namespace
             bootstrap: state.dir.join(format!("{}.token", n.name)).display().to_string(),
         });
         write_private(&cfg, file.to_toml()?.as_bytes())?;
-        let ready = state.dir.join(format!("{}.ready", n.name));
-        let args = [
-            bin,
-            "node",
-            "--config",
-            cfg.to_str().unwrap_or_default(),
-            "--ready-file",
-            ready.to_str().unwrap_or_default(),
-        ];
-        let pid = spawn(&n.ns, &args, &state.log(&n.name))?;
-        std::fs::write(state.dir.join(format!("{}.pid", n.name)), pid.to_string())?;
+        start_node(state, n, bin)?;
     }
     for n in &plan.nodes {
-        let ready = state.dir.join(format!("{}.ready", n.name));
-        wait_until(&format!("node {}", n.name), Some(&state.log(&n.name)), || ready.exists())?;
+        wait_node_ready(state, n)?;
         if n.config.local.is_some() {
             // Labs are IPv4 inside: no IPv6 neighbour discovery or router solicitations from
             // the device (the classifier would count them as `no_matching_rule`). Below an MTU
             // of 1280 the kernel has taken IPv6 off the device already (`-e`: no such key).
+            // (The node brought the device up and routed `[local] routes` through it.)
             sysctl(&n.ns, &["-e", &format!("net.ipv6.conf.{}.disable_ipv6=1", crate::LOCAL_DEV)])?;
-            ip(&["-n", &n.ns, "link", "set", crate::LOCAL_DEV, "up"])?;
-            for r in &n.local_routes {
-                ip(&["-n", &n.ns, "route", "add", r, "dev", crate::LOCAL_DEV])?;
-            }
         }
     }
     // Every node runs the controller's latest state (keys, chains, policy).
@@ -365,6 +351,28 @@ fn make_pki(plan: &LabPlan, state: &State, ca: &Ca) -> anyhow::Result<()> {
         write_private(&pki.join("outsider").join(format!("{}.key", c.name)), key.as_bytes())?;
     }
     Ok(())
+}
+
+/// Starts node `n`'s process from its file in the lab's state (written by the build), its output
+/// appended to its log, and records its pid.
+pub(crate) fn start_node(state: &State, n: &PlannedNode, bin: &str) -> anyhow::Result<()> {
+    let cfg = state.dir.join(format!("{}.toml", n.name));
+    let ready = state.dir.join(format!("{}.ready", n.name));
+    match std::fs::remove_file(&ready) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e).context(ready.display().to_string()),
+        _ => {}
+    }
+    let args =
+        [bin, "node", "--config", cfg.to_str().unwrap_or_default(), "--ready-file", ready.to_str().unwrap_or_default()];
+    let pid = spawn(&n.ns, &args, &state.log(&n.name))?;
+    std::fs::write(state.dir.join(format!("{}.pid", n.name)), pid.to_string())?;
+    Ok(())
+}
+
+/// Waits until node `n` wrote its ready file (its devices exist, its gateway listens).
+pub(crate) fn wait_node_ready(state: &State, n: &PlannedNode) -> anyhow::Result<()> {
+    let ready = state.dir.join(format!("{}.ready", n.name));
+    wait_until(&format!("node {}", n.name), Some(&state.log(&n.name)), || ready.exists())
 }
 
 #[cfg(test)]

@@ -7,6 +7,7 @@
 //! - [`build`](LabGuard::up): the controller's database and PKI, segments, circuits, processes.
 //! - [`guard`]: the one RAII owner of what a lab creates ([`LabGuard`], [`Namespaces`]); dropping
 //!   it removes exactly that, and `down` removes exactly what a lab recorded.
+//! - [`restart`]: one node process stopped and started again, as systemd would on a host.
 //! - [`check`]: the lab's expected outcomes, brought about for real and checked.
 //! - [`access`]: an operator's command reaching the controller with a role's credentials.
 //!
@@ -19,6 +20,7 @@ mod build;
 pub mod check;
 pub mod guard;
 pub mod plan;
+mod restart;
 pub mod shell;
 mod state;
 mod summary;
@@ -26,5 +28,6 @@ mod summary;
 pub use build::site_files;
 pub use guard::{Down, LabGuard, Namespaces, down};
 pub use plan::*;
+pub use restart::{Restarted, restart};
 pub use state::State;
 pub use summary::{summary, warnings};

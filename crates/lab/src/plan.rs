@@ -317,8 +317,6 @@ pub struct PlannedNode {
     /// MAC address of the node's `eth0` (Ethernet transport).
     pub mac: Option<String>,
     pub config: NodeConfig,
-    /// Routes into the local side (`zsfc0`) once it exists.
-    pub local_routes: Vec<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -706,6 +704,19 @@ impl Lab {
                     addresses.push(format!("{INNER_SOURCE}/24"));
                 }
                 addresses.extend(planned_services.iter().filter(|s| s.node == i).map(|s| format!("{}/32", s.address)));
+                // Into the domain: from the ingress to the services, from a service's node back
+                // to the clients (and the prefixes a NAT SF returns from).
+                let routes = if i == gw {
+                    vec![SERVICE_NET.into()]
+                } else if planned_services.iter().any(|s| s.node == i) {
+                    let mut routes = vec![format!("{INNER_SOURCE}/32"), CLIENT_NET.into()];
+                    for s in self.services.iter().filter(|s| s.node == n.name) {
+                        routes.extend(s.return_prefixes.iter().cloned());
+                    }
+                    routes
+                } else {
+                    Vec::new()
+                };
                 let eth = self.transport == LabTransport::Ethernet;
                 TopoNode {
                     name: n.name.clone(),
@@ -716,6 +727,7 @@ impl Lab {
                         tun: LOCAL_DEV.into(),
                         addresses,
                         mtu: inner_mtu,
+                        routes,
                     }),
                     tcp_mss_clamp: Some(mss),
                 }
@@ -747,6 +759,8 @@ impl Lab {
                 t.ring = self.ring;
             }
             c.check().map_err(|e| bad("lanes", format!("node {:?}: {e}", c.name)))?;
+            // Devices, routes, ports: what the node process will open, checked here.
+            c.io_settings().map_err(|e| bad("nodes", format!("the file planned for node {:?}: {e}", c.name)))?;
         }
         let nodes = configs
             .into_iter()
@@ -757,17 +771,6 @@ impl Lab {
                 address: format!("10.200.0.{}/24", i + 1),
                 control_address: format!("10.201.0.{}/24", i + 1),
                 mac: (self.transport == LabTransport::Ethernet).then(|| lab_mac(i)),
-                local_routes: if i == gw {
-                    vec![SERVICE_NET.into()]
-                } else if planned_services.iter().any(|s| s.node == i) {
-                    let mut routes = vec![format!("{INNER_SOURCE}/32"), CLIENT_NET.into()];
-                    for s in self.services.iter().filter(|s| s.node == self.nodes[i].name) {
-                        routes.extend(s.return_prefixes.iter().cloned());
-                    }
-                    routes
-                } else {
-                    Vec::new()
-                },
                 config,
             })
             .collect();

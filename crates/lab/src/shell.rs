@@ -52,9 +52,13 @@ pub(crate) fn add_ns(ns: &str) -> anyhow::Result<()> {
 }
 
 /// Starts a long-running process in `ns`, detached from this one (its own process group, output
-/// to its log), and returns its pid.
+/// appended to its log: a restarted process keeps what the one before it wrote), and returns its pid.
 pub fn spawn(ns: &str, args: &[&str], log: &Path) -> anyhow::Result<u32> {
-    let out = std::fs::File::create(log).with_context(|| format!("creating {}", log.display()))?;
+    let out = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)
+        .with_context(|| format!("opening {}", log.display()))?;
     let child = Command::new("ip")
         .args(["netns", "exec", ns])
         .args(args)

@@ -7,7 +7,8 @@
 //! - [`agent`]: the controller agent (enrolment, long polls, applying SAD/SPD documents to the
 //!   engines make-before-break, acknowledgements, SF drop reports);
 //! - [`metrics`]: the Prometheus families and their HTTP endpoint;
-//! - `renew`: the agent's renewal of the node's and the gateway's certificates.
+//! - `renew`: the agent's renewal of the node's and the gateway's certificates;
+//! - `routes`: the routes into the domain through the node's TUN device.
 //!
 //! A process runtime reports to its operator, so its errors are `anyhow` errors with context.
 #![forbid(unsafe_code)]
@@ -16,5 +17,6 @@ pub mod agent;
 pub mod metrics;
 pub mod process;
 mod renew;
+mod routes;
 
 pub use process::{Options, run};

@@ -76,6 +76,9 @@ pub fn run(a: &Options) -> anyhow::Result<bool> {
     let transport =
         TransportSpec { listen: io.listen, ethernet: io.ethernet.clone(), ring, link_esp: cfg.settings.link_auth };
     let mut drivers = Drivers::open_lanes(&transport, &peers, tun.as_ref(), &attachments, lanes as u16)?;
+    if let Some(t) = &io.tun {
+        crate::routes::install(&t.name, &t.routes)?;
+    }
     let (control_tx, control_rx): (Vec<_>, Vec<_>) = (0..lanes).map(|_| std::sync::mpsc::channel()).unzip();
     let agent_lanes = control_tx.clone();
     let mut services = Vec::new();
