@@ -34,11 +34,11 @@ pub fn restart(state_root: &Path, name: &str, node: &str, bin: &Path) -> anyhow:
     let text = std::fs::read_to_string(state.lab_file()).with_context(|| format!("is lab {name:?} up?"))?;
     let lab = Lab::from_toml(&text).map_err(|e| anyhow::anyhow!("{}: {e}", state.lab_file().display()))?;
     let plan = lab.plan(&state.dir).map_err(|e| anyhow::anyhow!("lab {name}: {e}"))?;
-    let Some(n) = plan.nodes.iter().find(|n| n.name == node) else {
+    let Some(index) = plan.nodes.iter().position(|n| n.name == node) else {
         let names: Vec<&str> = plan.nodes.iter().map(|n| n.name.as_str()).collect();
         bail!("lab {name} has no node {node:?} (its nodes: {})", names.join(", "));
     };
-    let index = plan.nodes.iter().position(|x| x.name == node).unwrap_or_default();
+    let n = &plan.nodes[index];
     if lab.attachments == LabAttachments::Tun && plan.external_sfs.iter().any(|sf| sf.node == index) {
         bail!(
             "node {node} serves external SFs over TUN circuits (attachments = \"tun\"), which go with its \

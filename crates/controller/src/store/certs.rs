@@ -127,9 +127,8 @@ impl Controller {
         Ok(cut)
     }
 
-    /// The nodes that never enrolled (and are not cut off), sorted.
-    pub(crate) fn unenrolled(&self) -> Result<Vec<String>, Refusal> {
-        let cut = self.cut_off()?;
+    /// The nodes that never enrolled, sorted, but for those `cut` off.
+    pub(crate) fn unenrolled(&self, cut: &std::collections::HashSet<String>) -> Result<Vec<String>, Refusal> {
         let db = self.db();
         let mut q = db.prepare("SELECT name FROM nodes WHERE enrolled_at IS NULL ORDER BY name").map_err(internal)?;
         let names = q.query_map([], |r| r.get::<_, String>(0)).map_err(internal)?;

@@ -633,7 +633,7 @@ impl Controller {
         let cut = self.cut_off()?;
         // Nodes never enrolled cannot acknowledge; they are published to (the document waits
         // for their first poll) but not waited for.
-        let unenrolled = self.unenrolled()?;
+        let unenrolled = self.unenrolled(&cut)?;
         let revoked_clients = self.revoked_clients();
         let (olds, news, grace) = {
             let mut st = self.state();
