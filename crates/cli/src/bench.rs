@@ -249,7 +249,8 @@ fn chain_lab(n: usize, intrusive: bool, mtu: u16, transport: LabTransport) -> La
         sfs: (1..=n)
             .map(|i| LabSf {
                 name: format!("f{i}"),
-                node: format!("sf{i}"),
+                node: Some(format!("sf{i}")),
+                instances: Vec::new(),
                 intrusive,
                 function: Some(Function::Forward),
                 iptables: None,
@@ -532,7 +533,8 @@ fn proxy_lab(sf: LabSf, extra: usize, clients: usize) -> Lab {
     let mut sfs = vec![sf.clone()];
     sfs.extend((1..=extra).map(|i| LabSf {
         name: format!("pad{i}"),
-        node: "egress".into(),
+        node: Some("egress".into()),
+        instances: Vec::new(),
         intrusive: false,
         function: Some(Function::Forward),
         iptables: None,
@@ -566,7 +568,8 @@ fn proxy_lab(sf: LabSf, extra: usize, clients: usize) -> Lab {
 fn external(name: &str, rules: &[&str]) -> LabSf {
     LabSf {
         name: name.into(),
-        node: "sfnode".into(),
+        node: Some("sfnode".into()),
+        instances: Vec::new(),
         intrusive: false,
         function: None,
         iptables: Some(rules.iter().map(|r| (*r).to_owned()).collect()),
@@ -641,7 +644,8 @@ fn proxy(a: &ProxyArgs) -> anyhow::Result<bool> {
         eprint!("   cache {size}: ");
         let delay = LabSf {
             name: "sf".into(),
-            node: "sfnode".into(),
+            node: Some("sfnode".into()),
+            instances: Vec::new(),
             intrusive: false,
             function: Some(Function::Delay { delay_us: a.delay_ms * 1000, capacity: size.max(1000) * 2 }),
             iptables: None,

@@ -49,7 +49,8 @@ const SINK_PORT: u16 = 7100;
 fn sf(name: &str, node: &str, intrusive: bool, function: Function) -> LabSf {
     LabSf {
         name: name.into(),
-        node: node.into(),
+        node: Some(node.into()),
+        instances: Vec::new(),
         intrusive,
         function: Some(function),
         iptables: None,
@@ -271,8 +272,10 @@ fn engine_costs(n: usize, replay_window: u64) -> anyhow::Result<(f64, f64, f64)>
     drop(node);
     // The agent's path: the controller's JSON document, parsed, checked, planned, installed.
     let mut cfg = zsfc_config::NodeConfig::from_toml(&format!("version = {}\nname = \"n\"", zsfc_config::VERSION))?;
-    cfg.inbound_sas =
-        params.into_iter().map(|sa| zsfc_config::InboundSaConfig { sa, reseal: None, link: false }).collect();
+    cfg.inbound_sas = params
+        .into_iter()
+        .map(|sa| zsfc_config::InboundSaConfig { sa, reseal: None, reseal_via: Vec::new(), link: false })
+        .collect();
     let body = serde_json::to_vec(&NodeState::from_config(1, &cfg, Vec::new(), |_| true))?;
     drop(cfg);
     let mut node = zsfc_dataplane::Node::new(Default::default());

@@ -51,3 +51,53 @@ fn killed_or_running_nodes_restarted_by_zsfc_restart_carry_traffic_again() {
         assert!(audit.contains(&format!("|push|{node}|node (re)started")), "{audit}");
     }
 }
+
+/// The counters of the rules in an external SF's FORWARD chain, in order.
+fn forward_counters(lab: &LabRun, sf_ns: &str) -> Vec<u64> {
+    let Ok(out) = std::process::Command::new("ip")
+        .args(["netns", "exec", &lab.ns(sf_ns), "iptables", "-nvxL", "FORWARD"])
+        .output()
+    else {
+        panic!("ip netns exec {sf_ns} iptables does not run");
+    };
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .skip(2)
+        .filter_map(|l| l.split_whitespace().next()?.parse().ok())
+        .collect()
+}
+
+/// SF pools (examples/pools.toml): connections spread over both instances of a stateful
+/// iptables firewall and of a built-in DPI, and every answer comes back through the instance
+/// its connection crossed — the firewall drops answers to connections it did not see open,
+/// and no proof of transit fails. A rekey (fresh SAs per pair of instances) keeps it so.
+#[test]
+fn an_sf_pool_spreads_connections_and_answers_return_through_their_instance() {
+    usable();
+    let mut lab = LabRun::new("pools", "pl");
+    lab.up();
+    let fetch_all = |n: usize| -> Vec<u32> { (0..n).map(|_| fetch_as(&lab, "alice")).collect() };
+    let codes = fetch_all(24);
+    assert!(codes.iter().all(|&c| c == 200), "every connection served: {codes:?}");
+    // [ESTABLISHED answers, NEW to port 80, DROP] on each firewall instance.
+    let (fw1, fw2) = (forward_counters(&lab, "sf-fw"), forward_counters(&lab, "sf-fw-1"));
+    for (name, c) in [("sf1", &fw1), ("sf2", &fw2)] {
+        assert_eq!(c.len(), 3, "{name}'s firewall rules: {c:?}");
+        assert!(c[0] > 0 && c[1] > 0, "{name}'s firewall instance carried connections: {c:?}");
+        assert_eq!(c[2], 0, "{name}'s firewall dropped packets of a connection it did not see open: {c:?}");
+    }
+    assert_eq!(fw1[1] + fw2[1], 24, "each connection opened at one firewall instance: {fw1:?} {fw2:?}");
+    for node in ["sf1", "sf2"] {
+        let passed = metric(&lab, node, "zsfc_sf_total", &["sf=\"dpi\"", "proxy_tx_success"]);
+        assert!(passed > 0, "the DPI instance on {node} carried packets");
+    }
+    assert!(lab.zsfc(&["rekey", &lab.name]).status.success(), "rekey");
+    let codes = fetch_all(8);
+    assert!(codes.iter().all(|&c| c == 200), "served after the rekey: {codes:?}");
+    let table = lab.check();
+    assert!(table.contains("2 of 2 outcomes as expected"), "{table}");
+    let report = lab.down();
+    for reason in ["pot_failed", "sfc_mac_failed", "sa_role_mismatch", "esp_bad_spi", "unknown_label"] {
+        assert_eq!(count(&report, &format!("drop {reason} ")), 0, "{reason}:\n{report}");
+    }
+}

@@ -45,6 +45,7 @@ impl NodeConfig {
         file.outbound_sas.clear();
         file.inbound_sas.clear();
         file.chains.clear();
+        file.pools.clear();
         file.links.clear();
         file.chain_keys.clear();
         file.rules.clear();
@@ -224,7 +225,15 @@ impl NodeConfig {
             };
             let cfg = sa_config(&inb.sa, lane).map_err(|(sub, why)| bad(format!("{at}.sa.{sub}"), why))?;
             node.install_inbound(&cfg, usage, now).map_err(|e| bad(format!("{at}.sa.spi"), e))?;
+            if !inb.reseal_via.is_empty() {
+                if inb.reseal.is_none() {
+                    return Err(bad(format!("{at}.reseal_via"), "only for an SA that re-seals (`reseal`)"));
+                }
+                let via = via(&inb.reseal_via, &outbound, &gmac, &format!("{at}.reseal_via"))?;
+                node.set_reseal_via(cfg.spi, via).map_err(|e| bad(format!("{at}.reseal_via"), e))?;
+            }
         }
+        node.set_pools(pools(&self.pools)).map_err(|e| bad("pools", e))?;
 
         let mut key_ids = HashSet::new();
         for (i, k) in self.chain_keys.iter().enumerate() {
@@ -247,7 +256,9 @@ impl NodeConfig {
                     format!("outbound SA {} is GMAC: it cannot encrypt payloads", c.sa),
                 ));
             }
-            let spec = chain_spec(c.id, &c.labels, c.ttl, c.nsh.as_ref(), c.integrity, SaIdx(c.sa), &at)?;
+            let sa_via = via(&c.sa_via, &outbound, &gmac, &format!("{at}.sa_via"))?;
+            let mut spec = chain_spec(c.id, &c.labels, c.ttl, c.nsh.as_ref(), c.integrity, SaIdx(c.sa), &at)?;
+            spec.sa_via = sa_via;
             node.add_chain(spec).map_err(|e| bad(&at, e))?;
         }
 
@@ -304,7 +315,38 @@ pub fn chain_spec(
         }),
     };
     let integrity = integrity.map(|i| ChainIntegrity { key_id: i.key_id, pot: i.pot });
-    Ok(ChainSpec { id: ChainId(id), labels: labels.to_vec(), sa, nsh, ttl, integrity })
+    Ok(ChainSpec { id: ChainId(id), labels: labels.to_vec(), sa, sa_via: Vec::new(), nsh, ttl, integrity })
+}
+
+/// The engine's SF pools from their configured fields.
+pub fn pools(pools: &[PoolConfig]) -> Vec<zsfc_dataplane::Pool> {
+    pools
+        .iter()
+        .map(|p| zsfc_dataplane::Pool {
+            seed: p.seed,
+            members: p.members.iter().map(|m| zsfc_dataplane::Member { label: m.label, weight: m.weight }).collect(),
+        })
+        .collect()
+}
+
+/// Outbound SAs by instance label, each an installed SA that encrypts.
+fn via(
+    list: &[ViaConfig],
+    outbound: &HashSet<u32>,
+    gmac: &HashSet<u32>,
+    at: &str,
+) -> Result<Vec<(u32, SaIdx)>, FieldError> {
+    let mut out = Vec::with_capacity(list.len());
+    for (j, v) in list.iter().enumerate() {
+        if !outbound.contains(&v.sa) || gmac.contains(&v.sa) {
+            return Err(bad(format!("{at}[{j}].sa"), format!("no outbound SA with index {} that encrypts", v.sa)));
+        }
+        if out.iter().any(|&(l, _)| l == v.label) {
+            return Err(bad(format!("{at}[{j}].label"), format!("label {} is listed twice", v.label)));
+        }
+        out.push((v.label, SaIdx(v.sa)));
+    }
+    Ok(out)
 }
 
 /// Installs a configured chain key in `node` (`at` names the field in errors).

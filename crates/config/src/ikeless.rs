@@ -123,6 +123,10 @@ pub struct SadEntry {
     /// Inbound SAs of an intrusive SF: the outbound SA (by name) to re-seal with after the SF.
     #[serde(rename = "zsfc:reseal", default, skip_serializing_if = "Option::is_none")]
     pub reseal: Option<String>,
+    /// Before an SF pool: the outbound SA (by name) to re-seal with by the label of the next
+    /// encrypting instance the packet names (`zsfc:reseal` when it names none of them).
+    #[serde(rename = "zsfc:reseal-via", default, skip_serializing_if = "Vec::is_empty")]
+    pub reseal_via: Vec<StateVia>,
     /// A link SA (hop-by-hop authentication between adjacent nodes, `mode` = `tunnel`): the
     /// outbound one seals everything sent to one peer, the inbound one authenticates what that
     /// peer sends.
@@ -209,6 +213,17 @@ pub struct Sfc {
     /// Client identities the gateway refuses (gateway nodes only): `zsfc revoke client NAME`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub revoked: Vec<RevokedClient>,
+    /// SF pools: the instances of every SF that has several.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub pools: Vec<PoolConfig>,
+}
+
+/// An outbound SA (by name) for packets whose labels name the instance `label`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StateVia {
+    pub label: u32,
+    pub sa: String,
 }
 
 /// A revoked client: its certificates issued at or before `before` (Unix seconds, the
@@ -234,6 +249,9 @@ pub struct StateChain {
     pub id: u32,
     pub labels: Vec<u32>,
     pub sa: String,
+    /// Before an SF pool: the outbound SA by the label of the first encrypting instance.
+    #[serde(rename = "sa-via", default, skip_serializing_if = "Vec::is_empty")]
+    pub sa_via: Vec<StateVia>,
     pub ttl: u8,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub nsh: Option<NshConfig>,
@@ -271,6 +289,7 @@ fn sad_entry(
     reqid: u64,
     direction: Direction,
     reseal: Option<String>,
+    reseal_via: Vec<StateVia>,
     link: bool,
     with_key: bool,
 ) -> SadEntry {
@@ -292,6 +311,7 @@ fn sad_entry(
         },
         direction,
         reseal,
+        reseal_via,
         link,
     }
 }
@@ -307,17 +327,26 @@ impl NodeState {
         with_key: impl Fn(u32) -> bool,
     ) -> Self {
         let out_spi: HashMap<u32, u32> = cfg.outbound_sas.iter().map(|o| (o.index, o.sa.spi)).collect();
-        let chain_of_out: HashMap<u32, u64> = cfg.chains.iter().map(|c| (c.sa, u64::from(c.id))).collect();
+        let chain_of_out: HashMap<u32, u64> = cfg
+            .chains
+            .iter()
+            .flat_map(|c| std::iter::once(c.sa).chain(c.sa_via.iter().map(|v| v.sa)).map(|sa| (sa, u64::from(c.id))))
+            .collect();
+        let name_of = |index: u32| out_spi.get(&index).map(|&s| sa_name(s)).unwrap_or_default();
+        let via = |v: &[ViaConfig]| -> Vec<StateVia> {
+            v.iter().map(|v| StateVia { label: v.label, sa: name_of(v.sa) }).collect()
+        };
         let mut sad = Vec::new();
         let link_out: HashSet<u32> = cfg.links.iter().map(|l| l.sa).collect();
         for o in &cfg.outbound_sas {
             let reqid = chain_of_out.get(&o.index).copied().unwrap_or(0);
             let link = link_out.contains(&o.index);
-            sad.push(sad_entry(&o.sa, reqid, Direction::Outbound, None, link, with_key(o.sa.spi)));
+            sad.push(sad_entry(&o.sa, reqid, Direction::Outbound, None, Vec::new(), link, with_key(o.sa.spi)));
         }
         for i in &cfg.inbound_sas {
             let reseal = i.reseal.and_then(|x| out_spi.get(&x)).map(|&s| sa_name(s));
-            sad.push(sad_entry(&i.sa, 0, Direction::Inbound, reseal, i.link, with_key(i.sa.spi)));
+            let reseal_via = via(&i.reseal_via);
+            sad.push(sad_entry(&i.sa, 0, Direction::Inbound, reseal, reseal_via, i.link, with_key(i.sa.spi)));
         }
         let links = cfg
             .links
@@ -350,7 +379,8 @@ impl NodeState {
             .map(|c| StateChain {
                 id: c.id,
                 labels: c.labels.clone(),
-                sa: out_spi.get(&c.sa).map(|&s| sa_name(s)).unwrap_or_default(),
+                sa: name_of(c.sa),
+                sa_via: via(&c.sa_via),
                 ttl: c.ttl,
                 nsh: c.nsh.clone(),
                 integrity: c.integrity,
@@ -361,7 +391,15 @@ impl NodeState {
         Self {
             version,
             ikeless: IpsecIkeless { spd: Spd { entries: spd }, sad: Sad { entries: sad } },
-            sfc: Sfc { labels: cfg.labels.clone(), chains, grants, links, chain_keys, revoked: Vec::new() },
+            sfc: Sfc {
+                labels: cfg.labels.clone(),
+                chains,
+                grants,
+                links,
+                chain_keys,
+                revoked: Vec::new(),
+                pools: cfg.pools.clone(),
+            },
         }
     }
 
@@ -389,6 +427,15 @@ impl NodeState {
                 && (e.direction != Direction::Inbound || !outbound.contains(r.as_str()))
             {
                 return Err(bad(format!("sad-entry[{i}].zsfc:reseal"), format!("no outbound SA named {r:?}")));
+            }
+            if !e.reseal_via.is_empty() && e.reseal.is_none() {
+                return Err(bad(format!("sad-entry[{i}].zsfc:reseal-via"), "only with zsfc:reseal"));
+            }
+            for (j, v) in e.reseal_via.iter().enumerate() {
+                if !outbound.contains(v.sa.as_str()) {
+                    let at = format!("sad-entry[{i}].zsfc:reseal-via[{j}].sa");
+                    return Err(bad(at, format!("no outbound SA named {:?}", v.sa)));
+                }
             }
         }
         let mut peers = HashSet::new();
@@ -422,6 +469,12 @@ impl NodeState {
             }
             if !outbound.contains(c.sa.as_str()) {
                 return Err(bad(format!("zsfc:sfc.chains[{i}].sa"), format!("no outbound SA named {:?}", c.sa)));
+            }
+            for (j, v) in c.sa_via.iter().enumerate() {
+                if !outbound.contains(v.sa.as_str()) {
+                    let at = format!("zsfc:sfc.chains[{i}].sa-via[{j}].sa");
+                    return Err(bad(at, format!("no outbound SA named {:?}", v.sa)));
+                }
             }
         }
         let mut rules = Vec::new();

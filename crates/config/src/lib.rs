@@ -30,8 +30,8 @@ mod model;
 mod topology;
 
 pub use build::{
-    FieldError, MAX_ETHERNET_LANES, chain_spec, check_function, configured_spi, install_chain_key, lane_spi, rule,
-    sa_config,
+    FieldError, MAX_ETHERNET_LANES, chain_spec, check_function, configured_spi, install_chain_key, lane_spi, pools,
+    rule, sa_config,
 };
 pub use certificates::{CertificateLifetimes, MAX_CLIENT_LIFETIME_S, MAX_NODE_LIFETIME_S, MIN_LIFETIME_S};
 pub use io::{AttachmentSettings, GatewaySettings, IoSettings, PeerLink, TunSettings, link_port, parse_mac};

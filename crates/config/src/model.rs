@@ -25,6 +25,10 @@ pub struct NodeConfig {
     pub inbound_sas: Vec<InboundSaConfig>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub chains: Vec<ChainConfig>,
+    /// SF pools: the instances of each SF with several, which this node steers flows over
+    /// (`zsfc_dataplane::pool`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub pools: Vec<PoolConfig>,
     /// Link protection: the outbound SA of the link to each peer.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub links: Vec<LinkConfig>,
@@ -571,6 +575,10 @@ pub struct InboundSaConfig {
     /// Re-seal with this outbound SA after an intrusive SF; absent: terminate (deliver).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reseal: Option<u32>,
+    /// With an SF pool next: the outbound SA to re-seal with by the label of the next
+    /// encrypting instance the packet names (`reseal` when it names none of them).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub reseal_via: Vec<ViaConfig>,
     /// Authenticates the link ESP of packets from an adjacent node (see `settings.link_auth`).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub link: bool,
@@ -593,6 +601,10 @@ pub struct ChainConfig {
     pub labels: Vec<u32>,
     /// Outbound SA index.
     pub sa: u32,
+    /// With an SF pool first: the outbound SA by the label of the first encrypting instance
+    /// the flow crosses (`sa` when it names none of them).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub sa_via: Vec<ViaConfig>,
     #[serde(default = "ttl")]
     pub ttl: u8,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -603,6 +615,39 @@ pub struct ChainConfig {
 
 fn ttl() -> u8 {
     64
+}
+
+/// An outbound SA (by index) for packets whose labels name instance `label`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ViaConfig {
+    pub label: u32,
+    pub sa: u32,
+}
+
+/// The instances of one SF (RFC 7665 §2.2): each flow crosses one, chosen by a weighted
+/// rendezvous hash of the flow that every node computes alike.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PoolConfig {
+    /// The SF's name.
+    pub sf: String,
+    /// Mixed into the hash; the same on every node.
+    pub seed: u64,
+    pub members: Vec<PoolMemberConfig>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PoolMemberConfig {
+    /// The instance's label.
+    pub label: u32,
+    #[serde(default = "one")]
+    pub weight: u32,
+}
+
+pub(crate) fn one() -> u32 {
+    1
 }
 
 /// How a classifier protects a chain's NSH: MAC and encrypted subscriber id under the chain

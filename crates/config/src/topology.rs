@@ -104,7 +104,13 @@ pub struct TopoEndpoint {
 #[serde(deny_unknown_fields)]
 pub struct TopoSf {
     pub name: String,
-    pub node: String,
+    /// The node of the SF's one instance; or give `instances`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
+    /// A pool: the SF's instances, each on a node of its own (RFC 7665 §2.2). Chains name the
+    /// SF; each flow crosses one instance, the same both ways.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub instances: Vec<TopoInstance>,
     pub intrusive: bool,
     #[serde(default)]
     pub external: bool,
@@ -124,6 +130,80 @@ pub struct TopoSf {
     /// See [`SfConfig::cache_capacity`].
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cache_capacity: Option<usize>,
+}
+
+/// One instance of a pooled SF.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TopoInstance {
+    pub node: String,
+    /// Relative share of the flows (default 1).
+    #[serde(default = "crate::model::one")]
+    pub weight: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub label: Option<u32>,
+    /// How the node reaches this instance of an external SF.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attachment: Option<AttachmentConfig>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub lane_attachments: Vec<AttachmentConfig>,
+}
+
+impl TopoSf {
+    /// The SF's instances: `instances`, or the one the SF's own fields describe.
+    fn placed(&self, at: &str) -> Result<Vec<TopoInstance>, FieldError> {
+        match (&self.node, self.instances.is_empty()) {
+            (Some(node), true) => Ok(vec![TopoInstance {
+                node: node.clone(),
+                weight: 1,
+                label: self.label,
+                attachment: self.attachment.clone(),
+                lane_attachments: self.lane_attachments.clone(),
+            }]),
+            (None, false) => {
+                if self.label.is_some() || self.attachment.is_some() || !self.lane_attachments.is_empty() {
+                    return Err(bad(
+                        format!("{at}.instances"),
+                        "give `label`, `attachment` and `lane_attachments` per instance",
+                    ));
+                }
+                if self.translates_addresses && self.instances.len() > 1 {
+                    return Err(bad(
+                        format!("{at}.instances"),
+                        "an SF that translates addresses cannot be pooled: the answers to a translated flow \
+                         carry other addresses and would reach another instance, which lacks its state",
+                    ));
+                }
+                for (j, i) in self.instances.iter().enumerate() {
+                    if i.weight == 0 {
+                        return Err(bad(format!("{at}.instances[{j}].weight"), "must be at least 1"));
+                    }
+                    if self.instances[..j].iter().any(|o| o.node == i.node) {
+                        return Err(bad(
+                            format!("{at}.instances[{j}].node"),
+                            format!("{:?} has another instance of this SF; instances need nodes of their own", i.node),
+                        ));
+                    }
+                }
+                Ok(self.instances.clone())
+            }
+            _ => Err(bad(format!("{at}.node"), "give exactly one of `node` and `instances`")),
+        }
+    }
+}
+
+/// Where one SF instance runs.
+#[derive(Debug, Clone, Copy)]
+struct Placed {
+    node: usize,
+    label: u32,
+    weight: u32,
+}
+
+/// The pool's hash seed: the same wherever and whenever the domain is compiled (a rekey
+/// must not move flows). Not a secret (FNV-1a of the SF's name).
+fn pool_seed(sf: &str) -> u64 {
+    sf.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3))
 }
 
 /// A unidirectional chain; the way back is another chain (it may take other SFs).
@@ -205,37 +285,51 @@ impl Topology {
 
         // Labels: given or allocated; unique across the domain.
         let mut owner: HashMap<u32, String> = HashMap::new();
-        let mut claim = |label: u32, field: String| -> Result<u32, FieldError> {
-            if let Some(prev) = owner.insert(label, field.clone()) {
-                return Err(bad(field, format!("label {label} is already used by {prev}")));
-            }
-            Ok(label)
-        };
+
         let mut ep_label = Vec::new();
         let mut ep_node = Vec::new();
         for (i, e) in self.endpoints.iter().enumerate() {
             ep_node.push(node_of(format!("endpoints[{i}].node"), &e.node)?);
-            ep_label.push(claim(e.label.unwrap_or(FIRST_ENDPOINT_LABEL + i as u32), format!("endpoints[{i}]"))?);
+            ep_label.push(claim(
+                &mut owner,
+                e.label.unwrap_or(FIRST_ENDPOINT_LABEL + i as u32),
+                format!("endpoints[{i}]"),
+            )?);
         }
-        let mut sf_label = Vec::new();
-        let mut sf_node = Vec::new();
+        let mut sf_inst: Vec<Vec<Placed>> = Vec::new();
+        let mut sf_placed: Vec<Vec<TopoInstance>> = Vec::new();
+        let mut unlabelled = Vec::new();
         for (i, s) in self.sfs.iter().enumerate() {
-            sf_node.push(node_of(format!("sfs[{i}].node"), &s.node)?);
-            sf_label.push(claim(s.label.unwrap_or(FIRST_SF_LABEL + i as u32), format!("sfs[{i}]"))?);
-            match (&s.function, s.external) {
-                (Some(f), false) => {
-                    check_function(f).map_err(|(sub, why)| bad(format!("sfs[{i}].function{sub}"), why))?
-                }
-                (None, true) => {}
-                (Some(_), true) => {
-                    return Err(bad(format!("sfs[{i}].function"), "an external SF has no built-in function"));
-                }
-                (None, false) => {
-                    return Err(bad(
-                        format!("sfs[{i}].function"),
-                        "missing: an in-process SF needs a function (or external = true)",
-                    ));
-                }
+            let at = format!("sfs[{i}]");
+            check_sf_function(s, &at)?;
+            let placed = s.placed(&at)?;
+            let mut instances = Vec::new();
+            for (j, inst) in placed.iter().enumerate() {
+                let field =
+                    if s.instances.is_empty() { format!("{at}.node") } else { format!("{at}.instances[{j}].node") };
+                let node = node_of(field, &inst.node)?;
+                let label = match inst.label {
+                    Some(l) if s.instances.is_empty() => claim(&mut owner, l, at.clone())?,
+                    Some(l) => claim(&mut owner, l, format!("{at}.instances[{j}]"))?,
+                    None if j == 0 => claim(&mut owner, FIRST_SF_LABEL + i as u32, at.clone())?,
+                    None => {
+                        unlabelled.push((i, j));
+                        0
+                    }
+                };
+                instances.push(Placed { node, label, weight: inst.weight });
+            }
+            sf_inst.push(instances);
+            sf_placed.push(placed);
+        }
+        // Further instances take the first free labels after the SFs' own.
+        let mut next_label = FIRST_SF_LABEL + self.sfs.len() as u32;
+        for (i, j) in unlabelled {
+            while owner.contains_key(&next_label) {
+                next_label += 1;
+            }
+            if let Some(p) = sf_inst.get_mut(i).and_then(|v| v.get_mut(j)) {
+                p.label = claim(&mut owner, next_label, format!("sfs[{i}].instances[{j}]"))?;
             }
         }
 
@@ -262,6 +356,7 @@ impl Topology {
             .iter()
             .enumerate()
             .map(|(i, n)| NodeConfig {
+                pools: Vec::new(),
                 version: VERSION,
                 name: n.name.clone(),
                 settings: Settings {
@@ -295,7 +390,7 @@ impl Topology {
             .iter()
             .copied()
             .zip(ep_node.iter().copied())
-            .chain(sf_label.iter().copied().zip(sf_node.iter().copied()))
+            .chain(sf_inst.iter().flatten().map(|p| (p.label, p.node)))
             .collect();
         for (n, cfg) in cfgs.iter_mut().enumerate() {
             for (j, &(label, o)) in owned.iter().enumerate() {
@@ -306,19 +401,30 @@ impl Topology {
                 }
             }
         }
-        for (i, s) in self.sfs.iter().enumerate() {
-            cfgs[sf_node[i]].sfs.push(SfConfig {
-                label: sf_label[i],
-                name: s.name.clone(),
-                intrusive: s.intrusive,
-                external: s.external,
-                function: s.function.clone(),
-                translates_addresses: s.translates_addresses,
-                cache_capacity: s.cache_capacity,
-                cache_max_age_ms: None,
-                attachment: s.attachment.clone(),
-                lane_attachments: s.lane_attachments.clone(),
-            });
+        let mut pools = Vec::new();
+        for ((s, instances), placed) in self.sfs.iter().zip(&sf_inst).zip(&sf_placed) {
+            for (p, inst) in instances.iter().zip(placed) {
+                cfgs[p.node].sfs.push(SfConfig {
+                    label: p.label,
+                    name: s.name.clone(),
+                    intrusive: s.intrusive,
+                    external: s.external,
+                    function: s.function.clone(),
+                    translates_addresses: s.translates_addresses,
+                    cache_capacity: s.cache_capacity,
+                    cache_max_age_ms: None,
+                    attachment: inst.attachment.clone(),
+                    lane_attachments: inst.lane_attachments.clone(),
+                });
+            }
+            if instances.len() > 1 {
+                let members = instances.iter().map(|p| PoolMemberConfig { label: p.label, weight: p.weight }).collect();
+                pools.push(PoolConfig { sf: s.name.clone(), seed: pool_seed(&s.name), members });
+            }
+        }
+        // Every node steers over every pool (classifiers pick the instances; the others check).
+        for cfg in &mut cfgs {
+            cfg.pools = pools.clone();
         }
 
         let mut spi = first_spi;
@@ -337,43 +443,35 @@ impl Topology {
                 ));
             }
             let mut labels = Vec::new();
-            // Encrypting points: the classifier, each intrusive SF, the endpoint's node.
-            let mut points = vec![classifier];
+            // Encrypting points: the classifier, each intrusive SF's instances, the end.
+            let mut points = vec![vec![(classifier, 0)]];
+            let mut sfs = Vec::new();
             for (k, name) in c.sfs.iter().enumerate() {
                 let s = *sf_ix
                     .get(name.as_str())
                     .ok_or_else(|| bad(format!("{at}.sfs[{k}]"), format!("no SF named {name:?}")))?;
-                labels.push(sf_label[s]);
+                let instances: Vec<(usize, u32)> = sf_inst[s].iter().map(|p| (p.node, p.label)).collect();
+                // A pooled SF is named by its first instance; classifiers steer each flow.
+                labels.push(instances[0].1);
                 if self.sfs[s].intrusive {
-                    points.push(sf_node[s]);
+                    points.push(instances.clone());
                 }
+                sfs.push((instances, self.sfs[s].intrusive));
             }
             labels.push(ep_label[to]);
-            points.push(ep_node[to]);
-            let hops = plan_sas(&points, &mut next_out);
-            for (k, h) in hops.iter().enumerate() {
-                let sa = self.sa_params(spi).map_err(|e| bad(format!("{at}: SA {k}"), e))?;
-                spi += 1;
-                cfgs[h.from].outbound_sas.push(OutboundSaConfig { index: h.out, sa: sa.clone() });
-                cfgs[h.to].inbound_sas.push(InboundSaConfig { sa, reseal: h.reseal, link: false });
-            }
+            points.push(vec![(ep_node[to], ep_label[to])]);
+            let (sa, sa_via) = self.place_sas(&mut cfgs, &points, &mut next_out, &mut spi, &at)?;
             let id = ci as u32 + 1;
             let integrity = if self.sfc_integrity {
                 let key_id = spi;
                 spi += 1;
-                let sfs: Vec<(usize, u32, bool)> = c
-                    .sfs
-                    .iter()
-                    .filter_map(|n| sf_ix.get(n.as_str()))
-                    .map(|&s| (sf_node[s], sf_label[s], self.sfs[s].intrusive))
-                    .collect();
                 chain_keys(&mut cfgs, key_id, id, classifier, &sfs, ep_node[to]).map_err(|e| bad(&at, e))?;
                 Some(ChainIntegrityConfig { key_id, pot: !sfs.is_empty() })
             } else {
                 None
             };
             let cl = &mut cfgs[classifier];
-            cl.chains.push(ChainConfig { id, labels, sa: hops[0].out, ttl: 64, nsh: c.nsh.clone(), integrity });
+            cl.chains.push(ChainConfig { id, labels, sa, sa_via, ttl: 64, nsh: c.nsh.clone(), integrity });
             for (j, r) in c.rules.iter().enumerate() {
                 if r.chain.is_some() || r.deny {
                     return Err(bad(
@@ -395,7 +493,7 @@ impl Topology {
                     next_out[from] += 1;
                     cfgs[from].outbound_sas.push(OutboundSaConfig { index, sa: sa.clone() });
                     cfgs[from].links.push(LinkConfig { peer: to as u32, sa: index });
-                    cfgs[to].inbound_sas.push(InboundSaConfig { sa, reseal: None, link: true });
+                    cfgs[to].inbound_sas.push(InboundSaConfig { sa, reseal: None, reseal_via: Vec::new(), link: true });
                 }
             }
         }
@@ -404,6 +502,54 @@ impl Topology {
             cfg.check().map_err(|e| bad(format!("node {:?}", cfg.name), e))?;
         }
         Ok((cfgs, spi))
+    }
+
+    /// Places the SAs of one chain (DESIGN.md "Keys", one SA per encrypting hop): `points` are
+    /// the encrypting positions in path order — the classifier, each intrusive SF's instances,
+    /// the end — as (node, label). Every instance of a position gets an SA to every instance
+    /// of the next: the pairs a flow can cross. An instance that re-seals before a pool picks
+    /// its SA by the next instance's label (`reseal_via`). Returns the classifier's SA and,
+    /// before a pool, its SA per instance.
+    fn place_sas(
+        &self,
+        cfgs: &mut [NodeConfig],
+        points: &[Vec<(usize, u32)>],
+        next_out: &mut [u32],
+        spi: &mut u32,
+        at: &str,
+    ) -> Result<(u32, Vec<ViaConfig>), FieldError> {
+        // out[k][p][q]: the outbound index, at the node of points[k][p], of its SA to points[k+1][q].
+        let mut out: Vec<Vec<Vec<u32>>> = Vec::new();
+        for w in points.windows(2) {
+            let mut per_p = Vec::new();
+            for &(from, _) in &w[0] {
+                let first = next_out[from];
+                next_out[from] += w[1].len() as u32;
+                per_p.push((first..next_out[from]).collect());
+            }
+            out.push(per_p);
+        }
+        let via = |k: usize, p: usize| -> Vec<ViaConfig> {
+            match (points.get(k + 1), out.get(k).and_then(|o| o.get(p))) {
+                (Some(next), Some(sas)) if next.len() > 1 => {
+                    next.iter().zip(sas).map(|(&(_, label), &sa)| ViaConfig { label, sa }).collect()
+                }
+                _ => Vec::new(),
+            }
+        };
+        for (k, w) in points.windows(2).enumerate() {
+            for (p, &(from, _)) in w[0].iter().enumerate() {
+                for (q, &(to, _)) in w[1].iter().enumerate() {
+                    let sa = self.sa_params(*spi).map_err(|e| bad(format!("{at}: SA {k}"), e))?;
+                    *spi += 1;
+                    cfgs[from].outbound_sas.push(OutboundSaConfig { index: out[k][p][q], sa: sa.clone() });
+                    let (reseal, reseal_via) =
+                        if k + 2 < points.len() { (Some(out[k + 1][q][0]), via(k + 1, q)) } else { (None, Vec::new()) };
+                    cfgs[to].inbound_sas.push(InboundSaConfig { sa, reseal, reseal_via, link: false });
+                }
+            }
+        }
+        Ok((out[0][0][0], via(0, 0)))
     }
 
     fn sa_params(&self, spi: u32) -> Result<SaParams, zsfc_esp::KeyError> {
@@ -423,6 +569,26 @@ impl Topology {
     }
 }
 
+/// Takes `label` for `field`, unless another field has it.
+fn claim(owner: &mut HashMap<u32, String>, label: u32, field: String) -> Result<u32, FieldError> {
+    if let Some(prev) = owner.insert(label, field.clone()) {
+        return Err(bad(field, format!("label {label} is already used by {prev}")));
+    }
+    Ok(label)
+}
+
+/// An in-process SF needs a valid built-in function, an external one none.
+fn check_sf_function(s: &TopoSf, at: &str) -> Result<(), FieldError> {
+    match (&s.function, s.external) {
+        (Some(f), false) => check_function(f).map_err(|(sub, why)| bad(format!("{at}.function{sub}"), why)),
+        (None, true) => Ok(()),
+        (Some(_), true) => Err(bad(format!("{at}.function"), "an external SF has no built-in function")),
+        (None, false) => {
+            Err(bad(format!("{at}.function"), "missing: an in-process SF needs a function (or external = true)"))
+        }
+    }
+}
+
 /// Places one chain key: the classifier holds MAC, encryption and origin keys; each node of the
 /// chain's SFs the MAC key, its SFs' proof-of-transit shares and, for intrusive SFs, the
 /// encryption key; the end node the MAC key, the origin key and the proof-of-transit secret.
@@ -431,7 +597,7 @@ fn chain_keys(
     key_id: u32,
     chain: u32,
     classifier: usize,
-    sfs: &[(usize, u32, bool)],
+    sfs: &[(Vec<(usize, u32)>, bool)],
     end: usize,
 ) -> Result<(), zsfc_esp::KeyError> {
     let random = |n: usize| -> Result<KeyMaterial, zsfc_esp::KeyError> {
@@ -456,15 +622,19 @@ fn chain_keys(
     let first = entries.entry(classifier).or_insert_with(|| base.clone());
     first.enc_key = Some(enc.clone());
     first.origin_key = Some(origin.clone());
-    for (k, &(node, label, intrusive)) in sfs.iter().enumerate() {
-        let e = entries.entry(node).or_insert_with(|| base.clone());
-        if intrusive {
-            e.enc_key = Some(enc.clone());
+    // Every instance of an SF holds that SF's share: a packet that crossed any one of them
+    // verifies, one that skipped the SF does not.
+    for (k, (instances, intrusive)) in sfs.iter().enumerate() {
+        for &(node, label) in instances {
+            let e = entries.entry(node).or_insert_with(|| base.clone());
+            if *intrusive {
+                e.enc_key = Some(enc.clone());
+            }
+            let pot = e.pot.get_or_insert_with(PotConfig::default);
+            pot.poly2 = poly2.clone();
+            let (x, y, lpc) = shares[k];
+            pot.shares.push(PotShareConfig { label, x, y, lpc });
         }
-        let pot = e.pot.get_or_insert_with(PotConfig::default);
-        pot.poly2 = poly2.clone();
-        let (x, y, lpc) = shares[k];
-        pot.shares.push(PotShareConfig { label, x, y, lpc });
     }
     let end = entries.entry(end).or_insert_with(|| base.clone());
     end.origin_key = Some(origin);

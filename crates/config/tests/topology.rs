@@ -3,11 +3,13 @@
     clippy::unwrap_used,
     reason = "helpers of tests and benchmarks: a failure should stop them loudly, with its place"
 )]
+mod common;
+use common::sim_of;
 use std::collections::HashSet;
 use zsfc_config::{NodeConfig, Topology};
 use zsfc_dataplane::{DropReason, Instant};
 use zsfc_sim::packets::{self, Flow};
-use zsfc_sim::{ClientSide, FakeEchoService, Sim, SimNode};
+use zsfc_sim::{ClientSide, FakeEchoService};
 
 /// The example in `examples/`, so that it cannot drift from what is tested.
 const TOPOLOGY: &str = include_str!("../../../examples/inmemory-topology.toml");
@@ -32,23 +34,6 @@ fn protections_are_on_unless_a_file_turns_them_off() {
     for c in Topology::from_toml(TOPOLOGY).unwrap().compile().unwrap() {
         assert!(c.settings.link_auth && c.settings.sfc_integrity, "{}", c.name);
     }
-}
-
-fn sim_of(cfgs: &[NodeConfig]) -> Sim {
-    let nodes = cfgs
-        .iter()
-        .map(|c| SimNode {
-            name: c.name.clone(),
-            node: c.build(Instant::from_secs(1)).unwrap(),
-            local: if c.name == "egress" {
-                Box::new(FakeEchoService::default())
-            } else {
-                Box::new(ClientSide::default())
-            },
-            external: Default::default(),
-        })
-        .collect();
-    Sim::new(nodes)
 }
 
 #[test]

@@ -14,6 +14,7 @@ pub mod classifier;
 mod drop;
 pub mod integrity;
 mod node;
+pub mod pool;
 pub mod proxy;
 pub mod sf;
 
@@ -23,6 +24,7 @@ pub use node::{
     ChainIntegrity, ChainSpec, ConfigError, Event, LabelAction, Node, NodeSettings, NodeStats, NshSpec, RETIRE_MAX,
     RETIRE_MIN, SaUse, SfAttach, SfReport, SfSpec, Verdict,
 };
+pub use pool::{Member, Pool};
 pub use proxy::{KeyMode, ProxyStats};
 pub use sf::{ServiceFunction, SfContext, SfVerdict};
 pub use zsfc_esp::Instant;

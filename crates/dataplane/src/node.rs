@@ -8,6 +8,7 @@
 //!   label; forward it, or pop it and run the local SF through the proxy, or deliver.
 //! - [`Node::handle_from_sf`]: a packet coming back from an external SF.
 use crate::integrity::{self, ChainKey, ChainKeyConfig, Refusal};
+use crate::pool::{self, Pool, Pools};
 use crate::proxy::{self, CacheKey, KeyMode, ProxyCache, ProxyStats};
 use crate::sf::{ServiceFunction, SfContext, SfVerdict};
 use crate::{ChainId, Classifier, DropCounters, DropReason, NodeId, SaIdx, SfId};
@@ -84,6 +85,10 @@ pub struct ChainSpec {
     pub labels: Vec<u32>,
     /// The outbound SA this node seals the chain's packets with.
     pub sa: SaIdx,
+    /// With SF pools ([`Node::set_pools`]): the outbound SA by the label of the first
+    /// encrypting instance the flow crosses (one SA per pair of instances); a flow whose
+    /// labels name none of them is sealed with `sa`.
+    pub sa_via: Vec<(u32, SaIdx)>,
     pub nsh: Option<NshSpec>,
     /// Initial TTL of every label.
     pub ttl: u8,
@@ -266,6 +271,9 @@ pub struct SfReport {
 }
 
 struct Chain {
+    /// The labels `encap` starts with (pooled SFs named by any instance's label).
+    labels: Vec<u32>,
+    sa_via: Vec<(u32, SaIdx)>,
     encap: Vec<u8>,
     /// Offset of the NSH Next Protocol byte in `encap`.
     nsh_next_proto: Option<usize>,
@@ -282,6 +290,9 @@ struct OutboundSlot {
 struct InboundSlot {
     sa: InboundSa,
     usage: SaUse,
+    /// With SF pools, the re-seal SA by the label of the next encrypting instance the
+    /// packet's labels name (`usage`'s SA when they name none of them).
+    reseal_via: Vec<(u32, SaIdx)>,
     /// Set once the SA is retired: when, and its highest sequence number at the last
     /// housekeeping (unchanged between two: nothing arrives on it any more).
     retiring: Option<(Instant, u64)>,
@@ -335,6 +346,7 @@ pub struct Node {
     drops: DropCounters,
     stats: NodeStats,
     events: VecDeque<Event>,
+    pools: Pools,
 }
 
 impl core::fmt::Debug for Node {
@@ -374,6 +386,7 @@ impl Node {
             drops: DropCounters::default(),
             stats: NodeStats::default(),
             events: VecDeque::new(),
+            pools: Pools::default(),
         }
     }
 
@@ -421,8 +434,34 @@ impl Node {
             return Err(ConfigError::Sa { spi: cfg.spi, why: "an inbound SA with this SPI is installed".into() });
         }
         let sa = InboundSa::new(cfg, now).map_err(|e| ConfigError::Sa { spi: cfg.spi, why: e.to_string() })?;
-        self.inbound.insert(cfg.spi, InboundSlot { sa, usage, retiring: None });
+        self.inbound.insert(cfg.spi, InboundSlot { sa, usage, reseal_via: Vec::new(), retiring: None });
         Ok(())
+    }
+
+    /// Gives the [`SaUse::Reseal`] SA `spi` one outbound SA per instance of the next encrypting
+    /// SF's pool: after the SF, the packet is sealed with the SA of the instance its labels
+    /// name.
+    pub fn set_reseal_via(&mut self, spi: u32, via: Vec<(u32, SaIdx)>) -> Result<(), ConfigError> {
+        let bad = |why: String| ConfigError::Sa { spi, why };
+        for &(label, sa) in &via {
+            check_label(label).map_err(|e| bad(e.to_string()))?;
+            if self.outbound.get(sa.0 as usize).is_none_or(Option::is_none) {
+                return Err(bad(format!("reseal via label {label}: outbound SA {} is not installed", sa.0)));
+            }
+        }
+        match self.inbound.get_mut(&spi) {
+            Some(slot @ InboundSlot { usage: SaUse::Reseal(_), .. }) => {
+                slot.reseal_via = via;
+                Ok(())
+            }
+            Some(_) => Err(bad("reseal via: the SA does not re-seal".into())),
+            None => Err(bad("reseal via: no inbound SA has this SPI".into())),
+        }
+    }
+
+    /// Replaces the SF pools this node steers flows over (module [`pool`]).
+    pub fn set_pools(&mut self, pools: Vec<Pool>) -> Result<(), ConfigError> {
+        self.pools.set(pools).map_err(|(label, why)| ConfigError::Label { label, why: format!("pool: {why}") })
     }
 
     pub fn remove_inbound(&mut self, spi: u32) -> bool {
@@ -588,8 +627,10 @@ impl Node {
         if spec.ttl == 0 {
             return Err(ConfigError::ChainTtl { chain });
         }
-        if self.outbound.get(spec.sa.0 as usize).is_none_or(Option::is_none) {
-            return Err(ConfigError::ChainSa { chain, sa: spec.sa.0 });
+        for sa in std::iter::once(spec.sa).chain(spec.sa_via.iter().map(|v| v.1)) {
+            if self.outbound.get(sa.0 as usize).is_none_or(Option::is_none) {
+                return Err(ConfigError::ChainSa { chain, sa: sa.0 });
+            }
         }
         let mut encap = vec![0u8; spec.labels.len() * LSE_LEN];
         mpls::emit_stack(&spec.labels, spec.ttl, &mut encap).map_err(|e| bad(&e.to_string()))?;
@@ -624,8 +665,9 @@ impl Node {
                 .map_err(|e| ConfigError::ChainNsh { chain, why: format!("context headers: {e}") })?;
             nsh_next_proto = Some(at + 3);
         }
-        self.chains
-            .insert(spec.id, Chain { encap, nsh_next_proto, sa: spec.sa, key_id: spec.integrity.map(|i| i.key_id) });
+        let key_id = spec.integrity.map(|i| i.key_id);
+        let (labels, sa_via) = (spec.labels, spec.sa_via);
+        self.chains.insert(spec.id, Chain { labels, sa_via, encap, nsh_next_proto, sa: spec.sa, key_id });
         Ok(())
     }
 
@@ -764,7 +806,17 @@ impl Node {
         let Some(chain) = self.chains.get(&chain_id) else {
             return self.drop(DropReason::NotConfigured, buf);
         };
-        let Some(Some(slot)) = self.outbound.get_mut(chain.sa.0 as usize) else {
+        // SF pools: the SA to the first encrypting instance this flow crosses (the labels
+        // are steered once they are pushed).
+        let flow = (!self.pools.is_empty()).then(|| pool::flow_hash(&s.tuple));
+        let mut sa_idx = chain.sa;
+        if let Some(flow) = flow
+            && let Some(&(_, via)) =
+                chain.labels.iter().find_map(|&l| chain.sa_via.iter().find(|(v, _)| *v == self.pools.pick(l, flow)))
+        {
+            sa_idx = via;
+        }
+        let Some(Some(slot)) = self.outbound.get_mut(sa_idx.0 as usize) else {
             return self.drop(DropReason::NotConfigured, buf);
         };
         buf.meta = Default::default();
@@ -778,12 +830,22 @@ impl Node {
             self.stats.mss_clamped += 1;
         }
         match slot.sa.seal(now, &mut buf) {
-            Ok(sealed) => report_rekey(&mut self.events, slot, chain.sa, sealed.rekey_wanted),
+            Ok(sealed) => report_rekey(&mut self.events, slot, sa_idx, sealed.rekey_wanted),
             Err(e) => return self.drop(e.into(), buf),
         }
         match buf.push_front(chain.encap.len()) {
             Ok(h) => {
                 h.copy_from_slice(&chain.encap);
+                if let Some(flow) = flow {
+                    for (lse, &from) in h.chunks_exact_mut(LSE_LEN).zip(&chain.labels) {
+                        let to = self.pools.pick(from, flow);
+                        if from != to
+                            && let Ok(e) = Lse::read(lse)
+                        {
+                            lse.copy_from_slice(&Lse::new(to, e.tc(), e.bos(), e.ttl()).to_bytes());
+                        }
+                    }
+                }
                 if let Some(at) = chain.nsh_next_proto {
                     h[at] = if s.is_v4() { nsh::next_proto::IPV4 } else { nsh::next_proto::IPV6 };
                 }
@@ -1031,6 +1093,9 @@ impl Node {
                 return Step::Done(self.drop(e.into(), buf));
             }
         };
+        // Only with SF pools may the re-seal SA depend on the labels.
+        let pooled = slot.intrusive && !self.pools.is_empty();
+        let via = if pooled { reseal_via(&self.inbound, buf.as_slice(), encap_len) } else { None };
         let ticket = match slot.cache.stage(&buf.as_slice()[..encap_len]) {
             Ok(t) => t,
             Err(_) => return Step::Done(self.drop(DropReason::NoBufferRoom, buf)),
@@ -1047,7 +1112,7 @@ impl Node {
                     None => Err(DropReason::EspBadSpi),
                     Some(InboundSlot { usage: SaUse::Terminate | SaUse::Link, .. }) => Err(DropReason::SaRoleMismatch),
                     Some(InboundSlot { sa, usage: SaUse::Reseal(out), .. }) => {
-                        reseal = Some(*out);
+                        reseal = Some(via.unwrap_or(*out));
                         sa.open(now, &mut buf).map_err(DropReason::from)
                     }
                 },
@@ -1166,6 +1231,21 @@ impl Node {
     }
 }
 
+/// The re-seal SA that the labels left in `b[..encap_len]` call for, when the inbound SA
+/// after them re-seals per pool instance ([`Node::set_reseal_via`]).
+fn reseal_via(inbound: &HashMap<u32, InboundSlot>, b: &[u8], encap_len: usize) -> Option<SaIdx> {
+    let spi = spi_of(b.get(encap_len..)?).ok()?;
+    let via = &inbound.get(&spi)?.reseal_via;
+    if via.is_empty() {
+        return None;
+    }
+    let labels = b.get(..encap_len)?;
+    let mut more = true;
+    mpls::entries(labels)
+        .take_while(|e| std::mem::replace(&mut more, !e.bos()))
+        .find_map(|e| via.iter().find(|(l, _)| *l == e.label()).map(|v| v.1))
+}
+
 fn refusal(r: Refusal) -> DropReason {
     match r {
         Refusal::Missing => DropReason::SfcIntegrityMissing,
@@ -1233,7 +1313,7 @@ mod tests {
     }
 
     fn chain(labels: Vec<u32>, sa: u32) -> ChainSpec {
-        ChainSpec { id: ChainId(7), labels, sa: SaIdx(sa), nsh: None, ttl: 64, integrity: None }
+        ChainSpec { id: ChainId(7), labels, sa: SaIdx(sa), sa_via: Vec::new(), nsh: None, ttl: 64, integrity: None }
     }
 
     #[test]

@@ -181,7 +181,13 @@ fn page_bytes() -> u64 {
 #[serde(deny_unknown_fields)]
 pub struct LabSf {
     pub name: String,
-    pub node: String,
+    /// The node of the SF's one instance; or give `instances`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
+    /// A pool: the SF's instances, each on a node of its own; each flow crosses one of them,
+    /// the same both ways (an external SF gets a namespace per instance).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub instances: Vec<LabInstance>,
     pub intrusive: bool,
     /// A built-in SF.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -198,6 +204,20 @@ pub struct LabSf {
     /// Packets the SF's caching proxy can hold at once (default 4096).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cache_capacity: Option<usize>,
+}
+
+/// One instance of a pooled SF.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LabInstance {
+    pub node: String,
+    /// Relative share of the flows (default 1).
+    #[serde(default = "one")]
+    pub weight: u32,
+}
+
+fn one() -> u32 {
+    1
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -407,6 +427,31 @@ pub fn encapsulation_overhead(labels: usize, link_protection: bool, sfc_integrit
 }
 
 impl Lab {
+    /// The attachment circuits of external SF `k` (one per lane: lane 0's names as ever,
+    /// lane j's with j appended), as planned and as the node's file gives them.
+    fn circuits(&self, k: usize) -> (Vec<PlannedCircuit>, Vec<AttachmentConfig>) {
+        let mut circuits = Vec::new();
+        let mut configs = Vec::new();
+        for lane in 0..self.lanes.max(1) {
+            let j = if lane == 0 { String::new() } else { lane.to_string() };
+            let (to_sf, from_sf) = (format!("ac{k}in{j}"), format!("ac{k}out{j}"));
+            let veth = (self.attachments == LabAttachments::Veth).then(|| PlannedVeth {
+                sf_in: format!("in{lane}"),
+                sf_in_mac: format!("02:{lane:02x}:5b:{:02x}:{:02x}:01", k >> 8, k & 0xff),
+                sf_out: format!("out{lane}"),
+                node_from_sf_mac: format!("02:{lane:02x}:5b:{:02x}:{:02x}:02", k >> 8, k & 0xff),
+            });
+            let (kind, to_sf_mac) = match &veth {
+                Some(v) => (AttachmentKindConfig::Veth, Some(v.sf_in_mac.clone())),
+                None => (AttachmentKindConfig::Tun, None),
+            };
+            let (to, from) = (to_sf.clone(), from_sf.clone());
+            configs.push(AttachmentConfig { to_sf: to, from_sf: from, mtu: self.mtu, kind, to_sf_mac });
+            circuits.push(PlannedCircuit { to_sf, from_sf, veth });
+        }
+        (circuits, configs)
+    }
+
     pub fn from_toml(text: &str) -> Result<Self, FieldError> {
         toml::from_str(text).map_err(|e| FieldError::Syntax(e.to_string()))
     }
@@ -501,8 +546,17 @@ impl Lab {
         let mut external_sfs = Vec::new();
         for (k, s) in self.sfs.iter().enumerate() {
             let at = format!("sfs[{k}]");
-            let node = node_of(format!("{at}.node"), &s.node)?;
-            let attachment = match (&s.function, &s.iptables) {
+            let instances: Vec<(String, String, u32)> = match (&s.node, s.instances.is_empty()) {
+                (Some(n), true) => vec![(format!("{at}.node"), n.clone(), 1)],
+                (None, false) => s
+                    .instances
+                    .iter()
+                    .enumerate()
+                    .map(|(j, i)| (format!("{at}.instances[{j}].node"), i.node.clone(), i.weight))
+                    .collect(),
+                _ => return Err(bad(format!("{at}.node"), "give exactly one of `node` and `instances`")),
+            };
+            let iptables = match (&s.function, &s.iptables) {
                 (Some(f), None) => {
                     check_function(f).map_err(|(sub, why)| bad(format!("{at}.function{sub}"), why))?;
                     None
@@ -516,49 +570,49 @@ impl Lab {
                         }
                         parsed.push(args);
                     }
-                    // One circuit per lane: lane 0's names as ever, lane j's with j appended.
-                    let mut circuits = Vec::new();
-                    let mut configs = Vec::new();
-                    for lane in 0..self.lanes.max(1) {
-                        let j = if lane == 0 { String::new() } else { lane.to_string() };
-                        let (to_sf, from_sf) = (format!("ac{k}in{j}"), format!("ac{k}out{j}"));
-                        let veth = (self.attachments == LabAttachments::Veth).then(|| PlannedVeth {
-                            sf_in: format!("in{lane}"),
-                            sf_in_mac: format!("02:{lane:02x}:5b:{:02x}:{:02x}:01", k >> 8, k & 0xff),
-                            sf_out: format!("out{lane}"),
-                            node_from_sf_mac: format!("02:{lane:02x}:5b:{:02x}:{:02x}:02", k >> 8, k & 0xff),
-                        });
-                        let (kind, to_sf_mac) = match &veth {
-                            Some(v) => (AttachmentKindConfig::Veth, Some(v.sf_in_mac.clone())),
-                            None => (AttachmentKindConfig::Tun, None),
-                        };
-                        let (to, from) = (to_sf.clone(), from_sf.clone());
-                        configs.push(AttachmentConfig { to_sf: to, from_sf: from, mtu: self.mtu, kind, to_sf_mac });
-                        circuits.push(PlannedCircuit { to_sf, from_sf, veth });
-                    }
-                    external_sfs.push(PlannedSf {
-                        name: s.name.clone(),
-                        node,
-                        ns: format!("{prefix}-sf-{}", s.name),
-                        circuits,
-                        iptables: parsed,
-                    });
-                    Some(configs)
+                    Some(parsed)
                 }
                 _ => return Err(bad(at, "give exactly one of `function` (built-in) and `iptables` (external)")),
             };
-            topo.sfs.push(TopoSf {
+            let mut topo_instances = Vec::new();
+            for (j, (field, name, weight)) in instances.iter().enumerate() {
+                let node = node_of(field.clone(), name)?;
+                let attachment = iptables.as_ref().map(|rules| {
+                    let (circuits, configs) = self.circuits(k);
+                    // The first instance's namespace is named as an unpooled SF's.
+                    let ns =
+                        if j == 0 { format!("{prefix}-sf-{}", s.name) } else { format!("{prefix}-sf-{}-{j}", s.name) };
+                    external_sfs.push(PlannedSf { name: s.name.clone(), node, ns, circuits, iptables: rules.clone() });
+                    configs
+                });
+                topo_instances.push(TopoInstance {
+                    node: name.clone(),
+                    weight: *weight,
+                    label: None,
+                    lane_attachments: attachment.as_ref().map(|a| a[1..].to_vec()).unwrap_or_default(),
+                    attachment: attachment.and_then(|a| a.into_iter().next()),
+                });
+            }
+            let mut sf = TopoSf {
                 name: s.name.clone(),
-                node: s.node.clone(),
+                node: None,
+                instances: Vec::new(),
                 intrusive: s.intrusive,
-                external: attachment.is_some(),
+                external: iptables.is_some(),
                 translates_addresses: s.translates_addresses,
                 cache_capacity: s.cache_capacity,
                 function: s.function.clone(),
                 label: None,
-                lane_attachments: attachment.as_ref().map(|a| a[1..].to_vec()).unwrap_or_default(),
-                attachment: attachment.and_then(|a| a.into_iter().next()),
-            });
+                lane_attachments: Vec::new(),
+                attachment: None,
+            };
+            if s.instances.is_empty() {
+                let one = topo_instances.remove(0);
+                (sf.node, sf.attachment, sf.lane_attachments) = (Some(one.node), one.attachment, one.lane_attachments);
+            } else {
+                sf.instances = topo_instances;
+            }
+            topo.sfs.push(sf);
         }
         let sf_exists = |field: String, name: &str| {
             if sfs.contains_key(name) { Ok(()) } else { Err(bad(field, format!("no SF named {name:?}"))) }

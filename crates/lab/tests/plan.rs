@@ -3,13 +3,32 @@
 use std::path::Path;
 use zsfc_lab::{Lab, encapsulation_overhead};
 
-const EXAMPLES: [(&str, &str); 5] = [
+const EXAMPLES: [(&str, &str); 6] = [
     ("quickstart", include_str!("../../../examples/quickstart.toml")),
     ("seed-testbed", include_str!("../../../examples/seed-testbed.toml")),
     ("nat", include_str!("../../../examples/nat.toml")),
     ("udp", include_str!("../../../examples/udp.toml")),
     ("paths", include_str!("../../../examples/paths.toml")),
+    ("pools", include_str!("../../../examples/pools.toml")),
 ];
+
+#[test]
+fn a_pooled_external_sf_gets_a_namespace_and_circuits_per_instance() {
+    let plan = Lab::from_toml(EXAMPLES[5].1).unwrap().plan(Path::new("/state")).unwrap();
+    let fw: Vec<(&str, usize)> = plan.external_sfs.iter().map(|s| (s.ns.as_str(), s.node)).collect();
+    assert_eq!(fw, [("zsfc-pools-sf-fw", 1), ("zsfc-pools-sf-fw-1", 2)]);
+    for n in &plan.nodes[1..3] {
+        let names: Vec<&str> = n.config.sfs.iter().map(|s| s.name.as_str()).collect();
+        assert_eq!(names, ["fw", "dpi"], "node {}", n.name);
+        assert!(n.config.sfs[0].attachment.is_some(), "node {}: the firewall instance's circuit", n.name);
+    }
+    let text =
+        EXAMPLES[5].1.replace("instances = [{ node = \"sf1\" }, { node = \"sf2\" }]", "node = \"sf1\"\ninstances = []");
+    assert!(Lab::from_toml(&text).unwrap().plan(Path::new("/state")).is_ok(), "an empty list is no pool");
+    let text = EXAMPLES[5].1.replace("instances = [{ node = \"sf1\" }, { node = \"sf2\" }]", "");
+    let err = Lab::from_toml(&text).unwrap().plan(Path::new("/state")).unwrap_err().to_string();
+    assert!(err.contains("sfs[0].node: give exactly one of `node` and `instances`"), "{err}");
+}
 
 #[test]
 fn every_example_plans() {

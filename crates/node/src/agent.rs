@@ -71,7 +71,9 @@ pub fn enrolled_client(c: &ControllerConfig, node: &str) -> anyhow::Result<Clien
 /// One change to an engine, applied by every lane with its own keys.
 enum Op {
     InstallOut(SaIdx, SaParams),
-    InstallIn(SaParams, SaUse),
+    /// An inbound SA, its use, and its re-seal SAs by instance label (before an SF pool).
+    InstallIn(SaParams, SaUse, Vec<(u32, SaIdx)>),
+    SetPools(Vec<zsfc_dataplane::Pool>),
     SetLabel(u32, LabelAction),
     AddChain(ChainSpec),
     SetRules(Vec<Rule>),
@@ -94,6 +96,7 @@ pub struct Applied {
     links: HashMap<u32, String>,
     keys: std::collections::HashSet<u32>,
     rules: Vec<RuleConfig>,
+    pools: Vec<zsfc_config::PoolConfig>,
     free: Vec<u32>,
     next_slot: u32,
 }
@@ -143,8 +146,11 @@ impl Applied {
                         }
                     },
                 };
+                let Some(via) = slots_via(&next.out, &e.reseal_via, &mut missing) else {
+                    continue;
+                };
                 next.inb.insert(e.name.clone(), p.spi);
-                ops.push(Op::InstallIn(p, usage));
+                ops.push(Op::InstallIn(p, usage, via));
             } else {
                 missing.push(e.name.clone());
             }
@@ -172,23 +178,25 @@ impl Applied {
                 missing.push(format!("chain key {}", k.key_id));
             }
         }
+        if doc.sfc.pools != self.pools {
+            ops.push(Op::SetPools(zsfc_config::pools(&doc.sfc.pools)));
+            next.pools = doc.sfc.pools.clone();
+        }
         next.chains.clear();
         for (i, c) in doc.sfc.chains.iter().enumerate() {
             let Some(&(_, slot)) = next.out.get(&c.sa) else {
                 missing.push(c.sa.clone());
                 continue;
             };
-            if self.chains.get(&c.id) != Some(c) || !self.out.contains_key(&c.sa) {
+            let Some(sa_via) = slots_via(&next.out, &c.sa_via, &mut missing) else {
+                continue;
+            };
+            let installed = |name: &String| self.out.contains_key(name);
+            if self.chains.get(&c.id) != Some(c) || !installed(&c.sa) || !c.sa_via.iter().all(|v| installed(&v.sa)) {
                 let at = format!("zsfc:sfc.chains[{i}]");
-                ops.push(Op::AddChain(zsfc_config::chain_spec(
-                    c.id,
-                    &c.labels,
-                    c.ttl,
-                    c.nsh.as_ref(),
-                    c.integrity,
-                    slot,
-                    &at,
-                )?));
+                let mut spec = zsfc_config::chain_spec(c.id, &c.labels, c.ttl, c.nsh.as_ref(), c.integrity, slot, &at)?;
+                spec.sa_via = sa_via;
+                ops.push(Op::AddChain(spec));
             }
             next.chains.insert(c.id, c.clone());
         }
@@ -236,6 +244,26 @@ impl Applied {
     }
 }
 
+/// The outbound slots of SAs listed by instance label; `None` (and the names in `missing`)
+/// when one of them is not installed.
+fn slots_via(
+    out: &HashMap<String, (u32, SaIdx)>,
+    via: &[zsfc_config::ikeless::StateVia],
+    missing: &mut Vec<String>,
+) -> Option<Vec<(u32, SaIdx)>> {
+    let mut slots = Vec::with_capacity(via.len());
+    for v in via {
+        match out.get(&v.sa) {
+            Some(&(_, slot)) => slots.push((v.label, slot)),
+            None => {
+                missing.push(v.sa.clone());
+                return None;
+            }
+        }
+    }
+    Some(slots)
+}
+
 /// Makes `node` (one engine, lane 0) match `doc` directly: the agent's work without the packet
 /// loop (benchmarks). Returns the SAs the document lacked keys for.
 pub fn apply_to_engine(
@@ -257,13 +285,17 @@ fn apply_ops(node: &mut Node, ops: &[Op], lane: u32, now: Instant) -> Result<(),
     for op in ops {
         match op {
             Op::InstallOut(slot, p) => node.install_outbound(*slot, &sa(p)?, now).map_err(|e| e.to_string())?,
-            Op::InstallIn(p, usage) => {
+            Op::InstallIn(p, usage, via) => {
                 let cfg = sa(p)?;
                 // Planned only for SAs the agent does not know; one with this SPI is a leftover of
                 // an apply that failed half-way, so the same document can be applied again.
                 node.remove_inbound(cfg.spi);
-                node.install_inbound(&cfg, *usage, now).map_err(|e| e.to_string())?
+                node.install_inbound(&cfg, *usage, now).map_err(|e| e.to_string())?;
+                if !via.is_empty() {
+                    node.set_reseal_via(cfg.spi, via.clone()).map_err(|e| e.to_string())?;
+                }
             }
+            Op::SetPools(p) => node.set_pools(p.clone()).map_err(|e| e.to_string())?,
             Op::SetLabel(l, a) => node.set_label(*l, *a).map_err(|e| e.to_string())?,
             Op::AddChain(spec) => node.add_chain(spec.clone()).map_err(|e| e.to_string())?,
             Op::SetRules(r) => node.classifier_mut().set_rules(r.clone()),

@@ -133,6 +133,7 @@ fn secure_pair(link: bool, integrity: bool) -> (Node, Node) {
         id: ChainId(1),
         labels: vec![1000, 1001],
         sa: SaIdx(0),
+        sa_via: Vec::new(),
         nsh: None,
         ttl: 64,
         integrity: integrity.then_some(ChainIntegrity { key_id: 5, pot: true }),

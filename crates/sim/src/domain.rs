@@ -181,6 +181,7 @@ impl DomainBuilder {
                     id: ChainId(c.id),
                     labels,
                     sa: SaIdx(hops.first().map_or(0, |h| h.out)),
+                    sa_via: Vec::new(),
                     nsh: c.nsh,
                     ttl: 64,
                     integrity: None,

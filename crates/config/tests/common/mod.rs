@@ -1,0 +1,23 @@
+//! What the topology tests share: a compiled domain run in memory.
+use zsfc_config::NodeConfig;
+use zsfc_dataplane::Instant;
+use zsfc_sim::{ClientSide, FakeEchoService, Sim, SimNode};
+
+/// The compiled nodes in a simulation: the node named `egress` serves (an echo service), every
+/// other node's local side is a client.
+pub fn sim_of(cfgs: &[NodeConfig]) -> Sim {
+    let nodes = cfgs
+        .iter()
+        .map(|c| SimNode {
+            name: c.name.clone(),
+            node: c.build(Instant::from_secs(1)).unwrap(),
+            local: if c.name == "egress" {
+                Box::new(FakeEchoService::default())
+            } else {
+                Box::new(ClientSide::default())
+            },
+            external: Default::default(),
+        })
+        .collect();
+    Sim::new(nodes)
+}

@@ -1,0 +1,194 @@
+//! SF instance pools: several instances of one SF, each flow crossing one of them (RFC 7665
+//! §2.2 and §5.7: load distribution with flow affinity).
+//!
+//! Every instance has a label of its own; a chain names the SF by the label of any of its
+//! instances, and a node that knows the pool (the classifier) replaces it per flow with the
+//! label of the instance chosen by **weighted rendezvous hashing** (highest random weight,
+//! Thaler & Ravishankar 1998; weights as in Schindelhauer & Schomaker 2005): every member gets
+//! the score `weight / -ln(u)` with `u` a uniform number from the hash of (pool seed, flow,
+//! member label), and the highest score wins. A flow always lands on the same member; adding
+//! a member moves only the flows that now score highest on it, removing one moves only its
+//! own flows.
+//!
+//! The flow is the 5-tuple taken **without direction** (the two endpoints sorted), so a
+//! chain's return traffic, classified at the far end over the same pool, crosses the same
+//! instance and stateful SFs (firewalls) see both directions. Fragments after the first carry
+//! no ports and are hashed on addresses and protocol, so they can land elsewhere (the
+//! classifier clamps TCP's MSS so that TCP does not fragment).
+//!
+//! The hash is our own fixed function (splitmix64's finaliser over the fields), not a
+//! library's per-process or per-version one, so every node of a domain, whatever its build,
+//! computes the same choice.
+use zsfc_wire::ip::FiveTuple;
+
+/// Hash maps of the engine (see `node.rs`).
+type HashMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
+
+/// One SF instance in a pool.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Member {
+    pub label: u32,
+    /// Relative share of the flows (at least 1).
+    pub weight: u32,
+}
+
+/// The instances of one SF.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Pool {
+    /// Mixed into every score: the same on every node of the domain.
+    pub seed: u64,
+    pub members: Vec<Member>,
+}
+
+/// The pools a node knows, by member label.
+#[derive(Debug, Default)]
+pub(crate) struct Pools {
+    pools: Vec<Pool>,
+    of: HashMap<u32, usize>,
+}
+
+impl Pools {
+    /// Replaces every pool. A label in two pools, an empty pool or a weight of 0 is refused.
+    pub(crate) fn set(&mut self, pools: Vec<Pool>) -> Result<(), (u32, &'static str)> {
+        let mut of = HashMap::default();
+        for (i, p) in pools.iter().enumerate() {
+            if p.members.is_empty() {
+                return Err((0, "a pool needs at least one member"));
+            }
+            for m in &p.members {
+                if m.weight == 0 {
+                    return Err((m.label, "weight must be at least 1"));
+                }
+                if of.insert(m.label, i).is_some() {
+                    return Err((m.label, "is a member of two pools (or twice of one)"));
+                }
+            }
+        }
+        (self.pools, self.of) = (pools, of);
+        Ok(())
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.pools.is_empty()
+    }
+
+    /// The member of `label`'s pool that `flow` crosses; `label` itself outside any pool.
+    pub(crate) fn pick(&self, label: u32, flow: u64) -> u32 {
+        let Some(pool) = self.of.get(&label).and_then(|&i| self.pools.get(i)) else {
+            return label;
+        };
+        let mut best = (f64::NEG_INFINITY, label);
+        for m in &pool.members {
+            let s = score(pool.seed, flow, *m);
+            if s > best.0 {
+                best = (s, m.label);
+            }
+        }
+        best.1
+    }
+}
+
+/// splitmix64's finaliser: a bijection of 64-bit words with full avalanche.
+fn mix(mut z: u64) -> u64 {
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
+fn fold(h: u64, word: u64) -> u64 {
+    mix(h ^ word).wrapping_add(0x9e37_79b9_7f4a_7c15)
+}
+
+/// The member's rendezvous score for `flow`.
+fn score(seed: u64, flow: u64, m: Member) -> f64 {
+    let h = fold(fold(seed, flow), u64::from(m.label));
+    // 53 random bits, in (0, 1]: ln never sees 0.
+    let u = ((h >> 11) + 1) as f64 / (1u64 << 53) as f64;
+    f64::from(m.weight) / -u.ln().min(-f64::MIN_POSITIVE)
+}
+
+fn addr_words(a: std::net::IpAddr) -> u128 {
+    match a {
+        std::net::IpAddr::V4(v) => u128::from(u32::from(v)),
+        std::net::IpAddr::V6(v) => u128::from(v),
+    }
+}
+
+/// The flow of a packet without its direction: the same for a packet and its answer.
+pub fn flow_hash(t: &FiveTuple) -> u64 {
+    let a = (addr_words(t.src), t.src_port);
+    let b = (addr_words(t.dst), t.dst_port);
+    let (lo, hi) = if a <= b { (a, b) } else { (b, a) };
+    let mut h = fold(0, u64::from(t.protocol));
+    for (addr, port) in [lo, hi] {
+        h = fold(h, addr as u64);
+        h = fold(h, (addr >> 64) as u64);
+        h = fold(h, u64::from(port));
+    }
+    h
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tuple(i: u32) -> FiveTuple {
+        FiveTuple {
+            src: std::net::Ipv4Addr::from(0x0a01_0000 + i).into(),
+            dst: std::net::Ipv4Addr::new(10, 9, 0, 1).into(),
+            protocol: 6,
+            src_port: 40000 + (i % 1000) as u16,
+            dst_port: 443,
+        }
+    }
+
+    fn pools(members: &[(u32, u32)]) -> Pools {
+        let mut p = Pools::default();
+        let members = members.iter().map(|&(label, weight)| Member { label, weight }).collect();
+        p.set(vec![Pool { seed: 7, members }]).unwrap();
+        p
+    }
+
+    #[test]
+    fn a_flow_and_its_answer_cross_the_same_member_and_weights_share_the_flows() {
+        let p = pools(&[(1000, 1), (1001, 3)]);
+        let mut on = HashMap::<u32, u32>::default();
+        for i in 0..8000 {
+            let t = tuple(i);
+            let pick = p.pick(1000, flow_hash(&t));
+            assert_eq!(pick, p.pick(1001, flow_hash(&t.reversed())), "either label names the pool");
+            *on.entry(pick).or_default() += 1;
+        }
+        // 1:3 within a few percent.
+        let share = f64::from(on[&1001]) / 8000.0;
+        assert!((0.72..0.78).contains(&share), "share of the weight-3 member: {share}");
+        assert_eq!(p.pick(55, 1), 55, "a label outside every pool stays");
+    }
+
+    #[test]
+    fn adding_a_member_moves_only_flows_onto_it_and_removing_one_only_its_own() {
+        let two = pools(&[(1000, 1), (1001, 1)]);
+        let three = pools(&[(1000, 1), (1001, 1), (1002, 1)]);
+        let mut moved = 0;
+        for i in 0..6000 {
+            let f = flow_hash(&tuple(i));
+            let (before, after) = (two.pick(1000, f), three.pick(1000, f));
+            if before != after {
+                assert_eq!(after, 1002, "a flow moved between old members");
+                moved += 1;
+            }
+        }
+        assert!((1700..2300).contains(&moved), "about a third moves to the new member: {moved}");
+    }
+
+    #[test]
+    fn refuses_shared_members_empty_pools_and_zero_weights() {
+        let mut p = Pools::default();
+        let m = |label, weight| Member { label, weight };
+        assert!(p.set(vec![Pool { seed: 1, members: vec![] }]).is_err());
+        assert!(p.set(vec![Pool { seed: 1, members: vec![m(20, 0)] }]).is_err());
+        let twice = vec![Pool { seed: 1, members: vec![m(20, 1)] }, Pool { seed: 2, members: vec![m(20, 1)] }];
+        assert!(p.set(twice).is_err());
+        assert!(p.is_empty(), "a refused set leaves the pools as they were");
+    }
+}
