@@ -366,9 +366,12 @@ fn capture(fd: &OwnedFd, to: Target, port: Option<u16>, n: usize, patience: Dura
         let f = &buf[..len];
         let to = match to {
             Target::Mac(mac) => {
+                // Liveness probes (plain GAL/BFD without link protection) are not steered
+                // packets: they carry nothing to rewrite or replay.
                 if f.len() >= ETH_HDR + DOMAIN_MIN
                     && f[..6] == mac
                     && f[12..14] == zsfc_wire::ethernet::ethertype::MPLS.to_be_bytes()
+                    && !zsfc_wire::bfd::is_probe(&f[ETH_HDR..])
                 {
                     out.push(Frame { bytes: f.to_vec(), udp_at: None });
                 }
@@ -386,7 +389,13 @@ fn capture(fd: &OwnedFd, to: Target, port: Option<u16>, n: usize, patience: Dura
         if ip.protocol() != 17 || Ipv4Addr::from(ip.dst()) != to || !udp_dst.is_some_and(wanted) {
             continue;
         }
-        if udp_dst.is_some_and(domain_port) && len < udp_at + 8 + DOMAIN_MIN {
+        if udp_dst.is_some_and(domain_port)
+            && (len < udp_at + 8 + DOMAIN_MIN || {
+                // Under link ESP (AES-GMAC: the labels stay readable) or plain.
+                let labels = if udp_dst == Some(UDP_ENCAP_PORT) { udp_at + 8 + ESP_HDR_IV } else { udp_at + 8 };
+                f.get(labels..).is_some_and(zsfc_wire::bfd::is_probe)
+            })
+        {
             continue;
         }
         out.push(Frame { bytes: f.to_vec(), udp_at: Some(udp_at) });

@@ -273,6 +273,7 @@ fn chain_lab(n: usize, intrusive: bool, mtu: u16, transport: LabTransport) -> La
         controller: Default::default(),
         link_protection: false,
         sfc_integrity: false,
+        liveness: Default::default(),
         certificates: Default::default(),
     }
 }

@@ -109,6 +109,7 @@ pub(crate) fn rekey_lab() -> Lab {
         // Every key the controller rolls: payload SAs, link SAs and chain keys.
         link_protection: true,
         sfc_integrity: true,
+        liveness: Default::default(),
         certificates: Default::default(),
     }
 }
@@ -328,6 +329,7 @@ fn controller_costs(chains: usize, rollouts: usize) -> anyhow::Result<(Vec<Durat
         sa: Default::default(),
         link_protection: false,
         sfc_integrity: false,
+        liveness: Default::default(),
         certificates: Default::default(),
     };
     let spec = zsfc_controller::DomainSpec {

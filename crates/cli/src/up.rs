@@ -146,6 +146,21 @@ pub(crate) fn status(a: &CheckArgs) -> anyhow::Result<bool> {
         if !gw.is_empty() {
             println!("     gateway: {}", gw.join(" "));
         }
+        // Liveness of the peers as this node's probes see them (-1: never heard from).
+        let silent = value("zsfc_peer_silent_ms", "peer");
+        let peers: Vec<String> = value("zsfc_peer_up", "peer")
+            .into_iter()
+            .map(|(p, up)| {
+                let seen = match silent.iter().find(|s| s.0 == p) {
+                    Some((_, ms)) => format!("last seen {:.1} s ago", *ms as f64 / 1000.0),
+                    None => "never seen".to_owned(),
+                };
+                format!("{p} {} ({seen})", if up == 1 { "up" } else { "DOWN" })
+            })
+            .collect();
+        if !peers.is_empty() {
+            println!("     peers: {}", peers.join(", "));
+        }
         if index == plan.gateway.node
             && let Some(dropped) = zsfc_lab::check::border_drops(&n.ns)
         {

@@ -57,8 +57,12 @@ fn seed_testbed_with_captures_inside_the_domain_and_at_the_service() {
     let at_service = svc.fields(&["mpls.label", "esp.spi", "http.request.method", "ip.dst"]);
     let report = lab.down();
 
-    // Every MPLS frame carries labels and ESP.
-    let tunnel: Vec<&String> = inside.iter().filter(|l| l.starts_with("0x8847;")).collect();
+    // Every MPLS frame carries labels and ESP, but the liveness probes (BFD on the GAL, label
+    // 13: no payload to protect; tshark decodes them as GAL / PW-ACH / BFD).
+    let probes = inside.iter().filter(|l| l.starts_with("0x8847;13;")).count();
+    assert!(probes > 0, "no liveness probes on sf1's link");
+    let tunnel: Vec<&String> =
+        inside.iter().filter(|l| l.starts_with("0x8847;") && !l.starts_with("0x8847;13;")).collect();
     let encrypted = tunnel.iter().filter(|l| {
         let f: Vec<&str> = l.split(';').collect();
         f.len() >= 3 && !f[1].is_empty() && !f[2].is_empty()

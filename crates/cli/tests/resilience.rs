@@ -1,6 +1,7 @@
 //! Issue 20, resilience: nodes that fail and come back, in labs in network namespaces. Needs
 //! root, iproute2, curl and python3 (./test.sh installs them); each test runs its lab under a
 //! unique name and `zsfc down` runs at the end also when the test fails.
+#![expect(clippy::unwrap_used, reason = "tests: a failure should stop them loudly, with its place")]
 mod common;
 use common::*;
 use std::time::Duration;
@@ -100,4 +101,78 @@ fn an_sf_pool_spreads_connections_and_answers_return_through_their_instance() {
     for reason in ["pot_failed", "sfc_mac_failed", "sa_role_mismatch", "esp_bad_spi", "unknown_label"] {
         assert_eq!(count(&report, &format!("drop {reason} ")), 0, "{reason}:\n{report}");
     }
+}
+
+/// `zsfc traffic` from alice to the sink on the egress: `flows` flows at `rate` packets/s in
+/// all for `seconds`, started now; its JSON report when `wait` is called.
+fn start_flows(lab: &LabRun, flows: u32, rate: u32, seconds: u32) -> std::process::Child {
+    std::process::Command::new(common::BIN)
+        .args(["traffic", "--from-ns", &lab.ns("c-alice"), "--to-ns", &lab.ns("egress"), "--to", "10.9.0.1:7100"])
+        .args(["--rate", &rate.to_string(), "--seconds", &seconds.to_string(), "--flows", &flows.to_string()])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+/// Each flow's (packets lost, longest gap in seconds) from a finished `zsfc traffic`.
+fn flows_of(c: std::process::Child) -> Vec<(u64, f64)> {
+    let out = c.wait_with_output().unwrap();
+    assert!(out.status.success(), "zsfc traffic failed");
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let flows = v["flows"].as_array().unwrap();
+    flows.iter().map(|f| (f["lost"].as_u64().unwrap(), f["longest_gap_s"].as_f64().unwrap())).collect()
+}
+
+/// Failover in an SF pool (examples/failover.toml, issue 20 points 3-4): 64 UDP flows cross a
+/// firewall pool on sf1 and sf2. sf2's node is killed with SIGKILL under load: the ingress's
+/// liveness probes see it down and move exactly the flows that were on it to sf1, each back
+/// within 1 s, with no word from the controller; the flows on sf1 lose nothing. sf2 restarted
+/// under load: no existing flow moves back (pinned), nothing is lost; new flows reach it. With
+/// every instance dead the chain fails closed, counted as `sf_unavailable`.
+#[test]
+fn killing_an_sf_instance_moves_only_its_flows_within_a_second_and_they_stay_when_it_returns() {
+    usable();
+    let mut lab = LabRun::new("failover", "fo");
+    lab.up();
+    let moved = |lab: &LabRun| metric(lab, "ingress", "zsfc_packets_total", &["flows_moved"]);
+    let through = |lab: &LabRun, node: &str| metric(lab, node, "zsfc_sf_total", &["sf=\"fw\"", "proxy_tx_success"]);
+
+    let t = start_flows(&lab, 64, 6400, 6);
+    std::thread::sleep(Duration::from_secs(2));
+    let sf2 = pid_of(&lab, "sf2");
+    nix_kill(sf2);
+    let killed = flows_of(t);
+    let peers = lab.zsfc(&["status", &lab.name]);
+    let moved_at_kill = moved(&lab);
+
+    let t = start_flows(&lab, 64, 6400, 6);
+    std::thread::sleep(Duration::from_secs(1));
+    let restarted = lab.zsfc(&["restart", &lab.name, "sf2"]);
+    let returned = flows_of(t);
+    let (moved_at_return, sf2_carried) = (moved(&lab), through(&lab, "sf2"));
+    let fresh = flows_of(start_flows(&lab, 64, 3200, 2));
+    let sf2_carried_new = through(&lab, "sf2");
+
+    nix_kill(pid_of(&lab, "sf1"));
+    nix_kill(pid_of(&lab, "sf2"));
+    std::thread::sleep(Duration::from_millis(600));
+    let none = flows_of(start_flows(&lab, 8, 800, 1));
+    let unavailable = metric(&lab, "ingress", "zsfc_drops_total", &["sf_unavailable"]);
+    lab.down();
+
+    let affected: Vec<_> = killed.iter().filter(|f| f.0 > 0).collect();
+    assert!(!affected.is_empty() && affected.len() < 64, "flows on the killed instance: {}", affected.len());
+    for (lost, gap) in &killed {
+        assert!(*gap < 1.0, "a flow stood still for {gap:.3} s (lost {lost})");
+    }
+    assert_eq!(moved_at_kill, affected.len() as u64, "the moved flows are exactly those that lost packets");
+    let status = String::from_utf8_lossy(&peers.stdout);
+    assert!(status.contains("sf2 DOWN") && status.contains("sf1 up"), "{status}");
+    assert!(restarted.status.success(), "{}", String::from_utf8_lossy(&restarted.stderr));
+    assert!(returned.iter().all(|f| f.0 == 0), "packets lost while sf2 came back: {returned:?}");
+    assert_eq!(moved_at_return, moved_at_kill, "no flow moved when sf2 came back");
+    assert_eq!(sf2_carried, 0, "flows pinned to sf1 moved back to sf2");
+    assert!(fresh.iter().all(|f| f.0 == 0), "new flows lost packets: {fresh:?}");
+    assert!(sf2_carried_new > 0, "no new flow reached the returned instance");
+    assert!(none.iter().all(|f| f.0 > 0) && unavailable > 0, "with no instance left: {none:?}, {unavailable}");
 }

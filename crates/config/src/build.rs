@@ -122,6 +122,7 @@ impl NodeConfig {
         if s.tcp_mss_clamp.is_some_and(|m| m < 536) {
             return Err(bad("settings.tcp_mss_clamp", "below 536, the smallest MSS every IPv4 host must accept"));
         }
+        s.liveness.check("settings.liveness")?;
         let mut node = Node::new(NodeSettings {
             max_label_depth: s.max_label_depth,
             max_flows: s.max_flows,
@@ -137,6 +138,8 @@ impl NodeConfig {
                 return Err(bad(format!("peers[{i}].id"), format!("peer id {} is used twice", p.id)));
             }
         }
+        let probed: Vec<NodeId> = self.peers.iter().map(|p| NodeId(p.id)).collect();
+        node.set_liveness(s.liveness.settings(), &probed, now);
 
         let mut sf_labels = HashSet::new();
         for (i, sf) in self.sfs.iter().enumerate() {

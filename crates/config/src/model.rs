@@ -232,6 +232,58 @@ pub struct Settings {
     /// a valid RFC 9145 MAC under one of `chain_keys`.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub sfc_integrity: bool,
+    /// Liveness probes to every peer (SF pools steer flows only to instances on live peers).
+    #[serde(skip_serializing_if = "LivenessConfig::is_default")]
+    pub liveness: LivenessConfig,
+}
+
+/// Liveness of adjacent nodes: BFD-like probes on the data plane (RFC 5880 timing).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LivenessConfig {
+    /// Probe interval in milliseconds (10..=10000); 0 turns probing off, and every peer
+    /// then counts as up.
+    pub interval_ms: u32,
+    /// Probes missed before a peer counts as down (1..=50).
+    pub detect_mult: u8,
+}
+
+impl Default for LivenessConfig {
+    fn default() -> Self {
+        let d = zsfc_dataplane::LivenessSettings::default();
+        Self { interval_ms: d.interval.as_millis() as u32, detect_mult: d.detect_mult }
+    }
+}
+
+impl LivenessConfig {
+    pub fn is_default(&self) -> bool {
+        *self == Self::default()
+    }
+
+    /// The engine's settings; `None` when probing is off.
+    pub fn settings(&self) -> Option<zsfc_dataplane::LivenessSettings> {
+        (self.interval_ms > 0).then(|| zsfc_dataplane::LivenessSettings {
+            interval: core::time::Duration::from_millis(u64::from(self.interval_ms)),
+            detect_mult: self.detect_mult,
+        })
+    }
+
+    /// Refuses intervals and multipliers outside their ranges, naming the field under `at`.
+    pub fn check(&self, at: &str) -> Result<(), crate::FieldError> {
+        if self.interval_ms != 0 && !(10..=10_000).contains(&self.interval_ms) {
+            return Err(crate::build::bad(
+                format!("{at}.interval_ms"),
+                format!("{} is outside 10..=10000 (0 turns probing off)", self.interval_ms),
+            ));
+        }
+        if !(1..=50).contains(&self.detect_mult) {
+            return Err(crate::build::bad(
+                format!("{at}.detect_mult"),
+                format!("{} is outside 1..=50", self.detect_mult),
+            ));
+        }
+        Ok(())
+    }
 }
 
 fn is_one(v: &u32) -> bool {
@@ -248,6 +300,7 @@ impl Default for Settings {
             lanes: 1,
             link_auth: false,
             sfc_integrity: false,
+            liveness: LivenessConfig::default(),
         }
     }
 }

@@ -52,6 +52,9 @@ pub struct Topology {
     /// unless the file says `sfc_integrity = false`.
     #[serde(default = "crate::on", skip_serializing_if = "crate::is_on")]
     pub sfc_integrity: bool,
+    /// Liveness probes between the domain's nodes (every node probes every peer).
+    #[serde(default, skip_serializing_if = "LivenessConfig::is_default")]
+    pub liveness: LivenessConfig,
     /// How long the certificates of the domain's nodes and clients live.
     #[serde(default, skip_serializing_if = "crate::CertificateLifetimes::is_default")]
     pub certificates: crate::CertificateLifetimes,
@@ -363,6 +366,7 @@ impl Topology {
                     tcp_mss_clamp: n.tcp_mss_clamp,
                     link_auth: self.link_protection,
                     sfc_integrity: self.sfc_integrity,
+                    liveness: self.liveness,
                     ..Settings::default()
                 },
                 peers: peers_of(n, i),

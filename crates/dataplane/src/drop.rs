@@ -65,6 +65,12 @@ drop_reasons! {
     /// The NSH TTL reached 0 at this SFF (RFC 8300 §2.2): a forwarding loop, or a path longer
     /// than the classifier allowed.
     NshTtlExpired => "nsh_ttl_expired",
+    /// SF pools: no instance of an SF the flow must cross is up (RFC 7665 §5.7: the chain
+    /// fails closed instead of skipping the SF).
+    SfUnavailable => "sf_unavailable",
+    /// A liveness probe (RFC 5880 control packet on the GAL, RFC 5586) that is malformed,
+    /// comes from a node that is not probed here, or names another session.
+    ProbeRefused => "probe_refused",
     /// The decrypted ESP trailer is inconsistent.
     EspBadTrailer => "esp_bad_trailer",
     /// Not an ESP packet where one was expected, or an ESP packet that cannot be parsed.

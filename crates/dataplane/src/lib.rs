@@ -13,6 +13,7 @@
 pub mod classifier;
 mod drop;
 pub mod integrity;
+mod liveness;
 mod node;
 pub mod pool;
 pub mod proxy;
@@ -20,6 +21,7 @@ pub mod sf;
 
 pub use classifier::{Action, Classifier, Prefix, Rule};
 pub use drop::{DropCounters, DropReason};
+pub use liveness::{LivenessSettings, PeerLiveness};
 pub use node::{
     ChainIntegrity, ChainSpec, ConfigError, Event, LabelAction, Node, NodeSettings, NodeStats, NshSpec, RETIRE_MAX,
     RETIRE_MIN, SaUse, SfAttach, SfReport, SfSpec, Verdict,

@@ -8,6 +8,7 @@
 //!   label; forward it, or pop it and run the local SF through the proxy, or deliver.
 //! - [`Node::handle_from_sf`]: a packet coming back from an external SF.
 use crate::integrity::{self, ChainKey, ChainKeyConfig, Refusal};
+use crate::liveness::{Liveness, LivenessSettings, PeerLiveness};
 use crate::pool::{self, Pool, Pools};
 use crate::proxy::{self, CacheKey, KeyMode, ProxyCache, ProxyStats};
 use crate::sf::{ServiceFunction, SfContext, SfVerdict};
@@ -18,8 +19,9 @@ use std::collections::VecDeque;
 /// SipHash on the small keys of the hot path.
 type HashMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
 use zsfc_esp::{InboundSa, Instant, OutboundSa, SaConfig, spi_of};
+use zsfc_wire::buffer::{DEFAULT_HEADROOM, DEFAULT_TAILROOM};
 use zsfc_wire::mpls::{self, LSE_LEN, Lse};
-use zsfc_wire::{PacketBuf, ip, nsh, tcp};
+use zsfc_wire::{PacketBuf, bfd, ip, nsh, tcp};
 
 /// IP protocol number of MPLS-in-IP (RFC 4023).
 const MPLS_IN_IP: u8 = 137;
@@ -44,6 +46,9 @@ pub enum Verdict {
     Held,
     /// Drop the packet (already counted under its reason). The buffer can be reused.
     Drop(DropReason, PacketBuf),
+    /// The node took what the packet said (a liveness probe, counted in [`NodeStats`]). The
+    /// buffer can be reused.
+    Consumed(PacketBuf),
 }
 
 /// What the top label means at this node.
@@ -249,6 +254,15 @@ pub struct NodeStats {
     /// Inbound SAs removed after they were retired ([`Node::retire_inbound`]): quiet, or
     /// retired for [`RETIRE_MAX`].
     pub sas_retired: u64,
+    /// Liveness probes sent to and accepted from peers.
+    pub probes_tx: u64,
+    pub probes_rx: u64,
+    /// Well-formed probes for no session here (see [`Node::handle_from_peer`]).
+    pub probes_ignored: u64,
+    /// SF pools: flows moved off an instance that went down (local repair).
+    pub flows_moved: u64,
+    /// SF pools: flows not pinned to their instances because the pin table was full.
+    pub pins_refused: u64,
 }
 
 /// The longest a retired inbound SA keeps accepting packets, however busy it still is.
@@ -315,6 +329,9 @@ impl SfSlot {
 }
 
 const MAX_EVENTS: usize = 1024;
+/// Labels of a chain that SF pools steer per flow (a chain is never deeper than the label
+/// depth limit, at most 64).
+const STEER_MAX: usize = 64;
 const RANDOM_BLOCK: usize = 4096;
 
 /// Reports once per SA that it reached its soft lifetime.
@@ -347,6 +364,9 @@ pub struct Node {
     stats: NodeStats,
     events: VecDeque<Event>,
     pools: Pools,
+    liveness: Liveness,
+    /// The time of the last [`housekeeping`](Self::housekeeping).
+    housekept_at: Instant,
 }
 
 impl core::fmt::Debug for Node {
@@ -386,7 +406,9 @@ impl Node {
             drops: DropCounters::default(),
             stats: NodeStats::default(),
             events: VecDeque::new(),
-            pools: Pools::default(),
+            pools: Pools::new(settings.max_flows),
+            liveness: Liveness::default(),
+            housekept_at: Instant::ZERO,
         }
     }
 
@@ -460,6 +482,33 @@ impl Node {
     }
 
     /// Replaces the SF pools this node steers flows over (module [`pool`]).
+    /// Probes `peers` for liveness (RFC 5880 sessions on the data plane, see `liveness.rs`);
+    /// `None` stops probing, and every peer then counts as up. SF pools steer flows only to
+    /// instances on peers that are up.
+    pub fn set_liveness(&mut self, settings: Option<LivenessSettings>, peers: &[NodeId], now: Instant) {
+        let mut discs = Vec::with_capacity(peers.len());
+        for _ in peers {
+            discs.push(self.random::<4>().map_or(1, u32::from_ne_bytes));
+        }
+        let mut discs = discs.into_iter();
+        self.liveness.set(settings, peers, now, || discs.next().unwrap_or(1));
+    }
+
+    /// Every probed peer's liveness.
+    pub fn liveness(&self) -> impl Iterator<Item = PeerLiveness> + '_ {
+        self.liveness.report()
+    }
+
+    /// The time of the last housekeeping (what reports of ages are measured against).
+    pub fn housekept_at(&self) -> Instant {
+        self.housekept_at
+    }
+
+    /// Flows pinned to SF pool instances.
+    pub fn pinned_flows(&self) -> usize {
+        self.pools.pinned()
+    }
+
     pub fn set_pools(&mut self, pools: Vec<Pool>) -> Result<(), ConfigError> {
         self.pools.set(pools).map_err(|(label, why)| ConfigError::Label { label, why: format!("pool: {why}") })
     }
@@ -806,15 +855,31 @@ impl Node {
         let Some(chain) = self.chains.get(&chain_id) else {
             return self.drop(DropReason::NotConfigured, buf);
         };
-        // SF pools: the SA to the first encrypting instance this flow crosses (the labels
-        // are steered once they are pushed).
+        // SF pools: each pooled SF's instance for this flow, among those on live nodes (local
+        // repair, RFC 7665 §5.7), and the SA to the first encrypting one. The labels are
+        // steered once they are pushed.
         let flow = (!self.pools.is_empty()).then(|| pool::flow_hash(&s.tuple));
+        let mut steer = [0u32; STEER_MAX];
         let mut sa_idx = chain.sa;
-        if let Some(flow) = flow
-            && let Some(&(_, via)) =
-                chain.labels.iter().find_map(|&l| chain.sa_via.iter().find(|(v, _)| *v == self.pools.pick(l, flow)))
-        {
-            sa_idx = via;
+        if let Some(flow) = flow {
+            let (labels, liveness) = (&self.labels, &self.liveness);
+            let up = |l: u32| match labels.get(&l) {
+                Some(LabelAction::Remote(peer)) => liveness.is_up(*peer),
+                _ => true,
+            };
+            let mut via = None;
+            for (i, &from) in chain.labels.iter().enumerate() {
+                let Some((to, how)) = self.pools.pick(from, flow, now, up) else {
+                    return self.drop(DropReason::SfUnavailable, buf);
+                };
+                self.stats.flows_moved += u64::from(how.moved);
+                self.stats.pins_refused += u64::from(how.unpinned);
+                if let Some(at) = steer.get_mut(i) {
+                    *at = to;
+                }
+                via = via.or_else(|| chain.sa_via.iter().find(|(v, _)| *v == to).map(|v| v.1));
+            }
+            sa_idx = via.unwrap_or(sa_idx);
         }
         let Some(Some(slot)) = self.outbound.get_mut(sa_idx.0 as usize) else {
             return self.drop(DropReason::NotConfigured, buf);
@@ -836,9 +901,9 @@ impl Node {
         match buf.push_front(chain.encap.len()) {
             Ok(h) => {
                 h.copy_from_slice(&chain.encap);
-                if let Some(flow) = flow {
-                    for (lse, &from) in h.chunks_exact_mut(LSE_LEN).zip(&chain.labels) {
-                        let to = self.pools.pick(from, flow);
+                if flow.is_some() {
+                    for (i, (lse, &from)) in h.chunks_exact_mut(LSE_LEN).zip(&chain.labels).enumerate() {
+                        let to = steer.get(i).copied().unwrap_or(from);
                         if from != to
                             && let Ok(e) = Lse::read(lse)
                         {
@@ -863,13 +928,41 @@ impl Node {
 
     /// SFF: a labelled packet (label stack first) from another node; under link protection
     /// the link ESP around it is checked and removed first.
-    pub fn handle_from_domain(&mut self, now: Instant, mut buf: PacketBuf) -> Verdict {
+    pub fn handle_from_domain(&mut self, now: Instant, buf: PacketBuf) -> Verdict {
+        self.handle_from(now, None, buf)
+    }
+
+    /// [`handle_from_domain`](Self::handle_from_domain) for a packet the driver knows came
+    /// from `peer` (by its address): liveness probes count only from a known peer.
+    pub fn handle_from_peer(&mut self, now: Instant, peer: NodeId, buf: PacketBuf) -> Verdict {
+        self.handle_from(now, Some(peer), buf)
+    }
+
+    fn handle_from(&mut self, now: Instant, peer: Option<NodeId>, mut buf: PacketBuf) -> Verdict {
         if self.settings.link_auth
             && let Err(r) = self.open_link(now, &mut buf)
         {
             return self.drop(r, buf);
         }
+        if bfd::is_probe(buf.as_slice()) {
+            return self.on_probe(now, peer, buf);
+        }
         self.route(now, buf, true)
+    }
+
+    /// A liveness probe. A malformed one is a drop; a well-formed one for no session here
+    /// (the peer is not probed, or one of the two restarted) is discarded as RFC 5880 §6.8.6
+    /// says, counted in `probes_ignored`: it is the normal start of a session.
+    fn on_probe(&mut self, now: Instant, peer: Option<NodeId>, buf: PacketBuf) -> Verdict {
+        let Ok(c) = bfd::Control::parse_probe(buf.as_slice()) else {
+            return self.drop(DropReason::ProbeRefused, buf);
+        };
+        if peer.is_some_and(|p| self.liveness.on_probe(now, p, &c)) {
+            self.stats.probes_rx += 1;
+        } else {
+            self.stats.probes_ignored += 1;
+        }
+        Verdict::Consumed(buf)
     }
 
     /// Cheap checks first: the SPI must name a link SA of this node before any crypto runs.
@@ -923,7 +1016,8 @@ impl Node {
         }
     }
 
-    /// Packets that SFs held (delay) and release at `now`; call until `None`.
+    /// Packets that SFs held (delay) and release at `now`, and liveness probes due; call until
+    /// `None`.
     pub fn poll_output(&mut self, now: Instant) -> Option<Verdict> {
         for i in 0..self.sfs.len() {
             let released = match self.sfs.get_mut(i).map(|s| &mut s.attach) {
@@ -937,6 +1031,26 @@ impl Node {
                 });
             }
         }
+        self.liveness.expire(now);
+        if self.liveness.next_due().is_none_or(|t| t > now) {
+            return None;
+        }
+        let jitter = self.random::<1>().map_or(255, |[j]| j);
+        while let Some((peer, c)) = self.liveness.due(now, jitter) {
+            // Under link protection a probe waits for the link's SA (it is not a drop).
+            if self.settings.link_auth && self.link_sa(peer).is_none() {
+                continue;
+            }
+            let mut buf = PacketBuf::new(DEFAULT_HEADROOM + bfd::PROBE_LEN + DEFAULT_TAILROOM, DEFAULT_HEADROOM);
+            let mut probe = [0u8; bfd::PROBE_LEN];
+            c.emit_probe(&mut probe);
+            match buf.push_back(bfd::PROBE_LEN) {
+                Ok(b) => b.copy_from_slice(&probe),
+                Err(_) => return Some(self.drop(DropReason::NoBufferRoom, buf)),
+            }
+            self.stats.probes_tx += 1;
+            return Some(self.send_to_peer(now, peer, buf));
+        }
         None
     }
 
@@ -948,6 +1062,7 @@ impl Node {
                 SfAttach::InProcess(sf) => sf.poll_timeout(),
                 SfAttach::External => None,
             })
+            .chain(self.liveness.next_due())
             .min()
     }
 
@@ -956,6 +1071,8 @@ impl Node {
     /// from the node, not just unused; the SA stays as a tombstone that refuses packets, counted
     /// as `sa_expired`, until the controller removes it).
     pub fn housekeeping(&mut self, now: Instant) -> usize {
+        self.housekept_at = now;
+        self.pools.expire(now);
         for slot in self.outbound.iter_mut().flatten() {
             if !slot.sa.is_erased() && slot.sa.hard_expired(now).is_some() {
                 slot.sa.erase();

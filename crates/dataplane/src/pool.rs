@@ -19,6 +19,7 @@
 //! The hash is our own fixed function (splitmix64's finaliser over the fields), not a
 //! library's per-process or per-version one, so every node of a domain, whatever its build,
 //! computes the same choice.
+use zsfc_esp::Instant;
 use zsfc_wire::ip::FiveTuple;
 
 /// Hash maps of the engine (see `node.rs`).
@@ -40,15 +41,49 @@ pub struct Pool {
     pub members: Vec<Member>,
 }
 
-/// The pools a node knows, by member label.
+/// How long a pinned flow keeps its instances without a packet (then it is hashed afresh).
+pub const PIN_IDLE: core::time::Duration = core::time::Duration::from_secs(120);
+
+/// The instances one flow was steered to in one pool.
+#[derive(Debug, Clone, Copy)]
+struct Pin {
+    label: u32,
+    last: Instant,
+}
+
+/// What [`Pools::pick`] did besides choosing.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct Picked {
+    /// The flow's instance was down: it moved to a live one (local repair).
+    pub moved: bool,
+    /// The pin table was full: the flow is steered by the hash alone.
+    pub unpinned: bool,
+}
+
+/// The pools a node knows, by member label, and the flows pinned to their instances.
+///
+/// Flow pinning (RFC 7665 §5.7 "flow affinity" across changes): the first packet of a flow
+/// takes the rendezvous choice among the instances that are up, and the flow stays there
+/// while that instance is up, even when an instance is added or comes back (which would win
+/// the hash for some flows); only new flows go to it. A flow whose instance goes down moves
+/// to the choice among the live ones and is pinned there. Pins are bounded (`max_pins`) and
+/// expire after [`PIN_IDLE`] without a packet.
 #[derive(Debug, Default)]
 pub(crate) struct Pools {
     pools: Vec<Pool>,
     of: HashMap<u32, usize>,
+    /// By (flow hash, pool index).
+    pins: HashMap<(u64, usize), Pin>,
+    max_pins: usize,
 }
 
 impl Pools {
+    pub(crate) fn new(max_pins: usize) -> Self {
+        Self { max_pins, ..Self::default() }
+    }
+
     /// Replaces every pool. A label in two pools, an empty pool or a weight of 0 is refused.
+    /// Pins to instances that stay members of the same pool are kept.
     pub(crate) fn set(&mut self, pools: Vec<Pool>) -> Result<(), (u32, &'static str)> {
         let mut of = HashMap::default();
         for (i, p) in pools.iter().enumerate() {
@@ -64,6 +99,7 @@ impl Pools {
                 }
             }
         }
+        self.pins.retain(|&(_, pool), pin| of.get(&pin.label) == Some(&pool));
         (self.pools, self.of) = (pools, of);
         Ok(())
     }
@@ -72,19 +108,59 @@ impl Pools {
         self.pools.is_empty()
     }
 
-    /// The member of `label`'s pool that `flow` crosses; `label` itself outside any pool.
-    pub(crate) fn pick(&self, label: u32, flow: u64) -> u32 {
+    /// The member of `label`'s pool that `flow` crosses among those `up` accepts, by the hash
+    /// alone; `label` itself outside any pool; `None` when no member is up.
+    pub(crate) fn choose(&self, label: u32, flow: u64, up: impl Fn(u32) -> bool) -> Option<u32> {
         let Some(pool) = self.of.get(&label).and_then(|&i| self.pools.get(i)) else {
-            return label;
+            return Some(label);
         };
-        let mut best = (f64::NEG_INFINITY, label);
-        for m in &pool.members {
+        let mut best = None;
+        for m in pool.members.iter().filter(|m| up(m.label)) {
             let s = score(pool.seed, flow, *m);
-            if s > best.0 {
-                best = (s, m.label);
+            if best.is_none_or(|(b, _)| s > b) {
+                best = Some((s, m.label));
             }
         }
-        best.1
+        best.map(|b| b.1)
+    }
+
+    /// Like [`choose`](Self::choose), keeping a flow on the instance it was pinned to while
+    /// that is up, and pinning it.
+    pub(crate) fn pick(
+        &mut self,
+        label: u32,
+        flow: u64,
+        now: Instant,
+        up: impl Fn(u32) -> bool,
+    ) -> Option<(u32, Picked)> {
+        let Some(&pool) = self.of.get(&label) else {
+            return Some((label, Picked::default()));
+        };
+        let mut picked = Picked::default();
+        if let Some(pin) = self.pins.get_mut(&(flow, pool)) {
+            if up(pin.label) {
+                pin.last = now;
+                return Some((pin.label, picked));
+            }
+            picked.moved = true;
+        }
+        let to = self.choose(label, flow, up)?;
+        let pin = Pin { label: to, last: now };
+        if picked.moved || self.pins.len() < self.max_pins {
+            self.pins.insert((flow, pool), pin);
+        } else {
+            picked.unpinned = true;
+        }
+        Some((to, picked))
+    }
+
+    /// Forgets the pins of flows idle for [`PIN_IDLE`].
+    pub(crate) fn expire(&mut self, now: Instant) {
+        self.pins.retain(|_, pin| now.saturating_since(pin.last) < PIN_IDLE);
+    }
+
+    pub(crate) fn pinned(&self) -> usize {
+        self.pins.len()
     }
 }
 
@@ -143,7 +219,7 @@ mod tests {
     }
 
     fn pools(members: &[(u32, u32)]) -> Pools {
-        let mut p = Pools::default();
+        let mut p = Pools::new(1 << 16);
         let members = members.iter().map(|&(label, weight)| Member { label, weight }).collect();
         p.set(vec![Pool { seed: 7, members }]).unwrap();
         p
@@ -155,14 +231,18 @@ mod tests {
         let mut on = HashMap::<u32, u32>::default();
         for i in 0..8000 {
             let t = tuple(i);
-            let pick = p.pick(1000, flow_hash(&t));
-            assert_eq!(pick, p.pick(1001, flow_hash(&t.reversed())), "either label names the pool");
+            let pick = p.choose(1000, flow_hash(&t), |_| true).unwrap();
+            assert_eq!(
+                pick,
+                p.choose(1001, flow_hash(&t.reversed()), |_| true).unwrap(),
+                "either label names the pool"
+            );
             *on.entry(pick).or_default() += 1;
         }
         // 1:3 within a few percent.
         let share = f64::from(on[&1001]) / 8000.0;
         assert!((0.72..0.78).contains(&share), "share of the weight-3 member: {share}");
-        assert_eq!(p.pick(55, 1), 55, "a label outside every pool stays");
+        assert_eq!(p.choose(55, 1, |_| true), Some(55), "a label outside every pool stays");
     }
 
     #[test]
@@ -172,9 +252,9 @@ mod tests {
         let mut moved = 0;
         for i in 0..6000 {
             let f = flow_hash(&tuple(i));
-            let (before, after) = (two.pick(1000, f), three.pick(1000, f));
+            let (before, after) = (two.choose(1000, f, |_| true), three.choose(1000, f, |_| true));
             if before != after {
-                assert_eq!(after, 1002, "a flow moved between old members");
+                assert_eq!(after, Some(1002), "a flow moved between old members");
                 moved += 1;
             }
         }
@@ -182,8 +262,44 @@ mod tests {
     }
 
     #[test]
+    fn a_down_member_moves_only_its_flows_and_pinned_flows_stay_when_it_returns() {
+        let mut p = pools(&[(1000, 1), (1001, 1)]);
+        let t0 = Instant::from_secs(1);
+        let flows: Vec<u64> = (0..2000).map(|i| flow_hash(&tuple(i))).collect();
+        let first: Vec<u32> = flows.iter().map(|&f| p.pick(1000, f, t0, |_| true).unwrap().0).collect();
+        // 1001 goes down: exactly its flows move, all to 1000.
+        let down = |l: u32| l != 1001;
+        for (&f, &was) in flows.iter().zip(&first) {
+            let (to, how) = p.pick(1000, f, t0, down).unwrap();
+            assert_eq!(to, 1000);
+            assert_eq!(how.moved, was == 1001, "only the flows of the down member move");
+        }
+        // It returns: no existing flow moves; a new flow may go to it.
+        for &f in &flows {
+            assert_eq!(p.pick(1001, f, t0, |_| true).unwrap(), (1000, Picked::default()));
+        }
+        let fresh = (5000..5100).filter(|&i| p.pick(1000, flow_hash(&tuple(i)), t0, |_| true).unwrap().0 == 1001);
+        assert!(fresh.count() > 20, "new flows reach the returned member");
+        // Idle pins expire; with every member down nothing is chosen.
+        p.expire(t0 + PIN_IDLE);
+        assert_eq!(p.pinned(), 0);
+        assert_eq!(p.pick(1000, flows[0], t0, |_| false), None);
+    }
+
+    #[test]
+    fn the_pin_table_is_bounded() {
+        let mut p = Pools::new(10);
+        p.set(vec![Pool { seed: 3, members: vec![Member { label: 1, weight: 1 }, Member { label: 2, weight: 1 }] }])
+            .unwrap();
+        let unpinned =
+            (0..50).filter(|&i| p.pick(1, flow_hash(&tuple(i)), Instant::ZERO, |_| true).unwrap().1.unpinned);
+        assert_eq!(unpinned.count(), 40);
+        assert_eq!(p.pinned(), 10);
+    }
+
+    #[test]
     fn refuses_shared_members_empty_pools_and_zero_weights() {
-        let mut p = Pools::default();
+        let mut p = Pools::new(16);
         let m = |label, weight| Member { label, weight };
         assert!(p.set(vec![Pool { seed: 1, members: vec![] }]).is_err());
         assert!(p.set(vec![Pool { seed: 1, members: vec![m(20, 0)] }]).is_err());

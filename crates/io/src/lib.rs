@@ -20,7 +20,7 @@ use std::net::{IpAddr, SocketAddr, UdpSocket};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::Receiver;
 use udp::UdpLink;
-use zsfc_dataplane::{ChainId, DropReason, Instant, Node, PacketBuf, SfId, Verdict};
+use zsfc_dataplane::{ChainId, DropReason, Instant, Node, NodeId, PacketBuf, SfId, Verdict};
 use zsfc_wire::buffer::{DEFAULT_HEADROOM, DEFAULT_TAILROOM};
 use zsfc_wire::ip::FiveTuple;
 
@@ -503,7 +503,7 @@ impl Drivers {
                 (ok, b)
             }
             Verdict::Held => return,
-            Verdict::Drop(_, b) => (true, b),
+            Verdict::Drop(_, b) | Verdict::Consumed(b) => (true, b),
         };
         self.stats.undeliverable += u64::from(!sent);
         self.recycle(b);
@@ -534,12 +534,16 @@ impl Drivers {
         }
     }
 
-    fn is_peer(&self, from: &SocketAddr) -> bool {
-        self.peers.iter().flatten().any(|p| matches!(p, PeerAddr::Udp(a) if a.ip() == from.ip()))
+    /// The peer a datagram came from, by its source address (any source port: RFC 7510 §3
+    /// senders may vary it).
+    fn peer_of(&self, from: &SocketAddr) -> Option<NodeId> {
+        let i = self.peers.iter().position(|p| matches!(p, Some(PeerAddr::Udp(a)) if a.ip() == from.ip()))?;
+        Some(NodeId(i as u32))
     }
 
-    fn is_peer_mac(&self, from: &[u8; 6]) -> bool {
-        self.peers.iter().flatten().any(|p| *p == PeerAddr::Ethernet(*from))
+    fn peer_of_mac(&self, from: &[u8; 6]) -> Option<NodeId> {
+        let i = self.peers.iter().position(|p| *p == Some(PeerAddr::Ethernet(*from)))?;
+        Some(NodeId(i as u32))
     }
 
     fn apply(&mut self, node: &mut Node, c: Control, now: Instant) {
@@ -573,13 +577,13 @@ impl Drivers {
             );
             let mut inbox = core::mem::take(&mut self.eth_inbox);
             for (src, b) in inbox.drain(..) {
-                if !self.is_peer_mac(&src) {
+                let Some(peer) = self.peer_of_mac(&src) else {
                     self.stats.eth_unknown_source += 1;
                     self.recycle(b);
                     continue;
-                }
+                };
                 self.stats.eth_rx += 1;
-                let v = node.handle_from_domain(now(), b);
+                let v = node.handle_from_peer(now(), peer, b);
                 self.act(v);
             }
             self.eth_inbox = inbox;
@@ -604,13 +608,13 @@ impl Drivers {
             self.stats.udp_recv_calls += 1;
             let mut inbox = core::mem::take(&mut self.inbox);
             for (from, b) in inbox.drain(..) {
-                if !self.is_peer(&from) {
+                let Some(peer) = self.peer_of(&from) else {
                     self.stats.udp_unknown_source += 1;
                     self.recycle(b);
                     continue;
-                }
+                };
                 self.stats.udp_rx += 1;
-                let v = node.handle_from_domain(now(), b);
+                let v = node.handle_from_peer(now(), peer, b);
                 self.act(v);
             }
             self.inbox = inbox;

@@ -65,6 +65,9 @@ pub struct Lab {
     /// SFC integrity, encrypted metadata and proof of transit (see `Topology::sfc_integrity`; on by default).
     #[serde(default = "zsfc_config::on", skip_serializing_if = "zsfc_config::is_on")]
     pub sfc_integrity: bool,
+    /// Liveness probes between the nodes (see `Topology::liveness`; every 100 ms, down after 3).
+    #[serde(default, skip_serializing_if = "zsfc_config::LivenessConfig::is_default")]
+    pub liveness: zsfc_config::LivenessConfig,
     /// How long the certificates of the lab's nodes, gateway and clients live
     /// (`Topology::certificates`).
     #[serde(default, skip_serializing_if = "zsfc_config::CertificateLifetimes::is_default")]
@@ -500,6 +503,7 @@ impl Lab {
             sa: self.sa,
             link_protection: self.link_protection,
             sfc_integrity: self.sfc_integrity,
+            liveness: self.liveness,
             certificates: self.certificates,
         };
         let lt = &mut topo.sa.lifetime;

@@ -3,13 +3,14 @@
 use std::path::Path;
 use zsfc_lab::{Lab, encapsulation_overhead};
 
-const EXAMPLES: [(&str, &str); 6] = [
+const EXAMPLES: [(&str, &str); 7] = [
     ("quickstart", include_str!("../../../examples/quickstart.toml")),
     ("seed-testbed", include_str!("../../../examples/seed-testbed.toml")),
     ("nat", include_str!("../../../examples/nat.toml")),
     ("udp", include_str!("../../../examples/udp.toml")),
     ("paths", include_str!("../../../examples/paths.toml")),
     ("pools", include_str!("../../../examples/pools.toml")),
+    ("failover", include_str!("../../../examples/failover.toml")),
 ];
 
 #[test]

@@ -28,6 +28,12 @@ pub(crate) struct Metrics {
     cached: Family<Labels, Gauge>,
     gateway: Family<Labels, Counter>,
     sas: Family<Labels, Counter>,
+    peer_up: Family<Labels, Gauge>,
+    peer_silent: Family<Labels, Gauge>,
+    peer_downs: Family<Labels, Counter>,
+    pinned: Gauge,
+    /// Peer names by id (the metrics' `peer` label).
+    peer_names: Arc<Vec<(u32, String)>>,
 }
 
 /// The registry of node `node`: one set of families per worker lane (labelled `lane` when there
@@ -45,6 +51,11 @@ pub(crate) fn registry(node: &str, lanes: &[Metrics]) -> Registry {
 }
 
 impl Metrics {
+    /// The families of a node whose peers are `peer_names` (by id).
+    pub(crate) fn new(peer_names: Vec<(u32, String)>) -> Self {
+        Self { peer_names: Arc::new(peer_names), ..Self::default() }
+    }
+
     fn register(&self, r: &mut Registry) {
         r.register("packets", "Packets by where they went (driver and engine counters)", self.packets.clone());
         r.register("drops", "Packets dropped by the engine, by reason", self.drops.clone());
@@ -60,6 +71,18 @@ impl Metrics {
             "SAs whose key was erased at the hard lifetime, and retired inbound SAs removed once quiet",
             self.sas.clone(),
         );
+        r.register(
+            "peer_up",
+            "Liveness of each peer: 1 while its probes arrive (RFC 5880 session up)",
+            self.peer_up.clone(),
+        );
+        r.register(
+            "peer_silent_ms",
+            "Milliseconds since the last liveness probe from each peer (-1: never)",
+            self.peer_silent.clone(),
+        );
+        r.register("peer_downs", "How often each peer's liveness session went down", self.peer_downs.clone());
+        r.register("flows_pinned", "Flows pinned to their SF pool instances", self.pinned.clone());
     }
 
     fn set(family: &Family<Labels, Counter>, labels: Labels, v: u64) {
@@ -86,9 +109,28 @@ impl Metrics {
             ("forwarded", s.forwarded),
             ("delivered", s.delivered),
             ("mss_clamped", s.mss_clamped),
+            ("probes_tx", s.probes_tx),
+            ("probes_rx", s.probes_rx),
+            ("probes_ignored", s.probes_ignored),
+            ("flows_moved", s.flows_moved),
+            ("pins_refused", s.pins_refused),
         ] {
             Self::set(&self.packets, vec![("what", what.to_owned())], v);
         }
+        let at = node.housekept_at();
+        for p in node.liveness() {
+            let name = self
+                .peer_names
+                .iter()
+                .find(|(id, _)| *id == p.peer.0)
+                .map_or_else(|| p.peer.0.to_string(), |n| n.1.clone());
+            let l = vec![("peer", name)];
+            self.peer_up.get_or_create(&l).set(i64::from(p.up));
+            let silent = p.last_seen.map_or(-1, |t| at.saturating_since(t).as_millis() as i64);
+            self.peer_silent.get_or_create(&l).set(silent);
+            Self::set(&self.peer_downs, l, p.downs);
+        }
+        self.pinned.set(node.pinned_flows() as i64);
         for (what, v) in [("erased", s.sas_erased), ("retired", s.sas_retired)] {
             Self::set(&self.sas, vec![("what", what.to_owned())], v);
         }

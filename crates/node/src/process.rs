@@ -154,7 +154,9 @@ pub fn run(a: &Options) -> anyhow::Result<bool> {
         tun.as_ref().map(|t| format!(", local side on {}", t.name)).unwrap_or_default(),
         if lanes > 1 { format!(", {lanes} lanes") } else { String::new() }
     );
-    let metrics: Vec<crate::metrics::Metrics> = (0..lanes).map(|_| crate::metrics::Metrics::default()).collect();
+    let peer_names: Vec<(u32, String)> = cfg.peers.iter().map(|p| (p.id, p.name.clone())).collect();
+    let metrics: Vec<crate::metrics::Metrics> =
+        (0..lanes).map(|_| crate::metrics::Metrics::new(peer_names.clone())).collect();
     if let Some(listen) = io.metrics {
         let registry = crate::metrics::registry(&cfg.name, &metrics);
         let gw = gateway.as_ref().map(|g| g.stats.clone());

@@ -271,7 +271,7 @@ impl Sim {
                     SfVerdict::Drop(..) | SfVerdict::Held => self.external_dropped += 1,
                 }
             }
-            Verdict::Held => {}
+            Verdict::Held | Verdict::Consumed(_) => {}
             Verdict::Drop(r, _) => self.drops.push((node, r)),
         }
     }

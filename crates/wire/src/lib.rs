@@ -13,6 +13,7 @@
 //! and emit round trips over arbitrary bytes) and the fuzz targets of every parser.
 #![forbid(unsafe_code)]
 
+pub mod bfd;
 pub mod buffer;
 pub mod checksum;
 pub mod esp;

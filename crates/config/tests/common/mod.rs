@@ -10,7 +10,12 @@ pub fn sim_of(cfgs: &[NodeConfig]) -> Sim {
         .iter()
         .map(|c| SimNode {
             name: c.name.clone(),
-            node: c.build(Instant::from_secs(1)).unwrap(),
+            // The simulation has no clock of its own to probe peers with: no liveness.
+            node: {
+                let mut c = c.clone();
+                c.settings.liveness.interval_ms = 0;
+                c.build(Instant::from_secs(1)).unwrap()
+            },
             local: if c.name == "egress" {
                 Box::new(FakeEchoService::default())
             } else {
