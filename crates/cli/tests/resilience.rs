@@ -106,7 +106,7 @@ fn an_sf_pool_spreads_connections_and_answers_return_through_their_instance() {
 /// `zsfc traffic` from alice to the sink on the egress: `flows` flows at `rate` packets/s in
 /// all for `seconds`, started now; its JSON report when `wait` is called.
 fn start_flows(lab: &LabRun, flows: u32, rate: u32, seconds: u32) -> std::process::Child {
-    std::process::Command::new(common::BIN)
+    std::process::Command::new(&lab.bin)
         .args(["traffic", "--from-ns", &lab.ns("c-alice"), "--to-ns", &lab.ns("egress"), "--to", "10.9.0.1:7100"])
         .args(["--rate", &rate.to_string(), "--seconds", &seconds.to_string(), "--flows", &flows.to_string()])
         .stdout(std::process::Stdio::piped())
@@ -129,16 +129,19 @@ fn flows_of(c: std::process::Child) -> Vec<(u64, f64)> {
 /// within 1 s, with no word from the controller; the flows on sf1 lose nothing. sf2 restarted
 /// under load: no existing flow moves back (pinned), nothing is lost; new flows reach it. With
 /// every instance dead the chain fails closed, counted as `sf_unavailable`.
+///
+/// It measures timing, so it runs the release build and runs alone (.config/nextest.toml): on
+/// a loaded machine a debug build at this rate lost packets on every flow.
 #[test]
-#[ignore = "flaky under the parallel CI suite: all 64 flows lost packets there (load, not failover); run alone with --run-ignored"]
 fn killing_an_sf_instance_moves_only_its_flows_within_a_second_and_they_stay_when_it_returns() {
     usable();
     let mut lab = LabRun::new("failover", "fo");
+    lab.bin = common::release_bin();
     lab.up();
     let moved = |lab: &LabRun| metric(lab, "ingress", "zsfc_packets_total", &["flows_moved"]);
     let through = |lab: &LabRun, node: &str| metric(lab, node, "zsfc_sf_total", &["sf=\"fw\"", "proxy_tx_success"]);
 
-    let t = start_flows(&lab, 64, 6400, 6);
+    let t = start_flows(&lab, 64, 3200, 6);
     std::thread::sleep(Duration::from_secs(2));
     let sf2 = pid_of(&lab, "sf2");
     nix_kill(sf2);
@@ -146,7 +149,7 @@ fn killing_an_sf_instance_moves_only_its_flows_within_a_second_and_they_stay_whe
     let peers = lab.zsfc(&["status", &lab.name]);
     let moved_at_kill = moved(&lab);
 
-    let t = start_flows(&lab, 64, 6400, 6);
+    let t = start_flows(&lab, 64, 3200, 6);
     std::thread::sleep(Duration::from_secs(1));
     let restarted = lab.zsfc(&["restart", &lab.name, "sf2"]);
     let returned = flows_of(t);
@@ -161,12 +164,15 @@ fn killing_an_sf_instance_moves_only_its_flows_within_a_second_and_they_stay_whe
     let unavailable = metric(&lab, "ingress", "zsfc_drops_total", &["sf_unavailable"]);
     lab.down();
 
-    let affected: Vec<_> = killed.iter().filter(|f| f.0 > 0).collect();
-    assert!(!affected.is_empty() && affected.len() < 64, "flows on the killed instance: {}", affected.len());
+    // A flow sends every 20 ms; one on the killed instance stands still until the probes miss
+    // (200-300 ms at 100 ms x 3), one on sf1 never that long.
+    let (affected, unaffected): (Vec<&(u64, f64)>, Vec<_>) = killed.iter().partition(|f| f.1 > 0.15);
+    assert!(!affected.is_empty() && affected.len() < 64, "flows on the killed instance: {killed:?}");
     for (lost, gap) in &killed {
         assert!(*gap < 1.0, "a flow stood still for {gap:.3} s (lost {lost})");
     }
-    assert_eq!(moved_at_kill, affected.len() as u64, "the moved flows are exactly those that lost packets");
+    assert!(unaffected.iter().all(|f| f.0 == 0), "flows on sf1 lost packets: {killed:?}");
+    assert_eq!(moved_at_kill, affected.len() as u64, "the moved flows are exactly those that stood still: {killed:?}");
     let status = String::from_utf8_lossy(&peers.stdout);
     assert!(status.contains("sf2 DOWN") && status.contains("sf1 up"), "{status}");
     assert!(restarted.status.success(), "{}", String::from_utf8_lossy(&restarted.stderr));
