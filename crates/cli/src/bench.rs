@@ -26,6 +26,9 @@ pub(crate) enum Command {
     /// Key handling costs: SAs installed per second, memory per SA, push latency and controller
     /// CPU for 1,000 chains.
     Keying(crate::bench_keys::KeyingArgs),
+    /// Failover in an SF pool: TCP and 64 UDP flows through two instances, one instance's node
+    /// killed with SIGKILL and restarted; gaps, losses, moved flows, detection times.
+    Failover(crate::bench_failover::FailoverArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -101,7 +104,7 @@ pub(crate) struct BenchLab {
     name: Option<String>,
     /// Where the benchmark labs keep their files.
     #[arg(long, default_value = "/run/zsfc-bench")]
-    state_dir: PathBuf,
+    pub(crate) state_dir: PathBuf,
 }
 
 impl BenchLab {
@@ -209,6 +212,7 @@ pub(crate) fn run(c: &Command) -> anyhow::Result<bool> {
         Command::Proxy(a) => proxy(a),
         Command::Rekey(a) => crate::bench_keys::rekey(a),
         Command::Keying(a) => crate::bench_keys::keying(a),
+        Command::Failover(a) => crate::bench_failover::failover(a),
     }
 }
 

@@ -322,6 +322,9 @@ pub(crate) fn domain(a: &DomainArgs) -> anyhow::Result<bool> {
             if n["revoked"] == true { " REVOKED (cut off: no keys, not waited for)" } else { "" }
         );
     }
+    for l in liveness_lines(d) {
+        println!("  {l}");
+    }
     for r in d["revoked"].as_array().into_iter().flatten() {
         println!(
             "  revoked {}/{}: certificates from before {} (unix s) refused",
@@ -347,6 +350,42 @@ pub(crate) fn domain(a: &DomainArgs) -> anyhow::Result<bool> {
         println!("  roles on hardware tokens: {}", tokens.join(" "));
     }
     Ok(true)
+}
+
+/// Liveness as the nodes report it to the controller: each node up or down as its peers'
+/// probes see it and when a peer last saw it; each instance of a pooled SF up or down and in
+/// or out of the plan.
+pub(crate) fn liveness_lines(d: &serde_json::Value) -> Vec<String> {
+    let now = zsfc_controller::audit::unix_ms();
+    let ago = |ms: &serde_json::Value| ms.as_i64().map(|t| format!("{:.1} s ago", (now - t).max(0) as f64 / 1000.0));
+    let names = |v: &serde_json::Value| -> String {
+        v.as_array().into_iter().flatten().filter_map(|s| s.as_str()).collect::<Vec<_>>().join(",")
+    };
+    let mut out = Vec::new();
+    for n in d["nodes"].as_array().into_iter().flatten() {
+        let l = &n["liveness"];
+        let state = match l["up"].as_bool() {
+            Some(true) => format!("up (seen by {})", names(&l["up-by"])),
+            Some(false) => format!("DOWN (seen down by {})", names(&l["down-by"])),
+            None => "not reported by a peer".to_owned(),
+        };
+        let seen = ago(&l["last-seen-unix-ms"]).map(|a| format!(", last seen {a}")).unwrap_or_default();
+        let contact = ago(&l["last-contact-unix-ms"]).unwrap_or_else(|| "never".to_owned());
+        out.push(format!(
+            "liveness {:<12} {state}{seen}; its agent last called {contact}",
+            n["name"].as_str().unwrap_or("?")
+        ));
+    }
+    for i in d["instances"].as_array().into_iter().flatten().filter(|i| i["pooled"] == true) {
+        out.push(format!(
+            "instance {}@{} {}, {}",
+            i["sf"].as_str().unwrap_or("?"),
+            i["node"].as_str().unwrap_or("?"),
+            if i["up"] == false { "DOWN" } else { "up" },
+            if i["in-plan"] == false { "OUT of the plan (no flow goes to it)" } else { "in the plan" }
+        ));
+    }
+    out
 }
 
 /// Whether the domain runs the controller's latest state, in words; SAs past their soft

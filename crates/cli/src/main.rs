@@ -3,6 +3,7 @@
 
 mod attack;
 mod bench;
+mod bench_failover;
 mod bench_keys;
 mod config;
 mod control;

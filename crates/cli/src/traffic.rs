@@ -60,21 +60,49 @@ pub(crate) fn run(a: &TrafficArgs) -> anyhow::Result<bool> {
     Ok(true)
 }
 
+/// One flow's counts in one phase of a stream (a packet belongs to the phase it was due to
+/// be sent in; a gap to the phase its first packet arrived in).
+#[derive(Debug, Clone, Copy, Default, Serialize, PartialEq)]
+pub(crate) struct PhaseCounted {
+    pub sent: u64,
+    pub lost: u64,
+    pub longest_gap_s: f64,
+}
+
 /// What the receiver saw of one flow.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Default)]
 struct Seen {
     received: u64,
     last: Option<Instant>,
     longest_gap: Duration,
+    /// The longest gap that began in each phase.
+    phase_gaps: Vec<Duration>,
 }
 
-type Received = (u64, u64, Vec<Seen>);
+impl Seen {
+    /// A gap from the flow's last packet to `now` (from when sending began: `start`).
+    fn gap_until(&mut self, now: Instant, start: Option<Instant>, phases: &[Duration]) {
+        let Some(last) = self.last else { return };
+        let gap = now.saturating_duration_since(last);
+        self.longest_gap = self.longest_gap.max(gap);
+        let at = start.map_or(Duration::ZERO, |s| last.saturating_duration_since(s));
+        let phase = phases.iter().filter(|&&b| at >= b).count();
+        if let Some(g) = self.phase_gaps.get_mut(phase) {
+            *g = (*g).max(gap);
+        }
+    }
+}
+
+/// Received, duplicated, each flow's view, and which sequence numbers arrived.
+type Received = (u64, u64, Vec<Seen>, Vec<bool>);
 
 /// A stream running on two threads.
 pub(crate) struct Stream {
     sender: std::thread::JoinHandle<anyhow::Result<Vec<(u16, u64)>>>,
     receiver: std::thread::JoinHandle<anyhow::Result<Received>>,
     sending_done: Arc<AtomicBool>,
+    rate: u64,
+    phases: Vec<Duration>,
 }
 
 const PAYLOAD: usize = 64;
@@ -101,6 +129,23 @@ impl Stream {
         length: Duration,
         flows: u16,
     ) -> anyhow::Result<Self> {
+        Self::start_phased(from_ns, to_ns, to, rate, length, flows, Vec::new())
+    }
+
+    /// [`start_flows`](Self::start_flows) whose counts are also kept per phase: `phases` are
+    /// the times (from the start of sending, ascending) where one phase ends and the next
+    /// begins.
+    pub(crate) fn start_phased(
+        from_ns: &str,
+        to_ns: &str,
+        to: SocketAddr,
+        rate: u64,
+        length: Duration,
+        flows: u16,
+        phases: Vec<Duration>,
+    ) -> anyhow::Result<Self> {
+        let started: Arc<std::sync::OnceLock<Instant>> = Arc::default();
+        let (start_rx, bounds) = (started.clone(), phases.clone());
         let expected = (rate as f64 * length.as_secs_f64() * 1.2) as usize + 1024;
         let (bound_tx, bound_rx) = std::sync::mpsc::channel();
         let sending_done = Arc::new(AtomicBool::new(false));
@@ -118,7 +163,8 @@ impl Stream {
             }
             let _ = bound_tx.send(());
             let mut seen = vec![false; expected];
-            let mut per_flow = vec![Seen::default(); usize::from(flows)];
+            let fresh = Seen { phase_gaps: vec![Duration::ZERO; bounds.len() + 1], ..Seen::default() };
+            let mut per_flow = vec![fresh; usize::from(flows)];
             let (mut received, mut duplicated) = (0u64, 0u64);
             let mut buf = [0u8; 2048];
             let mut done_at: Option<Instant> = None;
@@ -134,9 +180,7 @@ impl Stream {
                                 received += 1;
                                 if let Some(f) = per_flow.get_mut(flow) {
                                     let now = Instant::now();
-                                    if let Some(last) = f.last {
-                                        f.longest_gap = f.longest_gap.max(now - last);
-                                    }
+                                    f.gap_until(now, start_rx.get().copied(), &bounds);
                                     f.last = Some(now);
                                     f.received += 1;
                                 }
@@ -151,11 +195,9 @@ impl Stream {
                             let t = *done_at.get_or_insert_with(Instant::now);
                             if t.elapsed() > Duration::from_millis(1500) {
                                 for f in &mut per_flow {
-                                    if let Some(last) = f.last {
-                                        f.longest_gap = f.longest_gap.max(t.saturating_duration_since(last));
-                                    }
+                                    f.gap_until(t, start_rx.get().copied(), &bounds);
                                 }
-                                return Ok((received, duplicated, per_flow));
+                                return Ok((received, duplicated, per_flow, seen));
                             }
                         }
                     }
@@ -182,7 +224,7 @@ impl Stream {
                 socks.push((s, port, 0u64));
             }
             let mut pkt = [0u8; PAYLOAD];
-            let start = Instant::now();
+            let start = *started.get_or_init(Instant::now);
             let mut sent = 0u64;
             'send: while start.elapsed() < length {
                 let due = (start.elapsed().as_secs_f64() * rate as f64) as u64;
@@ -202,7 +244,7 @@ impl Stream {
             }
             Ok(socks.into_iter().map(|(_, port, n)| (port, n)).collect())
         });
-        Ok(Self { sender, receiver, sending_done })
+        Ok(Self { sender, receiver, sending_done, rate, phases })
     }
 
     pub(crate) fn finish(self) -> anyhow::Result<Counted> {
@@ -211,11 +253,35 @@ impl Stream {
 
     /// The totals and each flow's counts.
     pub(crate) fn finish_flows(self) -> anyhow::Result<(Counted, Vec<FlowCounted>)> {
+        self.finish_phased().map(|(c, f, _)| (c, f))
+    }
+
+    /// The totals, each flow's counts, and each flow's counts per phase.
+    pub(crate) fn finish_phased(self) -> anyhow::Result<(Counted, Vec<FlowCounted>, Vec<Vec<PhaseCounted>>)> {
         let sent_per_flow = self.sender.join().map_err(|_| anyhow::anyhow!("the sender panicked"));
         self.sending_done.store(true, Ordering::Relaxed);
         let sent_per_flow = sent_per_flow??;
-        let (received, duplicated, per_flow) =
+        let (received, duplicated, per_flow, seen) =
             self.receiver.join().map_err(|_| anyhow::anyhow!("the receiver panicked"))??;
+        // Packet n of the stream is flow n % flows's, due at n / rate.
+        let n_flows = sent_per_flow.len().max(1);
+        let mut phased: Vec<Vec<PhaseCounted>> = per_flow
+            .iter()
+            .map(|f| {
+                f.phase_gaps
+                    .iter()
+                    .map(|g| PhaseCounted { longest_gap_s: g.as_secs_f64(), ..Default::default() })
+                    .collect()
+            })
+            .collect();
+        let total: u64 = sent_per_flow.iter().map(|f| f.1).sum();
+        for n in 0..total {
+            let due = Duration::from_secs_f64(n as f64 / self.rate.max(1) as f64);
+            let phase = self.phases.iter().filter(|&&b| due >= b).count();
+            let Some(c) = phased.get_mut(n as usize % n_flows).and_then(|f| f.get_mut(phase)) else { continue };
+            c.sent += 1;
+            c.lost += u64::from(!seen.get(n as usize).copied().unwrap_or(false));
+        }
         let sent = sent_per_flow.iter().map(|f| f.1).sum::<u64>();
         let flows = sent_per_flow
             .iter()
@@ -228,6 +294,6 @@ impl Stream {
                 longest_gap_s: seen.longest_gap.as_secs_f64(),
             })
             .collect();
-        Ok((Counted { sent, received, lost: sent.saturating_sub(received), duplicated }, flows))
+        Ok((Counted { sent, received, lost: sent.saturating_sub(received), duplicated }, flows, phased))
     }
 }

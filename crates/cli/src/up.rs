@@ -190,6 +190,9 @@ pub(crate) fn status(a: &CheckArgs) -> anyhow::Result<bool> {
                 acked.join(" ")
             );
             println!("            {}", crate::control::sa_ages(d));
+            for l in crate::control::liveness_lines(d) {
+                println!("            {l}");
+            }
             let on_tokens: Vec<&str> =
                 d["roles-on-tokens"].as_array().into_iter().flatten().filter_map(|r| r.as_str()).collect();
             if !on_tokens.is_empty() {

@@ -127,8 +127,10 @@ fn flows_of(c: std::process::Child) -> Vec<(u64, f64)> {
 /// firewall pool on sf1 and sf2. sf2's node is killed with SIGKILL under load: the ingress's
 /// liveness probes see it down and move exactly the flows that were on it to sf1, each back
 /// within 1 s, with no word from the controller; the flows on sf1 lose nothing. sf2 restarted
-/// under load: no existing flow moves back (pinned), nothing is lost; new flows reach it. With
-/// every instance dead the chain fails closed, counted as `sf_unavailable`.
+/// under load: no existing flow moves back (pinned), nothing is lost; new flows reach it. The
+/// agents report the liveness to the controller, which takes sf2's instance out of the plan
+/// while it is down and puts it back after (`zsfc domain`, audited). With every instance dead
+/// the chain fails closed, counted as `sf_unavailable`.
 ///
 /// It measures timing, so it runs the release build and runs alone (.config/nextest.toml): on
 /// a loaded machine a debug build at this rate lost packets on every flow.
@@ -147,6 +149,7 @@ fn killing_an_sf_instance_moves_only_its_flows_within_a_second_and_they_stay_whe
     nix_kill(sf2);
     let killed = flows_of(t);
     let peers = lab.zsfc(&["status", &lab.name]);
+    let domain_down = String::from_utf8_lossy(&lab.zsfc(&["domain", &lab.name]).stdout).into_owned();
     let moved_at_kill = moved(&lab);
 
     let t = start_flows(&lab, 64, 3200, 6);
@@ -154,6 +157,7 @@ fn killing_an_sf_instance_moves_only_its_flows_within_a_second_and_they_stay_whe
     let restarted = lab.zsfc(&["restart", &lab.name, "sf2"]);
     let returned = flows_of(t);
     let (moved_at_return, sf2_carried) = (moved(&lab), through(&lab, "sf2"));
+    let domain_back = String::from_utf8_lossy(&lab.zsfc(&["domain", &lab.name]).stdout).into_owned();
     let fresh = flows_of(start_flows(&lab, 64, 3200, 2));
     let sf2_carried_new = through(&lab, "sf2");
 
@@ -162,6 +166,7 @@ fn killing_an_sf_instance_moves_only_its_flows_within_a_second_and_they_stay_whe
     std::thread::sleep(Duration::from_millis(600));
     let none = flows_of(start_flows(&lab, 8, 800, 1));
     let unavailable = metric(&lab, "ingress", "zsfc_drops_total", &["sf_unavailable"]);
+    let audit = audit_rows(&lab.state_file("controller.db"));
     lab.down();
 
     // A flow sends every 20 ms; one on the killed instance stands still until the probes miss
@@ -175,6 +180,13 @@ fn killing_an_sf_instance_moves_only_its_flows_within_a_second_and_they_stay_whe
     assert_eq!(moved_at_kill, affected.len() as u64, "the moved flows are exactly those that stood still: {killed:?}");
     let status = String::from_utf8_lossy(&peers.stdout);
     assert!(status.contains("sf2 DOWN") && status.contains("sf1 up"), "{status}");
+    // The agents told the controller, which took sf2's instance out of the plan and put it back.
+    assert!(domain_down.contains("liveness sf2          DOWN (seen down by"), "{domain_down}");
+    assert!(domain_down.contains("instance fw@sf2 DOWN, OUT of the plan"), "{domain_down}");
+    assert!(domain_down.contains("instance fw@sf1 up, in the plan"), "{domain_down}");
+    assert!(domain_back.contains("instance fw@sf2 up, in the plan"), "{domain_back}");
+    assert!(audit.contains("liveness: seen down by their peers, out of the plan: sf2"), "{audit}");
+    assert!(audit.contains("liveness: seen up again, back in the plan: sf2"), "{audit}");
     assert!(restarted.status.success(), "{}", String::from_utf8_lossy(&restarted.stderr));
     assert!(returned.iter().all(|f| f.0 == 0), "packets lost while sf2 came back: {returned:?}");
     assert_eq!(moved_at_return, moved_at_kill, "no flow moved when sf2 came back");

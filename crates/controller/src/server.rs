@@ -42,6 +42,7 @@ pub const API_ROUTES: &[(&str, &str)] = &[
     ("post", "/restconf/operations/zsfc:client-certificate"),
     ("post", "/restconf/operations/zsfc:sf-drops"),
     ("get", "/restconf/data/zsfc:nodes/node={node}/sf-drops"),
+    ("post", "/restconf/operations/zsfc:liveness"),
     ("get", "/openapi.json"),
 ];
 
@@ -274,6 +275,7 @@ async fn desired(
         Ok(k) => k,
         Err(e) => return error(&Refusal::new(400, "invalid-value", e.to_string())),
     };
+    ctl.contact(&node);
     match ctl.poll(&node, q.after, &q.boot, POLL_WAIT).await {
         // Sealed to the poll's key: TLS and HTTP buffers on both sides only ever hold ciphertext.
         Some(p) => match crate::sealed::seal(&node, &seal_to, &p.body) {
@@ -425,6 +427,27 @@ async fn report_sf_drops(State(ctl): Ctl, Extension(peer): Extension<Peer>, body
         }
         let i: SfDropsInput = input(&body, "zsfc:input")?;
         ctl.report_sf_drops(&id, i.drops)?;
+        Ok(serde_json::json!({}))
+    })();
+    r.map_or_else(|e: Refusal| error(&e), ok)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LivenessInput {
+    peers: Vec<crate::PeerReport>,
+}
+
+/// A node reports the liveness of its peers (its data-plane sessions); the controller takes
+/// the SF instances of nodes seen down out of the plan and puts them back (issue 20 point 4).
+async fn report_liveness(State(ctl): Ctl, Extension(peer): Extension<Peer>, body: Bytes) -> Response {
+    let r = (|| {
+        let id = require(&ctl, &peer, peer.node_name(), Admin::ActForNode, "report liveness")?;
+        if !ctl.knows(&id) {
+            return Err(Refusal::new(403, "access-denied", "nodes only"));
+        }
+        let i: LivenessInput = input(&body, "zsfc:input")?;
+        ctl.report_liveness(&id, i.peers)?;
         Ok(serde_json::json!({}))
     })();
     r.map_or_else(|e: Refusal| error(&e), ok)
@@ -583,6 +606,7 @@ fn router(ctl: Arc<Controller>) -> Router {
             (_, "/restconf/operations/zsfc:client-certificate") => post(client_certificate),
             (_, "/restconf/operations/zsfc:sf-drops") => post(report_sf_drops),
             (_, "/restconf/data/zsfc:nodes/node={node}/sf-drops") => get(sf_drops),
+            (_, "/restconf/operations/zsfc:liveness") => post(report_liveness),
             (_, "/openapi.json") => get(openapi),
             _ => unreachable!("every route in API_ROUTES has a handler"),
         };

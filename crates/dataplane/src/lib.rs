@@ -26,7 +26,7 @@ pub use node::{
     ChainIntegrity, ChainSpec, ConfigError, Event, LabelAction, Node, NodeSettings, NodeStats, NshSpec, RETIRE_MAX,
     RETIRE_MIN, SaUse, SfAttach, SfReport, SfSpec, Verdict,
 };
-pub use pool::{Member, Pool};
+pub use pool::{Member, Pool, flow_hash, rendezvous};
 pub use proxy::{KeyMode, ProxyStats};
 pub use sf::{ServiceFunction, SfContext, SfVerdict};
 pub use zsfc_esp::Instant;

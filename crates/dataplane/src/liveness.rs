@@ -63,6 +63,9 @@ pub(crate) struct Liveness {
     sessions: Vec<Session>,
     /// Session index by peer id.
     of: Vec<Option<usize>>,
+    /// Sessions that went up or down since the last [`take_changes`](Self::take_changes):
+    /// (peer, up, when). At most one per session and direction is kept.
+    changes: Vec<(NodeId, bool, Instant)>,
 }
 
 fn micros(d: core::time::Duration) -> u32 {
@@ -83,6 +86,7 @@ impl Liveness {
         if settings.is_none() {
             self.sessions.clear();
             self.of.clear();
+            self.changes.clear();
             return;
         }
         let mut old: Vec<Session> = core::mem::take(&mut self.sessions);
@@ -149,6 +153,7 @@ impl Liveness {
                 if s.state == State::Up {
                     s.downs += 1;
                     s.since = now;
+                    Self::changed(&mut self.changes, s.peer, false, now);
                 }
                 s.state = State::Down;
                 s.diag = 1;
@@ -217,8 +222,21 @@ impl Liveness {
         if was_up != (s.state == State::Up) {
             s.since = now;
             s.downs += u64::from(was_up);
+            Self::changed(&mut self.changes, s.peer, !was_up, now);
         }
         true
+    }
+
+    /// Records that `peer`'s session went up or down, replacing an older change of the same
+    /// peer (so the list stays as long as the sessions are many).
+    fn changed(changes: &mut Vec<(NodeId, bool, Instant)>, peer: NodeId, up: bool, now: Instant) {
+        changes.retain(|c| c.0 != peer);
+        changes.push((peer, up, now));
+    }
+
+    /// The sessions that went up or down since the last call, oldest first.
+    pub(crate) fn take_changes(&mut self) -> Vec<(NodeId, bool, Instant)> {
+        core::mem::take(&mut self.changes)
     }
 
     pub(crate) fn report(&self) -> impl Iterator<Item = PeerLiveness> + '_ {
@@ -277,6 +295,10 @@ mod tests {
         run(&mut a, &mut b, 550, 100, true);
         let r: Vec<_> = a.report().collect();
         assert!(!r[0].up && r[0].downs == 1, "{r:?}");
+        let changes = a.take_changes();
+        assert_eq!(changes.len(), 1, "the last change of the peer is kept: {changes:?}");
+        assert!(!changes[0].1 && changes[0].2 == r[0].since, "{changes:?}");
+        assert!(a.take_changes().is_empty());
         assert!(r[0].since <= Instant::from_millis(650));
         // b comes back (a fresh process: new discriminator, state Down).
         let mut fresh = Liveness::default();

@@ -237,6 +237,9 @@ pub enum Event {
     /// named its client: the gateway's subscriber id (a pseudonym), read with the chain key.
     /// What the gateway's blocking counts (seed 004 REQ11).
     SfDrop { subscriber: u64, sf: SfId, reason: DropReason },
+    /// A peer's liveness session went up or down (RFC 5880 state Up entered or left), at
+    /// `unix_ms` on the wall clock ([`Node::set_wall_clock`]).
+    PeerChanged { peer: NodeId, up: bool, unix_ms: u64 },
 }
 
 /// Packet counts by what happened (drops are in [`DropCounters`]).
@@ -557,6 +560,16 @@ impl Node {
 
     fn wall(&self, now: Instant) -> u64 {
         self.wall_base_ns.saturating_add(now.as_nanos())
+    }
+
+    /// Liveness sessions that went up or down become events (bounded: one per peer).
+    fn report_liveness_changes(&mut self) {
+        for (peer, up, at) in self.liveness.take_changes() {
+            if self.events.len() < MAX_EVENTS {
+                let unix_ms = self.wall(at) / 1_000_000;
+                self.events.push_back(Event::PeerChanged { peer, up, unix_ms });
+            }
+        }
     }
 
     /// `N` CSPRNG bytes from the block (one AWS-LC call per 4 KiB); `None` if the system's
@@ -959,6 +972,7 @@ impl Node {
         };
         if peer.is_some_and(|p| self.liveness.on_probe(now, p, &c)) {
             self.stats.probes_rx += 1;
+            self.report_liveness_changes();
         } else {
             self.stats.probes_ignored += 1;
         }
@@ -1031,7 +1045,9 @@ impl Node {
                 });
             }
         }
-        self.liveness.expire(now);
+        if self.liveness.expire(now) > 0 {
+            self.report_liveness_changes();
+        }
         if self.liveness.next_due().is_none_or(|t| t > now) {
             return None;
         }

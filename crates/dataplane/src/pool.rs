@@ -29,7 +29,8 @@ type HashMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Member {
     pub label: u32,
-    /// Relative share of the flows (at least 1).
+    /// Relative share of the flows; 0: drained (out of the controller's plan, for example
+    /// because its node is down): no flow goes to it, and flows pinned to it move.
     pub weight: u32,
 }
 
@@ -82,18 +83,17 @@ impl Pools {
         Self { max_pins, ..Self::default() }
     }
 
-    /// Replaces every pool. A label in two pools, an empty pool or a weight of 0 is refused.
-    /// Pins to instances that stay members of the same pool are kept.
+    /// Replaces every pool. A label in two pools, or a pool without a member of weight 1 or
+    /// more, is refused. Pins to instances that stay members of the same pool are kept (pins
+    /// to a drained one move with the flow's next packet).
     pub(crate) fn set(&mut self, pools: Vec<Pool>) -> Result<(), (u32, &'static str)> {
         let mut of = HashMap::default();
         for (i, p) in pools.iter().enumerate() {
-            if p.members.is_empty() {
-                return Err((0, "a pool needs at least one member"));
+            if p.members.iter().all(|m| m.weight == 0) {
+                let label = p.members.first().map_or(0, |m| m.label);
+                return Err((label, "a pool needs a member of weight 1 or more"));
             }
             for m in &p.members {
-                if m.weight == 0 {
-                    return Err((m.label, "weight must be at least 1"));
-                }
                 if of.insert(m.label, i).is_some() {
                     return Err((m.label, "is a member of two pools (or twice of one)"));
                 }
@@ -114,14 +114,7 @@ impl Pools {
         let Some(pool) = self.of.get(&label).and_then(|&i| self.pools.get(i)) else {
             return Some(label);
         };
-        let mut best = None;
-        for m in pool.members.iter().filter(|m| up(m.label)) {
-            let s = score(pool.seed, flow, *m);
-            if best.is_none_or(|(b, _)| s > b) {
-                best = Some((s, m.label));
-            }
-        }
-        best.map(|b| b.1)
+        best(pool, flow, up)
     }
 
     /// Like [`choose`](Self::choose), keeping a flow on the instance it was pinned to while
@@ -137,8 +130,10 @@ impl Pools {
             return Some((label, Picked::default()));
         };
         let mut picked = Picked::default();
-        if let Some(pin) = self.pins.get_mut(&(flow, pool)) {
-            if up(pin.label) {
+        let Self { pools, pins, .. } = &mut *self;
+        let drained = |l: u32| pools.get(pool).is_some_and(|p| p.members.iter().any(|m| m.label == l && m.weight == 0));
+        if let Some(pin) = pins.get_mut(&(flow, pool)) {
+            if up(pin.label) && !drained(pin.label) {
                 pin.last = now;
                 return Some((pin.label, picked));
             }
@@ -162,6 +157,26 @@ impl Pools {
     pub(crate) fn pinned(&self) -> usize {
         self.pins.len()
     }
+}
+
+/// The member of `pool` that `flow` ([`flow_hash`]) crosses among those `up` accepts: the
+/// highest weighted rendezvous score; drained members (weight 0) never.
+fn best(pool: &Pool, flow: u64, up: impl Fn(u32) -> bool) -> Option<u32> {
+    let mut best = None;
+    for m in pool.members.iter().filter(|m| m.weight > 0 && up(m.label)) {
+        let s = score(pool.seed, flow, *m);
+        if best.is_none_or(|(b, _)| s > b) {
+            best = Some((s, m.label));
+        }
+    }
+    best.map(|b| b.1)
+}
+
+/// The instance (member label) a new flow takes in `pool` while every member is up: what every
+/// classifier of the domain computes. Observers use it to know a flow's instance (`zsfc bench
+/// failover` tells the flows on a killed instance from the others this way).
+pub fn rendezvous(pool: &Pool, flow: u64) -> Option<u32> {
+    best(pool, flow, |_| true)
 }
 
 /// splitmix64's finaliser: a bijection of 64-bit words with full avalanche.
@@ -297,12 +312,37 @@ mod tests {
         assert_eq!(p.pinned(), 10);
     }
 
+    /// A member the controller drained (weight 0) takes no flow and loses its pinned ones, as a
+    /// down one does; put back, it keeps the flows where they are and takes new ones.
+    #[test]
+    fn a_drained_member_loses_its_flows_and_put_back_takes_only_new_ones() {
+        let mut p = pools(&[(1000, 1), (1001, 1)]);
+        let t0 = Instant::from_secs(1);
+        let flows: Vec<u64> = (0..500).map(|i| flow_hash(&tuple(i))).collect();
+        let first: Vec<u32> = flows.iter().map(|&f| p.pick(1000, f, t0, |_| true).unwrap().0).collect();
+        let drained = vec![Member { label: 1000, weight: 1 }, Member { label: 1001, weight: 0 }];
+        p.set(vec![Pool { seed: 7, members: drained }]).unwrap();
+        for (&f, &was) in flows.iter().zip(&first) {
+            let (to, how) = p.pick(1001, f, t0, |_| true).unwrap();
+            assert_eq!((to, how.moved), (1000, was == 1001), "only the drained member's flows move");
+        }
+        p.set(vec![Pool {
+            seed: 7,
+            members: vec![Member { label: 1000, weight: 1 }, Member { label: 1001, weight: 1 }],
+        }])
+        .unwrap();
+        assert!(flows.iter().all(|&f| p.pick(1000, f, t0, |_| true).unwrap() == (1000, Picked::default())));
+        let fresh = (5000..5100).filter(|&i| p.pick(1000, flow_hash(&tuple(i)), t0, |_| true).unwrap().0 == 1001);
+        assert!(fresh.count() > 20, "new flows reach the member put back");
+    }
+
     #[test]
     fn refuses_shared_members_empty_pools_and_zero_weights() {
         let mut p = Pools::new(16);
         let m = |label, weight| Member { label, weight };
         assert!(p.set(vec![Pool { seed: 1, members: vec![] }]).is_err());
         assert!(p.set(vec![Pool { seed: 1, members: vec![m(20, 0)] }]).is_err());
+        assert!(p.set(vec![Pool { seed: 1, members: vec![m(20, 0), m(21, 0)] }]).is_err(), "every member drained");
         let twice = vec![Pool { seed: 1, members: vec![m(20, 1)] }, Pool { seed: 2, members: vec![m(20, 1)] }];
         assert!(p.set(twice).is_err());
         assert!(p.is_empty(), "a refused set leaves the pools as they were");

@@ -325,6 +325,8 @@ pub(crate) struct AgentSetup {
     pub events: Receiver<Event>,
     /// The names of the node's SFs, by `SfId` (for reports of their drops).
     pub sf_names: Vec<String>,
+    /// The names of the node's peers, by id (for reports of their liveness).
+    pub peer_names: Vec<(u32, String)>,
     /// The certificates the agent renews: the node's own (`identity_dir`), the gateway's.
     pub held: Vec<crate::renew::Held>,
 }
@@ -334,10 +336,10 @@ pub(crate) fn start(s: AgentSetup) -> anyhow::Result<()> {
     let mut boot = [0u8; 8];
     aws_lc_rs::rand::fill(&mut boot).map_err(|_| anyhow::anyhow!("no randomness"))?;
     let boot = hex::encode(boot);
-    let (client, name, sf_names) = (s.client.clone(), s.name.clone(), s.sf_names.clone());
+    let (client, name, names) = (s.client.clone(), s.name.clone(), (s.sf_names.clone(), s.peer_names.clone()));
     std::thread::Builder::new()
         .name("agent-events".into())
-        .spawn(move || report_events(&client, &name, &s.events, &sf_names))?;
+        .spawn(move || report_events(&client, &name, &s.events, &names.0, &names.1))?;
     if let Some((gw, _)) = &s.gateway {
         let (client, name, gw) = (s.client.clone(), s.name.clone(), gw.clone());
         std::thread::Builder::new().name("agent-sf-drops".into()).spawn(move || {
@@ -527,14 +529,43 @@ const MAX_SF_DROP_SUBSCRIBERS: usize = 256;
 /// How often SF drops are reported (they are summed per subscriber, SF and reason meanwhile).
 const SF_DROP_PERIOD: Duration = Duration::from_millis(200);
 
+/// How often the agent repeats its peers' liveness to the controller when nothing changed
+/// (the controller forgets a report after 10 s).
+const LIVENESS_REFRESH: Duration = Duration::from_secs(2);
+
 /// Forwards the engines' events: one `sadb-expire` per SA, one `sadb-bad-spi` per SPI and 10
-/// seconds, and the SF drops of each period, summed per subscriber.
-fn report_events(client: &Client, name: &str, events: &Receiver<Event>, sf_names: &[String]) {
+/// seconds, the SF drops of each period, summed per subscriber, and the peers' liveness on
+/// every change and every [`LIVENESS_REFRESH`].
+fn report_events(
+    client: &Client,
+    name: &str,
+    events: &Receiver<Event>,
+    sf_names: &[String],
+    peer_names: &[(u32, String)],
+) {
     let mut bad_spi_seen: HashMap<u32, std::time::Instant> = HashMap::new();
     let mut expired_seen = std::collections::HashSet::new();
     let mut drops: HashMap<(u64, u32, DropReason), u32> = HashMap::new();
     let mut since = std::time::Instant::now();
+    // Each peer's last known state (the last lane to report it wins) and whether it is sent.
+    let mut peers: std::collections::BTreeMap<u32, (bool, u64)> = Default::default();
+    let (mut peers_changed, mut peers_sent) = (false, std::time::Instant::now());
     loop {
+        if !peers.is_empty() && (peers_changed || peers_sent.elapsed() >= LIVENESS_REFRESH) {
+            let list: Vec<zsfc_controller::PeerReport> = peers
+                .iter()
+                .filter_map(|(id, &(up, since_unix_ms))| {
+                    let peer = peer_names.iter().find(|p| p.0 == *id)?.1.clone();
+                    Some(zsfc_controller::PeerReport { peer, up, since_unix_ms })
+                })
+                .collect();
+            let body = serde_json::json!({"zsfc:input": {"peers": list}});
+            let path = "/restconf/operations/zsfc:liveness";
+            if let Err(e) = client.blocking("POST", path, Some(body.to_string().into_bytes()), Duration::from_secs(5)) {
+                eprintln!("agent {name:?}: reporting liveness: {e:#}");
+            }
+            (peers_changed, peers_sent) = (false, std::time::Instant::now());
+        }
         if !drops.is_empty() && since.elapsed() >= SF_DROP_PERIOD {
             let list: Vec<zsfc_controller::SfDrops> = drops
                 .drain()
@@ -559,6 +590,13 @@ fn report_events(client: &Client, name: &str, events: &Receiver<Event>, sf_names
             Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => return,
         };
         let (path, body) = match e {
+            Event::PeerChanged { peer, up, unix_ms } => {
+                let who = peer_names.iter().find(|p| p.0 == peer.0).map_or("?", |p| p.1.as_str());
+                eprintln!("zsfc node {name:?}: peer {who} is {} (liveness)", if up { "up" } else { "DOWN" });
+                peers.insert(peer.0, (up, unix_ms));
+                peers_changed = true;
+                continue;
+            }
             Event::SfDrop { subscriber, sf, reason } => {
                 if drops.is_empty() {
                     since = std::time::Instant::now();

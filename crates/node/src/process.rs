@@ -175,6 +175,7 @@ pub fn run(a: &Options) -> anyhow::Result<bool> {
             ready_file: a.ready_file.clone(),
             events: events_rx,
             sf_names: nodes[0].sf_ids().filter_map(|id| nodes[0].sf_report(id)).map(|r| r.name).collect(),
+            peer_names: peer_names.clone(),
             held: held_certificates(&cfg, &io, gateway.as_ref()),
         })?,
         None => {

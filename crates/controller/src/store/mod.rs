@@ -15,8 +15,10 @@ use zsfc_config::ikeless::{Direction, NodeState, sa_name};
 use zsfc_config::{GatewayGrant, Topology};
 
 pub use certs::{Renewal, revocable};
+pub use liveness::PeerReport;
 
 mod certs;
+mod liveness;
 mod sf_drops;
 mod status;
 
@@ -148,6 +150,10 @@ struct State {
     /// When the SAs the nodes run now were made (the start of the last rollout); `None` before
     /// this controller's first rollout.
     renewed_at: Option<std::time::Instant>,
+    /// The nodes whose SF instances the last rollout took out of the plan (seen down).
+    drained: std::collections::BTreeSet<String>,
+    /// The SF instances it took out, as (SF, node).
+    out_of_plan: Vec<(String, String)>,
 }
 
 pub struct Controller {
@@ -166,6 +172,8 @@ pub struct Controller {
     /// [`SF_DROPS_KEPT`]); woken on every report.
     sf_drops: Mutex<(u64, std::collections::VecDeque<SfDrops>)>,
     sf_drops_added: Notify,
+    /// What the nodes report of their peers' liveness.
+    liveness: Mutex<liveness::Liveness>,
 }
 
 /// How many reports of SF drops the controller keeps for the gateway to fetch.
@@ -356,7 +364,17 @@ impl Controller {
         audit::append(&db, Kind::Start, &domain.name, &format!("controller started at version {version}"))?;
         Ok(Arc::new(Self {
             db: Mutex::new(db),
-            state: Mutex::new(State { domain, version, next_spi, docs, boots, rolling: false, renewed_at: None }),
+            state: Mutex::new(State {
+                domain,
+                version,
+                next_spi,
+                docs,
+                boots,
+                rolling: false,
+                renewed_at: None,
+                drained: Default::default(),
+                out_of_plan: Vec::new(),
+            }),
             nodes,
             rollout_lock: tokio::sync::Mutex::new(()),
             wanted: Notify::new(),
@@ -366,6 +384,7 @@ impl Controller {
             push_latencies: Mutex::new(Vec::new()),
             sf_drops: Mutex::new((0, std::collections::VecDeque::new())),
             sf_drops_added: Notify::new(),
+            liveness: Mutex::default(),
         }))
     }
 
@@ -635,13 +654,21 @@ impl Controller {
         // for their first poll) but not waited for.
         let unenrolled = self.unenrolled(&cut)?;
         let revoked_clients = self.revoked_clients();
+        let down = self.nodes_seen_down();
         let (olds, news, grace) = {
             let mut st = self.state();
-            let (cfgs, next) = st
+            let (mut cfgs, next) = st
                 .domain
                 .topology
                 .compile_from(st.next_spi)
                 .map_err(|e| Refusal::new(400, "invalid-value", e.to_string()))?;
+            let out = liveness::drain(&mut cfgs, &down);
+            if out != st.out_of_plan {
+                let list: Vec<String> = out.iter().map(|(sf, node)| format!("{sf}@{node}")).collect();
+                eprintln!("controller: rollout ({reason}): out of the plan (node seen down): [{}]", list.join(", "));
+            }
+            st.drained = down;
+            st.out_of_plan = out;
             if next >= SPI_LIMIT {
                 return Err(Refusal::new(507, "resource-denied", "the domain has used every SPI below 2^24"));
             }

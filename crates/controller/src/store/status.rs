@@ -25,6 +25,11 @@ impl Controller {
     pub fn status(&self) -> serde_json::Value {
         // Revoked nodes are out of the domain on purpose: shown, not waited for.
         let cut = self.cut_off().unwrap_or_default();
+        let down = self.nodes_seen_down();
+        let liveness: std::collections::HashMap<String, serde_json::Value> = {
+            let names: Vec<String> = self.state().domain.topology.nodes.iter().map(|n| n.name.clone()).collect();
+            names.into_iter().map(|n| (n.clone(), self.node_liveness(&n, &down))).collect()
+        };
         let st = self.state();
         let db = self.db();
         let mut nodes = Vec::new();
@@ -41,6 +46,7 @@ impl Controller {
             nodes.push(serde_json::json!({
                 "name": n.name, "enrolled": enrolled.is_some(), "pushed-version": pushed,
                 "acked-version": acked, "sad-entries": sas, "revoked": revoked,
+                "liveness": liveness.get(&n.name),
             }));
         }
         // SAs older than their soft lifetime are a problem whatever the acknowledgements say:
@@ -54,6 +60,28 @@ impl Controller {
             "renew-every-s": Self::renew_every(&st.domain).map(|d| d.as_secs_f64()),
             "past-soft-lifetime": past_soft,
         });
+        // Every SF instance: whether its node is seen up, and whether the plan the nodes run
+        // (the last rollout's) has it in its pool.
+        let instances: Vec<_> = st
+            .domain
+            .topology
+            .sfs
+            .iter()
+            .flat_map(|sf| {
+                let nodes: Vec<&String> = match &sf.node {
+                    Some(n) => vec![n],
+                    None => sf.instances.iter().map(|i| &i.node).collect(),
+                };
+                let pooled = nodes.len() > 1;
+                nodes.into_iter().map(move |n| (sf, n, pooled))
+            })
+            .map(|(sf, node, pooled)| {
+                serde_json::json!({
+                    "sf": sf.name, "node": node, "pooled": pooled, "up": !down.contains(node),
+                    "in-plan": !st.out_of_plan.iter().any(|(s, n)| *s == sf.name && n == node),
+                })
+            })
+            .collect();
         let chains: Vec<_> =
             st.domain.topology.chains.iter().map(|c| serde_json::json!({"name": c.name, "sfs": c.sfs})).collect();
         let bound: Vec<String> = db
@@ -62,7 +90,7 @@ impl Controller {
             .unwrap_or_default();
         serde_json::json!({"zsfc:domain": {
             "name": st.domain.name, "version": st.version, "rollouts": self.rollouts.load(Ordering::Relaxed),
-            "converged": converged, "nodes": nodes, "chains": chains, "grants": st.domain.grants,
+            "converged": converged, "nodes": nodes, "instances": instances, "chains": chains, "grants": st.domain.grants,
             "next-spi": st.next_spi, "roles-on-tokens": bound, "sas": sas, "revoked": st.domain.revoked,
         }})
     }
