@@ -376,9 +376,19 @@ pub(crate) fn liveness_lines(d: &serde_json::Value) -> Vec<String> {
             n["name"].as_str().unwrap_or("?")
         ));
     }
-    for i in d["instances"].as_array().into_iter().flatten().filter(|i| i["pooled"] == true) {
+    // Pooled instances, and external SFs whose node reports their circuit.
+    let shown = |i: &&serde_json::Value| i["pooled"] == true || !i["circuit"].is_null();
+    for i in d["instances"].as_array().into_iter().flatten().filter(shown) {
+        let circuit = match i["circuit"]["up"].as_bool() {
+            Some(true) => ", circuit returns probes".to_owned(),
+            Some(false) => format!(
+                ", circuit returns NO probe (since {})",
+                ago(&i["circuit"]["since-unix-ms"]).unwrap_or_else(|| "?".to_owned())
+            ),
+            None => String::new(),
+        };
         out.push(format!(
-            "instance {}@{} {}, {}",
+            "instance {}@{} {}{circuit}, {}",
             i["sf"].as_str().unwrap_or("?"),
             i["node"].as_str().unwrap_or("?"),
             if i["up"] == false { "DOWN" } else { "up" },

@@ -68,8 +68,13 @@ fn chain_pageload_and_proxy_benchmarks_measure_and_write_json() {
     let depth = &proxy["labels"][0];
     assert_eq!(depth["labels"].as_u64(), Some(3));
     assert!(depth["goodput_mbps"].as_f64().unwrap() > 0.0);
-    // An SF that forwards everything returns every packet it got, and the proxy knows each.
-    assert_eq!(depth["proxy"]["rx_success"], depth["proxy"]["tx_success"], "{proxy}");
+    // An SF that forwards everything returns every packet it got, and the proxy knows each:
+    // it restores it, or counts it as not cached because its entry was evicted while the SF
+    // held more than the cache (4096 packets in flight: seen on a loaded machine).
+    let n = |k: &str| depth["proxy"][k].as_u64().unwrap();
+    assert_eq!(n("rx_success"), n("tx_success") + n("tx_not_cached"), "{proxy}");
+    assert!(n("tx_not_cached") <= n("evicted") && n("tx_success") > 0, "{proxy}");
+    assert_eq!(n("sf_dropped") + n("tx_ignored"), 0, "{proxy}");
     assert!(proxy["loss_1pct"]["proxy"]["rx_success"].as_u64().unwrap() > 0);
     assert_eq!(proxy["delay"][0]["cache"].as_u64(), Some(1000));
     assert!(proxy["delay"][0]["proxy"]["peak_in_flight"].as_u64().unwrap() <= 1000);

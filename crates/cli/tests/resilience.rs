@@ -80,14 +80,15 @@ fn an_sf_pool_spreads_connections_and_answers_return_through_their_instance() {
     let fetch_all = |n: usize| -> Vec<u32> { (0..n).map(|_| fetch_as(&lab, "alice")).collect() };
     let codes = fetch_all(24);
     assert!(codes.iter().all(|&c| c == 200), "every connection served: {codes:?}");
-    // [ESTABLISHED answers, NEW to port 80, DROP] on each firewall instance.
+    // [circuit probes, ESTABLISHED answers, NEW to port 80, DROP] on each firewall instance.
     let (fw1, fw2) = (forward_counters(&lab, "sf-fw"), forward_counters(&lab, "sf-fw-1"));
     for (name, c) in [("sf1", &fw1), ("sf2", &fw2)] {
-        assert_eq!(c.len(), 3, "{name}'s firewall rules: {c:?}");
-        assert!(c[0] > 0 && c[1] > 0, "{name}'s firewall instance carried connections: {c:?}");
-        assert_eq!(c[2], 0, "{name}'s firewall dropped packets of a connection it did not see open: {c:?}");
+        assert_eq!(c.len(), 4, "{name}'s firewall rules: {c:?}");
+        assert!(c[0] > 0, "{name}'s node probes its firewall's circuit: {c:?}");
+        assert!(c[1] > 0 && c[2] > 0, "{name}'s firewall instance carried connections: {c:?}");
+        assert_eq!(c[3], 0, "{name}'s firewall dropped packets of a connection it did not see open: {c:?}");
     }
-    assert_eq!(fw1[1] + fw2[1], 24, "each connection opened at one firewall instance: {fw1:?} {fw2:?}");
+    assert_eq!(fw1[2] + fw2[2], 24, "each connection opened at one firewall instance: {fw1:?} {fw2:?}");
     for node in ["sf1", "sf2"] {
         let passed = metric(&lab, node, "zsfc_sf_total", &["sf=\"dpi\"", "proxy_tx_success"]);
         assert!(passed > 0, "the DPI instance on {node} carried packets");
@@ -101,6 +102,71 @@ fn an_sf_pool_spreads_connections_and_answers_return_through_their_instance() {
     for reason in ["pot_failed", "sfc_mac_failed", "sa_role_mismatch", "esp_bad_spi", "unknown_label"] {
         assert_eq!(count(&report, &format!("drop {reason} ")), 0, "{reason}:\n{report}");
     }
+}
+
+/// An external SF that stops forwarding (issue 20 point 3): the firewall instance on sf1
+/// (examples/pools.toml) has its namespace's IP forwarding turned off. sf1's node sees its
+/// circuit probes stop coming back and reports itself unusable for `fw`; the controller takes
+/// fw@sf1 alone out of the plan (dpi@sf1 stays), audited, and every new connection is served
+/// through fw@sf2. Forwarding on again: the circuit is up, fw@sf1 back in the plan and
+/// carrying connections.
+#[test]
+fn an_external_sf_that_stops_forwarding_is_taken_out_of_its_pool_and_put_back() {
+    usable();
+    let mut lab = LabRun::new("pools", "ac");
+    lab.up();
+    let domain = |lab: &LabRun| String::from_utf8_lossy(&lab.zsfc(&["domain", &lab.name]).stdout).into_owned();
+    let forwarding = |on: bool| {
+        let v = format!("net.ipv4.ip_forward={}", u8::from(on));
+        let mut sysctl = std::process::Command::new("ip");
+        sysctl.args(["netns", "exec", &lab.ns("sf-fw"), "sysctl", "-qw", &v]);
+        assert!(sysctl.status().unwrap().success());
+    };
+    // `zsfc domain` once it shows `what` and every node runs the plan that follows from it.
+    let wait_for = |lab: &LabRun, what: &str| -> String {
+        let t = std::time::Instant::now();
+        loop {
+            let d = domain(lab);
+            if (d.contains(what) && d.contains("(converged)")) || t.elapsed() > Duration::from_secs(20) {
+                return d;
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    };
+    let before = wait_for(&lab, "instance fw@sf1 up, circuit returns probes, in the plan");
+    let circuit_up = metric(&lab, "sf1", "zsfc_sf_circuit_up", &["sf=\"fw\""]);
+
+    forwarding(false);
+    let out = wait_for(&lab, "OUT of the plan");
+    let circuit_down = metric(&lab, "sf1", "zsfc_sf_circuit_up", &["sf=\"fw\""]);
+    let opened_before = forward_counters(&lab, "sf-fw-1")[2];
+    let codes: Vec<u32> = (0..12).map(|_| fetch_as(&lab, "alice")).collect();
+    let opened_on_sf2 = forward_counters(&lab, "sf-fw-1")[2] - opened_before;
+
+    forwarding(true);
+    let back = wait_for(&lab, "instance fw@sf1 up, circuit returns probes, in the plan");
+    let sf1_before = forward_counters(&lab, "sf-fw")[2];
+    let codes_back: Vec<u32> = (0..16).map(|_| fetch_as(&lab, "alice")).collect();
+    let sf1_opened = forward_counters(&lab, "sf-fw")[2] - sf1_before;
+    let audit = audit_rows(&lab.state_file("controller.db"));
+    let log = std::fs::read_to_string(lab.state_file("logs/sf1.log")).unwrap_or_default();
+    lab.down();
+
+    assert!(before.contains("instance fw@sf2 up, circuit returns probes, in the plan"), "{before}");
+    assert_eq!(circuit_up, 1, "sf1's gauge while its firewall forwards");
+    assert!(out.contains("instance fw@sf1 DOWN, circuit returns NO probe"), "{out}");
+    assert!(out.contains("fw@sf1 DOWN, circuit returns NO probe (since") && out.contains("OUT of the plan"), "{out}");
+    assert!(out.contains("instance dpi@sf1 up, in the plan"), "only the dead SF goes: {out}");
+    assert!(out.contains("instance fw@sf2 up, circuit returns probes, in the plan"), "{out}");
+    assert_eq!(circuit_down, 0, "sf1's gauge once its firewall stopped forwarding");
+    assert!(log.contains("external SF fw (lane 0) DOES NOT return probes: unusable"), "{log}");
+    assert!(codes.iter().all(|&c| c == 200), "connections while fw@sf1 is dead: {codes:?}");
+    assert_eq!(opened_on_sf2, 12, "every new connection opened at fw@sf2");
+    assert!(back.contains("instance fw@sf1 up, circuit returns probes, in the plan"), "{back}");
+    assert!(audit.contains("liveness: circuit returns no probe, out of the plan: fw@sf1"), "{audit}");
+    assert!(audit.contains("liveness: circuit returns probes again: fw@sf1"), "{audit}");
+    assert!(codes_back.iter().all(|&c| c == 200), "connections after fw@sf1 came back: {codes_back:?}");
+    assert!(sf1_opened > 0, "no new connection reached fw@sf1 once it was back");
 }
 
 /// `zsfc traffic` from alice to the sink on the egress: `flows` flows at `rate` packets/s in

@@ -20,7 +20,8 @@ pub mod token;
 
 pub use server::{API_ROUTES, MAX_BODY, OPENAPI, Plane, serve, serve_plane};
 pub use store::{
-    Controller, DomainSpec, PeerReport, RekeySettings, Renewal, Revocation, Rolled, SfDrops, StartError, revocable,
+    CircuitReport, Controller, DomainSpec, PeerReport, RekeySettings, Renewal, Revocation, Rolled, SfDrops, StartError,
+    revocable,
 };
 
 /// The CN of the operator's client certificate (commands such as `zsfc rekey` use it); no node

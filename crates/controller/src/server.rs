@@ -436,6 +436,9 @@ async fn report_sf_drops(State(ctl): Ctl, Extension(peer): Extension<Peer>, body
 #[serde(deny_unknown_fields)]
 struct LivenessInput {
     peers: Vec<crate::PeerReport>,
+    /// The external SFs' attachment circuits (nodes that serve none leave it out).
+    #[serde(default)]
+    sfs: Vec<crate::CircuitReport>,
 }
 
 /// A node reports the liveness of its peers (its data-plane sessions); the controller takes
@@ -447,7 +450,7 @@ async fn report_liveness(State(ctl): Ctl, Extension(peer): Extension<Peer>, body
             return Err(Refusal::new(403, "access-denied", "nodes only"));
         }
         let i: LivenessInput = input(&body, "zsfc:input")?;
-        ctl.report_liveness(&id, i.peers)?;
+        ctl.report_liveness(&id, i.peers, i.sfs)?;
         Ok(serde_json::json!({}))
     })();
     r.map_or_else(|e: Refusal| error(&e), ok)

@@ -69,7 +69,8 @@ drop_reasons! {
     /// fails closed instead of skipping the SF).
     SfUnavailable => "sf_unavailable",
     /// A liveness probe (RFC 5880 control packet on the GAL, RFC 5586) that is malformed,
-    /// comes from a node that is not probed here, or names another session.
+    /// comes from a node that is not probed here, or names another session; or a circuit probe
+    /// back from an external SF that no outstanding probe of that circuit sent (`circuit.rs`).
     ProbeRefused => "probe_refused",
     /// The decrypted ESP trailer is inconsistent.
     EspBadTrailer => "esp_bad_trailer",

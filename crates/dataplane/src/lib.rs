@@ -10,6 +10,7 @@
 //! point, arbitrary bytes) and the simulation tests are what show that no input panics.
 #![forbid(unsafe_code)]
 
+pub mod circuit;
 pub mod classifier;
 mod drop;
 pub mod integrity;
@@ -19,6 +20,7 @@ pub mod pool;
 pub mod proxy;
 pub mod sf;
 
+pub use circuit::CircuitLiveness;
 pub use classifier::{Action, Classifier, Prefix, Rule};
 pub use drop::{DropCounters, DropReason};
 pub use liveness::{LivenessSettings, PeerLiveness};

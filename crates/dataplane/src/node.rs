@@ -7,6 +7,7 @@
 //! - [`Node::handle_from_domain`]: a labelled packet from another node. SFF: look up the top
 //!   label; forward it, or pop it and run the local SF through the proxy, or deliver.
 //! - [`Node::handle_from_sf`]: a packet coming back from an external SF.
+use crate::circuit::{self, CircuitLiveness, Circuits};
 use crate::integrity::{self, ChainKey, ChainKeyConfig, Refusal};
 use crate::liveness::{Liveness, LivenessSettings, PeerLiveness};
 use crate::pool::{self, Pool, Pools};
@@ -240,6 +241,9 @@ pub enum Event {
     /// A peer's liveness session went up or down (RFC 5880 state Up entered or left), at
     /// `unix_ms` on the wall clock ([`Node::set_wall_clock`]).
     PeerChanged { peer: NodeId, up: bool, unix_ms: u64 },
+    /// The attachment circuit of the external SF `sf` started or stopped returning probes
+    /// (`circuit.rs`): this node is usable for that SF, or not.
+    CircuitChanged { sf: SfId, up: bool, unix_ms: u64 },
 }
 
 /// Packet counts by what happened (drops are in [`DropCounters`]).
@@ -262,6 +266,9 @@ pub struct NodeStats {
     pub probes_rx: u64,
     /// Well-formed probes for no session here (see [`Node::handle_from_peer`]).
     pub probes_ignored: u64,
+    /// Probes sent into external SFs' attachment circuits, and come back (`circuit.rs`).
+    pub circuit_probes_tx: u64,
+    pub circuit_probes_rx: u64,
     /// SF pools: flows moved off an instance that went down (local repair).
     pub flows_moved: u64,
     /// SF pools: flows not pinned to their instances because the pin table was full.
@@ -368,6 +375,7 @@ pub struct Node {
     events: VecDeque<Event>,
     pools: Pools,
     liveness: Liveness,
+    circuits: Circuits,
     /// The time of the last [`housekeeping`](Self::housekeeping).
     housekept_at: Instant,
 }
@@ -411,6 +419,7 @@ impl Node {
             events: VecDeque::new(),
             pools: Pools::new(settings.max_flows),
             liveness: Liveness::default(),
+            circuits: Circuits::default(),
             housekept_at: Instant::ZERO,
         }
     }
@@ -495,11 +504,17 @@ impl Node {
         }
         let mut discs = discs.into_iter();
         self.liveness.set(settings, peers, now, || discs.next().unwrap_or(1));
+        self.circuits.set(settings);
     }
 
     /// Every probed peer's liveness.
     pub fn liveness(&self) -> impl Iterator<Item = PeerLiveness> + '_ {
         self.liveness.report()
+    }
+
+    /// Every external SF's attachment circuit, as its probes see it.
+    pub fn circuits(&self) -> impl Iterator<Item = CircuitLiveness> + '_ {
+        self.circuits.report()
     }
 
     /// The time of the last housekeeping (what reports of ages are measured against).
@@ -568,6 +583,12 @@ impl Node {
             if self.events.len() < MAX_EVENTS {
                 let unix_ms = self.wall(at) / 1_000_000;
                 self.events.push_back(Event::PeerChanged { peer, up, unix_ms });
+            }
+        }
+        for (sf, up, at) in self.circuits.take_changes() {
+            if self.events.len() < MAX_EVENTS {
+                let unix_ms = self.wall(at) / 1_000_000;
+                self.events.push_back(Event::CircuitChanged { sf, up, unix_ms });
             }
         }
     }
@@ -775,6 +796,9 @@ impl Node {
             return Err(sf_err(&format!("label {} is already bound", spec.label)));
         }
         let id = SfId(self.sfs.len() as u32);
+        if matches!(spec.attach, SfAttach::External) {
+            self.circuits.add(id);
+        }
         self.sfs.push(SfSlot {
             label: spec.label,
             name: spec.name,
@@ -1023,9 +1047,20 @@ impl Node {
 
     /// Proxy TX: a packet coming back from the external SF `sf`.
     pub fn handle_from_sf(&mut self, now: Instant, sf: SfId, buf: PacketBuf) -> Verdict {
+        if circuit::is_probe(buf.as_slice()) {
+            if !self.circuits.on_return(now, sf, buf.as_slice()) {
+                return self.drop(DropReason::ProbeRefused, buf);
+            }
+            self.stats.circuit_probes_rx += 1;
+            self.report_liveness_changes();
+            return Verdict::Consumed(buf);
+        }
         self.stats.from_external_sf += 1;
         match self.sf_tx(now, sf, buf) {
-            Step::Route(b) => self.route(now, b, false),
+            Step::Route(b) => {
+                self.circuits.on_traffic(now, sf);
+                self.route(now, b, false)
+            }
             Step::Done(v) => v,
         }
     }
@@ -1045,8 +1080,11 @@ impl Node {
                 });
             }
         }
-        if self.liveness.expire(now) > 0 {
+        if self.liveness.expire(now) + self.circuits.expire(now) > 0 {
             self.report_liveness_changes();
+        }
+        if let Some(v) = self.poll_circuit_probe(now) {
+            return Some(v);
         }
         if self.liveness.next_due().is_none_or(|t| t > now) {
             return None;
@@ -1070,6 +1108,25 @@ impl Node {
         None
     }
 
+    /// The next probe due into an external SF's attachment circuit.
+    fn poll_circuit_probe(&mut self, now: Instant) -> Option<Verdict> {
+        if self.circuits.next_due().is_none_or(|t| t > now) {
+            return None;
+        }
+        let Some(nonce) = self.random::<16>() else {
+            // No randomness, no probe (a guessable nonce would let the SF's traffic forge one).
+            return None;
+        };
+        let (sf, probe) = self.circuits.due(now, nonce)?;
+        let mut buf = PacketBuf::new(DEFAULT_HEADROOM + circuit::PROBE_LEN + DEFAULT_TAILROOM, DEFAULT_HEADROOM);
+        match buf.push_back(circuit::PROBE_LEN) {
+            Ok(b) => b.copy_from_slice(&probe),
+            Err(_) => return Some(self.drop(DropReason::NoBufferRoom, buf)),
+        }
+        self.stats.circuit_probes_tx += 1;
+        Some(Verdict::ToSf(sf, buf))
+    }
+
     /// The next time [`poll_output`](Self::poll_output) has something to release.
     pub fn poll_timeout(&self) -> Option<Instant> {
         self.sfs
@@ -1079,6 +1136,7 @@ impl Node {
                 SfAttach::External => None,
             })
             .chain(self.liveness.next_due())
+            .chain(self.circuits.next_due())
             .min()
     }
 

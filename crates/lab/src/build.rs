@@ -165,8 +165,6 @@ pub(crate) fn build(lab: &Lab, plan: &LabPlan, state: &State, ns: &mut Namespace
             sysctl(&n.ns, &["-e", &format!("net.ipv6.conf.{}.disable_ipv6=1", crate::LOCAL_DEV)])?;
         }
     }
-    // Every node runs the controller's latest state (keys, chains, policy).
-    crate::access::wait_converged(&state.dir, &plan.name, READY_TIMEOUT)?;
 
     // External SFs: their own namespace, routing each circuit's in side to its own out side
     // (lane j's through routing table 100 + j), so that every lane gets back what it sent.
@@ -221,12 +219,24 @@ pub(crate) fn build(lab: &Lab, plan: &LabPlan, state: &State, ns: &mut Namespace
                 ip(&["-n", &sf.ns, "rule", "add", "iif", &sf_in, "lookup", &table])?;
             }
         }
+        if !sf.iptables.is_empty() {
+            // The node's circuit probes (BFD echo style, `zsfc_dataplane::circuit`) pass any
+            // filter first, as an operator lets a health check through.
+            in_ns(
+                &sf.ns,
+                &["iptables", "-A", "FORWARD", "-p", "udp", "-d", "192.0.0.8", "--dport", "3785", "-j", "ACCEPT"],
+            )
+            .with_context(|| format!("SF {}: the rule for circuit probes", sf.name))?;
+        }
         for rule in &sf.iptables {
             let mut args = vec!["iptables"];
             args.extend(rule.iter().map(String::as_str));
             in_ns(&sf.ns, &args).with_context(|| format!("SF {}: an iptables rule", sf.name))?;
         }
     }
+
+    // Every node runs the controller's latest state (keys, chains, policy).
+    crate::access::wait_converged(&state.dir, &plan.name, READY_TIMEOUT)?;
 
     // Services.
     for s in &plan.services {

@@ -8,11 +8,11 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::mpsc::{Receiver, Sender};
 use std::time::Duration;
-use zsfc_config::ikeless::{Direction, NodeState, StateChain, sa_name};
+use zsfc_config::ikeless::{Direction, NodeState, StateChain};
 use zsfc_config::{ControllerConfig, LabelEntry, RuleConfig, SaParams};
 use zsfc_controller::client::Client;
 use zsfc_controller::sealed::PollKey;
-use zsfc_dataplane::{ChainId, ChainSpec, DropReason, Event, Instant, LabelAction, Node, NodeId, Rule, SaIdx, SaUse};
+use zsfc_dataplane::{ChainId, ChainSpec, Event, Instant, LabelAction, Node, NodeId, Rule, SaIdx, SaUse};
 use zsfc_io::Control;
 
 const POLL_TIMEOUT: Duration = Duration::from_secs(30);
@@ -322,7 +322,8 @@ pub(crate) struct AgentSetup {
     pub peers: Vec<u32>,
     pub gateway: Option<(Arc<zsfc_gateway::Gateway>, Vec<zsfc_gateway::Service>)>,
     pub ready_file: Option<PathBuf>,
-    pub events: Receiver<Event>,
+    /// The engines' events, with the lane that raised each.
+    pub events: Receiver<(usize, Event)>,
     /// The names of the node's SFs, by `SfId` (for reports of their drops).
     pub sf_names: Vec<String>,
     /// The names of the node's peers, by id (for reports of their liveness).
@@ -339,7 +340,7 @@ pub(crate) fn start(s: AgentSetup) -> anyhow::Result<()> {
     let (client, name, names) = (s.client.clone(), s.name.clone(), (s.sf_names.clone(), s.peer_names.clone()));
     std::thread::Builder::new()
         .name("agent-events".into())
-        .spawn(move || report_events(&client, &name, &s.events, &names.0, &names.1))?;
+        .spawn(move || crate::report::report_events(&client, &name, &s.events, &names.0, &names.1))?;
     if let Some((gw, _)) = &s.gateway {
         let (client, name, gw) = (s.client.clone(), s.name.clone(), gw.clone());
         std::thread::Builder::new().name("agent-sf-drops".into()).spawn(move || {
@@ -521,116 +522,6 @@ async fn follow_sf_drops(name: &str, client: &Client, gw: &zsfc_gateway::Gateway
         }
         // A restarted controller counts from 0 again.
         after = last;
-    }
-}
-
-/// Most subscribers one report of SF drops names; more within one period are not reported.
-const MAX_SF_DROP_SUBSCRIBERS: usize = 256;
-/// How often SF drops are reported (they are summed per subscriber, SF and reason meanwhile).
-const SF_DROP_PERIOD: Duration = Duration::from_millis(200);
-
-/// How often the agent repeats its peers' liveness to the controller when nothing changed
-/// (the controller forgets a report after 10 s).
-const LIVENESS_REFRESH: Duration = Duration::from_secs(2);
-
-/// Forwards the engines' events: one `sadb-expire` per SA, one `sadb-bad-spi` per SPI and 10
-/// seconds, the SF drops of each period, summed per subscriber, and the peers' liveness on
-/// every change and every [`LIVENESS_REFRESH`].
-fn report_events(
-    client: &Client,
-    name: &str,
-    events: &Receiver<Event>,
-    sf_names: &[String],
-    peer_names: &[(u32, String)],
-) {
-    let mut bad_spi_seen: HashMap<u32, std::time::Instant> = HashMap::new();
-    let mut expired_seen = std::collections::HashSet::new();
-    let mut drops: HashMap<(u64, u32, DropReason), u32> = HashMap::new();
-    let mut since = std::time::Instant::now();
-    // Each peer's last known state (the last lane to report it wins) and whether it is sent.
-    let mut peers: std::collections::BTreeMap<u32, (bool, u64)> = Default::default();
-    let (mut peers_changed, mut peers_sent) = (false, std::time::Instant::now());
-    loop {
-        if !peers.is_empty() && (peers_changed || peers_sent.elapsed() >= LIVENESS_REFRESH) {
-            let list: Vec<zsfc_controller::PeerReport> = peers
-                .iter()
-                .filter_map(|(id, &(up, since_unix_ms))| {
-                    let peer = peer_names.iter().find(|p| p.0 == *id)?.1.clone();
-                    Some(zsfc_controller::PeerReport { peer, up, since_unix_ms })
-                })
-                .collect();
-            let body = serde_json::json!({"zsfc:input": {"peers": list}});
-            let path = "/restconf/operations/zsfc:liveness";
-            if let Err(e) = client.blocking("POST", path, Some(body.to_string().into_bytes()), Duration::from_secs(5)) {
-                eprintln!("agent {name:?}: reporting liveness: {e:#}");
-            }
-            (peers_changed, peers_sent) = (false, std::time::Instant::now());
-        }
-        if !drops.is_empty() && since.elapsed() >= SF_DROP_PERIOD {
-            let list: Vec<zsfc_controller::SfDrops> = drops
-                .drain()
-                .map(|((subscriber, sf, reason), count)| zsfc_controller::SfDrops {
-                    seq: 0,
-                    node: String::new(),
-                    sf: sf_names.get(sf as usize).cloned().unwrap_or_else(|| format!("sf{sf}")),
-                    subscriber: format!("{subscriber:016x}"),
-                    reason: reason.name().to_owned(),
-                    count,
-                })
-                .collect();
-            let body = serde_json::json!({"zsfc:input": {"drops": list}});
-            let path = "/restconf/operations/zsfc:sf-drops";
-            if let Err(e) = client.blocking("POST", path, Some(body.to_string().into_bytes()), Duration::from_secs(5)) {
-                eprintln!("agent {name:?}: reporting SF drops: {e:#}");
-            }
-        }
-        let e = match events.recv_timeout(SF_DROP_PERIOD) {
-            Ok(e) => e,
-            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => continue,
-            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => return,
-        };
-        let (path, body) = match e {
-            Event::PeerChanged { peer, up, unix_ms } => {
-                let who = peer_names.iter().find(|p| p.0 == peer.0).map_or("?", |p| p.1.as_str());
-                eprintln!("zsfc node {name:?}: peer {who} is {} (liveness)", if up { "up" } else { "DOWN" });
-                peers.insert(peer.0, (up, unix_ms));
-                peers_changed = true;
-                continue;
-            }
-            Event::SfDrop { subscriber, sf, reason } => {
-                if drops.is_empty() {
-                    since = std::time::Instant::now();
-                }
-                if drops.len() < MAX_SF_DROP_SUBSCRIBERS || drops.contains_key(&(subscriber, sf.0, reason)) {
-                    *drops.entry((subscriber, sf.0, reason)).or_default() += 1;
-                }
-                continue;
-            }
-            Event::RekeyWanted { spi, .. } => {
-                let sa = sa_name(zsfc_config::configured_spi(spi));
-                if !expired_seen.insert(sa.clone()) {
-                    continue;
-                }
-                (
-                    "/restconf/operations/ietf-i2nsf-ikeless:sadb-expire",
-                    serde_json::json!({"ietf-i2nsf-ikeless:input": {"ipsec-sa-name": sa, "soft-lifetime-expire": true}}),
-                )
-            }
-            Event::BadSpi { spi } => {
-                let now = std::time::Instant::now();
-                if bad_spi_seen.get(&spi).is_some_and(|t| now.duration_since(*t) < Duration::from_secs(10)) {
-                    continue;
-                }
-                bad_spi_seen.insert(spi, now);
-                (
-                    "/restconf/operations/ietf-i2nsf-ikeless:sadb-bad-spi",
-                    serde_json::json!({"ietf-i2nsf-ikeless:input": {"spi": spi}}),
-                )
-            }
-        };
-        if let Err(e) = client.blocking("POST", path, Some(body.to_string().into_bytes()), Duration::from_secs(5)) {
-            eprintln!("agent {name:?}: reporting {e:#}");
-        }
     }
 }
 

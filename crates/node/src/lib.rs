@@ -7,6 +7,7 @@
 //! - [`agent`]: the controller agent (enrolment, long polls, applying SAD/SPD documents to the
 //!   engines make-before-break, acknowledgements, SF drop reports);
 //! - [`metrics`]: the Prometheus families and their HTTP endpoint;
+//! - `report`: the engines' events (SA expiry, SF drops, liveness) reported to the controller;
 //! - `renew`: the agent's renewal of the node's and the gateway's certificates;
 //! - `routes`: the routes into the domain through the node's TUN device.
 //!
@@ -17,6 +18,7 @@ pub mod agent;
 pub mod metrics;
 pub mod process;
 mod renew;
+mod report;
 mod routes;
 
 pub use process::{Options, run};

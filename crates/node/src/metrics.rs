@@ -31,6 +31,7 @@ pub(crate) struct Metrics {
     peer_up: Family<Labels, Gauge>,
     peer_silent: Family<Labels, Gauge>,
     peer_downs: Family<Labels, Counter>,
+    circuit_up: Family<Labels, Gauge>,
     pinned: Gauge,
     /// Peer names by id (the metrics' `peer` label).
     peer_names: Arc<Vec<(u32, String)>>,
@@ -82,6 +83,11 @@ impl Metrics {
             self.peer_silent.clone(),
         );
         r.register("peer_downs", "How often each peer's liveness session went down", self.peer_downs.clone());
+        r.register(
+            "sf_circuit_up",
+            "Each external SF's attachment circuit: 1 while its probes come back, 0 when they stopped, -1 not yet known",
+            self.circuit_up.clone(),
+        );
         r.register("flows_pinned", "Flows pinned to their SF pool instances", self.pinned.clone());
     }
 
@@ -112,6 +118,8 @@ impl Metrics {
             ("probes_tx", s.probes_tx),
             ("probes_rx", s.probes_rx),
             ("probes_ignored", s.probes_ignored),
+            ("circuit_probes_tx", s.circuit_probes_tx),
+            ("circuit_probes_rx", s.circuit_probes_rx),
             ("flows_moved", s.flows_moved),
             ("pins_refused", s.pins_refused),
         ] {
@@ -129,6 +137,10 @@ impl Metrics {
             let silent = p.last_seen.map_or(-1, |t| at.saturating_since(t).as_millis() as i64);
             self.peer_silent.get_or_create(&l).set(silent);
             Self::set(&self.peer_downs, l, p.downs);
+        }
+        for c in node.circuits() {
+            let name = node.sf_report(c.sf).map_or_else(|| c.sf.0.to_string(), |r| r.name);
+            self.circuit_up.get_or_create(&vec![("sf", name)]).set(c.up.map_or(-1, i64::from));
         }
         self.pinned.set(node.pinned_flows() as i64);
         for (what, v) in [("erased", s.sas_erased), ("retired", s.sas_retired)] {

@@ -191,13 +191,14 @@ pub fn run(a: &Options) -> anyhow::Result<bool> {
             .iter_mut()
             .zip(nodes.iter_mut())
             .zip(control_rx.into_iter().zip(&metrics))
-            .map(|((d, n), (rx, m))| {
+            .enumerate()
+            .map(|(lane, ((d, n), (rx, m)))| {
                 let (stop, events) = (&stop, events_tx.clone());
                 scope.spawn(move || {
                     d.run(n, stop, Some(&rx), |io, node| {
                         m.publish(io, node);
                         while let Some(e) = node.poll_event() {
-                            let _ = events.send(e);
+                            let _ = events.send((lane, e));
                         }
                     })
                 })

@@ -15,7 +15,7 @@ use zsfc_config::ikeless::{Direction, NodeState, sa_name};
 use zsfc_config::{GatewayGrant, Topology};
 
 pub use certs::{Renewal, revocable};
-pub use liveness::PeerReport;
+pub use liveness::{CircuitReport, PeerReport};
 
 mod certs;
 mod liveness;
@@ -655,6 +655,7 @@ impl Controller {
         let unenrolled = self.unenrolled(&cut)?;
         let revoked_clients = self.revoked_clients();
         let down = self.nodes_seen_down();
+        let unusable = self.instances_unusable(&down);
         let (olds, news, grace) = {
             let mut st = self.state();
             let (mut cfgs, next) = st
@@ -662,10 +663,13 @@ impl Controller {
                 .topology
                 .compile_from(st.next_spi)
                 .map_err(|e| Refusal::new(400, "invalid-value", e.to_string()))?;
-            let out = liveness::drain(&mut cfgs, &down);
+            let out = liveness::drain(&mut cfgs, &down, &unusable);
             if out != st.out_of_plan {
                 let list: Vec<String> = out.iter().map(|(sf, node)| format!("{sf}@{node}")).collect();
-                eprintln!("controller: rollout ({reason}): out of the plan (node seen down): [{}]", list.join(", "));
+                eprintln!(
+                    "controller: rollout ({reason}): out of the plan (node seen down, or circuit dead): [{}]",
+                    list.join(", ")
+                );
             }
             st.drained = down;
             st.out_of_plan = out;

@@ -26,6 +26,7 @@ impl Controller {
         // Revoked nodes are out of the domain on purpose: shown, not waited for.
         let cut = self.cut_off().unwrap_or_default();
         let down = self.nodes_seen_down();
+        let unusable = self.instances_unusable(&down);
         let liveness: std::collections::HashMap<String, serde_json::Value> = {
             let names: Vec<String> = self.state().domain.topology.nodes.iter().map(|n| n.name.clone()).collect();
             names.into_iter().map(|n| (n.clone(), self.node_liveness(&n, &down))).collect()
@@ -60,8 +61,24 @@ impl Controller {
             "renew-every-s": Self::renew_every(&st.domain).map(|d| d.as_secs_f64()),
             "past-soft-lifetime": past_soft,
         });
-        // Every SF instance: whether its node is seen up, and whether the plan the nodes run
-        // (the last rollout's) has it in its pool.
+        // Every SF instance: whether its node is seen up (and, for an external SF, whether
+        // its circuit returns probes), and whether the plan the nodes run (the last rollout's)
+        // has it in its pool.
+        let circuits: std::collections::HashMap<(String, String), (bool, u64)> = st
+            .domain
+            .topology
+            .sfs
+            .iter()
+            .filter(|sf| sf.external)
+            .flat_map(|sf| {
+                let nodes: Vec<String> = match &sf.node {
+                    Some(n) => vec![n.clone()],
+                    None => sf.instances.iter().map(|i| i.node.clone()).collect(),
+                };
+                nodes.into_iter().map(move |n| (sf.name.clone(), n))
+            })
+            .filter_map(|k| Some((k.clone(), self.circuit_liveness(&k.0, &k.1)?)))
+            .collect();
         let instances: Vec<_> = st
             .domain
             .topology
@@ -76,8 +93,12 @@ impl Controller {
                 nodes.into_iter().map(move |n| (sf, n, pooled))
             })
             .map(|(sf, node, pooled)| {
+                let key = (sf.name.clone(), node.clone());
+                let circuit =
+                    circuits.get(&key).map(|&(up, since)| serde_json::json!({"up": up, "since-unix-ms": since}));
                 serde_json::json!({
-                    "sf": sf.name, "node": node, "pooled": pooled, "up": !down.contains(node),
+                    "sf": sf.name, "node": node, "pooled": pooled,
+                    "up": !down.contains(node) && !unusable.contains(&key), "circuit": circuit,
                     "in-plan": !st.out_of_plan.iter().any(|(s, n)| *s == sf.name && n == node),
                 })
             })

@@ -1,0 +1,152 @@
+//! What the node's engines raise, reported to the controller: SA events (`sadb-expire` at the
+//! soft lifetime, `sadb-bad-spi`), SF drops naming a subscriber, and liveness (the peers'
+//! sessions, the external SFs' attachment circuits).
+use std::collections::HashMap;
+use std::sync::mpsc::Receiver;
+use std::time::Duration;
+use zsfc_config::ikeless::sa_name;
+use zsfc_controller::client::Client;
+use zsfc_dataplane::{DropReason, Event};
+
+/// Most subscribers one report of SF drops names; more within one period are not reported.
+const MAX_SF_DROP_SUBSCRIBERS: usize = 256;
+/// How often SF drops are reported (they are summed per subscriber, SF and reason meanwhile).
+const SF_DROP_PERIOD: Duration = Duration::from_millis(200);
+
+/// How often the agent repeats its peers' and circuits' liveness to the controller when
+/// nothing changed (the controller forgets a report after 10 s).
+const LIVENESS_REFRESH: Duration = Duration::from_secs(2);
+
+/// Forwards the engines' events: one `sadb-expire` per SA, one `sadb-bad-spi` per SPI and 10
+/// seconds, the SF drops of each period, summed per subscriber, and the liveness of the peers
+/// and of the external SFs' circuits on every change and every [`LIVENESS_REFRESH`]. Events
+/// come with the lane whose engine raised them.
+pub(crate) fn report_events(
+    client: &Client,
+    name: &str,
+    events: &Receiver<(usize, Event)>,
+    sf_names: &[String],
+    peer_names: &[(u32, String)],
+) {
+    let mut bad_spi_seen: HashMap<u32, std::time::Instant> = HashMap::new();
+    let mut expired_seen = std::collections::HashSet::new();
+    let mut drops: HashMap<(u64, u32, DropReason), u32> = HashMap::new();
+    let mut since = std::time::Instant::now();
+    // Each peer's last known state (the last lane to report it wins) and whether it is sent.
+    let mut peers: std::collections::BTreeMap<u32, (bool, u64)> = Default::default();
+    // Each external SF's circuit per lane: every lane hands its own flows to its own circuit,
+    // so the node is usable for the SF only while every lane's circuit returns probes.
+    let mut circuits: std::collections::BTreeMap<(u32, usize), (bool, u64)> = Default::default();
+    let (mut peers_changed, mut peers_sent) = (false, std::time::Instant::now());
+    loop {
+        let anything = !peers.is_empty() || !circuits.is_empty();
+        if anything && (peers_changed || peers_sent.elapsed() >= LIVENESS_REFRESH) {
+            let list: Vec<zsfc_controller::PeerReport> = peers
+                .iter()
+                .filter_map(|(id, &(up, since_unix_ms))| {
+                    let peer = peer_names.iter().find(|p| p.0 == *id)?.1.clone();
+                    Some(zsfc_controller::PeerReport { peer, up, since_unix_ms })
+                })
+                .collect();
+            let body = serde_json::json!({"zsfc:input": {"peers": list, "sfs": circuit_reports(&circuits, sf_names)}});
+            let path = "/restconf/operations/zsfc:liveness";
+            if let Err(e) = client.blocking("POST", path, Some(body.to_string().into_bytes()), Duration::from_secs(5)) {
+                eprintln!("agent {name:?}: reporting liveness: {e:#}");
+            }
+            (peers_changed, peers_sent) = (false, std::time::Instant::now());
+        }
+        if !drops.is_empty() && since.elapsed() >= SF_DROP_PERIOD {
+            let list: Vec<zsfc_controller::SfDrops> = drops
+                .drain()
+                .map(|((subscriber, sf, reason), count)| zsfc_controller::SfDrops {
+                    seq: 0,
+                    node: String::new(),
+                    sf: sf_names.get(sf as usize).cloned().unwrap_or_else(|| format!("sf{sf}")),
+                    subscriber: format!("{subscriber:016x}"),
+                    reason: reason.name().to_owned(),
+                    count,
+                })
+                .collect();
+            let body = serde_json::json!({"zsfc:input": {"drops": list}});
+            let path = "/restconf/operations/zsfc:sf-drops";
+            if let Err(e) = client.blocking("POST", path, Some(body.to_string().into_bytes()), Duration::from_secs(5)) {
+                eprintln!("agent {name:?}: reporting SF drops: {e:#}");
+            }
+        }
+        let e = match events.recv_timeout(SF_DROP_PERIOD) {
+            Ok(e) => e,
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => continue,
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => return,
+        };
+        let (lane, e) = e;
+        let (path, body) = match e {
+            Event::CircuitChanged { sf, up, unix_ms } => {
+                let what = sf_names.get(sf.0 as usize).map_or("?", String::as_str);
+                let state = if up { "returns probes" } else { "DOES NOT return probes: unusable" };
+                eprintln!("zsfc node {name:?}: external SF {what} (lane {lane}) {state}");
+                circuits.insert((sf.0, lane), (up, unix_ms));
+                peers_changed = true;
+                continue;
+            }
+            Event::PeerChanged { peer, up, unix_ms } => {
+                let who = peer_names.iter().find(|p| p.0 == peer.0).map_or("?", |p| p.1.as_str());
+                eprintln!("zsfc node {name:?}: peer {who} is {} (liveness)", if up { "up" } else { "DOWN" });
+                peers.insert(peer.0, (up, unix_ms));
+                peers_changed = true;
+                continue;
+            }
+            Event::SfDrop { subscriber, sf, reason } => {
+                if drops.is_empty() {
+                    since = std::time::Instant::now();
+                }
+                if drops.len() < MAX_SF_DROP_SUBSCRIBERS || drops.contains_key(&(subscriber, sf.0, reason)) {
+                    *drops.entry((subscriber, sf.0, reason)).or_default() += 1;
+                }
+                continue;
+            }
+            Event::RekeyWanted { spi, .. } => {
+                let sa = sa_name(zsfc_config::configured_spi(spi));
+                if !expired_seen.insert(sa.clone()) {
+                    continue;
+                }
+                (
+                    "/restconf/operations/ietf-i2nsf-ikeless:sadb-expire",
+                    serde_json::json!({"ietf-i2nsf-ikeless:input": {"ipsec-sa-name": sa, "soft-lifetime-expire": true}}),
+                )
+            }
+            Event::BadSpi { spi } => {
+                let now = std::time::Instant::now();
+                if bad_spi_seen.get(&spi).is_some_and(|t| now.duration_since(*t) < Duration::from_secs(10)) {
+                    continue;
+                }
+                bad_spi_seen.insert(spi, now);
+                (
+                    "/restconf/operations/ietf-i2nsf-ikeless:sadb-bad-spi",
+                    serde_json::json!({"ietf-i2nsf-ikeless:input": {"spi": spi}}),
+                )
+            }
+        };
+        if let Err(e) = client.blocking("POST", path, Some(body.to_string().into_bytes()), Duration::from_secs(5)) {
+            eprintln!("agent {name:?}: reporting {e:#}");
+        }
+    }
+}
+
+/// One report per external SF: up while every lane's circuit is, since the latest change.
+fn circuit_reports(
+    circuits: &std::collections::BTreeMap<(u32, usize), (bool, u64)>,
+    sf_names: &[String],
+) -> Vec<zsfc_controller::CircuitReport> {
+    let mut out: Vec<zsfc_controller::CircuitReport> = Vec::new();
+    for (&(sf, _), &(up, since)) in circuits {
+        let name = sf_names.get(sf as usize).cloned().unwrap_or_else(|| format!("sf{sf}"));
+        match out.last_mut() {
+            Some(r) if r.sf == name => {
+                r.up &= up;
+                r.since_unix_ms = r.since_unix_ms.max(since);
+            }
+            _ => out.push(zsfc_controller::CircuitReport { sf: name, up, since_unix_ms: since }),
+        }
+    }
+    out
+}
