@@ -236,6 +236,7 @@ fn chain_lab(n: usize, intrusive: bool, mtu: u16, transport: LabTransport) -> La
         nodes,
         gateway: LabGateway {
             node: "ingress".into(),
+            also_on: Vec::new(),
             port: 443,
             rate_limits: Default::default(),
             blocking: Default::default(),

@@ -74,6 +74,7 @@ pub(crate) fn rekey_lab() -> Lab {
         nodes: ["ingress", "sf1", "sf2", "egress"].iter().map(|n| LabNode { name: (*n).into() }).collect(),
         gateway: LabGateway {
             node: "ingress".into(),
+            also_on: Vec::new(),
             port: 443,
             rate_limits: Default::default(),
             blocking: Default::default(),
@@ -317,6 +318,7 @@ fn controller_costs(chains: usize, rollouts: usize) -> anyhow::Result<(Vec<Durat
         sfs: Vec::new(),
         chains: (0..chains)
             .map(|i| TopoChain {
+                also_classified_at: Vec::new(),
                 name: format!("c{i}"),
                 classifier: "a".into(),
                 sfs: Vec::new(),
@@ -335,7 +337,7 @@ fn controller_costs(chains: usize, rollouts: usize) -> anyhow::Result<(Vec<Durat
     let spec = zsfc_controller::DomainSpec {
         name: "keying".into(),
         topology,
-        gateway_node: None,
+        gateway_nodes: Vec::new(),
         grants: Vec::new(),
         rekey: zsfc_controller::RekeySettings { period_s: 0, grace_ms: 0, ack_timeout_ms: 30_000 },
         // Two in-process nodes on one address rekeying back to back: no admission limit.

@@ -68,9 +68,9 @@ pub(crate) struct InitArgs {
     /// The domain's name.
     #[arg(long)]
     name: String,
-    /// The node whose gateway takes the grants.
-    #[arg(long)]
-    gateway_node: Option<String>,
+    /// A node whose gateway takes the grants (repeat it for a second ingress gateway).
+    #[arg(long = "gateway-node")]
+    gateway_nodes: Vec<String>,
     /// Gateway grants as IDENTITY=SERVICE:CHAIN_ID (chain ids count the topology's chains from 1).
     #[arg(long = "grant")]
     grants: Vec<String>,
@@ -127,7 +127,7 @@ pub(crate) fn init(a: &InitArgs) -> anyhow::Result<bool> {
     let spec = zsfc_controller::DomainSpec {
         name: a.name.clone(),
         topology,
-        gateway_node: a.gateway_node.clone(),
+        gateway_nodes: a.gateway_nodes.clone(),
         grants: parse_grants(&a.grants)?,
         rekey: zsfc_controller::RekeySettings {
             period_s: a.rekey_period_s,

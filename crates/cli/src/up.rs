@@ -161,7 +161,7 @@ pub(crate) fn status(a: &CheckArgs) -> anyhow::Result<bool> {
         if !peers.is_empty() {
             println!("     peers: {}", peers.join(", "));
         }
-        if index == plan.gateway.node
+        if (index == plan.gateway.node || plan.more_gateways.iter().any(|g| g.node == index))
             && let Some(dropped) = zsfc_lab::check::border_drops(&n.ns)
         {
             println!("     border: dropped {dropped} packets from the client network (iptables)");

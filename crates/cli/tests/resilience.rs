@@ -169,6 +169,58 @@ fn an_external_sf_that_stops_forwarding_is_taken_out_of_its_pool_and_put_back() 
     assert!(sf1_opened > 0, "no new connection reached fw@sf1 once it was back");
 }
 
+/// Two ingress gateways (examples/gateways.toml, issue 20 point 7): alice is served through
+/// either gateway's address, the DPI holds behind the second as behind the first, and a client
+/// given both addresses is still served — by the second — after the first gateway's node was
+/// killed with SIGKILL.
+#[test]
+fn a_second_gateway_serves_new_connections_once_the_first_is_lost() {
+    usable();
+    let mut lab = LabRun::new("gateways", "g2");
+    lab.up();
+    let fetch = |lab: &LabRun, addresses: &str, path: &str| -> u32 {
+        let pki = |f: &str| lab.state_file(&format!("pki/{f}")).display().to_string();
+        let host = format!("web.{}", lab.name);
+        let out = std::process::Command::new("ip")
+            .args(["netns", "exec", &lab.ns("c-alice"), "curl", "-s", "-o", "/dev/null", "-w", "%{http_code}"])
+            .args(["--max-time", "5", "--cacert", &pki("ca.pem")])
+            .args(["--cert", &pki("clients/alice.pem"), "--key", &pki("clients/alice.key")])
+            .args(["--resolve", &format!("{host}:443:{addresses}"), &format!("https://{host}{path}")])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).trim().parse().unwrap_or(0)
+    };
+    let served = |lab: &LabRun, node: &str| metric(lab, node, "zsfc_gateway_total", &["outcome=\"served\""]);
+    let (first, second) = (fetch(&lab, "172.16.0.1", "/index.html"), fetch(&lab, "172.16.1.1", "/index.html"));
+    let dpi_behind_second = fetch(&lab, "172.16.1.1", "/test.html");
+    let both = fetch(&lab, "172.16.0.1,172.16.1.1", "/index.html");
+    let (by_first, by_second) = (served(&lab, "ingress"), served(&lab, "ingress2"));
+
+    let ingress = pid_of(&lab, "ingress");
+    nix_kill(ingress);
+    let t = std::time::Instant::now();
+    while alive(ingress) && t.elapsed() < Duration::from_secs(5) {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let to_the_lost_one = fetch(&lab, "172.16.0.1", "/index.html");
+    let after: Vec<u32> = (0..5).map(|_| fetch(&lab, "172.16.0.1,172.16.1.1", "/index.html")).collect();
+    let by_second_after = served(&lab, "ingress2");
+    let report = lab.down();
+
+    assert_eq!((first, second), (200, 200), "served through each gateway");
+    assert_eq!(dpi_behind_second, 0, "the DPI let /test.html through the second gateway");
+    assert_eq!(both, 200);
+    // The first address answers first while it lives (index, both); the second served index
+    // and the request the DPI dropped (the gateway proxied it; the SF stopped it).
+    assert_eq!((by_first, by_second), (2, 2), "connections served by each gateway");
+    assert_eq!(to_the_lost_one, 0, "the killed gateway still answered");
+    assert!(after.iter().all(|&c| c == 200), "new connections with the first gateway lost: {after:?}");
+    assert_eq!(by_second_after, by_second + 5, "the second gateway served them");
+    for reason in ["pot_failed", "sfc_mac_failed", "sa_role_mismatch", "esp_bad_spi", "unknown_label"] {
+        assert_eq!(count(&report, &format!("drop {reason} ")), 0, "{reason}:\n{report}");
+    }
+}
+
 /// `zsfc traffic` from alice to the sink on the egress: `flows` flows at `rate` packets/s in
 /// all for `seconds`, started now; its JSON report when `wait` is called.
 fn start_flows(lab: &LabRun, flows: u32, rate: u32, seconds: u32) -> std::process::Child {

@@ -216,6 +216,11 @@ pub struct TopoChain {
     pub name: String,
     /// The node whose classifier puts packets on this chain.
     pub classifier: String,
+    /// Further nodes that classify onto the same chain (RFC 7665 §4.4: an SFP may have several
+    /// classifiers), such as a second ingress gateway: each gets the chain with the same id and
+    /// rules, SAs of its own to the first encrypting hop's instances, and the chain key.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub also_classified_at: Vec<String>,
     #[serde(default)]
     pub sfs: Vec<String>,
     /// The endpoint the chain ends at.
@@ -436,7 +441,14 @@ impl Topology {
         let _ = index(self.chains.iter().map(|c| c.name.as_str()), "chains")?;
         for (ci, c) in self.chains.iter().enumerate() {
             let at = format!("chains[{ci}]");
-            let classifier = node_of(format!("{at}.classifier"), &c.classifier)?;
+            let mut classifiers = vec![node_of(format!("{at}.classifier"), &c.classifier)?];
+            for (k, n) in c.also_classified_at.iter().enumerate() {
+                let n = node_of(format!("{at}.also_classified_at[{k}]"), n)?;
+                if classifiers.contains(&n) {
+                    return Err(bad(format!("{at}.also_classified_at[{k}]"), "a node classifies onto a chain once"));
+                }
+                classifiers.push(n);
+            }
             let to = *ep_ix
                 .get(c.to.as_str())
                 .ok_or_else(|| bad(format!("{at}.to"), format!("no endpoint named {:?}", c.to)))?;
@@ -448,7 +460,7 @@ impl Topology {
             }
             let mut labels = Vec::new();
             // Encrypting points: the classifier, each intrusive SF's instances, the end.
-            let mut points = vec![vec![(classifier, 0)]];
+            let mut points = vec![classifiers.iter().map(|&n| (n, 0)).collect::<Vec<_>>()];
             let mut sfs = Vec::new();
             for (k, name) in c.sfs.iter().enumerate() {
                 let s = *sf_ix
@@ -464,26 +476,27 @@ impl Topology {
             }
             labels.push(ep_label[to]);
             points.push(vec![(ep_node[to], ep_label[to])]);
-            let (sa, sa_via) = self.place_sas(&mut cfgs, &points, &mut next_out, &mut spi, &at)?;
+            let firsts = self.place_sas(&mut cfgs, &points, &mut next_out, &mut spi, &at)?;
             let id = ci as u32 + 1;
             let integrity = if self.sfc_integrity {
                 let key_id = spi;
                 spi += 1;
-                chain_keys(&mut cfgs, key_id, id, classifier, &sfs, ep_node[to]).map_err(|e| bad(&at, e))?;
+                chain_keys(&mut cfgs, key_id, id, &classifiers, &sfs, ep_node[to]).map_err(|e| bad(&at, e))?;
                 Some(ChainIntegrityConfig { key_id, pot: !sfs.is_empty() })
             } else {
                 None
             };
-            let cl = &mut cfgs[classifier];
-            cl.chains.push(ChainConfig { id, labels, sa, sa_via, ttl: 64, nsh: c.nsh.clone(), integrity });
-            for (j, r) in c.rules.iter().enumerate() {
-                if r.chain.is_some() || r.deny {
-                    return Err(bad(
-                        format!("{at}.rules[{j}]"),
-                        "`chain` and `deny` are implied by the chain; leave them out",
-                    ));
-                }
-                cl.rules.push(RuleConfig { chain: Some(id), ..r.clone() });
+            if let Some(j) = c.rules.iter().position(|r| r.chain.is_some() || r.deny) {
+                return Err(bad(
+                    format!("{at}.rules[{j}]"),
+                    "`chain` and `deny` are implied by the chain; leave them out",
+                ));
+            }
+            for (&classifier, (sa, sa_via)) in classifiers.iter().zip(firsts) {
+                let cl = &mut cfgs[classifier];
+                let nsh = c.nsh.clone();
+                cl.chains.push(ChainConfig { id, labels: labels.clone(), sa, sa_via, ttl: 64, nsh, integrity });
+                cl.rules.extend(c.rules.iter().map(|r| RuleConfig { chain: Some(id), ..r.clone() }));
             }
         }
         if self.link_protection {
@@ -512,8 +525,8 @@ impl Topology {
     /// the encrypting positions in path order — the classifier, each intrusive SF's instances,
     /// the end — as (node, label). Every instance of a position gets an SA to every instance
     /// of the next: the pairs a flow can cross. An instance that re-seals before a pool picks
-    /// its SA by the next instance's label (`reseal_via`). Returns the classifier's SA and,
-    /// before a pool, its SA per instance.
+    /// its SA by the next instance's label (`reseal_via`). Returns, for each classifier (the
+    /// first position's instances), its SA and, before a pool, its SA per instance.
     fn place_sas(
         &self,
         cfgs: &mut [NodeConfig],
@@ -521,7 +534,7 @@ impl Topology {
         next_out: &mut [u32],
         spi: &mut u32,
         at: &str,
-    ) -> Result<(u32, Vec<ViaConfig>), FieldError> {
+    ) -> Result<Vec<(u32, Vec<ViaConfig>)>, FieldError> {
         // out[k][p][q]: the outbound index, at the node of points[k][p], of its SA to points[k+1][q].
         let mut out: Vec<Vec<Vec<u32>>> = Vec::new();
         for w in points.windows(2) {
@@ -553,7 +566,7 @@ impl Topology {
                 }
             }
         }
-        Ok((out[0][0][0], via(0, 0)))
+        Ok((0..points[0].len()).map(|p| (out[0][p][0], via(0, p))).collect())
     }
 
     fn sa_params(&self, spi: u32) -> Result<SaParams, zsfc_esp::KeyError> {
@@ -593,14 +606,14 @@ fn check_sf_function(s: &TopoSf, at: &str) -> Result<(), FieldError> {
     }
 }
 
-/// Places one chain key: the classifier holds MAC, encryption and origin keys; each node of the
+/// Places one chain key: the classifiers hold MAC, encryption and origin keys; each node of the
 /// chain's SFs the MAC key, its SFs' proof-of-transit shares and, for intrusive SFs, the
 /// encryption key; the end node the MAC key, the origin key and the proof-of-transit secret.
 fn chain_keys(
     cfgs: &mut [NodeConfig],
     key_id: u32,
     chain: u32,
-    classifier: usize,
+    classifiers: &[usize],
     sfs: &[(Vec<(usize, u32)>, bool)],
     end: usize,
 ) -> Result<(), zsfc_esp::KeyError> {
@@ -623,9 +636,11 @@ fn chain_keys(
     }
     let base = ChainKeyConfig { key_id, chain, mac_key: Some(mac), enc_key: None, origin_key: None, pot: None };
     let mut entries: std::collections::BTreeMap<usize, ChainKeyConfig> = Default::default();
-    let first = entries.entry(classifier).or_insert_with(|| base.clone());
-    first.enc_key = Some(enc.clone());
-    first.origin_key = Some(origin.clone());
+    for &classifier in classifiers {
+        let first = entries.entry(classifier).or_insert_with(|| base.clone());
+        first.enc_key = Some(enc.clone());
+        first.origin_key = Some(origin.clone());
+    }
     // Every instance of an SF holds that SF's share: a packet that crossed any one of them
     // verifies, one that skipped the SF does not.
     for (k, (instances, intrusive)) in sfs.iter().enumerate() {

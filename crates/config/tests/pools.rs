@@ -122,6 +122,39 @@ fn one_sa_per_pair_of_adjacent_encrypting_instances_and_shares_per_sf() {
     assert_eq!(labels.len(), 6);
 }
 
+/// A chain classified at two nodes (a second ingress gateway, RFC 7665 §4.4): both get the
+/// chain with the same id, labels, rules and chain key, each with SAs of its own to every
+/// instance of the first encrypting pool; a node classifies onto a chain once.
+#[test]
+fn a_chain_classified_at_two_nodes_gives_each_its_own_sas_and_the_same_chain_key() {
+    let text = POOLED
+        .replace(r#"nodes = [{ name = "ingress" },"#, r#"nodes = [{ name = "ingress" }, { name = "ingress2" },"#)
+        .replacen(r#"classifier = "ingress""#, "classifier = \"ingress\"\nalso_classified_at = [\"ingress2\"]", 1);
+    let cfgs = Topology::from_toml(&text).unwrap().compile().unwrap();
+    let by = |n: &str| cfgs.iter().find(|c| c.name == n).unwrap();
+    let (a, b) = (&by("ingress").chains[0], &by("ingress2").chains[0]);
+    assert_eq!((a.id, &a.labels), (b.id, &b.labels));
+    assert_eq!((a.sa_via.len(), b.sa_via.len()), (2, 2), "each classifier seals per firewall instance");
+    let spi = |n: &str, idx: u32| by(n).outbound_sas.iter().find(|o| o.index == idx).unwrap().sa.spi;
+    let (sa, sb): (HashSet<u32>, HashSet<u32>) = (
+        a.sa_via.iter().map(|v| spi("ingress", v.sa)).collect(),
+        b.sa_via.iter().map(|v| spi("ingress2", v.sa)).collect(),
+    );
+    assert!(sa.is_disjoint(&sb), "the classifiers share no SA: {sa:?} {sb:?}");
+    assert_eq!(by("ingress2").rules.len(), by("ingress").rules.len());
+    // fw1 opens from both classifiers (to-web) and from each DPI instance (from-web).
+    assert_eq!(by("fw1").inbound_sas.iter().filter(|s| !s.link).count(), 4);
+    let key = |n: &str| {
+        let k = by(n).chain_keys.iter().find(|k| k.chain == 1).unwrap();
+        (k.key_id, k.mac_key.as_ref().map(|m| m.0.to_vec()), k.origin_key.as_ref().map(|m| m.0.to_vec()))
+    };
+    assert_eq!(key("ingress"), key("ingress2"));
+    assert!(key("ingress").2.is_some(), "the classifiers hold the origin key");
+    let twice = text.replace(r#"also_classified_at = ["ingress2"]"#, r#"also_classified_at = ["ingress"]"#);
+    let e = Topology::from_toml(&twice).unwrap().compile().unwrap_err().to_string();
+    assert!(e.contains("chains[0].also_classified_at[0]"), "{e}");
+}
+
 #[test]
 fn pool_mistakes_name_the_field() {
     let cases = [

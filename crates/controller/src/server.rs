@@ -472,7 +472,7 @@ async fn sf_drops(
 ) -> Response {
     let r = (|| {
         let node = list_key(&key, "node")?;
-        if ctl.domain().gateway_node.as_deref() != Some(node.as_str()) {
+        if !ctl.domain().gateway_nodes.contains(&node) {
             return Err(Refusal::new(404, "invalid-value", format!("{node:?} is not the gateway's node")));
         }
         require(&ctl, &peer, Some(&node), Admin::ActForNode, "read SF drops")?;

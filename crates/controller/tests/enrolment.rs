@@ -254,7 +254,7 @@ async fn a_role_bound_to_a_key_acts_only_with_that_key() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sf_drops_go_from_the_reporting_node_to_the_gateways_node_only() {
     let mut d = domain();
-    d.gateway_node = Some("ingress".into());
+    d.gateway_nodes = vec!["ingress".into()];
     let (r, ca) = start_with(d).await;
     let node = |name: &str| {
         let (cert, key) = ca.issue(&typed(Kind::Node, name), &[], &[], common::hour()).unwrap();
@@ -383,4 +383,26 @@ async fn a_client_named_like_a_node_or_a_role_acts_as_neither() {
         assert!(refusals.iter().any(|x| x.starts_with(&want)), "no audit row {want:?} in {refusals:?}");
     }
     assert!(refusals.iter().any(|x| x.starts_with("spiffe://elsewhere/role/operator")), "{refusals:?}");
+}
+
+/// A domain stored before there could be several gateways (`gateway_node`, one name) reads as
+/// one gateway; several are kept in order; and a gateway must be a node of the domain.
+#[test]
+fn a_stored_domain_names_one_gateway_or_several() {
+    let mut v = serde_json::to_value(domain()).unwrap();
+    v["gateway_node"] = "ingress".into();
+    let d: DomainSpec = serde_json::from_value(v.clone()).unwrap();
+    assert_eq!(d.gateway_nodes, ["ingress"]);
+    let mut both = v.clone();
+    both.as_object_mut().unwrap().remove("gateway_node");
+    both["gateway_nodes"] = serde_json::json!(["ingress", "egress"]);
+    let d: DomainSpec = serde_json::from_value(both).unwrap();
+    assert_eq!(d.gateway_nodes, ["ingress", "egress"]);
+    assert_eq!(serde_json::to_value(&d).unwrap()["gateway_nodes"], serde_json::json!(["ingress", "egress"]));
+    let dir = std::env::temp_dir().join(format!("zsfc-gw-{}", std::process::id()));
+    let _ = std::fs::create_dir_all(&dir);
+    let wrong = DomainSpec { gateway_nodes: vec!["nosuch".into()], ..domain() };
+    let e = Controller::init(&dir.join("c.db"), &wrong).map(|_| ()).unwrap_err().to_string();
+    let _ = std::fs::remove_dir_all(&dir);
+    assert!(e.contains("gateway_nodes[0]"), "{e}");
 }

@@ -28,7 +28,7 @@ fn identity_of(pem: &str) -> Identity {
 async fn a_node_renews_its_certificate_and_nobody_renews_another_identity() {
     let mut d = domain();
     d.topology.certificates.node_s = 60;
-    d.gateway_node = Some("ingress".into());
+    d.gateway_nodes = vec!["ingress".into()];
     let (r, ca) = start_with(d).await;
     let anonymous = Client::new(&r.addr, "controller", &r.ca, None).unwrap();
     let mut nodes = std::collections::HashMap::new();
@@ -125,7 +125,7 @@ async fn peer_validity(addr: &str, ca: &str) -> Validity {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_revoked_node_is_refused_until_it_enrols_again_with_a_new_token() {
     let mut d = domain();
-    d.gateway_node = Some("ingress".into());
+    d.gateway_nodes = vec!["ingress".into()];
     // Nobody acknowledges here: rollouts go on after 50 ms per step.
     d.rekey = zsfc_controller::RekeySettings { period_s: 0, grace_ms: 0, ack_timeout_ms: 50 };
     let (r, ca) = start_with(d).await;

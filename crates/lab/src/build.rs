@@ -20,7 +20,10 @@ pub(crate) fn build(lab: &Lab, plan: &LabPlan, state: &State, ns: &mut Namespace
     let spec = zsfc_controller::DomainSpec {
         name: plan.name.clone(),
         topology: plan.topology.clone(),
-        gateway_node: Some(plan.nodes[plan.gateway.node].name.clone()),
+        gateway_nodes: std::iter::once(&plan.gateway)
+            .chain(&plan.more_gateways)
+            .map(|g| plan.nodes[g.node].name.clone())
+            .collect(),
         grants: plan.grants.clone(),
         rekey: zsfc_controller::RekeySettings {
             period_s: plan.controller.rekey_period_s,
@@ -95,22 +98,30 @@ pub(crate) fn build(lab: &Lab, plan: &LabPlan, state: &State, ns: &mut Namespace
         listening(&ctl_ns, false, port(nodes)) && listening(&ctl_ns, false, port(management))
     })?;
 
-    // The client network on the gateway node.
-    let gw = &plan.nodes[plan.gateway.node];
-    ip(&["-n", &gw.ns, "link", "add", "clients", "mtu", &mtu, "type", "bridge"])?;
-    ip(&["-n", &gw.ns, "addr", "add", &format!("{}/24", plan.gateway.address), "dev", "clients"])?;
-    ip(&["-n", &gw.ns, "link", "set", "clients", "up"])?;
-    sysctl(&gw.ns, &["net.ipv4.ip_forward=1"])?;
-    for (k, c) in plan.clients.iter().enumerate() {
+    // The client network on each gateway node; every client has a leg on each (`eth0` on
+    // the first gateway's, its default route, `eth1` on the second's ...).
+    for c in &plan.clients {
         ns.add(&c.ns)?;
-        let port = format!("c{k}");
-        veth(&c.ns, "eth0", &gw.ns, &port, &mtu)?;
-        ip(&["-n", &c.ns, "addr", "add", &format!("{}/24", c.address), "dev", "eth0"])?;
-        ip(&["-n", &c.ns, "link", "set", "eth0", "up"])?;
-        ip(&["-n", &c.ns, "route", "add", "default", "via", &plan.gateway.address.to_string()])?;
-        ip(&["-n", &gw.ns, "link", "set", &port, "master", "clients", "up"])?;
     }
-    close_border(&gw.ns, plan.gateway.port)?;
+    for (g, gateway) in std::iter::once(&plan.gateway).chain(&plan.more_gateways).enumerate() {
+        let gw = &plan.nodes[gateway.node];
+        ip(&["-n", &gw.ns, "link", "add", "clients", "mtu", &mtu, "type", "bridge"])?;
+        ip(&["-n", &gw.ns, "addr", "add", &format!("{}/24", gateway.address), "dev", "clients"])?;
+        ip(&["-n", &gw.ns, "link", "set", "clients", "up"])?;
+        sysctl(&gw.ns, &["net.ipv4.ip_forward=1"])?;
+        for (k, c) in plan.clients.iter().enumerate() {
+            let (port, dev) = (format!("c{k}"), format!("eth{g}"));
+            let address = if g == 0 { c.address } else { c.more_addresses[g - 1] };
+            veth(&c.ns, &dev, &gw.ns, &port, &mtu)?;
+            ip(&["-n", &c.ns, "addr", "add", &format!("{address}/24"), "dev", &dev])?;
+            ip(&["-n", &c.ns, "link", "set", &dev, "up"])?;
+            if g == 0 {
+                ip(&["-n", &c.ns, "route", "add", "default", "via", &gateway.address.to_string()])?;
+            }
+            ip(&["-n", &gw.ns, "link", "set", &port, "master", "clients", "up"])?;
+        }
+        close_border(&gw.ns, gateway.port, &gateway.client_net)?;
+    }
 
     // Veth attachment circuits (one per lane) exist before their node opens them.
     for sf in &plan.external_sfs {
@@ -273,14 +284,14 @@ pub(crate) fn build(lab: &Lab, plan: &LabPlan, state: &State, ns: &mut Namespace
 /// sockets (its MPLS-in-UDP port, its metrics), and a source address that does not belong on
 /// the client network is dropped (strict reverse-path filter). Every drop is counted by
 /// iptables (`zsfc status` shows it).
-fn close_border(gw_ns: &str, gateway_port: u16) -> anyhow::Result<()> {
+fn close_border(gw_ns: &str, gateway_port: u16, client_net: &str) -> anyhow::Result<()> {
     sysctl(gw_ns, &["net.ipv4.conf.clients.rp_filter=1"])?;
     let port = gateway_port.to_string();
     let dev = crate::LOCAL_DEV;
     let rules: [&[&str]; 8] = [
         // Before routing (and the kernel's reverse-path filter, which counts nothing): a source
         // that is not of the client network, counted.
-        &["-t", "raw", "-A", "PREROUTING", "-i", "clients", "!", "-s", crate::CLIENT_NET, "-j", "DROP"],
+        &["-t", "raw", "-A", "PREROUTING", "-i", "clients", "!", "-s", client_net, "-j", "DROP"],
         &["-A", "INPUT", "-i", "clients", "-p", "tcp", "--dport", &port, "-j", "ACCEPT"],
         &["-A", "INPUT", "-i", "clients", "-p", "icmp", "-j", "ACCEPT"],
         &["-A", "INPUT", "-i", "clients", "-j", "DROP"],
@@ -343,12 +354,15 @@ fn make_pki(plan: &LabPlan, state: &State, ca: &Ca) -> anyhow::Result<()> {
     // Typed identities (zsfc_identity): the gateway's server certificate names the gateway
     // node, clients are `client/NAME` (a client may share a name with a node or a role).
     let id = |kind, name: &str| Identity::new(&plan.name, kind, name);
-    let gw_ip: IpAddr = plan.gateway.address.into();
-    let gateway = id(Kind::Gateway, &plan.nodes[plan.gateway.node].name)?;
     let lifetimes = plan.topology.certificates;
-    let (cert, key) = ca.issue(&gateway, &plan.gateway.server_names, &[gw_ip], Validity::from_now(lifetimes.node()))?;
-    std::fs::write(pki.join("gateway.pem"), cert)?;
-    write_private(&pki.join("gateway.key"), key.as_bytes())?;
+    // Each gateway its own key: no secret shared between the ingress nodes.
+    for g in std::iter::once(&plan.gateway).chain(&plan.more_gateways) {
+        let gw_ip: IpAddr = g.address.into();
+        let gateway = id(Kind::Gateway, &plan.nodes[g.node].name)?;
+        let (cert, key) = ca.issue(&gateway, &g.server_names, &[gw_ip], Validity::from_now(lifetimes.node()))?;
+        std::fs::write(pki.join(format!("{}.pem", g.cert)), cert)?;
+        write_private(&pki.join(format!("{}.key", g.cert)), key.as_bytes())?;
+    }
     // Same names from a CA nobody trusts: what a client from elsewhere would present.
     let outsider = Ca::new(&format!("zsfc {} outsider CA", plan.name))?;
     for c in &plan.clients {

@@ -18,6 +18,7 @@
 pub mod access;
 mod build;
 pub mod check;
+mod gateways;
 pub mod guard;
 pub mod plan;
 mod restart;

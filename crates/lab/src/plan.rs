@@ -123,25 +123,6 @@ pub struct LabNode {
     pub name: String,
 }
 
-/// The node that runs the mutual-TLS gateway and classifies the clients' traffic.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct LabGateway {
-    pub node: String,
-    #[serde(default = "https_port")]
-    pub port: u16,
-    /// New connections admitted per source address and per client identity.
-    #[serde(default)]
-    pub rate_limits: GatewayRateLimits,
-    /// Sources and identities refused too often are blocked for a while.
-    #[serde(default)]
-    pub blocking: GatewayBlocking,
-}
-
-fn https_port() -> u16 {
-    443
-}
-
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ServiceKind {
@@ -320,6 +301,8 @@ pub struct LabPlan {
     pub bridge_ns: String,
     pub nodes: Vec<PlannedNode>,
     pub gateway: PlannedGateway,
+    /// Further ingress gateways (`gateway.also_on`), each with a client network of its own.
+    pub more_gateways: Vec<PlannedGateway>,
     pub clients: Vec<PlannedClient>,
     pub external_sfs: Vec<PlannedSf>,
     pub services: Vec<PlannedService>,
@@ -343,19 +326,12 @@ pub struct PlannedNode {
 }
 
 #[derive(Debug, Clone)]
-pub struct PlannedGateway {
-    pub node: usize,
-    pub address: Ipv4Addr,
-    pub port: u16,
-    /// Service name → server name (SNI) the gateway's certificate carries.
-    pub server_names: Vec<String>,
-}
-
-#[derive(Debug, Clone)]
 pub struct PlannedClient {
     pub name: String,
     pub ns: String,
     pub address: Ipv4Addr,
+    /// Its addresses on the client networks of the further gateways (`eth1`, ...).
+    pub more_addresses: Vec<Ipv4Addr>,
 }
 
 #[derive(Debug, Clone)]
@@ -409,9 +385,8 @@ pub struct PlannedService {
     pub bytes: u64,
 }
 
-pub const CLIENT_NET: &str = "172.16.0.0/24";
-pub const GATEWAY_ADDR: Ipv4Addr = Ipv4Addr::new(172, 16, 0, 1);
-pub const INNER_SOURCE: Ipv4Addr = Ipv4Addr::new(10, 1, 0, 1);
+pub use crate::gateways::{CLIENT_NET, GATEWAY_ADDR, INNER_SOURCE, LabGateway, PlannedGateway};
+use crate::gateways::{client_net, gateway_addr, inner_source};
 pub const SERVICE_NET: &str = "10.9.0.0/24";
 /// Where every lab node serves its metrics, inside its own namespace.
 pub const METRICS_LISTEN: &str = "127.0.0.1:9464";
@@ -492,12 +467,21 @@ impl Lab {
             nodes.get(name).copied().ok_or_else(|| bad(field, format!("no node named {name:?}")))
         };
         let gw = node_of("gateway.node".into(), &self.gateway.node)?;
+        let gws = self.gateway.nodes(gw, node_of)?;
 
         // Topology: endpoints are the clients (at the gateway) and one per node with services.
         let mut topo = Topology {
             version: VERSION,
             nodes: Vec::new(),
-            endpoints: vec![TopoEndpoint { name: "clients".into(), node: self.gateway.node.clone(), label: None }],
+            endpoints: gws
+                .iter()
+                .enumerate()
+                .map(|(k, &g)| TopoEndpoint {
+                    name: crate::gateways::clients_endpoint(k),
+                    node: self.nodes[g].name.clone(),
+                    label: None,
+                })
+                .collect(),
             sfs: Vec::new(),
             chains: Vec::new(),
             sa: self.sa,
@@ -523,8 +507,8 @@ impl Lab {
         for (j, s) in self.services.iter().enumerate() {
             let at = format!("services[{j}]");
             let node = node_of(format!("{at}.node"), &s.node)?;
-            if node == gw {
-                return Err(bad(format!("{at}.node"), "a service lives on a node other than the gateway's"));
+            if gws.contains(&node) {
+                return Err(bad(format!("{at}.node"), "a service lives on a node that runs no gateway"));
             }
             if s.port == 0 {
                 return Err(bad(format!("{at}.port"), "must not be 0"));
@@ -664,7 +648,7 @@ impl Lab {
                 .rules
                 .iter()
                 .map(|d| RuleConfig {
-                    src: CLIENT_NET.into(),
+                    src: crate::gateways::clients_prefix(gws.len()),
                     dst: format!("{}/32", svc.address),
                     protocol: Some(d.protocol),
                     src_ports: (0, u16::MAX),
@@ -688,6 +672,7 @@ impl Lab {
             topo.chains.push(TopoChain {
                 name: ch.name.clone(),
                 classifier: self.gateway.node.clone(),
+                also_classified_at: self.gateway.also_on.clone(),
                 sfs: ch.sfs.clone(),
                 to: format!("svc-{}", self.services[j].node),
                 rules,
@@ -708,34 +693,42 @@ impl Lab {
                 sf_exists(format!("services[{j}].return_sfs[{k}]"), sf)?;
             }
             longest = longest.max(s.return_sfs.len() + 1);
-            described.push(format!(
-                "{}-return (id {}): {}",
-                s.name,
-                self.chains.len() + j + 1,
-                path_of(s.name.clone(), &s.return_sfs, "clients")
-            ));
-            let src = format!("{}/32", planned_services[j].address);
-            topo.chains.push(TopoChain {
-                name: format!("{}-return", s.name),
-                classifier: s.node.clone(),
-                sfs: s.return_sfs.clone(),
-                to: "clients".into(),
-                rules: [format!("{INNER_SOURCE}/32"), CLIENT_NET.into()]
-                    .into_iter()
-                    .chain(s.return_prefixes.iter().cloned())
-                    .map(|dst| RuleConfig {
-                        src: src.clone(),
-                        dst,
-                        protocol: None,
-                        src_ports: (0, u16::MAX),
-                        dst_ports: (0, u16::MAX),
-                        chain: None,
-                        deny: false,
-                    })
-                    .collect(),
-                gateway: false,
-                nsh: None,
-            });
+        }
+        // One return chain per service and gateway (the first gateway's come first: their ids
+        // do not depend on how many gateways there are).
+        for k in 0..gws.len() {
+            for (j, s) in self.services.iter().enumerate() {
+                let name = crate::gateways::return_chain(&s.name, k);
+                let to = crate::gateways::clients_endpoint(k);
+                described.push(format!(
+                    "{name} (id {}): {}",
+                    topo.chains.len() + 1,
+                    path_of(s.name.clone(), &s.return_sfs, &to)
+                ));
+                let src = format!("{}/32", planned_services[j].address);
+                topo.chains.push(TopoChain {
+                    name,
+                    classifier: s.node.clone(),
+                    also_classified_at: Vec::new(),
+                    sfs: s.return_sfs.clone(),
+                    to,
+                    rules: [format!("{}/32", inner_source(k)), client_net(k)]
+                        .into_iter()
+                        .chain(s.return_prefixes.iter().cloned())
+                        .map(|dst| RuleConfig {
+                            src: src.clone(),
+                            dst,
+                            protocol: None,
+                            src_ports: (0, u16::MAX),
+                            dst_ports: (0, u16::MAX),
+                            chain: None,
+                            deny: false,
+                        })
+                        .collect(),
+                    gateway: false,
+                    nsh: None,
+                });
+            }
         }
         for (i, e) in self.expect.iter().enumerate() {
             if !clients.contains_key(e.client.as_str()) {
@@ -758,16 +751,19 @@ impl Lab {
             .enumerate()
             .map(|(i, n)| {
                 let mut addresses = Vec::new();
-                if i == gw {
-                    addresses.push(format!("{INNER_SOURCE}/24"));
+                if let Some(k) = gws.iter().position(|&g| g == i) {
+                    addresses.push(format!("{}/24", inner_source(k)));
                 }
                 addresses.extend(planned_services.iter().filter(|s| s.node == i).map(|s| format!("{}/32", s.address)));
                 // Into the domain: from the ingress to the services, from a service's node back
                 // to the clients (and the prefixes a NAT SF returns from).
-                let routes = if i == gw {
+                let routes = if gws.contains(&i) {
                     vec![SERVICE_NET.into()]
                 } else if planned_services.iter().any(|s| s.node == i) {
-                    let mut routes = vec![format!("{INNER_SOURCE}/32"), CLIENT_NET.into()];
+                    let mut routes = Vec::new();
+                    for k in 0..gws.len() {
+                        routes.extend([format!("{}/32", inner_source(k)), client_net(k)]);
+                    }
                     for s in self.services.iter().filter(|s| s.node == n.name) {
                         routes.extend(s.return_prefixes.iter().cloned());
                     }
@@ -796,20 +792,36 @@ impl Lab {
             other => other,
         })?;
         let pki = state.join("pki");
-        configs[gw].gateway = Some(GatewayConfig {
-            listen: format!("{GATEWAY_ADDR}:{}", self.gateway.port),
-            ca: pki.join("ca.pem").display().to_string(),
-            cert: pki.join("gateway.pem").display().to_string(),
-            key: pki.join("gateway.key").display().to_string(),
-            inner_source: INNER_SOURCE.to_string(),
-            services: planned_services
-                .iter()
-                .map(|s| GatewayService { name: s.server_name.clone(), address: format!("{}:{}", s.address, s.port) })
-                .collect(),
-            grants: grants.clone(),
-            rate_limits: self.gateway.rate_limits,
-            blocking: self.gateway.blocking,
-        });
+        let server_names: Vec<String> = planned_services.iter().map(|s| s.server_name.clone()).collect();
+        for (k, &g) in gws.iter().enumerate() {
+            let cert = crate::gateways::cert_name(k, &self.nodes[g].name);
+            configs[g].gateway = Some(GatewayConfig {
+                listen: format!("{}:{}", gateway_addr(k), self.gateway.port),
+                ca: pki.join("ca.pem").display().to_string(),
+                cert: pki.join(format!("{cert}.pem")).display().to_string(),
+                key: pki.join(format!("{cert}.key")).display().to_string(),
+                inner_source: inner_source(k).to_string(),
+                services: planned_services
+                    .iter()
+                    .map(|s| GatewayService {
+                        name: s.server_name.clone(),
+                        address: format!("{}:{}", s.address, s.port),
+                    })
+                    .collect(),
+                grants: grants.clone(),
+                rate_limits: self.gateway.rate_limits,
+                blocking: self.gateway.blocking,
+            });
+        }
+        let port = self.gateway.port;
+        let planned_gateway = |k: usize, node: usize| PlannedGateway {
+            node,
+            address: gateway_addr(k),
+            port,
+            server_names: server_names.clone(),
+            client_net: client_net(k),
+            cert: crate::gateways::cert_name(k, &self.nodes[node].name),
+        };
         for c in &mut configs {
             c.metrics = Some(MetricsConfig { listen: METRICS_LISTEN.into() });
             c.settings.lanes = self.lanes;
@@ -838,12 +850,8 @@ impl Lab {
             controller: self.controller,
             name: self.name.clone(),
             bridge_ns: format!("{prefix}-net"),
-            gateway: PlannedGateway {
-                node: gw,
-                address: GATEWAY_ADDR,
-                port: self.gateway.port,
-                server_names: planned_services.iter().map(|s| s.server_name.clone()).collect(),
-            },
+            gateway: planned_gateway(0, gw),
+            more_gateways: gws.iter().enumerate().skip(1).map(|(k, &g)| planned_gateway(k, g)).collect(),
             clients: self
                 .clients
                 .iter()
@@ -852,6 +860,7 @@ impl Lab {
                     name: c.name.clone(),
                     ns: format!("{prefix}-c-{}", c.name),
                     address: Ipv4Addr::new(172, 16, 0, 10 + k as u8),
+                    more_addresses: (1..gws.len()).map(|g| Ipv4Addr::new(172, 16, g as u8, 10 + k as u8)).collect(),
                 })
                 .collect(),
             prefix,
@@ -885,6 +894,6 @@ fn names<'a>(names: impl Iterator<Item = &'a str>, list: &str) -> Result<HashMap
     Ok(m)
 }
 
-fn bad(field: impl Into<String>, why: impl ToString) -> FieldError {
+pub(crate) fn bad(field: impl Into<String>, why: impl ToString) -> FieldError {
     FieldError::field(field, why)
 }

@@ -96,6 +96,20 @@ pub fn summary(plan: &LabPlan, state: &State) -> String {
             plan.gateway.port
         );
     }
+    for g in &plan.more_gateways {
+        // A client given every gateway's address is served by whichever answers.
+        let all: Vec<String> =
+            std::iter::once(&plan.gateway).chain(&plan.more_gateways).map(|g| g.address.to_string()).collect();
+        line!(
+            "  another gateway on {} at {}:{} (client network {}); both: --resolve NAME:{}:{}",
+            plan.nodes[g.node].name,
+            g.address,
+            g.port,
+            g.client_net,
+            g.port,
+            all.join(",")
+        );
+    }
     line!("  the gateway's log: {}", state.log(&gw.name).display());
     line!("  a node's counters: ip netns exec {} curl -s http://{}/metrics", gw.ns, crate::METRICS_LISTEN);
     line!("live counters: zsfc status {}; expected outcomes: zsfc check {}", plan.name, plan.name);

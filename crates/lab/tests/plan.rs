@@ -3,7 +3,7 @@
 use std::path::Path;
 use zsfc_lab::{Lab, encapsulation_overhead};
 
-const EXAMPLES: [(&str, &str); 7] = [
+const EXAMPLES: [(&str, &str); 8] = [
     ("quickstart", include_str!("../../../examples/quickstart.toml")),
     ("seed-testbed", include_str!("../../../examples/seed-testbed.toml")),
     ("nat", include_str!("../../../examples/nat.toml")),
@@ -11,7 +11,35 @@ const EXAMPLES: [(&str, &str); 7] = [
     ("paths", include_str!("../../../examples/paths.toml")),
     ("pools", include_str!("../../../examples/pools.toml")),
     ("failover", include_str!("../../../examples/failover.toml")),
+    ("gateways", include_str!("../../../examples/gateways.toml")),
 ];
+
+/// Two gateways: each its own client network, address, certificate and local side; the chain
+/// classified at both with one id; a return chain per gateway; the service's node routes
+/// answers to both.
+#[test]
+fn a_second_gateway_gets_its_own_networks_certificate_and_return_chain() {
+    let plan = Lab::from_toml(EXAMPLES[7].1).unwrap().plan(Path::new("/state")).unwrap();
+    assert_eq!(plan.more_gateways.len(), 1);
+    let g2 = &plan.more_gateways[0];
+    assert_eq!((g2.node, g2.address.to_string(), g2.client_net.as_str()), (1, "172.16.1.1".into(), "172.16.1.0/24"));
+    assert_eq!(plan.clients[0].more_addresses.iter().map(|a| a.to_string()).collect::<Vec<_>>(), ["172.16.1.10"]);
+    let (a, b) = (&plan.nodes[0].config, &plan.nodes[1].config);
+    let (ga, gb) = (a.gateway.as_ref().unwrap(), b.gateway.as_ref().unwrap());
+    assert_eq!((ga.listen.as_str(), gb.listen.as_str()), ("172.16.0.1:443", "172.16.1.1:443"));
+    assert_eq!((ga.inner_source.as_str(), gb.inner_source.as_str()), ("10.1.0.1", "10.1.1.1"));
+    assert!(ga.cert.ends_with("/gateway.pem") && gb.cert.ends_with("/gateway-ingress2.pem"), "{} {}", ga.cert, gb.cert);
+    assert_eq!(ga.grants, gb.grants, "one policy for both");
+    let t = &plan.topology;
+    let names: Vec<&str> = t.chains.iter().map(|c| c.name.as_str()).collect();
+    assert_eq!(names, ["web-via-dpi", "web-return", "web-return-2"]);
+    assert_eq!(t.chains[0].also_classified_at, ["ingress2"]);
+    assert_eq!(t.chains[2].to, "clients-2");
+    let egress = plan.nodes[3].config.local.as_ref().unwrap();
+    for r in ["10.1.0.1/32", "172.16.0.0/24", "10.1.1.1/32", "172.16.1.0/24"] {
+        assert!(egress.routes.iter().any(|x| x == r), "egress routes {r}: {:?}", egress.routes);
+    }
+}
 
 #[test]
 fn a_pooled_external_sf_gets_a_namespace_and_circuits_per_instance() {
@@ -164,7 +192,19 @@ fn lab_mistakes_name_the_field() {
         ),
         (
             q.replace("node = \"egress\"\nkind", "node = \"ingress\"\nkind"),
-            "services[0].node: a service lives on a node other than the gateway's",
+            "services[0].node: a service lives on a node that runs no gateway",
+        ),
+        (
+            q.replace("gateway = { node = \"ingress\" }", "gateway = { node = \"ingress\", also_on = [\"gw2\"] }"),
+            "gateway.also_on[0]: no node named \"gw2\"",
+        ),
+        (
+            q.replace("gateway = { node = \"ingress\" }", "gateway = { node = \"ingress\", also_on = [\"ingress\"] }"),
+            "gateway.also_on[0]: \"ingress\" runs a gateway already",
+        ),
+        (
+            q.replace("gateway = { node = \"ingress\" }", "gateway = { node = \"ingress\", also_on = [\"egress\"] }"),
+            "services[0].node: a service lives on a node that runs no gateway",
         ),
         (
             q.replace("function = { kind = \"dpi\", patterns = [\"test\"] }", ""),

@@ -45,7 +45,7 @@ impl Controller {
         let id_err = |e: zsfc_identity::IdentityError| Refusal::new(400, "invalid-value", e.to_string());
         let id = match what {
             Renewal::Node => Identity::new(&domain.name, IdKind::Node, node).map_err(id_err)?,
-            Renewal::Gateway if domain.gateway_node.as_deref() == Some(node) => {
+            Renewal::Gateway if domain.gateway_nodes.iter().any(|g| g == node) => {
                 Identity::new(&domain.name, IdKind::Gateway, node).map_err(id_err)?
             }
             Renewal::Gateway => {

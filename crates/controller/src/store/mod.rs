@@ -29,9 +29,10 @@ mod status;
 pub struct DomainSpec {
     pub name: String,
     pub topology: Topology,
-    /// The node whose gateway takes `grants`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub gateway_node: Option<String>,
+    /// The nodes whose gateways take `grants` (one, or several ingress gateways of the same
+    /// domain; the old single `gateway_node` is read too).
+    #[serde(default, alias = "gateway_node", deserialize_with = "one_or_many", skip_serializing_if = "Vec::is_empty")]
+    pub gateway_nodes: Vec<String>,
     #[serde(default)]
     pub grants: Vec<GatewayGrant>,
     #[serde(default)]
@@ -699,12 +700,12 @@ impl Controller {
             // From here the rollout runs to its end (and clears this): status is not converged.
             st.rolling = true;
             st.renewed_at = Some(std::time::Instant::now());
-            let gw = st.domain.gateway_node.clone();
+            let gw = st.domain.gateway_nodes.clone();
             let news: Vec<(String, NodeState)> = cfgs
                 .iter()
                 .filter(|c| !cut.contains(&c.name))
                 .map(|c| {
-                    let is_gw = gw.as_deref() == Some(&c.name);
+                    let is_gw = gw.contains(&c.name);
                     let grants = if is_gw { st.domain.grants.clone() } else { Vec::new() };
                     let mut doc = NodeState::from_config(0, c, grants, |_| true);
                     if is_gw {
@@ -884,12 +885,26 @@ fn check_domain(d: &DomainSpec) -> Result<(), String> {
             return Err(format!("grants[{i}].chain: no chain with id {}", g.chain));
         }
     }
-    if let Some(g) = &d.gateway_node
-        && !d.topology.nodes.iter().any(|n| &n.name == g)
-    {
-        return Err(format!("gateway_node: no node named {g:?}"));
+    for (i, g) in d.gateway_nodes.iter().enumerate() {
+        if !d.topology.nodes.iter().any(|n| &n.name == g) || d.gateway_nodes[..i].contains(g) {
+            return Err(format!("gateway_nodes[{i}]: {g:?} is not a node of the topology, named once"));
+        }
     }
     Ok(())
+}
+
+/// A list of names, or one name alone (what `gateway_node` was).
+fn one_or_many<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum OneOrMany {
+        One(String),
+        Many(Vec<String>),
+    }
+    Ok(match OneOrMany::deserialize(d)? {
+        OneOrMany::One(s) => vec![s],
+        OneOrMany::Many(v) => v,
+    })
 }
 
 fn restrict(path: &Path) {

@@ -28,7 +28,7 @@ pub fn domain() -> DomainSpec {
     DomainSpec {
         name: "enrol".into(),
         topology: Topology::from_toml(text).unwrap(),
-        gateway_node: None,
+        gateway_nodes: Vec::new(),
         grants: Vec::new(),
         rekey: Default::default(),
         api: Default::default(),
