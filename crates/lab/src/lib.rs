@@ -21,6 +21,7 @@ pub mod check;
 mod gateways;
 pub mod guard;
 pub mod plan;
+mod planned;
 mod restart;
 pub mod shell;
 mod state;
