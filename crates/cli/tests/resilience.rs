@@ -122,29 +122,44 @@ fn an_external_sf_that_stops_forwarding_is_taken_out_of_its_pool_and_put_back() 
         sysctl.args(["netns", "exec", &lab.ns("sf-fw"), "sysctl", "-qw", &v]);
         assert!(sysctl.status().unwrap().success());
     };
-    // `zsfc domain` once it shows `what` and every node runs the plan that follows from it.
-    let wait_for = |lab: &LabRun, what: &str| -> String {
+    // `zsfc domain` once it shows all of `what` and every node runs the plan that follows.
+    let wait_for = |lab: &LabRun, what: &[&str]| -> String {
         let t = std::time::Instant::now();
         loop {
             let d = domain(lab);
-            if (d.contains(what) && d.contains("(converged)")) || t.elapsed() > Duration::from_secs(20) {
+            if (what.iter().all(|w| d.contains(w)) && d.contains("(converged)"))
+                || t.elapsed() > Duration::from_secs(20)
+            {
                 return d;
             }
             std::thread::sleep(Duration::from_millis(200));
         }
     };
-    let before = wait_for(&lab, "instance fw@sf1 up, circuit returns probes, in the plan");
-    let circuit_up = metric(&lab, "sf1", "zsfc_sf_circuit_up", &["sf=\"fw\""]);
+    let both_up =
+        ["instance fw@sf1 up, circuit returns probes, in the plan", "instance fw@sf2 up, circuit returns probes"];
+    let before = wait_for(&lab, &both_up);
+    // The gauge as sf1 publishes it (once a second): `want`, or what it shows after 3 s.
+    let gauge = |lab: &LabRun, want: u64| {
+        let t = std::time::Instant::now();
+        loop {
+            let v = metric(lab, "sf1", "zsfc_sf_circuit_up", &["sf=\"fw\""]);
+            if v == want || t.elapsed() > Duration::from_secs(3) {
+                return v;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    };
+    let circuit_up = gauge(&lab, 1);
 
     forwarding(false);
-    let out = wait_for(&lab, "OUT of the plan");
-    let circuit_down = metric(&lab, "sf1", "zsfc_sf_circuit_up", &["sf=\"fw\""]);
+    let out = wait_for(&lab, &["OUT of the plan"]);
+    let circuit_down = gauge(&lab, 0);
     let opened_before = forward_counters(&lab, "sf-fw-1")[2];
     let codes: Vec<u32> = (0..12).map(|_| fetch_as(&lab, "alice")).collect();
     let opened_on_sf2 = forward_counters(&lab, "sf-fw-1")[2] - opened_before;
 
     forwarding(true);
-    let back = wait_for(&lab, "instance fw@sf1 up, circuit returns probes, in the plan");
+    let back = wait_for(&lab, &both_up);
     let sf1_before = forward_counters(&lab, "sf-fw")[2];
     let codes_back: Vec<u32> = (0..16).map(|_| fetch_as(&lab, "alice")).collect();
     let sf1_opened = forward_counters(&lab, "sf-fw")[2] - sf1_before;

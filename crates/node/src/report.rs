@@ -32,8 +32,9 @@ pub(crate) fn report_events(
     let mut expired_seen = std::collections::HashSet::new();
     let mut drops: HashMap<(u64, u32, DropReason), u32> = HashMap::new();
     let mut since = std::time::Instant::now();
-    // Each peer's last known state (the last lane to report it wins) and whether it is sent.
-    let mut peers: std::collections::BTreeMap<u32, (bool, u64)> = Default::default();
+    // Each peer's session per lane (every lane probes each peer on its own): the peer is up
+    // while a lane's session is, down when every lane's is (its node is gone, not one path).
+    let mut peers: std::collections::BTreeMap<(u32, usize), (bool, u64)> = Default::default();
     // Each external SF's circuit per lane: every lane hands its own flows to its own circuit,
     // so the node is usable for the SF only while every lane's circuit returns probes.
     let mut circuits: std::collections::BTreeMap<(u32, usize), (bool, u64)> = Default::default();
@@ -41,13 +42,7 @@ pub(crate) fn report_events(
     loop {
         let anything = !peers.is_empty() || !circuits.is_empty();
         if anything && (peers_changed || peers_sent.elapsed() >= LIVENESS_REFRESH) {
-            let list: Vec<zsfc_controller::PeerReport> = peers
-                .iter()
-                .filter_map(|(id, &(up, since_unix_ms))| {
-                    let peer = peer_names.iter().find(|p| p.0 == *id)?.1.clone();
-                    Some(zsfc_controller::PeerReport { peer, up, since_unix_ms })
-                })
-                .collect();
+            let list = peer_reports(&peers, peer_names);
             let body = serde_json::json!({"zsfc:input": {"peers": list, "sfs": circuit_reports(&circuits, sf_names)}});
             let path = "/restconf/operations/zsfc:liveness";
             if let Err(e) = client.blocking("POST", path, Some(body.to_string().into_bytes()), Duration::from_secs(5)) {
@@ -91,7 +86,7 @@ pub(crate) fn report_events(
             Event::PeerChanged { peer, up, unix_ms } => {
                 let who = peer_names.iter().find(|p| p.0 == peer.0).map_or("?", |p| p.1.as_str());
                 eprintln!("zsfc node {name:?}: peer {who} is {} (liveness)", if up { "up" } else { "DOWN" });
-                peers.insert(peer.0, (up, unix_ms));
+                peers.insert((peer.0, lane), (up, unix_ms));
                 peers_changed = true;
                 continue;
             }
@@ -132,6 +127,25 @@ pub(crate) fn report_events(
     }
 }
 
+/// One report per peer: up while any lane's session is, since the latest change.
+fn peer_reports(
+    peers: &std::collections::BTreeMap<(u32, usize), (bool, u64)>,
+    peer_names: &[(u32, String)],
+) -> Vec<zsfc_controller::PeerReport> {
+    let mut out: Vec<(u32, zsfc_controller::PeerReport)> = Vec::new();
+    for (&(id, _), &(up, since)) in peers {
+        let Some((_, name)) = peer_names.iter().find(|p| p.0 == id) else { continue };
+        match out.last_mut() {
+            Some((last, r)) if *last == id => {
+                r.up |= up;
+                r.since_unix_ms = r.since_unix_ms.max(since);
+            }
+            _ => out.push((id, zsfc_controller::PeerReport { peer: name.clone(), up, since_unix_ms: since })),
+        }
+    }
+    out.into_iter().map(|(_, r)| r).collect()
+}
+
 /// One report per external SF: up while every lane's circuit is, since the latest change.
 fn circuit_reports(
     circuits: &std::collections::BTreeMap<(u32, usize), (bool, u64)>,
@@ -149,4 +163,26 @@ fn circuit_reports(
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::BTreeMap;
+
+    /// With several lanes a peer is down only when every lane's session is, and an external
+    /// SF is usable only while every lane's circuit is.
+    #[test]
+    fn lanes_are_summed_up_per_peer_and_per_sf() {
+        let names = [(1, "sf1".to_owned()), (2, "sf2".to_owned())];
+        let peers =
+            BTreeMap::from([((1, 0), (false, 10)), ((1, 1), (true, 20)), ((2, 0), (false, 5)), ((2, 1), (false, 7))]);
+        let r = peer_reports(&peers, &names);
+        let got: Vec<(&str, bool, u64)> = r.iter().map(|p| (p.peer.as_str(), p.up, p.since_unix_ms)).collect();
+        assert_eq!(got, [("sf1", true, 20), ("sf2", false, 7)]);
+        let sfs = ["fw".to_owned()];
+        let circuits = BTreeMap::from([((0, 0), (true, 3)), ((0, 1), (false, 9))]);
+        let c = circuit_reports(&circuits, &sfs);
+        assert_eq!((c.len(), c[0].sf.as_str(), c[0].up, c[0].since_unix_ms), (1, "fw", false, 9));
+    }
 }
