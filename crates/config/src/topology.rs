@@ -153,6 +153,14 @@ pub struct TopoInstance {
 }
 
 impl TopoSf {
+    /// The nodes of the SF's instances: its `node`, or each instance's.
+    pub fn nodes(&self) -> Vec<&str> {
+        match &self.node {
+            Some(n) => vec![n.as_str()],
+            None => self.instances.iter().map(|i| i.node.as_str()).collect(),
+        }
+    }
+
     /// The SF's instances: `instances`, or the one the SF's own fields describe.
     fn placed(&self, at: &str) -> Result<Vec<TopoInstance>, FieldError> {
         match (&self.node, self.instances.is_empty()) {

@@ -189,14 +189,8 @@ impl Controller {
         let (known, served): (Vec<String>, Vec<String>) = {
             let st = self.state();
             let t = &st.domain.topology;
-            let served = t
-                .sfs
-                .iter()
-                .filter(|s| {
-                    s.external && (s.node.as_deref() == Some(node) || s.instances.iter().any(|i| i.node == node))
-                })
-                .map(|s| s.name.clone())
-                .collect();
+            let served =
+                t.sfs.iter().filter(|s| s.external && s.nodes().contains(&node)).map(|s| s.name.clone()).collect();
             (t.nodes.iter().map(|n| n.name.clone()).collect(), served)
         };
         let mut named = BTreeSet::new();
@@ -273,7 +267,7 @@ impl Controller {
     /// The instances of `set` whose SF has several.
     fn pooled(&self, mut set: BTreeSet<InstanceName>) -> BTreeSet<InstanceName> {
         let st = self.state();
-        set.retain(|(sf, _)| st.domain.topology.sfs.iter().any(|s| s.name == *sf && s.instances.len() > 1));
+        set.retain(|(sf, _)| st.domain.topology.sfs.iter().any(|s| s.name == *sf && s.nodes().len() > 1));
         set
     }
 

@@ -64,38 +64,23 @@ impl Controller {
         // Every SF instance: whether its node is seen up (and, for an external SF, whether
         // its circuit returns probes), and whether the plan the nodes run (the last rollout's)
         // has it in its pool.
-        let circuits: std::collections::HashMap<(String, String), (bool, u64)> = st
-            .domain
-            .topology
-            .sfs
-            .iter()
-            .filter(|sf| sf.external)
-            .flat_map(|sf| {
-                let nodes: Vec<String> = match &sf.node {
-                    Some(n) => vec![n.clone()],
-                    None => sf.instances.iter().map(|i| i.node.clone()).collect(),
-                };
-                nodes.into_iter().map(move |n| (sf.name.clone(), n))
-            })
-            .filter_map(|k| Some((k.clone(), self.circuit_liveness(&k.0, &k.1)?)))
-            .collect();
         let instances: Vec<_> = st
             .domain
             .topology
             .sfs
             .iter()
             .flat_map(|sf| {
-                let nodes: Vec<&String> = match &sf.node {
-                    Some(n) => vec![n],
-                    None => sf.instances.iter().map(|i| &i.node).collect(),
-                };
+                let nodes = sf.nodes();
                 let pooled = nodes.len() > 1;
                 nodes.into_iter().map(move |n| (sf, n, pooled))
             })
             .map(|(sf, node, pooled)| {
-                let key = (sf.name.clone(), node.clone());
-                let circuit =
-                    circuits.get(&key).map(|&(up, since)| serde_json::json!({"up": up, "since-unix-ms": since}));
+                let key = (sf.name.clone(), node.to_owned());
+                let circuit = sf
+                    .external
+                    .then(|| self.circuit_liveness(&sf.name, node))
+                    .flatten()
+                    .map(|(up, since)| serde_json::json!({"up": up, "since-unix-ms": since}));
                 serde_json::json!({
                     "sf": sf.name, "node": node, "pooled": pooled,
                     "up": !down.contains(node) && !unusable.contains(&key), "circuit": circuit,
