@@ -183,6 +183,11 @@ impl Circuits {
         }
     }
 
+    /// Whether a circuit went up or down since [`take_changes`](Self::take_changes).
+    pub(crate) fn has_changes(&self) -> bool {
+        !self.changes.is_empty()
+    }
+
     pub(crate) fn take_changes(&mut self) -> Vec<(SfId, bool, Instant)> {
         core::mem::take(&mut self.changes)
     }

@@ -1080,7 +1080,8 @@ impl Node {
                 });
             }
         }
-        if self.liveness.expire(now) + self.circuits.expire(now) > 0 {
+        // A circuit also comes up on the proxy's own packets (`handle_from_sf`): report that too.
+        if self.liveness.expire(now) + self.circuits.expire(now) > 0 || self.circuits.has_changes() {
             self.report_liveness_changes();
         }
         if let Some(v) = self.poll_circuit_probe(now) {
