@@ -306,8 +306,12 @@ fn control_traffic_stays_on_the_control_segment() {
     let data = Capture::start(&lab.ns("sf"), "eth0", dir.join("data.pcapng"));
     let control = Capture::start(&lab.ns("sf"), "ctl0", dir.join("control.pcapng"));
     assert!(lab.zsfc(&["rekey", &lab.name]).status.success());
-    assert_eq!(fetch_as(&lab, "alice"), 200);
-    let data = data.fields(&["tcp.port", "udp.port", "esp.spi", "_ws.malformed", "_ws.expert"]);
+    // Six connections: six flows, to see the source ports differ between flows (RFC 7510 §3).
+    for _ in 0..6 {
+        assert_eq!(fetch_as(&lab, "alice"), 200);
+    }
+    let data =
+        data.fields(&["tcp.port", "udp.port", "esp.spi", "_ws.malformed", "_ws.expert", "ip.src", "udp.srcport"]);
     let control = control.fields(&["tcp.port", "udp.port"]);
     assert!(data.iter().filter(|l| l.contains("4500")).count() > 4, "the page crossed the domain segment: {data:?}");
     // Issue 19: link ESP is UDP-encapsulated ESP (RFC 3948) that stock tshark decodes as such.
@@ -318,6 +322,17 @@ fn control_traffic_stays_on_the_control_segment() {
             .all(|l| !f(l, 2).is_empty() && f(l, 3).is_empty() && f(l, 4).is_empty()),
         "link datagrams that tshark does not decode as ESP: {data:?}"
     );
+    // Issue 19 point 5: data leaves from entropy ports of 49152-65535 (liveness probes, which
+    // belong to no flow, from 4500), and one node's flows leave from several ports.
+    let mut ports: std::collections::HashMap<String, std::collections::HashSet<u16>> = Default::default();
+    for l in data.iter().filter(|l| l.contains("4500")) {
+        let port: u16 = f(l, 6).parse().unwrap();
+        assert!(port == 4500 || port >= 49152, "source port {port} outside the ephemeral range: {l}");
+        if port != 4500 {
+            ports.entry(f(l, 5)).or_default().insert(port);
+        }
+    }
+    assert!(ports.values().any(|p| p.len() >= 2), "six flows left each node from one port: {ports:?}");
     assert!(!data.iter().any(|l| l.contains("8443")), "control traffic on the domain segment");
     assert!(control.iter().filter(|l| l.contains("8443")).count() > 10, "the rollout went over ctl0: {control:?}");
     assert!(!control.iter().any(|l| l.contains("4500") || l.contains("6635")), "data on the control segment");

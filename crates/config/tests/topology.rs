@@ -457,3 +457,27 @@ fn the_nsh_ttl_falls_by_one_per_sff_and_a_packet_at_zero_is_dropped() {
     (p[at], p[at + 1]) = (p[at] & 0xf0, (p[at + 1] & 0x3f) | (1 << 6));
     assert_eq!(dropped(n[1].handle_from_domain(now, b)), DropReason::NshTtlExpired);
 }
+
+#[test]
+fn the_classifier_gives_each_flow_its_entropy_and_both_directions_the_same() {
+    // RFC 7510 §3: the outer source port carries the flow's entropy, from 49152-65535.
+    let cfgs = protected();
+    let mut ingress = cfgs[0].build(Instant::from_secs(1)).unwrap();
+    let mut entropy = |flow: &Flow| {
+        let pkt = zsfc_wire::PacketBuf::from_slice(&packets::build(flow, 1, b"q"));
+        forwarded(ingress.handle_local(Instant::from_secs(1), pkt), 1).meta.entropy
+    };
+    let flows: Vec<Flow> = (0..32).map(|i| Flow::udp("10.1.0.9", 5000 + i, "10.9.0.1", 53)).collect();
+    let first: Vec<u16> = flows.iter().map(&mut entropy).collect();
+    assert!(first.iter().all(|&e| e >= 49152), "{first:?}");
+    assert_eq!(first, flows.iter().map(&mut entropy).collect::<Vec<_>>(), "a flow keeps its entropy");
+    assert!(first.iter().collect::<HashSet<_>>().len() >= 30, "32 flows, entropies {first:?}");
+    // The answer's flow hashes alike (the same 5-tuple either way round).
+    let egress = cfgs.iter().position(|c| c.name == "egress").unwrap();
+    let mut back = cfgs[egress].build(Instant::from_secs(1)).unwrap();
+    let answer = zsfc_wire::PacketBuf::from_slice(&packets::build(&flows[0].reversed(), 1, b"a"));
+    match back.handle_local(Instant::from_secs(1), answer) {
+        zsfc_dataplane::Verdict::Forward(_, b) => assert_eq!(b.meta.entropy, first[0]),
+        other => panic!("the egress sends the answer back, got {other:?}"),
+    }
+}

@@ -27,6 +27,12 @@ use zsfc_wire::{PacketBuf, bfd, ip, nsh, tcp};
 /// IP protocol number of MPLS-in-IP (RFC 4023).
 const MPLS_IN_IP: u8 = 137;
 
+/// The outer UDP source port of a flow (RFC 7510 §3: entropy from 49152-65535, the same for
+/// every packet of the flow; [`pool::flow_hash`] is the same for both directions).
+fn entropy(flow_hash: u64) -> u16 {
+    mpls::in_udp::entropy_port((flow_hash ^ (flow_hash >> 32)) as u32)
+}
+
 /// An IP packet from outside that carries a label stack to the domain's own tunnel endpoints
 /// (MPLS-in-UDP, MPLS-in-IP): never let it in, it would arrive as if steered.
 fn carries_sfc_encapsulation(t: &ip::FiveTuple) -> bool {
@@ -895,7 +901,8 @@ impl Node {
         // SF pools: each pooled SF's instance for this flow, among those on live nodes (local
         // repair, RFC 7665 §5.7), and the SA to the first encrypting one. The labels are
         // steered once they are pushed.
-        let flow = (!self.pools.is_empty()).then(|| pool::flow_hash(&s.tuple));
+        let hash = pool::flow_hash(&s.tuple);
+        let flow = (!self.pools.is_empty()).then_some(hash);
         let mut steer = [0u32; STEER_MAX];
         let mut sa_idx = chain.sa;
         if let Some(flow) = flow {
@@ -922,6 +929,7 @@ impl Node {
             return self.drop(DropReason::NotConfigured, buf);
         };
         buf.meta = Default::default();
+        buf.meta.entropy = entropy(hash);
         if let Some(max) = self.settings.tcp_mss_clamp
             && s.tuple.protocol == ip::protocol::TCP
             && !s.later_fragment
@@ -1056,6 +1064,12 @@ impl Node {
             return Verdict::Consumed(buf);
         }
         self.stats.from_external_sf += 1;
+        // What comes back from the circuit is a new buffer: the flow's entropy again, from the
+        // packet the SF returned (a flow keeps its source port across the SF).
+        let mut buf = buf;
+        if let Ok(s) = ip::parse(buf.as_slice()) {
+            buf.meta.entropy = entropy(pool::flow_hash(&s.tuple));
+        }
         match self.sf_tx(now, sf, buf) {
             Step::Route(b) => {
                 self.circuits.on_traffic(now, sf);

@@ -614,6 +614,8 @@ impl Drivers {
                     continue;
                 };
                 self.stats.udp_rx += 1;
+                let mut b = b;
+                b.meta.entropy = udp::entropy_of_port(from.port());
                 let v = node.handle_from_peer(now(), peer, b);
                 self.act(v);
             }

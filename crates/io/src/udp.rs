@@ -28,8 +28,18 @@ const MAX_RECEIVE: usize = 65_536;
 /// Datagram size expected before the first coalesced receive said otherwise (a 1500-byte link).
 const FIRST_SEGMENT_GUESS: usize = 1_472;
 
+/// Sockets that send with flow entropy in their source port (RFC 7510 §3): a flow's packets
+/// leave from `senders[entropy % SENDERS]`, so ECMP and RSS on the underlay spread a link's flows
+/// over up to this many paths and queues while each flow keeps one.
+const SENDERS: usize = 16;
+/// The ephemeral range RFC 7510 §3 asks the entropy port to come from.
+const EPHEMERAL: core::ops::RangeInclusive<u16> = 49152..=65535;
+
 pub(crate) struct UdpLink {
     pub(crate) sock: UdpSocket,
+    /// Send-only sockets on ports of the ephemeral range, bound to the same address as `sock`
+    /// (what arrives on them is never read: their receive buffers are the kernel's smallest).
+    senders: Vec<UdpSocket>,
     gso: bool,
     /// Buffers a receive scatters into, `segment` bytes each.
     staged: Vec<PacketBuf>,
@@ -38,8 +48,9 @@ pub(crate) struct UdpLink {
     /// What does not fit into the staged buffers.
     overflow: Vec<u8>,
     cmsg: Vec<u8>,
-    /// Packets waiting for [`flush`](Self::flush), in verdict order.
-    pending: Vec<(SocketAddr, PacketBuf)>,
+    /// Packets waiting for [`flush`](Self::flush), in verdict order, with the socket each
+    /// leaves from (0: `sock`, k: `senders[k - 1]`).
+    pending: Vec<(SocketAddr, usize, PacketBuf)>,
 }
 
 /// What one flush did.
@@ -62,8 +73,10 @@ impl UdpLink {
         }
         // Without GRO the kernel hands us one datagram per receive; that works too.
         let _ = setsockopt(&sock, sockopt::UdpGroSegment, &true);
+        let senders = sock.local_addr().map(|a| bind_senders(a, SENDERS)).unwrap_or_default();
         Self {
             sock,
+            senders,
             gso: true,
             staged: Vec::new(),
             segment: FIRST_SEGMENT_GUESS,
@@ -165,8 +178,26 @@ impl UdpLink {
         }
     }
 
+    /// Queues `b` for `to`, from the entropy port of its flow (`b.meta.entropy`) or, without
+    /// one (probes, packets whose flow no hop saw), from the listening port.
     pub(crate) fn queue(&mut self, to: SocketAddr, b: PacketBuf) {
-        self.pending.push((to, b));
+        let from = match (b.meta.entropy, self.senders.len()) {
+            (0, _) | (_, 0) => 0,
+            // Multiplicative hashing: entropy values that differ only in high bits (the previous
+            // hop's ports) still spread over the senders.
+            (e, n) => 1 + (u32::from(e).wrapping_mul(0x9e37_79b1) >> 16) as usize % n,
+        };
+        self.pending.push((to, from, b));
+    }
+
+    /// The source ports packets leave from: the listening port, then the entropy ports.
+    #[cfg(test)]
+    pub(crate) fn source_ports(&self) -> Vec<u16> {
+        core::iter::once(&self.sock)
+            .chain(&self.senders)
+            .filter_map(|s| s.local_addr().ok())
+            .map(|a| a.port())
+            .collect()
     }
 
     pub(crate) fn pending(&self) -> usize {
@@ -180,41 +211,46 @@ impl UdpLink {
         let mut pending = core::mem::take(&mut self.pending);
         let mut i = 0;
         while i < pending.len() {
-            let (to, size) = (pending[i].0, pending[i].1.len());
+            let (to, from, size) = (pending[i].0, pending[i].1, pending[i].2.len());
             let mut j = i + 1;
             if self.gso {
                 let mut total = size;
                 while j < pending.len()
                     && j - i < MAX_SEGMENTS
                     && pending[j].0 == to
-                    && pending[j].1.len() <= size
-                    && total + pending[j].1.len() <= MAX_GSO_BYTES
+                    && pending[j].1 == from
+                    && pending[j].2.len() <= size
+                    && total + pending[j].2.len() <= MAX_GSO_BYTES
                 {
-                    total += pending[j].1.len();
+                    total += pending[j].2.len();
                     j += 1;
-                    if pending[j - 1].1.len() < size {
+                    if pending[j - 1].2.len() < size {
                         break; // a shorter one ends a run
                     }
                 }
             }
             let run = &pending[i..j];
+            let sock = match from.checked_sub(1).and_then(|k| self.senders.get(k)) {
+                Some(s) => s,
+                None => &self.sock,
+            };
             let ok = if run.len() == 1 {
-                self.sock.send_to(run[0].1.as_slice(), to).is_ok()
+                sock.send_to(run[0].2.as_slice(), to).is_ok()
             } else {
                 // The kernel gathers the packets from their own buffers: no copy here.
                 let mut iov = [IoSlice::new(&[]); MAX_SEGMENTS];
-                for (slot, (_, b)) in iov.iter_mut().zip(run) {
+                for (slot, (_, _, b)) in iov.iter_mut().zip(run) {
                     *slot = IoSlice::new(b.as_slice());
                 }
                 let seg = size as u16;
                 let cmsg = [ControlMessage::UdpGsoSegments(&seg)];
                 let addr = SockaddrStorage::from(to);
-                match sendmsg(self.sock.as_raw_fd(), &iov[..run.len()], &cmsg, MsgFlags::empty(), Some(&addr)) {
+                match sendmsg(sock.as_raw_fd(), &iov[..run.len()], &cmsg, MsgFlags::empty(), Some(&addr)) {
                     Ok(_) => true,
                     Err(nix::errno::Errno::EIO | nix::errno::Errno::EINVAL | nix::errno::Errno::EOPNOTSUPP) => {
                         // No GSO on this path: send them one by one from now on.
                         self.gso = false;
-                        run.iter().all(|(_, b)| self.sock.send_to(b.as_slice(), to).is_ok())
+                        run.iter().all(|(_, _, b)| sock.send_to(b.as_slice(), to).is_ok())
                     }
                     Err(_) => false,
                 }
@@ -228,12 +264,45 @@ impl UdpLink {
             f.syscalls += 1;
             i = j;
         }
-        for (_, b) in pending.drain(..) {
+        for (_, _, b) in pending.drain(..) {
             recycle(b);
         }
         self.pending = pending;
         f
     }
+}
+
+/// The entropy a datagram brings from the previous hop: its source port if it is one of the
+/// ephemeral range (RFC 7510 §3), which the packet keeps on its next hop; else none (0).
+pub(crate) fn entropy_of_port(port: u16) -> u16 {
+    if EPHEMERAL.contains(&port) { port } else { 0 }
+}
+
+/// Up to `count` send-only sockets on `local`'s address, on ports of the ephemeral range from a
+/// start of this process's own (ports in use are passed over). Their receive buffers are the
+/// kernel's smallest: nothing reads them, so what a stranger sends there costs a few KiB.
+fn bind_senders(local: SocketAddr, count: usize) -> Vec<UdpSocket> {
+    let span = u32::from(EPHEMERAL.end() - EPHEMERAL.start()) + 1;
+    let start = std::process::id().wrapping_mul(2_654_435_761) % span;
+    let mut out = Vec::with_capacity(count);
+    for k in 0..span.min(4 * count as u32) {
+        if out.len() == count {
+            break;
+        }
+        // Spread over the range: the k-th try lies span/count further on (then in between).
+        let step = span / count.max(1) as u32;
+        let offset = (start + k * step + k / count.max(1) as u32) % span;
+        let port = EPHEMERAL.start() + offset as u16;
+        let Ok(s) = UdpSocket::bind(SocketAddr::new(local.ip(), port)) else { continue };
+        let _ = setsockopt(&s, sockopt::RcvBuf, &0);
+        if setsockopt(&s, sockopt::SndBufForce, &SOCKET_BUFFER).is_err() {
+            let _ = setsockopt(&s, sockopt::SndBuf, &SOCKET_BUFFER);
+        }
+        if s.set_nonblocking(true).is_ok() {
+            out.push(s);
+        }
+    }
+    out
 }
 
 /// Copies `out.len()` bytes from offset `at` of what a scatter receive wrote: `segment` bytes into
@@ -342,6 +411,39 @@ mod tests {
         assert_eq!(got.len(), 1);
         assert!(got[0].is_empty());
         assert_eq!(rx.segment, 8_972);
+    }
+
+    #[test]
+    fn a_flow_leaves_from_one_entropy_port_and_flows_spread_over_several() {
+        let (mut tx, rx) = (link(), UdpSocket::bind("127.0.0.1:0").unwrap());
+        rx.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+        let to = rx.local_addr().unwrap();
+        let ports = tx.source_ports();
+        assert_eq!(ports.len(), 1 + SENDERS, "{ports:?}");
+        assert!(ports[1..].iter().all(|p| EPHEMERAL.contains(p)), "{ports:?}");
+        // Entropy values as the classifier makes them (one per flow), each sent twice, and
+        // one packet without entropy (a probe).
+        let flows: Vec<u16> = (0..64u32).map(zsfc_wire::mpls::in_udp::entropy_port).collect();
+        let mut seen = std::collections::HashMap::new();
+        for round in 0..2 {
+            for &e in flows.iter().chain([&0]) {
+                let mut b = PacketBuf::from_slice(&e.to_be_bytes());
+                b.meta.entropy = e;
+                tx.queue(to, b);
+                assert_eq!(tx.flush(|_| {}).sent, 1);
+                let mut got = [0u8; 2];
+                let (_, from) = rx.recv_from(&mut got).unwrap();
+                let was = seen.insert(u16::from_be_bytes(got), from.port());
+                assert!(round == 0 || was == Some(from.port()), "flow {e} changed its source port");
+            }
+        }
+        assert_eq!(seen[&0], ports[0], "no entropy: the listening port");
+        let used: std::collections::HashSet<u16> = flows.iter().map(|e| seen[e]).collect();
+        assert!(used.len() >= SENDERS / 2, "64 flows left from only {} ports", used.len());
+        assert!(!used.contains(&ports[0]));
+        // The port a packet came from is the entropy it keeps on its next hop.
+        assert_eq!(entropy_of_port(ports[1]), ports[1]);
+        assert_eq!(entropy_of_port(zsfc_wire::mpls::in_udp::PORT), 0);
     }
 
     #[test]

@@ -21,6 +21,10 @@ pub struct PacketMeta {
     /// Key of the proxy cache entry holding this packet's SFC headers, for service functions
     /// that carry metadata (seed 003 operation mode "kernel", here: in-process SFs).
     pub proxy_key: Option<u64>,
+    /// Flow entropy for the outer UDP source port (RFC 7510 §3), 0 if none: set by whoever sees
+    /// the inner flow (the classifier, an SF node after its SF) or carried over from the source
+    /// port the packet arrived from, so one flow keeps one port along the chain.
+    pub entropy: u16,
 }
 
 /// An owned packet with head- and tailroom.
