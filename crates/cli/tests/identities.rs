@@ -178,3 +178,30 @@ fn a_revoked_node_is_cut_off_and_rejoins_with_a_new_token() {
     let _ = sf.wait();
     assert!(received == sent && lost == 0, "after re-enrolment: {received} of {sent}");
 }
+
+/// Issue 17 point 3 with SF pools (examples/pools.toml, link protection off so that liveness
+/// probes, which a revoked node still answers, cannot hide it): a revoked node's instances
+/// leave every pool in the rollout that revokes it, and every new connection is served by the
+/// SFs' instances on the other node.
+#[test]
+fn a_revoked_node_leaves_its_pools_and_flows_go_to_the_other_instances() {
+    usable();
+    let mut lab = LabRun::new("pools", "rvp");
+    lab.edit("\nnodes = ", "\nlink_protection = false # the test's point: probes cannot tell\nnodes = ");
+    lab.up();
+    let before: Vec<u32> = (0..6).map(|_| fetch_as(&lab, "alice")).collect();
+    zsfc_ok(&lab, &["revoke", &lab.name, "node", "sf2"]);
+    let domain = zsfc_ok(&lab, &["domain", &lab.name]);
+    let opened = forward_counters(&lab, "sf-fw")[2];
+    let after: Vec<u32> = (0..12).map(|_| fetch_as(&lab, "alice")).collect();
+    let opened_on_sf1 = forward_counters(&lab, "sf-fw")[2] - opened;
+    lab.down();
+    assert!(before.iter().all(|&c| c == 200), "{before:?}");
+    for sf in ["fw", "dpi"] {
+        assert!(domain.contains(&format!("instance {sf}@sf2")), "{domain}");
+        let line = domain.lines().find(|l| l.contains(&format!("instance {sf}@sf2"))).unwrap();
+        assert!(line.contains("OUT of the plan"), "{line}\n{domain}");
+    }
+    assert!(after.iter().all(|&c| c == 200), "connections after sf2 was revoked: {after:?}");
+    assert_eq!(opened_on_sf1, 12, "every new connection opened at fw@sf1");
+}

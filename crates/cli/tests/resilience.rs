@@ -53,21 +53,6 @@ fn killed_or_running_nodes_restarted_by_zsfc_restart_carry_traffic_again() {
     }
 }
 
-/// The counters of the rules in an external SF's FORWARD chain, in order.
-fn forward_counters(lab: &LabRun, sf_ns: &str) -> Vec<u64> {
-    let Ok(out) = std::process::Command::new("ip")
-        .args(["netns", "exec", &lab.ns(sf_ns), "iptables", "-nvxL", "FORWARD"])
-        .output()
-    else {
-        panic!("ip netns exec {sf_ns} iptables does not run");
-    };
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .skip(2)
-        .filter_map(|l| l.split_whitespace().next()?.parse().ok())
-        .collect()
-}
-
 /// SF pools (examples/pools.toml): connections spread over both instances of a stateful
 /// iptables firewall and of a built-in DPI, and every answer comes back through the instance
 /// its connection crossed — the firewall drops answers to connections it did not see open,

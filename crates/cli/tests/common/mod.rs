@@ -303,3 +303,18 @@ pub fn wait_for_restart(lab: &LabRun, node: &str, patience: std::time::Duration)
         std::thread::sleep(std::time::Duration::from_millis(200));
     }
 }
+
+/// The counters of the rules in an external SF's FORWARD chain, in order.
+pub fn forward_counters(lab: &LabRun, sf_ns: &str) -> Vec<u64> {
+    let Ok(out) = std::process::Command::new("ip")
+        .args(["netns", "exec", &lab.ns(sf_ns), "iptables", "-nvxL", "FORWARD"])
+        .output()
+    else {
+        panic!("ip netns exec {sf_ns} iptables does not run");
+    };
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .skip(2)
+        .filter_map(|l| l.split_whitespace().next()?.parse().ok())
+        .collect()
+}

@@ -664,11 +664,14 @@ impl Controller {
                 .topology
                 .compile_from(st.next_spi)
                 .map_err(|e| Refusal::new(400, "invalid-value", e.to_string()))?;
-            let out = liveness::drain(&mut cfgs, &down, &unusable);
+            // A revoked node's instances leave every pool with it (issue 17 point 3): flows go to
+            // the SF's other instances, not into a node that gets no SA.
+            let out_nodes: std::collections::BTreeSet<String> = down.iter().chain(&cut).cloned().collect();
+            let out = liveness::drain(&mut cfgs, &out_nodes, &unusable);
             if out != st.out_of_plan {
                 let list: Vec<String> = out.iter().map(|(sf, node)| format!("{sf}@{node}")).collect();
                 eprintln!(
-                    "controller: rollout ({reason}): out of the plan (node seen down, or circuit dead): [{}]",
+                    "controller: rollout ({reason}): out of the plan (node seen down or revoked, or circuit dead): [{}]",
                     list.join(", ")
                 );
             }
