@@ -308,6 +308,7 @@ fn controller_costs(chains: usize, rollouts: usize) -> anyhow::Result<(Vec<Durat
         address: Some("127.0.0.1:9".into()),
         ethernet: None,
         mac: None,
+        mtu: None,
         local: None,
         tcp_mss_clamp: None,
     };

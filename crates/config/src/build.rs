@@ -129,6 +129,7 @@ impl NodeConfig {
             tcp_mss_clamp: s.tcp_mss_clamp,
             link_auth: s.link_auth,
             sfc_integrity: s.sfc_integrity,
+            max_datagram: self.transport.as_ref().map(|t| t.max_datagram()),
             ..NodeSettings::default()
         });
 

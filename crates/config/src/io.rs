@@ -184,6 +184,30 @@ impl NodeConfig {
         Ok(())
     }
 
+    /// Issue 19 point 6: an inner packet of `local.mtu` bytes, encapsulated for this node's
+    /// deepest chain (two labels at least: an SF and the delivery label), must fit the links'
+    /// MTU, or it would leave as IP fragments or not at all.
+    fn check_inner_mtu(&self, t: &crate::TransportConfig, inner: u16) -> Result<(), FieldError> {
+        let labels = self.chains.iter().map(|c| c.labels.len()).max().unwrap_or(0).max(2);
+        let s = self.settings;
+        let overhead = crate::encapsulation_overhead(labels, s.link_auth, s.sfc_integrity);
+        let room = t.max_datagram();
+        if u32::from(inner) + u32::from(overhead) > u32::from(room) {
+            return Err(bad(
+                "local.mtu",
+                format!(
+                    "{inner} plus the encapsulation ({overhead} bytes: {labels} labels, payload ESP{}{}) exceeds the \
+                     {room} bytes a datagram may carry on links of MTU {} (transport.mtu): at most {}",
+                    if s.link_auth { ", link ESP" } else { "" },
+                    if s.sfc_integrity { ", the NSH of SFC integrity" } else { "" },
+                    t.link_mtu(),
+                    room.saturating_sub(overhead),
+                ),
+            ));
+        }
+        Ok(())
+    }
+
     /// The settings a node process needs beyond its data plane.
     pub fn io_settings(&self) -> Result<IoSettings, FieldError> {
         let t = self
@@ -203,6 +227,9 @@ impl NodeConfig {
         }
         if t.ring.is_some() && t.ethernet.is_none() {
             return Err(bad("transport.ring", "a receive ring is for an Ethernet link: set `transport.ethernet`"));
+        }
+        if t.mtu.is_some_and(|m| m < 576) {
+            return Err(bad("transport.mtu", format!("{} is below 576, the smallest IPv4 datagram", t.link_mtu())));
         }
         let mut peers = Vec::new();
         for (i, p) in self.peers.iter().enumerate() {
@@ -265,6 +292,7 @@ impl NodeConfig {
                     }
                     routes.push((net, len));
                 }
+                self.check_inner_mtu(t, l.mtu)?;
                 Some(TunSettings { name: l.tun.clone(), addresses, mtu: l.mtu, routes })
             }
         };

@@ -175,6 +175,43 @@ pub struct TransportConfig {
     /// How the Ethernet link's receive ring hands frames over (default `frames`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ring: Option<EthernetRing>,
+    /// The IP MTU of the links to the peers (the underlay's; default 1500): no datagram larger
+    /// than it leaves the node, and the inner MTU (`local.mtu`) plus the encapsulation must fit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mtu: Option<u16>,
+}
+
+impl TransportConfig {
+    /// The links' MTU unless the file says otherwise: Ethernet's 1500 (RFC 894).
+    pub const DEFAULT_MTU: u16 = 1500;
+
+    pub fn link_mtu(&self) -> u16 {
+        self.mtu.unwrap_or(Self::DEFAULT_MTU)
+    }
+
+    /// The largest labelled packet (MPLS label stack first, or link ESP) a link carries: the
+    /// link MTU less the outer IP and UDP headers of MPLS-in-UDP or UDP-encapsulated ESP (20 +
+    /// 8 over IPv4, 40 + 8 over IPv6); an Ethernet-only node's frames carry it as it is.
+    pub fn max_datagram(&self) -> u16 {
+        let outer = match self.listen.as_deref().and_then(|l| l.parse::<std::net::SocketAddr>().ok()) {
+            Some(a) if a.is_ipv6() => 48,
+            Some(_) => 28,
+            None if self.ethernet.is_some() => 0,
+            None => 28,
+        };
+        self.link_mtu().saturating_sub(outer)
+    }
+}
+
+/// Bytes the domain adds to an inner packet before the outer IP and UDP headers: `labels`
+/// label stack entries, payload ESP in tunnel mode (the outer IP header, at most IPv6's 40,
+/// ESP header 8 + IV 8 + ICV 16 + pad length/next header 2 and up to 3 bytes of padding); link
+/// ESP around everything on a protected link; the NSH of SFC integrity (with room for a tenant
+/// id).
+pub fn encapsulation_overhead(labels: usize, link_protection: bool, sfc_integrity: bool) -> u16 {
+    let link = if link_protection { zsfc_esp::OVERHEAD_MAX } else { 0 };
+    let nsh = if sfc_integrity { zsfc_dataplane::integrity::NSH_OVERHEAD + 8 } else { 0 };
+    (4 * labels + zsfc_esp::TUNNEL_OVERHEAD_MAX + link + nsh) as u16
 }
 
 /// How an AF_PACKET receive ring hands frames to the node: `frames` (TPACKET_V2, a slot per

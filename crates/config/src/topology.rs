@@ -75,6 +75,9 @@ pub struct TopoNode {
     pub ethernet: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mac: Option<String>,
+    /// The IP MTU of the node's links (`transport.mtu` of its node file; default 1500).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mtu: Option<u16>,
     /// The node's TUN local side (nodes with endpoints).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub local: Option<LocalConfig>,
@@ -395,6 +398,7 @@ impl Topology {
                     listen: n.link_address(self.link_protection),
                     ethernet: n.ethernet.clone(),
                     ring: None,
+                    mtu: n.mtu,
                 }),
                 local: n.local.clone(),
                 gateway: None,

@@ -426,7 +426,22 @@ fn process_settings_are_parsed_and_mistakes_name_the_field() {
             ),
             "local.routes[0]: an IPv6 route needs an MTU of at least 1280, not 1278",
         ),
+        // Issue 19 point 6: the inner MTU plus the encapsulation must fit the links' MTU.
+        (
+            format!("{}{}", with_process_settings("ingress"), local("1500")),
+            "local.mtu: 1500 plus the encapsulation (89 bytes: 3 labels, payload ESP) exceeds the 1472 bytes a \
+             datagram may carry on links of MTU 1500 (transport.mtu): at most 1383",
+        ),
+        (
+            with_process_settings("sf")
+                .replace("listen = \"192.0.2.1:6635\"", "listen = \"192.0.2.1:6635\"\nmtu = 500"),
+            "transport.mtu: 500 is below 576",
+        ),
     ];
+    // Links of a larger MTU take a larger inner one.
+    let jumbo = format!("{}{}", with_process_settings("ingress"), local("1500"))
+        .replace("listen = \"192.0.2.1:6635\"", "listen = \"192.0.2.1:6635\"\nmtu = 9000");
+    assert_eq!(NodeConfig::from_toml(&jumbo).unwrap().io_settings().unwrap().tun.unwrap().mtu, 1500);
     // Link protection on 4500 everywhere is fine.
     let esp = with_process_settings("ingress")
         .replace("name = \"ingress\"", "name = \"ingress\"\nsettings = { link_auth = true }")

@@ -161,7 +161,7 @@ fn the_deployment_guide_compiles_into_ready_to_run_node_files() {
         assert_eq!(io.tun.is_some(), c.name != "sf-1");
     }
     assert_eq!(cfgs[0].io_settings().unwrap().listen, Some("198.51.100.10:4500".parse().unwrap()));
-    assert_eq!(cfgs[0].settings.tcp_mss_clamp, Some(1200));
+    assert_eq!(cfgs[0].settings.tcp_mss_clamp, Some(1160));
     // The routes into the domain the node installs on its device, as the guide writes them.
     let tun = cfgs[2].io_settings().unwrap().tun.unwrap();
     assert_eq!(tun.routes, vec![("10.1.0.0".parse().unwrap(), 24)]);
@@ -480,4 +480,72 @@ fn the_classifier_gives_each_flow_its_entropy_and_both_directions_the_same() {
         zsfc_dataplane::Verdict::Forward(_, b) => assert_eq!(b.meta.entropy, first[0]),
         other => panic!("the egress sends the answer back, got {other:?}"),
     }
+}
+
+/// Issue 19 point 6 at the engine: links of MTU 1300 (`transport.mtu`) at the classifier. An
+/// inner packet that fits is sent; one that would not fit once encapsulated is dropped
+/// (`too_big`) and answered with ICMP fragmentation needed carrying the inner MTU that fits,
+/// rate-limited; without DF it is dropped unanswered; a node never sends a datagram larger
+/// than its link.
+#[test]
+fn a_packet_too_big_for_the_link_is_answered_with_icmp_and_never_sent() {
+    use zsfc_dataplane::Verdict;
+    let mut cfgs = protected();
+    let unlimited = cfgs[0].clone();
+    cfgs[0].transport = Some(zsfc_config::TransportConfig {
+        listen: Some("192.0.2.1:4500".into()),
+        ethernet: None,
+        ring: None,
+        mtu: Some(1300),
+    });
+    let now = Instant::from_secs(1);
+    let mut ingress = cfgs[0].build(now).unwrap();
+    let flow = Flow::udp("10.1.0.9", 5000, "10.9.0.1", 53);
+    let sized = |n: usize| zsfc_wire::PacketBuf::from_slice(&packets::build(&flow, 1, &vec![b'x'; n]));
+    // The room: 1300 - 28 (outer IPv4 + UDP), then the chain's labels and NSH, payload ESP
+    // (20 + 37) and link ESP (37). Find it from below: the largest packet still sent.
+    let mut fits = 0;
+    for payload in (1000..1300).step_by(1) {
+        match ingress.handle_local(now, sized(payload)) {
+            Verdict::Forward(_, b) => {
+                assert!(b.len() <= 1272, "a datagram of {} bytes left for a 1300-byte link", b.len());
+                fits = payload + 28;
+            }
+            Verdict::Deliver(icmp) => {
+                let e = icmp.as_slice();
+                assert_eq!((e[9], e[20], e[21]), (1, 3, 4), "ICMP fragmentation needed");
+                let mtu = u16::from_be_bytes([e[26], e[27]]) as usize;
+                assert_eq!(mtu, fits, "the MTU it names is the largest inner packet that was sent");
+                assert_eq!(&e[12..16], &[10, 9, 0, 1], "from the packet's destination");
+                assert_eq!(&e[16..20], &[10, 1, 0, 9], "to its sender");
+                break;
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+    assert!(fits > 1000, "nothing fitted");
+    assert_eq!(ingress.drops().get(DropReason::TooBig), 1);
+    // A flood of oversized packets: every one dropped, at most a burst of errors.
+    let answered = (0..200).filter(|_| matches!(ingress.handle_local(now, sized(1400)), Verdict::Deliver(_))).count();
+    assert_eq!(ingress.drops().get(DropReason::TooBig), 201);
+    assert_eq!(answered + 1, zsfc_dataplane::pmtu::ICMP_PER_SECOND as usize);
+    assert_eq!(ingress.stats().icmp_too_big, answered as u64 + 1);
+    // Without DF: dropped, no answer (the sender allowed fragments; the domain makes none).
+    let mut no_df = packets::build(&flow, 1, &[b'x'; 1400]);
+    no_df[6] = 0;
+    no_df[10..12].fill(0);
+    let c = zsfc_wire::checksum::finish(zsfc_wire::checksum::sum(&no_df[..20]));
+    no_df[10..12].copy_from_slice(&c.to_be_bytes());
+    let later = Instant::from_secs(5);
+    assert!(matches!(
+        ingress.handle_local(later, zsfc_wire::PacketBuf::from_slice(&no_df)),
+        Verdict::Drop(DropReason::TooBig, _)
+    ));
+    // An SF node whose own links are smaller than what reaches it forwards nothing larger.
+    let mut wide = unlimited.build(now).unwrap();
+    let Verdict::Forward(_, big) = wide.handle_local(now, sized(1200)) else { panic!("sent") };
+    let a = cfgs.iter().position(|c| c.name == "node-a").unwrap();
+    cfgs[a].transport = Some(zsfc_config::TransportConfig { mtu: Some(1000), ..cfgs[0].transport.clone().unwrap() });
+    let mut node_a = cfgs[a].build(now).unwrap();
+    assert!(matches!(node_a.handle_from_domain(now, big), Verdict::Drop(DropReason::TooBig, _)));
 }

@@ -78,6 +78,10 @@ drop_reasons! {
     EspMalformed => "esp_malformed",
     /// The sealed packet would not fit an IP length field.
     EspTooBig => "esp_too_big",
+    /// The packet, encapsulated, would be larger than the link to the next node carries
+    /// (`NodeSettings::max_datagram`): never sent as fragments; a classifier answers the
+    /// sender with ICMP fragmentation needed / packet too big (RFC 1191, RFC 8201).
+    TooBig => "too_big",
     /// The SA's hard lifetime is reached (fail closed until a new SA arrives).
     SaExpired => "sa_expired",
     /// The inbound SA is meant for another role (re-seal vs. terminate) than the label asks.

@@ -16,6 +16,7 @@ mod drop;
 pub mod integrity;
 mod liveness;
 mod node;
+pub mod pmtu;
 pub mod pool;
 pub mod proxy;
 pub mod sf;

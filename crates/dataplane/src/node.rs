@@ -10,6 +10,7 @@
 use crate::circuit::{self, CircuitLiveness, Circuits};
 use crate::integrity::{self, ChainKey, ChainKeyConfig, Refusal};
 use crate::liveness::{Liveness, LivenessSettings, PeerLiveness};
+use crate::pmtu;
 use crate::pool::{self, Pool, Pools};
 use crate::proxy::{self, CacheKey, KeyMode, ProxyCache, ProxyStats};
 use crate::sf::{ServiceFunction, SfContext, SfVerdict};
@@ -195,6 +196,10 @@ pub struct NodeSettings {
     pub sfc_integrity: bool,
     /// Accepted NSH timestamp distance from this node's clock (RFC 9145 §7.4 Delta).
     pub nsh_delta: core::time::Duration,
+    /// The largest packet a link to a peer carries (its MTU less the outer headers the driver
+    /// adds): larger ones are `too_big`, and a classifier answers an inner packet that would
+    /// not fit with ICMP ([`crate::pmtu`]). `None`: no limit (in-memory links).
+    pub max_datagram: Option<u16>,
 }
 
 impl Default for NodeSettings {
@@ -206,6 +211,7 @@ impl Default for NodeSettings {
             link_auth: false,
             sfc_integrity: false,
             nsh_delta: core::time::Duration::from_secs(2),
+            max_datagram: None,
         }
     }
 }
@@ -279,6 +285,9 @@ pub struct NodeStats {
     pub flows_moved: u64,
     /// SF pools: flows not pinned to their instances because the pin table was full.
     pub pins_refused: u64,
+    /// ICMP fragmentation-needed / packet-too-big errors sent to the local side
+    /// ([`crate::pmtu`]; each one's packet also counts as a `too_big` drop).
+    pub icmp_too_big: u64,
 }
 
 /// The longest a retired inbound SA keeps accepting packets, however busy it still is.
@@ -382,6 +391,7 @@ pub struct Node {
     pools: Pools,
     liveness: Liveness,
     circuits: Circuits,
+    icmp: pmtu::IcmpLimiter,
     /// The time of the last [`housekeeping`](Self::housekeeping).
     housekept_at: Instant,
 }
@@ -426,6 +436,7 @@ impl Node {
             pools: Pools::new(settings.max_flows),
             liveness: Liveness::default(),
             circuits: Circuits::default(),
+            icmp: pmtu::IcmpLimiter::default(),
             housekept_at: Instant::ZERO,
         }
     }
@@ -898,6 +909,12 @@ impl Node {
         let Some(chain) = self.chains.get(&chain_id) else {
             return self.drop(DropReason::NotConfigured, buf);
         };
+        if let Some(max) = self.settings.max_datagram {
+            let room = pmtu::inner_room(max, chain.encap.len(), s.is_v4(), self.settings.link_auth);
+            if buf.len() > room {
+                return self.too_big(now, buf, room);
+            }
+        }
         // SF pools: each pooled SF's instance for this flow, among those on live nodes (local
         // repair, RFC 7665 §5.7), and the SA to the first encrypting one. The labels are
         // steered once they are pushed.
@@ -1039,8 +1056,7 @@ impl Node {
             if self.settings.link_auth {
                 return self.drop(DropReason::LinkNoSa, buf);
             }
-            self.stats.forwarded += 1;
-            return Verdict::Forward(peer, buf);
+            return self.forward(peer, buf);
         };
         let Some(Some(slot)) = self.outbound.get_mut(idx.0 as usize) else {
             return self.drop(DropReason::LinkNoSa, buf);
@@ -1049,8 +1065,31 @@ impl Node {
             Ok(sealed) => report_rekey(&mut self.events, slot, idx, sealed.rekey_wanted),
             Err(e) => return self.drop(e.into(), buf),
         }
+        self.forward(peer, buf)
+    }
+
+    /// The last step to a peer: nothing larger than the link carries leaves (no IP fragments).
+    fn forward(&mut self, peer: NodeId, buf: PacketBuf) -> Verdict {
+        if self.settings.max_datagram.is_some_and(|max| buf.len() > usize::from(max)) {
+            return self.drop(DropReason::TooBig, buf);
+        }
         self.stats.forwarded += 1;
         Verdict::Forward(peer, buf)
+    }
+
+    /// A classifier's inner packet that would not fit its link once encapsulated: dropped, and
+    /// the sender told the MTU that fits (`room`), as far as the rate limit allows.
+    fn too_big(&mut self, now: Instant, mut buf: PacketBuf, room: usize) -> Verdict {
+        self.drops.add(DropReason::TooBig);
+        let mtu = u16::try_from(room).unwrap_or(u16::MAX);
+        if let Some(err) = pmtu::too_big(buf.as_slice(), mtu)
+            && self.icmp.allow(now)
+            && buf.set(&err, DEFAULT_HEADROOM).is_ok()
+        {
+            self.stats.icmp_too_big += 1;
+            return Verdict::Deliver(buf);
+        }
+        Verdict::Drop(DropReason::TooBig, buf)
     }
 
     /// Proxy TX: a packet coming back from the external SF `sf`.

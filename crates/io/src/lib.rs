@@ -77,11 +77,14 @@ pub struct IoStats {
     /// Verdicts the drivers could not carry out (no peer address, no TUN, no attachment
     /// circuit for the SF, a failed send).
     pub undeliverable: u64,
+    /// Datagrams the kernel refused as larger than the path takes (EMSGSIZE): the engine's
+    /// own limit ([`zsfc_dataplane::pmtu`]) is set above what the link really carries.
+    pub too_big: u64,
 }
 
 impl IoStats {
     /// The drivers' drops, each with its reason (the engine counts its own).
-    pub fn drops(&self) -> [(DropReason, u64); 8] {
+    pub fn drops(&self) -> [(DropReason, u64); 9] {
         [
             (DropReason::UdpUnknownSource, self.udp_unknown_source),
             (DropReason::EthUnknownSource, self.eth_unknown_source),
@@ -91,6 +94,7 @@ impl IoStats {
             (DropReason::EthRingError, self.eth_ring_errors),
             (DropReason::CircuitNotIp, self.circuit_other),
             (DropReason::Undeliverable, self.undeliverable),
+            (DropReason::TooBig, self.too_big),
         ]
     }
 }
@@ -530,6 +534,7 @@ impl Drivers {
             let f = udp.flush(|b| give_back(pool, b));
             self.stats.udp_tx += f.sent;
             self.stats.undeliverable += f.failed;
+            self.stats.too_big += f.too_big;
             self.stats.udp_send_calls += f.syscalls;
         }
     }

@@ -58,6 +58,8 @@ pub(crate) struct UdpLink {
 pub(crate) struct Flushed {
     pub sent: u64,
     pub failed: u64,
+    /// Refused by the kernel as larger than the path (EMSGSIZE), not among `failed`.
+    pub too_big: u64,
     pub syscalls: u64,
 }
 
@@ -234,8 +236,8 @@ impl UdpLink {
                 Some(s) => s,
                 None => &self.sock,
             };
-            let ok = if run.len() == 1 {
-                sock.send_to(run[0].2.as_slice(), to).is_ok()
+            let sent: Result<(), nix::errno::Errno> = if run.len() == 1 {
+                sock.send_to(run[0].2.as_slice(), to).map(drop).map_err(errno)
             } else {
                 // The kernel gathers the packets from their own buffers: no copy here.
                 let mut iov = [IoSlice::new(&[]); MAX_SEGMENTS];
@@ -246,20 +248,20 @@ impl UdpLink {
                 let cmsg = [ControlMessage::UdpGsoSegments(&seg)];
                 let addr = SockaddrStorage::from(to);
                 match sendmsg(sock.as_raw_fd(), &iov[..run.len()], &cmsg, MsgFlags::empty(), Some(&addr)) {
-                    Ok(_) => true,
+                    Ok(_) => Ok(()),
                     Err(nix::errno::Errno::EIO | nix::errno::Errno::EINVAL | nix::errno::Errno::EOPNOTSUPP) => {
                         // No GSO on this path: send them one by one from now on.
                         self.gso = false;
-                        run.iter().all(|(_, _, b)| sock.send_to(b.as_slice(), to).is_ok())
+                        run.iter().try_for_each(|(_, _, b)| sock.send_to(b.as_slice(), to).map(drop).map_err(errno))
                     }
-                    Err(_) => false,
+                    Err(e) => Err(e),
                 }
             };
             let n = run.len() as u64;
-            if ok {
-                f.sent += n
-            } else {
-                f.failed += n
+            match sent {
+                Ok(()) => f.sent += n,
+                Err(nix::errno::Errno::EMSGSIZE) => f.too_big += n,
+                Err(_) => f.failed += n,
             }
             f.syscalls += 1;
             i = j;
@@ -270,6 +272,10 @@ impl UdpLink {
         self.pending = pending;
         f
     }
+}
+
+fn errno(e: std::io::Error) -> nix::errno::Errno {
+    nix::errno::Errno::from_raw(e.raw_os_error().unwrap_or(0))
 }
 
 /// The entropy a datagram brings from the previous hop: its source port if it is one of the

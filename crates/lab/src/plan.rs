@@ -307,15 +307,10 @@ pub const METRICS_LISTEN: &str = "127.0.0.1:9464";
 /// The TUN device of a node's local side.
 pub const LOCAL_DEV: &str = "zsfc0";
 
-/// Bytes the domain adds to an inner packet on a link: outer IPv4 + UDP (28), up to `labels`
-/// label stack entries, payload ESP in tunnel mode (the outer IP header, at most IPv6's 40,
-/// ESP header 8 + IV 8 + ICV 16 + pad length/next header 2 and up to 3 bytes of padding); link
-/// ESP around everything on a protected link; the NSH of SFC integrity (with room for a tenant
-/// id).
+/// Bytes the domain adds to an inner packet on a link: outer IPv4 + UDP (28) and
+/// [`zsfc_config::encapsulation_overhead`].
 pub fn encapsulation_overhead(labels: usize, link_protection: bool, sfc_integrity: bool) -> u16 {
-    let link = if link_protection { zsfc_esp::OVERHEAD_MAX } else { 0 };
-    let nsh = if sfc_integrity { zsfc_dataplane::integrity::NSH_OVERHEAD + 8 } else { 0 };
-    (28 + 4 * labels + zsfc_esp::TUNNEL_OVERHEAD_MAX + link + nsh) as u16
+    28 + zsfc_config::encapsulation_overhead(labels, link_protection, sfc_integrity)
 }
 
 impl Lab {
@@ -691,6 +686,7 @@ impl Lab {
                     address: (!eth).then(|| format!("10.200.0.{}", i + 1)),
                     ethernet: eth.then(|| "eth0".to_owned()),
                     mac: eth.then(|| lab_mac(i)),
+                    mtu: Some(self.mtu),
                     local: (!addresses.is_empty()).then(|| LocalConfig {
                         tun: LOCAL_DEV.into(),
                         addresses,

@@ -122,6 +122,7 @@ impl Metrics {
             ("circuit_probes_rx", s.circuit_probes_rx),
             ("flows_moved", s.flows_moved),
             ("pins_refused", s.pins_refused),
+            ("icmp_too_big", s.icmp_too_big),
         ] {
             Self::set(&self.packets, vec![("what", what.to_owned())], v);
         }
