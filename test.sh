@@ -16,6 +16,14 @@ if ! command -v softhsm2-util >/dev/null 2>&1; then
   export DEBIAN_FRONTEND=noninteractive
   apt-get install -y -qq softhsm2 >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq softhsm2 >/dev/null; }
 fi
+# The ESP interop test reads and writes zsfc's ESP with scapy and Python's cryptography
+# (Debian's, for /usr/bin/python3).
+if ! /usr/bin/python3 -c 'import scapy.layers.ipsec, cryptography' >/dev/null 2>&1; then
+  echo "installing python3-scapy python3-cryptography (apt-get)..."
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get install -y -qq python3-scapy python3-cryptography >/dev/null 2>&1 ||
+    { apt-get update -qq && apt-get install -y -qq python3-scapy python3-cryptography >/dev/null; }
+fi
 step() { printf '\n== %s\n' "$*"; }
 
 step "cargo fmt --check"

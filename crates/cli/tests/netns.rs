@@ -80,10 +80,11 @@ fn sigterm(c: &Child) {
 
 const TOPOLOGY: &str = r#"
 version = 1
+# Inner MTU 1200: what fits a 1500-byte veth with payload ESP, link ESP and the protected NSH.
 nodes = [
-  { name = "ingress", address = "192.168.77.1", local = { tun = "zsfc0", addresses = ["10.1.0.1/24"] } },
+  { name = "ingress", address = "192.168.77.1", local = { tun = "zsfc0", addresses = ["10.1.0.1/24"], mtu = 1200 } },
   { name = "sf", address = "192.168.77.2" },
-  { name = "egress", address = "192.168.77.3", local = { tun = "zsfc0", addresses = ["10.9.0.1/24"] } },
+  { name = "egress", address = "192.168.77.3", local = { tun = "zsfc0", addresses = ["10.9.0.1/24"], mtu = 1200 } },
 ]
 endpoints = [{ name = "service", node = "egress" }, { name = "clients", node = "ingress" }]
 sfs = [{ name = "dpi", node = "sf", intrusive = true, function = { kind = "dpi", patterns = ["test"] } }]
@@ -240,10 +241,10 @@ version = 1
 link_protection = false
 sfc_integrity = true
 nodes = [
-  { name = "ingress", address = "192.168.78.1", local = { tun = "zsfc0", addresses = ["10.1.0.1/24"] } },
+  { name = "ingress", address = "192.168.78.1", local = { tun = "zsfc0", addresses = ["10.1.0.1/24"], mtu = 1200 } },
   { name = "sfa", address = "192.168.78.2" },
   { name = "sfb", address = "192.168.78.3" },
-  { name = "egress", address = "192.168.78.4", local = { tun = "zsfc0", addresses = ["10.9.0.1/24"] } },
+  { name = "egress", address = "192.168.78.4", local = { tun = "zsfc0", addresses = ["10.9.0.1/24"], mtu = 1200 } },
 ]
 endpoints = [{ name = "service", node = "egress" }, { name = "clients", node = "ingress" }]
 sfs = [

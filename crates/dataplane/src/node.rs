@@ -367,7 +367,31 @@ fn report_rekey(events: &mut VecDeque<Event>, slot: &mut OutboundSlot, sa: SaIdx
     }
 }
 
-/// One node's data plane.
+/// One node's data plane: a state machine without I/O (the sans-IO style of quinn-proto's
+/// `Connection`). The driver (`zsfc_io::Drivers::run`, or `zsfc_sim` in memory) owns the
+/// sockets and the clock and calls it as follows:
+///
+/// 1. **Configure** with [`new`](Self::new), then the `install_*`, `set_*`, `add_*` and
+///    `remove_*`/`retire_*` methods, at start and between any two calls below (the agent
+///    applies each controller document this way); a change holds from the next packet on.
+/// 2. **Feed every packet** to the handler of where it came from, with the current time:
+///    [`handle_local`](Self::handle_local) (a plain IP packet from the local side),
+///    [`handle_from_peer`](Self::handle_from_peer) (a datagram or frame from a peer the
+///    driver recognised by its address; [`handle_from_domain`](Self::handle_from_domain) when
+///    it cannot tell), [`handle_from_sf`](Self::handle_from_sf) (a packet back from an external
+///    SF's attachment circuit). Carry out the returned [`Verdict`] at once: `Forward` to the
+///    peer, `Deliver` to the local side, `ToSf` into the SF's circuit; `Drop` (already counted)
+///    and `Consumed` give the buffer back; `Held` means an SF keeps it.
+/// 3. **Drain** after each batch: [`poll_output`](Self::poll_output) until `None` (packets SFs
+///    release, liveness and circuit probes due), and [`poll_event`](Self::poll_event) until
+///    `None` (rekeys wanted, bad SPIs, liveness changes, SF drops: for the agent).
+/// 4. **Wait** at most until [`poll_timeout`](Self::poll_timeout), and call
+///    [`housekeeping`](Self::housekeeping) about once a second (expired keys erased, stale
+///    cache entries, flow pins and retired SAs dropped).
+///
+/// `now` never goes backwards and is the same clock for every call. One `Node` per worker
+/// lane: it is `Send`, not shared. Untrusted bytes never panic it: every refusal is a
+/// [`DropReason`].
 pub struct Node {
     settings: NodeSettings,
     labels: HashMap<u32, LabelAction>,

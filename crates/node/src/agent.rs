@@ -284,9 +284,14 @@ fn apply_ops(node: &mut Node, ops: &[Op], lane: u32, now: Instant) -> Result<(),
     let sa = |p: &SaParams| zsfc_config::sa_config(p, lane).map_err(|(f, why)| format!("SA {:#x}: {f}: {why}", p.spi));
     for op in ops {
         match op {
-            Op::InstallOut(slot, p) => node.install_outbound(*slot, &sa(p)?, now).map_err(|e| e.to_string())?,
+            Op::InstallOut(slot, p) => {
+                let mut cfg = sa(p)?;
+                crate::interop::on_install(&mut cfg, p, lane, "out");
+                node.install_outbound(*slot, &cfg, now).map_err(|e| e.to_string())?
+            }
             Op::InstallIn(p, usage, via) => {
-                let cfg = sa(p)?;
+                let mut cfg = sa(p)?;
+                crate::interop::on_install(&mut cfg, p, lane, "in");
                 // Planned only for SAs the agent does not know; one with this SPI is a leftover of
                 // an apply that failed half-way, so the same document can be applied again.
                 node.remove_inbound(cfg.spi);

@@ -15,6 +15,7 @@
 #![forbid(unsafe_code)]
 
 pub mod agent;
+pub mod interop;
 pub mod metrics;
 pub mod process;
 mod renew;

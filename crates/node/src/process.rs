@@ -139,6 +139,9 @@ pub fn run(a: &Options) -> anyhow::Result<bool> {
     for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
         signal_hook::flag::register(sig, Arc::clone(&stop)).context("installing signal handlers")?;
     }
+    if let Some(w) = crate::interop::warning() {
+        eprintln!("zsfc node {:?}: {w}", cfg.name);
+    }
     eprintln!(
         "zsfc node {:?}: {} ({} peers){}{}",
         cfg.name,

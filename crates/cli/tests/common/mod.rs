@@ -69,8 +69,19 @@ impl LabRun {
     }
 
     pub fn up(&mut self) {
+        self.up_with_env(&[]);
+    }
+
+    /// `zsfc up` with `env` added to its environment (its nodes inherit it).
+    pub fn up_with_env(&mut self, env: &[(&str, &str)]) {
         self.up = true;
-        let out = self.zsfc(&["up", self.file.to_str().unwrap()]);
+        let state = self.state.to_str().unwrap();
+        let out = Command::new(&self.bin)
+            .args(["up", self.file.to_str().unwrap(), "--state-dir", state])
+            .envs(env.iter().copied())
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
         assert!(
             out.status.success(),
             "zsfc up: {}{}",
