@@ -4,7 +4,7 @@
 //! certificate of the domain CA (a node's, for its own resources, or the operator's).
 use crate::Admin;
 use crate::audit::Kind;
-use crate::store::{Controller, Refusal};
+use crate::store::{ApiError, Controller};
 use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
 use axum::http::{StatusCode, header};
@@ -104,7 +104,7 @@ pub enum Plane {
 
 type Ctl = State<Arc<Controller>>;
 
-fn error(r: &Refusal) -> Response {
+fn error(r: &ApiError) -> Response {
     let body = serde_json::json!({"ietf-restconf:errors": {"error": [{
         "error-type": if r.status >= 500 { "application" } else { "protocol" },
         "error-tag": r.tag, "error-message": r.message,
@@ -118,48 +118,48 @@ fn ok(v: serde_json::Value) -> Response {
 }
 
 /// Parses `{"<wrapper>": T}`; the message says where the body is wrong.
-fn input<T: DeserializeOwned>(body: &[u8], wrapper: &str) -> Result<T, Refusal> {
+fn input<T: DeserializeOwned>(body: &[u8], wrapper: &str) -> Result<T, ApiError> {
     let mut v: serde_json::Value = serde_json::from_slice(body)
-        .map_err(|e| Refusal::new(400, "malformed-message", format!("body is not JSON: {e}")))?;
+        .map_err(|e| ApiError::new(400, "malformed-message", format!("body is not JSON: {e}")))?;
     let inner = v
         .get_mut(wrapper)
         .map(serde_json::Value::take)
-        .ok_or_else(|| Refusal::new(400, "malformed-message", format!("body must be {{\"{wrapper}\": ...}}")))?;
-    serde_json::from_value(inner).map_err(|e| Refusal::new(400, "invalid-value", format!("{wrapper}: {e}")))
+        .ok_or_else(|| ApiError::new(400, "malformed-message", format!("body must be {{\"{wrapper}\": ...}}")))?;
+    serde_json::from_value(inner).map_err(|e| ApiError::new(400, "invalid-value", format!("{wrapper}: {e}")))
 }
 
-fn refuse_unauthenticated(ctl: &Controller, peer: &Peer, what: &str) -> Refusal {
+fn refuse_unauthenticated(ctl: &Controller, peer: &Peer, what: &str) -> ApiError {
     ctl.audit(Kind::Refused, &peer.addr.to_string(), &format!("{what} without a client certificate"));
-    Refusal::new(401, "access-denied", "a client certificate of the domain CA is required")
+    ApiError::new(401, "access-denied", "a client certificate of the domain CA is required")
 }
 
 /// The caller must be the node `node` itself or hold an administrative role that may do
 /// `admin` ([`crate::Role::may`]), each decided on the kind and name of its certificate's
 /// SPIFFE ID (a client named `sf` is not node `sf`, one named `operator` holds no role); a role
 /// bound to a key on a hardware token acts only with that key. The caller's name is returned.
-fn require(ctl: &Controller, peer: &Peer, node: Option<&str>, admin: Admin, what: &str) -> Result<String, Refusal> {
+fn require(ctl: &Controller, peer: &Peer, node: Option<&str>, admin: Admin, what: &str) -> Result<String, ApiError> {
     let id = match &peer.caller {
         Caller::Anonymous => return Err(refuse_unauthenticated(ctl, peer, what)),
         Caller::Unidentified(e) => {
             ctl.audit(Kind::Refused, &peer.addr.to_string(), &format!("{what}: {e}"));
-            return Err(Refusal::new(403, "access-denied", e.to_string()));
+            return Err(ApiError::new(403, "access-denied", e.to_string()));
         }
         Caller::Known(id) => id,
     };
     let domain = ctl.domain().name;
     if id.domain() != domain {
         ctl.audit(Kind::Refused, &id.uri(), &format!("{what} from {}: an identity of another domain", peer.addr));
-        return Err(Refusal::new(403, "access-denied", format!("{} is not of domain {domain:?}", id.uri())));
+        return Err(ApiError::new(403, "access-denied", format!("{} is not of domain {domain:?}", id.uri())));
     }
     if ctl.is_revoked(id, peer.not_before) {
         ctl.audit(Kind::Refused, &id.to_string(), &format!("{what} from {}: the certificate is revoked", peer.addr));
-        return Err(Refusal::new(403, "access-denied", format!("{id}: this certificate is revoked")));
+        return Err(ApiError::new(403, "access-denied", format!("{id}: this certificate is revoked")));
     }
     let role = crate::Role::of_identity(id);
     let allowed = node.is_some_and(|n| id.is(IdKind::Node, n)) || role.is_some_and(|r| r.may(admin));
     if !allowed {
         ctl.audit(Kind::Refused, &id.to_string(), &format!("{what} from {}: not allowed for this identity", peer.addr));
-        return Err(Refusal::new(403, "access-denied", format!("{id} may not {what}")));
+        return Err(ApiError::new(403, "access-denied", format!("{id} may not {what}")));
     }
     let wrong_plane = match (peer.plane, role) {
         (Plane::Nodes, Some(_)) => Some("administrative roles use the management interface"),
@@ -168,7 +168,7 @@ fn require(ctl: &Controller, peer: &Peer, node: Option<&str>, admin: Admin, what
     };
     if let Some(why) = wrong_plane {
         ctl.audit(Kind::Refused, &id.to_string(), &format!("{what} from {}: {why}", peer.addr));
-        return Err(Refusal::new(403, "access-denied", why));
+        return Err(ApiError::new(403, "access-denied", why));
     }
     if let Some(r) = role
         && let Some(bound) = ctl.role_key(r)?
@@ -179,7 +179,7 @@ fn require(ctl: &Controller, peer: &Peer, node: Option<&str>, admin: Admin, what
             &id.to_string(),
             &format!("{what} from {}: the role is bound to another key", peer.addr),
         );
-        return Err(Refusal::new(
+        return Err(ApiError::new(
             403,
             "access-denied",
             format!("{id} acts only with the key on its hardware token; this certificate's key is not it"),
@@ -188,11 +188,11 @@ fn require(ctl: &Controller, peer: &Peer, node: Option<&str>, admin: Admin, what
     Ok(id.name().to_owned())
 }
 
-fn list_key(key: &str, name: &str) -> Result<String, Refusal> {
+fn list_key(key: &str, name: &str) -> Result<String, ApiError> {
     key.strip_prefix(&format!("{name}="))
         .filter(|k| !k.is_empty())
         .map(str::to_owned)
-        .ok_or_else(|| Refusal::new(400, "invalid-value", format!("expected {name}=<key> in the path, got {key:?}")))
+        .ok_or_else(|| ApiError::new(400, "invalid-value", format!("expected {name}=<key> in the path, got {key:?}")))
 }
 
 #[derive(Deserialize)]
@@ -206,13 +206,13 @@ struct EnrolInput {
 async fn enrol(State(ctl): Ctl, Extension(peer): Extension<Peer>, body: Bytes) -> Response {
     let r = (|| {
         if peer.plane == Plane::Management {
-            return Err(Refusal::new(403, "access-denied", "nodes enrol on the nodes' interface"));
+            return Err(ApiError::new(403, "access-denied", "nodes enrol on the nodes' interface"));
         }
         let i: EnrolInput = input(&body, "zsfc:input")?;
         let cert = ctl.enrol(&i.node, &i.token, &i.csr, &peer.addr.to_string())?;
         Ok(serde_json::json!({"zsfc:output": {"certificate": cert, "ca": ctl.ca.pem()}}))
     })();
-    r.map_or_else(|e: Refusal| error(&e), ok)
+    r.map_or_else(|e: ApiError| error(&e), ok)
 }
 
 #[derive(Deserialize)]
@@ -231,13 +231,13 @@ async fn renew(State(ctl): Ctl, Extension(peer): Extension<Peer>, body: Bytes) -
         let node = require(&ctl, &peer, peer.node_name(), Admin::ActForNode, "renew a certificate")?;
         if peer.node_name().is_none() {
             ctl.audit(Kind::Refused, &node, &format!("certificate renewal from {}: not a node", peer.addr));
-            return Err(Refusal::new(403, "access-denied", "only a node renews its certificates"));
+            return Err(ApiError::new(403, "access-denied", "only a node renews its certificates"));
         }
         let i: RenewInput = input(&body, "zsfc:input")?;
         let cert = ctl.renew(&node, i.what, &i.csr, &peer.addr.to_string())?;
         Ok(serde_json::json!({"zsfc:output": {"certificate": cert}}))
     })();
-    r.map_or_else(|e: Refusal| error(&e), ok)
+    r.map_or_else(|e: ApiError| error(&e), ok)
 }
 
 #[derive(Deserialize)]
@@ -260,12 +260,12 @@ async fn desired(
         Err(e) => return error(&e),
     };
     if let Err(e) = require(&ctl, &peer, Some(&node), Admin::ActForNode, "poll its state").and_then(|_| {
-        if peer.node_name() == Some(&node) { Ok(()) } else { Err(Refusal::new(403, "access-denied", "nodes only")) }
+        if peer.node_name() == Some(&node) { Ok(()) } else { Err(ApiError::new(403, "access-denied", "nodes only")) }
     }) {
         return error(&e);
     }
     let Ok(Query(q)) = q else {
-        return error(&Refusal::new(
+        return error(&ApiError::new(
             400,
             "invalid-value",
             "query: after=<version>&boot=<id>&seal=<X25519 public key, hex> expected",
@@ -273,14 +273,14 @@ async fn desired(
     };
     let seal_to = match crate::sealed::PollPublic::parse(&q.seal) {
         Ok(k) => k,
-        Err(e) => return error(&Refusal::new(400, "invalid-value", e.to_string())),
+        Err(e) => return error(&ApiError::new(400, "invalid-value", e.to_string())),
     };
     ctl.contact(&node);
     match ctl.poll(&node, q.after, &q.boot, POLL_WAIT).await {
         // Sealed to the poll's key: TLS and HTTP buffers on both sides only ever hold ciphertext.
         Some(p) => match crate::sealed::seal(&node, &seal_to, &p.body) {
             Ok(sealed) => ([(header::CONTENT_TYPE, crate::sealed::CONTENT_TYPE)], sealed).into_response(),
-            Err(e) => error(&Refusal::new(400, "invalid-value", e.to_string())),
+            Err(e) => error(&ApiError::new(400, "invalid-value", e.to_string())),
         },
         None => StatusCode::NO_CONTENT.into_response(),
     }
@@ -302,7 +302,7 @@ async fn ack(State(ctl): Ctl, Extension(peer): Extension<Peer>, body: Bytes) -> 
         ctl.ack(&i.node, i.version, i.error.as_deref())?;
         Ok(serde_json::json!({}))
     })();
-    r.map_or_else(|e: Refusal| error(&e), ok)
+    r.map_or_else(|e: ApiError| error(&e), ok)
 }
 
 #[derive(Deserialize)]
@@ -326,7 +326,7 @@ async fn sadb_expire(State(ctl): Ctl, Extension(peer): Extension<Peer>, body: By
         ctl.expired(&id, &i.name, i.soft);
         Ok(serde_json::json!({}))
     })();
-    r.map_or_else(|e: Refusal| error(&e), ok)
+    r.map_or_else(|e: ApiError| error(&e), ok)
 }
 
 #[derive(Deserialize)]
@@ -342,7 +342,7 @@ async fn sadb_bad_spi(State(ctl): Ctl, Extension(peer): Extension<Peer>, body: B
         ctl.bad_spi(&id, i.spi);
         Ok(serde_json::json!({}))
     })();
-    r.map_or_else(|e: Refusal| error(&e), ok)
+    r.map_or_else(|e: ApiError| error(&e), ok)
 }
 
 async fn domain(State(ctl): Ctl, Extension(peer): Extension<Peer>) -> Response {
@@ -358,10 +358,10 @@ async fn node(State(ctl): Ctl, Extension(peer): Extension<Peer>, Path(key): Path
         require(&ctl, &peer, Some(&node), Admin::Read, "read a node")?;
         let doc = ctl
             .node_state(&node)
-            .ok_or_else(|| Refusal::new(404, "invalid-value", format!("no state for {node:?}")))?;
-        serde_json::to_value(doc).map_err(|e| Refusal::new(500, "operation-failed", e.to_string()))
+            .ok_or_else(|| ApiError::new(404, "invalid-value", format!("no state for {node:?}")))?;
+        serde_json::to_value(doc).map_err(|e| ApiError::new(500, "operation-failed", e.to_string()))
     })();
-    r.map_or_else(|e: Refusal| error(&e), ok)
+    r.map_or_else(|e: ApiError| error(&e), ok)
 }
 
 #[derive(Deserialize)]
@@ -423,13 +423,13 @@ async fn report_sf_drops(State(ctl): Ctl, Extension(peer): Extension<Peer>, body
     let r = (|| {
         let id = require(&ctl, &peer, peer.node_name(), Admin::ActForNode, "report SF drops")?;
         if !ctl.knows(&id) {
-            return Err(Refusal::new(403, "access-denied", "nodes only"));
+            return Err(ApiError::new(403, "access-denied", "nodes only"));
         }
         let i: SfDropsInput = input(&body, "zsfc:input")?;
         ctl.report_sf_drops(&id, i.drops)?;
         Ok(serde_json::json!({}))
     })();
-    r.map_or_else(|e: Refusal| error(&e), ok)
+    r.map_or_else(|e: ApiError| error(&e), ok)
 }
 
 #[derive(Deserialize)]
@@ -447,13 +447,13 @@ async fn report_liveness(State(ctl): Ctl, Extension(peer): Extension<Peer>, body
     let r = (|| {
         let id = require(&ctl, &peer, peer.node_name(), Admin::ActForNode, "report liveness")?;
         if !ctl.knows(&id) {
-            return Err(Refusal::new(403, "access-denied", "nodes only"));
+            return Err(ApiError::new(403, "access-denied", "nodes only"));
         }
         let i: LivenessInput = input(&body, "zsfc:input")?;
         ctl.report_liveness(&id, i.peers, i.sfs)?;
         Ok(serde_json::json!({}))
     })();
-    r.map_or_else(|e: Refusal| error(&e), ok)
+    r.map_or_else(|e: ApiError| error(&e), ok)
 }
 
 #[derive(Deserialize)]
@@ -473,10 +473,10 @@ async fn sf_drops(
     let r = (|| {
         let node = list_key(&key, "node")?;
         if !ctl.domain().gateway_nodes.contains(&node) {
-            return Err(Refusal::new(404, "invalid-value", format!("{node:?} is not the gateway's node")));
+            return Err(ApiError::new(404, "invalid-value", format!("{node:?} is not the gateway's node")));
         }
         require(&ctl, &peer, Some(&node), Admin::ActForNode, "read SF drops")?;
-        q.map(|Query(q)| q.after).map_err(|_| Refusal::new(400, "invalid-value", "query: after=<number> expected"))
+        q.map(|Query(q)| q.after).map_err(|_| ApiError::new(400, "invalid-value", "query: after=<number> expected"))
     })();
     match r {
         Ok(after) => {
@@ -507,7 +507,7 @@ async fn client_certificate(State(ctl): Ctl, Extension(peer): Extension<Peer>, b
         let cert = ctl.issue_client(&i.name, &i.csr, life, &format!("role/{who}"))?;
         Ok(serde_json::json!({"zsfc:output": {"certificate": cert}}))
     })();
-    r.map_or_else(|e: Refusal| error(&e), ok)
+    r.map_or_else(|e: ApiError| error(&e), ok)
 }
 
 #[derive(Deserialize)]
@@ -521,12 +521,13 @@ async fn bind_role(State(ctl): Ctl, Extension(peer): Extension<Peer>, body: Byte
     let r = (|| {
         let who = require(&ctl, &peer, None, Admin::BindRole, "bind a role to a key")?;
         let i: BindInput = input(&body, "zsfc:input")?;
-        let role = crate::Role::of(&i.role)
-            .ok_or_else(|| Refusal::new(400, "invalid-value", format!("{:?} is not an administrative role", i.role)))?;
+        let role = crate::Role::of(&i.role).ok_or_else(|| {
+            ApiError::new(400, "invalid-value", format!("{:?} is not an administrative role", i.role))
+        })?;
         let cert = ctl.bind_role(role, &i.csr, &who)?;
         Ok(serde_json::json!({"zsfc:output": {"certificate": cert}}))
     })();
-    r.map_or_else(|e: Refusal| error(&e), ok)
+    r.map_or_else(|e: ApiError| error(&e), ok)
 }
 
 #[derive(Deserialize)]
@@ -549,7 +550,7 @@ async fn revoke(State(ctl): Ctl, Extension(peer): Extension<Peer>, body: Bytes) 
         Err(e) => return error(&e),
     };
     let Some(kind) = crate::revocable(&i.kind) else {
-        return error(&Refusal::new(400, "invalid-value", format!("{:?}: node, client or gateway", i.kind)));
+        return error(&ApiError::new(400, "invalid-value", format!("{:?}: node, client or gateway", i.kind)));
     };
     match ctl.revoke(kind, &i.name, &format!("role/{who}")).await {
         Ok(r) => ok(r.output()),
@@ -615,9 +616,9 @@ fn router(ctl: Arc<Controller>) -> Router {
         };
         r = r.route(&axum_path, route);
     }
-    r.fallback(|| async { error(&Refusal::new(404, "invalid-value", "no such resource")) })
+    r.fallback(|| async { error(&ApiError::new(404, "invalid-value", "no such resource")) })
         .method_not_allowed_fallback(|| async {
-            error(&Refusal::new(405, "operation-not-supported", "this resource does not take this method"))
+            error(&ApiError::new(405, "operation-not-supported", "this resource does not take this method"))
         })
         .layer(axum::middleware::from_fn(refuse_large_bodies))
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY))
@@ -651,7 +652,7 @@ async fn refuse_large_bodies(req: axum::extract::Request, next: axum::middleware
         })
         .await;
     }
-    let mut r = error(&Refusal::new(413, "too-big", format!("request bodies are at most {MAX_BODY} bytes")));
+    let mut r = error(&ApiError::new(413, "too-big", format!("request bodies are at most {MAX_BODY} bytes")));
     r.headers_mut().insert(header::CONNECTION, axum::http::HeaderValue::from_static("close"));
     r
 }

@@ -62,7 +62,7 @@ pub const POT_PRIME: u64 = 0xFFFF_FFFF_FFFF_FFC5;
 
 /// Why a protected packet was refused (each is its own drop reason).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Refusal {
+pub enum IntegrityFailure {
     /// The node requires SFC integrity and the packet has no MAC header.
     Missing,
     /// The key id is unknown here (or belongs to another chain).
@@ -313,18 +313,24 @@ pub(crate) fn seal_mac(key: &ChainKey, b: &mut [u8], loc: &Located) {
 }
 
 /// Checks key, timestamp and MAC (in that order: cheap first, constant-time compare).
-pub(crate) fn verify(key: &ChainKey, b: &[u8], loc: &Located, now_unix_ns: u64, delta_ns: u64) -> Result<(), Refusal> {
+pub(crate) fn verify(
+    key: &ChainKey,
+    b: &[u8],
+    loc: &Located,
+    now_unix_ns: u64,
+    delta_ns: u64,
+) -> Result<(), IntegrityFailure> {
     if key.chain != loc.spi {
-        return Err(Refusal::UnknownKey);
+        return Err(IntegrityFailure::UnknownKey);
     }
     let ts_at = loc.mac_at + TS_AT;
     let ts = unix_ns(b[ts_at..ts_at + 8].try_into().unwrap_or_default());
     if ts.abs_diff(now_unix_ns) >= delta_ns {
-        return Err(Refusal::Stale);
+        return Err(IntegrityFailure::Stale);
     }
     let mac = compute_mac(key, b, loc);
     let at = loc.mac_at + MAC_AT;
-    aws_lc_rs::constant_time::verify_slices_are_equal(&mac, &b[at..at + MAC_LEN]).map_err(|_| Refusal::BadMac)
+    aws_lc_rs::constant_time::verify_slices_are_equal(&mac, &b[at..at + MAC_LEN]).map_err(|_| IntegrityFailure::BadMac)
 }
 
 /// The classifier's per-packet fields: timestamp, nonce and encrypted subscriber id, the POT's
@@ -336,19 +342,19 @@ pub(crate) fn impose(
     now_unix_ns: u64,
     subscriber: u64,
     random: [u8; 20],
-) -> Result<(), Refusal> {
+) -> Result<(), IntegrityFailure> {
     let v = loc.mac_at;
     b[v + TS_AT..v + TS_AT + 8].copy_from_slice(&timestamp(now_unix_ns));
     let nonce: [u8; NONCE_LEN] = random[..NONCE_LEN].try_into().unwrap_or_default();
     b[v + NONCE_AT..v + NONCE_AT + NONCE_LEN].copy_from_slice(&nonce);
-    let enc = key.enc.as_ref().ok_or(Refusal::UnknownKey)?;
+    let enc = key.enc.as_ref().ok_or(IntegrityFailure::UnknownKey)?;
     let mut tlv = [0u8; SUBSCRIBER_TLV];
     tlv[2] = SUBSCRIBER_TYPE;
     tlv[3] = 8;
     tlv[4..].copy_from_slice(&subscriber.to_be_bytes());
     let tag = enc
         .seal_in_place_separate_tag(Nonce::assume_unique_for_key(nonce), Aad::empty(), &mut tlv)
-        .map_err(|_| Refusal::UnknownKey)?;
+        .map_err(|_| IntegrityFailure::UnknownKey)?;
     b[v + ENC_AT..v + ENC_AT + SUBSCRIBER_TLV].copy_from_slice(&tlv);
     b[v + ENC_AT + SUBSCRIBER_TLV..v + MAC_AT].copy_from_slice(tag.as_ref());
     if let Some(p) = loc.pot_at {
@@ -388,10 +394,10 @@ fn origin_pktid(origin: &HmacSha256, b: &[u8], loc: &Located) -> u64 {
 
 /// The chain's end: the PktID is the one the classifier derived (nothing to check without an
 /// origin key or a POT header).
-pub(crate) fn origin_verify(key: &ChainKey, b: &[u8], loc: &Located) -> Result<(), Refusal> {
+pub(crate) fn origin_verify(key: &ChainKey, b: &[u8], loc: &Located) -> Result<(), IntegrityFailure> {
     let (Some(origin), Some(p)) = (&key.origin, loc.pot_at) else { return Ok(()) };
     let want = origin_pktid(origin, b, loc).to_be_bytes();
-    aws_lc_rs::constant_time::verify_slices_are_equal(&want, &b[p..p + 8]).map_err(|_| Refusal::OriginMismatch)
+    aws_lc_rs::constant_time::verify_slices_are_equal(&want, &b[p..p + 8]).map_err(|_| IntegrityFailure::OriginMismatch)
 }
 
 /// The subscriber id, for a node that holds the chain's encryption key.
@@ -436,12 +442,12 @@ pub(crate) fn pot_update(pot: &Pot, label: u32, b: &mut [u8], loc: &Located) -> 
 }
 
 /// The verifier's check: the cumulative value equals secret + PktID.
-pub(crate) fn pot_verify(pot: &Pot, b: &[u8], loc: &Located) -> Result<(), Refusal> {
+pub(crate) fn pot_verify(pot: &Pot, b: &[u8], loc: &Located) -> Result<(), IntegrityFailure> {
     let Some(secret) = pot.secret else { return Ok(()) };
-    let p = loc.pot_at.ok_or(Refusal::PotFailed)?;
+    let p = loc.pot_at.ok_or(IntegrityFailure::PotFailed)?;
     let rnd = reduce(u128::from(u64::from_be_bytes(b[p..p + 8].try_into().unwrap_or_default())));
     let cml = u64::from_be_bytes(b[p + 8..p + 16].try_into().unwrap_or_default());
-    if cml == add(secret, rnd) { Ok(()) } else { Err(Refusal::PotFailed) }
+    if cml == add(secret, rnd) { Ok(()) } else { Err(IntegrityFailure::PotFailed) }
 }
 
 /// A new proof-of-transit profile for a chain of `n` SFs: the secret, POLY2's public
@@ -599,13 +605,13 @@ mod tests {
             seal_mac(&key, &mut c, &loc);
             let l = locate(&c, 16).unwrap().unwrap();
             assert_eq!(verify(&key, &c, &l, 1_700_000_000_000_000_000, 2_000_000_000), Ok(()), "{what}: fresh MAC");
-            assert_eq!(origin_verify(&key, &c, &l), Err(Refusal::OriginMismatch), "{what} changed");
+            assert_eq!(origin_verify(&key, &c, &l), Err(IntegrityFailure::OriginMismatch), "{what} changed");
         }
         let mut c = b.clone();
         c[nsh_at + 6] ^= 0x01;
-        assert_eq!(origin_verify(&key, &c, &loc), Err(Refusal::OriginMismatch), "SPI changed");
+        assert_eq!(origin_verify(&key, &c, &loc), Err(IntegrityFailure::OriginMismatch), "SPI changed");
         // Another origin key (another chain, another generation) derives another PktID.
-        assert_eq!(origin_verify(&chain_key(Some(&[4; 32])), &b, &loc), Err(Refusal::OriginMismatch));
+        assert_eq!(origin_verify(&chain_key(Some(&[4; 32])), &b, &loc), Err(IntegrityFailure::OriginMismatch));
     }
 
     #[test]

@@ -8,7 +8,7 @@
 //!   label; forward it, or pop it and run the local SF through the proxy, or deliver.
 //! - [`Node::handle_from_sf`]: a packet coming back from an external SF.
 use crate::circuit::{self, CircuitLiveness, Circuits};
-use crate::integrity::{self, ChainKey, ChainKeyConfig, Refusal};
+use crate::integrity::{self, ChainKey, ChainKeyConfig, IntegrityFailure};
 use crate::liveness::{Liveness, LivenessSettings, PeerLiveness};
 use crate::pmtu;
 use crate::pool::{self, Pool, Pools};
@@ -1515,14 +1515,14 @@ fn reseal_via(inbound: &HashMap<u32, InboundSlot>, b: &[u8], encap_len: usize) -
         .find_map(|e| via.iter().find(|(l, _)| *l == e.label()).map(|v| v.1))
 }
 
-fn refusal(r: Refusal) -> DropReason {
+fn refusal(r: IntegrityFailure) -> DropReason {
     match r {
-        Refusal::Missing => DropReason::SfcIntegrityMissing,
-        Refusal::UnknownKey => DropReason::SfcKeyUnknown,
-        Refusal::Stale => DropReason::SfcStale,
-        Refusal::BadMac => DropReason::SfcMacFailed,
-        Refusal::PotFailed => DropReason::PotFailed,
-        Refusal::OriginMismatch => DropReason::SfcOriginFailed,
+        IntegrityFailure::Missing => DropReason::SfcIntegrityMissing,
+        IntegrityFailure::UnknownKey => DropReason::SfcKeyUnknown,
+        IntegrityFailure::Stale => DropReason::SfcStale,
+        IntegrityFailure::BadMac => DropReason::SfcMacFailed,
+        IntegrityFailure::PotFailed => DropReason::PotFailed,
+        IntegrityFailure::OriginMismatch => DropReason::SfcOriginFailed,
     }
 }
 

@@ -5,7 +5,7 @@
 //! traverses the chain. The flow entry that steers the inner connection onto the service's chain
 //! goes to the packet loop *before* the connection's first packet exists.
 //!
-//! Every refusal is counted by [`Refusal`] and logged with the peer, the identity (when known)
+//! Every refusal is counted by [`ClientRefusal`] and logged with the peer, the identity (when known)
 //! and the reason. A source or an identity refused too often within a while is blocked for a
 //! while ([`Blocking`], seed 004 REQ11): refused outright, before any further TLS or policy work.
 #![forbid(unsafe_code)]
@@ -27,7 +27,7 @@ mod revoked;
 
 use limits::{Buckets, MAX_BUCKETS, Strikes};
 use policy::Culprit;
-pub use policy::{Grant, Policy, Refusal, Service};
+pub use policy::{ClientRefusal, Grant, Policy, Service};
 use zsfc_io::Control;
 use zsfc_wire::ip::{FiveTuple, protocol};
 
@@ -45,15 +45,15 @@ pub struct GatewayStats {
     pub blocks: AtomicU64,
     /// Packets SFs dropped for what they carried, reported for a client this gateway served.
     pub sf_drops: AtomicU64,
-    refused: [AtomicU64; Refusal::ALL.len()],
+    refused: [AtomicU64; ClientRefusal::ALL.len()],
 }
 
 impl GatewayStats {
-    pub fn refused(&self, r: Refusal) -> u64 {
+    pub fn refused(&self, r: ClientRefusal) -> u64 {
         self.refused[r as usize].load(Ordering::Relaxed)
     }
     /// Counts a refusal; the count so far.
-    fn refuse(&self, r: Refusal) -> u64 {
+    fn refuse(&self, r: ClientRefusal) -> u64 {
         self.refused[r as usize].fetch_add(1, Ordering::Relaxed) + 1
     }
 }
@@ -174,12 +174,12 @@ fn gateway_domain(cert_pem: &str) -> Result<String, String> {
 
 /// The client a verified certificate names: its SPIFFE ID must be `client/NAME` of `domain`;
 /// the name is what the policy grants. The common name is never read.
-pub fn client_of(cert: &CertificateDer<'_>, domain: &str) -> Result<String, Refusal> {
+pub fn client_of(cert: &CertificateDer<'_>, domain: &str) -> Result<String, ClientRefusal> {
     match Identity::of_certificate(cert) {
-        Ok(id) if id.domain() != domain => Err(Refusal::NoIdentity),
+        Ok(id) if id.domain() != domain => Err(ClientRefusal::NoIdentity),
         Ok(id) if id.kind() == IdKind::Client => Ok(id.name().to_owned()),
-        Ok(_) => Err(Refusal::NotAClient),
-        Err(_) => Err(Refusal::NoIdentity),
+        Ok(_) => Err(ClientRefusal::NotAClient),
+        Err(_) => Err(ClientRefusal::NoIdentity),
     }
 }
 
@@ -196,14 +196,14 @@ pub fn request_target(head: &[u8]) -> Option<String> {
 }
 
 /// Sorts a failed handshake into a refusal reason.
-fn handshake_refusal(e: &std::io::Error) -> Refusal {
+fn handshake_refusal(e: &std::io::Error) -> ClientRefusal {
     match e.get_ref().and_then(|i| i.downcast_ref::<rustls::Error>()) {
-        Some(rustls::Error::NoCertificatesPresented) => Refusal::NoCertificate,
+        Some(rustls::Error::NoCertificatesPresented) => ClientRefusal::NoCertificate,
         Some(rustls::Error::InvalidCertificate(
             rustls::CertificateError::Expired | rustls::CertificateError::ExpiredContext { .. },
-        )) => Refusal::CertificateExpired,
-        Some(rustls::Error::InvalidCertificate(_)) => Refusal::UntrustedCertificate,
-        _ => Refusal::HandshakeFailed,
+        )) => ClientRefusal::CertificateExpired,
+        Some(rustls::Error::InvalidCertificate(_)) => ClientRefusal::UntrustedCertificate,
+        _ => ClientRefusal::HandshakeFailed,
     }
 }
 
@@ -363,17 +363,17 @@ impl Shared {
         sent == self.control.len()
     }
 
-    fn refuse(&self, peer: SocketAddr, identity: Option<&str>, sni: Option<&str>, r: Refusal, detail: &str) {
+    fn refuse(&self, peer: SocketAddr, identity: Option<&str>, sni: Option<&str>, r: ClientRefusal, detail: &str) {
         let n = self.stats.refuse(r);
         self.tally(peer, identity, r);
         // A flood must not flood the log: refusals for rate or block are logged at the 1st, 2nd,
         // 4th, 8th ... with their count.
         let limited = matches!(
             r,
-            Refusal::SourceRateLimited
-                | Refusal::IdentityRateLimited
-                | Refusal::SourceBlocked
-                | Refusal::IdentityBlocked
+            ClientRefusal::SourceRateLimited
+                | ClientRefusal::IdentityRateLimited
+                | ClientRefusal::SourceBlocked
+                | ClientRefusal::IdentityBlocked
         );
         if limited && !n.is_power_of_two() {
             return;
@@ -390,7 +390,7 @@ impl Shared {
 
     /// Counts the refusal against its source or identity, and begins a block when that makes
     /// too many (logged once per block).
-    fn tally(&self, peer: SocketAddr, identity: Option<&str>, r: Refusal) {
+    fn tally(&self, peer: SocketAddr, identity: Option<&str>, r: ClientRefusal) {
         let now = std::time::Instant::now();
         let (count, identity) = match (r.culprit(), identity) {
             (Some(Culprit::Identity), Some(id)) => (self.identity_strikes.strike(id.to_owned(), now), Some(id)),
@@ -417,15 +417,15 @@ impl Shared {
     async fn serve(&self, acceptor: tokio_rustls::TlsAcceptor, tcp: tokio::net::TcpStream, peer: SocketAddr) {
         self.stats.accepted.fetch_add(1, Ordering::Relaxed);
         if self.source_strikes.blocked(&peer.ip(), std::time::Instant::now()) {
-            return self.refuse(peer, None, None, Refusal::SourceBlocked, "");
+            return self.refuse(peer, None, None, ClientRefusal::SourceBlocked, "");
         }
         if !self.sources.admit(peer.ip(), std::time::Instant::now()) {
-            return self.refuse(peer, None, None, Refusal::SourceRateLimited, "");
+            return self.refuse(peer, None, None, ClientRefusal::SourceRateLimited, "");
         }
         let mut tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
             Ok(Ok(s)) => s,
             Ok(Err(e)) => return self.refuse(peer, None, None, handshake_refusal(&e), &e.to_string()),
-            Err(_) => return self.refuse(peer, None, None, Refusal::HandshakeFailed, "timed out"),
+            Err(_) => return self.refuse(peer, None, None, ClientRefusal::HandshakeFailed, "timed out"),
         };
         let (_, conn) = tls.get_ref();
         let sni = conn.server_name().map(str::to_owned);
@@ -433,7 +433,7 @@ impl Shared {
         let not_before = cert.and_then(|c| zsfc_identity::not_before(c));
         let identity = match cert {
             Some(c) => client_of(c, &self.domain),
-            None => Err(Refusal::NoIdentity),
+            None => Err(ClientRefusal::NoIdentity),
         };
         let identity = match identity {
             Ok(i) => i,
@@ -441,13 +441,13 @@ impl Shared {
         };
         let revocations = self.revocations.watch();
         if self.revocations.is_revoked(&identity, not_before) {
-            return self.refuse(peer, Some(&identity), sni.as_deref(), Refusal::Revoked, "");
+            return self.refuse(peer, Some(&identity), sni.as_deref(), ClientRefusal::Revoked, "");
         }
         if self.identity_strikes.blocked(&identity, std::time::Instant::now()) {
-            return self.refuse(peer, Some(&identity), sni.as_deref(), Refusal::IdentityBlocked, "");
+            return self.refuse(peer, Some(&identity), sni.as_deref(), ClientRefusal::IdentityBlocked, "");
         }
         if !self.identities.admit(identity.clone(), std::time::Instant::now()) {
-            return self.refuse(peer, Some(&identity), sni.as_deref(), Refusal::IdentityRateLimited, "");
+            return self.refuse(peer, Some(&identity), sni.as_deref(), ClientRefusal::IdentityRateLimited, "");
         }
         // Classification by HTTP path: read the first request's head (and pass it on later).
         let mut head = Vec::new();
@@ -456,9 +456,9 @@ impl Shared {
             match tokio::time::timeout(HANDSHAKE_TIMEOUT, http::read_head(&mut tls, &mut head)).await {
                 Ok(Ok(h)) => Some(h.target),
                 Ok(Err(http::Stop::Malformed(why))) => {
-                    return self.refuse(peer, Some(&identity), sni.as_deref(), Refusal::NoHttpRequest, why);
+                    return self.refuse(peer, Some(&identity), sni.as_deref(), ClientRefusal::NoHttpRequest, why);
                 }
-                _ => return self.refuse(peer, Some(&identity), sni.as_deref(), Refusal::NoHttpRequest, ""),
+                _ => return self.refuse(peer, Some(&identity), sni.as_deref(), ClientRefusal::NoHttpRequest, ""),
             }
         } else {
             None
@@ -485,7 +485,7 @@ impl Shared {
                 if let Some(t) = tuple {
                     self.tell(|| Control::RemoveFlow(t));
                 }
-                return self.refuse(peer, Some(&identity), Some(&service.name), Refusal::ServiceUnreachable, &e);
+                return self.refuse(peer, Some(&identity), Some(&service.name), ClientRefusal::ServiceUnreachable, &e);
             }
         };
         self.stats.served.fetch_add(1, Ordering::Relaxed);
@@ -495,7 +495,7 @@ impl Shared {
         tokio::select! {
             () = self.relay(&served, tls, inner, head, path.is_some()) => {}
             () = self.revocations.until_revoked(revocations, &identity, not_before) => {
-                self.refuse(peer, Some(&identity), Some(&service.name), Refusal::Revoked, "open connection closed");
+                self.refuse(peer, Some(&identity), Some(&service.name), ClientRefusal::Revoked, "open connection closed");
             }
         }
         tokio::time::sleep(FLOW_LINGER).await;
@@ -545,13 +545,13 @@ impl Shared {
                 http::Stop::Refused(target) => {
                     let why = match policy.decide(identity, sni, Some(&target)) {
                         Err(r) => r,
-                        Ok(_) => Refusal::OtherChain,
+                        Ok(_) => ClientRefusal::OtherChain,
                     };
                     let detail = format!("path {target} on a connection of chain {}", chain.0);
                     self.refuse(peer, Some(identity), Some(&service.name), why, &detail);
                 }
                 http::Stop::Malformed(why) => {
-                    self.refuse(peer, Some(identity), Some(&service.name), Refusal::NoHttpRequest, why);
+                    self.refuse(peer, Some(identity), Some(&service.name), ClientRefusal::NoHttpRequest, why);
                 }
             }
         }
@@ -677,11 +677,11 @@ mod tests {
             p.decide("bob", Some("WEB.example"), None).map(|(s, c)| (s.address.port(), c)),
             Ok((80, ChainId(3)))
         );
-        assert_eq!(p.decide("bob", Some("admin.example"), None), Err(Refusal::NotAllowed));
-        assert_eq!(p.decide("mallory", Some("web.example"), None), Err(Refusal::NotAllowed));
-        assert_eq!(p.decide("alice", Some("other.example"), None), Err(Refusal::UnknownService));
-        assert_eq!(p.decide("alice", None, None), Err(Refusal::NoServerName));
-        assert_eq!(Policy::default().decide("alice", Some("web.example"), None), Err(Refusal::UnknownService));
+        assert_eq!(p.decide("bob", Some("admin.example"), None), Err(ClientRefusal::NotAllowed));
+        assert_eq!(p.decide("mallory", Some("web.example"), None), Err(ClientRefusal::NotAllowed));
+        assert_eq!(p.decide("alice", Some("other.example"), None), Err(ClientRefusal::UnknownService));
+        assert_eq!(p.decide("alice", None, None), Err(ClientRefusal::NoServerName));
+        assert_eq!(Policy::default().decide("alice", Some("web.example"), None), Err(ClientRefusal::UnknownService));
     }
 
     #[test]
@@ -691,8 +691,8 @@ mod tests {
         assert_eq!(p.decide("carol", Some("web.example"), Some("/static/a.css")).map(|(_, c)| c), Ok(ChainId(5)));
         assert_eq!(p.decide("carol", Some("web.example"), Some("/index.html")).map(|(_, c)| c), Ok(ChainId(4)));
         assert_eq!(p.decide("dave", Some("web.example"), Some("/api/v1")).map(|(_, c)| c), Ok(ChainId(6)));
-        assert_eq!(p.decide("dave", Some("web.example"), Some("/admin")), Err(Refusal::PathNotAllowed));
-        assert_eq!(p.decide("dave", Some("web.example"), None), Err(Refusal::PathNotAllowed));
+        assert_eq!(p.decide("dave", Some("web.example"), Some("/admin")), Err(ClientRefusal::PathNotAllowed));
+        assert_eq!(p.decide("dave", Some("web.example"), None), Err(ClientRefusal::PathNotAllowed));
     }
 
     proptest::proptest! {
@@ -740,11 +740,11 @@ mod tests {
         };
         let alice = cert("bob", Some("spiffe://d/client/alice"));
         assert_eq!(client_of(alice.der(), "d"), Ok("alice".to_owned()));
-        assert_eq!(client_of(alice.der(), "other"), Err(Refusal::NoIdentity));
-        assert_eq!(client_of(cert("alice", None).der(), "d"), Err(Refusal::NoIdentity));
-        assert_eq!(client_of(cert("alice", Some("spiffe://d/node/alice")).der(), "d"), Err(Refusal::NotAClient));
-        assert_eq!(client_of(cert("x", Some("spiffe://d/role/operator")).der(), "d"), Err(Refusal::NotAClient));
-        assert_eq!(client_of(&CertificateDer::from(vec![1, 2, 3]), "d"), Err(Refusal::NoIdentity));
+        assert_eq!(client_of(alice.der(), "other"), Err(ClientRefusal::NoIdentity));
+        assert_eq!(client_of(cert("alice", None).der(), "d"), Err(ClientRefusal::NoIdentity));
+        assert_eq!(client_of(cert("alice", Some("spiffe://d/node/alice")).der(), "d"), Err(ClientRefusal::NotAClient));
+        assert_eq!(client_of(cert("x", Some("spiffe://d/role/operator")).der(), "d"), Err(ClientRefusal::NotAClient));
+        assert_eq!(client_of(&CertificateDer::from(vec![1, 2, 3]), "d"), Err(ClientRefusal::NoIdentity));
     }
 
     #[test]

@@ -1,5 +1,5 @@
 //! Who may use which service through which chain ([`Policy`], default deny), and why a client
-//! connection was refused ([`Refusal`]).
+//! connection was refused ([`ClientRefusal`]).
 use std::net::SocketAddr;
 use zsfc_dataplane::ChainId;
 
@@ -51,11 +51,12 @@ impl Policy {
         identity: &str,
         sni: Option<&str>,
         path: Option<&str>,
-    ) -> Result<(&Service, ChainId), Refusal> {
-        let sni = sni.ok_or(Refusal::NoServerName)?;
-        let service = self.services.iter().find(|s| s.name.eq_ignore_ascii_case(sni)).ok_or(Refusal::UnknownService)?;
+    ) -> Result<(&Service, ChainId), ClientRefusal> {
+        let sni = sni.ok_or(ClientRefusal::NoServerName)?;
+        let service =
+            self.services.iter().find(|s| s.name.eq_ignore_ascii_case(sni)).ok_or(ClientRefusal::UnknownService)?;
         if self.grants_for(identity, service).next().is_none() {
-            return Err(Refusal::NotAllowed);
+            return Err(ClientRefusal::NotAllowed);
         }
         self.grants_for(identity, service)
             .filter(|g| match (&g.path, path) {
@@ -65,13 +66,13 @@ impl Policy {
             })
             .max_by_key(|g| g.path.as_ref().map_or(0, String::len))
             .map(|g| (service, g.chain))
-            .ok_or(Refusal::PathNotAllowed)
+            .ok_or(ClientRefusal::PathNotAllowed)
     }
 }
 
 /// Why a client connection was refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Refusal {
+pub enum ClientRefusal {
     /// The client presented no certificate.
     NoCertificate,
     /// The client's certificate does not verify against the domain CA (another CA, wrong
@@ -127,48 +128,48 @@ pub(crate) enum Culprit {
     Identity,
 }
 
-impl Refusal {
-    pub const ALL: [Refusal; 18] = [
-        Refusal::SourceRateLimited,
-        Refusal::IdentityRateLimited,
-        Refusal::NoCertificate,
-        Refusal::UntrustedCertificate,
-        Refusal::CertificateExpired,
-        Refusal::Revoked,
-        Refusal::HandshakeFailed,
-        Refusal::NoIdentity,
-        Refusal::NotAClient,
-        Refusal::NoServerName,
-        Refusal::UnknownService,
-        Refusal::NotAllowed,
-        Refusal::ServiceUnreachable,
-        Refusal::NoHttpRequest,
-        Refusal::PathNotAllowed,
-        Refusal::OtherChain,
-        Refusal::SourceBlocked,
-        Refusal::IdentityBlocked,
+impl ClientRefusal {
+    pub const ALL: [ClientRefusal; 18] = [
+        ClientRefusal::SourceRateLimited,
+        ClientRefusal::IdentityRateLimited,
+        ClientRefusal::NoCertificate,
+        ClientRefusal::UntrustedCertificate,
+        ClientRefusal::CertificateExpired,
+        ClientRefusal::Revoked,
+        ClientRefusal::HandshakeFailed,
+        ClientRefusal::NoIdentity,
+        ClientRefusal::NotAClient,
+        ClientRefusal::NoServerName,
+        ClientRefusal::UnknownService,
+        ClientRefusal::NotAllowed,
+        ClientRefusal::ServiceUnreachable,
+        ClientRefusal::NoHttpRequest,
+        ClientRefusal::PathNotAllowed,
+        ClientRefusal::OtherChain,
+        ClientRefusal::SourceBlocked,
+        ClientRefusal::IdentityBlocked,
     ];
 
     pub fn name(self) -> &'static str {
         match self {
-            Refusal::NoCertificate => "no_certificate",
-            Refusal::UntrustedCertificate => "untrusted_certificate",
-            Refusal::CertificateExpired => "certificate_expired",
-            Refusal::Revoked => "revoked",
-            Refusal::HandshakeFailed => "handshake_failed",
-            Refusal::NoIdentity => "no_identity",
-            Refusal::NotAClient => "not_a_client",
-            Refusal::NoServerName => "no_server_name",
-            Refusal::UnknownService => "unknown_service",
-            Refusal::NotAllowed => "not_allowed",
-            Refusal::ServiceUnreachable => "service_unreachable",
-            Refusal::NoHttpRequest => "no_http_request",
-            Refusal::PathNotAllowed => "path_not_allowed",
-            Refusal::OtherChain => "other_chain",
-            Refusal::SourceRateLimited => "source_rate_limited",
-            Refusal::IdentityRateLimited => "identity_rate_limited",
-            Refusal::SourceBlocked => "source_blocked",
-            Refusal::IdentityBlocked => "identity_blocked",
+            ClientRefusal::NoCertificate => "no_certificate",
+            ClientRefusal::UntrustedCertificate => "untrusted_certificate",
+            ClientRefusal::CertificateExpired => "certificate_expired",
+            ClientRefusal::Revoked => "revoked",
+            ClientRefusal::HandshakeFailed => "handshake_failed",
+            ClientRefusal::NoIdentity => "no_identity",
+            ClientRefusal::NotAClient => "not_a_client",
+            ClientRefusal::NoServerName => "no_server_name",
+            ClientRefusal::UnknownService => "unknown_service",
+            ClientRefusal::NotAllowed => "not_allowed",
+            ClientRefusal::ServiceUnreachable => "service_unreachable",
+            ClientRefusal::NoHttpRequest => "no_http_request",
+            ClientRefusal::PathNotAllowed => "path_not_allowed",
+            ClientRefusal::OtherChain => "other_chain",
+            ClientRefusal::SourceRateLimited => "source_rate_limited",
+            ClientRefusal::IdentityRateLimited => "identity_rate_limited",
+            ClientRefusal::SourceBlocked => "source_blocked",
+            ClientRefusal::IdentityBlocked => "identity_blocked",
         }
     }
 
@@ -176,7 +177,7 @@ impl Refusal {
     /// (the service is unreachable) and for refusals of what is blocked already (a block runs
     /// its time from when it began).
     pub(crate) fn culprit(self) -> Option<Culprit> {
-        use Refusal::*;
+        use ClientRefusal::*;
         match self {
             NoCertificate | UntrustedCertificate | CertificateExpired | HandshakeFailed | NoIdentity | NotAClient
             | SourceRateLimited => Some(Culprit::Source),

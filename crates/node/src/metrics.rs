@@ -177,7 +177,7 @@ impl Metrics {
         Self::set(&self.gateway, vec![("outcome", "served".into())], g.served.load(Ordering::Relaxed));
         Self::set(&self.gateway, vec![("outcome", "blocks".into())], g.blocks.load(Ordering::Relaxed));
         Self::set(&self.gateway, vec![("outcome", "sf_drops".into())], g.sf_drops.load(Ordering::Relaxed));
-        for r in zsfc_gateway::Refusal::ALL {
+        for r in zsfc_gateway::ClientRefusal::ALL {
             Self::set(&self.gateway, vec![("outcome", format!("refused_{}", r.name()))], g.refused(r));
         }
     }

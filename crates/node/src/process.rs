@@ -275,7 +275,7 @@ fn report(name: &str, s: &zsfc_io::IoStats, node: &zsfc_dataplane::Node, gateway
     if let Some(gw) = gateway {
         let g = &gw.stats;
         let refused: Vec<String> =
-            zsfc_gateway::Refusal::ALL.iter().map(|&r| format!("{}={}", r.name(), g.refused(r))).collect();
+            zsfc_gateway::ClientRefusal::ALL.iter().map(|&r| format!("{}={}", r.name(), g.refused(r))).collect();
         println!(
             "gateway: accepted {} served {} refused {}",
             g.accepted.load(std::sync::atomic::Ordering::Relaxed),

@@ -3,7 +3,7 @@
 //! revokes an identity, or issues a reinstalled node a new bootstrap token (its old
 //! certificates revoked in the same transaction). The identity of what is signed comes from the
 //! caller's certificate and the domain, never from the request.
-use super::{Controller, Refusal, Revocation, internal, set_meta, sha256};
+use super::{ApiError, Controller, Revocation, internal, set_meta, sha256};
 use crate::audit::{self, Kind};
 use crate::pki::Validity;
 use rusqlite::params;
@@ -40,9 +40,9 @@ pub enum Renewal {
 impl Controller {
     /// Signs `csr` for node `node` (the caller, authenticated by its current certificate) as
     /// `what`, valid for the domain's node certificate lifetime; audited.
-    pub fn renew(&self, node: &str, what: Renewal, csr: &str, peer: &str) -> Result<String, Refusal> {
+    pub fn renew(&self, node: &str, what: Renewal, csr: &str, peer: &str) -> Result<String, ApiError> {
         let domain = self.domain();
-        let id_err = |e: zsfc_identity::IdentityError| Refusal::new(400, "invalid-value", e.to_string());
+        let id_err = |e: zsfc_identity::IdentityError| ApiError::new(400, "invalid-value", e.to_string());
         let id = match what {
             Renewal::Node => Identity::new(&domain.name, IdKind::Node, node).map_err(id_err)?,
             Renewal::Gateway if domain.gateway_nodes.iter().any(|g| g == node) => {
@@ -54,7 +54,7 @@ impl Controller {
                     &format!("node/{node}"),
                     &format!("gateway renewal from {peer}: runs no gateway"),
                 );
-                return Err(Refusal::new(
+                return Err(ApiError::new(
                     403,
                     "access-denied",
                     format!("node {node:?} runs no gateway of this domain"),
@@ -66,13 +66,13 @@ impl Controller {
             .query_row("SELECT enrolled_at FROM nodes WHERE name = ?1", [node], |r| r.get(0))
             .map_err(internal)?;
         if enrolled.is_none() {
-            return Err(Refusal::new(403, "access-denied", format!("node {node:?} has not enrolled")));
+            return Err(ApiError::new(403, "access-denied", format!("node {node:?} has not enrolled")));
         }
         let validity = self.validity_for(&id, domain.topology.certificates.node());
         let cert = self
             .ca
             .sign_csr_with_names(csr, &id, validity, what == Renewal::Gateway)
-            .map_err(|e| Refusal::new(400, "invalid-value", format!("csr: {e}")))?;
+            .map_err(|e| ApiError::new(400, "invalid-value", format!("csr: {e}")))?;
 
         let until = unix_s(validity.not_after);
         let detail = format!("certificate renewed from {peer}, valid until {until} (unix s)");
@@ -104,7 +104,7 @@ impl Controller {
 
     /// The nodes cut off from the domain: revoked, and not enrolled again since. Rollouts give
     /// them nothing and do not wait for them.
-    pub(crate) fn cut_off(&self) -> Result<std::collections::HashSet<String>, Refusal> {
+    pub(crate) fn cut_off(&self) -> Result<std::collections::HashSet<String>, ApiError> {
         let revoked: Vec<(String, i64)> = self
             .state()
             .domain
@@ -128,7 +128,7 @@ impl Controller {
     }
 
     /// The nodes that never enrolled, sorted, but for those `cut` off.
-    pub(crate) fn unenrolled(&self, cut: &std::collections::HashSet<String>) -> Result<Vec<String>, Refusal> {
+    pub(crate) fn unenrolled(&self, cut: &std::collections::HashSet<String>) -> Result<Vec<String>, ApiError> {
         let db = self.db();
         let mut q = db.prepare("SELECT name FROM nodes WHERE enrolled_at IS NULL ORDER BY name").map_err(internal)?;
         let names = q.query_map([], |r| r.get::<_, String>(0)).map_err(internal)?;
@@ -166,12 +166,12 @@ impl Controller {
     /// Revokes `kind`/`name` at once: the controller refuses its certificates from the next
     /// call, and a rollout gives every node new SAs — none to a revoked node, which is also not
     /// waited for — and the gateway the revoked clients. Audited; returns the rollout's version.
-    pub async fn revoke(&self, kind: IdKind, name: &str, who: &str) -> Result<super::Rolled, Refusal> {
+    pub async fn revoke(&self, kind: IdKind, name: &str, who: &str) -> Result<super::Rolled, ApiError> {
         let domain = self.domain();
         let id =
-            Identity::new(&domain.name, kind, name).map_err(|e| Refusal::new(400, "invalid-value", e.to_string()))?;
+            Identity::new(&domain.name, kind, name).map_err(|e| ApiError::new(400, "invalid-value", e.to_string()))?;
         if kind == IdKind::Node && !self.knows(name) {
-            return Err(Refusal::new(404, "invalid-value", format!("no node named {name:?}")));
+            return Err(ApiError::new(404, "invalid-value", format!("no node named {name:?}")));
         }
         let d = self.with_revocation(&id);
         self.store_domain(&d)?;
@@ -183,12 +183,12 @@ impl Controller {
     /// A new single-use bootstrap token for `node` (a reinstalled host), and in the same
     /// transaction the revocation of its certificates until now. Audited; the token is returned
     /// once and only its hash is kept.
-    pub async fn node_token(&self, node: &str, who: &str) -> Result<(Zeroizing<String>, u64), Refusal> {
+    pub async fn node_token(&self, node: &str, who: &str) -> Result<(Zeroizing<String>, u64), ApiError> {
         if !self.knows(node) {
-            return Err(Refusal::new(404, "invalid-value", format!("no node named {node:?}")));
+            return Err(ApiError::new(404, "invalid-value", format!("no node named {node:?}")));
         }
         let id = Identity::new(&self.domain().name, IdKind::Node, node)
-            .map_err(|e| Refusal::new(400, "invalid-value", e.to_string()))?;
+            .map_err(|e| ApiError::new(400, "invalid-value", e.to_string()))?;
         let mut raw = Zeroizing::new([0u8; 32]);
         aws_lc_rs::rand::fill(raw.as_mut()).map_err(|_| internal("no randomness"))?;
         let token = Zeroizing::new(hex::encode(raw.as_ref()));
@@ -214,12 +214,12 @@ impl Controller {
     /// A certificate for client `name` and the key of `csr` (made where the client's key is to
     /// live), valid for `life` — at most the domain's client lifetime, which is also the
     /// default. Audited; a revoked client's new certificate starts after its cut-off.
-    pub fn issue_client(&self, name: &str, csr: &str, life: Option<Duration>, who: &str) -> Result<String, Refusal> {
+    pub fn issue_client(&self, name: &str, csr: &str, life: Option<Duration>, who: &str) -> Result<String, ApiError> {
         let domain = self.domain();
         let max = domain.topology.certificates.client();
         let life = life.unwrap_or(max);
         if life > max || life < Duration::from_secs(zsfc_config::MIN_LIFETIME_S) {
-            return Err(Refusal::new(
+            return Err(ApiError::new(
                 400,
                 "invalid-value",
                 format!(
@@ -230,12 +230,12 @@ impl Controller {
             ));
         }
         let id = Identity::new(&domain.name, IdKind::Client, name)
-            .map_err(|e| Refusal::new(400, "invalid-value", e.to_string()))?;
+            .map_err(|e| ApiError::new(400, "invalid-value", e.to_string()))?;
         let validity = self.validity_for(&id, life);
         let cert = self
             .ca
             .sign_csr(csr, &id, validity)
-            .map_err(|e| Refusal::new(400, "invalid-value", format!("csr: {e}")))?;
+            .map_err(|e| ApiError::new(400, "invalid-value", format!("csr: {e}")))?;
         let detail = format!("client certificate issued by {who}, valid until {} (unix s)", unix_s(validity.not_after));
         self.audit(Kind::Issue, &id.to_string(), &detail);
         Ok(cert)

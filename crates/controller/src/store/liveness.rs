@@ -8,7 +8,7 @@
 //! serves, whether the SF's attachment circuit returns its probes (`zsfc_dataplane::circuit`);
 //! an instance whose circuit does not is taken out of the plan the same way, alone (the
 //! node's other instances stay).
-use super::{Controller, Refusal};
+use super::{ApiError, Controller};
 use crate::audit::{self, Kind};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeSet, HashMap, HashSet};
@@ -185,7 +185,7 @@ impl Controller {
     /// nodes of the domain other than itself, SFs external SFs with an instance on it, each
     /// named once. When the set of nodes seen down or of instances unusable changes, a rollout
     /// takes their instances out of the plan or puts them back.
-    pub fn report_liveness(&self, node: &str, peers: Vec<PeerReport>, sfs: Vec<CircuitReport>) -> Result<(), Refusal> {
+    pub fn report_liveness(&self, node: &str, peers: Vec<PeerReport>, sfs: Vec<CircuitReport>) -> Result<(), ApiError> {
         let (known, served): (Vec<String>, Vec<String>) = {
             let st = self.state();
             let t = &st.domain.topology;
@@ -196,7 +196,7 @@ impl Controller {
         let mut named = BTreeSet::new();
         for c in &sfs {
             if !served.contains(&c.sf) || !named.insert(c.sf.as_str()) {
-                return Err(Refusal::new(
+                return Err(ApiError::new(
                     400,
                     "invalid-value",
                     format!("sfs: {:?} is not an external SF with an instance on {node:?}, named once", c.sf),
@@ -206,7 +206,7 @@ impl Controller {
         let mut named = BTreeSet::new();
         for p in &peers {
             if p.peer == node || !known.contains(&p.peer) || !named.insert(p.peer.as_str()) {
-                return Err(Refusal::new(
+                return Err(ApiError::new(
                     400,
                     "invalid-value",
                     format!("peers: {:?} is not another node of the domain, named once", p.peer),

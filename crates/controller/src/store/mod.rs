@@ -105,26 +105,26 @@ pub enum StartError {
 
 /// An API failure: HTTP status, RFC 8040 error-tag and message.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Refusal {
+pub struct ApiError {
     pub status: u16,
     pub tag: &'static str,
     pub message: String,
 }
 
-impl std::fmt::Display for Refusal {
+impl std::fmt::Display for ApiError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "{} {}: {}", self.status, self.tag, self.message)
     }
 }
 
-impl Refusal {
+impl ApiError {
     pub fn new(status: u16, tag: &'static str, message: impl Into<String>) -> Self {
         Self { status, tag, message: message.into() }
     }
 }
 
-fn internal(e: impl std::fmt::Display) -> Refusal {
-    Refusal::new(500, "operation-failed", e.to_string())
+fn internal(e: impl std::fmt::Display) -> ApiError {
+    ApiError::new(500, "operation-failed", e.to_string())
 }
 
 /// A document waiting for its node.
@@ -410,10 +410,10 @@ impl Controller {
 
     /// Enrolment: the node's one-time token buys a certificate for its CSR's key, with the
     /// node's name as identity. A wrong, unknown or used token is refused and audited.
-    pub fn enrol(&self, node: &str, token: &str, csr: &str, peer: &str) -> Result<String, Refusal> {
+    pub fn enrol(&self, node: &str, token: &str, csr: &str, peer: &str) -> Result<String, ApiError> {
         let refuse = |why: &str| {
             self.audit(Kind::Refused, node, &format!("enrolment from {peer}: {why}"));
-            Refusal::new(403, "access-denied", format!("enrolment refused: {why}"))
+            ApiError::new(403, "access-denied", format!("enrolment refused: {why}"))
         };
         let mut db = self.db();
         let row: Option<(Option<Vec<u8>>, Option<i64>)> = db
@@ -431,10 +431,10 @@ impl Controller {
             return Err(refuse("wrong bootstrap token"));
         }
         let id = zsfc_identity::Identity::new(&self.domain().name, zsfc_identity::Kind::Node, node)
-            .map_err(|e| Refusal::new(400, "invalid-value", e.to_string()))?;
+            .map_err(|e| ApiError::new(400, "invalid-value", e.to_string()))?;
         let life = self.validity_for(&id, self.domain().topology.certificates.node());
         let cert =
-            self.ca.sign_csr(csr, &id, life).map_err(|e| Refusal::new(400, "invalid-value", format!("csr: {e}")))?;
+            self.ca.sign_csr(csr, &id, life).map_err(|e| ApiError::new(400, "invalid-value", format!("csr: {e}")))?;
         db = self.db();
         let tx = db.transaction().map_err(internal)?;
         tx.execute(
@@ -451,16 +451,16 @@ impl Controller {
     /// answer is a certificate for the role and that key, and from now on only certificates of
     /// that key act as the role — the role's earlier certificates, whose keys were files, are
     /// refused. Binding again moves the role to another key.
-    pub fn bind_role(&self, role: crate::Role, csr: &str, who: &str) -> Result<String, Refusal> {
-        let id = role.identity(&self.domain().name).map_err(|e| Refusal::new(400, "invalid-value", e.to_string()))?;
+    pub fn bind_role(&self, role: crate::Role, csr: &str, who: &str) -> Result<String, ApiError> {
+        let id = role.identity(&self.domain().name).map_err(|e| ApiError::new(400, "invalid-value", e.to_string()))?;
         let life = crate::pki::Validity::from_now(crate::pki::ROLE_LIFETIME);
         let cert =
-            self.ca.sign_csr(csr, &id, life).map_err(|e| Refusal::new(400, "invalid-value", format!("csr: {e}")))?;
+            self.ca.sign_csr(csr, &id, life).map_err(|e| ApiError::new(400, "invalid-value", format!("csr: {e}")))?;
         let der = rustls_pki_types::pem::PemObject::from_pem_slice(cert.as_bytes())
             .map(|c: rustls_pki_types::CertificateDer<'static>| c)
             .map_err(internal)?;
         let key = spki_sha256(&der)
-            .ok_or_else(|| Refusal::new(500, "operation-failed", "issued an unreadable certificate"))?;
+            .ok_or_else(|| ApiError::new(500, "operation-failed", "issued an unreadable certificate"))?;
         let mut db = self.db();
         let tx = db.transaction().map_err(internal)?;
         tx.execute(
@@ -478,7 +478,7 @@ impl Controller {
     }
 
     /// The SHA-256 of the public key `role` is bound to, if it is.
-    pub fn role_key(&self, role: crate::Role) -> Result<Option<Vec<u8>>, Refusal> {
+    pub fn role_key(&self, role: crate::Role) -> Result<Option<Vec<u8>>, ApiError> {
         self.db()
             .query_row("SELECT spki_sha256 FROM role_keys WHERE role = ?1", [role.name()], |r| r.get(0))
             .optional()
@@ -518,9 +518,9 @@ impl Controller {
         }
     }
 
-    pub fn ack(&self, node: &str, version: u64, error: Option<&str>) -> Result<(), Refusal> {
+    pub fn ack(&self, node: &str, version: u64, error: Option<&str>) -> Result<(), ApiError> {
         let Some(chan) = self.nodes.get(node) else {
-            return Err(Refusal::new(404, "invalid-value", format!("no node {node:?}")));
+            return Err(ApiError::new(404, "invalid-value", format!("no node {node:?}")));
         };
         // A node acknowledges what it was given: a version beyond the last one pushed to it
         // would show it as converged on a state it never received.
@@ -531,7 +531,7 @@ impl Controller {
                 node,
                 &format!("acknowledgement of version {version}, never pushed (last {pushed})"),
             );
-            return Err(Refusal::new(
+            return Err(ApiError::new(
                 400,
                 "invalid-value",
                 format!("version {version} was never pushed to {node} (the last was {pushed})"),
@@ -608,14 +608,14 @@ impl Controller {
         }
     }
 
-    fn next_version(&self) -> Result<u64, Refusal> {
+    fn next_version(&self) -> Result<u64, ApiError> {
         let mut st = self.state();
         st.version += 1;
         set_meta(&self.db(), "version", &st.version.to_string()).map_err(internal)?;
         Ok(st.version)
     }
 
-    fn publish(&self, node: &str, doc: &NodeState) -> Result<(), Refusal> {
+    fn publish(&self, node: &str, doc: &NodeState) -> Result<(), ApiError> {
         // Sized up front so that growing never leaves a copy of key material behind.
         let entries = doc.ikeless.sad.entries.len() + doc.ikeless.spd.entries.len() + doc.sfc.chains.len();
         let mut body = Zeroizing::new(Vec::with_capacity(4096 + entries * 1024));
@@ -647,7 +647,7 @@ impl Controller {
 
     /// A new generation of SAs (and the current chains and grants) to every node, make before
     /// break. Returns the final version and the nodes that did not acknowledge in time.
-    pub async fn rollout(&self, reason: &str) -> Result<Rolled, Refusal> {
+    pub async fn rollout(&self, reason: &str) -> Result<Rolled, ApiError> {
         let _one_at_a_time = self.rollout_lock.lock().await;
         // Revoked nodes get nothing (their SAs go with the old generation) and are not waited for.
         let cut = self.cut_off()?;
@@ -663,7 +663,7 @@ impl Controller {
                 .domain
                 .topology
                 .compile_from(st.next_spi)
-                .map_err(|e| Refusal::new(400, "invalid-value", e.to_string()))?;
+                .map_err(|e| ApiError::new(400, "invalid-value", e.to_string()))?;
             // A revoked node's instances leave every pool with it (issue 17 point 3): flows go to
             // the SF's other instances, not into a node that gets no SA.
             let out_nodes: std::collections::BTreeSet<String> = down.iter().chain(&cut).cloned().collect();
@@ -678,7 +678,7 @@ impl Controller {
             st.drained = down;
             st.out_of_plan = out;
             if next >= SPI_LIMIT {
-                return Err(Refusal::new(507, "resource-denied", "the domain has used every SPI below 2^24"));
+                return Err(ApiError::new(507, "resource-denied", "the domain has used every SPI below 2^24"));
             }
             // Persist the SPI counter and the SAs before any key leaves: never reuse an SPI.
             {
@@ -735,7 +735,7 @@ impl Controller {
         grace: Duration,
         reason: &str,
         cut: &std::collections::HashSet<String>,
-    ) -> Result<(u64, Vec<String>), Refusal> {
+    ) -> Result<(u64, Vec<String>), ApiError> {
         let v1 = self.next_version()?;
         let t = std::time::Instant::now();
         for ((n, new), old) in news.iter().zip(olds) {
@@ -811,7 +811,7 @@ impl Controller {
 
     /// Replaces the SFs of chain `name` (add, remove, reorder); new flows take the new path
     /// once the rollout that follows is done.
-    pub async fn set_chain(&self, name: &str, sfs: Vec<String>, who: &str) -> Result<Rolled, Refusal> {
+    pub async fn set_chain(&self, name: &str, sfs: Vec<String>, who: &str) -> Result<Rolled, ApiError> {
         let before = {
             let mut st = self.state();
             let mut d = st.domain.clone();
@@ -820,9 +820,9 @@ impl Controller {
                 .chains
                 .iter_mut()
                 .find(|c| c.name == name)
-                .ok_or_else(|| Refusal::new(404, "invalid-value", format!("no chain named {name:?}")))?;
+                .ok_or_else(|| ApiError::new(404, "invalid-value", format!("no chain named {name:?}")))?;
             let before = std::mem::replace(&mut c.sfs, sfs.clone());
-            check_domain(&d).map_err(|e| Refusal::new(400, "invalid-value", e))?;
+            check_domain(&d).map_err(|e| ApiError::new(400, "invalid-value", e))?;
             self.store_domain(&d)?;
             st.domain = d;
             before
@@ -832,12 +832,12 @@ impl Controller {
     }
 
     /// Replaces the gateway policy.
-    pub async fn set_grants(&self, grants: Vec<GatewayGrant>, who: &str) -> Result<Rolled, Refusal> {
+    pub async fn set_grants(&self, grants: Vec<GatewayGrant>, who: &str) -> Result<Rolled, ApiError> {
         {
             let mut st = self.state();
             let mut d = st.domain.clone();
             d.grants = grants.clone();
-            check_domain(&d).map_err(|e| Refusal::new(400, "invalid-value", e))?;
+            check_domain(&d).map_err(|e| ApiError::new(400, "invalid-value", e))?;
             self.store_domain(&d)?;
             st.domain = d;
         }
@@ -846,7 +846,7 @@ impl Controller {
         self.rollout("grants changed").await
     }
 
-    fn store_domain(&self, d: &DomainSpec) -> Result<(), Refusal> {
+    fn store_domain(&self, d: &DomainSpec) -> Result<(), ApiError> {
         set_meta(&self.db(), "domain", &serde_json::to_string(d).map_err(internal)?).map_err(internal)
     }
 

@@ -1,15 +1,15 @@
 //! SF drops reported by nodes, kept for the gateway's node to fetch (seed 004 REQ11).
-use super::{Controller, Refusal, SF_DROPS_KEPT, SfDrops};
+use super::{ApiError, Controller, SF_DROPS_KEPT, SfDrops};
 use crate::audit::Kind;
 use std::time::Duration;
 
 impl Controller {
     /// Records SF drops reported by `node` (audited) for the gateway to fetch.
-    pub fn report_sf_drops(&self, node: &str, drops: Vec<SfDrops>) -> Result<(), Refusal> {
+    pub fn report_sf_drops(&self, node: &str, drops: Vec<SfDrops>) -> Result<(), ApiError> {
         for d in &drops {
             let hex_ok = d.subscriber.len() == 16 && d.subscriber.bytes().all(|b| b.is_ascii_hexdigit());
             if !hex_ok || d.count == 0 || d.sf.is_empty() || d.reason.is_empty() {
-                return Err(Refusal::new(400, "invalid-value", format!("drops: {d:?} is not a report of SF drops")));
+                return Err(ApiError::new(400, "invalid-value", format!("drops: {d:?} is not a report of SF drops")));
             }
         }
         {
