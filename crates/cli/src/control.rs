@@ -38,7 +38,7 @@ pub(crate) fn controller(a: &ControllerArgs) -> anyhow::Result<bool> {
         tokio::spawn(ctl.clone().run_background());
         let Some(m) = &a.management_listen else {
             eprintln!("zsfc controller: domain {name:?}, API on https://{} (TLS 1.3)", listener.local_addr()?);
-            return zsfc_controller::serve(ctl, listener, &a.server_name).await;
+            return Ok(zsfc_controller::serve(ctl, listener, &a.server_name).await?);
         };
         let management = bind(m).await?;
         eprintln!(
@@ -52,10 +52,11 @@ pub(crate) fn controller(a: &ControllerArgs) -> anyhow::Result<bool> {
             tokio::spawn(
                 async move { zsfc_controller::serve_plane(c, management, &server_name, Plane::Management).await },
             );
-        tokio::select! {
-            r = zsfc_controller::serve_plane(ctl, listener, &a.server_name, Plane::Nodes) => r,
-            r = operator => r?,
-        }
+        let served: anyhow::Result<()> = tokio::select! {
+            r = zsfc_controller::serve_plane(ctl, listener, &a.server_name, Plane::Nodes) => Ok(r?),
+            r = operator => Ok(r??),
+        };
+        served
     })?;
     Ok(true)
 }

@@ -6,6 +6,38 @@ use rustls_pki_types::pem::PemObject;
 use std::sync::Arc;
 use std::time::Duration;
 
+/// Why a call to the controller failed before it had an answer.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("the domain CA: {0}")]
+    CaPem(#[from] rustls_pki_types::pem::Error),
+    #[error("TLS: {0}")]
+    Tls(#[from] rustls::Error),
+    #[error("the client certificate: {0}")]
+    Certificate(#[from] zsfc_identity::SlotError),
+    #[error("the hardware token: {0}")]
+    Token(#[from] crate::token::TokenError),
+    #[error("{0:?} is not a server name")]
+    ServerName(String),
+    #[error("this client has no certificate to renew")]
+    NothingToRenew,
+    #[error("{method} {path}: no answer within {timeout:?}")]
+    Timeout { method: String, path: String, timeout: Duration },
+    #[error("{address}: {source}")]
+    Io { address: String, source: std::io::Error },
+    /// The server's certificate is the domain's, but not the controller's.
+    #[error("{address}: the server is {found}, not the controller")]
+    NotTheController { address: String, found: String },
+    #[error("{address}: the server's certificate: {why}")]
+    ServerCertificate { address: String, why: String },
+    #[error("{address}: the server sent no certificate")]
+    NoServerCertificate { address: String },
+    #[error("HTTP: {0}")]
+    Http(#[from] hyper::Error),
+    #[error("the HTTP request: {0}")]
+    Request(#[from] hyper::http::Error),
+}
+
 #[derive(Clone)]
 pub struct Client {
     address: String,
@@ -51,7 +83,12 @@ pub enum Identity<'a> {
 impl Client {
     /// `identity`: PEM certificate and key of the caller (`None`: no client certificate, as at
     /// enrolment).
-    pub fn new(address: &str, server_name: &str, ca_pem: &str, identity: Option<(&str, &str)>) -> anyhow::Result<Self> {
+    pub fn new(
+        address: &str,
+        server_name: &str,
+        ca_pem: &str,
+        identity: Option<(&str, &str)>,
+    ) -> Result<Self, ClientError> {
         let identity = identity.map_or(Identity::Anonymous, |(cert, key)| Identity::Pem { cert, key });
         Self::with_identity(address, server_name, ca_pem, identity)
     }
@@ -61,7 +98,7 @@ impl Client {
         server_name: &str,
         ca_pem: &str,
         identity: Identity<'_>,
-    ) -> anyhow::Result<Self> {
+    ) -> Result<Self, ClientError> {
         let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
         let mut roots = rustls::RootCertStore::empty();
         for c in rustls_pki_types::CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {
@@ -82,7 +119,8 @@ impl Client {
         };
         Ok(Self {
             address: address.to_owned(),
-            server_name: rustls_pki_types::ServerName::try_from(server_name.to_owned())?,
+            server_name: rustls_pki_types::ServerName::try_from(server_name.to_owned())
+                .map_err(|_| ClientError::ServerName(server_name.to_owned()))?,
             tls: tokio_rustls::TlsConnector::from(Arc::new(cfg)),
             slot,
         })
@@ -90,8 +128,8 @@ impl Client {
 
     /// Presents `cert` and `key` from the next connection on (a renewed certificate), in this
     /// client and every clone of it. Only a client with a PEM identity has one to replace.
-    pub fn renew(&self, cert: &str, key: &str) -> anyhow::Result<()> {
-        let slot = self.slot.as_ref().ok_or_else(|| anyhow::anyhow!("this client has no certificate to renew"))?;
+    pub fn renew(&self, cert: &str, key: &str) -> Result<(), ClientError> {
+        let slot = self.slot.as_ref().ok_or(ClientError::NothingToRenew)?;
         Ok(slot.replace(cert, key)?)
     }
 
@@ -102,25 +140,30 @@ impl Client {
         path: &str,
         body: Option<Vec<u8>>,
         timeout: Duration,
-    ) -> anyhow::Result<Reply> {
+    ) -> Result<Reply, ClientError> {
         tokio::time::timeout(timeout, self.request_inner(method, path, body))
             .await
-            .map_err(|_| anyhow::anyhow!("{method} {path}: no answer within {timeout:?}"))?
+            .map_err(|_| ClientError::Timeout { method: method.to_owned(), path: path.to_owned(), timeout })?
     }
 
-    async fn request_inner(&self, method: &str, path: &str, body: Option<Vec<u8>>) -> anyhow::Result<Reply> {
-        let tcp = tokio::net::TcpStream::connect(&self.address).await?;
-        tcp.set_nodelay(true)?;
-        let tls = self.tls.connect(self.server_name.clone(), tcp).await?;
+    async fn request_inner(&self, method: &str, path: &str, body: Option<Vec<u8>>) -> Result<Reply, ClientError> {
+        let io = |source| ClientError::Io { address: self.address.clone(), source };
+        let tcp = tokio::net::TcpStream::connect(&self.address).await.map_err(io)?;
+        tcp.set_nodelay(true).map_err(io)?;
+        let tls = self.tls.connect(self.server_name.clone(), tcp).await.map_err(io)?;
         // The server's certificate chains to the domain CA and names the server; it must also be
         // the controller's (zsfc_identity): a gateway's server certificate, say, whose names an
         // operator made to include "controller", is not.
         let server = tls.get_ref().1.peer_certificates().and_then(|c| c.first());
         match server.map(|c| zsfc_identity::Identity::of_certificate(c)) {
             Some(Ok(id)) if id.kind() == zsfc_identity::Kind::Controller => {}
-            Some(Ok(id)) => anyhow::bail!("{}: the server is {id}, not the controller", self.address),
-            Some(Err(e)) => anyhow::bail!("{}: the server's certificate: {e}", self.address),
-            None => anyhow::bail!("{}: the server sent no certificate", self.address),
+            Some(Ok(id)) => {
+                return Err(ClientError::NotTheController { address: self.address.clone(), found: id.to_string() });
+            }
+            Some(Err(e)) => {
+                return Err(ClientError::ServerCertificate { address: self.address.clone(), why: e.to_string() });
+            }
+            None => return Err(ClientError::NoServerCertificate { address: self.address.clone() }),
         }
         let (mut send, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tls)).await?;
         tokio::spawn(conn);
@@ -143,8 +186,11 @@ impl Client {
         path: &str,
         body: Option<Vec<u8>>,
         timeout: Duration,
-    ) -> anyhow::Result<Reply> {
-        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    ) -> Result<Reply, ClientError> {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|source| ClientError::Io { address: self.address.clone(), source })?;
         rt.block_on(self.request(method, path, body, timeout))
     }
 }

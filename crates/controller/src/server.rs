@@ -687,6 +687,23 @@ impl HandshakeFailures {
 /// The controller's server certificate: issued by its CA when the listener starts and again at
 /// the first handshake after two thirds of its life (the nodes' certificate lifetime) have
 /// passed. Its key is never written.
+/// Why the API could not be served.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error("the controller's identity: {0}")]
+    Identity(#[from] zsfc_identity::IdentityError),
+    #[error("issuing the server certificate: {0}")]
+    Issue(#[from] rcgen::Error),
+    #[error("the server certificate: {0}")]
+    Certificate(#[from] zsfc_identity::SlotError),
+    #[error("the domain CA: {0}")]
+    CaPem(#[from] rustls_pki_types::pem::Error),
+    #[error("TLS: {0}")]
+    Tls(#[from] rustls::Error),
+    #[error("verifying clients: {0}")]
+    Verifier(#[from] rustls::server::VerifierBuilderError),
+}
+
 #[derive(Debug)]
 struct OwnCertificate {
     ctl: Arc<Controller>,
@@ -696,7 +713,10 @@ struct OwnCertificate {
 }
 
 impl OwnCertificate {
-    fn issue(ctl: &Controller, server_name: &str) -> anyhow::Result<(String, Zeroizing<String>, crate::pki::Validity)> {
+    fn issue(
+        ctl: &Controller,
+        server_name: &str,
+    ) -> Result<(String, Zeroizing<String>, crate::pki::Validity), ServeError> {
         let v = crate::pki::Validity::from_now(ctl.domain().topology.certificates.node());
         let id = Identity::controller(&ctl.domain().name)?;
         let (cert, key) = ctl.ca.issue(&id, &[server_name.to_owned()], &[], v)?;
@@ -707,7 +727,7 @@ impl OwnCertificate {
         ctl: Arc<Controller>,
         server_name: &str,
         provider: Arc<rustls::crypto::CryptoProvider>,
-    ) -> anyhow::Result<Self> {
+    ) -> Result<Self, ServeError> {
         let (cert, key, v) = Self::issue(&ctl, server_name)?;
         let slot = zsfc_identity::CertSlot::new(provider, &cert, &key)?;
         Ok(Self { ctl, server_name: server_name.to_owned(), slot, renew_at: std::sync::Mutex::new(v.renew_at()) })
@@ -723,14 +743,14 @@ impl rustls::server::ResolvesServerCert for OwnCertificate {
             match renewed {
                 Ok(v) => *at = v.renew_at(),
                 // The current certificate serves until it expires; the next handshake tries again.
-                Err(e) => eprintln!("zsfc controller: renewing its server certificate: {e:#}"),
+                Err(e) => eprintln!("zsfc controller: renewing its server certificate: {e}"),
             }
         }
         Some(self.slot.current())
     }
 }
 
-fn server_tls(ctl: &Arc<Controller>, server_name: &str) -> anyhow::Result<rustls::ServerConfig> {
+fn server_tls(ctl: &Arc<Controller>, server_name: &str) -> Result<rustls::ServerConfig, ServeError> {
     use rustls_pki_types::pem::PemObject;
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
     let mut roots = rustls::RootCertStore::empty();
@@ -748,7 +768,11 @@ fn server_tls(ctl: &Arc<Controller>, server_name: &str) -> anyhow::Result<rustls
 /// Serves the API on `listener` until the process ends, to nodes and administrative roles
 /// alike. The server certificate is issued by the domain CA for `server_name` and renewed on
 /// its own ([`OwnCertificate`]; its key is never written).
-pub async fn serve(ctl: Arc<Controller>, listener: tokio::net::TcpListener, server_name: &str) -> anyhow::Result<()> {
+pub async fn serve(
+    ctl: Arc<Controller>,
+    listener: tokio::net::TcpListener,
+    server_name: &str,
+) -> Result<(), ServeError> {
     serve_plane(ctl, listener, server_name, Plane::All).await
 }
 
@@ -759,7 +783,7 @@ pub async fn serve_plane(
     listener: tokio::net::TcpListener,
     server_name: &str,
     plane: Plane,
-) -> anyhow::Result<()> {
+) -> Result<(), ServeError> {
     let tls = tokio_rustls::TlsAcceptor::from(Arc::new(server_tls(&ctl, server_name)?));
     let app = router(ctl.clone());
     let limits = ctl.domain().api;

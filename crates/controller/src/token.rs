@@ -47,13 +47,46 @@ impl core::fmt::Debug for TokenKey {
     }
 }
 
-fn err(what: impl core::fmt::Display) -> impl FnOnce(cryptoki::error::Error) -> anyhow::Error {
-    move |e| anyhow::anyhow!("PKCS#11: {what}: {e}")
+/// What went wrong with a hardware token.
+#[derive(Debug, thiserror::Error)]
+pub enum TokenError {
+    /// The module refused a call.
+    #[error("PKCS#11: {what}: {source}")]
+    Pkcs11 { what: String, source: cryptoki::error::Error },
+    #[error("PKCS#11: no token labelled {token:?} in {module}")]
+    NoToken { token: String, module: String },
+    #[error("PKCS#11: {count} objects are labelled {label:?}; the label must name one key")]
+    AmbiguousLabel { label: String, count: usize },
+    #[error("PKCS#11: token {token:?} holds no key pair labelled {key:?}")]
+    NoKeyPair { token: String, key: String },
+    #[error("PKCS#11: token {token:?} already holds a key labelled {key:?}")]
+    KeyExists { token: String, key: String },
+    /// The token says the key can be read out: not a hardware key.
+    #[error("PKCS#11: the token made key {label:?} readable ({attributes}); refusing it")]
+    Readable { label: String, attributes: String },
+    #[error("PKCS#11: the public key has no EC point")]
+    NoPoint,
+    #[error("PKCS#11: the key is not an uncompressed P-256 point ({0} bytes)")]
+    NotP256(usize),
+    #[error("PKCS#11: a P-256 signature is 64 bytes, the token gave {0}")]
+    BadSignature(usize),
+    #[error("set {PIN_VAR} to the token's user PIN")]
+    NoPin,
+    #[error("the certificate request: {0}")]
+    Request(#[from] rcgen::Error),
+    #[error("the certificate: {0}")]
+    Certificate(String),
+    #[error("the certificate is not for the key {0:?} on the token")]
+    NotForKey(String),
+}
+
+fn err(what: impl core::fmt::Display) -> impl FnOnce(cryptoki::error::Error) -> TokenError {
+    move |source| TokenError::Pkcs11 { what: what.to_string(), source }
 }
 
 /// The module's context, one per module and process: a module is initialized once, and
 /// finalizing a second context would pull the first one's sessions from under it.
-fn context(module: &Path) -> anyhow::Result<Pkcs11> {
+fn context(module: &Path) -> Result<Pkcs11, TokenError> {
     static CONTEXTS: Mutex<Vec<(std::path::PathBuf, Pkcs11)>> = Mutex::new(Vec::new());
     let mut all = CONTEXTS.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
     if let Some((_, p11)) = all.iter().find(|(m, _)| m == module) {
@@ -69,7 +102,7 @@ fn context(module: &Path) -> anyhow::Result<Pkcs11> {
 }
 
 /// A read-write session on the token labelled `token`, logged in as its user with `pin`.
-fn login(module: &Path, token: &str, pin: &str) -> anyhow::Result<Session> {
+fn login(module: &Path, token: &str, pin: &str) -> Result<Session, TokenError> {
     let p11 = context(module)?;
     let mut found = None;
     for slot in p11.get_slots_with_token().map_err(err("listing slots"))? {
@@ -78,7 +111,8 @@ fn login(module: &Path, token: &str, pin: &str) -> anyhow::Result<Session> {
             break;
         }
     }
-    let slot = found.ok_or_else(|| anyhow::anyhow!("PKCS#11: no token labelled {token:?} in {}", module.display()))?;
+    let slot =
+        found.ok_or_else(|| TokenError::NoToken { token: token.to_owned(), module: module.display().to_string() })?;
     let session = p11.open_rw_session(slot).map_err(err(format!("opening a session on token {token:?}")))?;
     // PKCS#11 logs the user in per token and application: a second key on the same token (the
     // caller's and the new one, in `zsfc role-key`) finds the user logged in already.
@@ -88,30 +122,30 @@ fn login(module: &Path, token: &str, pin: &str) -> anyhow::Result<Session> {
     }
 }
 
-fn find(session: &Session, class: ObjectClass, label: &str) -> anyhow::Result<Option<ObjectHandle>> {
+fn find(session: &Session, class: ObjectClass, label: &str) -> Result<Option<ObjectHandle>, TokenError> {
     let found = session
         .find_objects(&[Attribute::Class(class), Attribute::Label(label.as_bytes().to_vec())])
         .map_err(err(format!("looking for key {label:?}")))?;
     match found.as_slice() {
         [] => Ok(None),
         [one] => Ok(Some(*one)),
-        _ => anyhow::bail!("PKCS#11: {} objects are labelled {label:?}; the label must name one key", found.len()),
+        _ => Err(TokenError::AmbiguousLabel { label: label.to_owned(), count: found.len() }),
     }
 }
 
 /// The public point of the key pair's public half (`CKA_EC_POINT` is a DER OCTET STRING around
 /// it; some modules give the bare point).
-fn point_of(session: &Session, public: ObjectHandle) -> anyhow::Result<Vec<u8>> {
+fn point_of(session: &Session, public: ObjectHandle) -> Result<Vec<u8>, TokenError> {
     let attrs = session.get_attributes(public, &[AttributeType::EcPoint]).map_err(err("reading the public key"))?;
     let Some(Attribute::EcPoint(p)) = attrs.into_iter().next() else {
-        anyhow::bail!("PKCS#11: the public key has no EC point");
+        return Err(TokenError::NoPoint);
     };
     let point = match p.as_slice() {
         [0x04, len, rest @ ..] if usize::from(*len) == rest.len() => rest.to_vec(),
         _ => p,
     };
     if point.len() != POINT_LEN || point[0] != 0x04 {
-        anyhow::bail!("PKCS#11: the key is not an uncompressed P-256 point ({} bytes)", point.len());
+        return Err(TokenError::NotP256(point.len()));
     }
     Ok(point)
 }
@@ -121,17 +155,15 @@ fn point_of(session: &Session, public: ObjectHandle) -> anyhow::Result<Vec<u8>> 
 pub const PIN_VAR: &str = "ZSFC_PKCS11_PIN";
 
 /// The user PIN from [`PIN_VAR`].
-pub fn pin_from_env() -> anyhow::Result<zeroize::Zeroizing<String>> {
-    std::env::var(PIN_VAR)
-        .map(zeroize::Zeroizing::new)
-        .map_err(|_| anyhow::anyhow!("set {PIN_VAR} to the token's user PIN"))
+pub fn pin_from_env() -> Result<zeroize::Zeroizing<String>, TokenError> {
+    std::env::var(PIN_VAR).map(zeroize::Zeroizing::new).map_err(|_| TokenError::NoPin)
 }
 
 impl TokenKey {
     /// The key labelled `r.key` on token `r.token`.
-    pub fn open(r: &TokenRef, pin: &str) -> anyhow::Result<Arc<Self>> {
+    pub fn open(r: &TokenRef, pin: &str) -> Result<Arc<Self>, TokenError> {
         let session = login(&r.module, &r.token, pin)?;
-        let missing = || anyhow::anyhow!("PKCS#11: token {:?} holds no key pair labelled {:?}", r.token, r.key);
+        let missing = || TokenError::NoKeyPair { token: r.token.clone(), key: r.key.clone() };
         let key = find(&session, ObjectClass::PRIVATE_KEY, &r.key)?.ok_or_else(missing)?;
         let public = find(&session, ObjectClass::PUBLIC_KEY, &r.key)?.ok_or_else(missing)?;
         let point = point_of(&session, public)?;
@@ -141,10 +173,10 @@ impl TokenKey {
     /// A new P-256 key pair labelled `r.key`, generated on the token: the private key is
     /// sensitive and not extractable, so no one — the operator included — can read it out.
     /// Refuses a label that is already taken.
-    pub fn generate(r: &TokenRef, pin: &str) -> anyhow::Result<Arc<Self>> {
+    pub fn generate(r: &TokenRef, pin: &str) -> Result<Arc<Self>, TokenError> {
         let session = login(&r.module, &r.token, pin)?;
         if find(&session, ObjectClass::PRIVATE_KEY, &r.key)?.is_some() {
-            anyhow::bail!("PKCS#11: token {:?} already holds a key labelled {:?}", r.token, r.key);
+            return Err(TokenError::KeyExists { token: r.token.clone(), key: r.key.clone() });
         }
         let label = Attribute::Label(r.key.as_bytes().to_vec());
         let public = [
@@ -185,14 +217,14 @@ impl TokenKey {
     }
 
     /// The private key is sensitive, not extractable and never was.
-    fn check_kept(&self) -> anyhow::Result<()> {
+    fn check_kept(&self) -> Result<(), TokenError> {
         let want = [AttributeType::Sensitive, AttributeType::Extractable, AttributeType::NeverExtractable];
         let attrs = self.session().get_attributes(self.key, &want).map_err(err("reading the key's attributes"))?;
         let kept = attrs.iter().all(|a| {
             matches!(a, Attribute::Sensitive(true) | Attribute::Extractable(false) | Attribute::NeverExtractable(true))
         });
         if attrs.len() != want.len() || !kept {
-            anyhow::bail!("PKCS#11: the token made key {:?} readable ({attrs:?}); refusing it", self.label);
+            return Err(TokenError::Readable { label: self.label.clone(), attributes: format!("{attrs:?}") });
         }
         Ok(())
     }
@@ -214,15 +246,15 @@ impl TokenKey {
 
     /// A certificate signing request for `cn`, signed by the token: what the controller
     /// certifies when it binds a role to this key.
-    pub fn csr(&self, cn: &str) -> anyhow::Result<String> {
+    pub fn csr(&self, cn: &str) -> Result<String, TokenError> {
         let mut p = rcgen::CertificateParams::new(Vec::new())?;
         p.distinguished_name.push(rcgen::DnType::CommonName, cn);
-        let req = p.serialize_request(self).map_err(|e| anyhow::anyhow!("PKCS#11: signing the request: {e}"))?;
+        let req = p.serialize_request(self)?;
         Ok(req.pem()?)
     }
 
     /// ECDSA P-256 over SHA-256 of `msg`, DER-encoded (RFC 3279 `Ecdsa-Sig-Value`).
-    fn sign_der(&self, msg: &[u8]) -> anyhow::Result<Vec<u8>> {
+    fn sign_der(&self, msg: &[u8]) -> Result<Vec<u8>, TokenError> {
         let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, msg);
         let raw = self.session().sign(&Mechanism::Ecdsa, self.key, digest.as_ref()).map_err(err("signing"))?;
         ecdsa_der(&raw)
@@ -230,9 +262,9 @@ impl TokenKey {
 }
 
 /// `r || s` (as PKCS#11 returns an ECDSA signature) → `SEQUENCE { INTEGER r, INTEGER s }`.
-fn ecdsa_der(raw: &[u8]) -> anyhow::Result<Vec<u8>> {
+fn ecdsa_der(raw: &[u8]) -> Result<Vec<u8>, TokenError> {
     if raw.len() != 64 {
-        anyhow::bail!("PKCS#11: a P-256 signature is 64 bytes, the token gave {}", raw.len());
+        return Err(TokenError::BadSignature(raw.len()));
     }
     let int = |v: &[u8]| {
         let v = &v[v.iter().position(|&b| b != 0).unwrap_or(v.len() - 1)..];
@@ -297,13 +329,16 @@ impl rustls::sign::Signer for TlsSigner {
 }
 
 /// The certificate `cert_pem` with its key on a token, as rustls resolves a client certificate.
-pub(crate) fn resolver(cert_pem: &str, key: Arc<TokenKey>) -> anyhow::Result<Arc<dyn ResolvesClientCert>> {
+pub(crate) fn resolver(cert_pem: &str, key: Arc<TokenKey>) -> Result<Arc<dyn ResolvesClientCert>, TokenError> {
     use rustls_pki_types::pem::PemObject;
-    let chain = rustls_pki_types::CertificateDer::pem_slice_iter(cert_pem.as_bytes()).collect::<Result<Vec<_>, _>>()?;
-    let end = chain.first().ok_or_else(|| anyhow::anyhow!("no certificate in the PEM"))?;
-    let (_, c) = x509_parser::parse_x509_certificate(end)?;
+    let bad = |e: &dyn core::fmt::Display| TokenError::Certificate(e.to_string());
+    let chain = rustls_pki_types::CertificateDer::pem_slice_iter(cert_pem.as_bytes())
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| bad(&e))?;
+    let end = chain.first().ok_or_else(|| bad(&"no certificate in the PEM"))?;
+    let (_, c) = x509_parser::parse_x509_certificate(end).map_err(|e| bad(&e))?;
     if c.public_key().raw != key.spki_der().as_slice() {
-        anyhow::bail!("the certificate is not for the key {:?} on the token", key.label);
+        return Err(TokenError::NotForKey(key.label.clone()));
     }
     Ok(Arc::new(Always(Arc::new(rustls::sign::CertifiedKey::new(chain, Arc::new(TlsKey(key)))))))
 }

@@ -46,7 +46,7 @@ pub fn enrolled_client(c: &ControllerConfig, node: &str) -> anyhow::Result<Clien
                     eprintln!("zsfc node {node:?}: controller not reachable yet ({e:#}); retrying");
                     std::thread::sleep(Duration::from_millis(500));
                 }
-                Err(e) => return Err(e.context("enrolling with the controller")),
+                Err(e) => return Err(anyhow::Error::new(e).context("enrolling with the controller")),
             }
         };
         if reply.status != 200 {
@@ -65,7 +65,7 @@ pub fn enrolled_client(c: &ControllerConfig, node: &str) -> anyhow::Result<Clien
     crate::renew::finish_interrupted(&cert_path, &key_path)?;
     let cert = std::fs::read_to_string(&cert_path)?;
     let key = zeroize::Zeroizing::new(std::fs::read_to_string(&key_path)?);
-    Client::new(&c.address, &c.server_name, &ca, Some((&cert, &key)))
+    Ok(Client::new(&c.address, &c.server_name, &ca, Some((&cert, &key)))?)
 }
 
 /// One change to an engine, applied by every lane with its own keys.
