@@ -22,7 +22,7 @@
 use zsfc_esp::Instant;
 use zsfc_wire::ip::FiveTuple;
 
-/// Hash maps of the engine (see `node.rs`).
+/// Hash maps of the engine (see `node/mod.rs`).
 type HashMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
 
 /// One SF instance in a pool.
