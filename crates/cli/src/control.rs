@@ -23,6 +23,9 @@ pub(crate) struct ControllerArgs {
     /// The name in the controller's certificate (what nodes verify).
     #[arg(long, default_value = "controller")]
     server_name: String,
+    /// Log lines as text or as JSON objects (time, level, target, message).
+    #[arg(long, value_enum, default_value_t, env = "ZSFC_LOG_FORMAT")]
+    pub(crate) log_format: crate::logging::LogFormat,
 }
 
 pub(crate) fn controller(a: &ControllerArgs) -> anyhow::Result<bool> {
@@ -37,11 +40,11 @@ pub(crate) fn controller(a: &ControllerArgs) -> anyhow::Result<bool> {
         let name = ctl.domain().name;
         tokio::spawn(ctl.clone().run_background());
         let Some(m) = &a.management_listen else {
-            eprintln!("zsfc controller: domain {name:?}, API on https://{} (TLS 1.3)", listener.local_addr()?);
+            tracing::info!("zsfc controller: domain {name:?}, API on https://{} (TLS 1.3)", listener.local_addr()?);
             return Ok(zsfc_controller::serve(ctl, listener, &a.server_name).await?);
         };
         let management = bind(m).await?;
-        eprintln!(
+        tracing::info!(
             "zsfc controller: domain {name:?}, API for nodes on https://{}, for the operator on https://{} (TLS 1.3)",
             listener.local_addr()?,
             management.local_addr()?

@@ -8,6 +8,7 @@ mod bench_keys;
 mod config;
 mod control;
 mod demo;
+mod logging;
 mod node;
 mod traffic;
 mod up;
@@ -110,7 +111,10 @@ fn main() -> std::process::ExitCode {
     let result = match cli.command {
         Command::Demo(a) => demo::run(&a),
         Command::Config(c) => config::run(&c),
-        Command::Node(a) => zsfc_node::run(&zsfc_node::Options { config: a.config, ready_file: a.ready_file }),
+        Command::Node(a) => {
+            logging::init(a.log_format);
+            zsfc_node::run(&zsfc_node::Options { config: a.config, ready_file: a.ready_file })
+        }
         Command::Up(a) => up::up(&a),
         Command::Down(a) => up::down(&a),
         Command::Restart(a) => up::restart(&a),
@@ -118,7 +122,10 @@ fn main() -> std::process::ExitCode {
         Command::Run(a) => up::run(&a),
         Command::Status(a) => up::status(&a),
         Command::Bench(c) => bench::run(&c),
-        Command::Controller(a) => control::controller(&a),
+        Command::Controller(a) => {
+            logging::init(a.log_format);
+            control::controller(&a)
+        }
         Command::ControllerInit(a) => control::init(&a),
         Command::ControllerRecover(a) => control::recover(&a),
         Command::Domain(a) => control::domain(&a),

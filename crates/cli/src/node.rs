@@ -8,4 +8,7 @@ pub(crate) struct Args {
     /// Written once every device exists and the gateway (if any) listens: the node is ready.
     #[arg(long)]
     pub(crate) ready_file: Option<std::path::PathBuf>,
+    /// Log lines as text or as JSON objects (time, level, target, message).
+    #[arg(long, value_enum, default_value_t, env = "ZSFC_LOG_FORMAT")]
+    pub(crate) log_format: crate::logging::LogFormat,
 }

@@ -743,7 +743,7 @@ impl rustls::server::ResolvesServerCert for OwnCertificate {
             match renewed {
                 Ok(v) => *at = v.renew_at(),
                 // The current certificate serves until it expires; the next handshake tries again.
-                Err(e) => eprintln!("zsfc controller: renewing its server certificate: {e}"),
+                Err(e) => tracing::warn!("zsfc controller: renewing its server certificate: {e}"),
             }
         }
         Some(self.slot.current())

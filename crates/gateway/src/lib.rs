@@ -309,7 +309,7 @@ pub fn start(settings: GatewaySettings, control: Vec<Sender<Control>>) -> Result
         rt.block_on(async move {
             let listener = match tokio::net::TcpListener::from_std(listener) {
                 Ok(l) => l,
-                Err(e) => return eprintln!("gateway: {e}"),
+                Err(e) => return tracing::error!("gateway: {e}"),
             };
             let acceptor = tokio_rustls::TlsAcceptor::from(tls);
             loop {
@@ -379,7 +379,7 @@ impl Shared {
             return;
         }
         let detail = if limited { format!("{n} so far") } else { detail.to_owned() };
-        eprintln!(
+        tracing::info!(
             "gateway: refused {peer} identity={} service={} reason={}{}{detail}",
             identity.unwrap_or("-"),
             sni.unwrap_or("-"),
@@ -407,7 +407,7 @@ impl Shared {
     fn block_begun(&self, who: &str, count: u32, last: &str) {
         self.stats.blocks.fetch_add(1, Ordering::Relaxed);
         let rule = self.settings.blocking;
-        eprintln!(
+        tracing::info!(
             "gateway: blocking {who} for {} s: {count} refusals within {} s, the last {last}",
             rule.duration.as_secs(),
             rule.within.as_secs(),
@@ -489,7 +489,7 @@ impl Shared {
             }
         };
         self.stats.served.fetch_add(1, Ordering::Relaxed);
-        eprintln!("gateway: {peer} identity={identity} service={} chain={}", service.name, chain.0);
+        tracing::info!("gateway: {peer} identity={identity} service={} chain={}", service.name, chain.0);
         let served =
             Served { peer, identity: &identity, sni: sni.as_deref(), service: &service, chain, policy: &policy };
         tokio::select! {

@@ -86,7 +86,7 @@ pub fn run_checks(lab: &Lab, plan: &LabPlan, state: &State) -> anyhow::Result<Ve
         std::fs::read_to_string(&gw_log)
             .unwrap_or_default()
             .lines()
-            .filter(|l| l.starts_with("gateway: refused") && l.contains(&format!("reason={reason}")))
+            .filter(|l| l.contains("gateway: refused ") && l.contains(&format!("reason={reason}")))
             .count()
     };
     let mut out = Vec::new();

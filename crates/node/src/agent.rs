@@ -43,7 +43,7 @@ pub fn enrolled_client(c: &ControllerConfig, node: &str) -> anyhow::Result<Clien
             ) {
                 Ok(r) => break r,
                 Err(e) if started.elapsed() < ENROL_PATIENCE => {
-                    eprintln!("zsfc node {node:?}: controller not reachable yet ({e:#}); retrying");
+                    tracing::warn!("zsfc node {node:?}: controller not reachable yet ({e:#}); retrying");
                     std::thread::sleep(Duration::from_millis(500));
                 }
                 Err(e) => return Err(anyhow::Error::new(e).context("enrolling with the controller")),
@@ -60,7 +60,7 @@ pub fn enrolled_client(c: &ControllerConfig, node: &str) -> anyhow::Result<Clien
         zsfc_controller::pki::write_private(&cert_path, cert.as_bytes())?;
         // The token is spent; nothing else should find it.
         let _ = std::fs::remove_file(&c.bootstrap);
-        eprintln!("zsfc node {node:?}: enrolled with the controller at {}", c.address);
+        tracing::info!("zsfc node {node:?}: enrolled with the controller at {}", c.address);
     }
     crate::renew::finish_interrupted(&cert_path, &key_path)?;
     let cert = std::fs::read_to_string(&cert_path)?;
@@ -351,7 +351,7 @@ pub(crate) fn start(s: AgentSetup) -> anyhow::Result<()> {
         std::thread::Builder::new().name("agent-sf-drops".into()).spawn(move || {
             let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
                 Ok(rt) => rt,
-                Err(e) => return eprintln!("agent: {e}"),
+                Err(e) => return tracing::error!("agent: {e}"),
             };
             rt.block_on(follow_sf_drops(&name, &client, &gw));
         })?;
@@ -364,7 +364,7 @@ pub(crate) fn start(s: AgentSetup) -> anyhow::Result<()> {
     std::thread::Builder::new().name("agent".into()).spawn(move || {
         let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
             Ok(rt) => rt,
-            Err(e) => return eprintln!("agent: {e}"),
+            Err(e) => return tracing::error!("agent: {e}"),
         };
         rt.block_on(follow(name, boot, client, lanes, peers, gateway, ready_file));
     })?;
@@ -387,7 +387,7 @@ async fn follow(
         let seal = match PollKey::new() {
             Ok(k) => k,
             Err(e) => {
-                eprintln!("agent {name:?}: {e}");
+                tracing::warn!("agent {name:?}: {e}");
                 tokio::time::sleep(Duration::from_secs(1)).await;
                 continue;
             }
@@ -400,7 +400,7 @@ async fn follow(
             Ok(r) => r,
             Err(e) => {
                 if !unreachable {
-                    eprintln!(
+                    tracing::info!(
                         "agent {name:?}: controller unreachable ({e:#}); the node keeps its SAs until their hard lifetime"
                     );
                     unreachable = true;
@@ -410,14 +410,14 @@ async fn follow(
             }
         };
         if unreachable {
-            eprintln!("agent {name:?}: controller reachable again");
+            tracing::info!("agent {name:?}: controller reachable again");
             unreachable = false;
         }
         match reply.status {
             200 => {}
             204 => continue,
             s => {
-                eprintln!("agent {name:?}: poll answered {s}: {}", reply.message());
+                tracing::warn!("agent {name:?}: poll answered {s}: {}", reply.message());
                 tokio::time::sleep(Duration::from_secs(1)).await;
                 continue;
             }
@@ -438,14 +438,14 @@ async fn follow(
         };
         version = version.max(v);
         if let Some(e) = &error {
-            eprintln!("agent {name:?}: version {v}: {e}");
+            tracing::warn!("agent {name:?}: version {v}: {e}");
         }
         let body = serde_json::json!({"zsfc:input": {"node": name, "version": v, "error": error}});
         if let Err(e) = client
             .request("POST", "/restconf/operations/zsfc:ack", Some(body.to_string().into_bytes()), POLL_TIMEOUT)
             .await
         {
-            eprintln!("agent {name:?}: acknowledging version {v}: {e:#}");
+            tracing::warn!("agent {name:?}: acknowledging version {v}: {e:#}");
         }
         if error.is_none()
             && let Some(p) = ready_file.take()

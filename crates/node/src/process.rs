@@ -131,7 +131,7 @@ pub fn run(a: &Options) -> anyhow::Result<bool> {
                 },
             };
             let gw = zsfc_gateway::start(settings, control_tx).context("starting the gateway")?;
-            eprintln!("zsfc node {:?}: gateway listening on {} (mutual TLS 1.3)", cfg.name, gw.local_addr);
+            tracing::info!("zsfc node {:?}: gateway listening on {} (mutual TLS 1.3)", cfg.name, gw.local_addr);
             Some(Arc::new(gw))
         }
     };
@@ -140,9 +140,9 @@ pub fn run(a: &Options) -> anyhow::Result<bool> {
         signal_hook::flag::register(sig, Arc::clone(&stop)).context("installing signal handlers")?;
     }
     if let Some(w) = crate::interop::warning() {
-        eprintln!("zsfc node {:?}: {w}", cfg.name);
+        tracing::info!("zsfc node {:?}: {w}", cfg.name);
     }
-    eprintln!(
+    tracing::info!(
         "zsfc node {:?}: {} ({} peers){}{}",
         cfg.name,
         [
@@ -164,7 +164,7 @@ pub fn run(a: &Options) -> anyhow::Result<bool> {
         let registry = crate::metrics::registry(&cfg.name, &metrics);
         let gw = gateway.as_ref().map(|g| g.stats.clone());
         let at = crate::metrics::serve(listen, registry, metrics[0].clone(), gw)?;
-        eprintln!("zsfc node {:?}: metrics on http://{at}/metrics", cfg.name);
+        tracing::info!("zsfc node {:?}: metrics on http://{at}/metrics", cfg.name);
     }
     let (events_tx, events_rx) = std::sync::mpsc::channel();
     match controller {

@@ -42,14 +42,17 @@ pub(crate) fn follow(name: &str, client: &Client, held: &[Held]) {
             }
             match renew(name, client, h) {
                 Ok(v) => {
-                    eprintln!("zsfc node {name:?}: {} certificate renewed, valid for {:?}", h.what, lifetime(&v));
+                    tracing::info!("zsfc node {name:?}: {} certificate renewed, valid for {:?}", h.what, lifetime(&v));
                     *d = Some(v.renew_at());
                 }
                 Err(e) => {
                     // Try again soon, but not in a tight loop: a tenth of what is left, 1-10 s.
                     let left = renew_left(&h.cert);
                     let again = (left / 10).clamp(Duration::from_secs(1), Duration::from_secs(10));
-                    eprintln!("zsfc node {name:?}: renewing the {} certificate: {e:#} (again in {again:?})", h.what);
+                    tracing::warn!(
+                        "zsfc node {name:?}: renewing the {} certificate: {e:#} (again in {again:?})",
+                        h.what
+                    );
                     *d = Some(SystemTime::now() + again);
                 }
             }

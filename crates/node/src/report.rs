@@ -46,7 +46,7 @@ pub(crate) fn report_events(
             let body = serde_json::json!({"zsfc:input": {"peers": list, "sfs": circuit_reports(&circuits, sf_names)}});
             let path = "/restconf/operations/zsfc:liveness";
             if let Err(e) = client.blocking("POST", path, Some(body.to_string().into_bytes()), Duration::from_secs(5)) {
-                eprintln!("agent {name:?}: reporting liveness: {e:#}");
+                tracing::warn!("agent {name:?}: reporting liveness: {e:#}");
             }
             (peers_changed, peers_sent) = (false, std::time::Instant::now());
         }
@@ -65,7 +65,7 @@ pub(crate) fn report_events(
             let body = serde_json::json!({"zsfc:input": {"drops": list}});
             let path = "/restconf/operations/zsfc:sf-drops";
             if let Err(e) = client.blocking("POST", path, Some(body.to_string().into_bytes()), Duration::from_secs(5)) {
-                eprintln!("agent {name:?}: reporting SF drops: {e:#}");
+                tracing::warn!("agent {name:?}: reporting SF drops: {e:#}");
             }
         }
         let e = match events.recv_timeout(SF_DROP_PERIOD) {
@@ -78,14 +78,14 @@ pub(crate) fn report_events(
             Event::CircuitChanged { sf, up, unix_ms } => {
                 let what = sf_names.get(sf.0 as usize).map_or("?", String::as_str);
                 let state = if up { "returns probes" } else { "DOES NOT return probes: unusable" };
-                eprintln!("zsfc node {name:?}: external SF {what} (lane {lane}) {state}");
+                tracing::info!("zsfc node {name:?}: external SF {what} (lane {lane}) {state}");
                 circuits.insert((sf.0, lane), (up, unix_ms));
                 peers_changed = true;
                 continue;
             }
             Event::PeerChanged { peer, up, unix_ms } => {
                 let who = peer_names.iter().find(|p| p.0 == peer.0).map_or("?", |p| p.1.as_str());
-                eprintln!("zsfc node {name:?}: peer {who} is {} (liveness)", if up { "up" } else { "DOWN" });
+                tracing::info!("zsfc node {name:?}: peer {who} is {} (liveness)", if up { "up" } else { "DOWN" });
                 peers.insert((peer.0, lane), (up, unix_ms));
                 peers_changed = true;
                 continue;
@@ -122,7 +122,7 @@ pub(crate) fn report_events(
             }
         };
         if let Err(e) = client.blocking("POST", path, Some(body.to_string().into_bytes()), Duration::from_secs(5)) {
-            eprintln!("agent {name:?}: reporting {e:#}");
+            tracing::warn!("agent {name:?}: reporting {e:#}");
         }
     }
 }

@@ -400,7 +400,7 @@ impl Controller {
     /// Appends to the audit log; a log that cannot be written is reported, not ignored.
     pub fn audit(&self, kind: Kind, subject: &str, detail: &str) {
         if let Err(e) = audit::append(&self.db(), kind, subject, detail) {
-            eprintln!("controller: audit log write failed: {e}");
+            tracing::error!("controller: audit log write failed: {e}");
         }
     }
 
@@ -602,7 +602,7 @@ impl Controller {
             let _ = tokio::time::timeout(Duration::ZERO, self.wanted.notified()).await;
             self.requested.store(false, Ordering::SeqCst);
             if let Err(e) = self.rollout("scheduled").await {
-                eprintln!("controller: rollout failed: {e}");
+                tracing::error!("controller: rollout failed: {e}");
                 tokio::time::sleep(Duration::from_secs(1)).await;
             }
         }
@@ -670,7 +670,7 @@ impl Controller {
             let out = liveness::drain(&mut cfgs, &out_nodes, &unusable);
             if out != st.out_of_plan {
                 let list: Vec<String> = out.iter().map(|(sf, node)| format!("{sf}@{node}")).collect();
-                eprintln!(
+                tracing::info!(
                     "controller: rollout ({reason}): out of the plan (node seen down or revoked, or circuit dead): [{}]",
                     list.join(", ")
                 );
