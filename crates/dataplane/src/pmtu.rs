@@ -23,8 +23,7 @@ pub const ICMP_PER_SECOND: u32 = 50;
 const ICMP_V4_MAX: usize = 576;
 /// IPv6: as much as fits in the minimum MTU (RFC 4443 §2.4(c)).
 const ICMP_V6_MAX: usize = 1280;
-const ICMP_V4: u8 = 1;
-const ICMP_V6: u8 = 58;
+use ip::protocol::{ICMP as ICMP_V4, ICMPV6 as ICMP_V6};
 const DEST_UNREACHABLE_V4: u8 = 3;
 const FRAG_NEEDED: u8 = 4;
 const PACKET_TOO_BIG_V6: u8 = 2;

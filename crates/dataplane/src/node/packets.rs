@@ -223,7 +223,7 @@ impl Node {
     }
 
     /// Proxy TX: a packet coming back from the external SF `sf`.
-    pub fn handle_from_sf(&mut self, now: Instant, sf: SfId, buf: PacketBuf) -> Verdict {
+    pub fn handle_from_sf(&mut self, now: Instant, sf: SfId, mut buf: PacketBuf) -> Verdict {
         if circuit::is_probe(buf.as_slice()) {
             if !self.circuits.on_return(now, sf, buf.as_slice()) {
                 return self.drop(DropReason::ProbeRefused, buf);
@@ -235,7 +235,6 @@ impl Node {
         self.stats.from_external_sf += 1;
         // What comes back from the circuit is a new buffer: the flow's entropy again, from the
         // packet the SF returned (a flow keeps its source port across the SF).
-        let mut buf = buf;
         if let Ok(s) = ip::parse(buf.as_slice()) {
             buf.meta.entropy = entropy(pool::flow_hash(&s.tuple));
         }
